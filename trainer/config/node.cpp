@@ -1,0 +1,210 @@
+#include "trainer/config/node.h"
+
+#include <fstream>
+#include <map>
+#include <set>
+#include <sstream>
+
+#include <yaml-cpp/yaml.h>
+
+#include "trainer/common/error.h"
+#include "trainer/common/suggest.h"
+
+namespace kd::config {
+
+// Which keys readers asked for, per map (by key path), shared by all nodes of one document.
+struct Asked {
+  std::map<std::string, std::set<std::string>, std::less<>> keys;
+};
+
+struct Node::Impl {
+  YAML::Node yaml;
+  std::string source;  // file name
+  std::string path;    // dotted key path
+  std::shared_ptr<Asked> asked;
+};
+
+namespace {
+
+std::string join_path(const std::string& parent, std::string_view key) {
+  return parent.empty() ? std::string(key) : parent + "." + std::string(key);
+}
+
+std::string where_of(const Node::Impl& impl, const YAML::Node& yaml) {
+  const YAML::Mark mark = yaml.Mark();
+  if (mark.is_null()) return impl.source;
+  return impl.source + ":" + std::to_string(mark.line + 1) + ":" + std::to_string(mark.column + 1);
+}
+
+std::string scalar_text(const YAML::Node& yaml) {
+  if (yaml.IsScalar()) return "\"" + yaml.Scalar() + "\"";
+  if (yaml.IsMap()) return "a map";
+  if (yaml.IsSequence()) return "a list";
+  return "nothing";
+}
+
+template <typename T>
+T convert(const Node::Impl& impl, const YAML::Node& yaml, const std::string& key_path,
+          const char* expected) {
+  if (yaml.IsScalar()) {
+    try {
+      return yaml.as<T>();
+    } catch (const YAML::Exception&) {
+    }
+  }
+  throw ConfigError(where_of(impl, yaml) + ": \"" + key_path + "\" must be " + expected +
+                    ", but it is " + scalar_text(yaml));
+}
+
+std::shared_ptr<Node::Impl> make(YAML::Node yaml, std::string source, std::string path,
+                                 std::shared_ptr<Asked> asked) {
+  auto impl = std::make_shared<Node::Impl>();
+  impl->yaml = std::move(yaml);
+  impl->source = std::move(source);
+  impl->path = std::move(path);
+  impl->asked = std::move(asked);
+  return impl;
+}
+
+}  // namespace
+
+Node::Node() : impl_(make(YAML::Node(YAML::NodeType::Map), "<defaults>", "", std::make_shared<Asked>())) {}
+
+Node Node::parse(const std::string& text, const std::string& source_name) {
+  try {
+    YAML::Node yaml = YAML::Load(text);
+    if (!yaml.IsDefined() || yaml.IsNull()) yaml = YAML::Node(YAML::NodeType::Map);
+    return Node(make(std::move(yaml), source_name, "", std::make_shared<Asked>()));
+  } catch (const YAML::Exception& e) {
+    throw ConfigError(source_name + ":" + std::to_string(e.mark.line + 1) + ":" +
+                      std::to_string(e.mark.column + 1) + ": invalid YAML: " + e.msg);
+  }
+}
+
+Node Node::load_file(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) throw IOError("cannot read the experiment file \"" + path + "\": no such file or not readable");
+  std::stringstream text;
+  text << in.rdbuf();
+  return parse(text.str(), path);
+}
+
+bool Node::is_map() const { return impl_->yaml.IsMap(); }
+bool Node::is_sequence() const { return impl_->yaml.IsSequence(); }
+bool Node::is_scalar() const { return impl_->yaml.IsScalar(); }
+bool Node::is_null() const { return !impl_->yaml.IsDefined() || impl_->yaml.IsNull(); }
+
+std::optional<Node> Node::find(std::string_view key) const {
+  impl_->asked->keys[impl_->path].insert(std::string(key));
+  if (!impl_->yaml.IsMap()) return std::nullopt;
+  const YAML::Node& map = impl_->yaml;
+  for (auto it = map.begin(); it != map.end(); ++it) {
+    if (it->first.Scalar() == key) {
+      return Node(make(it->second, impl_->source, join_path(impl_->path, key), impl_->asked));
+    }
+  }
+  return std::nullopt;
+}
+
+bool Node::has(std::string_view key) const { return find(key).has_value(); }
+
+Node Node::child(std::string_view key) const {
+  if (auto n = find(key)) return *n;
+  const std::string full = join_path(impl_->path, key);
+  if (!impl_->yaml.IsMap()) {
+    throw ConfigError(where() + ": \"" + (impl_->path.empty() ? "the document" : impl_->path) +
+                      "\" must be a map with the key \"" + std::string(key) + "\", but it is " +
+                      scalar_text(impl_->yaml));
+  }
+  throw ConfigError(where() + ": missing required key \"" + full + "\"");
+}
+
+std::vector<std::string> Node::keys() const {
+  std::vector<std::string> out;
+  if (!impl_->yaml.IsMap()) return out;
+  for (auto it = impl_->yaml.begin(); it != impl_->yaml.end(); ++it) out.push_back(it->first.Scalar());
+  return out;
+}
+
+std::size_t Node::size() const { return impl_->yaml.size(); }
+
+std::vector<Node> Node::elements() const {
+  std::vector<Node> out;
+  if (!impl_->yaml.IsSequence()) {
+    throw ConfigError(where() + ": \"" + impl_->path + "\" must be a list, but it is " +
+                      scalar_text(impl_->yaml));
+  }
+  for (std::size_t i = 0; i < impl_->yaml.size(); ++i) {
+    out.emplace_back(make(impl_->yaml[i], impl_->source, impl_->path + "[" + std::to_string(i) + "]",
+                          impl_->asked));
+  }
+  return out;
+}
+
+double Node::as_double() const { return convert<double>(*impl_, impl_->yaml, impl_->path, "a number"); }
+int64_t Node::as_int() const { return convert<int64_t>(*impl_, impl_->yaml, impl_->path, "an integer"); }
+bool Node::as_bool() const { return convert<bool>(*impl_, impl_->yaml, impl_->path, "true or false"); }
+std::string Node::as_string() const {
+  return convert<std::string>(*impl_, impl_->yaml, impl_->path, "a string");
+}
+
+#define KD_GETTER(Type, name, as)                                         \
+  Type Node::name(std::string_view key, std::optional<Type> def) const {  \
+    if (auto n = find(key)) {                                             \
+      if (!n->is_null()) return n->as();                                  \
+    }                                                                     \
+    if (def) return *def;                                                 \
+    return child(key).as();                                               \
+  }
+KD_GETTER(double, get_double, as_double)
+KD_GETTER(int64_t, get_int, as_int)
+KD_GETTER(bool, get_bool, as_bool)
+KD_GETTER(std::string, get_string, as_string)
+#undef KD_GETTER
+
+#define KD_LIST_GETTER(Type, name, as)                                                  \
+  std::vector<Type> Node::name(std::string_view key, std::optional<std::vector<Type>> def) \
+      const {                                                                          \
+    auto n = find(key);                                                                \
+    if (!n || n->is_null()) {                                                          \
+      if (def) return *def;                                                            \
+      n = child(key);                                                                  \
+    }                                                                                  \
+    std::vector<Type> out;                                                             \
+    for (const Node& e : n->elements()) out.push_back(e.as());                         \
+    return out;                                                                        \
+  }
+KD_LIST_GETTER(int64_t, get_int_list, as_int)
+KD_LIST_GETTER(double, get_double_list, as_double)
+KD_LIST_GETTER(std::string, get_string_list, as_string)
+#undef KD_LIST_GETTER
+
+std::string Node::where() const { return where_of(*impl_, impl_->yaml); }
+
+const std::string& Node::key_path() const { return impl_->path; }
+
+void Node::check_unknown_keys() const {
+  if (!impl_->yaml.IsMap()) return;
+  const auto it = impl_->asked->keys.find(impl_->path);
+  const std::set<std::string> none;
+  const std::set<std::string>& asked = it == impl_->asked->keys.end() ? none : it->second;
+  const std::vector<std::string> known(asked.begin(), asked.end());
+  for (auto kv = impl_->yaml.begin(); kv != impl_->yaml.end(); ++kv) {
+    const std::string key = kv->first.Scalar();
+    if (asked.count(key)) continue;
+    std::string message = where_of(*impl_, kv->first) + ": unknown key \"" + key + "\"" +
+                          (impl_->path.empty() ? "" : " in \"" + impl_->path + "\"");
+    const auto close = nearest(key, known, 1);
+    if (!close.empty()) message += ". Did you mean \"" + close.front() + "\"?";
+    if (!known.empty()) message += " (valid keys: " + join_names(known) + ")";
+    throw ConfigError(message);
+  }
+}
+
+std::string Node::to_yaml() const {
+  YAML::Emitter out;
+  out << impl_->yaml;
+  return out.c_str();
+}
+
+}  // namespace kd::config

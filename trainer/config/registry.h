@@ -1,0 +1,78 @@
+// kd::config::Registry<Base>: one per extension point (models, losses, metrics, summaries,
+// schedules, ...). Built-ins are added by an explicit call when the registry is first used;
+// users add their own components the same way:
+//
+//   kd::losses::registry().add("MyLoss", [](const kd::config::Node& options) {
+//     return std::make_shared<MyLoss>(options);
+//   });
+//   // YAML:  train_losses: {mine: {type: MyLoss, weight: 0.5}}
+#pragma once
+
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "trainer/common/error.h"
+#include "trainer/common/suggest.h"
+#include "trainer/config/node.h"
+
+namespace kd::config {
+
+template <typename Base>
+class Registry {
+ public:
+  using Factory = std::function<std::shared_ptr<Base>(const Node& options)>;
+
+  // `kind` names the extension point in messages ("loss", "metric").
+  explicit Registry(std::string kind) : kind_(std::move(kind)) {}
+
+  // Throws kd::Error when `name` is already registered.
+  void add(const std::string& name, Factory factory, std::string doc = "") {
+    if (entries_.count(name)) throw Error("a " + kind_ + " named \"" + name + "\" is already registered");
+    entries_.emplace(name, Entry{std::move(factory), std::move(doc)});
+    order_.push_back(name);
+  }
+
+  bool contains(const std::string& name) const { return entries_.count(name) > 0; }
+  const std::vector<std::string>& names() const { return order_; }
+  const std::string& doc(const std::string& name) const { return entries_.at(name).doc; }
+  const std::string& kind() const { return kind_; }
+
+  // Builds the component named by `options`' "type" key, then rejects any key it did not read.
+  std::shared_ptr<Base> create(const Node& options) const {
+    return create(options.get_string("type"), options);
+  }
+
+  std::shared_ptr<Base> create(const std::string& type, const Node& options) const {
+    const auto it = entries_.find(type);
+    if (it == entries_.end()) {
+      std::string message = options.where() + ": unknown " + kind_ + " type \"" + type + "\"";
+      const auto close = nearest(type, order_, 3);
+      if (!close.empty()) message += ". Did you mean " + join_names(close) + "?";
+      message += " (registered: " + join_names(order_, 40) + ")";
+      throw ConfigError(message);
+    }
+    std::shared_ptr<Base> built;
+    try {
+      built = it->second.factory(options);
+    } catch (Error& e) {
+      if (!options.key_path().empty()) e.add_context("in " + kind_ + " \"" + options.key_path() + "\"");
+      throw;
+    }
+    options.check_unknown_keys();
+    return built;
+  }
+
+ private:
+  struct Entry {
+    Factory factory;
+    std::string doc;
+  };
+  std::string kind_;
+  std::map<std::string, Entry> entries_;
+  std::vector<std::string> order_;
+};
+
+}  // namespace kd::config

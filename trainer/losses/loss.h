@@ -1,0 +1,49 @@
+// kd::losses::Loss: the base of every loss. A subclass reads its inputs by path keys and returns
+// the per-element loss values; the base applies, in one place for all losses:
+//   mask:          optional path key; values are multiplied by it (broadcast to their shape)
+//   normalize_by:  "mask" (default): sum(values * mask) / sum(mask broadcast to values)
+//                  "values": sum(values * mask) / number of values
+//   weight:        a number or a schedule of the step (see optim/schedules.h), default 1
+// The state is an AverageState of the weighted loss (count 1 per step), and the step's
+// loss_total is the sum of the weighted losses.
+#pragma once
+
+#include <memory>
+#include <optional>
+
+#include "trainer/config/registry.h"
+#include "trainer/optim/schedules.h"
+#include "trainer/train/auxiliary.h"
+
+namespace kd::losses {
+
+class Loss : public train::Auxiliary {
+ public:
+  explicit Loss(const config::Node& options);
+
+  // Per-element (or per-example) loss values, before mask, normalization and weight.
+  virtual torch::Tensor values(const train::Context& ctx) const = 0;
+
+  // The weighted, masked, normalized scalar loss of this step.
+  torch::Tensor value(const train::Context& ctx) const;
+  // AverageState {total: value, count: 1}.
+  Tree get_state(const torch::Tensor& value) const;
+
+  double weight(int64_t step) const { return (*weight_)(step); }
+
+  enum class NormalizeBy { kMask, kValues };
+
+ private:
+  optim::SchedulePtr weight_;
+  std::optional<Path> mask_;
+  NormalizeBy normalize_by_ = NormalizeBy::kMask;
+  torch::Tensor one_;  // the count of every state, allocated once
+};
+
+using LossPtr = std::shared_ptr<const Loss>;
+
+// L1, L2, Huber, AbsoluteValue, Value, NegativeCosineSimilarity, SoftmaxCrossEntropy,
+// SoftmaxCrossEntropyWithIntLabels, SigmoidBinaryCrossEntropy.
+config::Registry<Loss>& registry();
+
+}  // namespace kd::losses

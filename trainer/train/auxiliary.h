@@ -1,0 +1,57 @@
+// kd::train::Auxiliary: the base of losses, metrics and summaries. An auxiliary names its
+// inputs as path keys into the Context; each key has a default that YAML may override:
+//
+//   class MyLoss : public kd::losses::Loss {
+//    public:
+//     explicit MyLoss(const kd::config::Node& o)
+//         : Loss(o), preds_(key(o, "preds", "preds.logits")), targets_(key(o, "targets")) {}
+//     torch::Tensor values(const kd::train::Context& ctx) const override {
+//       return (read(ctx, preds_) - read(ctx, targets_)).abs();
+//     }
+//    private:
+//     kd::Path preds_, targets_;
+//   };
+//
+// Declaring keys through `key` lets the step know every path an auxiliary reads before the
+// first step, so it can skip stages nothing reads and check the paths once.
+#pragma once
+
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <torch/types.h>
+
+#include "trainer/config/node.h"
+#include "trainer/tree/path.h"
+#include "trainer/tree/tree.h"
+
+namespace kd::train {
+
+struct Context;
+
+class Auxiliary {
+ public:
+  virtual ~Auxiliary() = default;
+
+  // Every key this auxiliary reads, as (key name, path), in declaration order.
+  const std::vector<std::pair<std::string, Path>>& keys() const { return keys_; }
+
+ protected:
+  // The path of key `name`: options[name] when given, else `default_path`; a key without a
+  // default is required. Throws kd::ConfigError (missing key) or kd::PathSyntaxError.
+  Path key(const config::Node& options, const std::string& name, const std::string& default_path = "");
+  // A key that may be left out (e.g. `mask`).
+  std::optional<Path> optional_key(const config::Node& options, const std::string& name);
+  // Records a key that was built some other way (e.g. by a wrapper for its inner metric).
+  void add_key(const std::string& name, const Path& path) { keys_.emplace_back(name, path); }
+
+  // The tensor at `path` in the context; kd::KeyError / kd::TypeError name the path.
+  static torch::Tensor read(const Context& ctx, const Path& path);
+
+ private:
+  std::vector<std::pair<std::string, Path>> keys_;
+};
+
+}  // namespace kd::train
