@@ -1,1 +1,81 @@
-// Placeholder: written next.
+#include <catch2/catch.hpp>
+
+#include "trainer/common/error.h"
+#include "trainer/config/node.h"
+#include "trainer/config/registry.h"
+
+using kd::config::Node;
+
+namespace {
+
+std::string error_of(const std::function<void()>& fn) {
+  try {
+    fn();
+  } catch (const kd::Error& e) {
+    return e.what();
+  }
+  FAIL("no error");
+  return {};
+}
+
+struct Thing {
+  explicit Thing(const Node& o) : size(o.get_int("size", 3)), name(o.get_string("name", "x")) {}
+  int64_t size;
+  std::string name;
+};
+
+}  // namespace
+
+TEST_CASE("typed getters read values and fall back to defaults") {
+  const Node n = Node::parse("lr: 3e-4\nsteps: 100\nflag: true\nname: adam\nsizes: [1, 2]\n");
+  CHECK(n.get_double("lr") == 3e-4);
+  CHECK(n.get_int("steps") == 100);
+  CHECK(n.get_bool("flag"));
+  CHECK(n.get_string("name") == "adam");
+  CHECK(n.get_int_list("sizes") == std::vector<int64_t>{1, 2});
+  CHECK(n.get_double("missing", 0.5) == 0.5);
+  CHECK(n.keys() == std::vector<std::string>{"lr", "steps", "flag", "name", "sizes"});
+}
+
+TEST_CASE("a wrong type names the file, line, key, expected type and value") {
+  const Node n = Node::parse("optimizer:\n  learning_rate: fast\n", "exp.yaml");
+  CHECK(error_of([&] { n.child("optimizer").get_double("learning_rate"); }) ==
+        "exp.yaml:2:18: \"optimizer.learning_rate\" must be a number, but it is \"fast\"");
+  CHECK(error_of([&] { n.get_int("optimizer"); }) ==
+        "exp.yaml:2:3: \"optimizer\" must be an integer, but it is a map");
+}
+
+TEST_CASE("a missing required key is named with its full path") {
+  const Node n = Node::parse("model:\n  type: MLP\n", "exp.yaml");
+  CHECK(error_of([&] { n.child("model").get_int("output_size"); }) ==
+        "exp.yaml:2:3: missing required key \"model.output_size\"");
+}
+
+TEST_CASE("an unknown key is reported with its line and the nearest known key") {
+  const Node n = Node::parse("size: 4\nnmae: y\n", "exp.yaml");
+  Thing t(n);
+  CHECK(t.size == 4);
+  CHECK(error_of([&] { n.check_unknown_keys(); }) ==
+        "exp.yaml:2:1: unknown key \"nmae\". Did you mean \"name\"? (valid keys: name, size)");
+}
+
+TEST_CASE("invalid YAML is reported with its position") {
+  CHECK_THAT(error_of([] { Node::parse("a: [1, 2\n", "bad.yaml"); }),
+             Catch::StartsWith("bad.yaml:") && Catch::Contains("invalid YAML"));
+}
+
+TEST_CASE("a missing file is an IO error naming the file") {
+  CHECK_THROWS_AS(Node::load_file("/nonexistent/exp.yaml"), kd::IOError);
+}
+
+TEST_CASE("the registry builds by type, suggests near names and rejects duplicates") {
+  kd::config::Registry<Thing> registry("thing");
+  registry.add("Thing", [](const Node& o) { return std::make_shared<Thing>(o); });
+  const auto built = registry.create(Node::parse("type: Thing\nsize: 7\n"));
+  CHECK(built->size == 7);
+  CHECK_THAT(error_of([&] { registry.create(Node::parse("type: Thng\n", "e.yaml")); }),
+             Catch::Contains("unknown thing type \"Thng\". Did you mean Thing?"));
+  CHECK_THAT(error_of([&] { registry.create(Node::parse("type: Thing\nsiz: 1\n", "e.yaml")); }),
+             Catch::Contains("unknown key \"siz\". Did you mean \"size\"?"));
+  CHECK_THROWS_WITH(registry.add("Thing", nullptr), "a thing named \"Thing\" is already registered");
+}

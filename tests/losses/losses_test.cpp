@@ -1,1 +1,181 @@
-// Placeholder: written next.
+#include <torch/torch.h>
+
+#include <algorithm>
+#include <catch2/catch.hpp>
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include "trainer/common/error.h"
+#include "trainer/config/node.h"
+#include "trainer/losses/loss.h"
+#include "trainer/train/context.h"
+
+using kd::Tree;
+using kd::train::Context;
+
+namespace {
+
+kd::losses::LossPtr make_loss(const std::string& yaml) {
+  return kd::losses::registry().create(kd::config::Node::parse(yaml));
+}
+
+double loss_value(const std::string& yaml, const Context& ctx) {
+  return make_loss(yaml)->value(ctx).item<double>();
+}
+
+torch::Tensor f64(std::vector<double> values) { return torch::tensor(values, torch::kDouble); }
+
+// preds.x = [1, 2, 3], batch.y = [0, 2, 5]: errors 1, 0, -2.
+Context regression_ctx() {
+  return Context{.step = 0,
+                 .batch = Tree::dict({{"y", f64({0, 2, 5})}, {"mask", f64({1, 0, 1})}}),
+                 .preds = Tree::dict({{"x", f64({1, 2, 3})}})};
+}
+
+std::string config_error(const std::string& yaml) {
+  try {
+    make_loss(yaml);
+  } catch (const kd::ConfigError& e) {
+    return e.what();
+  }
+  FAIL("no ConfigError for " << yaml);
+  return {};
+}
+
+}  // namespace
+
+TEST_CASE("L2 is the mean squared error without a one-half factor", "[losses]") {
+  CHECK(loss_value("type: L2\npreds: preds.x\ntargets: batch.y", regression_ctx()) ==
+        Approx(5.0 / 3.0));
+}
+
+TEST_CASE("L1 is the mean absolute error", "[losses]") {
+  CHECK(loss_value("type: L1\npreds: preds.x\ntargets: batch.y", regression_ctx()) == Approx(1.0));
+}
+
+TEST_CASE("Huber is quadratic within delta and linear beyond it", "[losses]") {
+  const Context ctx{.batch = Tree::dict({{"y", f64({0, 0, 0})}}),
+                    .preds = Tree::dict({{"x", f64({0.5, 2, -3})}})};
+  // delta 1: 0.5 * 0.25, 1 * (2 - 0.5), 1 * (3 - 0.5).
+  CHECK(loss_value("type: Huber\npreds: preds.x\ntargets: batch.y", ctx) ==
+        Approx((0.125 + 1.5 + 2.5) / 3));
+  // delta 2: 0.5 * 0.25, 0.5 * 4, 2 * (3 - 1).
+  CHECK(loss_value("type: Huber\npreds: preds.x\ntargets: batch.y\ndelta: 2", ctx) ==
+        Approx((0.125 + 2.0 + 4.0) / 3));
+}
+
+TEST_CASE("Value averages the tensor as is and AbsoluteValue its absolute value", "[losses]") {
+  const Context ctx{.preds = Tree::dict({{"loss", f64({-1, 2})}})};
+  CHECK(loss_value("type: Value\nvalues: preds.loss", ctx) == Approx(0.5));
+  CHECK(loss_value("type: AbsoluteValue\nvalues: preds.loss", ctx) == Approx(1.5));
+}
+
+TEST_CASE("NegativeCosineSimilarity is minus the cosine along the last axis", "[losses]") {
+  const Context ctx{
+      .batch =
+          Tree::dict({{"y", torch::tensor({0.0, 1.0, 2.0, 2.0}, torch::kDouble).reshape({2, 2})}}),
+      .preds =
+          Tree::dict({{"x", torch::tensor({1.0, 0.0, 1.0, 1.0}, torch::kDouble).reshape({2, 2})}})};
+  const auto loss = make_loss("type: NegativeCosineSimilarity\npreds: preds.x\ntargets: batch.y");
+  const torch::Tensor values = loss->values(ctx);
+  REQUIRE(values.sizes() == torch::IntArrayRef{2});
+  CHECK(values[0].item<double>() == Approx(0.0).margin(1e-12));
+  CHECK(values[1].item<double>() == Approx(-1.0));
+  CHECK(loss->value(ctx).item<double>() == Approx(-0.5));
+}
+
+TEST_CASE("SoftmaxCrossEntropy reads preds.logits and batch.label by default", "[losses]") {
+  const Context ctx{
+      .batch = Tree::dict(
+          {{"label", torch::tensor({1.0, 0.0, 0.5, 0.5}, torch::kDouble).reshape({2, 2})}}),
+      .preds = Tree::dict(
+          {{"logits",
+            torch::tensor({0.0, 0.0, std::log(3.0), 0.0}, torch::kDouble).reshape({2, 2})}})};
+  // Example 0: -log(1/2). Example 1: probabilities 3/4, 1/4 against labels 1/2, 1/2.
+  const double expected = (std::log(2.0) - 0.5 * std::log(0.75) - 0.5 * std::log(0.25)) / 2;
+  CHECK(loss_value("type: SoftmaxCrossEntropy", ctx) == Approx(expected));
+}
+
+TEST_CASE("SoftmaxCrossEntropyWithIntLabels gives one value per example for labels [B] or [B, 1]",
+          "[losses]") {
+  const torch::Tensor logits =
+      torch::tensor({0.0, 0.0, 0.0, std::log(2.0), 0.0, 0.0}, torch::kDouble).reshape({2, 3});
+  const auto loss = make_loss("type: SoftmaxCrossEntropyWithIntLabels");
+  for (const torch::Tensor& labels :
+       {torch::tensor({0, 1}), torch::tensor({0, 1}).reshape({2, 1})}) {
+    const Context ctx{.batch = Tree::dict({{"label", labels}}),
+                      .preds = Tree::dict({{"logits", logits}})};
+    const torch::Tensor values = loss->values(ctx);
+    REQUIRE(values.sizes() == torch::IntArrayRef{2});
+    CHECK(values[0].item<double>() == Approx(std::log(3.0)));
+    CHECK(values[1].item<double>() == Approx(std::log(4.0)));  // p = 1 / (2 + 1 + 1)
+    CHECK(loss->value(ctx).item<double>() == Approx((std::log(3.0) + std::log(4.0)) / 2));
+  }
+}
+
+TEST_CASE("SigmoidBinaryCrossEntropy is the element-wise logistic loss", "[losses]") {
+  const Context ctx{.batch = Tree::dict({{"label", f64({1, 1, 0})}}),
+                    .preds = Tree::dict({{"logits", f64({0, std::log(3.0), std::log(3.0)})}})};
+  // sigmoid(log 3) = 3/4.
+  const double expected = (std::log(2.0) - std::log(0.75) - std::log(0.25)) / 3;
+  CHECK(loss_value("type: SigmoidBinaryCrossEntropy", ctx) == Approx(expected));
+}
+
+TEST_CASE("a mask averages over the kept elements by default and over all values on request",
+          "[losses]") {
+  // L1 values 1, 0, 2 with mask 1, 0, 1.
+  CHECK(loss_value("type: L1\npreds: preds.x\ntargets: batch.y\nmask: batch.mask",
+                   regression_ctx()) == Approx(1.5));
+  CHECK(loss_value(
+            "type: L1\npreds: preds.x\ntargets: batch.y\nmask: batch.mask\nnormalize_by: values",
+            regression_ctx()) == Approx(1.0));
+}
+
+TEST_CASE("a constant weight scales the loss", "[losses]") {
+  CHECK(loss_value("type: L1\npreds: preds.x\ntargets: batch.y\nweight: 0.25", regression_ctx()) ==
+        Approx(0.25));
+}
+
+TEST_CASE("a schedule weight is evaluated at the context's step", "[losses]") {
+  Context ctx = regression_ctx();
+  ctx.step = 5;
+  const std::string yaml =
+      "type: L1\npreds: preds.x\ntargets: batch.y\n"
+      "weight: {type: Linear, init_value: 0, end_value: 1, transition_steps: 10}";
+  CHECK(loss_value(yaml, ctx) == Approx(0.5));
+  ctx.step = 0;
+  CHECK(loss_value(yaml, ctx) == Approx(0.0).margin(1e-12));
+}
+
+TEST_CASE("the loss state averages the weighted loss with a count of one per step", "[losses]") {
+  const auto loss = make_loss("type: L1\npreds: preds.x\ntargets: batch.y\nweight: 2");
+  const Tree state = loss->get_state(loss->value(regression_ctx()));
+  CHECK(state.get("total").tensor().item<double>() == Approx(2.0));
+  CHECK(state.get("count").tensor().item<double>() == 1.0);
+}
+
+TEST_CASE("a loss without a required key is a ConfigError naming the key", "[losses]") {
+  const std::string message = config_error("type: L2\npreds: preds.x");
+  CHECK_THAT(message, Catch::Contains("\"targets\""));
+  CHECK_THAT(config_error("type: Value"), Catch::Contains("\"values\""));
+}
+
+TEST_CASE("an unknown loss option is a ConfigError with the nearest option", "[losses]") {
+  const std::string message =
+      config_error("type: Huber\npreds: preds.x\ntargets: batch.y\ndelt: 2");
+  CHECK_THAT(message, Catch::Contains("delt"));
+  CHECK_THAT(message, Catch::Contains("Did you mean"));
+  CHECK_THAT(message, Catch::Contains("delta"));
+}
+
+TEST_CASE("the loss registry lists the nine built-in losses", "[losses]") {
+  const auto& names = kd::losses::registry().names();
+  CHECK(names.size() == 9);
+  for (const char* name :
+       {"L1", "L2", "Huber", "AbsoluteValue", "Value", "NegativeCosineSimilarity",
+        "SoftmaxCrossEntropy", "SoftmaxCrossEntropyWithIntLabels", "SigmoidBinaryCrossEntropy"}) {
+    CHECK(kd::losses::registry().contains(name));
+    CHECK_FALSE(kd::losses::registry().doc(name).empty());
+  }
+}

@@ -25,3 +25,45 @@ typename StateMap::key_type optimizer_state_key(const torch::Tensor& param) {
 }
 
 }  // namespace kd::compat
+
+#include <atomic>
+
+#include <c10/core/Allocator.h>
+#include <c10/core/CPUAllocator.h>
+#include <torch/version.h>
+
+namespace kd::compat {
+
+// A CPU allocator that counts allocations and forwards them to the one it replaces (used by
+// benchmarks to count per-step tensor allocations). LibTorch 2.3 made `allocate` non-const and
+// added `copy_data`.
+class CountingCpuAllocator : public c10::Allocator {
+ public:
+  CountingCpuAllocator() : base_(c10::GetCPUAllocator()) {}
+
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 3)
+  c10::DataPtr allocate(size_t n) override {
+    count_.fetch_add(1, std::memory_order_relaxed);
+    return base_->allocate(n);
+  }
+  void copy_data(void* dest, const void* src, std::size_t count) const override {
+    base_->copy_data(dest, src, count);
+  }
+#else
+  c10::DataPtr allocate(size_t n) const override {
+    count_.fetch_add(1, std::memory_order_relaxed);
+    return base_->allocate(n);
+  }
+#endif
+  c10::DeleterFnPtr raw_deleter() const override { return base_->raw_deleter(); }
+
+  // Routes every CPU tensor allocation through this allocator from now on.
+  void install() { c10::SetCPUAllocator(this, /*priority=*/100); }
+  int64_t count() const { return count_.load(); }
+
+ private:
+  c10::Allocator* base_;
+  mutable std::atomic<int64_t> count_{0};
+};
+
+}  // namespace kd::compat

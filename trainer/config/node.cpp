@@ -22,6 +22,9 @@ struct Node::Impl {
   std::string source;  // file name
   std::string path;    // dotted key path
   std::shared_ptr<Asked> asked;
+  // For documents merged from several files: each node with the file it came from (later
+  // entries win; see config/experiment.cpp).
+  std::shared_ptr<const std::vector<std::pair<YAML::Node, std::string>>> origins;
 };
 
 namespace {
@@ -31,9 +34,18 @@ std::string join_path(const std::string& parent, std::string_view key) {
 }
 
 std::string where_of(const Node::Impl& impl, const YAML::Node& yaml) {
+  std::string source = impl.source;
+  if (impl.origins) {
+    for (auto it = impl.origins->rbegin(); it != impl.origins->rend(); ++it) {
+      if (it->first.is(yaml)) {
+        source = it->second;
+        break;
+      }
+    }
+  }
   const YAML::Mark mark = yaml.Mark();
-  if (mark.is_null()) return impl.source;
-  return impl.source + ":" + std::to_string(mark.line + 1) + ":" + std::to_string(mark.column + 1);
+  if (mark.is_null() || source.rfind("--cfg", 0) == 0) return source;
+  return source + ":" + std::to_string(mark.line + 1) + ":" + std::to_string(mark.column + 1);
 }
 
 std::string scalar_text(const YAML::Node& yaml) {
@@ -57,13 +69,20 @@ T convert(const Node::Impl& impl, const YAML::Node& yaml, const std::string& key
 }
 
 std::shared_ptr<Node::Impl> make(YAML::Node yaml, std::string source, std::string path,
-                                 std::shared_ptr<Asked> asked) {
+                                 std::shared_ptr<Asked> asked,
+                                 std::shared_ptr<const std::vector<std::pair<YAML::Node, std::string>>> origins = nullptr) {
   auto impl = std::make_shared<Node::Impl>();
   impl->yaml = std::move(yaml);
   impl->source = std::move(source);
   impl->path = std::move(path);
   impl->asked = std::move(asked);
+  impl->origins = std::move(origins);
   return impl;
+}
+
+// A child node of `parent`'s document.
+std::shared_ptr<Node::Impl> make_child(const Node::Impl& parent, YAML::Node yaml, std::string path) {
+  return make(std::move(yaml), parent.source, std::move(path), parent.asked, parent.origins);
 }
 
 }  // namespace
@@ -100,7 +119,7 @@ std::optional<Node> Node::find(std::string_view key) const {
   const YAML::Node& map = impl_->yaml;
   for (auto it = map.begin(); it != map.end(); ++it) {
     if (it->first.Scalar() == key) {
-      return Node(make(it->second, impl_->source, join_path(impl_->path, key), impl_->asked));
+      return Node(make_child(*impl_, it->second, join_path(impl_->path, key)));
     }
   }
   return std::nullopt;
@@ -135,8 +154,7 @@ std::vector<Node> Node::elements() const {
                       scalar_text(impl_->yaml));
   }
   for (std::size_t i = 0; i < impl_->yaml.size(); ++i) {
-    out.emplace_back(make(impl_->yaml[i], impl_->source, impl_->path + "[" + std::to_string(i) + "]",
-                          impl_->asked));
+    out.emplace_back(make_child(*impl_, impl_->yaml[i], impl_->path + "[" + std::to_string(i) + "]"));
   }
   return out;
 }
@@ -207,4 +225,14 @@ std::string Node::to_yaml() const {
   return out.c_str();
 }
 
+namespace detail {
+
+Node make_document(YAML::Node yaml, std::string source,
+                   std::shared_ptr<const std::vector<std::pair<YAML::Node, std::string>>> origins) {
+  return Node(make(std::move(yaml), std::move(source), "", std::make_shared<Asked>(), std::move(origins)));
+}
+
+const YAML::Node& yaml_of(const Node& node) { return node.impl()->yaml; }
+
+}  // namespace detail
 }  // namespace kd::config

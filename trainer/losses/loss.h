@@ -12,6 +12,7 @@
 #include <optional>
 
 #include "trainer/config/registry.h"
+#include "trainer/metrics/states.h"
 #include "trainer/optim/schedules.h"
 #include "trainer/train/auxiliary.h"
 
@@ -28,6 +29,7 @@ class Loss : public train::Auxiliary {
   torch::Tensor value(const train::Context& ctx) const;
   // AverageState {total: value, count: 1}.
   Tree get_state(const torch::Tensor& value) const;
+  Tree merge(const Tree& a, const Tree& b) const { return metrics::AverageState::merge(a, b); }
 
   double weight(int64_t step) const { return (*weight_)(step); }
 

@@ -1,1 +1,272 @@
-// Placeholder: implemented next.
+// Classification metrics (Kauldron's kd.metrics): Accuracy, BinaryAccuracy, Precision1, RocAuc.
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <memory>
+#include <numeric>
+#include <vector>
+
+#include "trainer/common/error.h"
+#include "trainer/metrics/metric.h"
+#include "trainer/train/context.h"
+
+namespace kd::metrics {
+namespace {
+
+// A mask [B], [B, 1], ... broadcast to `like`'s shape, as a float tensor.
+torch::Tensor broadcast_mask(torch::Tensor mask, const torch::Tensor& like, const Path& path) {
+  mask = mask.to(torch::kFloat);
+  while (mask.dim() > like.dim() && mask.size(-1) == 1) mask = mask.squeeze(-1);
+  while (mask.dim() < like.dim()) mask = mask.unsqueeze(-1);
+  try {
+    return mask.expand_as(like);
+  } catch (const c10::Error&) {
+    throw TypeError("the mask \"" + path.str() + "\" (" + describe_tensor(mask) +
+                    ") does not broadcast to the values' shape " + describe_tensor(like));
+  }
+}
+
+// Class indices [...] from labels that are indices [...] / [..., 1], or one-hot [..., C].
+torch::Tensor class_indices(const torch::Tensor& logits, const torch::Tensor& labels,
+                            const Path& logits_path, const Path& labels_path) {
+  torch::Tensor out = labels;
+  if (logits.dim() >= 1 && out.dim() == logits.dim()) {
+    if (out.sizes() == logits.sizes() && logits.size(-1) > 1) {
+      out = out.argmax(-1);  // one-hot
+    } else if (out.size(-1) == 1) {
+      out = out.squeeze(-1);
+    }
+  }
+  if (logits.dim() == 0 || out.sizes() != logits.sizes().slice(0, logits.dim() - 1)) {
+    throw TypeError("needs logits [..., C] and labels [...], [..., 1] or one-hot [..., C], but \"" +
+                    logits_path.str() + "\" is " + describe_tensor(logits) + " and \"" +
+                    labels_path.str() + "\" is " + describe_tensor(labels));
+  }
+  return out.to(torch::kLong);
+}
+
+// The fraction of examples whose arg-max logit is the label; exact over batches since the state
+// keeps the count of correct examples and of examples.
+class Accuracy : public AverageMetric {
+ public:
+  explicit Accuracy(const config::Node& o)
+      : logits_(key(o, "logits", "preds.logits")),
+        labels_(key(o, "labels", "batch.label")),
+        mask_(optional_key(o, "mask")) {}
+
+  Tree get_state(const train::Context& ctx) const override {
+    const torch::Tensor logits = read(ctx, logits_).detach();
+    const torch::Tensor labels = class_indices(logits, read(ctx, labels_), logits_, labels_);
+    const torch::Tensor correct = (logits.argmax(-1) == labels).to(torch::kFloat);
+    if (mask_) {
+      const torch::Tensor mask = broadcast_mask(read(ctx, *mask_), correct, *mask_);
+      return AverageState::make((correct * mask).sum(), mask.sum());
+    }
+    return AverageState::make(
+        correct.sum(),
+        torch::scalar_tensor(static_cast<double>(correct.numel()), correct.options()));
+  }
+
+ private:
+  Path logits_, labels_;
+  std::optional<Path> mask_;
+};
+
+// The fraction of elements where (logit > 0) == (label > 0.5).
+class BinaryAccuracy : public AverageMetric {
+ public:
+  explicit BinaryAccuracy(const config::Node& o)
+      : logits_(key(o, "logits", "preds.logits")),
+        labels_(key(o, "labels", "batch.label")),
+        mask_(optional_key(o, "mask")) {}
+
+  Tree get_state(const train::Context& ctx) const override {
+    const torch::Tensor logits = read(ctx, logits_).detach();
+    const torch::Tensor labels = read(ctx, labels_);
+    if (labels.numel() != logits.numel()) {
+      throw TypeError("BinaryAccuracy needs one label per logit, but \"" + logits_.str() +
+                      "\" is " + describe_tensor(logits) + " and \"" + labels_.str() + "\" is " +
+                      describe_tensor(labels));
+    }
+    const torch::Tensor correct =
+        ((logits > 0) == (labels.reshape(logits.sizes()).to(torch::kFloat) > 0.5))
+            .to(torch::kFloat);
+    if (mask_) {
+      const torch::Tensor mask = broadcast_mask(read(ctx, *mask_), correct, *mask_);
+      return AverageState::make((correct * mask).sum(), mask.sum());
+    }
+    return AverageState::make(
+        correct.sum(),
+        torch::scalar_tensor(static_cast<double>(correct.numel()), correct.options()));
+  }
+
+ private:
+  Path logits_, labels_;
+  std::optional<Path> mask_;
+};
+
+// Precision@1 with multi-hot labels: the fraction of examples whose arg-max class is positive.
+class Precision1 : public AverageMetric {
+ public:
+  explicit Precision1(const config::Node& o)
+      : logits_(key(o, "logits", "preds.logits")),
+        labels_(key(o, "labels", "batch.label")),
+        mask_(optional_key(o, "mask")) {}
+
+  Tree get_state(const train::Context& ctx) const override {
+    const torch::Tensor logits = read(ctx, logits_).detach();
+    const torch::Tensor labels = read(ctx, labels_);
+    if (logits.dim() == 0 || labels.sizes() != logits.sizes()) {
+      throw TypeError(
+          "Precision1 needs logits [..., C] and multi-hot labels of the same shape, but \"" +
+          logits_.str() + "\" is " + describe_tensor(logits) + " and \"" + labels_.str() +
+          "\" is " + describe_tensor(labels));
+    }
+    const torch::Tensor top = logits.argmax(-1, /*keepdim=*/true);
+    const torch::Tensor hit =
+        (labels.gather(-1, top).squeeze(-1).to(torch::kFloat) > 0).to(torch::kFloat);
+    if (mask_) {
+      const torch::Tensor mask = broadcast_mask(read(ctx, *mask_), hit, *mask_);
+      return AverageState::make((hit * mask).sum(), mask.sum());
+    }
+    return AverageState::make(
+        hit.sum(), torch::scalar_tensor(static_cast<double>(hit.numel()), hit.options()));
+  }
+
+ private:
+  Path logits_, labels_;
+  std::optional<Path> mask_;
+};
+
+// The exact binary ROC AUC (Mann-Whitney U, ties counted as one half through average ranks), or
+// NaN when there is no positive or no negative.
+double binary_auc(const std::vector<double>& scores, const std::vector<bool>& positive) {
+  const std::size_t n = scores.size();
+  std::vector<std::size_t> order(n);
+  std::iota(order.begin(), order.end(), 0);
+  std::sort(order.begin(), order.end(),
+            [&](std::size_t a, std::size_t b) { return scores[a] < scores[b]; });
+  double rank_sum = 0;  // the sum of the (1-based, tie-averaged) ranks of the positives
+  double num_pos = 0;
+  for (std::size_t i = 0; i < n;) {
+    std::size_t j = i;
+    while (j < n && scores[order[j]] == scores[order[i]]) ++j;
+    const double rank = 0.5 * static_cast<double>(i + 1 + j);  // the mean of ranks i+1 .. j
+    for (std::size_t k = i; k < j; ++k) {
+      if (positive[order[k]]) {
+        rank_sum += rank;
+        num_pos += 1;
+      }
+    }
+    i = j;
+  }
+  const double num_neg = static_cast<double>(n) - num_pos;
+  if (num_pos == 0 || num_neg == 0) return std::numeric_limits<double>::quiet_NaN();
+  return (rank_sum - num_pos * (num_pos + 1) / 2) / (num_pos * num_neg);
+}
+
+std::vector<double> to_vector(const torch::Tensor& t) {
+  const torch::Tensor c = t.to(torch::kCPU, torch::kDouble).contiguous();
+  return std::vector<double>(c.data_ptr<double>(), c.data_ptr<double>() + c.numel());
+}
+
+// ROC AUC over the whole dataset. Binary: scores [B] or [B, 1] with labels in {0, 1}. Multi-class
+// (logits [B, C], C > 1): as Kauldron (softmax, then sklearn's one-vs-rest "macro" average), the
+// mean over classes of the AUC of class c against the rest, skipping classes that have no
+// positive or no negative; labels are class indices [B] / [B, 1] or multi-hot [B, C].
+class RocAuc : public CollectingMetric {
+ public:
+  explicit RocAuc(const config::Node& o)
+      : logits_(key(o, "logits", "preds.logits")),
+        labels_(key(o, "labels", "batch.label")),
+        mask_(optional_key(o, "mask")) {}
+
+  Tree get_state(const train::Context& ctx) const override {
+    torch::Tensor logits = read(ctx, logits_).detach();
+    torch::Tensor labels = read(ctx, labels_).detach();
+    if (logits.dim() == 0) logits = logits.reshape({1});
+    if (labels.dim() == 0) labels = labels.reshape({1});
+    if (labels.size(0) != logits.size(0)) {
+      throw TypeError("RocAuc needs one label row per logit row, but \"" + logits_.str() +
+                      "\" is " + describe_tensor(logits) + " and \"" + labels_.str() + "\" is " +
+                      describe_tensor(labels));
+    }
+    Tree state = Tree::dict({{"logits", logits}, {"labels", labels}});
+    if (mask_)
+      state.insert("mask", read(ctx, *mask_).detach().reshape({logits.size(0)}).to(torch::kFloat));
+    return state;
+  }
+
+  Tree compute(const Tree& state) const override {
+    if (state.is_none())
+      return torch::full({}, std::numeric_limits<double>::quiet_NaN(), torch::kDouble);
+    torch::Tensor logits = state.at("logits").tensor().to(torch::kCPU, torch::kDouble);
+    torch::Tensor labels = state.at("labels").tensor().to(torch::kCPU);
+    if (const Tree* mask = state.find("mask")) {
+      const torch::Tensor keep = mask->tensor().to(torch::kCPU) > 0;
+      logits = logits.index({keep});
+      labels = labels.index({keep});
+    }
+    const int64_t b = logits.size(0);
+    const bool binary = logits.numel() == b;
+    if (binary) {
+      std::vector<bool> positive;
+      for (double v : to_vector(labels.reshape({b}))) positive.push_back(v > 0.5);
+      return torch::scalar_tensor(binary_auc(to_vector(logits.reshape({b})), positive),
+                                  torch::kDouble);
+    }
+    logits = logits.reshape({b, -1});
+    const int64_t c = logits.size(1);
+    const torch::Tensor probs = torch::softmax(logits, -1);
+    torch::Tensor positives;  // bool [B, C]
+    if (labels.dim() == 2 && labels.size(1) == c) {
+      positives = labels.to(torch::kDouble) > 0.5;
+    } else if (labels.numel() == b) {
+      positives = torch::one_hot(labels.reshape({b}).to(torch::kLong), c).to(torch::kBool);
+    } else {
+      throw TypeError("RocAuc: logits [B, C] need labels [B], [B, 1] or multi-hot [B, C], got " +
+                      describe_tensor(labels));
+    }
+    double sum = 0;
+    int64_t used = 0;
+    for (int64_t k = 0; k < c; ++k) {
+      std::vector<bool> positive;
+      for (double v : to_vector(positives.select(1, k))) positive.push_back(v > 0.5);
+      const double auc = binary_auc(to_vector(probs.select(1, k)), positive);
+      if (!std::isnan(auc)) {
+        sum += auc;
+        ++used;
+      }
+    }
+    const double mean =
+        used ? sum / static_cast<double>(used) : std::numeric_limits<double>::quiet_NaN();
+    return torch::scalar_tensor(mean, torch::kDouble);
+  }
+
+ private:
+  Path logits_, labels_;
+  std::optional<Path> mask_;
+};
+
+template <typename T>
+void add(config::Registry<Metric>& r, const std::string& name, std::string doc) {
+  r.add(
+      name, [](const config::Node& o) { return std::make_shared<T>(o); }, std::move(doc));
+}
+
+}  // namespace
+
+// Called once by registry() (registry.cpp).
+void add_classification_metrics(config::Registry<Metric>& r) {
+  add<Accuracy>(r, "Accuracy", "arg-max accuracy: logits=preds.logits, labels=batch.label, mask");
+  add<BinaryAccuracy>(
+      r, "BinaryAccuracy",
+      "(logit > 0) == (label > 0.5): logits=preds.logits, labels=batch.label, mask");
+  add<Precision1>(r, "Precision1",
+                  "precision@1, multi-hot labels: logits=preds.logits, labels=batch.label, mask");
+  add<RocAuc>(r, "RocAuc",
+              "exact ROC AUC (one-vs-rest mean if multi-class): logits=preds.logits, "
+              "labels=batch.label, mask");
+}
+
+}  // namespace kd::metrics

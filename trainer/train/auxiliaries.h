@@ -1,15 +1,77 @@
-// The states of a step's auxiliaries (losses, metrics, summaries), as returned by
-// Context::get_aux_state and accumulated over a logging interval or an eval set.
+// The auxiliaries of a step (losses, metrics, summaries, each by name) and their states.
+//
+// A step returns an AuxiliariesState; states of successive steps (or eval batches) are merged,
+// and `compute` turns the merged state into the values to log:
+//   losses/<name>, losses/total, metrics/<name>[/<sub.path>], and the summaries.
 #pragma once
+
+#include <memory>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
 
 #include "trainer/tree/tree.h"
 
+namespace kd::losses {
+class Loss;
+}
+namespace kd::metrics {
+class Metric;
+}
+namespace kd::summaries {
+class Summary;
+}
+namespace kd::config {
+class Node;
+}
+
 namespace kd::train {
 
+template <typename T>
+using Named = std::vector<std::pair<std::string, std::shared_ptr<const T>>>;
+
+struct Auxiliaries {
+  Named<losses::Loss> losses;
+  Named<metrics::Metric> metrics;
+  Named<summaries::Summary> summaries;
+
+  // Every path any of them reads, in order (losses, metrics, summaries).
+  std::vector<Path> paths() const;
+  // Every path the metrics and summaries read (they run after the optimizer step).
+  std::vector<Path> paths_after_update() const;
+};
+
+// Builds the named losses, metrics and summaries from YAML maps (name -> {type: ..., ...});
+// a null pointer or YAML null means none.
+Auxiliaries build_auxiliaries(const config::Node* losses, const config::Node* metrics,
+                              const config::Node* summaries);
+
+// True when some path reads the context field `field` (a leading glob reads every field).
+bool reads_field(const std::vector<Path>& paths, std::string_view field);
+
 struct AuxiliariesState {
-  Tree loss_states;     // loss name -> loss state
-  Tree metric_states;   // metric name -> metric state
-  Tree summary_states;  // summary name -> summary state
+  Tree loss_states;     // loss name -> AverageState
+  Tree metric_states;   // metric name -> the metric's state
+  Tree summary_states;  // summary name -> the summary's state
+  // The auxiliaries the states belong to (needed to merge and compute metric states).
+  std::shared_ptr<const Auxiliaries> auxiliaries;
+
+  bool empty() const { return loss_states.empty() && metric_states.empty() && summary_states.empty(); }
+
+  // The state of both: every entry merged by its owner; either side may be empty.
+  AuxiliariesState merge(const AuxiliariesState& other) const;
+
+  // "losses/<name>", "losses/total" and "metrics/<name>" (a tree-valued metric gives one entry
+  // per leaf, "metrics/<name>/<leaf path>"), as scalars.
+  std::vector<std::pair<std::string, double>> compute_scalars() const;
+
+  struct SummaryValue {
+    std::string name;  // "summaries/<name>"
+    const summaries::Summary* summary;
+    Tree value;        // see Summary::Kind
+  };
+  std::vector<SummaryValue> compute_summaries() const;
 };
 
 }  // namespace kd::train

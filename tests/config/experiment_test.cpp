@@ -1,0 +1,77 @@
+#include <catch2/catch.hpp>
+
+#include <filesystem>
+#include <fstream>
+
+#include "trainer/common/error.h"
+#include "trainer/config/experiment.h"
+
+namespace fs = std::filesystem;
+using kd::config::load_experiment;
+
+namespace {
+
+fs::path write(const fs::path& dir, const std::string& name, const std::string& text) {
+  fs::create_directories(dir);
+  std::ofstream(dir / name) << text;
+  return dir / name;
+}
+
+}  // namespace
+
+TEST_CASE("base files merge map by map and the including file wins") {
+  const fs::path dir = fs::temp_directory_path() / "kd_experiment_test";
+  write(dir / "bases", "base.yaml", "seed: 1\noptimizer: {type: adam, learning_rate: 0.1, b1: 0.8}\nmodel: {type: MLP, input_size: 4}\n");
+  const auto top = write(dir, "top.yaml", "base: bases/base.yaml\noptimizer: {learning_rate: 0.2}\nmodel: {type: CNN, channels: [3]}\n");
+  const auto cfg = load_experiment(top.string());
+  CHECK(cfg.get_int("seed") == 1);
+  CHECK(cfg.child("optimizer").get_double("learning_rate") == 0.2);
+  CHECK(cfg.child("optimizer").get_double("b1") == 0.8);
+  // A different component type replaces the base's map.
+  CHECK(cfg.child("model").keys() == std::vector<std::string>{"type", "channels"});
+  CHECK_FALSE(cfg.has("base"));
+  // Errors point at the file each value came from.
+  CHECK_THROWS_WITH(cfg.child("optimizer").get_int("b1"),
+                    Catch::StartsWith((dir / "bases" / "base.yaml").string() + ":2:"));
+  CHECK_THROWS_WITH(cfg.child("model").child("channels").as_int(), Catch::StartsWith(top.string() + ":3:"));
+  fs::remove_all(dir);
+}
+
+TEST_CASE("command-line overrides set values by dotted key, as YAML") {
+  const fs::path dir = fs::temp_directory_path() / "kd_experiment_test2";
+  const auto top = write(dir, "top.yaml", "optimizer: {type: adam, learning_rate: 0.1}\nevals: {test: {num_batches: 3}}\n");
+  const auto cfg = load_experiment(top.string(), {{"optimizer.learning_rate", "3e-4"},
+                                                  {"workdir", "/tmp/x"},
+                                                  {"evals", "{}"},
+                                                  {"train_ds.batch_size", "8"}});
+  CHECK(cfg.child("optimizer").get_double("learning_rate") == 3e-4);
+  CHECK(cfg.get_string("workdir") == "/tmp/x");
+  CHECK(cfg.child("evals").keys().empty());
+  CHECK(cfg.child("train_ds").get_int("batch_size") == 8);
+  CHECK_THROWS_WITH(load_experiment(top.string(), {{"optimizer.learning_rate.x", "1"}}),
+                    Catch::Contains("\"learning_rate\" is not a map"));
+  const auto bad = load_experiment(top.string(), {{"optimizer.learning_rate", "fast"}});
+  CHECK_THROWS_WITH(bad.child("optimizer").get_double("learning_rate"),
+                    "--cfg.optimizer.learning_rate: \"optimizer.learning_rate\" must be a number, but it is \"fast\"");
+  fs::remove_all(dir);
+}
+
+TEST_CASE("override arguments are parsed from the command line") {
+  std::vector<std::string> rest;
+  const auto o = kd::config::parse_overrides({"--cfg.a.b=1", "x", "--cfg.c={}"}, &rest);
+  REQUIRE(o.size() == 2);
+  CHECK(o[0] == kd::config::Override{"a.b", "1"});
+  CHECK(o[1] == kd::config::Override{"c", "{}"});
+  CHECK(rest == std::vector<std::string>{"x"});
+  CHECK_THROWS_AS(kd::config::parse_overrides({"--cfg.a"}, nullptr), kd::ConfigError);
+}
+
+TEST_CASE("a base cycle and a missing base are reported") {
+  const fs::path dir = fs::temp_directory_path() / "kd_experiment_test3";
+  write(dir, "a.yaml", "base: b.yaml\n");
+  write(dir, "b.yaml", "base: a.yaml\n");
+  CHECK_THROWS_WITH(load_experiment((dir / "a.yaml").string()), Catch::Contains("cycle"));
+  write(dir, "c.yaml", "base: nope.yaml\n");
+  CHECK_THROWS_AS(load_experiment((dir / "c.yaml").string()), kd::IOError);
+  fs::remove_all(dir);
+}

@@ -1,0 +1,173 @@
+#include <catch2/catch.hpp>
+
+#include <filesystem>
+#include <fstream>
+
+#include <torch/torch.h>
+#include <zlib.h>
+
+#include "trainer/common/error.h"
+#include "trainer/data/idx.h"
+#include "trainer/data/pipeline.h"
+
+using kd::Tree;
+using kd::config::Node;
+using kd::data::Pipeline;
+using kd::data::PipelineOptions;
+
+namespace {
+
+// 10 examples whose "id" is their index.
+kd::data::SourcePtr ids(int64_t n = 10) {
+  return kd::data::in_memory_source(Tree::dict({{"id", torch::arange(n)}, {"x", torch::arange(n).to(torch::kFloat) * 2}}));
+}
+
+std::vector<int64_t> ids_of(const Tree& batch) {
+  const torch::Tensor t = batch.get("id").tensor();
+  return std::vector<int64_t>(t.data_ptr<int64_t>(), t.data_ptr<int64_t>() + t.numel());
+}
+
+std::vector<std::vector<int64_t>> take(Pipeline& p, int n) {
+  std::vector<std::vector<int64_t>> out;
+  for (int i = 0; i < n; ++i) {
+    auto b = p.next();
+    if (!b) break;
+    out.push_back(ids_of(*b));
+  }
+  return out;
+}
+
+PipelineOptions options(int64_t batch, bool shuffle, int64_t epochs, bool drop, int64_t seed = 0, int64_t prefetch = 2) {
+  PipelineOptions o;
+  o.batch_size = batch;
+  o.shuffle = shuffle;
+  o.num_epochs = epochs;
+  o.drop_remainder = drop;
+  o.seed = seed;
+  o.prefetch = prefetch;
+  return o;
+}
+
+}  // namespace
+
+TEST_CASE("without shuffling, batches follow the data and the last one may be smaller") {
+  Pipeline p(ids(), {}, options(4, false, 1, false));
+  CHECK(take(p, 10) == std::vector<std::vector<int64_t>>{{0, 1, 2, 3}, {4, 5, 6, 7}, {8, 9}});
+  CHECK_FALSE(p.next().has_value());
+  CHECK_FALSE(p.next().has_value());
+}
+
+TEST_CASE("drop_remainder drops the last partial batch of every epoch") {
+  Pipeline p(ids(), {}, options(4, false, 2, true));
+  CHECK(take(p, 10) == std::vector<std::vector<int64_t>>{{0, 1, 2, 3}, {4, 5, 6, 7}, {0, 1, 2, 3}, {4, 5, 6, 7}});
+}
+
+TEST_CASE("shuffling gives every example once per epoch in a new order each epoch") {
+  Pipeline p(ids(), {}, options(5, true, 2, true, 42));
+  const auto batches = take(p, 4);
+  std::vector<int64_t> epoch0 = batches[0], epoch1 = batches[2];
+  epoch0.insert(epoch0.end(), batches[1].begin(), batches[1].end());
+  epoch1.insert(epoch1.end(), batches[3].begin(), batches[3].end());
+  CHECK(epoch0 != epoch1);
+  std::sort(epoch0.begin(), epoch0.end());
+  std::sort(epoch1.begin(), epoch1.end());
+  CHECK(epoch0 == std::vector<int64_t>{0, 1, 2, 3, 4, 5, 6, 7, 8, 9});
+  CHECK(epoch1 == epoch0);
+}
+
+TEST_CASE("the same seed gives the same stream, another seed another one") {
+  Pipeline a(ids(100), {}, options(10, true, 0, true, 1));
+  Pipeline b(ids(100), {}, options(10, true, 0, true, 1, /*prefetch=*/0));
+  Pipeline c(ids(100), {}, options(10, true, 0, true, 2));
+  const auto sa = take(a, 25), sb = take(b, 25), sc = take(c, 25);
+  CHECK(sa == sb);
+  CHECK(sa != sc);
+}
+
+TEST_CASE("restoring a saved iterator state continues exactly the same stream") {
+  Pipeline full(ids(30), {}, options(4, true, 0, true, 9));
+  const auto expected = take(full, 20);
+  Pipeline first(ids(30), {}, options(4, true, 0, true, 9));
+  take(first, 11);
+  const auto state = first.state();
+  CHECK(state == kd::data::PipelineState{1, 4});  // 7 batches per epoch
+  Pipeline resumed(ids(30), {}, options(4, true, 0, true, 9));
+  resumed.restore(state);
+  const auto rest = take(resumed, 9);
+  CHECK(rest == std::vector<std::vector<int64_t>>(expected.begin() + 11, expected.end()));
+}
+
+TEST_CASE("random transforms depend only on the batch position, so they resume too") {
+  auto flip = kd::data::transform_registry().create(Node::parse("{type: RandomFlip, key: x}"));
+  auto data = kd::data::in_memory_source(Tree::dict({{"x", torch::rand({40, 2, 3})}}));
+  Pipeline a(data, {flip}, options(8, true, 0, true, 5));
+  std::vector<torch::Tensor> stream;
+  for (int i = 0; i < 6; ++i) stream.push_back(a.next()->get("x").tensor());
+  Pipeline b(data, {flip}, options(8, true, 0, true, 5));
+  b.restore({1, 0});
+  CHECK(b.next()->get("x").tensor().equal(stream[5]));
+}
+
+TEST_CASE("a pipeline from YAML reads its source, options and transforms") {
+  Pipeline p(Node::parse("{type: Synthetic, num_examples: 50, num_features: 3, batch_size: 16, shuffle: false, "
+                         "transforms: [{type: Elements, keep: [image]}]}"),
+             0);
+  const Tree batch = *p.next();
+  CHECK(batch.keys() == std::vector<std::string>{"image"});
+  CHECK(batch.get("image").tensor().sizes() == torch::IntArrayRef({16, 3}));
+  CHECK(p.batches_per_epoch() == 3);
+  CHECK_THROWS_WITH(Pipeline(Node::parse("{type: Synthetic, batch_size: 16, shufle: false}"), 0),
+                    Catch::Contains("unknown key \"shufle\". Did you mean \"shuffle\"?"));
+  CHECK_THROWS_WITH(Pipeline(Node::parse("{type: Synthetic, num_examples: 4, batch_size: 16}"), 0),
+                    Catch::Contains("no batch to make"));
+}
+
+TEST_CASE("IDX files are read gzipped or plain, and damaged ones are reported") {
+  const auto dir = std::filesystem::temp_directory_path() / "kd_idx_test";
+  std::filesystem::create_directories(dir);
+  const unsigned char header[] = {0, 0, 8, 2, 0, 0, 0, 2, 0, 0, 0, 3};
+  const unsigned char values[] = {1, 2, 3, 4, 5, 6};
+  {
+    std::ofstream plain(dir / "plain", std::ios::binary);
+    plain.write(reinterpret_cast<const char*>(header), sizeof(header));
+    plain.write(reinterpret_cast<const char*>(values), sizeof(values));
+  }
+  gzFile gz = gzopen((dir / "packed.gz").c_str(), "wb");
+  gzwrite(gz, header, sizeof(header));
+  gzwrite(gz, values, sizeof(values));
+  gzclose(gz);
+  const torch::Tensor expected = torch::tensor({1, 2, 3, 4, 5, 6}, torch::kByte).reshape({2, 3});
+  CHECK(kd::data::read_idx((dir / "plain").string()).equal(expected));
+  CHECK(kd::data::read_idx((dir / "packed.gz").string()).equal(expected));
+  {
+    std::ofstream truncated(dir / "truncated", std::ios::binary);
+    truncated.write(reinterpret_cast<const char*>(header), sizeof(header));
+    truncated.write(reinterpret_cast<const char*>(values), 4);
+  }
+  CHECK_THROWS_WITH(kd::data::read_idx((dir / "truncated").string()), Catch::Contains("truncated download"));
+  CHECK_THROWS_AS(kd::data::read_idx((dir / "missing").string()), kd::IOError);
+  std::filesystem::remove_all(dir);
+}
+
+TEST_CASE("Fashion-MNIST loads from the Debian dataset with its known shapes and labels") {
+  Pipeline p(Node::parse("{type: FashionMnist, split: test, num_examples: 100, batch_size: 100, shuffle: false}"), 0);
+  const Tree batch = *p.next();
+  CHECK(batch.get("image").tensor().sizes() == torch::IntArrayRef({100, 28, 28}));
+  CHECK(batch.get("image").tensor().scalar_type() == torch::kByte);
+  CHECK(batch.get("label").tensor().min().item<int64_t>() == 0);
+  CHECK(batch.get("label").tensor().max().item<int64_t>() == 9);
+  CHECK(batch.get("label").tensor()[0].item<int64_t>() == 9);  // the first test image is an ankle boot
+}
+
+TEST_CASE("a CSV table becomes features and labels, with bad cells reported by line") {
+  const auto file = std::filesystem::temp_directory_path() / "kd_csv_test.csv";
+  std::ofstream(file) << "a,b,y\n1,2,0\n3,4.5,1\n";
+  Pipeline p(Node::parse("{type: Csv, path: " + file.string() + ", label_column: y, batch_size: 2, shuffle: false}"), 0);
+  const Tree batch = *p.next();
+  CHECK(batch.get("features").tensor().equal(torch::tensor({{1.0f, 2.0f}, {3.0f, 4.5f}})));
+  CHECK(batch.get("label").tensor().equal(torch::tensor({0, 1})));
+  std::ofstream(file) << "a,b,y\n1,x,0\n";
+  CHECK_THROWS_WITH(Pipeline(Node::parse("{type: Csv, path: " + file.string() + ", label_column: y, batch_size: 1}"), 0),
+                    Catch::Contains(":2: column 2 is not a number: \"x\""));
+  std::filesystem::remove(file);
+}

@@ -1,0 +1,144 @@
+#include <catch2/catch.hpp>
+
+#include <cstdio>
+#include <filesystem>
+
+#include <torch/script.h>
+#include <torch/torch.h>
+
+#include "tests/train/test_helpers.h"
+#include "trainer/common/error.h"
+#include "trainer/train/train_step.h"
+
+using kd::Tree;
+using kd::testing::aux_with;
+using kd::testing::make_model;
+using kd::testing::yaml;
+using kd::train::Context;
+using kd::train::TrainStep;
+
+namespace {
+
+std::vector<std::string> paths(const Tree& t) {
+  std::vector<std::string> out;
+  for (const auto& [p, leaf] : t.flatten()) out.push_back(p);
+  return out;
+}
+
+Tree run_forward(kd::models::Model& model, const Tree& batch, bool record) {
+  return kd::train::forward(model, Context{.batch = batch}, record).to_tree();
+}
+
+}  // namespace
+
+TEST_CASE("the MLP flattens its input and names its layers by position") {
+  torch::manual_seed(0);
+  auto model = make_model("{type: MLP, input_size: 12, hidden_sizes: [5, 4], output_size: 2}");
+  const Tree out = run_forward(*model, Tree::dict({{"image", torch::rand({3, 3, 4})}}), false);
+  CHECK(out.get("preds.logits").tensor().sizes() == torch::IntArrayRef({3, 2}));
+  CHECK(paths(kd::train::params_tree(*model)) ==
+        std::vector<std::string>{"layers.0.weight", "layers.0.bias", "layers.2.weight", "layers.2.bias",
+                                 "layers.4.weight", "layers.4.bias"});
+}
+
+TEST_CASE("model inputs are path keys that YAML can point elsewhere") {
+  torch::manual_seed(0);
+  auto model = make_model("{type: MLP, input_size: 4, output_size: 2, inputs: {x: batch.features}}");
+  CHECK(model->input_keys().front().second.str() == "batch.features");
+  CHECK(run_forward(*model, Tree::dict({{"features", torch::rand({2, 4})}}), false).get("preds.logits").tensor().size(0) == 2);
+  CHECK_THROWS_WITH(run_forward(*model, Tree::dict({{"image", torch::rand({2, 4})}}), false),
+                    Catch::Contains("reading model input \"x\"") && Catch::Contains("\"batch\" has: image"));
+  CHECK_THROWS_WITH(make_model("{type: MLP, input_size: 4, output_size: 2, inputs: {z: batch.x}}"),
+                    Catch::Contains("unknown key \"z\""));
+}
+
+TEST_CASE("the CNN keeps BatchNorm statistics as buffers and reads NHWC images") {
+  torch::manual_seed(0);
+  auto model = make_model("{type: CNN, input_shape: [8, 8, 1], channels: [4, 8], hidden_size: 16, output_size: 3}");
+  const Tree out = run_forward(*model, Tree::dict({{"image", torch::rand({2, 8, 8, 1})}}), true);
+  CHECK(out.get("preds.logits").tensor().sizes() == torch::IntArrayRef({2, 3}));
+  CHECK(out.get("interms.features.3.output").tensor().sizes() == torch::IntArrayRef({2, 4, 4, 4}));
+  const Tree buffers = kd::train::buffers_tree(*model);
+  CHECK(paths(buffers) == std::vector<std::string>{"features.1.running_mean", "features.1.running_var",
+                                                   "features.1.num_batches_tracked", "features.5.running_mean",
+                                                   "features.5.running_var", "features.5.num_batches_tracked"});
+  CHECK(buffers.get("features.1.num_batches_tracked").tensor().item<int64_t>() == 1);
+}
+
+TEST_CASE("the Transformer classifies token sequences and records every block") {
+  torch::manual_seed(0);
+  auto model = make_model("{type: Transformer, vocab_size: 11, d_model: 16, num_heads: 2, num_layers: 2, output_size: 5}");
+  const Tree out = run_forward(*model, Tree::dict({{"image", torch::randint(0, 11, {3, 7})}}), true);
+  CHECK(out.get("preds.logits").tensor().sizes() == torch::IntArrayRef({3, 5}));
+  CHECK(out.get("interms.encoder.1.output").tensor().sizes() == torch::IntArrayRef({3, 7, 16}));
+}
+
+TEST_CASE("the Transformer decoder maps target tokens to per-position logits, causally") {
+  torch::manual_seed(0);
+  auto model = make_model("{type: Transformer, input_size: 6, d_model: 16, num_heads: 2, num_layers: 1, "
+                          "num_decoder_layers: 2, output_size: 9, dropout: 0.0}");
+  model->eval();
+  const torch::Tensor x = torch::rand({2, 5, 6});
+  const torch::Tensor y = torch::randint(0, 9, {2, 4});
+  const torch::Tensor logits = run_forward(*model, Tree::dict({{"image", x}, {"target", y}}), false).get("preds.logits").tensor();
+  CHECK(logits.sizes() == torch::IntArrayRef({2, 4, 9}));
+  // Changing the last target token must not change the logits of earlier positions.
+  torch::Tensor y2 = y.clone();
+  y2.index_put_({torch::indexing::Slice(), 3}, (y2.index({torch::indexing::Slice(), 3}) + 1) % 9);
+  const torch::Tensor logits2 = run_forward(*model, Tree::dict({{"image", x}, {"target", y2}}), false).get("preds.logits").tensor();
+  CHECK(torch::allclose(logits.narrow(1, 0, 3), logits2.narrow(1, 0, 3), 1e-5, 1e-5));
+  CHECK_FALSE(torch::allclose(logits.narrow(1, 3, 1), logits2.narrow(1, 3, 1), 1e-5, 1e-5));
+}
+
+TEST_CASE("a TorchScript module is trained through kd and shares its parameters") {
+  const std::string file = (std::filesystem::temp_directory_path() / "kd_models_test_linear.pt").string();
+  {
+    torch::jit::Module m("Linear");
+    m.register_parameter("w", torch::ones({4, 2}).requires_grad_(), /*is_buffer=*/false);
+    torch::jit::Module inner("Bias");
+    inner.register_parameter("b", torch::zeros({2}).requires_grad_(), false);
+    m.register_module("inner", inner);
+    m.define("def forward(self, x):\n  return x.mm(self.w) + self.inner.b\n");
+    m.save(file);
+  }
+  auto model = make_model("{type: TorchScript, path: " + file + "}");
+  CHECK(paths(kd::train::params_tree(*model)) == std::vector<std::string>{"w", "inner.b"});
+  TrainStep step(model, yaml("{type: sgd, learning_rate: 0.1}"),
+                 aux_with("{type: L2, preds: preds.logits, targets: batch.label}"));
+  const Tree batch = Tree::dict({{"image", torch::ones({3, 4})}, {"label", torch::zeros({3, 2})}});
+  auto state = step.init();
+  Context ctx;
+  state = step.step(state, batch, &ctx).first;
+  CHECK(ctx.get("preds.logits").tensor().equal(torch::full({3, 2}, 4.0)));
+  // d/dw mean((x w + b)^2) = 2 * x^T (x w + b) / 6 = 2 * 3 * 4 / 6 = 4 per entry; w -= 0.1 * 4.
+  CHECK(torch::allclose(state.params.get("w").tensor(), torch::full({4, 2}, 0.6)));
+  // The loaded module sees the update (b: 0 - 0.1 * 2 * 4 * 3 / 6 = -0.4).
+  const Tree out = run_forward(*model, batch, false);
+  CHECK(torch::allclose(out.get("preds.logits").tensor(), torch::full({3, 2}, 4 * 0.6 - 0.4)));
+  std::remove(file.c_str());
+}
+
+TEST_CASE("a missing TorchScript file is an IO error naming it") {
+  CHECK_THROWS_AS(make_model("{type: TorchScript, path: /nonexistent/model.pt}"), kd::IOError);
+}
+
+TEST_CASE("a user model registered from C++ is built by name like the built-ins") {
+  struct Doubler : kd::models::Model {
+    explicit Doubler(const kd::config::Node& o) : Model(o, {{"x", "batch.x"}}) {
+      scale = register_parameter("scale", torch::ones({1}));
+    }
+    Tree forward(const Tree& inputs) override {
+      sow("input", inputs.at("x").tensor());
+      return Tree::dict({{"y", inputs.at("x").tensor() * 2 * scale}});
+    }
+    torch::Tensor scale;
+  };
+  auto& registry = kd::models::registry();
+  if (!registry.contains("TestDoubler")) {
+    registry.add("TestDoubler", [](const kd::config::Node& o) { return std::make_shared<Doubler>(o); });
+  }
+  auto model = make_model("{type: TestDoubler}");
+  const Tree out = run_forward(*model, Tree::dict({{"x", torch::ones({2})}}), true);
+  CHECK(out.get("preds.y").tensor().equal(torch::full({2}, 2.0)));
+  CHECK(out.get("interms.input").tensor().equal(torch::ones({2})));
+}

@@ -1,0 +1,217 @@
+#include <catch2/catch.hpp>
+
+#include <torch/torch.h>
+
+#include "tests/train/test_helpers.h"
+#include "trainer/common/error.h"
+#include "trainer/optim/optimizer.h"
+#include "trainer/train/train_step.h"
+
+using kd::Tree;
+using kd::testing::aux_with;
+using kd::testing::blobs;
+using kd::testing::make_model;
+using kd::testing::yaml;
+using kd::train::Context;
+using kd::train::TrainStep;
+
+namespace {
+
+const char* kMlp = "{type: MLP, input_size: 8, hidden_sizes: [16], output_size: 3}";
+const char* kXent = "{type: SoftmaxCrossEntropyWithIntLabels}";
+
+bool trees_close(const Tree& a, const Tree& b, double tol = 1e-6) {
+  const auto fa = a.flatten(), fb = b.flatten();
+  if (fa.size() != fb.size()) return false;
+  for (std::size_t i = 0; i < fa.size(); ++i) {
+    if (fa[i].first != fb[i].first) return false;
+    const Tree& x = fa[i].second;
+    const Tree& y = fb[i].second;
+    if (x.is_tensor() != y.is_tensor()) return false;
+    if (x.is_tensor() ? !torch::allclose(x.tensor(), y.tensor(), tol, tol) : x.to_double() != y.to_double()) return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+TEST_CASE("the step fills the context in lifecycle order and skips stages nothing reads") {
+  torch::manual_seed(0);
+  TrainStep step(make_model(kMlp), yaml("{type: adam, learning_rate: 0.01}"), aux_with(kXent));
+  Context ctx;
+  auto [state, aux] = step.step(step.init(), blobs(32, 1), &ctx);
+  CHECK(state.step == 1);
+  CHECK(ctx.step == 0);
+  CHECK(ctx.preds.get("logits").tensor().sizes() == torch::IntArrayRef({32, 3}));
+  CHECK(ctx.loss_total.tensor().dim() == 0);
+  CHECK(ctx.loss_states.get("loss.count").tensor().item<float>() == 1);
+  CHECK(ctx.interms.is_none());
+  CHECK(ctx.grads.is_none());
+  CHECK(ctx.updates.is_none());
+  CHECK(step.reads().grads == false);
+  CHECK(aux.compute_scalars().front().first == "losses/loss");
+}
+
+TEST_CASE("grads in the context equal autograd's gradients of the loss") {
+  torch::manual_seed(0);
+  auto model = make_model(kMlp);
+  TrainStep step(model, yaml("{type: sgd, learning_rate: 0.1}"), aux_with(kXent, {"grads.**"}));
+  const Tree batch = blobs(16, 2);
+  // Reference: the same loss on a copy of the initial parameters.
+  std::vector<torch::Tensor> copies;
+  for (const auto& p : model->parameters()) copies.push_back(p.detach().clone().requires_grad_());
+  Context ctx;
+  step.step(step.init(), batch, &ctx);
+  const auto& w0 = copies[0];
+  const auto& b0 = copies[1];
+  const auto& w1 = copies[2];
+  const auto& b1 = copies[3];
+  const torch::Tensor logits = torch::relu(batch.get("image").tensor().mm(w0.t()) + b0).mm(w1.t()) + b1;
+  torch::nn::functional::cross_entropy(logits, batch.get("label").tensor()).backward();
+  CHECK(torch::allclose(ctx.get("grads.layers.0.weight").tensor(), w0.grad(), 1e-6, 1e-6));
+  CHECK(torch::allclose(ctx.get("grads.layers.2.bias").tensor(), b1.grad(), 1e-6, 1e-6));
+}
+
+TEST_CASE("updates equal new minus old params, and params in the context are pre-update") {
+  torch::manual_seed(0);
+  auto model = make_model(kMlp);
+  TrainStep step(model, yaml("{type: adam, learning_rate: 0.01}"), aux_with(kXent, {"updates.**", "params.**"}));
+  const kd::train::TrainState init = step.init();
+  const Tree before = init.params.map([](const torch::Tensor& t) { return t.detach().clone(); });
+  Context ctx;
+  auto [state, aux] = step.step(init, blobs(16, 3), &ctx);
+  const Tree expected = state.params.map_with_path(
+      [&](const kd::Path& p, const torch::Tensor& t) { return t.detach() - before.get(p).tensor(); });
+  CHECK(trees_close(ctx.updates, expected));
+  CHECK(trees_close(ctx.params, before));
+  CHECK(ctx.get("updates.layers.0.weight").tensor().abs().sum().item<float>() > 0);
+}
+
+TEST_CASE("opt_state in the context is the optimizer state before the update") {
+  torch::manual_seed(0);
+  TrainStep step(make_model(kMlp), yaml("{type: adam, learning_rate: 0.01}"), aux_with(kXent, {"opt_state.**"}));
+  auto [s1, a1] = step.step(step.init(), blobs(16, 4));
+  const Tree after_first = s1.opt_state.map([](const torch::Tensor& t) { return t.detach().clone(); });
+  Context ctx;
+  auto [s2, a2] = step.step(s1, blobs(16, 5), &ctx);
+  CHECK(trees_close(ctx.opt_state, after_first));
+  CHECK(ctx.get("opt_state.layers.0.weight.step").to_int() == 1);
+  CHECK(s2.opt_state.get("layers.0.weight.step").to_int() == 2);
+  CHECK_FALSE(trees_close(s2.opt_state, after_first));
+}
+
+TEST_CASE("interms are recorded only when an auxiliary reads them") {
+  torch::manual_seed(0);
+  TrainStep step(make_model(kMlp), yaml("{type: sgd, learning_rate: 0.1}"), aux_with(kXent, {"interms.layers.1.output"}));
+  Context ctx;
+  step.step(step.init(), blobs(4, 6), &ctx);
+  CHECK(ctx.get("interms.layers.0.output").tensor().sizes() == torch::IntArrayRef({4, 16}));
+  CHECK(ctx.get("interms.layers.1.output").tensor().min().item<float>() >= 0);  // after ReLU
+  CHECK(torch::allclose(ctx.get("interms.layers.2.output").tensor(), ctx.get("preds.logits").tensor()));
+}
+
+TEST_CASE("200 steps on a learnable task drive the loss down by a clear margin") {
+  torch::manual_seed(0);
+  TrainStep step(make_model(kMlp), yaml("{type: adam, learning_rate: 0.01}"), aux_with(kXent));
+  auto state = step.init();
+  double first = 0, last = 0;
+  for (int i = 0; i < 200; ++i) {
+    auto [next, aux] = step.step(state, blobs(64, 100 + i));
+    state = next;
+    const double loss = aux.compute_scalars().front().second;
+    if (i == 0) first = loss;
+    last = loss;
+  }
+  INFO("first loss " << first << ", last loss " << last);
+  CHECK(last < 0.25 * first);
+  CHECK(state.step == 200);
+}
+
+TEST_CASE("gradient accumulation over micro-batches matches one full-batch step") {
+  const Tree batch = blobs(16, 7);
+  auto run = [&](int k) {
+    torch::manual_seed(0);
+    TrainStep step(make_model(kMlp), yaml("{type: sgd, learning_rate: 0.5, accumulate_steps: " + std::to_string(k) + "}"),
+                   aux_with(kXent));
+    auto state = step.init();
+    for (int i = 0; i < 3; ++i) state = step.step(state, batch).first;
+    return state.params.map([](const torch::Tensor& t) { return t.detach().clone(); });
+  };
+  CHECK(trees_close(run(1), run(4), 1e-5));
+  torch::manual_seed(0);
+  TrainStep bad(make_model(kMlp), yaml("{type: sgd, learning_rate: 0.5, accumulate_steps: 3}"), aux_with(kXent));
+  CHECK_THROWS_WITH(bad.step(bad.init(), batch), Catch::Contains("must divide the batch size"));
+}
+
+TEST_CASE("global-norm clipping bounds the update of plain SGD") {
+  torch::manual_seed(0);
+  TrainStep step(make_model(kMlp), yaml("{type: sgd, learning_rate: 1.0, clip_global_norm: 0.01}"),
+                 aux_with(kXent, {"updates.**"}));
+  Context ctx;
+  step.step(step.init(), blobs(16, 8), &ctx);
+  double sq = 0;
+  for (const auto& [p, u] : ctx.updates.flatten()) sq += u.tensor().pow(2).sum().item<double>();
+  CHECK(std::sqrt(sq) == Approx(0.01).epsilon(1e-3));
+}
+
+TEST_CASE("weight decay skips the parameters matched by weight_decay_exclude") {
+  torch::manual_seed(0);
+  TrainStep step(make_model(kMlp),
+                 yaml("{type: adamw, learning_rate: 0.01, weight_decay: 0.1, weight_decay_exclude: ['params.**.bias']}"),
+                 aux_with(kXent));
+  const auto& groups = step.optimizer().torch_optimizer().param_groups();
+  REQUIRE(groups.size() == 2);
+  CHECK(groups[0].params().size() == 2);  // the two weights
+  CHECK(groups[1].params().size() == 2);  // the two biases
+  CHECK(static_cast<const torch::optim::AdamWOptions&>(groups[0].options()).weight_decay() == 0.1);
+  CHECK(static_cast<const torch::optim::AdamWOptions&>(groups[1].options()).weight_decay() == 0.0);
+}
+
+TEST_CASE("the learning rate follows its schedule at each step") {
+  torch::manual_seed(0);
+  TrainStep step(make_model(kMlp),
+                 yaml("{type: sgd, learning_rate: {type: Linear, init_value: 1.0, end_value: 0.0, transition_steps: 10}}"),
+                 aux_with(kXent));
+  auto state = step.init();
+  state.step = 5;
+  step.step(state, blobs(8, 9));
+  CHECK(step.optimizer().torch_optimizer().param_groups()[0].options().get_lr() == Approx(0.5));
+  CHECK(step.optimizer().schedules(7).front().second == Approx(0.3));
+}
+
+TEST_CASE("the EMA of params moves towards the params by 1 - decay per step") {
+  torch::manual_seed(0);
+  auto model = make_model(kMlp);
+  TrainStep step(model, yaml("{type: sgd, learning_rate: 0.5, ema_decay: 0.9}"), aux_with(kXent));
+  auto state = step.init();
+  const Tree before = state.params.map([](const torch::Tensor& t) { return t.detach().clone(); });
+  state = step.step(state, blobs(8, 10)).first;
+  const torch::Tensor expected = 0.9 * before.get("layers.0.weight").tensor() + 0.1 * state.params.get("layers.0.weight").tensor();
+  CHECK(torch::allclose(step.optimizer().ema_params().get("layers.0.weight").tensor(), expected, 1e-6, 1e-6));
+}
+
+TEST_CASE("eval_step neither updates params nor BatchNorm statistics") {
+  torch::manual_seed(0);
+  TrainStep step(make_model("{type: CNN, input_shape: [8, 8, 1], channels: [4], output_size: 3}"),
+                 yaml("{type: sgd, learning_rate: 0.1}"), aux_with(kXent));
+  auto state = step.init();
+  const Tree batch = Tree::dict({{"image", torch::rand({6, 8, 8})}, {"label", torch::tensor({0, 1, 2, 0, 1, 2})}});
+  const Tree params_before = state.params.map([](const torch::Tensor& t) { return t.detach().clone(); });
+  const Tree stats_before = state.collections.map([](const torch::Tensor& t) { return t.detach().clone(); });
+  const auto aux = step.eval_step(state, batch);
+  CHECK(aux.compute_scalars().front().first == "losses/loss");
+  CHECK(trees_close(state.params, params_before));
+  CHECK(trees_close(state.collections, stats_before));
+  CHECK(step.model().is_training());
+  step.step(state, batch);
+  CHECK_FALSE(trees_close(state.collections, stats_before));  // a train step updates them
+}
+
+TEST_CASE("a failing loss names the loss and the missing key") {
+  torch::manual_seed(0);
+  TrainStep step(make_model(kMlp), yaml("{type: sgd, learning_rate: 0.1}"),
+                 aux_with("{type: SoftmaxCrossEntropyWithIntLabels, labels: batch.lable}"));
+  CHECK_THROWS_WITH(step.step(step.init(), blobs(4, 11)),
+                    Catch::StartsWith("computing the loss failed for loss 'losses/loss'") &&
+                        Catch::Contains("Did you mean \"batch.label\"?"));
+}

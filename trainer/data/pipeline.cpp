@@ -1,0 +1,159 @@
+#include "trainer/data/pipeline.h"
+
+#include <chrono>
+
+#include <torch/torch.h>
+
+#include "trainer/common/error.h"
+
+namespace kd::data {
+namespace {
+
+// SplitMix64: a well-mixed 64-bit seed for each (seed, epoch[, batch]).
+uint64_t mix(uint64_t x) {
+  x += 0x9e3779b97f4a7c15ULL;
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
+  return x ^ (x >> 31);
+}
+
+at::Generator generator(uint64_t seed) { return at::make_generator<at::CPUGeneratorImpl>(seed); }
+
+}  // namespace
+
+Pipeline::Pipeline(const config::Node& o, int64_t seed, PipelineOptions defaults) {
+  options_ = defaults;
+  options_.seed = seed;
+  options_.batch_size = o.get_int("batch_size");
+  options_.shuffle = o.get_bool("shuffle", defaults.shuffle);
+  options_.num_epochs = o.get_int("num_epochs", defaults.num_epochs);
+  options_.drop_remainder = o.get_bool("drop_remainder", defaults.drop_remainder);
+  options_.prefetch = o.get_int("prefetch", defaults.prefetch);
+  if (options_.batch_size <= 0) throw ConfigError(o.where() + ": batch_size must be > 0");
+  if (options_.num_epochs < 0) throw ConfigError(o.where() + ": num_epochs must be >= 0 (0: endless)");
+  if (auto list = o.find("transforms"); list && !list->is_null()) {
+    for (const config::Node& t : list->elements()) transforms_.push_back(transform_registry().create(t));
+  }
+  source_ = source_registry().create(o);  // reads `type` and the source's own keys
+  init();
+}
+
+Pipeline::Pipeline(SourcePtr source, std::vector<TransformPtr> transforms, PipelineOptions options)
+    : source_(std::move(source)), transforms_(std::move(transforms)), options_(options) {
+  init();
+}
+
+void Pipeline::init() {
+  examples_ = source_->load();
+  num_examples_ = data::num_examples(examples_, source_->describe());
+  description_ = source_->describe() + " (" + std::to_string(num_examples_) + " examples, batch " +
+                 std::to_string(options_.batch_size) + ")";
+  if (batches_per_epoch() == 0) {
+    throw ConfigError(description_ + ": batch_size " + std::to_string(options_.batch_size) + " is larger than the " +
+                      std::to_string(num_examples_) + " examples and drop_remainder is true: no batch to make");
+  }
+  start_worker();
+}
+
+Pipeline::~Pipeline() { stop_worker(); }
+
+int64_t Pipeline::batches_per_epoch() const {
+  return options_.drop_remainder ? num_examples_ / options_.batch_size
+                                 : (num_examples_ + options_.batch_size - 1) / options_.batch_size;
+}
+
+bool Pipeline::valid(const PipelineState& at) const {
+  return options_.num_epochs == 0 || at.epoch < options_.num_epochs;
+}
+
+PipelineState Pipeline::advance(PipelineState at) const {
+  if (++at.index == batches_per_epoch()) {
+    ++at.epoch;
+    at.index = 0;
+  }
+  return at;
+}
+
+Tree Pipeline::batch_at(const PipelineState& at) const {
+  const uint64_t epoch_seed = mix(mix(static_cast<uint64_t>(options_.seed)) ^ static_cast<uint64_t>(at.epoch));
+  const int64_t start = at.index * options_.batch_size;
+  const int64_t size = std::min(options_.batch_size, num_examples_ - start);
+  torch::Tensor indices;
+  if (options_.shuffle) {
+    at::Generator g = generator(epoch_seed);
+    indices = at::randperm(num_examples_, g, torch::kLong).narrow(0, start, size);
+  } else {
+    indices = torch::arange(start, start + size, torch::kLong);
+  }
+  Tree batch = examples_.map([&](const torch::Tensor& t) { return t.index_select(0, indices); });
+  at::Generator g = generator(mix(epoch_seed ^ mix(static_cast<uint64_t>(at.index))));
+  for (const auto& transform : transforms_) batch = transform->apply(batch, g);
+  return batch;
+}
+
+void Pipeline::start_worker() {
+  stop_ = false;
+  ready_.clear();
+  error_ = nullptr;
+  if (options_.prefetch <= 0) return;
+  worker_ = std::thread([this, at = position_]() mutable {
+    try {
+      while (true) {
+        std::optional<Tree> batch;
+        if (valid(at)) batch = batch_at(at);
+        std::unique_lock lock(mutex_);
+        changed_.wait(lock, [&] { return stop_ || static_cast<int64_t>(ready_.size()) < options_.prefetch; });
+        if (stop_) return;
+        const bool end = !batch.has_value();
+        ready_.push_back(std::move(batch));
+        changed_.notify_all();
+        if (end) return;
+        at = advance(at);
+      }
+    } catch (...) {
+      std::lock_guard lock(mutex_);
+      error_ = std::current_exception();
+      changed_.notify_all();
+    }
+  });
+}
+
+void Pipeline::stop_worker() {
+  {
+    std::lock_guard lock(mutex_);
+    stop_ = true;
+    changed_.notify_all();
+  }
+  if (worker_.joinable()) worker_.join();
+}
+
+std::optional<Tree> Pipeline::next() {
+  std::optional<Tree> batch;
+  if (options_.prefetch <= 0) {
+    if (!valid(position_)) return std::nullopt;
+    batch = batch_at(position_);
+  } else {
+    const auto start = std::chrono::steady_clock::now();
+    std::unique_lock lock(mutex_);
+    changed_.wait(lock, [&] { return !ready_.empty() || error_; });
+    wait_seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    if (ready_.empty()) std::rethrow_exception(error_);
+    batch = std::move(ready_.front());
+    ready_.pop_front();
+    changed_.notify_all();
+    if (!batch) {
+      ready_.push_front(std::nullopt);  // stay at the end
+      return std::nullopt;
+    }
+  }
+  position_ = advance(position_);
+  return batch;
+}
+
+void Pipeline::restore(const PipelineState& state) {
+  stop_worker();
+  position_ = state;
+  start_worker();
+}
+
+}  // namespace kd::data

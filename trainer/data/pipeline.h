@@ -1,0 +1,102 @@
+// kd::data::Pipeline: batches of a source, shuffled per epoch, transformed, prefetched on a
+// worker thread. Deterministic and resumable: batch (epoch e, index i) depends only on the
+// seed, e and i, so saving `state()` and calling `restore()` continues the exact stream an
+// uninterrupted run would have seen.
+//
+//   train_ds:
+//     type: FashionMnist        # the source (see source.h) and its options
+//     split: train
+//     batch_size: 128
+//     shuffle: true             # a new order every epoch, from the experiment's seed
+//     num_epochs: 0             # 0: endless
+//     drop_remainder: true      # false: the last batch of an epoch may be smaller
+//     prefetch: 2               # batches prepared ahead on a worker thread (0: none)
+//     transforms: [...]
+#pragma once
+
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <exception>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <thread>
+#include <vector>
+
+#include "trainer/config/node.h"
+#include "trainer/data/source.h"
+#include "trainer/data/transforms.h"
+#include "trainer/tree/tree.h"
+
+namespace kd::data {
+
+struct PipelineOptions {
+  int64_t batch_size = 32;
+  bool shuffle = true;
+  int64_t num_epochs = 0;  // 0: endless
+  bool drop_remainder = true;
+  int64_t prefetch = 2;
+  int64_t seed = 0;
+};
+
+// The position of the next batch to deliver.
+struct PipelineState {
+  int64_t epoch = 0;
+  int64_t index = 0;
+  friend bool operator==(const PipelineState&, const PipelineState&) = default;
+};
+
+class Pipeline {
+ public:
+  // From the experiment: `options` holds the source's and the pipeline's keys.
+  // `defaults` gives the pipeline options the YAML does not set (e.g. shuffle off for evals).
+  Pipeline(const config::Node& options, int64_t seed, PipelineOptions defaults = {});
+  Pipeline(SourcePtr source, std::vector<TransformPtr> transforms, PipelineOptions options);
+  ~Pipeline();
+  Pipeline(const Pipeline&) = delete;
+  Pipeline& operator=(const Pipeline&) = delete;
+
+  // The next batch, or nullopt after the last epoch. Rethrows errors of the worker.
+  std::optional<Tree> next();
+
+  PipelineState state() const { return position_; }
+  // Continue from `state` (as returned by state()); drops prefetched batches.
+  void restore(const PipelineState& state);
+
+  int64_t num_examples() const { return num_examples_; }
+  int64_t batches_per_epoch() const;
+  const PipelineOptions& options() const { return options_; }
+  const std::string& description() const { return description_; }
+  // Seconds next() spent waiting for the worker since construction.
+  double wait_seconds() const { return wait_seconds_; }
+
+  // The batch at a position, computed directly (what the worker does).
+  Tree batch_at(const PipelineState& at) const;
+
+ private:
+  void init();
+  bool valid(const PipelineState& at) const;
+  PipelineState advance(PipelineState at) const;
+  void start_worker();
+  void stop_worker();
+
+  SourcePtr source_;
+  std::vector<TransformPtr> transforms_;
+  PipelineOptions options_;
+  std::string description_;
+  Tree examples_;
+  int64_t num_examples_ = 0;
+  PipelineState position_;
+
+  // Prefetching.
+  std::thread worker_;
+  std::mutex mutex_;
+  std::condition_variable changed_;
+  std::deque<std::optional<Tree>> ready_;  // nullopt marks the end
+  std::exception_ptr error_;
+  bool stop_ = false;
+  double wait_seconds_ = 0;
+};
+
+}  // namespace kd::data

@@ -1,0 +1,235 @@
+#include "trainer/data/transforms.h"
+
+#include <torch/torch.h>
+
+#include "trainer/common/error.h"
+#include "trainer/common/suggest.h"
+
+namespace kd::data {
+namespace {
+
+// The base of transforms that change one batch field, named by `key`.
+class KeyTransform : public Transform {
+ public:
+  KeyTransform(const config::Node& o, const char* default_key) : key_(o.get_string("key", default_key)) {}
+
+  Tree apply(const Tree& batch, at::Generator& gen) const override {
+    const Tree* value = batch.find(key_);
+    if (value == nullptr || !value->is_tensor()) {
+      std::string message = "transform on key \"" + key_ + "\": the batch has " + join_names(batch.keys());
+      const auto close = nearest(key_, batch.keys(), 1);
+      if (!close.empty()) message += ". Did you mean \"" + close.front() + "\"?";
+      throw KeyError(message);
+    }
+    Tree out = batch;
+    out.insert(key_, map(value->tensor(), gen));
+    return out;
+  }
+
+ protected:
+  virtual torch::Tensor map(const torch::Tensor& x, at::Generator& gen) const = 0;
+  std::string key_;
+};
+
+std::pair<double, double> range(const config::Node& o, const char* key, std::pair<double, double> def) {
+  const auto v = o.get_double_list(key, std::vector<double>{def.first, def.second});
+  if (v.size() != 2 || v[0] >= v[1]) throw ConfigError(o.where() + ": " + key + " must be [min, max] with min < max");
+  return {v[0], v[1]};
+}
+
+class ValueRange : public KeyTransform {
+ public:
+  explicit ValueRange(const config::Node& o)
+      : KeyTransform(o, "image"), in_(range(o, "in_vrange", {0, 255})), out_(range(o, "vrange", {0, 1})) {}
+  torch::Tensor map(const torch::Tensor& x, at::Generator&) const override {
+    const double scale = (out_.second - out_.first) / (in_.second - in_.first);
+    return (x.to(torch::kFloat) - in_.first) * scale + out_.first;
+  }
+
+ private:
+  std::pair<double, double> in_, out_;
+};
+
+class Normalize : public KeyTransform {
+ public:
+  explicit Normalize(const config::Node& o)
+      : KeyTransform(o, "image"),
+        mean_(torch::tensor(o.get_double_list("mean")).to(torch::kFloat)),
+        std_(torch::tensor(o.get_double_list("std")).to(torch::kFloat)) {
+    if (mean_.numel() != std_.numel()) throw ConfigError(o.where() + ": mean and std must have the same length");
+    if ((std_ <= 0).any().item<bool>()) throw ConfigError(o.where() + ": std must be > 0");
+  }
+  // mean/std have one value, or one per channel (the last dimension).
+  torch::Tensor map(const torch::Tensor& x, at::Generator&) const override {
+    return (x.to(torch::kFloat) - mean_) / std_;
+  }
+
+ private:
+  torch::Tensor mean_, std_;
+};
+
+torch::ScalarType parse_dtype(const config::Node& o, const std::string& name) {
+  static const std::vector<std::pair<std::string, torch::ScalarType>> types = {
+      {"float32", torch::kFloat}, {"float64", torch::kDouble}, {"float16", torch::kHalf}, {"bfloat16", torch::kBFloat16},
+      {"int64", torch::kLong},    {"int32", torch::kInt},      {"uint8", torch::kByte},   {"bool", torch::kBool}};
+  std::vector<std::string> names;
+  for (const auto& [n, t] : types) {
+    if (n == name) return t;
+    names.push_back(n);
+  }
+  throw ConfigError(o.where() + ": unknown dtype \"" + name + "\" (known: " + join_names(names) + ")");
+}
+
+class Cast : public KeyTransform {
+ public:
+  explicit Cast(const config::Node& o) : KeyTransform(o, "image"), dtype_(parse_dtype(o, o.get_string("dtype"))) {}
+  torch::Tensor map(const torch::Tensor& x, at::Generator&) const override { return x.to(dtype_); }
+
+ private:
+  torch::ScalarType dtype_;
+};
+
+// `shape` is per example; the batch dimension is kept.
+class Reshape : public KeyTransform {
+ public:
+  explicit Reshape(const config::Node& o) : KeyTransform(o, "image"), shape_(o.get_int_list("shape")) {}
+  torch::Tensor map(const torch::Tensor& x, at::Generator&) const override {
+    std::vector<int64_t> shape{x.size(0)};
+    shape.insert(shape.end(), shape_.begin(), shape_.end());
+    return x.reshape(shape);
+  }
+
+ private:
+  std::vector<int64_t> shape_;
+};
+
+class OneHot : public KeyTransform {
+ public:
+  explicit OneHot(const config::Node& o) : KeyTransform(o, "label"), classes_(o.get_int("num_classes")) {}
+  torch::Tensor map(const torch::Tensor& x, at::Generator&) const override {
+    return torch::nn::functional::one_hot(x.to(torch::kLong), classes_).to(torch::kFloat);
+  }
+
+ private:
+  int64_t classes_;
+};
+
+// Flips each image left-right (or up-down with axis: height) with the given probability.
+class RandomFlip : public KeyTransform {
+ public:
+  explicit RandomFlip(const config::Node& o)
+      : KeyTransform(o, "image"), probability_(o.get_double("probability", 0.5)) {
+    const std::string axis = o.get_string("axis", "width");
+    if (axis != "width" && axis != "height") throw ConfigError(o.where() + ": axis must be \"width\" or \"height\"");
+    dim_ = axis == "width" ? 2 : 1;
+  }
+  torch::Tensor map(const torch::Tensor& x, at::Generator& gen) const override {
+    std::vector<int64_t> mask_shape(static_cast<std::size_t>(x.dim()), 1);
+    mask_shape[0] = x.size(0);
+    const torch::Tensor flip = at::rand({x.size(0)}, gen).lt(probability_).reshape(mask_shape);
+    return torch::where(flip, x.flip({dim_}), x);
+  }
+
+ private:
+  double probability_;
+  int64_t dim_;
+};
+
+// Pads each image by `padding` zeros on every side, then crops a random `size` window.
+class RandomCrop : public KeyTransform {
+ public:
+  explicit RandomCrop(const config::Node& o)
+      : KeyTransform(o, "image"), size_(o.get_int_list("size")), padding_(o.get_int("padding", 0)) {
+    if (size_.size() != 2) throw ConfigError(o.where() + ": size must be [height, width]");
+  }
+  torch::Tensor map(const torch::Tensor& x, at::Generator& gen) const override {
+    const bool channels = x.dim() == 4;
+    torch::Tensor padded = x;
+    if (padding_ > 0) {
+      // constant_pad_nd pads the last dimensions first: (C,) W, H.
+      std::vector<int64_t> pad = channels ? std::vector<int64_t>{0, 0, padding_, padding_, padding_, padding_}
+                                          : std::vector<int64_t>{padding_, padding_, padding_, padding_};
+      padded = torch::constant_pad_nd(x, pad, 0);
+    }
+    const int64_t h = padded.size(1), w = padded.size(2);
+    if (size_[0] > h || size_[1] > w) {
+      throw Error("RandomCrop size [" + std::to_string(size_[0]) + ", " + std::to_string(size_[1]) +
+                  "] is larger than the padded image " + describe_tensor(padded));
+    }
+    const torch::Tensor top = at::randint(h - size_[0] + 1, {x.size(0)}, gen);
+    const torch::Tensor left = at::randint(w - size_[1] + 1, {x.size(0)}, gen);
+    const auto* t = top.data_ptr<int64_t>();
+    const auto* l = left.data_ptr<int64_t>();
+    std::vector<torch::Tensor> crops;
+    crops.reserve(static_cast<std::size_t>(x.size(0)));
+    for (int64_t i = 0; i < x.size(0); ++i) {
+      crops.push_back(padded[i].narrow(0, t[i], size_[0]).narrow(1, l[i], size_[1]));
+    }
+    return torch::stack(crops);
+  }
+
+ private:
+  std::vector<int64_t> size_;
+  int64_t padding_;
+};
+
+// Keeps, drops or renames batch fields.
+class Elements : public Transform {
+ public:
+  explicit Elements(const config::Node& o)
+      : keep_(o.get_string_list("keep", std::vector<std::string>{})),
+        drop_(o.get_string_list("drop", std::vector<std::string>{})) {
+    if (auto r = o.find("rename"); r && !r->is_null()) {
+      for (const auto& k : r->keys()) rename_.emplace_back(k, r->get_string(k));
+    }
+    if (!keep_.empty() && !drop_.empty()) throw ConfigError(o.where() + ": give keep or drop, not both");
+  }
+  Tree apply(const Tree& batch, at::Generator&) const override {
+    auto check = [&](const std::string& k) {
+      if (!batch.contains(k)) throw KeyError("Elements: the batch has no key \"" + k + "\" (it has " + join_names(batch.keys()) + ")");
+    };
+    Tree out = Tree::dict();
+    if (!keep_.empty()) {
+      for (const auto& k : keep_) check(k), out.insert(k, batch.at(k));
+    } else {
+      out = batch;
+      for (const auto& k : drop_) check(k), out.erase(k);
+    }
+    for (const auto& [from, to] : rename_) {
+      check(from);
+      Tree renamed = Tree::dict();
+      for (const auto& [k, v] : out.items()) renamed.insert(k == from ? to : k, v);
+      out = renamed;
+    }
+    return out;
+  }
+
+ private:
+  std::vector<std::string> keep_, drop_;
+  std::vector<std::pair<std::string, std::string>> rename_;
+};
+
+template <typename T>
+void add(config::Registry<Transform>& r, const char* name, const char* doc) {
+  r.add(name, [](const config::Node& o) { return std::make_shared<T>(o); }, doc);
+}
+
+}  // namespace
+
+config::Registry<Transform>& transform_registry() {
+  static config::Registry<Transform>* registry = [] {
+    auto* r = new config::Registry<Transform>("transform");
+    add<ValueRange>(*r, "ValueRange", "key=image, in_vrange=[0, 255], vrange=[0, 1]");
+    add<Normalize>(*r, "Normalize", "key=image, mean, std (one value or one per channel)");
+    add<Cast>(*r, "Cast", "key=image, dtype");
+    add<Reshape>(*r, "Reshape", "key=image, shape (per example)");
+    add<OneHot>(*r, "OneHot", "key=label, num_classes");
+    add<RandomFlip>(*r, "RandomFlip", "key=image, axis=width|height, probability=0.5");
+    add<RandomCrop>(*r, "RandomCrop", "key=image, size [H, W], padding=0");
+    add<Elements>(*r, "Elements", "keep | drop (lists of keys), rename {old: new}");
+    return r;
+  }();
+  return *registry;
+}
+
+}  // namespace kd::data

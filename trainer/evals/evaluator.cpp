@@ -1,0 +1,56 @@
+#include "trainer/evals/evaluator.h"
+
+#include <torch/torch.h>
+
+#include "trainer/common/error.h"
+#include "trainer/train/train_step.h"
+
+namespace kd::evals {
+
+Evaluator::Evaluator(std::string name, const config::Node& o, int64_t seed,
+                     const std::shared_ptr<const train::Auxiliaries>& train_auxiliaries)
+    : name_(std::move(name)) {
+  if (name_ == "train") throw ConfigError(o.where() + ": an eval may not be called \"train\" (that collection is the training one)");
+  data::PipelineOptions defaults;
+  defaults.shuffle = false;
+  defaults.drop_remainder = false;
+  defaults.num_epochs = 1;
+  defaults.prefetch = 1;
+  pipeline_ = std::make_unique<data::Pipeline>(o.child("ds"), seed, defaults);
+  num_batches_ = o.get_int("num_batches", 0);
+  if (auto run = o.find("run"); run && !run->is_null()) {
+    every_n_steps_ = run->get_int("every_n_steps", 0);
+    once_at_end_ = run->get_bool("once_at_end", every_n_steps_ == 0);
+    run->check_unknown_keys();
+  }
+  const auto losses = o.find("losses"), metrics = o.find("metrics"), summaries = o.find("summaries");
+  if (losses || metrics || summaries) {
+    auxiliaries_ = std::make_shared<train::Auxiliaries>(train::build_auxiliaries(
+        losses ? &*losses : nullptr, metrics ? &*metrics : nullptr, summaries ? &*summaries : nullptr));
+  } else {
+    auxiliaries_ = train_auxiliaries;
+  }
+  o.check_unknown_keys();
+}
+
+bool Evaluator::should_run(int64_t step, bool last) const {
+  if (last && once_at_end_) return true;
+  return every_n_steps_ > 0 && step % every_n_steps_ == 0;
+}
+
+train::AuxiliariesState Evaluator::evaluate(train::TrainStep& step, const train::TrainState& state,
+                                            const c10::Device& device) {
+  pipeline_->restore({});
+  train::AuxiliariesState merged;
+  int64_t batches = 0;
+  while (num_batches_ == 0 || batches < num_batches_) {
+    std::optional<Tree> batch = pipeline_->next();
+    if (!batch) break;
+    const Tree on_device = batch->map([&](const torch::Tensor& t) { return t.to(device, /*non_blocking=*/true); });
+    merged = merged.merge(step.eval_step(state, on_device, auxiliaries_));
+    ++batches;
+  }
+  return merged;
+}
+
+}  // namespace kd::evals

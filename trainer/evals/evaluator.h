@@ -1,0 +1,52 @@
+// kd::evals::Evaluator: evaluates the model on a dataset in eval mode (dropout off, BatchNorm
+// running statistics), merging metric states exactly over every batch.
+//
+//   evals:
+//     test:
+//       ds: {type: FashionMnist, split: test, batch_size: 1000}   # shuffle off, all examples
+//       num_batches: 0          # 0: one full pass
+//       run: {every_n_steps: 1000, once_at_end: true}
+//       metrics: {accuracy: {type: Accuracy}}   # default: the training losses/metrics/summaries
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include <c10/core/Device.h>
+
+#include "trainer/config/node.h"
+#include "trainer/data/pipeline.h"
+#include "trainer/train/auxiliaries.h"
+#include "trainer/writers/writer.h"
+
+namespace kd::train {
+class TrainStep;
+struct TrainState;
+}  // namespace kd::train
+
+namespace kd::evals {
+
+class Evaluator {
+ public:
+  Evaluator(std::string name, const config::Node& options, int64_t seed,
+            const std::shared_ptr<const train::Auxiliaries>& train_auxiliaries);
+
+  const std::string& name() const { return name_; }
+  // Whether to run after training step `step` (the number of steps done); `last` at the end.
+  bool should_run(int64_t step, bool last) const;
+
+  // One evaluation: the merged state over the dataset (or num_batches of it).
+  train::AuxiliariesState evaluate(train::TrainStep& step, const train::TrainState& state,
+                                   const c10::Device& device);
+
+ private:
+  std::string name_;
+  std::unique_ptr<data::Pipeline> pipeline_;
+  std::shared_ptr<const train::Auxiliaries> auxiliaries_;
+  int64_t num_batches_ = 0;
+  int64_t every_n_steps_ = 0;
+  bool once_at_end_ = true;
+};
+
+}  // namespace kd::evals

@@ -1,0 +1,137 @@
+// Transformer: a small stack of encoder blocks, optionally followed by decoder blocks.
+//   Encoder input `x`: token ids [B, T] (set vocab_size) or features [B, T, F] (set input_size;
+//   a [B, H, W] image is read as H tokens of W features).
+//   Without decoder blocks, `pooling: mean` gives logits [B, output_size] (classification) and
+//   `pooling: none` per-token logits [B, T, output_size].
+//   With num_decoder_layers > 0 the model also reads `y`: target token ids [B, S] in
+//   [0, output_size), decoded causally against the encoder output into logits [B, S, output_size].
+//   model: {type: Transformer, input_size: 28, d_model: 64, num_heads: 4, num_layers: 2,
+//           output_size: 10, pooling: mean}
+// Each block's output is recorded as interms.encoder.<i>.output / interms.decoder.<i>.output.
+#include <torch/nn/modules/container/modulelist.h>
+#include <torch/nn/modules/embedding.h>
+#include <torch/nn/modules/linear.h>
+#include <torch/nn/modules/normalization.h>
+#include <torch/nn/modules/transformerlayer.h>
+
+#include "trainer/common/error.h"
+#include "trainer/models/builtins.h"
+
+namespace kd::models {
+namespace {
+
+class Transformer : public Model {
+ public:
+  explicit Transformer(const config::Node& o)
+      : Model(o, o.get_int("num_decoder_layers", 0) > 0
+                     ? std::vector<std::pair<std::string, std::string>>{{"x", "batch.image"}, {"y", "batch.target"}}
+                     : std::vector<std::pair<std::string, std::string>>{{"x", "batch.image"}}),
+        output_key_(o.get_string("output_key", "logits")) {
+    const int64_t d_model = o.get_int("d_model", 64);
+    const int64_t heads = o.get_int("num_heads", 4);
+    const int64_t layers = o.get_int("num_layers", 2);
+    const int64_t decoder_layers = o.get_int("num_decoder_layers", 0);
+    const int64_t ff = o.get_int("dim_feedforward", 4 * d_model);
+    const double dropout = o.get_double("dropout", 0.1);
+    const int64_t max_length = o.get_int("max_length", 512);
+    const int64_t vocab = o.get_int("vocab_size", 0);
+    const int64_t input_size = o.get_int("input_size", 0);
+    const int64_t output_size = o.get_int("output_size");
+    const std::string pooling = o.get_string("pooling", "mean");
+    if (d_model % heads != 0) {
+      throw ConfigError(o.where() + ": d_model (" + std::to_string(d_model) +
+                        ") must be divisible by num_heads (" + std::to_string(heads) + ")");
+    }
+    if ((vocab > 0) == (input_size > 0)) {
+      throw ConfigError(o.where() + ": set exactly one of vocab_size (token inputs) and input_size (feature inputs)");
+    }
+    if (pooling != "mean" && pooling != "none") {
+      throw ConfigError(o.where() + ": pooling must be \"mean\" or \"none\", got \"" + pooling + "\"");
+    }
+    mean_pool_ = pooling == "mean" && decoder_layers == 0;
+    if (vocab > 0) {
+      token_embed_ = register_module("token_embed", torch::nn::Embedding(vocab, d_model));
+    } else {
+      input_proj_ = register_module("input_proj", torch::nn::Linear(input_size, d_model));
+    }
+    position_ = register_parameter("position", torch::randn({max_length, d_model}) * 0.02);
+    auto block = torch::nn::TransformerEncoderLayerOptions(d_model, heads).dim_feedforward(ff).dropout(dropout);
+    encoder_ = register_module("encoder", torch::nn::ModuleList());
+    for (int64_t i = 0; i < layers; ++i) encoder_->push_back(torch::nn::TransformerEncoderLayer(block));
+    if (decoder_layers > 0) {
+      target_embed_ = register_module("target_embed", torch::nn::Embedding(output_size, d_model));
+      auto dblock = torch::nn::TransformerDecoderLayerOptions(d_model, heads).dim_feedforward(ff).dropout(dropout);
+      decoder_ = register_module("decoder", torch::nn::ModuleList());
+      for (int64_t i = 0; i < decoder_layers; ++i) decoder_->push_back(torch::nn::TransformerDecoderLayer(dblock));
+    }
+    norm_ = register_module("norm", torch::nn::LayerNorm(torch::nn::LayerNormOptions({d_model})));
+    head_ = register_module("head", torch::nn::Linear(d_model, output_size));
+  }
+
+  Tree forward(const Tree& inputs) override {
+    IntermsRecorder* recorder = IntermsRecorder::current();
+    torch::Tensor x = embed_inputs(inputs.at("x").tensor());  // [B, T, D]
+    x = x.transpose(0, 1);                                    // LibTorch blocks take [T, B, D]
+    for (const auto& layer : *encoder_) {
+      x = layer->as<torch::nn::TransformerEncoderLayer>()->forward(x);
+      if (recorder) recorder->record(layer.get(), "output", x.transpose(0, 1));
+    }
+    if (decoder_) {
+      const torch::Tensor y = inputs.at("y").tensor();
+      check_length(y.size(1));
+      torch::Tensor t = (target_embed_(y) + position_.narrow(0, 0, y.size(1))).transpose(0, 1);
+      const torch::Tensor causal =
+          torch::full({y.size(1), y.size(1)}, -std::numeric_limits<float>::infinity(), t.options()).triu(1);
+      for (const auto& layer : *decoder_) {
+        t = layer->as<torch::nn::TransformerDecoderLayer>()->forward(t, x, causal);
+        if (recorder) recorder->record(layer.get(), "output", t.transpose(0, 1));
+      }
+      x = t;
+    }
+    x = norm_(x.transpose(0, 1));  // [B, T, D]
+    if (mean_pool_) x = x.mean(1);
+    return Tree::dict({{output_key_, head_(x)}});
+  }
+
+ private:
+  torch::Tensor embed_inputs(torch::Tensor x) {
+    torch::Tensor h;
+    if (token_embed_) {
+      h = token_embed_(x.to(torch::kLong));
+    } else {
+      if (!x.is_floating_point()) x = x.to(torch::kFloat);
+      if (x.dim() == 4 && x.size(-1) == 1) x = x.squeeze(-1);  // [B, H, W, 1] image
+      h = input_proj_(x);
+    }
+    check_length(h.size(1));
+    return h + position_.narrow(0, 0, h.size(1));
+  }
+
+  void check_length(int64_t length) const {
+    if (length > position_.size(0)) {
+      throw Error("the Transformer got " + std::to_string(length) + " tokens but max_length is " +
+                  std::to_string(position_.size(0)) + "; raise max_length in the model config");
+    }
+  }
+
+  std::string output_key_;
+  bool mean_pool_ = true;
+  torch::nn::Embedding token_embed_{nullptr};
+  torch::nn::Linear input_proj_{nullptr};
+  torch::Tensor position_;
+  torch::nn::ModuleList encoder_{nullptr};
+  torch::nn::Embedding target_embed_{nullptr};
+  torch::nn::ModuleList decoder_{nullptr};
+  torch::nn::LayerNorm norm_{nullptr};
+  torch::nn::Linear head_{nullptr};
+};
+
+}  // namespace
+
+void detail::register_transformer(config::Registry<Model>& r) {
+  r.add("Transformer", [](const config::Node& o) { return std::make_shared<Transformer>(o); },
+        "vocab_size | input_size, d_model=64, num_heads=4, num_layers=2, num_decoder_layers=0, "
+        "dim_feedforward=4*d_model, dropout=0.1, max_length=512, output_size, pooling=mean|none");
+}
+
+}  // namespace kd::models

@@ -1,0 +1,180 @@
+#include "trainer/optim/optimizer.h"
+
+#include <set>
+
+#include <torch/nn/module.h>
+#include <torch/nn/utils/clip_grad.h>
+#include <torch/optim.h>
+
+#include "trainer/common/error.h"
+#include "trainer/common/suggest.h"
+#include "trainer/train/train_state.h"
+
+namespace kd::optim {
+namespace {
+
+using torch::optim::OptimizerOptions;
+using torch::optim::OptimizerParamGroup;
+
+// Builds the torch options of `type` from YAML (learning rate and weight decay are set by the
+// caller), and a copy with weight decay 0 for the excluded parameters.
+std::unique_ptr<OptimizerOptions> make_options(const std::string& type, const config::Node& o) {
+  if (type == "sgd") {
+    auto opts = std::make_unique<torch::optim::SGDOptions>(1e-3);
+    opts->momentum(o.get_double("momentum", 0.0))
+        .nesterov(o.get_bool("nesterov", false))
+        .dampening(o.get_double("dampening", 0.0))
+        .weight_decay(o.get_double("weight_decay", 0.0));
+    if (opts->nesterov() && (opts->momentum() <= 0 || opts->dampening() != 0)) {
+      throw ConfigError(o.where() + ": nesterov needs momentum > 0 and dampening 0");
+    }
+    return opts;
+  }
+  if (type == "adam" || type == "adamw") {
+    const std::tuple<double, double> betas{o.get_double("b1", 0.9), o.get_double("b2", 0.999)};
+    const double eps = o.get_double("eps", 1e-8);
+    const bool amsgrad = o.get_bool("amsgrad", false);
+    if (type == "adam") {
+      auto opts = std::make_unique<torch::optim::AdamOptions>(1e-3);
+      opts->betas(betas).eps(eps).amsgrad(amsgrad).weight_decay(o.get_double("weight_decay", 0.0));
+      return opts;
+    }
+    auto opts = std::make_unique<torch::optim::AdamWOptions>(1e-3);
+    opts->betas(betas).eps(eps).amsgrad(amsgrad).weight_decay(o.get_double("weight_decay", 1e-2));
+    return opts;
+  }
+  if (type == "rmsprop") {
+    auto opts = std::make_unique<torch::optim::RMSpropOptions>(1e-3);
+    opts->alpha(o.get_double("alpha", 0.99))
+        .eps(o.get_double("eps", 1e-8))
+        .momentum(o.get_double("momentum", 0.0))
+        .centered(o.get_bool("centered", false))
+        .weight_decay(o.get_double("weight_decay", 0.0));
+    return opts;
+  }
+  if (type == "adagrad") {
+    auto opts = std::make_unique<torch::optim::AdagradOptions>(1e-3);
+    opts->lr_decay(o.get_double("lr_decay", 0.0))
+        .eps(o.get_double("eps", 1e-10))
+        .initial_accumulator_value(o.get_double("initial_accumulator_value", 0.0))
+        .weight_decay(o.get_double("weight_decay", 0.0));
+    return opts;
+  }
+  const std::vector<std::string> known = {"sgd", "adam", "adamw", "rmsprop", "adagrad"};
+  std::string message = o.where() + ": unknown optimizer type \"" + type + "\"";
+  const auto close = nearest(type, known, 1);
+  if (!close.empty()) message += ". Did you mean \"" + close.front() + "\"?";
+  throw ConfigError(message + " (known: " + join_names(known) + ")");
+}
+
+std::unique_ptr<torch::optim::Optimizer> make_optimizer(const std::string& type,
+                                                        std::vector<OptimizerParamGroup> groups,
+                                                        const OptimizerOptions& defaults) {
+  auto as = [&](auto* typed) { return *typed; };
+  if (type == "sgd") {
+    return std::make_unique<torch::optim::SGD>(std::move(groups),
+                                               as(static_cast<const torch::optim::SGDOptions*>(&defaults)));
+  }
+  if (type == "adam") {
+    return std::make_unique<torch::optim::Adam>(std::move(groups),
+                                                as(static_cast<const torch::optim::AdamOptions*>(&defaults)));
+  }
+  if (type == "adamw") {
+    return std::make_unique<torch::optim::AdamW>(std::move(groups),
+                                                 as(static_cast<const torch::optim::AdamWOptions*>(&defaults)));
+  }
+  if (type == "rmsprop") {
+    return std::make_unique<torch::optim::RMSprop>(
+        std::move(groups), as(static_cast<const torch::optim::RMSpropOptions*>(&defaults)));
+  }
+  return std::make_unique<torch::optim::Adagrad>(
+      std::move(groups), as(static_cast<const torch::optim::AdagradOptions*>(&defaults)));
+}
+
+// The names ("params.a.b") of the parameters matched by any of the globs.
+std::set<std::string> excluded_names(const torch::nn::Module& model, const config::Node& o) {
+  std::set<std::string> out;
+  const auto patterns = o.get_string_list("weight_decay_exclude", std::vector<std::string>{});
+  if (patterns.empty()) return out;
+  const Tree root = Tree::dict({{"params", train::params_tree(model)}});
+  for (const auto& pattern : patterns) {
+    Path path;
+    try {
+      path = Path::parse(pattern);
+    } catch (Error& e) {
+      e.add_context(o.where() + ": weight_decay_exclude");
+      throw;
+    }
+    for (const auto& [name, leaf] : root.select(path).flatten()) out.insert(name);
+  }
+  return out;
+}
+
+}  // namespace
+
+Optimizer::Optimizer(const config::Node& o, torch::nn::Module& model)
+    : model_(model), type_(o.get_string("type")) {
+  std::unique_ptr<OptimizerOptions> defaults = make_options(type_, o);
+  if (auto lr = o.find("learning_rate"); lr && !lr->is_null()) {
+    learning_rate_ = make_schedule(*lr);
+  } else {
+    throw ConfigError(o.where() + ": the optimizer needs a learning_rate (a number or a schedule)");
+  }
+  defaults->set_lr(learning_rate(0));
+  clip_global_norm_ = o.get_double("clip_global_norm", 0.0);
+  accumulate_steps_ = o.get_int("accumulate_steps", 1);
+  if (accumulate_steps_ < 1) throw ConfigError(o.where() + ": accumulate_steps must be >= 1");
+  ema_decay_ = o.get_double("ema_decay", 0.0);
+  if (ema_decay_ < 0 || ema_decay_ >= 1) throw ConfigError(o.where() + ": ema_decay must be in [0, 1)");
+
+  const std::set<std::string> excluded = excluded_names(model, o);
+  std::vector<torch::Tensor> decayed, not_decayed;
+  for (const auto& item : model.named_parameters(/*recurse=*/true)) {
+    params_.push_back(item.value());
+    (excluded.count("params." + item.key()) ? not_decayed : decayed).push_back(item.value());
+  }
+  std::vector<OptimizerParamGroup> groups;
+  if (!decayed.empty()) groups.emplace_back(decayed, defaults->clone());
+  if (!not_decayed.empty()) {
+    std::unique_ptr<OptimizerOptions> no_decay = make_options(type_, o);
+    no_decay->set_lr(learning_rate(0));
+    // Each options type has its own weight_decay setter; rebuild through the same path.
+    if (auto* s = dynamic_cast<torch::optim::SGDOptions*>(no_decay.get())) s->weight_decay(0);
+    if (auto* s = dynamic_cast<torch::optim::AdamOptions*>(no_decay.get())) s->weight_decay(0);
+    if (auto* s = dynamic_cast<torch::optim::AdamWOptions*>(no_decay.get())) s->weight_decay(0);
+    if (auto* s = dynamic_cast<torch::optim::RMSpropOptions*>(no_decay.get())) s->weight_decay(0);
+    if (auto* s = dynamic_cast<torch::optim::AdagradOptions*>(no_decay.get())) s->weight_decay(0);
+    groups.emplace_back(not_decayed, std::move(no_decay));
+  }
+  optimizer_ = make_optimizer(type_, std::move(groups), *defaults);
+  o.check_unknown_keys();
+  if (has_ema()) {
+    torch::NoGradGuard no_grad;
+    ema_params_ = train::params_tree(model).map([](const torch::Tensor& t) { return t.detach().clone(); });
+  }
+}
+
+Optimizer::~Optimizer() = default;
+
+void Optimizer::apply(int64_t step) {
+  const double lr = learning_rate(step);
+  for (auto& group : optimizer_->param_groups()) group.options().set_lr(lr);
+  if (clip_global_norm_ > 0) torch::nn::utils::clip_grad_norm_(params_, clip_global_norm_);
+  optimizer_->step();
+  if (has_ema()) update_ema();
+}
+
+void Optimizer::update_ema() {
+  torch::NoGradGuard no_grad;
+  // ema_params_ was built from the same module, so its leaves follow params_' order.
+  const auto flat = ema_params_.flatten();
+  for (std::size_t i = 0; i < flat.size(); ++i) {
+    flat[i].second.tensor().mul_(ema_decay_).add_(params_[i].detach(), 1.0 - ema_decay_);
+  }
+}
+
+std::vector<std::pair<std::string, double>> Optimizer::schedules(int64_t step) const {
+  return {{"learning_rate", learning_rate(step)}};
+}
+
+}  // namespace kd::optim

@@ -1,0 +1,75 @@
+// kd::optim::Optimizer: a torch::optim optimizer plus what a training run needs around it,
+// all configured from the experiment's `optimizer:` map:
+//
+//   optimizer:
+//     type: adamw                 # sgd | adam | adamw | rmsprop | adagrad
+//     learning_rate: {type: WarmupCosineDecay, peak_value: 1e-3, warmup_steps: 100,
+//                     decay_steps: 5000}     # or a number
+//     weight_decay: 1e-4
+//     weight_decay_exclude: ["params.**.bias"]   # path globs that get no decay
+//     clip_global_norm: 1.0      # optional
+//     accumulate_steps: 4        # optional: one update per 4 micro-batches of each batch
+//     ema_decay: 0.999           # optional: keep an exponential moving average of params
+//
+// Other keys are the torch optimizer's own options: b1, b2, eps, amsgrad (adam, adamw);
+// momentum, nesterov, dampening (sgd); alpha, centered, momentum (rmsprop); lr_decay,
+// initial_accumulator_value (adagrad).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "trainer/config/node.h"
+#include "trainer/optim/schedules.h"
+#include "trainer/tree/tree.h"
+
+namespace torch::nn {
+class Module;
+}
+namespace torch::optim {
+class Optimizer;
+}
+
+namespace kd::optim {
+
+class Optimizer {
+ public:
+  // REQUIRES: `model` outlives this object.
+  Optimizer(const config::Node& options, torch::nn::Module& model);
+  ~Optimizer();
+
+  // One update from the gradients held in the parameters' .grad: sets the learning rate for
+  // `step`, clips by global norm when configured, steps the torch optimizer, updates the EMA.
+  void apply(int64_t step);
+
+  double learning_rate(int64_t step) const { return (*learning_rate_)(step); }
+  // The schedules evaluated at `step`, reported as "schedules/<name>".
+  std::vector<std::pair<std::string, double>> schedules(int64_t step) const;
+
+  int64_t accumulate_steps() const { return accumulate_steps_; }
+  bool has_ema() const { return ema_decay_ > 0; }
+  // The EMA of the params (a tree like TrainState::params); empty without `ema_decay`.
+  const Tree& ema_params() const { return ema_params_; }
+
+  torch::optim::Optimizer& torch_optimizer() { return *optimizer_; }
+  const torch::optim::Optimizer& torch_optimizer() const { return *optimizer_; }
+  const std::string& type() const { return type_; }
+
+ private:
+  void update_ema();
+
+  torch::nn::Module& model_;
+  std::string type_;
+  std::unique_ptr<torch::optim::Optimizer> optimizer_;
+  SchedulePtr learning_rate_;
+  double clip_global_norm_ = 0;  // 0: off
+  int64_t accumulate_steps_ = 1;
+  double ema_decay_ = 0;  // 0: off
+  Tree ema_params_;
+  std::vector<torch::Tensor> params_;  // in model order, for clipping and EMA
+};
+
+}  // namespace kd::optim

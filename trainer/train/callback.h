@@ -1,0 +1,37 @@
+// kd::train::Callback: user code that runs at points of the training loop. Callbacks are
+// registered and configured like any component:
+//
+//   kd::train::callback_registry().add("PrintLoss", [](const kd::config::Node& o) {
+//     return std::make_shared<PrintLoss>(o);
+//   });
+//   # YAML:  callbacks: {print: {type: PrintLoss, every: 100}}
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "trainer/config/registry.h"
+#include "trainer/writers/writer.h"
+
+namespace kd::train {
+
+class Trainer;
+
+class Callback {
+ public:
+  virtual ~Callback() = default;
+  virtual void on_train_start(Trainer& trainer) {}
+  // After every step; `logged` holds the values when this step was a logging step.
+  virtual void on_step_end(Trainer& trainer, int64_t step, const writers::Scalars* logged) {}
+  virtual void on_eval_end(Trainer& trainer, const std::string& eval_name, int64_t step,
+                           const writers::Scalars& values) {}
+  virtual void on_checkpoint(Trainer& trainer, int64_t step, const std::string& path) {}
+  virtual void on_train_end(Trainer& trainer, int64_t step) {}
+};
+
+using CallbackPtr = std::shared_ptr<Callback>;
+
+config::Registry<Callback>& callback_registry();
+
+}  // namespace kd::train

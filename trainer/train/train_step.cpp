@@ -1,0 +1,188 @@
+#include "trainer/train/train_step.h"
+
+#include <torch/torch.h>
+
+#include "trainer/common/error.h"
+#include "trainer/losses/loss.h"
+#include "trainer/metrics/metric.h"
+#include "trainer/optim/optimizer.h"
+#include "trainer/optim/optimizer_state.h"
+#include "trainer/summaries/summary.h"
+#include "trainer/train/error_context.h"
+
+namespace kd::train {
+namespace {
+
+Tree clone_tree(const Tree& tree) {
+  return tree.map([](const torch::Tensor& t) { return t.detach().clone(); });
+}
+
+// The batch cut into `k` equal parts along dimension 0 (every tensor leaf).
+std::vector<Tree> split_batch(const Tree& batch, int64_t k) {
+  if (k == 1) return {batch};
+  std::vector<Tree> parts;
+  for (int64_t i = 0; i < k; ++i) {
+    parts.push_back(batch.map_with_path([&](const Path& path, const torch::Tensor& t) {
+      if (t.dim() == 0 || t.size(0) % k != 0) {
+        throw ConfigError("optimizer.accumulate_steps = " + std::to_string(k) + " must divide the batch size, but batch." +
+                          path.str() + " has " + (t.dim() ? std::to_string(t.size(0)) : std::string("no")) + " rows");
+      }
+      const int64_t rows = t.size(0) / k;
+      return t.narrow(0, i * rows, rows);
+    }));
+  }
+  return parts;
+}
+
+}  // namespace
+
+Context forward(models::Model& model, const Context& ctx, bool record_interms) {
+  Tree inputs = Tree::dict();
+  for (const auto& [name, path] : model.input_keys()) {
+    try {
+      inputs.insert(name, ctx.get(path));
+    } catch (Error& e) {
+      e.add_context("reading model input \"" + name + "\"");
+      throw;
+    }
+  }
+  Tree preds;
+  Tree interms;
+  if (record_interms) {
+    models::IntermsRecorder recorder(model);
+    preds = detail::with_context("forward()", "model", "model", [&] { return model.forward(inputs); });
+    interms = recorder.interms();
+  } else {
+    preds = detail::with_context("forward()", "model", "model", [&] { return model.forward(inputs); });
+  }
+  return ctx.replace({.preds = std::move(preds), .interms = std::move(interms)});
+}
+
+Context forward_with_loss(models::Model& model, const Auxiliaries& aux, const Context& ctx,
+                          bool record_interms) {
+  Context out = forward(model, ctx, record_interms);
+  Tree loss_states = Tree::dict();
+  torch::Tensor total;
+  for (const auto& [name, loss] : aux.losses) {
+    const torch::Tensor value =
+        detail::with_context("computing the loss", "loss", "losses/" + name, [&] { return loss->value(out); });
+    loss_states.insert(name, loss->get_state(value));
+    total = total.defined() ? total + value : value;
+  }
+  return out.replace({.loss_states = std::move(loss_states),
+                      .loss_total = total.defined() ? Tree(total) : Tree()});
+}
+
+TrainStep::TrainStep(models::ModelPtr model, const config::Node& optimizer_options,
+                     std::shared_ptr<const Auxiliaries> auxiliaries)
+    : model_(std::move(model)),
+      optimizer_(std::make_unique<optim::Optimizer>(optimizer_options, *model_)),
+      auxiliaries_(std::move(auxiliaries)),
+      params_(params_tree(*model_)),
+      collections_(buffers_tree(*model_)) {
+  const std::vector<Path> all = auxiliaries_->paths();
+  const std::vector<Path> after = auxiliaries_->paths_after_update();
+  reads_.interms = reads_field(all, "interms");
+  reads_.grads = reads_field(after, "grads");
+  reads_.updates = reads_field(after, "updates");
+  reads_.opt_state = reads_field(all, "opt_state");
+  reads_.params_after_update = reads_field(after, "params");
+}
+
+TrainStep::~TrainStep() = default;
+
+TrainState TrainStep::init() const {
+  return TrainState{.step = 0,
+                    .params = params_,
+                    .collections = collections_,
+                    .opt_state = optim::optimizer_state_tree(optimizer_->torch_optimizer(), *model_)};
+}
+
+std::pair<TrainState, AuxiliariesState> TrainStep::step(const TrainState& state, const Tree& batch,
+                                                        Context* context_out) {
+  if (!model_->is_training()) model_->train();
+  const int64_t k = optimizer_->accumulate_steps();
+  const std::vector<Tree> micro_batches = split_batch(batch, k);
+
+  // What the auxiliaries may read of the state before the update.
+  TrainState before = state;
+  if (reads_.opt_state) before.opt_state = clone_tree(state.opt_state);
+  if (reads_.params_after_update || reads_.updates) before.params = clone_tree(state.params);
+
+  auto& torch_optimizer = optimizer_->torch_optimizer();
+  torch_optimizer.zero_grad();
+  std::vector<Context> contexts;
+  contexts.reserve(micro_batches.size());
+  for (const Tree& micro_batch : micro_batches) {
+    Context ctx = Context::from_state_and_batch(state, micro_batch);
+    ctx = forward_with_loss(*model_, *auxiliaries_, ctx, reads_.interms);
+    if (ctx.loss_total.is_none()) throw ConfigError("no training loss is configured: set train_losses");
+    const torch::Tensor loss = ctx.loss_total.tensor();
+    (k == 1 ? loss : loss / static_cast<double>(k)).backward();
+    contexts.push_back(std::move(ctx));
+  }
+
+  Tree grads;
+  if (reads_.grads) {
+    grads = params_.map([](const torch::Tensor& p) {
+      return p.grad().defined() ? p.grad().detach().clone() : torch::zeros_like(p);
+    });
+  }
+  optimizer_->apply(state.step);
+  Tree updates;
+  if (reads_.updates) {
+    torch::NoGradGuard no_grad;
+    updates = params_.map_with_path([&](const Path& path, const torch::Tensor& p) {
+      return p.detach() - before.params.get(path).tensor();
+    });
+  }
+
+  TrainState next{.step = state.step + 1,
+                  .params = params_,
+                  .collections = collections_,
+                  .opt_state = optim::optimizer_state_tree(torch_optimizer, *model_)};
+
+  AuxiliariesState aux_state;
+  for (Context& ctx : contexts) {
+    ctx = ctx.replace({.params = before.params, .grads = grads, .updates = updates, .opt_state = before.opt_state});
+    ctx = fill_metrics_and_summaries(*auxiliaries_, ctx);
+    AuxiliariesState s = ctx.get_aux_state({.return_losses = true, .return_metrics = true, .return_summaries = true});
+    s.auxiliaries = auxiliaries_;
+    aux_state = aux_state.merge(s);
+  }
+  if (context_out) *context_out = contexts.back();
+  return {std::move(next), std::move(aux_state)};
+}
+
+AuxiliariesState TrainStep::eval_step(const TrainState& state, const Tree& batch,
+                                      const std::shared_ptr<const Auxiliaries>& eval_aux) {
+  const std::shared_ptr<const Auxiliaries>& aux = eval_aux ? eval_aux : auxiliaries_;
+  const bool was_training = model_->is_training();
+  if (was_training) model_->eval();
+  torch::NoGradGuard no_grad;
+  Context ctx = Context::from_state_and_batch(state, batch);
+  ctx = forward_with_loss(*model_, *aux, ctx, reads_field(aux->paths(), "interms"));
+  ctx = fill_metrics_and_summaries(*aux, ctx);
+  if (was_training) model_->train();
+  AuxiliariesState s = ctx.get_aux_state({.return_losses = true, .return_metrics = true, .return_summaries = true});
+  s.auxiliaries = aux;
+  return s;
+}
+
+Context TrainStep::fill_metrics_and_summaries(const Auxiliaries& aux, const Context& ctx) const {
+  torch::NoGradGuard no_grad;
+  Tree metric_states = Tree::dict();
+  for (const auto& [name, metric] : aux.metrics) {
+    metric_states.insert(name, detail::with_context("get_state()", "metric", "metrics/" + name,
+                                                    [&] { return metric->get_state(ctx); }));
+  }
+  Context out = ctx.replace({.metric_states = std::move(metric_states)});
+  Tree summary_states = Tree::dict();
+  for (const auto& [name, summary] : aux.summaries) {
+    summary_states.insert(name, detail::with_context("get_state()", "summary", "summaries/" + name,
+                                                     [&] { return summary->get_state(out); }));
+  }
+  return out.replace({.summary_states = std::move(summary_states)});
+}
+
+}  // namespace kd::train

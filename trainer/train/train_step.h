@@ -1,0 +1,89 @@
+// kd::train::TrainStep: one training step, filling the Context stage by stage (Kauldron's
+// train_step.py):
+//
+//   Context::from_state_and_batch -> model forward (preds, interms, collections)
+//     -> losses (loss_states, loss_total) -> backward (grads)
+//     -> optimizer step (updates; opt_state as it was before the update)
+//     -> metrics and summaries (metric_states, summary_states)
+//
+// Stages nothing reads cost nothing: interms are recorded, grads / updates / opt_state /
+// pre-update params are kept only when some loss, metric or summary reads them.
+//
+//   TrainStep step(model, optimizer_options, auxiliaries);
+//   TrainState state = step.init();
+//   for (...) { auto [next, aux] = step.step(state, batch); state = next; merged = merged.merge(aux); }
+//
+// In LibTorch the parameters live in the module, so a step updates the tensors of `state`
+// in place and returns a state that shares them.
+#pragma once
+
+#include <memory>
+#include <utility>
+
+#include "trainer/config/node.h"
+#include "trainer/models/model.h"
+#include "trainer/train/auxiliaries.h"
+#include "trainer/train/context.h"
+#include "trainer/train/train_state.h"
+
+namespace kd::optim {
+class Optimizer;
+}
+
+namespace kd::train {
+
+// The model forward: resolves the model's input keys in `ctx` and fills preds, interms (when
+// `record_interms`) and collections.
+Context forward(models::Model& model, const Context& ctx, bool record_interms);
+
+// forward, then every loss: fills loss_states and loss_total (a scalar tensor, with grad).
+Context forward_with_loss(models::Model& model, const Auxiliaries& aux, const Context& ctx,
+                          bool record_interms);
+
+class TrainStep {
+ public:
+  TrainStep(models::ModelPtr model, const config::Node& optimizer_options,
+            std::shared_ptr<const Auxiliaries> auxiliaries);
+  ~TrainStep();
+
+  // Step 0: the model's parameters and buffers, and the (empty) optimizer state.
+  TrainState init() const;
+
+  // One optimizer update from `batch` (split into micro-batches when the optimizer
+  // accumulates gradients). REQUIRES: `state` came from init() or step() of this object.
+  // When `context_out` is given it receives the Context after every stage (of the last
+  // micro-batch), e.g. for `kd inspect`.
+  std::pair<TrainState, AuxiliariesState> step(const TrainState& state, const Tree& batch,
+                                               Context* context_out = nullptr);
+
+  // Losses, metrics and summaries of `batch` in eval mode: no backward, no update.
+  // `eval_aux` defaults to the training auxiliaries.
+  AuxiliariesState eval_step(const TrainState& state, const Tree& batch,
+                             const std::shared_ptr<const Auxiliaries>& eval_aux = nullptr);
+
+  models::Model& model() { return *model_; }
+  optim::Optimizer& optimizer() { return *optimizer_; }
+  const std::shared_ptr<const Auxiliaries>& auxiliaries() const { return auxiliaries_; }
+
+  // Which optional stages run (decided once from the auxiliaries' paths).
+  struct Reads {
+    bool interms = false;
+    bool grads = false;
+    bool updates = false;
+    bool opt_state = false;
+    bool params_after_update = false;  // metrics/summaries read params: keep pre-update values
+  };
+  const Reads& reads() const { return reads_; }
+
+ private:
+  Context fill_metrics_and_summaries(const Auxiliaries& aux, const Context& ctx) const;
+
+  models::ModelPtr model_;
+  std::unique_ptr<optim::Optimizer> optimizer_;
+  std::shared_ptr<const Auxiliaries> auxiliaries_;
+  Reads reads_;
+  Tree params_;       // built once; shares the module's tensors
+  Tree collections_;  // idem for buffers
+};
+
+}  // namespace kd::train

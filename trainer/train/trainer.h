@@ -1,0 +1,98 @@
+// kd::train::Trainer: runs an experiment (Kauldron's kd.train.Trainer). Built from the
+// resolved experiment; building validates everything and writes nothing. `train()` runs the
+// loop, logs to WORKDIR/metrics.jsonl and WORKDIR/log.txt, and runs the evals.
+//
+//   auto cfg = kd::config::load_experiment("configs/fashion_mnist_mlp.yaml", overrides);
+//   kd::train::Trainer trainer(cfg);
+//   trainer.train();
+//
+// Experiment keys: seed, workdir, num_train_steps, stop_after_steps, log_metrics_every,
+// log_summaries_every, train_ds, model, train_losses, train_metrics, train_summaries,
+// optimizer, schedules, evals, writer, callbacks, device, num_threads (see README).
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <c10/core/Device.h>
+
+#include "trainer/config/node.h"
+#include "trainer/optim/schedules.h"
+#include "trainer/train/callback.h"
+#include "trainer/train/context.h"
+#include "trainer/train/train_state.h"
+#include "trainer/writers/writer.h"
+
+namespace spdlog {
+class logger;
+}
+namespace kd::data {
+class Pipeline;
+}
+namespace kd::evals {
+class Evaluator;
+}
+namespace kd::models {
+class Model;
+}
+
+namespace kd::train {
+
+class TrainStep;
+struct Auxiliaries;
+
+class Trainer {
+ public:
+  explicit Trainer(const config::Node& experiment);
+  ~Trainer();
+
+  // Trains until num_train_steps (or stop_after_steps). Throws kd::Error on bad input.
+  void train();
+
+  // Runs one training step without writing anything and returns its Context (kd inspect).
+  Context inspect();
+  // "layers.0.weight  float32[512, 784]  401408" lines and the total.
+  std::string describe_model() const;
+
+  const std::string& workdir() const { return workdir_; }
+  int64_t step() const { return state_.step; }
+  const TrainState& state() const { return state_; }
+  TrainStep& train_step() { return *step_; }
+  spdlog::logger& log() { return *log_; }
+
+ private:
+  void open_workdir();
+  writers::Scalars log_train_metrics(const struct AuxiliariesState& merged, double seconds, int64_t steps,
+                                     double data_wait);
+  void run_evals(bool last);
+  void show_progress(double loss);
+
+  config::Node experiment_;
+  std::string workdir_;
+  int64_t seed_ = 0;
+  int64_t num_train_steps_ = 0;
+  int64_t stop_after_steps_ = 0;
+  int64_t log_metrics_every_ = 100;
+  int64_t num_threads_ = 1;
+  c10::Device device_{c10::kCPU};
+  std::vector<std::pair<std::string, std::shared_ptr<const optim::Schedule>>> schedules_;
+
+  std::shared_ptr<models::Model> model_;
+  std::shared_ptr<const Auxiliaries> auxiliaries_;
+  std::unique_ptr<data::Pipeline> pipeline_;
+  std::unique_ptr<TrainStep> step_;
+  std::vector<std::unique_ptr<evals::Evaluator>> evaluators_;
+  std::vector<std::unique_ptr<writers::MetricWriter>> writers_;
+  std::vector<CallbackPtr> callbacks_;
+  bool write_jsonl_ = true;
+  TrainState state_;
+
+  std::shared_ptr<spdlog::logger> log_;
+  bool progress_ = false;  // a progress bar on a terminal
+  std::chrono::steady_clock::time_point start_;
+};
+
+}  // namespace kd::train

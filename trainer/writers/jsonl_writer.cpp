@@ -1,0 +1,57 @@
+#include <cmath>
+
+#include <nlohmann/json.hpp>
+
+#include "trainer/common/error.h"
+#include "trainer/writers/writer.h"
+
+namespace kd::writers {
+
+JsonlWriter::JsonlWriter(const std::string& path) : path_(path), out_(path, std::ios::app) {
+  if (!out_) throw IOError("cannot open \"" + path + "\" for writing");
+}
+
+void JsonlWriter::write_scalars(int64_t step, const std::string& collection, const Scalars& values) {
+  nlohmann::ordered_json record;
+  record["step"] = step;
+  record["collection"] = collection;
+  for (const auto& [name, value] : values) {
+    // JSON has no NaN or infinity: write them as null so every line stays parseable.
+    if (std::isfinite(value)) {
+      record[name] = value;
+    } else {
+      record[name] = nullptr;
+    }
+  }
+  out_ << record.dump() << '\n';
+  out_.flush();
+  if (!out_) throw IOError("writing \"" + path_ + "\" failed (disk full?)");
+}
+
+void JsonlWriter::flush() { out_.flush(); }
+
+std::vector<JsonlRecord> read_jsonl(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) throw IOError("cannot read \"" + path + "\"");
+  std::vector<JsonlRecord> out;
+  std::string line;
+  int64_t line_no = 0;
+  while (std::getline(in, line)) {
+    ++line_no;
+    if (line.empty()) continue;
+    try {
+      const auto j = nlohmann::ordered_json::parse(line);
+      JsonlRecord r{j.at("step").get<int64_t>(), j.at("collection").get<std::string>(), {}};
+      for (const auto& [k, v] : j.items()) {
+        if (k == "step" || k == "collection") continue;
+        r.values.emplace_back(k, v.is_null() ? std::nan("") : v.get<double>());
+      }
+      out.push_back(std::move(r));
+    } catch (const nlohmann::json::exception& e) {
+      throw CorruptionError(path + ":" + std::to_string(line_no) + ": not a metrics record: " + e.what());
+    }
+  }
+  return out;
+}
+
+}  // namespace kd::writers
