@@ -76,7 +76,7 @@ TEST_CASE("Accuracy merged over uneven batches equals one pass over all the data
   const double expected = (logits.argmax(-1) == labels).sum().item<double>() / 7.0;
   CHECK(whole == Approx(expected));
   // Averaging the batch accuracies instead (1/3 weight on one example) would differ in general.
-  CHECK(merged.get("count").tensor().item<double>() == 7.0);
+  CHECK(merged.get("count").to_double() == 7.0);
 }
 
 TEST_CASE("BinaryAccuracy compares logit > 0 with label > 0.5", "[metrics]") {

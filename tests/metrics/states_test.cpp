@@ -106,3 +106,19 @@ TEST_CASE("CollectFirstState merge is associative", "[states]") {
   CHECK(ids_of(left) == ids_of(right));
   CHECK(ids_of(left) == std::vector<int64_t>{1, 2});
 }
+
+TEST_CASE("AverageState counts stay integers when merged and mix with tensor counts") {
+  const kd::Tree a = kd::metrics::AverageState::make(torch::tensor(3.0), int64_t{4});
+  const kd::Tree b = kd::metrics::AverageState::make(torch::tensor(1.0), int64_t{4});
+  const kd::Tree ab = kd::metrics::AverageState::merge(a, b);
+  CHECK(ab.get("count").kind() == kd::Tree::Kind::kInt);
+  CHECK(ab.get("count").to_int() == 8);
+  CHECK(kd::metrics::AverageState::compute(ab).item<double>() == 0.5);
+  const kd::Tree masked = kd::metrics::AverageState::make(torch::tensor(2.0), torch::tensor(2.0));
+  const kd::Tree mixed = kd::metrics::AverageState::merge(ab, masked);
+  CHECK(mixed.get("count").to_double() == 10.0);
+  CHECK(kd::metrics::AverageState::compute(mixed).item<double>() == Approx(0.6));
+  // Integer totals (counts of correct answers) are averaged in float64.
+  const kd::Tree correct = kd::metrics::AverageState::make(torch::tensor(int64_t{1}), int64_t{3});
+  CHECK(kd::metrics::AverageState::compute(correct).scalar_type() == torch::kDouble);
+}

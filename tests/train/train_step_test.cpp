@@ -44,7 +44,7 @@ TEST_CASE("the step fills the context in lifecycle order and skips stages nothin
   CHECK(ctx.step == 0);
   CHECK(ctx.preds.get("logits").tensor().sizes() == torch::IntArrayRef({32, 3}));
   CHECK(ctx.loss_total.tensor().dim() == 0);
-  CHECK(ctx.loss_states.get("loss.count").tensor().item<float>() == 1);
+  CHECK(ctx.loss_states.get("loss.count").to_int() == 1);
   CHECK(ctx.interms.is_none());
   CHECK(ctx.grads.is_none());
   CHECK(ctx.updates.is_none());
@@ -214,4 +214,33 @@ TEST_CASE("a failing loss names the loss and the missing key") {
   CHECK_THROWS_WITH(step.step(step.init(), blobs(4, 11)),
                     Catch::StartsWith("computing the loss failed for loss 'losses/loss'") &&
                         Catch::Contains("Did you mean \"batch.label\"?"));
+}
+
+TEST_CASE("optimizer state exists from step 0 and training matches torch's lazy initialisation") {
+  for (const std::string opt : {"{type: adam, learning_rate: 0.01}", "{type: sgd, learning_rate: 0.1, momentum: 0.9}",
+                                "{type: rmsprop, learning_rate: 0.01, momentum: 0.5, centered: true}"}) {
+    torch::manual_seed(0);
+    TrainStep step(make_model(kMlp), yaml(opt), aux_with(kXent, {"opt_state.**"}));
+    Context ctx;
+    auto state = step.step(step.init(), blobs(16, 12), &ctx).first;
+    CHECK(ctx.opt_state.num_tensors() > 0);
+    CHECK(ctx.opt_state.map([](const torch::Tensor& t) { return t.abs(); }).flatten().back().second.tensor().sum().item<float>() == 0);
+    // The same model and data through a plain torch optimizer (which creates state lazily).
+    torch::manual_seed(0);
+    auto reference = make_model(kMlp);
+    std::unique_ptr<torch::optim::Optimizer> torch_opt;
+    if (opt.find("adam") != std::string::npos) torch_opt = std::make_unique<torch::optim::Adam>(reference->parameters(), torch::optim::AdamOptions(0.01));
+    if (opt.find("sgd") != std::string::npos) torch_opt = std::make_unique<torch::optim::SGD>(reference->parameters(), torch::optim::SGDOptions(0.1).momentum(0.9));
+    if (opt.find("rmsprop") != std::string::npos) torch_opt = std::make_unique<torch::optim::RMSprop>(reference->parameters(), torch::optim::RMSpropOptions(0.01).momentum(0.5).centered(true));
+    const Tree batch = blobs(16, 12);
+    for (int i = 0; i < 2; ++i) {
+      torch_opt->zero_grad();
+      const auto logits = reference->forward(Tree::dict({{"x", batch.get("image")}})).get("logits").tensor();
+      torch::nn::functional::cross_entropy(logits, batch.get("label").tensor()).backward();
+      torch_opt->step();
+    }
+    state = step.step(state, batch).first;
+    INFO(opt);
+    CHECK(trees_close(state.params, kd::train::params_tree(*reference), 1e-6));
+  }
 }

@@ -44,6 +44,20 @@ class SoftmaxCrossEntropyWithIntLabels : public Loss {
 
   torch::Tensor values(const train::Context& ctx) const override {
     const torch::Tensor logits = read(ctx, logits_);
+    const torch::Tensor labels = checked_labels(ctx, logits);
+    return -torch::log_softmax(logits, -1).gather(-1, labels.unsqueeze(-1)).squeeze(-1);
+  }
+
+  // Unmasked: one fused op, as a hand-written loop would use.
+  torch::Tensor mean_value(const train::Context& ctx) const override {
+    const torch::Tensor logits = read(ctx, logits_);
+    const torch::Tensor labels = checked_labels(ctx, logits);
+    return torch::nn::functional::cross_entropy(logits.reshape({-1, logits.size(-1)}), labels.reshape({-1}));
+  }
+
+ private:
+  // Integer class indices with the shape of logits minus its last dimension.
+  torch::Tensor checked_labels(const train::Context& ctx, const torch::Tensor& logits) const {
     torch::Tensor labels = read(ctx, labels_);
     if (labels.is_floating_point() || labels.is_complex() || labels.scalar_type() == torch::kBool) {
       throw TypeError("\"" + labels_.str() + "\" must hold integer class indices, but it is " +
@@ -58,12 +72,9 @@ class SoftmaxCrossEntropyWithIntLabels : public Loss {
           logits_.str() + "\" is " + describe_tensor(logits) + " and \"" + labels_.str() +
           "\" is " + describe_tensor(labels));
     }
-    return -torch::log_softmax(logits, -1)
-                .gather(-1, labels.to(torch::kLong).unsqueeze(-1))
-                .squeeze(-1);
+    return labels.scalar_type() == torch::kLong ? labels : labels.to(torch::kLong);
   }
 
- private:
   Path logits_, labels_;
 };
 

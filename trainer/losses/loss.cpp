@@ -7,7 +7,7 @@
 namespace kd::losses {
 
 Loss::Loss(const config::Node& options)
-    : mask_(optional_key(options, "mask")), one_(torch::ones({})) {
+    : mask_(optional_key(options, "mask")) {
   if (auto w = options.find("weight"); w && !w->is_null()) {
     weight_ = optim::make_schedule(*w);
   } else {
@@ -25,10 +25,10 @@ Loss::Loss(const config::Node& options)
 }
 
 torch::Tensor Loss::value(const train::Context& ctx) const {
-  torch::Tensor v = values(ctx);
   torch::Tensor total;
   torch::Tensor denominator;
   if (mask_) {
+    const torch::Tensor v = values(ctx);
     torch::Tensor mask = read(ctx, *mask_).to(v.scalar_type());
     // Let a per-example mask [B] broadcast against values [B, ...].
     while (mask.dim() < v.dim()) mask = mask.unsqueeze(-1);
@@ -38,7 +38,7 @@ torch::Tensor Loss::value(const train::Context& ctx) const {
                       ? mask.sum().clamp_min(1e-8)
                       : torch::scalar_tensor(static_cast<double>(v.numel()), v.options());
   } else {
-    total = v.mean();
+    total = mean_value(ctx);
   }
   torch::Tensor loss = denominator.defined() ? total / denominator : total;
   const double w = weight(ctx.step);
@@ -46,7 +46,7 @@ torch::Tensor Loss::value(const train::Context& ctx) const {
 }
 
 Tree Loss::get_state(const torch::Tensor& value) const {
-  return metrics::AverageState::make(value.detach(), one_);
+  return metrics::AverageState::make(value.detach(), int64_t{1});
 }
 
 }  // namespace kd::losses

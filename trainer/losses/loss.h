@@ -24,6 +24,9 @@ class Loss : public train::Auxiliary {
 
   // Per-element (or per-example) loss values, before mask, normalization and weight.
   virtual torch::Tensor values(const train::Context& ctx) const = 0;
+  // The mean of values() when there is no mask; a loss may override it with a fused op
+  // (e.g. cross-entropy), which saves memory and time on every step.
+  virtual torch::Tensor mean_value(const train::Context& ctx) const { return values(ctx).mean(); }
 
   // The weighted, masked, normalized scalar loss of this step.
   torch::Tensor value(const train::Context& ctx) const;
@@ -39,7 +42,6 @@ class Loss : public train::Auxiliary {
   optim::SchedulePtr weight_;
   std::optional<Path> mask_;
   NormalizeBy normalize_by_ = NormalizeBy::kMask;
-  torch::Tensor one_;  // the count of every state, allocated once
 };
 
 using LossPtr = std::shared_ptr<const Loss>;

@@ -57,14 +57,12 @@ class Accuracy : public AverageMetric {
   Tree get_state(const train::Context& ctx) const override {
     const torch::Tensor logits = read(ctx, logits_).detach();
     const torch::Tensor labels = class_indices(logits, read(ctx, labels_), logits_, labels_);
-    const torch::Tensor correct = (logits.argmax(-1) == labels).to(torch::kFloat);
+    const torch::Tensor correct = logits.argmax(-1) == labels;
     if (mask_) {
-      const torch::Tensor mask = broadcast_mask(read(ctx, *mask_), correct, *mask_);
+      const torch::Tensor mask = broadcast_mask(read(ctx, *mask_), correct.to(torch::kFloat), *mask_);
       return AverageState::make((correct * mask).sum(), mask.sum());
     }
-    return AverageState::make(
-        correct.sum(),
-        torch::scalar_tensor(static_cast<double>(correct.numel()), correct.options()));
+    return AverageState::make(correct.sum(), correct.numel());
   }
 
  private:

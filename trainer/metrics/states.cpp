@@ -43,17 +43,38 @@ Tree AverageState::make(const torch::Tensor& total, const torch::Tensor& count) 
   return Tree::dict({{"total", total}, {"count", count}});
 }
 
+Tree AverageState::make(const torch::Tensor& total, int64_t count) {
+  return Tree::dict({{"total", total}, {"count", count}});
+}
+
+namespace {
+
+// Counts are integers when known without looking at the data (no tensor, no allocation when
+// merged), and tensors when they depend on it (e.g. a mask's sum).
+Tree add_counts(const Tree& a, const Tree& b) {
+  if (a.kind() == Tree::Kind::kInt && b.kind() == Tree::Kind::kInt) return Tree(a.to_int() + b.to_int());
+  const auto as_tensor = [](const Tree& c) {
+    return c.is_tensor() ? c.tensor() : torch::scalar_tensor(c.to_double(), torch::kDouble);
+  };
+  return Tree(as_tensor(a) + as_tensor(b));
+}
+
+}  // namespace
+
 Tree AverageState::merge(const Tree& a, const Tree& b) {
   if (a.is_none()) return b;
   if (b.is_none()) return a;
-  return make(a.at("total").tensor() + b.at("total").tensor(),
-              a.at("count").tensor() + b.at("count").tensor());
+  return Tree::dict({{"total", a.at("total").tensor() + b.at("total").tensor()},
+                     {"count", add_counts(a.at("count"), b.at("count"))}});
 }
 
 torch::Tensor AverageState::compute(const Tree& state) {
   // Nothing was merged (e.g. an empty eval set): there is no average to report.
   if (state.is_none()) return torch::full({}, std::numeric_limits<double>::quiet_NaN());
-  return state.at("total").tensor() / state.at("count").tensor();
+  const Tree& count = state.at("count");
+  torch::Tensor total = state.at("total").tensor();
+  if (!total.is_floating_point()) total = total.to(torch::kDouble);  // e.g. counts of correct answers
+  return count.is_tensor() ? total / count.tensor() : total / count.to_double();
 }
 
 Tree CollectingState::merge(const Tree& a, const Tree& b) {

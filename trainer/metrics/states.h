@@ -12,9 +12,12 @@
 
 namespace kd::metrics {
 
-// {total, count}; compute() = total / count. Tensors keep their shape (per-class averages).
+// {total, count}; compute() = total / count (float64 for integer totals). Tensors keep their shape (per-class
+// averages). A count known without the data (examples, steps) is an int leaf, so merging it
+// allocates nothing; one that depends on the data (a mask's sum) is a tensor.
 struct AverageState {
   static Tree make(const torch::Tensor& total, const torch::Tensor& count);
+  static Tree make(const torch::Tensor& total, int64_t count);
   static Tree merge(const Tree& a, const Tree& b);
   static torch::Tensor compute(const Tree& state);
 };

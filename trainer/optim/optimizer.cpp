@@ -8,6 +8,7 @@
 
 #include "trainer/common/error.h"
 #include "trainer/common/suggest.h"
+#include "trainer/compat/torch_compat.h"
 #include "trainer/train/train_state.h"
 
 namespace kd::optim {
@@ -110,6 +111,53 @@ std::set<std::string> excluded_names(const torch::nn::Module& model, const confi
   return out;
 }
 
+// Creates the per-parameter state torch would create lazily at the first step, with the same
+// values (zeros, step 0), so opt_state can be read from step 0 on, as with optax. SGD's
+// momentum buffer starts as the first gradient, which equals a zero buffer only without
+// dampening; otherwise it stays lazy.
+void initialize_state(torch::optim::Optimizer& optimizer, const std::string& type) {
+  auto& states = optimizer.state();
+  using StateMap = std::decay_t<decltype(states)>;
+  for (const auto& group : optimizer.param_groups()) {
+    const auto& options = group.options();
+    for (const auto& p : group.params()) {
+      const auto key = compat::optimizer_state_key<StateMap>(p);
+      if (states.count(key)) continue;
+      auto zeros = [&] { return torch::zeros_like(p, torch::MemoryFormat::Preserve); };
+      if (type == "adam" || type == "adamw") {
+        const bool amsgrad = type == "adam" ? static_cast<const torch::optim::AdamOptions&>(options).amsgrad()
+                                            : static_cast<const torch::optim::AdamWOptions&>(options).amsgrad();
+        auto make = [&](auto state) {
+          state->step(0);
+          state->exp_avg(zeros());
+          state->exp_avg_sq(zeros());
+          if (amsgrad) state->max_exp_avg_sq(zeros());
+          states[key] = std::move(state);
+        };
+        if (type == "adam") {
+          make(std::make_unique<torch::optim::AdamParamState>());
+        } else {
+          make(std::make_unique<torch::optim::AdamWParamState>());
+        }
+      } else if (type == "rmsprop") {
+        const auto& o = static_cast<const torch::optim::RMSpropOptions&>(options);
+        auto state = std::make_unique<torch::optim::RMSpropParamState>();
+        state->step(0);
+        state->square_avg(zeros());
+        if (o.momentum() > 0) state->momentum_buffer(zeros());
+        if (o.centered()) state->grad_avg(zeros());
+        states[key] = std::move(state);
+      } else if (type == "sgd") {
+        const auto& o = static_cast<const torch::optim::SGDOptions&>(options);
+        if (o.momentum() == 0 || o.dampening() != 0) continue;
+        auto state = std::make_unique<torch::optim::SGDParamState>();
+        state->momentum_buffer(zeros());
+        states[key] = std::move(state);
+      }
+    }
+  }
+}
+
 }  // namespace
 
 Optimizer::Optimizer(const config::Node& o, torch::nn::Module& model)
@@ -147,6 +195,7 @@ Optimizer::Optimizer(const config::Node& o, torch::nn::Module& model)
     groups.emplace_back(not_decayed, std::move(no_decay));
   }
   optimizer_ = make_optimizer(type_, std::move(groups), *defaults);
+  initialize_state(*optimizer_, type_);
   o.check_unknown_keys();
   if (has_ema()) {
     torch::NoGradGuard no_grad;
