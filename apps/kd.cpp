@@ -7,6 +7,8 @@
 #include <CLI/CLI.hpp>
 #include <c10/util/Exception.h>
 
+#include "trainer/checkpoints/checkpointer.h"
+#include "trainer/checkpoints/export.h"
 #include "trainer/common/error.h"
 #include "trainer/config/experiment.h"
 #include "trainer/data/source.h"
@@ -41,6 +43,51 @@ int run_inspect(const std::string& cfg, const std::vector<std::string>& extras) 
   std::cout << "model:\n" << trainer.describe_model() << "\ncontext after one training step:\n";
   const kd::train::Context ctx = trainer.inspect();
   for (const auto& [path, leaf] : ctx.flatten()) std::cout << "  " << path << "  " << leaf.describe() << "\n";
+  return 0;
+}
+
+// The experiment a workdir was trained with, pointed at that workdir.
+kd::config::Node workdir_experiment(const std::string& workdir, const std::vector<std::string>& extras) {
+  std::vector<std::string> args = extras;
+  args.push_back("--cfg.workdir=" + workdir);
+  return load(workdir + "/config.yaml", args);
+}
+
+int run_eval(const std::string& workdir, int64_t step, const std::vector<std::string>& extras) {
+  kd::train::Trainer trainer(workdir_experiment(workdir, extras));
+  trainer.evaluate_checkpoint(step >= 0 ? std::optional<int64_t>(step) : std::nullopt);
+  return 0;
+}
+
+int run_export(const std::string& workdir, int64_t step, const std::string& out, const std::string& format,
+               bool collections) {
+  kd::checkpoints::Checkpointer checkpointer(workdir + "/checkpoints", {});
+  std::optional<kd::checkpoints::CheckpointInfo> chosen;
+  for (const auto& info : checkpointer.probe()) {
+    if (step >= 0 ? info.step == step : info.valid()) {
+      chosen = info;
+      break;
+    }
+  }
+  if (!chosen) throw kd::ConfigError("no " + (step >= 0 ? "checkpoint of step " + std::to_string(step) : std::string("valid checkpoint")) +
+                                     " in \"" + checkpointer.directory() + "\"");
+  if (!chosen->valid()) throw kd::CorruptionError("checkpoint " + chosen->path + " is damaged: " + chosen->problem);
+  kd::checkpoints::NamedTensors tensors;
+  for (const char* group : {"params", "collections"}) {
+    if (std::string(group) == "collections" && !collections) continue;
+    for (auto& [name, t] : kd::checkpoints::read_checkpoint_tensors(chosen->path, group)) {
+      tensors.emplace_back(std::string(group) + "." + name, t);
+    }
+  }
+  if (format == "safetensors") {
+    kd::checkpoints::write_new_file(out, kd::checkpoints::safetensors_bytes(
+                                             tensors, {{"format", "pt"}, {"step", std::to_string(chosen->step)}}));
+  } else if (format == "torch") {
+    kd::checkpoints::write_new_file(out, kd::checkpoints::torch_pickle_bytes(tensors));
+  } else {
+    throw kd::ConfigError("--format must be safetensors or torch, got \"" + format + "\"");
+  }
+  std::cout << "wrote " << tensors.size() << " tensors of step " << chosen->step << " to " << out << "\n";
   return 0;
 }
 
@@ -85,6 +132,23 @@ int main(int argc, char** argv) {
   inspect->add_option("--cfg", inspect_cfg, "The experiment YAML file")->required();
   inspect->allow_extras();
 
+  std::string eval_workdir;
+  int64_t eval_step = -1;
+  auto* eval = app.add_subcommand("eval", "Evaluate a saved checkpoint with the experiment's evals");
+  eval->add_option("--workdir", eval_workdir, "The workdir of a training run")->required();
+  eval->add_option("--step", eval_step, "The checkpoint's step (default: the newest valid one)");
+  eval->allow_extras();
+
+  std::string export_workdir, export_out, export_format = "safetensors";
+  int64_t export_step = -1;
+  bool export_collections = false;
+  auto* exp = app.add_subcommand("export", "Write a checkpoint's params as safetensors (or a torch.load file)");
+  exp->add_option("--workdir", export_workdir, "The workdir of a training run")->required();
+  exp->add_option("--step", export_step, "The checkpoint's step (default: the newest valid one)");
+  exp->add_option("--out", export_out, "The file to write (never replaced)")->required();
+  exp->add_option("--format", export_format, "safetensors (default) or torch");
+  exp->add_flag("--collections", export_collections, "Also write the buffers (e.g. BatchNorm statistics)");
+
   std::string type_name;
   auto* configs = app.add_subcommand("configs", "List the registered component types, or one type's options");
   configs->add_option("name", type_name, "A component type, e.g. Accuracy");
@@ -98,6 +162,8 @@ int main(int argc, char** argv) {
   try {
     if (*train) return run_train(cfg, train->remaining());
     if (*inspect) return run_inspect(inspect_cfg, inspect->remaining());
+    if (*eval) return run_eval(eval_workdir, eval_step, eval->remaining());
+    if (*exp) return run_export(export_workdir, export_step, export_out, export_format, export_collections);
     if (*configs) return run_configs(type_name);
   } catch (const kd::Error& e) {
     std::cerr << "kd: error: " << e.what() << "\n";

@@ -1,7 +1,15 @@
 // End-to-end tests: the real `kd` binary on real (small) data.
+#include <torch/torch.h>  // before Catch: LibTorch's glog defines its own CHECK
+
 #include <catch2/catch.hpp>
 
+#include <fcntl.h>
+#include <signal.h>
 #include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <thread>
 
 #include <array>
 #include <cstdio>
@@ -9,6 +17,7 @@
 #include <fstream>
 #include <random>
 
+#include "trainer/checkpoints/checkpointer.h"
 #include "trainer/writers/writer.h"
 
 namespace fs = std::filesystem;
@@ -45,6 +54,46 @@ std::string small_mlp(const fs::path& workdir) {
   return "--cfg=" + kMlp + " --cfg.workdir=" + workdir.string() +
          " --cfg.train_ds.num_examples=5000 --cfg.num_train_steps=300 --cfg.log_metrics_every=100"
          " --cfg.evals.test.ds.num_examples=2000 '--cfg.evals.test.run={once_at_end: true}'";
+}
+
+// Starts `kd ARGS` in the background, its output going to `log`.
+pid_t spawn_kd(const std::string& args, const fs::path& log) {
+  const pid_t pid = fork();
+  if (pid == 0) {
+    const int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    dup2(fd, 1);
+    dup2(fd, 2);
+    execl("/bin/sh", "sh", "-c", (std::string("exec ") + KD_BINARY + " " + args).c_str(), nullptr);
+    _exit(127);
+  }
+  return pid;
+}
+
+bool wait_for(const std::function<bool()>& done, double seconds) {
+  const auto end = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
+  while (std::chrono::steady_clock::now() < end) {
+    if (done()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  return false;
+}
+
+std::string read_text(const fs::path& p) {
+  std::ifstream in(p);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+std::vector<std::pair<std::string, torch::Tensor>> params_at(const fs::path& workdir, int64_t step) {
+  return kd::checkpoints::read_checkpoint_tensors((workdir / "checkpoints" / ("ckpt_" + std::to_string(step))).string(), "params");
+}
+
+bool same_params(const fs::path& a, const fs::path& b, int64_t step) {
+  const auto x = params_at(a, step), y = params_at(b, step);
+  if (x.size() != y.size()) return false;
+  for (std::size_t i = 0; i < x.size(); ++i) {
+    if (x[i].first != y[i].first || !x[i].second.equal(y[i].second)) return false;
+  }
+  return true;
 }
 
 double value_of(const kd::writers::JsonlRecord& r, const std::string& name) {
@@ -88,10 +137,21 @@ TEST_CASE("kd train learns Fashion-MNIST far above chance and writes its workdir
   CHECK(r2.code == 0);
   CHECK(fs::exists(again / "metrics.jsonl"));
 
-  // The first workdir is never written over.
+  // Training again on the finished workdir resumes it: nothing to do, nothing rewritten.
   const Result r3 = run_kd("train " + small_mlp(workdir));
-  CHECK(r3.code == 2);
-  CHECK_THAT(r3.output, Catch::Contains("already holds a run"));
+  INFO(r3.output);
+  CHECK(r3.code == 0);
+  CHECK_THAT(r3.output, Catch::Contains("resuming from step 300"));
+  CHECK(kd::writers::read_jsonl((workdir / "metrics.jsonl").string()).size() == records.size());
+  // A longer run continues where it stopped, and metrics.jsonl goes on without gaps.
+  const Result r4 = run_kd("train " + small_mlp(workdir) + " --cfg.num_train_steps=400");
+  INFO(r4.output);
+  CHECK(r4.code == 0);
+  std::vector<int64_t> steps;
+  for (const auto& rec : kd::writers::read_jsonl((workdir / "metrics.jsonl").string())) {
+    if (rec.collection == "train") steps.push_back(rec.step);
+  }
+  CHECK(steps == std::vector<int64_t>{100, 200, 300, 400});
   fs::remove_all(workdir);
   fs::remove_all(again);
 }
@@ -148,4 +208,81 @@ TEST_CASE("kd configs lists the registered types and one type's options") {
                            Catch::Contains("WarmupCosineDecay"));
   r = run_kd("configs MLP");
   CHECK_THAT(r.output, Catch::Contains("input_size") && !Catch::Contains("Accuracy"));
+}
+
+TEST_CASE("a run killed with SIGKILL and restarted ends with the params of an uninterrupted run") {
+  const std::string common = " --cfg.num_threads=1 '--cfg.checkpointer={save_interval_steps: 40}' --cfg.evals={}";
+  const fs::path straight = fresh_dir(), killed = fresh_dir();
+  REQUIRE(run_kd("train " + small_mlp(straight) + common).code == 0);
+  const fs::path log = fs::temp_directory_path() / "kd_e2e_killed.log";
+  const pid_t pid = spawn_kd("train " + small_mlp(killed) + common, log);
+  const bool checkpointed = wait_for([&] { return fs::exists(killed / "checkpoints" / "ckpt_120"); }, 60);
+  kill(pid, SIGKILL);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  REQUIRE(checkpointed);
+  CHECK(WIFSIGNALED(status));  // killed mid-run, not finished
+  const Result resumed = run_kd("train " + small_mlp(killed) + common);
+  INFO(resumed.output);
+  CHECK(resumed.code == 0);
+  CHECK_THAT(resumed.output, Catch::Contains("resuming from step"));
+  CHECK(same_params(straight, killed, 300));
+  std::vector<int64_t> steps;
+  for (const auto& r : kd::writers::read_jsonl((killed / "metrics.jsonl").string())) steps.push_back(r.step);
+  CHECK(steps == std::vector<int64_t>{100, 200, 300});
+  fs::remove_all(straight);
+  fs::remove_all(killed);
+}
+
+TEST_CASE("SIGTERM finishes the step, writes a checkpoint and exits 0; the run then resumes") {
+  const std::string common = " --cfg.num_threads=1 --cfg.evals={}";
+  const fs::path workdir = fresh_dir();
+  const fs::path log = fs::temp_directory_path() / "kd_e2e_sigterm.log";
+  const pid_t pid = spawn_kd("train " + small_mlp(workdir) + common + " --cfg.num_train_steps=100000", log);
+  // Once step 100 is logged.
+  REQUIRE(wait_for([&] { return fs::exists(workdir / "metrics.jsonl") && fs::file_size(workdir / "metrics.jsonl") > 0; }, 60));
+  kill(pid, SIGTERM);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  const std::string output = read_text(log);
+  INFO(output);
+  REQUIRE(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 0);
+  CHECK_THAT(output, Catch::Contains("stopped by signal 15 at step"));
+  kd::checkpoints::Checkpointer ckpt((workdir / "checkpoints").string(), {});
+  const auto latest = ckpt.latest_valid();
+  REQUIRE(latest.has_value());
+  CHECK(latest->step >= 100);
+  const Result resumed = run_kd("train " + small_mlp(workdir) + common + " --cfg.num_train_steps=" + std::to_string(latest->step + 5));
+  CHECK(resumed.code == 0);
+  CHECK_THAT(resumed.output, Catch::Contains("resuming from step " + std::to_string(latest->step)));
+  fs::remove_all(workdir);
+}
+
+TEST_CASE("kd eval reproduces the logged test accuracy and kd export writes safetensors") {
+  const fs::path workdir = fresh_dir();
+  REQUIRE(run_kd("train " + small_mlp(workdir)).code == 0);
+  double logged = -1;
+  for (const auto& r : kd::writers::read_jsonl((workdir / "metrics.jsonl").string())) {
+    if (r.collection == "test") logged = value_of(r, "metrics/accuracy");
+  }
+  const Result eval = run_kd("eval --workdir=" + workdir.string());
+  INFO(eval.output);
+  REQUIRE(eval.code == 0);
+  const auto records = kd::writers::read_jsonl((workdir / "metrics.jsonl").string());
+  CHECK(records.back().collection == "test");
+  CHECK(records.back().step == 300);
+  CHECK(value_of(records.back(), "metrics/accuracy") == logged);
+
+  const fs::path out = workdir / "model.safetensors";
+  const Result exported = run_kd("export --workdir=" + workdir.string() + " --out=" + out.string());
+  INFO(exported.output);
+  REQUIRE(exported.code == 0);
+  const std::string bytes = read_text(out);
+  uint64_t n = 0;
+  for (int i = 7; i >= 0; --i) n = (n << 8) | static_cast<unsigned char>(bytes[static_cast<std::size_t>(i)]);
+  CHECK_THAT(bytes.substr(8, n), Catch::Contains("\"params.layers.0.weight\":{\"dtype\":\"F32\",\"shape\":[512,784]"));
+  // Never written over.
+  CHECK(run_kd("export --workdir=" + workdir.string() + " --out=" + out.string()).code == 2);
+  fs::remove_all(workdir);
 }

@@ -244,3 +244,30 @@ TEST_CASE("optimizer state exists from step 0 and training matches torch's lazy 
     CHECK(trees_close(state.params, kd::train::params_tree(*reference), 1e-6));
   }
 }
+
+TEST_CASE("nan_policy raise names the step, the loss and the first bad gradient; skip_step leaves params alone") {
+  const Tree batch = Tree::dict({{"image", torch::rand({4, 8})}, {"target", torch::full({4, 3}, std::nan(""))}});
+  const std::string l2 = "{type: L2, preds: preds.logits, targets: batch.target}";
+  auto run = [&](kd::train::NanPolicy policy) {
+    torch::manual_seed(0);
+    auto step = std::make_unique<TrainStep>(make_model(kMlp), yaml("{type: sgd, learning_rate: 0.1}"), aux_with(l2));
+    step->set_nan_policy(policy);
+    return step;
+  };
+  auto raising = run(kd::train::NanPolicy::kRaise);
+  CHECK_THROWS_WITH(raising->step(raising->init(), batch),
+                    Catch::StartsWith("non-finite loss at step 0: losses/loss = nan; first non-finite gradient: "
+                                      "grads.layers.0.weight"));
+  auto skipping = run(kd::train::NanPolicy::kSkipStep);
+  auto state = skipping->init();
+  const Tree before = state.params.map([](const torch::Tensor& t) { return t.detach().clone(); });
+  state = skipping->step(state, batch).first;
+  CHECK(state.step == 1);
+  CHECK(skipping->skipped_steps() == 1);
+  CHECK(trees_close(state.params, before));
+  auto ignoring = run(kd::train::NanPolicy::kIgnore);
+  state = ignoring->step(ignoring->init(), batch).first;
+  CHECK(torch::isnan(state.params.get("layers.2.weight").tensor()).any().item<bool>());
+  CHECK(kd::train::parse_nan_policy(yaml("{}")) == kd::train::NanPolicy::kRaise);
+  CHECK_THROWS_WITH(kd::train::parse_nan_policy(yaml("{nan_policy: skip}")), Catch::Contains("raise, skip_step or ignore"));
+}

@@ -60,6 +60,11 @@ class NotSupportedError : public Error {
   using Error::Error;
 };
 
+// Training produced a NaN or infinite loss (see nan_policy).
+class NonFiniteError : public Error {
+  using Error::Error;
+};
+
 // A value has the wrong kind (e.g. a tensor was expected but the tree holds a dict).
 class TypeError : public Error {
   using Error::Error;

@@ -219,6 +219,37 @@ void Node::check_unknown_keys() const {
   }
 }
 
+namespace {
+
+void flatten_into(const YAML::Node& node, const std::string& prefix,
+                  std::vector<std::pair<std::string, std::string>>& out) {
+  if (node.IsMap()) {
+    for (auto it = node.begin(); it != node.end(); ++it) {
+      flatten_into(it->second, prefix.empty() ? it->first.Scalar() : prefix + "." + it->first.Scalar(), out);
+    }
+    return;
+  }
+  if (node.IsScalar()) {
+    out.emplace_back(prefix, node.Scalar());
+    return;
+  }
+  if (node.IsSequence()) {
+    YAML::Emitter e;
+    e << YAML::Flow << node;
+    out.emplace_back(prefix, e.c_str());
+    return;
+  }
+  out.emplace_back(prefix, "null");
+}
+
+}  // namespace
+
+std::vector<std::pair<std::string, std::string>> Node::flatten() const {
+  std::vector<std::pair<std::string, std::string>> out;
+  flatten_into(impl_->yaml, "", out);
+  return out;
+}
+
 std::string Node::to_yaml() const {
   YAML::Emitter out;
   out << impl_->yaml;

@@ -16,6 +16,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 namespace kd::config {
@@ -73,8 +74,11 @@ class Node {
   // nearest known key. Not recursive: each component checks the map it reads.
   void check_unknown_keys() const;
 
-  // "type: value" YAML text of this node.
+  // YAML text of this node.
   std::string to_yaml() const;
+  // Every scalar under this node as (dotted key, text), sequences written as YAML flow text;
+  // for comparing two experiments.
+  std::vector<std::pair<std::string, std::string>> flatten() const;
 
   struct Impl;
   explicit Node(std::shared_ptr<Impl> impl) : impl_(std::move(impl)) {}

@@ -1,5 +1,7 @@
 #include "trainer/train/train_step.h"
 
+#include <cmath>
+
 #include <torch/torch.h>
 
 #include "trainer/common/error.h"
@@ -122,6 +124,26 @@ std::pair<TrainState, AuxiliariesState> TrainStep::step(const TrainState& state,
     contexts.push_back(std::move(ctx));
   }
 
+  if (nan_policy_ != NanPolicy::kIgnore) {
+    double total = 0;
+    for (const Context& ctx : contexts) total += ctx.loss_total.tensor().item<double>();
+    if (!std::isfinite(total)) {
+      const std::string what = describe_non_finite(contexts.back());
+      if (nan_policy_ == NanPolicy::kRaise) {
+        throw NonFiniteError("non-finite loss at step " + std::to_string(state.step) + ": " + what +
+                             " (nan_policy: raise; set nan_policy: skip_step to skip such steps)");
+      }
+      torch_optimizer.zero_grad();
+      ++skipped_steps_;
+      AuxiliariesState skipped;
+      skipped.loss_states = contexts.back().loss_states;
+      skipped.auxiliaries = auxiliaries_;
+      TrainState same = state;
+      same.step = state.step + 1;
+      return {std::move(same), std::move(skipped)};
+    }
+  }
+
   Tree grads;
   if (reads_.grads) {
     grads = params_.map([](const torch::Tensor& p) {
@@ -167,6 +189,34 @@ AuxiliariesState TrainStep::eval_step(const TrainState& state, const Tree& batch
   AuxiliariesState s = ctx.get_aux_state({.return_losses = true, .return_metrics = true, .return_summaries = true});
   s.auxiliaries = aux;
   return s;
+}
+
+std::string TrainStep::describe_non_finite(const Context& ctx) const {
+  std::string out;
+  for (const auto& [name, state] : ctx.loss_states.items()) {
+    const double v = state.get("total").tensor().item<double>();
+    if (!std::isfinite(v)) {
+      out = "losses/" + name + " = " + std::to_string(v);
+      break;
+    }
+  }
+  for (const auto& [path, leaf] : params_.flatten_paths()) {
+    const torch::Tensor& g = leaf.tensor().grad();
+    if (g.defined() && !torch::isfinite(g).all().item<bool>()) {
+      out += "; first non-finite gradient: grads." + path.str();
+      break;
+    }
+  }
+  return out.empty() ? "the total loss is not finite" : out;
+}
+
+NanPolicy parse_nan_policy(const config::Node& experiment) {
+  const std::string policy = experiment.get_string("nan_policy", "raise");
+  if (policy == "raise") return NanPolicy::kRaise;
+  if (policy == "skip_step") return NanPolicy::kSkipStep;
+  if (policy == "ignore") return NanPolicy::kIgnore;
+  throw ConfigError(experiment.child("nan_policy").where() + ": nan_policy must be raise, skip_step or ignore, got \"" +
+                    policy + "\"");
 }
 
 Context TrainStep::fill_metrics_and_summaries(const Auxiliaries& aux, const Context& ctx) const {

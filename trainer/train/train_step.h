@@ -40,6 +40,14 @@ Context forward(models::Model& model, const Context& ctx, bool record_interms);
 Context forward_with_loss(models::Model& model, const Auxiliaries& aux, const Context& ctx,
                           bool record_interms);
 
+// What a step does when its loss is NaN or infinite.
+enum class NanPolicy {
+  kIgnore,    // apply the update anyway
+  kRaise,     // throw kd::NonFiniteError naming the step, the loss and the first bad gradient
+  kSkipStep,  // no update (the step still counts; BatchNorm statistics of its forward remain)
+};
+NanPolicy parse_nan_policy(const config::Node& experiment);  // key `nan_policy`, default raise
+
 class TrainStep {
  public:
   TrainStep(models::ModelPtr model, const config::Node& optimizer_options,
@@ -75,8 +83,14 @@ class TrainStep {
   };
   const Reads& reads() const { return reads_; }
 
+  void set_nan_policy(NanPolicy policy) { nan_policy_ = policy; }
+  // Steps skipped by NanPolicy::kSkipStep so far.
+  int64_t skipped_steps() const { return skipped_steps_; }
+
  private:
   Context fill_metrics_and_summaries(const Auxiliaries& aux, const Context& ctx) const;
+  // "losses/xent = nan; first non-finite gradient: grads.layers.0.weight".
+  std::string describe_non_finite(const Context& ctx) const;
 
   models::ModelPtr model_;
   std::unique_ptr<optim::Optimizer> optimizer_;
@@ -84,6 +98,8 @@ class TrainStep {
   Reads reads_;
   Tree params_;       // built once; shares the module's tensors
   Tree collections_;  // idem for buffers
+  NanPolicy nan_policy_ = NanPolicy::kIgnore;
+  int64_t skipped_steps_ = 0;
 };
 
 }  // namespace kd::train

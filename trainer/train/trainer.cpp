@@ -1,8 +1,10 @@
 #include "trainer/train/trainer.h"
 
+#include <signal.h>
 #include <unistd.h>
 
 #include <filesystem>
+#include <map>
 #include <fstream>
 #include <thread>
 
@@ -12,6 +14,8 @@
 #include <spdlog/spdlog.h>
 #include <torch/torch.h>
 
+#include "trainer/checkpoints/checkpointer.h"
+#include "trainer/checkpoints/init_transform.h"
 #include "trainer/common/error.h"
 #include "trainer/data/pipeline.h"
 #include "trainer/evals/evaluator.h"
@@ -60,6 +64,62 @@ std::string format_duration(double seconds) {
   return buf;
 }
 
+// SIGINT/SIGTERM: the first one asks the loop to checkpoint and stop; a second one exits now.
+volatile sig_atomic_t g_stop_signal = 0;
+
+extern "C" void on_stop_signal(int sig) {
+  if (g_stop_signal != 0) _exit(128 + sig);
+  g_stop_signal = sig;
+}
+
+class StopSignals {
+ public:
+  StopSignals() {
+    g_stop_signal = 0;
+    struct sigaction action {};
+    action.sa_handler = on_stop_signal;
+    sigemptyset(&action.sa_mask);
+    sigaction(SIGINT, &action, &old_int_);
+    sigaction(SIGTERM, &action, &old_term_);
+  }
+  ~StopSignals() {
+    sigaction(SIGINT, &old_int_, nullptr);
+    sigaction(SIGTERM, &old_term_, nullptr);
+  }
+  int received() const { return g_stop_signal; }
+
+ private:
+  struct sigaction old_int_ {}, old_term_ {};
+};
+
+// Keys that may change between a run and its resumption: how long and how it logs.
+bool may_change_on_resume(const std::string& key) {
+  for (const char* prefix : {"workdir", "num_train_steps", "stop_after_steps", "log_metrics_every", "log_summaries_every",
+                             "evals", "writer", "callbacks", "checkpointer", "allow_config_change", "nan_policy",
+                             "num_threads", "device", "init_transform"}) {
+    const std::string p(prefix);
+    if (key == p || key.rfind(p + ".", 0) == 0) return true;
+  }
+  return false;
+}
+
+// Keeps the records of metrics.jsonl up to `step` (a resumed run writes the later ones again,
+// identically); a torn last line from a killed run is dropped.
+void truncate_metrics(const std::string& path, int64_t step) {
+  std::ifstream in(path);
+  if (!in) return;
+  std::string kept, line;
+  while (std::getline(in, line)) {
+    const auto key = line.find("\"step\":");
+    if (key == std::string::npos || line.back() != '}') continue;
+    if (std::stoll(line.substr(key + 7)) <= step) kept += line + "\n";
+  }
+  in.close();
+  const std::string tmp = path + ".tmp";
+  checkpoints::posix_file_system()->write_file(tmp, kept);
+  fs::rename(tmp, path);
+}
+
 }  // namespace
 
 config::Registry<Callback>& callback_registry() {
@@ -81,12 +141,13 @@ Trainer::Trainer(const config::Node& cfg) : experiment_(cfg) {
   if (num_train_steps_ <= 0) throw ConfigError(cfg.child("num_train_steps").where() + ": num_train_steps must be > 0");
   if (log_metrics_every_ <= 0) throw ConfigError(cfg.child("log_metrics_every").where() + ": log_metrics_every must be > 0");
   device_ = parse_device(cfg);
-  for (const char* later : {"checkpointer", "init_transform"}) {
-    if (auto n = cfg.find(later); n && !n->is_null()) {
-      throw NotSupportedError(n->where() + ": \"" + later + "\" is not supported by this version of kd (checkpoints "
-                              "are not written yet); remove the key");
-    }
+  {
+    const auto node = cfg.find("checkpointer");
+    checkpointer_ = std::make_unique<checkpoints::Checkpointer>(
+        workdir_ + "/checkpoints", checkpoints::CheckpointerOptions::from_config(node ? &*node : nullptr));
   }
+  allow_config_change_ = cfg.get_bool("allow_config_change", false);
+  if (auto n = cfg.find("init_transform"); n && !n->is_null()) init_transform_ = *n;
   if (auto n = cfg.find("log_summaries_every"); n && !n->is_null()) n->as_int();
 
   torch::manual_seed(static_cast<uint64_t>(seed_));
@@ -108,6 +169,7 @@ Trainer::Trainer(const config::Node& cfg) : experiment_(cfg) {
 
   pipeline_ = std::make_unique<data::Pipeline>(cfg.child("train_ds"), seed_);
   step_ = std::make_unique<TrainStep>(model_, cfg.child("optimizer"), auxiliaries_);
+  step_->set_nan_policy(parse_nan_policy(cfg));
 
   if (auto s = cfg.find("schedules"); s && !s->is_null()) {
     for (const auto& name : s->keys()) schedules_.emplace_back(name, optim::make_schedule(s->child(name)));
@@ -145,6 +207,8 @@ Trainer::Trainer(const config::Node& cfg) : experiment_(cfg) {
 Trainer::~Trainer() = default;
 
 void Trainer::open_workdir() {
+  if (workdir_open_) return;
+  workdir_open_ = true;
   fs::create_directories(workdir_);
   const std::string config_path = workdir_ + "/config.yaml";
   {
@@ -172,24 +236,114 @@ void Trainer::open_workdir() {
   log_->info("workdir: {}", workdir_);
 }
 
-void Trainer::train() {
-  // Until resumption exists, a workdir that holds a run is never written over.
-  for (const char* file : {"metrics.jsonl", "config.yaml"}) {
-    if (fs::exists(fs::path(workdir_) / file)) {
-      throw ConfigError("the workdir \"" + workdir_ + "\" already holds a run (" + file +
-                        "); this version cannot resume it. Choose another workdir, e.g. --cfg.workdir=" + workdir_ + "_2");
+void Trainer::resume_or_start(AuxiliariesState& merged, int64_t& interval_steps) {
+  const auto found = checkpointer_->probe();
+  for (const auto& info : found) {
+    if (!info.valid()) log_->warn("checkpoint {} is damaged ({}); skipping it", info.path, info.problem);
+  }
+  std::optional<checkpoints::CheckpointInfo> latest;
+  for (const auto& info : found) {
+    if (info.valid()) {
+      latest = info;
+      break;
     }
   }
+  if (!latest) {
+    if (!found.empty()) {
+      throw CorruptionError("the workdir \"" + workdir_ + "\" holds checkpoints but none is valid (see above); "
+                            "nothing was changed. Choose another workdir, e.g. --cfg.workdir=" + workdir_ + "_2");
+    }
+    for (const char* file : {"metrics.jsonl", "config.yaml"}) {
+      if (fs::exists(fs::path(workdir_) / file)) {
+        throw ConfigError("the workdir \"" + workdir_ + "\" already holds a run (" + file +
+                          ") without a checkpoint to resume from; nothing was changed. Choose another workdir, "
+                          "e.g. --cfg.workdir=" + workdir_ + "_2");
+      }
+    }
+    if (init_transform_) {
+      const std::string report = checkpoints::apply_init_transform(*init_transform_, *model_, &step_->optimizer().torch_optimizer());
+      log_->info("init_transform: {}", report);
+    }
+    return;
+  }
+  checkpoints::Snapshot snapshot;
+  snapshot.model = model_.get();
+  snapshot.optimizer = &step_->optimizer().torch_optimizer();
+  snapshot.ema = step_->optimizer().ema_params();
+  std::string saved_config = checkpoints::posix_file_system()->read_file(latest->path + "/config.yaml");
+  check_config_unchanged(saved_config);
+  checkpointer_->restore(latest->path, snapshot);
+  state_ = step_->init();
+  state_.step = snapshot.step;
+  pipeline_->restore(snapshot.data);
+  merged.loss_states = snapshot.aux.find("loss_states") ? snapshot.aux.at("loss_states") : Tree();
+  merged.metric_states = snapshot.aux.find("metric_states") ? snapshot.aux.at("metric_states") : Tree();
+  merged.summary_states = snapshot.aux.find("summary_states") ? snapshot.aux.at("summary_states") : Tree();
+  merged.auxiliaries = auxiliaries_;
+  interval_steps = snapshot.aux_steps;
+  truncate_metrics(workdir_ + "/metrics.jsonl", state_.step);
+  log_->info("resuming from step {} ({})", state_.step, latest->path);
+}
+
+void Trainer::check_config_unchanged(const std::string& saved_yaml) const {
+  if (allow_config_change_) return;
+  const auto before = config::Node::parse(saved_yaml, "saved").flatten();
+  const auto now = config::Node::parse(experiment_.to_yaml(), "now").flatten();
+  std::map<std::string, std::string> a(before.begin(), before.end()), b(now.begin(), now.end());
+  std::vector<std::string> diffs;
+  for (const auto& [k, v] : a) {
+    if (may_change_on_resume(k)) continue;
+    const auto it = b.find(k);
+    if (it == b.end()) {
+      diffs.push_back(k + ": " + v + " -> (removed)");
+    } else if (it->second != v) {
+      diffs.push_back(k + ": " + v + " -> " + it->second);
+    }
+  }
+  for (const auto& [k, v] : b) {
+    if (!may_change_on_resume(k) && !a.count(k)) diffs.push_back(k + ": (absent) -> " + v);
+  }
+  if (diffs.empty()) return;
+  std::string message = "the experiment differs from the one that trained the checkpoints in \"" + workdir_ + "\":";
+  for (const auto& d : diffs) message += "\n  " + d;
+  throw ConfigError(message + "\nResume with the same experiment, pass --cfg.allow_config_change=true to resume anyway, "
+                              "or choose another workdir.");
+}
+
+std::string Trainer::save_checkpoint(const AuxiliariesState& merged, int64_t interval_steps) {
+  checkpoints::Snapshot snapshot;
+  snapshot.step = state_.step;
+  snapshot.model = model_.get();
+  snapshot.optimizer = &step_->optimizer().torch_optimizer();
+  snapshot.ema = step_->optimizer().ema_params();
+  snapshot.data = pipeline_->state();
+  snapshot.aux = Tree::dict({{"loss_states", merged.loss_states},
+                             {"metric_states", merged.metric_states},
+                             {"summary_states", merged.summary_states}});
+  snapshot.aux_steps = interval_steps;
+  snapshot.config_yaml = experiment_.to_yaml();
+  const std::string path = checkpointer_->save(snapshot);
+  for (auto& cb : callbacks_) cb->on_checkpoint(*this, state_.step, path);
+  return path;
+}
+
+void Trainer::train() {
   torch::set_num_threads(static_cast<int>(num_threads_));
+  AuxiliariesState merged;
+  int64_t interval_steps = 0;
+  resume_or_start(merged, interval_steps);
+  const bool resumed = state_.step > 0;
   const int64_t last_step = stop_after_steps_ > 0 ? std::min(stop_after_steps_, num_train_steps_) : num_train_steps_;
+  if (resumed) open_workdir();
   for (auto& cb : callbacks_) cb->on_train_start(*this);
 
-  AuxiliariesState merged;
+  StopSignals signals;
   start_ = Clock::now();
+  const int64_t first_step = state_.step;
   auto interval_start = Clock::now();
   double wait_at_interval_start = pipeline_->wait_seconds();
-  int64_t interval_steps = 0;
-  while (state_.step < last_step) {
+  int64_t last_saved = resumed ? state_.step : -1;  // a resumed step's checkpoint exists
+  while (state_.step < last_step && !signals.received()) {
     std::optional<Tree> batch = pipeline_->next();
     if (!batch) {
       log_->info("the training data ended (num_epochs) at step {}", state_.step);
@@ -198,15 +352,19 @@ void Trainer::train() {
     if (!device_.is_cpu()) {
       *batch = batch->map([&](const torch::Tensor& t) { return t.to(device_, /*non_blocking=*/true); });
     }
+    const int64_t skipped_before = step_->skipped_steps();
     auto [next, aux] = step_->step(state_, *batch);
     state_ = std::move(next);
+    if (step_->skipped_steps() != skipped_before) log_->warn("step {}: non-finite loss, update skipped (nan_policy: skip_step)", state_.step - 1);
     merged = merged.merge(aux);
     ++interval_steps;
-    if (writers_.empty() && write_jsonl_ && state_.step == 1) open_workdir();  // the first step worked
+    if (state_.step == first_step + 1) open_workdir();  // the first step worked: now write
 
     const writers::Scalars* logged = nullptr;
     writers::Scalars values;
-    if (state_.step % log_metrics_every_ == 0 || state_.step == last_step) {
+    // Logged at fixed steps only (and at the very end), so a stopped and resumed run logs
+    // exactly what an uninterrupted one does; the interval's states are in its checkpoint.
+    if (state_.step % log_metrics_every_ == 0 || state_.step == num_train_steps_) {
       const double seconds = std::chrono::duration<double>(Clock::now() - interval_start).count();
       values = log_train_metrics(merged, seconds, interval_steps, pipeline_->wait_seconds() - wait_at_interval_start);
       logged = &values;
@@ -216,16 +374,59 @@ void Trainer::train() {
       wait_at_interval_start = pipeline_->wait_seconds();
     }
     for (auto& cb : callbacks_) cb->on_step_end(*this, state_.step, logged);
-    run_evals(state_.step == num_train_steps_);
+    run_evals(state_.step == num_train_steps_, merged, interval_steps);
+    if (checkpointer_->should_save(state_.step) || state_.step == last_step) {
+      save_checkpoint(merged, interval_steps);
+      last_saved = state_.step;
+    }
     if (progress_ && state_.step % 10 == 0) show_progress(values.empty() ? -1 : values.front().second);
   }
-  if (writers_.empty() && write_jsonl_) open_workdir();
+  open_workdir();
   if (progress_) std::fprintf(stderr, "\r\033[K");
+  if (last_saved != state_.step) save_checkpoint(merged, interval_steps);
   for (auto& w : writers_) w->flush();
   for (auto& cb : callbacks_) cb->on_train_end(*this, state_.step);
-  log_->info("done: step {} of {} in {}", state_.step, num_train_steps_,
-             format_duration(std::chrono::duration<double>(Clock::now() - start_).count()));
+  const double seconds = std::chrono::duration<double>(Clock::now() - start_).count();
+  if (signals.received()) {
+    log_->info("stopped by signal {} at step {}; checkpoint saved. Run the same command again to resume.",
+               signals.received(), state_.step);
+  } else {
+    log_->info("done: step {} of {} in {}", state_.step, num_train_steps_, format_duration(seconds));
+  }
   log_->flush();
+}
+
+int64_t Trainer::evaluate_checkpoint(std::optional<int64_t> step) {
+  std::optional<checkpoints::CheckpointInfo> chosen;
+  for (const auto& info : checkpointer_->probe()) {
+    if (step ? info.step == *step : info.valid()) {
+      chosen = info;
+      break;
+    }
+  }
+  if (!chosen) {
+    throw ConfigError(step ? "no checkpoint of step " + std::to_string(*step) + " in \"" + checkpointer_->directory() + "\""
+                           : "no valid checkpoint in \"" + checkpointer_->directory() + "\"");
+  }
+  if (!chosen->valid()) throw CorruptionError("checkpoint " + chosen->path + " is damaged: " + chosen->problem);
+  checkpoints::Snapshot snapshot;
+  snapshot.model = model_.get();
+  snapshot.ema = step_->optimizer().ema_params();
+  checkpointer_->restore(chosen->path, snapshot);
+  state_ = step_->init();
+  state_.step = snapshot.step;
+  open_workdir();
+  for (auto& evaluator : evaluators_) {
+    const auto start = Clock::now();
+    writers::Scalars values = evaluator->evaluate(*step_, state_, device_).compute_scalars();
+    values.emplace_back("perf_stats/eval_time_sec", std::chrono::duration<double>(Clock::now() - start).count());
+    for (auto& w : writers_) w->write_scalars(state_.step, evaluator->name(), values);
+    std::string line;
+    for (const auto& [name, value] : values) line += fmt::format("  {} {:.4g}", name, value);
+    log_->info("eval {} of checkpoint step {}{}", evaluator->name(), state_.step, line);
+  }
+  for (auto& w : writers_) w->flush();
+  return state_.step;
 }
 
 writers::Scalars Trainer::log_train_metrics(const AuxiliariesState& merged, double seconds, int64_t steps,
@@ -250,7 +451,7 @@ writers::Scalars Trainer::log_train_metrics(const AuxiliariesState& merged, doub
   return values;
 }
 
-void Trainer::run_evals(bool last) {
+void Trainer::run_evals(bool last, const AuxiliariesState& merged, int64_t interval_steps) {
   for (auto& evaluator : evaluators_) {
     if (!evaluator->should_run(state_.step, last)) continue;
     const auto start = Clock::now();
@@ -263,6 +464,10 @@ void Trainer::run_evals(bool last) {
     if (progress_) std::fprintf(stderr, "\r\033[K");
     log_->info("eval {} at step {}{}", evaluator->name(), state_.step, line);
     for (auto& cb : callbacks_) cb->on_eval_end(*this, evaluator->name(), state_.step, values);
+    // A new best is kept as a checkpoint (saved now unless this step is saved anyway).
+    if (checkpointer_->report(state_.step, evaluator->name(), values) && !checkpointer_->should_save(state_.step)) {
+      save_checkpoint(merged, interval_steps);
+    }
   }
 }
 

@@ -8,12 +8,17 @@
 //
 // Experiment keys: seed, workdir, num_train_steps, stop_after_steps, log_metrics_every,
 // log_summaries_every, train_ds, model, train_losses, train_metrics, train_summaries,
-// optimizer, schedules, evals, writer, callbacks, device, num_threads (see README).
+// optimizer, schedules, checkpointer, evals, writer, callbacks, init_transform, nan_policy,
+// allow_config_change, device, num_threads (see README).
+//
+// A workdir that holds checkpoints is resumed from the newest valid one; SIGINT/SIGTERM finish
+// the current step, save a checkpoint and return (a second signal exits at once).
 #pragma once
 
 #include <chrono>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -21,6 +26,7 @@
 
 #include "trainer/config/node.h"
 #include "trainer/optim/schedules.h"
+#include "trainer/train/auxiliaries.h"
 #include "trainer/train/callback.h"
 #include "trainer/train/context.h"
 #include "trainer/train/train_state.h"
@@ -31,6 +37,9 @@ class logger;
 }
 namespace kd::data {
 class Pipeline;
+}
+namespace kd::checkpoints {
+class Checkpointer;
 }
 namespace kd::evals {
 class Evaluator;
@@ -54,6 +63,10 @@ class Trainer {
 
   // Runs one training step without writing anything and returns its Context (kd inspect).
   Context inspect();
+
+  // kd eval: restores checkpoint `step` (the newest valid one when nullopt) of the workdir and
+  // runs every eval once, writing to the workdir's writers. Returns the step evaluated.
+  int64_t evaluate_checkpoint(std::optional<int64_t> step);
   // "layers.0.weight  float32[512, 784]  401408" lines and the total.
   std::string describe_model() const;
 
@@ -65,9 +78,13 @@ class Trainer {
 
  private:
   void open_workdir();
-  writers::Scalars log_train_metrics(const struct AuxiliariesState& merged, double seconds, int64_t steps,
+  // Resumes from the newest valid checkpoint of the workdir, if any; the restored interval state.
+  void resume_or_start(AuxiliariesState& merged, int64_t& interval_steps);
+  void check_config_unchanged(const std::string& saved_yaml) const;
+  std::string save_checkpoint(const AuxiliariesState& merged, int64_t interval_steps);
+  writers::Scalars log_train_metrics(const AuxiliariesState& merged, double seconds, int64_t steps,
                                      double data_wait);
-  void run_evals(bool last);
+  void run_evals(bool last, const AuxiliariesState& merged, int64_t interval_steps);
   void show_progress(double loss);
 
   config::Node experiment_;
@@ -88,10 +105,14 @@ class Trainer {
   std::vector<std::unique_ptr<writers::MetricWriter>> writers_;
   std::vector<CallbackPtr> callbacks_;
   bool write_jsonl_ = true;
+  bool allow_config_change_ = false;
+  std::unique_ptr<checkpoints::Checkpointer> checkpointer_;
+  std::optional<config::Node> init_transform_;
   TrainState state_;
 
   std::shared_ptr<spdlog::logger> log_;
   bool progress_ = false;  // a progress bar on a terminal
+  bool workdir_open_ = false;
   std::chrono::steady_clock::time_point start_;
 };
 

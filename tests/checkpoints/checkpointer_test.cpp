@@ -1,0 +1,256 @@
+#include <catch2/catch.hpp>
+
+#include <filesystem>
+#include <cstring>
+#include <fstream>
+#include <random>
+
+#include <nlohmann/json.hpp>
+#include <torch/torch.h>
+
+#include "tests/train/test_helpers.h"
+#include "trainer/checkpoints/checkpointer.h"
+#include "trainer/checkpoints/export.h"
+#include "trainer/common/error.h"
+
+namespace fs = std::filesystem;
+using kd::Tree;
+using kd::checkpoints::Checkpointer;
+using kd::checkpoints::CheckpointerOptions;
+using kd::checkpoints::Snapshot;
+
+namespace {
+
+fs::path fresh_dir() {
+  std::random_device rd;
+  const fs::path dir = fs::temp_directory_path() / ("kd_ckpt_test_" + std::to_string(rd()));
+  fs::remove_all(dir);
+  return dir;
+}
+
+struct Net : torch::nn::Module {
+  Net() {
+    fc = register_module("fc", torch::nn::Linear(3, 2));
+    bn = register_module("bn", torch::nn::BatchNorm1d(2));
+  }
+  torch::Tensor forward(const torch::Tensor& x) { return bn(fc(x)); }
+  torch::nn::Linear fc{nullptr};
+  torch::nn::BatchNorm1d bn{nullptr};
+};
+
+// A module and optimizer with state after a few steps.
+struct Trained {
+  std::shared_ptr<Net> net = std::make_shared<Net>();
+  torch::optim::Adam adam{net->parameters(), torch::optim::AdamOptions(0.1)};
+  explicit Trained(int steps) {
+    for (int i = 0; i < steps; ++i) {
+      adam.zero_grad();
+      net->forward(torch::randn({4, 3})).pow(2).mean().backward();
+      adam.step();
+    }
+  }
+};
+
+Snapshot snapshot_of(Trained& t, int64_t step) {
+  Snapshot s;
+  s.step = step;
+  s.model = t.net.get();
+  s.optimizer = &t.adam;
+  s.data = {2, 7};
+  s.aux = Tree::dict({{"loss", Tree::dict({{"total", torch::tensor(1.5)}, {"count", int64_t{3}}})}, {"name", "x"}});
+  s.aux_steps = 3;
+  s.config_yaml = "seed: 0\n";
+  return s;
+}
+
+bool same_tensors(torch::nn::Module& a, torch::nn::Module& b) {
+  const auto pa = a.named_parameters(), pb = b.named_parameters();
+  const auto ba = a.named_buffers(), bb = b.named_buffers();
+  for (std::size_t i = 0; i < pa.size(); ++i) {
+    if (!pa[i].value().equal(pb[i].value())) return false;
+  }
+  for (std::size_t i = 0; i < ba.size(); ++i) {
+    if (!ba[i].value().equal(bb[i].value())) return false;
+  }
+  return true;
+}
+
+// A file system that fails the n-th write (counting from 1), like a disk that fills up.
+class FailingFileSystem : public kd::checkpoints::FileSystem {
+ public:
+  explicit FailingFileSystem(int fail_at) : fail_at_(fail_at), base_(kd::checkpoints::posix_file_system()) {}
+  void write_file(const std::string& path, std::string_view data) override {
+    if (++writes_ == fail_at_) {
+      base_->write_file(path, data.substr(0, data.size() / 2));  // a partial write, then the error
+      throw kd::IOError("writing \"" + path + "\" failed: No space left on device");
+    }
+    base_->write_file(path, data);
+  }
+  std::string read_file(const std::string& p) override { return base_->read_file(p); }
+  void create_directories(const std::string& p) override { base_->create_directories(p); }
+  void rename(const std::string& a, const std::string& b) override { base_->rename(a, b); }
+  void sync_directory(const std::string& p) override { base_->sync_directory(p); }
+  void remove_all(const std::string& p) override { base_->remove_all(p); }
+  bool exists(const std::string& p) override { return base_->exists(p); }
+  std::vector<std::string> list(const std::string& p) override { return base_->list(p); }
+
+ private:
+  int fail_at_;
+  int writes_ = 0;
+  std::shared_ptr<kd::checkpoints::FileSystem> base_;
+};
+
+}  // namespace
+
+TEST_CASE("a checkpoint round-trips params, buffers, optimizer state, data position, aux states and RNG") {
+  const fs::path dir = fresh_dir();
+  torch::manual_seed(0);
+  Trained source(3);
+  Checkpointer ckpt(dir.string(), CheckpointerOptions{});
+  torch::manual_seed(123);
+  const std::string path = ckpt.save(snapshot_of(source, 3));
+  CHECK(path == (dir / "ckpt_3").string());
+  const torch::Tensor next_random = torch::rand({5});
+
+  torch::manual_seed(99);
+  Trained target(0);
+  Snapshot restored;
+  restored.model = target.net.get();
+  restored.optimizer = &target.adam;
+  ckpt.restore(path, restored);
+  CHECK(same_tensors(*source.net, *target.net));
+  CHECK(torch::rand({5}).equal(next_random));  // the generator continues where it was saved
+  CHECK(restored.step == 3);
+  CHECK(restored.data == kd::data::PipelineState{2, 7});
+  CHECK(restored.aux.get("loss.total").tensor().item<double>() == 1.5);
+  CHECK(restored.aux.get("loss.count").to_int() == 3);
+  CHECK(restored.aux.get("name").str() == "x");
+  CHECK(restored.aux_steps == 3);
+  CHECK(restored.config_yaml == "seed: 0\n");
+  // The optimizer continues identically: one more step on both gives the same parameters.
+  const torch::Tensor x = torch::randn({4, 3});
+  for (Trained* t : {&source, &target}) {
+    t->adam.zero_grad();
+    t->net->forward(x).pow(2).mean().backward();
+    t->adam.step();
+  }
+  CHECK(same_tensors(*source.net, *target.net));
+  fs::remove_all(dir);
+}
+
+TEST_CASE("a damaged checkpoint is reported by name and the previous valid one is used") {
+  const fs::path dir = fresh_dir();
+  torch::manual_seed(0);
+  Trained t(1);
+  Checkpointer ckpt(dir.string(), CheckpointerOptions{.max_to_keep = 5});
+  ckpt.save(snapshot_of(t, 1));
+  ckpt.save(snapshot_of(t, 2));
+  ckpt.save(snapshot_of(t, 3));
+  {  // flip one byte of step 3's tensors
+    std::fstream f(dir / "ckpt_3" / "state.pt", std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(100);
+    char c;
+    f.read(&c, 1);
+    f.seekp(100);
+    c = static_cast<char>(c ^ 0x5a);
+    f.write(&c, 1);
+  }
+  fs::resize_file(dir / "ckpt_2" / "meta.json", 10);  // truncate step 2
+  const auto infos = ckpt.probe();
+  REQUIRE(infos.size() == 3);
+  CHECK(infos[0].problem == "state.pt fails its checksum");
+  CHECK_THAT(infos[1].problem, Catch::StartsWith("meta.json has 10 bytes"));
+  CHECK(infos[2].valid());
+  CHECK(ckpt.latest_valid()->step == 1);
+  fs::remove(dir / "ckpt_1" / "MANIFEST.json");
+  CHECK(ckpt.probe()[2].problem == "no MANIFEST.json (the save did not finish)");
+  CHECK_FALSE(ckpt.latest_valid().has_value());
+  Snapshot s;
+  s.model = t.net.get();
+  CHECK_THROWS_AS(ckpt.restore((dir / "ckpt_3").string(), s), kd::CorruptionError);
+  fs::remove_all(dir);
+}
+
+TEST_CASE("a failing write leaves every earlier checkpoint intact and no partial one behind") {
+  const fs::path dir = fresh_dir();
+  torch::manual_seed(0);
+  Trained t(1);
+  for (int fail_at = 1; fail_at <= 4; ++fail_at) {
+    fs::remove_all(dir);
+    Checkpointer good(dir.string(), CheckpointerOptions{.max_to_keep = 1});
+    good.save(snapshot_of(t, 1));
+    Checkpointer failing(dir.string(), CheckpointerOptions{.max_to_keep = 1}, std::make_shared<FailingFileSystem>(fail_at));
+    INFO("failing write " << fail_at);
+    CHECK_THROWS_WITH(failing.save(snapshot_of(t, 2)),
+                      Catch::Contains("No space left on device") && Catch::Contains("earlier checkpoints are intact"));
+    const auto infos = good.probe();
+    REQUIRE(infos.size() == 1);
+    CHECK(infos[0].step == 1);
+    CHECK(infos[0].valid());
+    CHECK(kd::checkpoints::posix_file_system()->list(dir.string()).size() == 1);  // no temporary directory left
+  }
+  fs::remove_all(dir);
+}
+
+TEST_CASE("pruning keeps the newest, every keep_period-th and the best checkpoint") {
+  const fs::path dir = fresh_dir();
+  torch::manual_seed(0);
+  Trained t(1);
+  Checkpointer ckpt(dir.string(), CheckpointerOptions{.max_to_keep = 2, .keep_period = 4,
+                                                       .best_metric_path = "test/metrics/accuracy"});
+  for (int64_t step = 1; step <= 9; ++step) {
+    ckpt.save(snapshot_of(t, step));
+    if (step == 3) CHECK(ckpt.report(step, "test", {{"metrics/accuracy", 0.9}}));
+    if (step == 5) CHECK_FALSE(ckpt.report(step, "test", {{"metrics/accuracy", 0.8}}));
+  }
+  std::vector<int64_t> kept;
+  for (const auto& info : ckpt.probe()) kept.push_back(info.step);
+  CHECK(kept == std::vector<int64_t>{9, 8, 4, 3});
+  // The best step survives a restart of the checkpointer.
+  Checkpointer again(dir.string(), CheckpointerOptions{.max_to_keep = 2, .best_metric_path = "test/metrics/accuracy"});
+  CHECK(again.best_step() == 3);
+  fs::remove_all(dir);
+}
+
+TEST_CASE("restoring into a different model names the mismatch") {
+  const fs::path dir = fresh_dir();
+  torch::manual_seed(0);
+  Trained t(1);
+  Checkpointer ckpt(dir.string(), CheckpointerOptions{});
+  const std::string path = ckpt.save(snapshot_of(t, 1));
+  torch::nn::Linear other(3, 5);
+  Snapshot s;
+  s.model = other.get();
+  CHECK_THROWS_WITH(ckpt.restore(path, s), Catch::Contains("params") && Catch::Contains("do not match the model"));
+  fs::remove_all(dir);
+}
+
+TEST_CASE("safetensors export is readable by an independent parse of the format") {
+  const torch::Tensor a = torch::arange(6, torch::kFloat).reshape({2, 3});
+  const torch::Tensor b = torch::tensor({7, 8}, torch::kLong);
+  const std::string bytes = kd::checkpoints::safetensors_bytes({{"params.a", a}, {"params.b", b}}, {{"step", "5"}});
+  uint64_t n = 0;
+  for (int i = 7; i >= 0; --i) n = (n << 8) | static_cast<unsigned char>(bytes[static_cast<std::size_t>(i)]);
+  CHECK((8 + n) % 8 == 0);
+  const auto header = nlohmann::json::parse(bytes.substr(8, n));
+  CHECK(header["__metadata__"]["step"] == "5");
+  CHECK(header["params.a"]["dtype"] == "F32");
+  CHECK(header["params.a"]["shape"] == nlohmann::json::array({2, 3}));
+  const auto offsets = header["params.b"]["data_offsets"];
+  CHECK(header["params.b"]["dtype"] == "I64");
+  const std::string data = bytes.substr(8 + n);
+  CHECK(data.size() == 6 * 4 + 2 * 8);
+  int64_t eight;
+  std::memcpy(&eight, data.data() + offsets[0].get<std::size_t>() + 8, 8);
+  CHECK(eight == 8);
+  float five;
+  std::memcpy(&five, data.data() + header["params.a"]["data_offsets"][0].get<std::size_t>() + 5 * 4, 4);
+  CHECK(five == 5.0f);
+}
+
+TEST_CASE("the torch export is a pickled dict that LibTorch reads back") {
+  const std::string bytes = kd::checkpoints::torch_pickle_bytes({{"params.w", torch::ones({2})}});
+  const auto value = torch::pickle_load(std::vector<char>(bytes.begin(), bytes.end()));
+  const auto dict = value.toGenericDict();
+  CHECK(dict.at("params.w").toTensor().equal(torch::ones({2})));
+}

@@ -1,0 +1,147 @@
+#include <catch2/catch.hpp>
+
+#include <filesystem>
+#include <fstream>
+#include <random>
+
+#include <torch/torch.h>
+
+#include "trainer/checkpoints/checkpointer.h"
+#include "trainer/common/error.h"
+#include "trainer/config/experiment.h"
+#include "trainer/train/trainer.h"
+#include "trainer/writers/writer.h"
+
+namespace fs = std::filesystem;
+
+namespace {
+
+fs::path fresh_dir() {
+  std::random_device rd;
+  const fs::path dir = fs::temp_directory_path() / ("kd_resume_test_" + std::to_string(rd()));
+  fs::remove_all(dir);
+  return dir;
+}
+
+// A small experiment with everything that must survive a restart: shuffled data, dropout,
+// Adam, an EMA, and a checkpoint interval that does not divide the logging interval.
+const char* kExperiment = R"(
+seed: 3
+num_train_steps: 40
+log_metrics_every: 8
+num_threads: 1
+train_ds: {type: Synthetic, num_examples: 200, num_features: 8, num_classes: 3, batch_size: 16,
+           transforms: [{type: RandomFlip, key: image, axis: height}]}
+model: {type: MLP, input_size: 8, hidden_sizes: [16], output_size: 3, dropout: 0.3}
+train_losses: {xent: {type: SoftmaxCrossEntropyWithIntLabels}}
+train_metrics: {accuracy: {type: Accuracy}}
+optimizer: {type: adam, learning_rate: 0.01, ema_decay: 0.9}
+checkpointer: {save_interval_steps: 5, max_to_keep: 2}
+)";
+
+kd::config::Node experiment(const fs::path& dir, const std::vector<kd::config::Override>& overrides = {}) {
+  fs::create_directories(dir);
+  std::ofstream(dir / "exp.yaml") << kExperiment;
+  std::vector<kd::config::Override> all = {{"workdir", (dir / "wd").string()}};
+  all.insert(all.end(), overrides.begin(), overrides.end());
+  return kd::config::load_experiment((dir / "exp.yaml").string(), all);
+}
+
+std::vector<std::pair<std::string, torch::Tensor>> final_params(const fs::path& dir, int64_t step) {
+  return kd::checkpoints::read_checkpoint_tensors((dir / "wd" / "checkpoints" / ("ckpt_" + std::to_string(step))).string(),
+                                                  "params");
+}
+
+// The metric records without timings.
+std::vector<std::string> records(const fs::path& dir) {
+  std::vector<std::string> out;
+  for (const auto& r : kd::writers::read_jsonl((dir / "wd" / "metrics.jsonl").string())) {
+    std::string line = std::to_string(r.step) + " " + r.collection;
+    for (const auto& [k, v] : r.values) {
+      if (k.rfind("perf_stats/", 0) != 0) line += " " + k + "=" + std::to_string(v);
+    }
+    out.push_back(line);
+  }
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("a run stopped and resumed ends with bit-identical params and identical metrics") {
+  const fs::path straight = fresh_dir(), resumed = fresh_dir();
+  kd::train::Trainer(experiment(straight)).train();
+  {
+    kd::train::Trainer first(experiment(resumed, {{"stop_after_steps", "17"}}));
+    first.train();
+    CHECK(first.step() == 17);
+  }
+  kd::train::Trainer second(experiment(resumed));
+  second.train();
+  CHECK(second.step() == 40);
+  const auto a = final_params(straight, 40), b = final_params(resumed, 40);
+  REQUIRE(a.size() == b.size());
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    INFO(a[i].first);
+    CHECK(a[i].second.equal(b[i].second));
+  }
+  CHECK(records(straight) == records(resumed));
+  CHECK(records(straight).size() == 5);  // steps 8, 16, 24, 32, 40
+  fs::remove_all(straight);
+  fs::remove_all(resumed);
+}
+
+TEST_CASE("resuming with a changed experiment is refused with the differences, unless allowed") {
+  const fs::path dir = fresh_dir();
+  kd::train::Trainer(experiment(dir, {{"stop_after_steps", "10"}})).train();
+  CHECK_THROWS_WITH(kd::train::Trainer(experiment(dir, {{"optimizer.learning_rate", "0.02"}})).train(),
+                    Catch::Contains("optimizer.learning_rate: 0.01 -> 0.02") && Catch::Contains("allow_config_change"));
+  kd::train::Trainer allowed(experiment(dir, {{"optimizer.learning_rate", "0.02"}, {"allow_config_change", "true"}}));
+  allowed.train();
+  CHECK(allowed.step() == 40);
+  fs::remove_all(dir);
+}
+
+TEST_CASE("a workdir whose checkpoints are all damaged is not touched") {
+  const fs::path dir = fresh_dir();
+  kd::train::Trainer(experiment(dir, {{"stop_after_steps", "5"}})).train();
+  const fs::path ckpt = dir / "wd" / "checkpoints" / "ckpt_5";
+  fs::resize_file(ckpt / "state.pt", 100);
+  CHECK_THROWS_WITH(kd::train::Trainer(experiment(dir)).train(), Catch::Contains("none is valid"));
+  CHECK(fs::file_size(ckpt / "state.pt") == 100);
+  fs::remove_all(dir);
+}
+
+TEST_CASE("init_transform loads params from another run, renamed, and reports mismatches") {
+  const fs::path source = fresh_dir(), target = fresh_dir();
+  kd::train::Trainer(experiment(source, {{"stop_after_steps", "5"}})).train();
+  const auto saved = final_params(source, 5);
+  // Same model: a strict load of every param.
+  {
+    kd::train::Trainer t(experiment(target, {{"init_transform", "{checkpoint: " + (source / "wd").string() + "}"},
+                                             {"stop_after_steps", "1"}, {"optimizer.learning_rate", "0.0"}}));
+    t.train();
+    const auto loaded = final_params(target, 1);
+    CHECK(loaded[0].second.equal(saved[0].second));  // lr 0: still the loaded values
+  }
+  fs::remove_all(target);
+  // A wider hidden layer: strict mode lists the shape mismatches and loads nothing.
+  CHECK_THROWS_WITH(kd::train::Trainer(experiment(target, {{"init_transform", "{checkpoint: " + (source / "wd").string() + "}"},
+                                                           {"model.hidden_sizes", "[32]"}}))
+                        .train(),
+                    Catch::Contains("shape mismatch (3)") && Catch::Contains("params.layers.0.weight"));
+  fs::remove_all(target);
+  // A deeper model: its last layer is loaded from the source's last layer under another name.
+  kd::train::Trainer renamed(experiment(target, {{"init_transform", "{checkpoint: " + (source / "wd").string() +
+                                                                        ", select: [params.layers.6.**], "
+                                                                        "rename: {params.layers.6.**: params.layers.3.**}}"},
+                                                 {"model.hidden_sizes", "[16, 16]"},
+                                                 {"stop_after_steps", "1"}, {"optimizer.learning_rate", "0.0"}}));
+  renamed.train();
+  const auto loaded = final_params(target, 1);
+  REQUIRE(loaded.size() == 6);
+  CHECK(loaded[4].first == "layers.6.weight");
+  CHECK(loaded[4].second.equal(saved[2].second));  // from the source's layers.3.weight
+  CHECK(loaded[5].second.equal(saved[3].second));
+  fs::remove_all(source);
+  fs::remove_all(target);
+}

@@ -1,0 +1,410 @@
+#include "trainer/checkpoints/checkpointer.h"
+
+#include <unistd.h>
+#include <xxhash.h>
+
+#include <algorithm>
+#include <cmath>
+#include <sstream>
+
+#include <ATen/Context.h>
+#include <nlohmann/json.hpp>
+#include <torch/torch.h>
+
+#include "trainer/common/error.h"
+#include "trainer/config/node.h"
+
+namespace kd::checkpoints {
+namespace {
+
+using json = nlohmann::ordered_json;
+constexpr const char* kManifest = "MANIFEST.json";
+constexpr const char* kPrefix = "ckpt_";
+
+std::string hex64(uint64_t v) {
+  char buf[17];
+  std::snprintf(buf, sizeof(buf), "%016llx", static_cast<unsigned long long>(v));
+  return buf;
+}
+
+std::string checksum(std::string_view data) { return hex64(XXH3_64bits(data.data(), data.size())); }
+
+std::optional<int64_t> step_of(const std::string& name) {
+  if (name.rfind(kPrefix, 0) != 0) return std::nullopt;
+  const std::string digits = name.substr(std::char_traits<char>::length(kPrefix));
+  if (digits.empty() || digits.find_first_not_of("0123456789") != std::string::npos) return std::nullopt;
+  return std::stoll(digits);
+}
+
+// Tensors are stored in the archive as t0, t1, ... (archive keys must be identifiers); the
+// names and the structure of trees live in meta.json.
+class TensorWriter {
+ public:
+  json add(const torch::Tensor& t) {
+    const std::string key = "t" + std::to_string(count_++);
+    archive_.write(key, t.detach().cpu());
+    return key;
+  }
+  json add_tree(const Tree& tree) {
+    switch (tree.kind()) {
+      case Tree::Kind::kNone: return nullptr;
+      case Tree::Kind::kTensor: return json{{"t", add(tree.tensor())}};
+      case Tree::Kind::kInt: return json{{"i", tree.to_int()}};
+      case Tree::Kind::kFloat: return json{{"f", tree.to_double()}};
+      case Tree::Kind::kString: return json{{"s", tree.str()}};
+      case Tree::Kind::kDict: {
+        json items = json::array();
+        for (const auto& [k, v] : tree.items()) items.push_back(json::array({k, add_tree(v)}));
+        return json{{"d", items}};
+      }
+      case Tree::Kind::kList: {
+        json items = json::array();
+        for (const auto& v : tree.children()) items.push_back(add_tree(v));
+        return json{{"l", items}};
+      }
+    }
+    return nullptr;
+  }
+  torch::serialize::OutputArchive& archive() { return archive_; }
+  std::string bytes() {
+    std::ostringstream out;
+    archive_.save_to(out);
+    return out.str();
+  }
+
+ private:
+  torch::serialize::OutputArchive archive_;
+  int64_t count_ = 0;
+};
+
+class TensorReader {
+ public:
+  TensorReader(const std::string& bytes, const std::string& where) : where_(where) {
+    std::istringstream in(bytes);
+    try {
+      archive_.load_from(in);
+    } catch (const c10::Error& e) {
+      throw CorruptionError(where + ": state.pt cannot be read: " + e.msg().substr(0, e.msg().find('\n')));
+    }
+  }
+  torch::Tensor get(const json& key) {
+    torch::Tensor t;
+    try {
+      archive_.read(key.get<std::string>(), t);
+    } catch (const std::exception& e) {
+      throw CorruptionError(where_ + ": state.pt has no tensor " + key.dump());
+    }
+    return t;
+  }
+  Tree get_tree(const json& j) {
+    if (j.is_null()) return Tree();
+    if (j.contains("t")) return Tree(get(j["t"]));
+    if (j.contains("i")) return Tree(j["i"].get<int64_t>());
+    if (j.contains("f")) return Tree(j["f"].get<double>());
+    if (j.contains("s")) return Tree(j["s"].get<std::string>());
+    if (j.contains("d")) {
+      Tree out = Tree::dict();
+      for (const auto& item : j["d"]) out.insert(item[0].get<std::string>(), get_tree(item[1]));
+      return out;
+    }
+    Tree out = Tree::list();
+    for (const auto& item : j.at("l")) out.push_back(get_tree(item));
+    return out;
+  }
+  torch::serialize::InputArchive& archive() { return archive_; }
+
+ private:
+  torch::serialize::InputArchive archive_;
+  std::string where_;
+};
+
+std::vector<c10::Device> generator_devices() {
+  std::vector<c10::Device> out{c10::Device(c10::kCPU)};
+  if (torch::cuda::is_available()) {
+    for (int64_t i = 0; i < static_cast<int64_t>(torch::cuda::device_count()); ++i) {
+      out.emplace_back(c10::kCUDA, static_cast<c10::DeviceIndex>(i));
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
+CheckpointerOptions CheckpointerOptions::from_config(const config::Node* node) {
+  CheckpointerOptions o;
+  if (node == nullptr || node->is_null()) return o;
+  o.save_interval_steps = node->get_int("save_interval_steps", 0);
+  o.max_to_keep = node->get_int("max_to_keep", 3);
+  o.keep_period = node->get_int("keep_period", 0);
+  o.best_metric_path = node->get_string("best_metric_path", "");
+  const std::string mode = node->get_string("best_mode", "max");
+  if (mode != "max" && mode != "min") throw ConfigError(node->where() + ": best_mode must be \"max\" or \"min\"");
+  o.best_is_max = mode == "max";
+  if (o.max_to_keep < 1) throw ConfigError(node->where() + ": max_to_keep must be >= 1 (the newest checkpoint is always kept)");
+  if (o.save_interval_steps < 0 || o.keep_period < 0) {
+    throw ConfigError(node->where() + ": save_interval_steps and keep_period must be >= 0");
+  }
+  if (!o.best_metric_path.empty() && o.best_metric_path.find('/') == std::string::npos) {
+    throw ConfigError(node->where() + ": best_metric_path must be \"<eval name>/<metric>\", e.g. test/metrics/accuracy");
+  }
+  node->check_unknown_keys();
+  return o;
+}
+
+Checkpointer::Checkpointer(std::string directory, CheckpointerOptions options, std::shared_ptr<FileSystem> fs)
+    : directory_(std::move(directory)), options_(std::move(options)), fs_(std::move(fs)) {
+  const std::string best = directory_ + "/best.json";
+  if (!options_.best_metric_path.empty() && fs_->exists(best)) {
+    try {
+      const json j = json::parse(fs_->read_file(best));
+      if (j.value("metric", "") == options_.best_metric_path) {
+        best_step_ = j.at("step").get<int64_t>();
+        best_value_ = j.at("value").get<double>();
+      }
+    } catch (const json::exception&) {
+      // A damaged best.json only loses the record of the best step; it is rewritten later.
+    }
+  }
+}
+
+bool Checkpointer::should_save(int64_t step) const {
+  return options_.save_interval_steps > 0 && step % options_.save_interval_steps == 0;
+}
+
+std::string Checkpointer::save(const Snapshot& s) {
+  TensorWriter tensors;
+  json meta;
+  meta["format"] = "kd-checkpoint-1";
+  meta["step"] = s.step;
+  meta["data"] = {{"epoch", s.data.epoch}, {"index", s.data.index}};
+  json params = json::array(), buffers = json::array();
+  if (s.model) {
+    for (const auto& p : s.model->named_parameters(true)) params.push_back({p.key(), tensors.add(p.value())});
+    for (const auto& b : s.model->named_buffers(true)) buffers.push_back({b.key(), tensors.add(b.value())});
+  }
+  meta["params"] = params;
+  meta["collections"] = buffers;
+  if (s.optimizer) {
+    torch::serialize::OutputArchive optimizer_archive;
+    s.optimizer->save(optimizer_archive);
+    tensors.archive().write("optimizer", optimizer_archive);
+  }
+  meta["ema"] = tensors.add_tree(s.ema);
+  meta["aux"] = tensors.add_tree(s.aux);
+  meta["aux_steps"] = s.aux_steps;
+  json rng = json::array();
+  for (const auto& device : generator_devices()) {
+    auto generator = at::globalContext().defaultGenerator(device);
+    std::lock_guard<std::mutex> lock(generator.mutex());
+    rng.push_back({device.str(), tensors.add(generator.get_state())});
+  }
+  meta["rng"] = rng;
+
+  const std::vector<std::pair<std::string, std::string>> files = {
+      {"state.pt", tensors.bytes()}, {"meta.json", meta.dump(1)}, {"config.yaml", s.config_yaml}};
+  json manifest;
+  manifest["step"] = s.step;
+  for (const auto& [name, data] : files) manifest["files"][name] = {{"size", data.size()}, {"xxh3_64", checksum(data)}};
+
+  const std::string final_path = directory_ + "/" + kPrefix + std::to_string(s.step);
+  const std::string tmp = directory_ + "/tmp." + kPrefix + std::to_string(s.step) + "." + std::to_string(::getpid());
+  fs_->create_directories(directory_);
+  try {
+    fs_->remove_all(tmp);
+    fs_->create_directories(tmp);
+    for (const auto& [name, data] : files) fs_->write_file(tmp + "/" + name, data);
+    fs_->write_file(tmp + "/" + kManifest, manifest.dump(1));
+    fs_->sync_directory(tmp);
+    if (fs_->exists(final_path)) {
+      // The same step saved again (e.g. the end of training right after a periodic save):
+      // move the old one aside first so the rename stays atomic.
+      const std::string old = final_path + ".old." + std::to_string(::getpid());
+      fs_->rename(final_path, old);
+      fs_->rename(tmp, final_path);
+      fs_->remove_all(old);
+    } else {
+      fs_->rename(tmp, final_path);
+    }
+    fs_->sync_directory(directory_);
+  } catch (Error& e) {
+    try {
+      fs_->remove_all(tmp);
+    } catch (const Error&) {
+    }
+    e.add_context("saving the checkpoint of step " + std::to_string(s.step) + " (earlier checkpoints are intact)");
+    throw;
+  }
+  prune();
+  return final_path;
+}
+
+std::string verify_checkpoint(FileSystem& fs, const std::string& path) {
+  json manifest;
+  try {
+    manifest = json::parse(fs.read_file(path + "/" + kManifest));
+  } catch (const IOError&) {
+    return "no MANIFEST.json (the save did not finish)";
+  } catch (const json::exception&) {
+    return "MANIFEST.json is not valid JSON";
+  }
+  if (!manifest.contains("files") || !manifest["files"].is_object()) return "MANIFEST.json lists no files";
+  for (const auto& [name, entry] : manifest["files"].items()) {
+    std::string data;
+    try {
+      data = fs.read_file(path + "/" + name);
+    } catch (const IOError&) {
+      return name + " is missing";
+    }
+    if (data.size() != entry.value("size", uint64_t{0})) {
+      return name + " has " + std::to_string(data.size()) + " bytes, the manifest says " + entry.value("size", json()).dump();
+    }
+    if (checksum(data) != entry.value("xxh3_64", "")) return name + " fails its checksum";
+  }
+  return "";
+}
+
+std::vector<CheckpointInfo> Checkpointer::probe() const {
+  std::vector<CheckpointInfo> out;
+  for (const auto& name : fs_->list(directory_)) {
+    if (auto step = step_of(name)) {
+      const std::string path = directory_ + "/" + name;
+      out.push_back({*step, path, verify_checkpoint(*fs_, path)});
+    }
+  }
+  std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) { return a.step > b.step; });
+  return out;
+}
+
+std::optional<CheckpointInfo> Checkpointer::latest_valid() const {
+  for (const auto& info : probe()) {
+    if (info.valid()) return info;
+  }
+  return std::nullopt;
+}
+
+void Checkpointer::restore(const std::string& path, Snapshot& s) const {
+  const std::string problem = verify_checkpoint(*fs_, path);
+  if (!problem.empty()) throw CorruptionError("checkpoint \"" + path + "\" is damaged: " + problem);
+  json meta;
+  try {
+    meta = json::parse(fs_->read_file(path + "/meta.json"));
+  } catch (const json::exception& e) {
+    throw CorruptionError(path + "/meta.json: " + e.what());
+  }
+  TensorReader tensors(fs_->read_file(path + "/state.pt"), path);
+  torch::NoGradGuard no_grad;
+  auto copy_named = [&](const json& entries, const torch::OrderedDict<std::string, torch::Tensor>& live, const char* group) {
+    std::vector<std::string> missing;
+    for (const auto& item : live) {
+      const json* found = nullptr;
+      for (const auto& e : entries) {
+        if (e[0] == item.key()) found = &e;
+      }
+      if (!found) {
+        missing.push_back(item.key());
+        continue;
+      }
+      const torch::Tensor saved = tensors.get((*found)[1]);
+      if (saved.sizes() != item.value().sizes()) {
+        throw CorruptionError(path + ": " + group + "." + item.key() + " has shape " + describe_tensor(saved) +
+                              " in the checkpoint but " + describe_tensor(item.value()) + " in the model");
+      }
+      item.value().copy_(saved);
+    }
+    if (!missing.empty() || entries.size() != live.size()) {
+      throw CorruptionError(path + ": the checkpoint's " + group + " do not match the model (" +
+                            std::to_string(entries.size()) + " saved, " + std::to_string(live.size()) +
+                            " in the model" + (missing.empty() ? "" : ", missing " + missing.front()) + ")");
+    }
+  };
+  try {
+    if (s.model) {
+      copy_named(meta.at("params"), s.model->named_parameters(true), "params");
+      copy_named(meta.at("collections"), s.model->named_buffers(true), "collections");
+    }
+    if (s.optimizer) {
+      torch::serialize::InputArchive optimizer_archive;
+      tensors.archive().read("optimizer", optimizer_archive);
+      s.optimizer->load(optimizer_archive);
+    }
+    const Tree ema = tensors.get_tree(meta.at("ema"));
+    if (!s.ema.is_none()) {
+      const auto live = s.ema.flatten(), saved = ema.flatten();
+      if (live.size() != saved.size()) throw CorruptionError(path + ": the checkpoint's EMA params do not match the model");
+      for (std::size_t i = 0; i < live.size(); ++i) live[i].second.tensor().copy_(saved[i].second.tensor());
+    }
+    s.aux = tensors.get_tree(meta.at("aux"));
+    s.aux_steps = meta.at("aux_steps").get<int64_t>();
+    s.step = meta.at("step").get<int64_t>();
+    s.data = {meta.at("data").at("epoch").get<int64_t>(), meta.at("data").at("index").get<int64_t>()};
+    for (const auto& entry : meta.at("rng")) {
+      const c10::Device device(entry[0].get<std::string>());
+      if (device.is_cuda() && (!torch::cuda::is_available() || device.index() >= static_cast<int>(torch::cuda::device_count()))) {
+        continue;  // resumed on a machine without that GPU
+      }
+      auto generator = at::globalContext().defaultGenerator(device);
+      std::lock_guard<std::mutex> lock(generator.mutex());
+      generator.set_state(tensors.get(entry[1]));
+    }
+    s.config_yaml = fs_->read_file(path + "/config.yaml");
+  } catch (const json::exception& e) {
+    throw CorruptionError(path + "/meta.json is not a kd checkpoint description: " + e.what());
+  } catch (const c10::Error& e) {
+    throw CorruptionError(path + ": " + e.msg().substr(0, e.msg().find('\n')));
+  }
+}
+
+bool Checkpointer::report(int64_t step, const std::string& collection,
+                          const std::vector<std::pair<std::string, double>>& values) {
+  if (options_.best_metric_path.empty()) return false;
+  for (const auto& [name, value] : values) {
+    if (collection + "/" + name != options_.best_metric_path || !std::isfinite(value)) continue;
+    const bool better = !best_step_ || (options_.best_is_max ? value > best_value_ : value < best_value_);
+    if (!better) return false;
+    best_step_ = step;
+    best_value_ = value;
+    write_best();
+    return true;
+  }
+  return false;
+}
+
+void Checkpointer::write_best() {
+  fs_->create_directories(directory_);
+  const json j = {{"metric", options_.best_metric_path}, {"step", *best_step_}, {"value", best_value_}};
+  const std::string tmp = directory_ + "/best.json.tmp";
+  fs_->write_file(tmp, j.dump());
+  fs_->rename(tmp, directory_ + "/best.json");
+}
+
+void Checkpointer::prune() {
+  std::vector<CheckpointInfo> valid;
+  for (const auto& info : probe()) {
+    if (info.valid()) valid.push_back(info);  // damaged ones are left for the user to look at
+  }
+  for (std::size_t i = 0; i < valid.size(); ++i) {
+    const int64_t step = valid[i].step;
+    const bool keep = static_cast<int64_t>(i) < options_.max_to_keep ||
+                      (options_.keep_period > 0 && step % options_.keep_period == 0) ||
+                      (best_step_ && *best_step_ == step);
+    if (!keep) fs_->remove_all(valid[i].path);
+  }
+}
+
+std::vector<std::pair<std::string, torch::Tensor>> read_checkpoint_tensors(const std::string& path,
+                                                                           const std::string& group) {
+  auto fs = posix_file_system();
+  const std::string problem = verify_checkpoint(*fs, path);
+  if (!problem.empty()) throw CorruptionError("checkpoint \"" + path + "\" is damaged: " + problem);
+  std::vector<std::pair<std::string, torch::Tensor>> out;
+  try {
+    const json meta = json::parse(fs->read_file(path + "/meta.json"));
+    TensorReader tensors(fs->read_file(path + "/state.pt"), path);
+    for (const auto& e : meta.at(group)) out.emplace_back(e[0].get<std::string>(), tensors.get(e[1]));
+  } catch (const json::exception& e) {
+    throw CorruptionError(path + "/meta.json: " + e.what());
+  }
+  return out;
+}
+
+}  // namespace kd::checkpoints

@@ -1,0 +1,122 @@
+// kd::checkpoints::Checkpointer: atomic checkpoints of the whole training state under
+// WORKDIR/checkpoints/ckpt_<step>/ (names follow Kauldron's kd.ckpts.Checkpointer):
+//
+//   checkpointer:
+//     save_interval_steps: 1000   # also always at the end of training and on SIGINT/SIGTERM
+//     max_to_keep: 3              # the newest N
+//     keep_period: 5000           # also keep every checkpoint whose step is a multiple of this
+//     best_metric_path: test/metrics/accuracy   # also keep the best one by an eval metric
+//     best_mode: max              # or min
+//
+// A checkpoint is written into a temporary directory (files fsync'ed), then renamed into place;
+// MANIFEST.json, written last, records each file's size and XXH64 checksum. Older checkpoints
+// are pruned only after the new one is complete, so a crash, a full disk or an I/O error never
+// costs a good checkpoint. A checkpoint that fails its manifest is reported and skipped.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "trainer/checkpoints/file_system.h"
+#include "trainer/data/pipeline.h"
+#include "trainer/tree/tree.h"
+
+namespace torch::nn {
+class Module;
+}
+namespace torch::optim {
+class Optimizer;
+}
+namespace kd::config {
+class Node;
+}
+
+namespace kd::checkpoints {
+
+struct CheckpointerOptions {
+  int64_t save_interval_steps = 0;  // 0: only at the end of training (and on signals)
+  int64_t max_to_keep = 3;
+  int64_t keep_period = 0;         // 0: off
+  std::string best_metric_path;    // "<collection>/<metric>", e.g. "test/metrics/accuracy"
+  bool best_is_max = true;
+
+  // From the experiment's `checkpointer:` map (null: the defaults).
+  static CheckpointerOptions from_config(const config::Node* node);
+};
+
+// The training state a checkpoint holds. For save, every pointer and tree is read; for
+// restore, the module, optimizer and `ema` tensors are overwritten in place and the other
+// fields are filled.
+struct Snapshot {
+  int64_t step = 0;
+  torch::nn::Module* model = nullptr;          // params and buffers (collections)
+  torch::optim::Optimizer* optimizer = nullptr;  // per-parameter state and hyper-parameters
+  Tree ema;                                    // EMA of params, or none
+  data::PipelineState data;                    // the data iterator's position
+  Tree aux;                                    // auxiliary states merged since the last log
+  int64_t aux_steps = 0;                       // steps merged into `aux`
+  std::string config_yaml;                     // the resolved experiment
+  // Random number generators (torch's CPU generator and every CUDA one) are saved and
+  // restored by the checkpointer itself.
+};
+
+// What probing a checkpoint directory found.
+struct CheckpointInfo {
+  int64_t step = 0;
+  std::string path;
+  std::string problem;  // empty when valid
+  bool valid() const { return problem.empty(); }
+};
+
+class Checkpointer {
+ public:
+  Checkpointer(std::string directory, CheckpointerOptions options,
+               std::shared_ptr<FileSystem> fs = posix_file_system());
+
+  const std::string& directory() const { return directory_; }
+  const CheckpointerOptions& options() const { return options_; }
+  bool should_save(int64_t step) const;
+
+  // Writes ckpt_<step> atomically and then prunes. Returns the checkpoint's path. On failure,
+  // throws kd::IOError and leaves every earlier checkpoint as it was.
+  std::string save(const Snapshot& snapshot);
+
+  // Every ckpt_<step> directory, newest first, each checked against its manifest.
+  std::vector<CheckpointInfo> probe() const;
+  // The newest valid checkpoint, or nullopt.
+  std::optional<CheckpointInfo> latest_valid() const;
+
+  // Restores `path` into `snapshot` (see Snapshot). Throws kd::CorruptionError when the
+  // checkpoint does not match the model (names or shapes) or cannot be parsed.
+  void restore(const std::string& path, Snapshot& snapshot) const;
+
+  // Feeds an eval's values; remembers the best step by best_metric_path (kept from pruning).
+  // Returns true when `step` is a new best (the caller then makes sure it is saved).
+  bool report(int64_t step, const std::string& collection,
+              const std::vector<std::pair<std::string, double>>& values);
+  std::optional<int64_t> best_step() const { return best_step_; }
+
+ private:
+  void prune();
+  void write_best();
+
+  std::string directory_;
+  CheckpointerOptions options_;
+  std::shared_ptr<FileSystem> fs_;
+  std::optional<int64_t> best_step_;
+  double best_value_ = 0;
+};
+
+// The tensors of one group ("params" or "collections") of a checkpoint, by dotted name, in the
+// model's order, without building a model (for export). Throws kd::CorruptionError.
+std::vector<std::pair<std::string, torch::Tensor>> read_checkpoint_tensors(const std::string& path,
+                                                                           const std::string& group);
+
+// Verifies a checkpoint directory against its manifest; the problem, or "" when valid.
+std::string verify_checkpoint(FileSystem& fs, const std::string& path);
+
+}  // namespace kd::checkpoints

@@ -1,0 +1,31 @@
+// Exporting a checkpoint's tensors for other tools.
+//   safetensors: readable by any safetensors reader (Python `safetensors`, Rust, JS); the
+//     format is a JSON header and raw little-endian data, written here since Debian has no
+//     safetensors library.
+//   torch: a file Python's `torch.load` reads as a dict of name -> tensor (LibTorch's pickle).
+// Names are the Context's paths ("params.layers.0.weight"). Files are written atomically and
+// an existing file is never replaced.
+#pragma once
+
+#include <map>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <torch/types.h>
+
+namespace kd::checkpoints {
+
+using NamedTensors = std::vector<std::pair<std::string, torch::Tensor>>;
+
+// The bytes of a safetensors file.
+std::string safetensors_bytes(const NamedTensors& tensors, const std::map<std::string, std::string>& metadata = {});
+
+// Writes `bytes` to `path` through a temporary file; throws kd::IOError, or kd::ConfigError
+// when `path` exists.
+void write_new_file(const std::string& path, const std::string& bytes);
+
+// The bytes of a torch.load-able file holding a dict of the tensors.
+std::string torch_pickle_bytes(const NamedTensors& tensors);
+
+}  // namespace kd::checkpoints

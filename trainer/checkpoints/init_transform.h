@@ -1,0 +1,35 @@
+// init_transform: initialise a model from another run's checkpoint before training.
+//
+//   init_transform:
+//     checkpoint: workdirs/pretrain       # a workdir (its newest valid checkpoint) or a ckpt_<step> dir
+//     step: 4000                          # optional, with a workdir
+//     select: ["params.**"]               # what to load (default params.**; add "collections.**")
+//     rename: {"params.encoder.**": "params.backbone.**"}   # target <- source, by path prefix
+//     opt_state: false                    # also load the optimizer state (same parameter names)
+//     strict: true                        # every selected model tensor must be loaded, and
+//                                         # every selected checkpoint tensor used
+//
+// Missing, unexpected and shape-mismatched keys are reported together; with strict: false
+// they are only reported.
+#pragma once
+
+#include <string>
+
+namespace torch::nn {
+class Module;
+}
+namespace torch::optim {
+class Optimizer;
+}
+namespace kd::config {
+class Node;
+}
+
+namespace kd::checkpoints {
+
+// Applies the transform; returns a one-line report ("loaded 6 tensors from ..."). Throws
+// kd::ConfigError (strict mismatch, bad options) or kd::CorruptionError.
+std::string apply_init_transform(const config::Node& options, torch::nn::Module& model,
+                                 torch::optim::Optimizer* optimizer);
+
+}  // namespace kd::checkpoints
