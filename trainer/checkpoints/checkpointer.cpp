@@ -42,6 +42,7 @@ class TensorWriter {
  public:
   json add(const torch::Tensor& t) {
     const std::string key = "t" + std::to_string(count_++);
+    reserve_ += static_cast<std::size_t>(t.numel()) * t.element_size() + 256;
     archive_.write(key, t.detach().cpu());
     return key;
   }
@@ -67,22 +68,26 @@ class TensorWriter {
   }
   torch::serialize::OutputArchive& archive() { return archive_; }
   std::string bytes() {
-    std::ostringstream out;
-    archive_.save_to(out);
-    return out.str();
+    std::string out;
+    out.reserve(reserve_);
+    archive_.save_to([&out](const void* data, size_t n) {
+      out.append(static_cast<const char*>(data), n);
+      return n;
+    });
+    return out;
   }
 
  private:
   torch::serialize::OutputArchive archive_;
   int64_t count_ = 0;
+  std::size_t reserve_ = 1 << 16;
 };
 
 class TensorReader {
  public:
   TensorReader(const std::string& bytes, const std::string& where) : where_(where) {
-    std::istringstream in(bytes);
     try {
-      archive_.load_from(in);
+      archive_.load_from(bytes.data(), bytes.size());
     } catch (const c10::Error& e) {
       throw CorruptionError(where + ": state.pt cannot be read: " + e.msg().substr(0, e.msg().find('\n')));
     }

@@ -1,6 +1,7 @@
 #include "trainer/checkpoints/file_system.h"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -45,11 +46,25 @@ class PosixFileSystem : public FileSystem {
   }
 
   std::string read_file(const std::string& path) override {
-    std::ifstream in(path, std::ios::binary);
-    if (!in) fail("reading", path, errno ? errno : ENOENT);
-    std::ostringstream out;
-    out << in.rdbuf();
-    return out.str();
+    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) fail("reading", path, errno);
+    std::string out;
+    struct stat st {};
+    if (::fstat(fd, &st) == 0 && st.st_size > 0) out.reserve(static_cast<std::size_t>(st.st_size));
+    char buffer[1 << 16];
+    while (true) {
+      const ssize_t n = ::read(fd, buffer, sizeof(buffer));
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        const int err = errno;
+        ::close(fd);
+        fail("reading", path, err);
+      }
+      if (n == 0) break;
+      out.append(buffer, static_cast<std::size_t>(n));
+    }
+    ::close(fd);
+    return out;
   }
 
   void create_directories(const std::string& path) override {

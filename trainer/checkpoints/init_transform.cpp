@@ -138,8 +138,8 @@ std::string apply_init_transform(const config::Node& o, torch::nn::Module& model
     if (optimizer == nullptr) throw ConfigError(o.where() + ": opt_state: true needs an optimizer");
     if (!renames.empty()) throw ConfigError(o.where() + ": opt_state: true cannot be combined with rename");
     torch::serialize::InputArchive archive;
-    std::istringstream in(posix_file_system()->read_file(path + "/state.pt"));
-    archive.load_from(in);
+    const std::string bytes = posix_file_system()->read_file(path + "/state.pt");
+    archive.load_from(bytes.data(), bytes.size());
     torch::serialize::InputArchive optimizer_archive;
     archive.read("optimizer", optimizer_archive);
     optimizer->load(optimizer_archive);
