@@ -18,6 +18,9 @@
 #include <random>
 
 #include "trainer/checkpoints/checkpointer.h"
+#include "trainer/writers/event_file.h"
+#include "trainer/writers/png.h"
+#include "trainer/writers/tensorboard.pb.h"
 #include "trainer/writers/writer.h"
 
 namespace fs = std::filesystem;
@@ -113,6 +116,13 @@ TEST_CASE("kd train learns Fashion-MNIST far above chance and writes its workdir
   REQUIRE(r.code == 0);
   CHECK(fs::exists(workdir / "config.yaml"));
   CHECK(fs::exists(workdir / "log.txt"));
+  CHECK(fs::exists(workdir / "metrics_train.csv"));
+  CHECK(fs::exists(workdir / "metrics_test.csv"));
+  for (const char* collection : {"train", "test"}) {
+    INFO(collection);
+    CHECK(!fs::is_empty(workdir / collection));  // TensorBoard event files
+  }
+  CHECK_THAT(read_text(workdir / "log.txt"), Catch::Contains("params.layers.0.weight") && Catch::Contains("total: 535818 parameters"));
   const auto records = kd::writers::read_jsonl((workdir / "metrics.jsonl").string());
   std::vector<int64_t> train_steps;
   const kd::writers::JsonlRecord* test = nullptr;
@@ -284,5 +294,38 @@ TEST_CASE("kd eval reproduces the logged test accuracy and kd export writes safe
   CHECK_THAT(bytes.substr(8, n), Catch::Contains("\"params.layers.0.weight\":{\"dtype\":\"F32\",\"shape\":[512,784]"));
   // Never written over.
   CHECK(run_kd("export --workdir=" + workdir.string() + " --out=" + out.string()).code == 2);
+  fs::remove_all(workdir);
+}
+
+TEST_CASE("kd train records scalars, the experiment and image summaries in TensorBoard") {
+  const fs::path workdir = fresh_dir();
+  const Result r = run_kd("train " + small_mlp(workdir) +
+                          " --cfg.num_train_steps=100 '--cfg.train_summaries={images: {type: ShowImages, "
+                          "images: batch.image, num_images: 3, in_vrange: [0, 255]}}'");
+  INFO(r.output);
+  REQUIRE(r.code == 0);
+  std::vector<kd::tensorboard::Event> events;
+  for (const auto& entry : fs::directory_iterator(workdir / "train")) {
+    for (const auto& record : kd::writers::read_records(entry.path().string())) {
+      events.emplace_back();
+      REQUIRE(events.back().ParseFromString(record));
+    }
+  }
+  REQUIRE(events.size() >= 4);
+  CHECK(events[0].file_version() == "brain.Event:2");
+  bool config = false, image = false, loss = false;
+  for (const auto& e : events) {
+    for (const auto& v : e.summary().value()) {
+      if (v.tag() == "config") config = e.step() == 0 && v.tensor().string_val(0).find("num_train_steps: 100") != std::string::npos;
+      if (v.tag() == "losses/xent") loss = e.step() == 100;
+      if (v.tag() == "summaries/images") {
+        const torch::Tensor grid = kd::writers::decode_png(v.image().encoded_image_string());
+        image = e.step() == 100 && grid.size(0) == 28 && grid.size(1) == 3 * 28 + 2;
+      }
+    }
+  }
+  CHECK(config);
+  CHECK(loss);
+  CHECK(image);
   fs::remove_all(workdir);
 }

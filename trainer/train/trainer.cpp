@@ -21,6 +21,7 @@
 #include "trainer/evals/evaluator.h"
 #include "trainer/models/model.h"
 #include "trainer/optim/optimizer.h"
+#include "trainer/summaries/summary.h"
 #include "trainer/train/train_step.h"
 
 namespace kd::train {
@@ -103,23 +104,6 @@ bool may_change_on_resume(const std::string& key) {
   return false;
 }
 
-// Keeps the records of metrics.jsonl up to `step` (a resumed run writes the later ones again,
-// identically); a torn last line from a killed run is dropped.
-void truncate_metrics(const std::string& path, int64_t step) {
-  std::ifstream in(path);
-  if (!in) return;
-  std::string kept, line;
-  while (std::getline(in, line)) {
-    const auto key = line.find("\"step\":");
-    if (key == std::string::npos || line.back() != '}') continue;
-    if (std::stoll(line.substr(key + 7)) <= step) kept += line + "\n";
-  }
-  in.close();
-  const std::string tmp = path + ".tmp";
-  checkpoints::posix_file_system()->write_file(tmp, kept);
-  fs::rename(tmp, path);
-}
-
 }  // namespace
 
 config::Registry<Callback>& callback_registry() {
@@ -148,7 +132,8 @@ Trainer::Trainer(const config::Node& cfg) : experiment_(cfg) {
   }
   allow_config_change_ = cfg.get_bool("allow_config_change", false);
   if (auto n = cfg.find("init_transform"); n && !n->is_null()) init_transform_ = *n;
-  if (auto n = cfg.find("log_summaries_every"); n && !n->is_null()) n->as_int();
+  log_summaries_every_ = cfg.get_int("log_summaries_every", log_metrics_every_);
+  if (log_summaries_every_ <= 0) throw ConfigError(cfg.child("log_summaries_every").where() + ": log_summaries_every must be > 0");
 
   torch::manual_seed(static_cast<uint64_t>(seed_));
   model_ = models::registry().create(cfg.child("model"));
@@ -162,10 +147,6 @@ Trainer::Trainer(const config::Node& cfg) : experiment_(cfg) {
   const auto summaries = cfg.find("train_summaries");
   auxiliaries_ = std::make_shared<Auxiliaries>(
       build_auxiliaries(&*losses, metrics ? &*metrics : nullptr, summaries ? &*summaries : nullptr));
-  if (!auxiliaries_->summaries.empty()) {
-    log_->warn("train_summaries are computed, but this version has no writer that records images, "
-               "histograms or texts (they are not written)");
-  }
 
   pipeline_ = std::make_unique<data::Pipeline>(cfg.child("train_ds"), seed_);
   step_ = std::make_unique<TrainStep>(model_, cfg.child("optimizer"), auxiliaries_);
@@ -181,6 +162,8 @@ Trainer::Trainer(const config::Node& cfg) : experiment_(cfg) {
   }
   if (auto w = cfg.find("writer"); w && !w->is_null()) {
     write_jsonl_ = w->get_bool("jsonl", true);
+    write_csv_ = w->get_bool("csv", true);
+    write_tensorboard_ = w->get_bool("tensorboard", true);
     w->check_unknown_keys();
   }
   if (auto c = cfg.find("callbacks"); c && !c->is_null()) {
@@ -206,7 +189,7 @@ Trainer::Trainer(const config::Node& cfg) : experiment_(cfg) {
 
 Trainer::~Trainer() = default;
 
-void Trainer::open_workdir() {
+void Trainer::open_workdir(const Context* first_context) {
   if (workdir_open_) return;
   workdir_open_ = true;
   fs::create_directories(workdir_);
@@ -233,7 +216,21 @@ void Trainer::open_workdir() {
   file->set_pattern("%Y-%m-%d %H:%M:%S %v");
   log_->sinks().push_back(file);
   if (write_jsonl_) writers_.push_back(std::make_unique<writers::JsonlWriter>(workdir_ + "/metrics.jsonl"));
+  if (write_csv_) writers_.push_back(std::make_unique<writers::CsvWriter>(workdir_));
+  if (write_tensorboard_) writers_.push_back(std::make_unique<writers::TensorBoardWriter>(workdir_));
   log_->info("workdir: {}", workdir_);
+  if (first_context) {
+    // Once at the start: the experiment, the parameter table and every Context path.
+    std::string context;
+    for (const auto& [path, leaf] : first_context->flatten()) context += path + "  " + leaf.describe() + "\n";
+    const std::string params = describe_model();
+    log_->info("model:\n{}", params);
+    for (auto& w : writers_) {
+      w->write_text(0, "train", "config", "```\n" + experiment_.to_yaml() + "\n```");
+      w->write_text(0, "train", "model", "```\n" + params + "```");
+      w->write_text(0, "train", "context", "```\n" + context + "```");
+    }
+  }
 }
 
 void Trainer::resume_or_start(AuxiliariesState& merged, int64_t& interval_steps) {
@@ -281,7 +278,6 @@ void Trainer::resume_or_start(AuxiliariesState& merged, int64_t& interval_steps)
   merged.summary_states = snapshot.aux.find("summary_states") ? snapshot.aux.at("summary_states") : Tree();
   merged.auxiliaries = auxiliaries_;
   interval_steps = snapshot.aux_steps;
-  truncate_metrics(workdir_ + "/metrics.jsonl", state_.step);
   log_->info("resuming from step {} ({})", state_.step, latest->path);
 }
 
@@ -334,7 +330,10 @@ void Trainer::train() {
   resume_or_start(merged, interval_steps);
   const bool resumed = state_.step > 0;
   const int64_t last_step = stop_after_steps_ > 0 ? std::min(stop_after_steps_, num_train_steps_) : num_train_steps_;
-  if (resumed) open_workdir();
+  if (resumed) {
+    open_workdir(nullptr);
+    for (auto& w : writers_) w->truncate_after(state_.step);  // those steps are logged again
+  }
   for (auto& cb : callbacks_) cb->on_train_start(*this);
 
   StopSignals signals;
@@ -353,12 +352,13 @@ void Trainer::train() {
       *batch = batch->map([&](const torch::Tensor& t) { return t.to(device_, /*non_blocking=*/true); });
     }
     const int64_t skipped_before = step_->skipped_steps();
-    auto [next, aux] = step_->step(state_, *batch);
+    Context first_context;
+    auto [next, aux] = step_->step(state_, *batch, state_.step == first_step && !resumed ? &first_context : nullptr);
     state_ = std::move(next);
     if (step_->skipped_steps() != skipped_before) log_->warn("step {}: non-finite loss, update skipped (nan_policy: skip_step)", state_.step - 1);
     merged = merged.merge(aux);
     ++interval_steps;
-    if (state_.step == first_step + 1) open_workdir();  // the first step worked: now write
+    if (state_.step == first_step + 1) open_workdir(resumed ? nullptr : &first_context);  // the first step worked
 
     const writers::Scalars* logged = nullptr;
     writers::Scalars values;
@@ -367,6 +367,7 @@ void Trainer::train() {
     if (state_.step % log_metrics_every_ == 0 || state_.step == num_train_steps_) {
       const double seconds = std::chrono::duration<double>(Clock::now() - interval_start).count();
       values = log_train_metrics(merged, seconds, interval_steps, pipeline_->wait_seconds() - wait_at_interval_start);
+      if (state_.step % log_summaries_every_ == 0) write_summaries("train", merged);
       logged = &values;
       merged = AuxiliariesState();
       interval_steps = 0;
@@ -381,7 +382,7 @@ void Trainer::train() {
     }
     if (progress_ && state_.step % 10 == 0) show_progress(values.empty() ? -1 : values.front().second);
   }
-  open_workdir();
+  open_workdir(nullptr);
   if (progress_) std::fprintf(stderr, "\r\033[K");
   if (last_saved != state_.step) save_checkpoint(merged, interval_steps);
   for (auto& w : writers_) w->flush();
@@ -415,10 +416,12 @@ int64_t Trainer::evaluate_checkpoint(std::optional<int64_t> step) {
   checkpointer_->restore(chosen->path, snapshot);
   state_ = step_->init();
   state_.step = snapshot.step;
-  open_workdir();
+  open_workdir(nullptr);
   for (auto& evaluator : evaluators_) {
     const auto start = Clock::now();
-    writers::Scalars values = evaluator->evaluate(*step_, state_, device_).compute_scalars();
+    const AuxiliariesState result = evaluator->evaluate(*step_, state_, device_);
+    write_summaries(evaluator->name(), result);
+    writers::Scalars values = result.compute_scalars();
     values.emplace_back("perf_stats/eval_time_sec", std::chrono::duration<double>(Clock::now() - start).count());
     for (auto& w : writers_) w->write_scalars(state_.step, evaluator->name(), values);
     std::string line;
@@ -451,11 +454,24 @@ writers::Scalars Trainer::log_train_metrics(const AuxiliariesState& merged, doub
   return values;
 }
 
+void Trainer::write_summaries(const std::string& collection, const AuxiliariesState& state) {
+  std::vector<writers::SummaryRecord> records;
+  for (auto& s : state.compute_summaries()) {
+    const auto kind = s.summary->kind() == summaries::Summary::Kind::kImages      ? writers::SummaryRecord::Kind::kImages
+                      : s.summary->kind() == summaries::Summary::Kind::kHistogram ? writers::SummaryRecord::Kind::kHistogram
+                                                                                  : writers::SummaryRecord::Kind::kTexts;
+    records.push_back({s.name, kind, std::move(s.value)});
+  }
+  if (records.empty()) return;
+  for (auto& w : writers_) w->write_summaries(state_.step, collection, records);
+}
+
 void Trainer::run_evals(bool last, const AuxiliariesState& merged, int64_t interval_steps) {
   for (auto& evaluator : evaluators_) {
     if (!evaluator->should_run(state_.step, last)) continue;
     const auto start = Clock::now();
     const AuxiliariesState result = evaluator->evaluate(*step_, state_, device_);
+    write_summaries(evaluator->name(), result);
     writers::Scalars values = result.compute_scalars();
     values.emplace_back("perf_stats/eval_time_sec", std::chrono::duration<double>(Clock::now() - start).count());
     for (auto& w : writers_) w->write_scalars(state_.step, evaluator->name(), values);

@@ -77,7 +77,10 @@ class Trainer {
   spdlog::logger& log() { return *log_; }
 
  private:
-  void open_workdir();
+  // Creates the workdir and the writers; with the first step's context, also records the
+  // experiment, the parameter table and the Context's paths.
+  void open_workdir(const Context* first_context);
+  void write_summaries(const std::string& collection, const AuxiliariesState& state);
   // Resumes from the newest valid checkpoint of the workdir, if any; the restored interval state.
   void resume_or_start(AuxiliariesState& merged, int64_t& interval_steps);
   void check_config_unchanged(const std::string& saved_yaml) const;
@@ -105,6 +108,9 @@ class Trainer {
   std::vector<std::unique_ptr<writers::MetricWriter>> writers_;
   std::vector<CallbackPtr> callbacks_;
   bool write_jsonl_ = true;
+  bool write_csv_ = true;
+  bool write_tensorboard_ = true;
+  int64_t log_summaries_every_ = 100;
   bool allow_config_change_ = false;
   std::unique_ptr<checkpoints::Checkpointer> checkpointer_;
   std::optional<config::Node> init_transform_;

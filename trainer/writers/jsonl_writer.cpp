@@ -1,7 +1,9 @@
 #include <cmath>
+#include <filesystem>
 
 #include <nlohmann/json.hpp>
 
+#include "trainer/checkpoints/file_system.h"
 #include "trainer/common/error.h"
 #include "trainer/writers/writer.h"
 
@@ -29,6 +31,25 @@ void JsonlWriter::write_scalars(int64_t step, const std::string& collection, con
 }
 
 void JsonlWriter::flush() { out_.flush(); }
+
+void JsonlWriter::truncate_after(int64_t step) {
+  out_.close();
+  std::ifstream in(path_);
+  std::string kept, line;
+  while (std::getline(in, line)) {
+    try {
+      if (nlohmann::json::parse(line).at("step").get<int64_t>() <= step) kept += line + "\n";
+    } catch (const nlohmann::json::exception&) {
+      // A torn last line of a killed run: dropped (its step is logged again).
+    }
+  }
+  in.close();
+  const std::string tmp = path_ + ".tmp";
+  checkpoints::posix_file_system()->write_file(tmp, kept);
+  std::filesystem::rename(tmp, path_);
+  out_.open(path_, std::ios::app);
+  if (!out_) throw IOError("cannot open \"" + path_ + "\" for writing");
+}
 
 std::vector<JsonlRecord> read_jsonl(const std::string& path) {
   std::ifstream in(path);

@@ -1,24 +1,40 @@
 // Metric writers: where the values of each logged step go. The trainer writes one record per
 // collection ("train", or an eval's name) and step.
 //
-//   writer: {jsonl: true}      # WORKDIR/metrics.jsonl (default on)
+//   writer: {jsonl: true, csv: true, tensorboard: true}   # each on by default
 #pragma once
 
 #include <cstdint>
 #include <fstream>
+#include <map>
 #include <memory>
 #include <string>
 #include <utility>
 #include <vector>
 
+#include "trainer/tree/tree.h"
+
 namespace kd::writers {
 
 using Scalars = std::vector<std::pair<std::string, double>>;
+
+// A summary's value to record (see summaries/summary.h for the layouts).
+struct SummaryRecord {
+  enum class Kind { kImages, kHistogram, kTexts };
+  std::string tag;  // "summaries/<name>"
+  Kind kind;
+  Tree value;
+};
 
 class MetricWriter {
  public:
   virtual ~MetricWriter() = default;
   virtual void write_scalars(int64_t step, const std::string& collection, const Scalars& values) = 0;
+  // Writers that cannot show summaries or text ignore them.
+  virtual void write_summaries(int64_t step, const std::string& collection, const std::vector<SummaryRecord>& records) {}
+  virtual void write_text(int64_t step, const std::string& collection, const std::string& tag, const std::string& text) {}
+  // A resumed run drops what was logged after its checkpoint's step (it is logged again).
+  virtual void truncate_after(int64_t step) {}
   virtual void flush() {}
 };
 
@@ -28,6 +44,7 @@ class JsonlWriter : public MetricWriter {
  public:
   explicit JsonlWriter(const std::string& path);
   void write_scalars(int64_t step, const std::string& collection, const Scalars& values) override;
+  void truncate_after(int64_t step) override;
   void flush() override;
 
  private:
@@ -43,5 +60,44 @@ struct JsonlRecord {
   Scalars values;
 };
 std::vector<JsonlRecord> read_jsonl(const std::string& path);
+
+// WORKDIR/metrics_<collection>.csv: a header row ("step" and every value's name), then one row
+// per logged step. A name that appears later adds a column (the file is rewritten with it).
+class CsvWriter : public MetricWriter {
+ public:
+  explicit CsvWriter(std::string workdir) : workdir_(std::move(workdir)) {}
+  void write_scalars(int64_t step, const std::string& collection, const Scalars& values) override;
+  void truncate_after(int64_t step) override;
+
+ private:
+  struct Table {
+    std::vector<std::string> columns;  // after "step"
+    std::vector<std::vector<std::string>> rows;  // cells, "step" first
+  };
+  Table& table(const std::string& collection);
+  void rewrite(const std::string& collection, const Table& t) const;
+  std::string path(const std::string& collection) const { return workdir_ + "/metrics_" + collection + ".csv"; }
+
+  std::string workdir_;
+  std::map<std::string, Table> tables_;
+};
+
+// TensorBoard event files, one directory per collection (WORKDIR/train, WORKDIR/<eval>):
+// scalars, images (PNG), histograms and texts.
+class EventFileWriter;
+class TensorBoardWriter : public MetricWriter {
+ public:
+  explicit TensorBoardWriter(std::string workdir);
+  ~TensorBoardWriter() override;
+  void write_scalars(int64_t step, const std::string& collection, const Scalars& values) override;
+  void write_summaries(int64_t step, const std::string& collection, const std::vector<SummaryRecord>& records) override;
+  void write_text(int64_t step, const std::string& collection, const std::string& tag, const std::string& text) override;
+  void flush() override;
+
+ private:
+  EventFileWriter& file(const std::string& collection);
+  std::string workdir_;
+  std::map<std::string, std::unique_ptr<EventFileWriter>> files_;
+};
 
 }  // namespace kd::writers

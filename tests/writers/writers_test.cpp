@@ -1,0 +1,178 @@
+#include <catch2/catch.hpp>
+
+#include <filesystem>
+#include <fstream>
+#include <random>
+
+#include <torch/torch.h>
+
+#include "trainer/common/error.h"
+#include "trainer/writers/event_file.h"
+#include "trainer/writers/png.h"
+#include "trainer/writers/tensorboard.pb.h"
+#include "trainer/writers/writer.h"
+
+namespace fs = std::filesystem;
+using kd::Tree;
+namespace tb = kd::tensorboard;
+
+namespace {
+
+fs::path fresh_dir() {
+  std::random_device rd;
+  const fs::path dir = fs::temp_directory_path() / ("kd_writers_test_" + std::to_string(rd()));
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  return dir;
+}
+
+// The events of the one event file in `dir`, decoded.
+std::vector<tb::Event> events_in(const fs::path& dir) {
+  std::vector<tb::Event> out;
+  for (const auto& entry : fs::directory_iterator(dir)) {
+    REQUIRE(entry.path().filename().string().rfind("events.out.tfevents.", 0) == 0);
+    for (const auto& record : kd::writers::read_records(entry.path().string())) {
+      tb::Event e;
+      REQUIRE(e.ParseFromString(record));
+      out.push_back(e);
+    }
+  }
+  return out;
+}
+
+std::string read_text(const fs::path& p) {
+  std::ifstream in(p);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+}  // namespace
+
+TEST_CASE("crc32c matches the Castagnoli check value and TFRecord's masking") {
+  CHECK(kd::writers::crc32c("123456789") == 0xE3069283u);
+  CHECK(kd::writers::crc32c("") == 0u);
+  const uint32_t crc = kd::writers::crc32c("abc");
+  CHECK(kd::writers::masked_crc32c("abc") == ((crc >> 15) | (crc << 17)) + 0xa282ead8u);
+}
+
+TEST_CASE("an event file starts with the file_version event and holds scalars record by record") {
+  const fs::path dir = fresh_dir();
+  {
+    kd::writers::TensorBoardWriter writer(dir.string());
+    writer.write_scalars(10, "train", {{"losses/xent", 0.5}, {"metrics/accuracy", 0.75}});
+    writer.write_scalars(20, "train", {{"losses/xent", 0.25}});
+  }
+  const auto events = events_in(dir / "train");
+  REQUIRE(events.size() == 3);
+  CHECK(events[0].file_version() == "brain.Event:2");
+  CHECK(events[1].step() == 10);
+  REQUIRE(events[1].summary().value_size() == 2);
+  CHECK(events[1].summary().value(0).tag() == "losses/xent");
+  CHECK(events[1].summary().value(0).simple_value() == 0.5f);
+  CHECK(events[1].summary().value(1).simple_value() == 0.75f);
+  CHECK(events[2].step() == 20);
+  CHECK(events[1].wall_time() > 1.6e9);
+  fs::remove_all(dir);
+}
+
+TEST_CASE("a damaged record fails its CRC and a torn last record is dropped") {
+  const fs::path dir = fresh_dir();
+  std::string path;
+  {
+    kd::writers::EventFileWriter file(dir.string());
+    file.write_record("hello");
+    file.write_record("world");
+    path = file.path();
+  }
+  CHECK(kd::writers::read_records(path).size() == 3);
+  const auto size = fs::file_size(path);
+  fs::resize_file(path, size - 3);  // a writer killed mid-record
+  CHECK(kd::writers::read_records(path).size() == 2);
+  {
+    std::fstream f(path, std::ios::in | std::ios::out | std::ios::binary);
+    const auto first_len = fs::file_size(path) - 3 - 21 - 21;  // rough: corrupt inside record 1's data
+    f.seekp(static_cast<std::streamoff>(first_len));
+    f.put('X');
+  }
+  CHECK_THROWS_AS(kd::writers::read_records(path), kd::CorruptionError);
+  fs::remove_all(dir);
+}
+
+TEST_CASE("an image summary is a PNG that decodes to the exact pixels") {
+  const fs::path dir = fresh_dir();
+  const torch::Tensor image = torch::tensor({0, 50, 100, 150, 200, 255}, torch::kByte).reshape({2, 3, 1});
+  {
+    kd::writers::TensorBoardWriter writer(dir.string());
+    writer.write_summaries(5, "test", {{"summaries/images", kd::writers::SummaryRecord::Kind::kImages, Tree(image)}});
+  }
+  const auto events = events_in(dir / "test");
+  REQUIRE(events.size() == 2);
+  const auto& img = events[1].summary().value(0).image();
+  CHECK(events[1].summary().value(0).tag() == "summaries/images");
+  CHECK(img.height() == 2);
+  CHECK(img.width() == 3);
+  CHECK(img.colorspace() == 1);
+  CHECK(kd::writers::decode_png(img.encoded_image_string()).equal(image));
+  const torch::Tensor rgb = torch::randint(0, 256, {4, 5, 3}, torch::kByte);
+  CHECK(kd::writers::decode_png(kd::writers::encode_png(rgb)).equal(rgb));
+  CHECK_THROWS_AS(kd::writers::encode_png(torch::zeros({2, 2})), kd::TypeError);
+  CHECK_THROWS_AS(kd::writers::decode_png("not a png"), kd::CorruptionError);
+  fs::remove_all(dir);
+}
+
+TEST_CASE("histogram and text summaries use TensorBoard's histogram and text-plugin layouts") {
+  const fs::path dir = fresh_dir();
+  const Tree hist = Tree::dict({{"counts", torch::tensor({1.0, 3.0})}, {"edges", torch::tensor({0.0, 1.0, 2.0})}});
+  const Tree texts = Tree::list({Tree("first"), Tree("second")});
+  {
+    kd::writers::TensorBoardWriter writer(dir.string());
+    writer.write_summaries(1, "train", {{"summaries/hist", kd::writers::SummaryRecord::Kind::kHistogram, hist},
+                                        {"summaries/texts", kd::writers::SummaryRecord::Kind::kTexts, texts}});
+    writer.write_text(0, "train", "config", "seed: 0");
+  }
+  const auto events = events_in(dir / "train");
+  REQUIRE(events.size() == 3);
+  const auto& h = events[1].summary().value(0).histo();
+  CHECK(h.min() == 0.0);
+  CHECK(h.max() == 2.0);
+  CHECK(h.num() == 4.0);
+  CHECK(std::vector<double>(h.bucket_limit().begin(), h.bucket_limit().end()) == std::vector<double>{1.0, 2.0});
+  CHECK(std::vector<double>(h.bucket().begin(), h.bucket().end()) == std::vector<double>{1.0, 3.0});
+  CHECK(h.sum() == Approx(0.5 + 3 * 1.5));
+  const auto& t = events[1].summary().value(1);
+  CHECK(t.metadata().plugin_data().plugin_name() == "text");
+  CHECK(t.tensor().dtype() == 7);
+  REQUIRE(t.tensor().string_val_size() == 2);
+  CHECK(t.tensor().string_val(1) == "second");
+  CHECK(events[2].summary().value(0).tensor().string_val(0) == "seed: 0");
+  fs::remove_all(dir);
+}
+
+TEST_CASE("JSONL and CSV records parse back to the same numbers, and truncate after a step") {
+  const fs::path dir = fresh_dir();
+  {
+    kd::writers::JsonlWriter jsonl((dir / "metrics.jsonl").string());
+    kd::writers::CsvWriter csv(dir.string());
+    for (auto* w : std::vector<kd::writers::MetricWriter*>{&jsonl, &csv}) {
+      w->write_scalars(100, "train", {{"losses/xent", 0.123456789}, {"metrics/accuracy", 0.5}});
+      w->write_scalars(200, "train", {{"losses/xent", 0.1}, {"metrics/accuracy", 0.625}, {"perf_stats/x", 3.0}});
+      w->write_scalars(300, "train", {{"losses/xent", std::nan("")}, {"metrics/accuracy", 0.75}});
+    }
+  }
+  const auto records = kd::writers::read_jsonl((dir / "metrics.jsonl").string());
+  REQUIRE(records.size() == 3);
+  CHECK(records[0].values[0].second == 0.123456789);
+  CHECK(std::isnan(records[2].values[0].second));
+  CHECK(read_text(dir / "metrics_train.csv") ==
+        "step,losses/xent,metrics/accuracy,perf_stats/x\n"
+        "100,0.123456789,0.5,\n"
+        "200,0.1,0.625,3\n"
+        "300,nan,0.75,\n");
+  kd::writers::JsonlWriter jsonl((dir / "metrics.jsonl").string());
+  kd::writers::CsvWriter csv(dir.string());
+  jsonl.truncate_after(200);
+  csv.truncate_after(200);
+  CHECK(kd::writers::read_jsonl((dir / "metrics.jsonl").string()).size() == 2);
+  CHECK(read_text(dir / "metrics_train.csv") ==
+        "step,losses/xent,metrics/accuracy,perf_stats/x\n100,0.123456789,0.5,\n200,0.1,0.625,3\n");
+  fs::remove_all(dir);
+}
