@@ -171,6 +171,9 @@ int main(int argc, char** argv) {
   } catch (const c10::Error& e) {
     std::cerr << "kd: LibTorch error: " << e.msg().substr(0, e.msg().find('\n')) << "\n";
     return 1;
+  } catch (const std::exception& e) {
+    std::cerr << "kd: error: " << e.what() << "\n";
+    return 1;
   }
   return 0;
 }

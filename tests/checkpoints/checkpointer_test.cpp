@@ -200,7 +200,10 @@ TEST_CASE("pruning keeps the newest, every keep_period-th and the best checkpoin
                                                        .best_metric_path = "test/metrics/accuracy"});
   for (int64_t step = 1; step <= 9; ++step) {
     ckpt.save(snapshot_of(t, step));
-    if (step == 3) CHECK(ckpt.report(step, "test", {{"metrics/accuracy", 0.9}}));
+    if (step == 3) {
+      CHECK(ckpt.report(step, "test", {{"metrics/accuracy", 0.9}}));
+      ckpt.write_best();
+    }
     if (step == 5) CHECK_FALSE(ckpt.report(step, "test", {{"metrics/accuracy", 0.8}}));
   }
   std::vector<int64_t> kept;

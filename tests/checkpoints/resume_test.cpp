@@ -75,6 +75,9 @@ TEST_CASE("a run stopped and resumed ends with bit-identical params and identica
     first.train();
     CHECK(first.step() == 17);
   }
+  // As if killed between step 15's checkpoint and step 17's: the resumed run starts at 15 and
+  // must log step 16 again, once.
+  fs::remove_all(resumed / "wd" / "checkpoints" / "ckpt_17");
   kd::train::Trainer second(experiment(resumed));
   second.train();
   CHECK(second.step() == 40);

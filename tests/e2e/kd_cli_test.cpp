@@ -221,7 +221,8 @@ TEST_CASE("kd configs lists the registered types and one type's options") {
 }
 
 TEST_CASE("a run killed with SIGKILL and restarted ends with the params of an uninterrupted run") {
-  const std::string common = " --cfg.num_threads=1 '--cfg.checkpointer={save_interval_steps: 40}' --cfg.evals={}";
+  const std::string common =
+      " --cfg.num_threads=1 --cfg.num_train_steps=600 '--cfg.checkpointer={save_interval_steps: 40}' --cfg.evals={}";
   const fs::path straight = fresh_dir(), killed = fresh_dir();
   REQUIRE(run_kd("train " + small_mlp(straight) + common).code == 0);
   const fs::path log = fs::temp_directory_path() / "kd_e2e_killed.log";
@@ -236,10 +237,10 @@ TEST_CASE("a run killed with SIGKILL and restarted ends with the params of an un
   INFO(resumed.output);
   CHECK(resumed.code == 0);
   CHECK_THAT(resumed.output, Catch::Contains("resuming from step"));
-  CHECK(same_params(straight, killed, 300));
+  CHECK(same_params(straight, killed, 600));
   std::vector<int64_t> steps;
   for (const auto& r : kd::writers::read_jsonl((killed / "metrics.jsonl").string())) steps.push_back(r.step);
-  CHECK(steps == std::vector<int64_t>{100, 200, 300});
+  CHECK(steps == std::vector<int64_t>{100, 200, 300, 400, 500, 600});
   fs::remove_all(straight);
   fs::remove_all(killed);
 }

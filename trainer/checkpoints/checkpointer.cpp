@@ -138,7 +138,7 @@ std::vector<c10::Device> generator_devices() {
 CheckpointerOptions CheckpointerOptions::from_config(const config::Node* node) {
   CheckpointerOptions o;
   if (node == nullptr || node->is_null()) return o;
-  o.save_interval_steps = node->get_int("save_interval_steps", 0);
+  o.save_interval_steps = node->get_int("save_interval_steps", 1000);
   o.max_to_keep = node->get_int("max_to_keep", 3);
   o.keep_period = node->get_int("keep_period", 0);
   o.best_metric_path = node->get_string("best_metric_path", "");
@@ -234,6 +234,8 @@ std::string Checkpointer::save(const Snapshot& s) {
   } catch (Error& e) {
     try {
       fs_->remove_all(tmp);
+      const std::string old = final_path + ".old." + std::to_string(::getpid());
+      if (fs_->exists(old) && !fs_->exists(final_path)) fs_->rename(old, final_path);
     } catch (const Error&) {
     }
     e.add_context("saving the checkpoint of step " + std::to_string(s.step) + " (earlier checkpoints are intact)");
@@ -368,7 +370,6 @@ bool Checkpointer::report(int64_t step, const std::string& collection,
     if (!better) return false;
     best_step_ = step;
     best_value_ = value;
-    write_best();
     return true;
   }
   return false;
@@ -383,16 +384,39 @@ void Checkpointer::write_best() {
 }
 
 void Checkpointer::prune() {
-  std::vector<CheckpointInfo> valid;
-  for (const auto& info : probe()) {
-    if (info.valid()) valid.push_back(info);  // damaged ones are left for the user to look at
+  // By name and manifest presence only: re-checksumming every kept checkpoint on each save
+  // would cost a full read of them; damaged ones are found when resuming.
+  std::vector<int64_t> steps;
+  for (const auto& name : fs_->list(directory_)) {
+    const auto step = step_of(name);
+    if (step && fs_->exists(directory_ + "/" + name + "/" + kManifest)) steps.push_back(*step);
   }
-  for (std::size_t i = 0; i < valid.size(); ++i) {
-    const int64_t step = valid[i].step;
+  std::sort(steps.rbegin(), steps.rend());
+  for (std::size_t i = 0; i < steps.size(); ++i) {
+    const int64_t step = steps[i];
     const bool keep = static_cast<int64_t>(i) < options_.max_to_keep ||
                       (options_.keep_period > 0 && step % options_.keep_period == 0) ||
                       (best_step_ && *best_step_ == step);
-    if (!keep) fs_->remove_all(valid[i].path);
+    if (!keep) fs_->remove_all(directory_ + "/" + kPrefix + std::to_string(step));
+  }
+}
+
+void Checkpointer::clean_up_interrupted_saves() {
+  for (const auto& name : fs_->list(directory_)) {
+    const std::string path = directory_ + "/" + name;
+    if (name.rfind("tmp.", 0) == 0) {
+      fs_->remove_all(path);  // a save that never finished: incomplete by definition
+      continue;
+    }
+    const auto old = name.find(".old.");
+    if (old != std::string::npos && step_of(name.substr(0, old))) {
+      const std::string final_path = directory_ + "/" + name.substr(0, old);
+      if (fs_->exists(final_path)) {
+        fs_->remove_all(path);
+      } else {
+        fs_->rename(path, final_path);  // interrupted between the two renames of a re-save
+      }
+    }
   }
 }
 

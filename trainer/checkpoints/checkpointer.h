@@ -2,7 +2,7 @@
 // WORKDIR/checkpoints/ckpt_<step>/ (names follow Kauldron's kd.ckpts.Checkpointer):
 //
 //   checkpointer:
-//     save_interval_steps: 1000   # also always at the end of training and on SIGINT/SIGTERM
+//     save_interval_steps: 1000   # the default; also always at the end of training and on signals
 //     max_to_keep: 3              # the newest N
 //     keep_period: 5000           # also keep every checkpoint whose step is a multiple of this
 //     best_metric_path: test/metrics/accuracy   # also keep the best one by an eval metric
@@ -38,7 +38,7 @@ class Node;
 namespace kd::checkpoints {
 
 struct CheckpointerOptions {
-  int64_t save_interval_steps = 0;  // 0: only at the end of training (and on signals)
+  int64_t save_interval_steps = 1000;  // 0: only at the end of training (and on signals)
   int64_t max_to_keep = 3;
   int64_t keep_period = 0;         // 0: off
   std::string best_metric_path;    // "<collection>/<metric>", e.g. "test/metrics/accuracy"
@@ -95,14 +95,19 @@ class Checkpointer {
   void restore(const std::string& path, Snapshot& snapshot) const;
 
   // Feeds an eval's values; remembers the best step by best_metric_path (kept from pruning).
-  // Returns true when `step` is a new best (the caller then makes sure it is saved).
+  // Returns true when `step` is a new best: the caller then saves it and calls write_best().
   bool report(int64_t step, const std::string& collection,
               const std::vector<std::pair<std::string, double>>& values);
   std::optional<int64_t> best_step() const { return best_step_; }
+  // Records the best step in best.json (after its checkpoint is saved).
+  void write_best();
+
+  // Removes what a killed save left behind (a temporary directory, or a checkpoint moved aside
+  // while being re-saved, which is moved back). Call only while no other save runs.
+  void clean_up_interrupted_saves();
 
  private:
   void prune();
-  void write_best();
 
   std::string directory_;
   CheckpointerOptions options_;

@@ -1,5 +1,6 @@
 #include "trainer/config/experiment.h"
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <set>
@@ -79,7 +80,12 @@ YAML::Node load_with_bases(const std::string& file, Origins& origins, std::vecto
     const YAML::Node base_node = doc["base"];
     if (!base_node.IsScalar()) throw ConfigError(file + ": `base` must be a file name");
     const auto base_file = (std::filesystem::path(file).parent_path() / base_node.Scalar()).string();
-    result.reset(load_with_bases(base_file, origins, chain));
+    try {
+      result.reset(load_with_bases(base_file, origins, chain));
+    } catch (Error& e) {
+      e.add_context(file + ":" + std::to_string(base_node.Mark().line + 1) + ": base: " + base_node.Scalar());
+      throw;
+    }
     doc.remove("base");
     record_origins(doc, file, origins);
     merge_into(result, doc);
@@ -100,9 +106,10 @@ void apply_override(YAML::Node root, const Override& o, Origins& origins) {
   }
   std::vector<std::string> keys;
   std::stringstream s(o.first);
-  for (std::string k; std::getline(s, k, '.');) {
-    if (k.empty()) throw ConfigError(source + ": empty key in the override (write --cfg.a.b=value)");
-    keys.push_back(k);
+  for (std::string k; std::getline(s, k, '.');) keys.push_back(k);
+  if (o.first.empty() || o.first.back() == '.' ||
+      std::any_of(keys.begin(), keys.end(), [](const std::string& k) { return k.empty(); })) {
+    throw ConfigError(source + ": empty key in the override (write --cfg.a.b=value)");
   }
   YAML::Node node;
   node.reset(root);

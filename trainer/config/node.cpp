@@ -135,7 +135,10 @@ Node Node::child(std::string_view key) const {
                       "\" must be a map with the key \"" + std::string(key) + "\", but it is " +
                       scalar_text(impl_->yaml));
   }
-  throw ConfigError(where() + ": missing required key \"" + full + "\"");
+  std::string message = where() + ": missing required key \"" + full + "\"";
+  const auto close = nearest(key, keys(), 1);
+  if (!close.empty()) message += "; found \"" + close.front() + "\". Did you mean \"" + std::string(key) + "\"?";
+  throw ConfigError(message);
 }
 
 std::vector<std::string> Node::keys() const {

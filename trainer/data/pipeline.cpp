@@ -80,8 +80,19 @@ Tree Pipeline::batch_at(const PipelineState& at) const {
   const int64_t size = std::min(options_.batch_size, num_examples_ - start);
   torch::Tensor indices;
   if (options_.shuffle) {
-    at::Generator g = generator(epoch_seed);
-    indices = at::randperm(num_examples_, g, torch::kLong).narrow(0, start, size);
+    torch::Tensor order;
+    {
+      // One permutation per epoch, computed once (batch_at runs on one thread at a time, but
+      // restore() may switch threads).
+      std::lock_guard lock(order_mutex_);
+      if (order_epoch_ != at.epoch) {
+        at::Generator g = generator(epoch_seed);
+        order_ = at::randperm(num_examples_, g, torch::kLong);
+        order_epoch_ = at.epoch;
+      }
+      order = order_;
+    }
+    indices = order.narrow(0, start, size);
   } else {
     indices = torch::arange(start, start + size, torch::kLong);
   }
@@ -131,7 +142,9 @@ std::optional<Tree> Pipeline::next() {
   std::optional<Tree> batch;
   if (options_.prefetch <= 0) {
     if (!valid(position_)) return std::nullopt;
+    const auto start = std::chrono::steady_clock::now();
     batch = batch_at(position_);
+    wait_seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   } else {
     const auto start = std::chrono::steady_clock::now();
     std::unique_lock lock(mutex_);

@@ -89,6 +89,11 @@ class Pipeline {
   int64_t num_examples_ = 0;
   PipelineState position_;
 
+  // The current epoch's shuffled order.
+  mutable std::mutex order_mutex_;
+  mutable int64_t order_epoch_ = -1;
+  mutable torch::Tensor order_;
+
   // Prefetching.
   std::thread worker_;
   std::mutex mutex_;

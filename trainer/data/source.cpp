@@ -143,7 +143,7 @@ class Synthetic : public Source {
     return Tree::dict({{"image", x}, {"label", x.mm(w).argmax(1)}});
   }
 
-  std::string describe() const override { return "Synthetic (" + std::to_string(n_) + " examples)"; }
+  std::string describe() const override { return "Synthetic"; }
 
  private:
   int64_t n_, features_, classes_, seed_;

@@ -26,6 +26,14 @@ torch::Tensor broadcast_mask(torch::Tensor mask, const torch::Tensor& like, cons
   }
 }
 
+// The fraction of `hits` (bool, one per element) that are true, among the masked-in elements
+// when a mask key is given: an exact AverageState over batches.
+Tree hit_rate(const torch::Tensor& hits, const std::optional<Path>& mask_key, const train::Context& ctx) {
+  if (!mask_key) return AverageState::make(hits.sum(), hits.numel());
+  const torch::Tensor mask = broadcast_mask(ctx.get(*mask_key).tensor(), hits, *mask_key);
+  return AverageState::make((hits * mask).sum(), mask.sum());
+}
+
 // Class indices [...] from labels that are indices [...] / [..., 1], or one-hot [..., C].
 torch::Tensor class_indices(const torch::Tensor& logits, const torch::Tensor& labels,
                             const Path& logits_path, const Path& labels_path) {
@@ -57,12 +65,7 @@ class Accuracy : public AverageMetric {
   Tree get_state(const train::Context& ctx) const override {
     const torch::Tensor logits = read(ctx, logits_).detach();
     const torch::Tensor labels = class_indices(logits, read(ctx, labels_), logits_, labels_);
-    const torch::Tensor correct = logits.argmax(-1) == labels;
-    if (mask_) {
-      const torch::Tensor mask = broadcast_mask(read(ctx, *mask_), correct.to(torch::kFloat), *mask_);
-      return AverageState::make((correct * mask).sum(), mask.sum());
-    }
-    return AverageState::make(correct.sum(), correct.numel());
+    return hit_rate(logits.argmax(-1) == labels, mask_, ctx);
   }
 
  private:
@@ -86,16 +89,7 @@ class BinaryAccuracy : public AverageMetric {
                       "\" is " + describe_tensor(logits) + " and \"" + labels_.str() + "\" is " +
                       describe_tensor(labels));
     }
-    const torch::Tensor correct =
-        ((logits > 0) == (labels.reshape(logits.sizes()).to(torch::kFloat) > 0.5))
-            .to(torch::kFloat);
-    if (mask_) {
-      const torch::Tensor mask = broadcast_mask(read(ctx, *mask_), correct, *mask_);
-      return AverageState::make((correct * mask).sum(), mask.sum());
-    }
-    return AverageState::make(
-        correct.sum(),
-        torch::scalar_tensor(static_cast<double>(correct.numel()), correct.options()));
+    return hit_rate((logits > 0) == (labels.reshape(logits.sizes()).to(torch::kFloat) > 0.5), mask_, ctx);
   }
 
  private:
@@ -121,14 +115,7 @@ class Precision1 : public AverageMetric {
           "\" is " + describe_tensor(labels));
     }
     const torch::Tensor top = logits.argmax(-1, /*keepdim=*/true);
-    const torch::Tensor hit =
-        (labels.gather(-1, top).squeeze(-1).to(torch::kFloat) > 0).to(torch::kFloat);
-    if (mask_) {
-      const torch::Tensor mask = broadcast_mask(read(ctx, *mask_), hit, *mask_);
-      return AverageState::make((hit * mask).sum(), mask.sum());
-    }
-    return AverageState::make(
-        hit.sum(), torch::scalar_tensor(static_cast<double>(hit.numel()), hit.options()));
+    return hit_rate(labels.gather(-1, top).squeeze(-1).to(torch::kFloat) > 0, mask_, ctx);
   }
 
  private:

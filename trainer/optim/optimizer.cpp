@@ -200,6 +200,8 @@ Optimizer::Optimizer(const config::Node& o, torch::nn::Module& model)
   if (has_ema()) {
     torch::NoGradGuard no_grad;
     ema_params_ = train::params_tree(model).map([](const torch::Tensor& t) { return t.detach().clone(); });
+    // The tree was built from the same module, so its leaves follow params_' order.
+    for (const auto& [path, leaf] : ema_params_.flatten()) ema_tensors_.push_back(leaf.tensor());
   }
 }
 
@@ -215,10 +217,8 @@ void Optimizer::apply(int64_t step) {
 
 void Optimizer::update_ema() {
   torch::NoGradGuard no_grad;
-  // ema_params_ was built from the same module, so its leaves follow params_' order.
-  const auto flat = ema_params_.flatten();
-  for (std::size_t i = 0; i < flat.size(); ++i) {
-    flat[i].second.tensor().mul_(ema_decay_).add_(params_[i].detach(), 1.0 - ema_decay_);
+  for (std::size_t i = 0; i < ema_tensors_.size(); ++i) {
+    ema_tensors_[i].mul_(ema_decay_).add_(params_[i].detach(), 1.0 - ema_decay_);
   }
 }
 

@@ -69,6 +69,7 @@ class Optimizer {
   int64_t accumulate_steps_ = 1;
   double ema_decay_ = 0;  // 0: off
   Tree ema_params_;
+  std::vector<torch::Tensor> ema_tensors_;  // the leaves of ema_params_, in params_' order
   std::vector<torch::Tensor> params_;  // in model order, for clipping and EMA
 };
 

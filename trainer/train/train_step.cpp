@@ -93,15 +93,14 @@ TrainStep::TrainStep(models::ModelPtr model, const config::Node& optimizer_optio
 
 TrainStep::~TrainStep() = default;
 
-TrainState TrainStep::init() const {
-  return TrainState{.step = 0,
-                    .params = params_,
-                    .collections = collections_,
-                    .opt_state = optim::optimizer_state_tree(optimizer_->torch_optimizer(), *model_)};
+TrainState TrainStep::init() {
+  opt_state_ = optim::optimizer_state_tree(optimizer_->torch_optimizer(), *model_);
+  opt_state_entries_ = optimizer_->torch_optimizer().state().size();
+  return TrainState{.step = 0, .params = params_, .collections = collections_, .opt_state = opt_state_};
 }
 
 std::pair<TrainState, AuxiliariesState> TrainStep::step(const TrainState& state, const Tree& batch,
-                                                        Context* context_out) {
+                                                        Context* context_out, bool with_summaries) {
   if (!model_->is_training()) model_->train();
   const int64_t k = optimizer_->accumulate_steps();
   const std::vector<Tree> micro_batches = split_batch(batch, k);
@@ -135,8 +134,7 @@ std::pair<TrainState, AuxiliariesState> TrainStep::step(const TrainState& state,
       }
       torch_optimizer.zero_grad();
       ++skipped_steps_;
-      AuxiliariesState skipped;
-      skipped.loss_states = contexts.back().loss_states;
+      AuxiliariesState skipped;  // nothing to merge: a skipped step's NaN would hide the interval's losses
       skipped.auxiliaries = auxiliaries_;
       TrainState same = state;
       same.step = state.step + 1;
@@ -159,15 +157,16 @@ std::pair<TrainState, AuxiliariesState> TrainStep::step(const TrainState& state,
     });
   }
 
-  TrainState next{.step = state.step + 1,
-                  .params = params_,
-                  .collections = collections_,
-                  .opt_state = optim::optimizer_state_tree(torch_optimizer, *model_)};
+  if (reads_.opt_state || torch_optimizer.state().size() != opt_state_entries_) {
+    opt_state_ = optim::optimizer_state_tree(torch_optimizer, *model_);
+    opt_state_entries_ = torch_optimizer.state().size();
+  }
+  TrainState next{.step = state.step + 1, .params = params_, .collections = collections_, .opt_state = opt_state_};
 
   AuxiliariesState aux_state;
   for (Context& ctx : contexts) {
     ctx = ctx.replace({.params = before.params, .grads = grads, .updates = updates, .opt_state = before.opt_state});
-    ctx = fill_metrics_and_summaries(*auxiliaries_, ctx);
+    ctx = fill_metrics_and_summaries(*auxiliaries_, ctx, with_summaries);
     AuxiliariesState s = ctx.get_aux_state({.return_losses = true, .return_metrics = true, .return_summaries = true});
     s.auxiliaries = auxiliaries_;
     aux_state = aux_state.merge(s);
@@ -184,7 +183,7 @@ AuxiliariesState TrainStep::eval_step(const TrainState& state, const Tree& batch
   torch::NoGradGuard no_grad;
   Context ctx = Context::from_state_and_batch(state, batch);
   ctx = forward_with_loss(*model_, *aux, ctx, reads_field(aux->paths(), "interms"));
-  ctx = fill_metrics_and_summaries(*aux, ctx);
+  ctx = fill_metrics_and_summaries(*aux, ctx, /*with_summaries=*/true);
   if (was_training) model_->train();
   AuxiliariesState s = ctx.get_aux_state({.return_losses = true, .return_metrics = true, .return_summaries = true});
   s.auxiliaries = aux;
@@ -219,7 +218,7 @@ NanPolicy parse_nan_policy(const config::Node& experiment) {
                     policy + "\"");
 }
 
-Context TrainStep::fill_metrics_and_summaries(const Auxiliaries& aux, const Context& ctx) const {
+Context TrainStep::fill_metrics_and_summaries(const Auxiliaries& aux, const Context& ctx, bool with_summaries) const {
   torch::NoGradGuard no_grad;
   Tree metric_states = Tree::dict();
   for (const auto& [name, metric] : aux.metrics) {
@@ -227,6 +226,7 @@ Context TrainStep::fill_metrics_and_summaries(const Auxiliaries& aux, const Cont
                                                     [&] { return metric->get_state(ctx); }));
   }
   Context out = ctx.replace({.metric_states = std::move(metric_states)});
+  if (!with_summaries) return out;
   Tree summary_states = Tree::dict();
   for (const auto& [name, summary] : aux.summaries) {
     summary_states.insert(name, detail::with_context("get_state()", "summary", "summaries/" + name,

@@ -55,14 +55,17 @@ class TrainStep {
   ~TrainStep();
 
   // Step 0: the model's parameters and buffers, and the (empty) optimizer state.
-  TrainState init() const;
+  TrainState init();
 
   // One optimizer update from `batch` (split into micro-batches when the optimizer
   // accumulates gradients). REQUIRES: `state` came from init() or step() of this object.
   // When `context_out` is given it receives the Context after every stage (of the last
   // micro-batch), e.g. for `kd inspect`.
+  // Summaries run only when `with_summaries` (the trainer asks on the steps it records them).
+  // The returned state's opt_state is refreshed when an auxiliary reads opt_state or the
+  // optimizer created new per-parameter state; its tensors are always the live ones.
   std::pair<TrainState, AuxiliariesState> step(const TrainState& state, const Tree& batch,
-                                               Context* context_out = nullptr);
+                                               Context* context_out = nullptr, bool with_summaries = true);
 
   // Losses, metrics and summaries of `batch` in eval mode: no backward, no update.
   // `eval_aux` defaults to the training auxiliaries.
@@ -88,7 +91,7 @@ class TrainStep {
   int64_t skipped_steps() const { return skipped_steps_; }
 
  private:
-  Context fill_metrics_and_summaries(const Auxiliaries& aux, const Context& ctx) const;
+  Context fill_metrics_and_summaries(const Auxiliaries& aux, const Context& ctx, bool with_summaries) const;
   // "losses/xent = nan; first non-finite gradient: grads.layers.0.weight".
   std::string describe_non_finite(const Context& ctx) const;
 
@@ -98,6 +101,8 @@ class TrainStep {
   Reads reads_;
   Tree params_;       // built once; shares the module's tensors
   Tree collections_;  // idem for buffers
+  Tree opt_state_;  // rebuilt only when read or when the optimizer's state set grows
+  std::size_t opt_state_entries_ = 0;
   NanPolicy nan_policy_ = NanPolicy::kIgnore;
   int64_t skipped_steps_ = 0;
 };

@@ -1,8 +1,12 @@
 #include "trainer/train/trainer.h"
 
+#include <fcntl.h>
 #include <signal.h>
+#include <sys/file.h>
 #include <unistd.h>
 
+#include <cerrno>
+#include <cstring>
 #include <filesystem>
 #include <map>
 #include <fstream>
@@ -187,21 +191,41 @@ Trainer::Trainer(const config::Node& cfg) : experiment_(cfg) {
   log_->info("train data: {}", pipeline_->description());
 }
 
-Trainer::~Trainer() = default;
+Trainer::~Trainer() {
+  if (lock_fd_ >= 0) ::close(lock_fd_);
+}
 
-void Trainer::open_workdir(const Context* first_context) {
+void Trainer::lock_workdir() {
+  if (lock_fd_ >= 0 || !fs::exists(workdir_)) return;
+  const std::string path = workdir_ + "/.lock";
+  lock_fd_ = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (lock_fd_ < 0) throw IOError("cannot create \"" + path + "\": " + std::strerror(errno));
+  if (::flock(lock_fd_, LOCK_EX | LOCK_NB) != 0) {
+    throw ConfigError("another kd process is using the workdir \"" + workdir_ +
+                      "\"; wait for it to finish, or choose another workdir");
+  }
+}
+
+void Trainer::open_workdir(const Context* first_context, bool write_config) {
   if (workdir_open_) return;
   workdir_open_ = true;
-  fs::create_directories(workdir_);
+  std::error_code ec;
+  fs::create_directories(workdir_, ec);
+  if (ec) {
+    throw IOError(experiment_.child("workdir").where() + ": cannot create the workdir \"" + workdir_ + "\": " +
+                  ec.message());
+  }
+  lock_workdir();
   const std::string config_path = workdir_ + "/config.yaml";
-  {
+  if (write_config) {
     const std::string tmp = config_path + ".tmp";
     std::ofstream out(tmp);
     out << "# The resolved experiment; run it again with: kd train --cfg=" << config_path << "\n"
         << experiment_.to_yaml() << "\n";
     out.close();
     if (!out) throw IOError("cannot write \"" + tmp + "\"");
-    fs::rename(tmp, config_path);
+    fs::rename(tmp, config_path, ec);
+    if (ec) throw IOError("cannot write \"" + config_path + "\": " + ec.message());
   }
   {
     std::ofstream log_file(workdir_ + "/log.txt", std::ios::app);
@@ -234,6 +258,8 @@ void Trainer::open_workdir(const Context* first_context) {
 }
 
 void Trainer::resume_or_start(AuxiliariesState& merged, int64_t& interval_steps) {
+  lock_workdir();
+  checkpointer_->clean_up_interrupted_saves();
   const auto found = checkpointer_->probe();
   for (const auto& info : found) {
     if (!info.valid()) log_->warn("checkpoint {} is damaged ({}); skipping it", info.path, info.problem);
@@ -254,7 +280,7 @@ void Trainer::resume_or_start(AuxiliariesState& merged, int64_t& interval_steps)
       if (fs::exists(fs::path(workdir_) / file)) {
         throw ConfigError("the workdir \"" + workdir_ + "\" already holds a run (" + file +
                           ") without a checkpoint to resume from; nothing was changed. Choose another workdir, "
-                          "e.g. --cfg.workdir=" + workdir_ + "_2");
+                          "e.g. --cfg.workdir=" + workdir_ + "_2, or delete this one to start over");
       }
     }
     if (init_transform_) {
@@ -353,9 +379,16 @@ void Trainer::train() {
     }
     const int64_t skipped_before = step_->skipped_steps();
     Context first_context;
-    auto [next, aux] = step_->step(state_, *batch, state_.step == first_step && !resumed ? &first_context : nullptr);
+    const bool summarize = (state_.step + 1) % log_summaries_every_ == 0 || state_.step + 1 == num_train_steps_;
+    auto [next, aux] = step_->step(state_, *batch, state_.step == first_step && !resumed ? &first_context : nullptr,
+                                   summarize && !auxiliaries_->summaries.empty());
     state_ = std::move(next);
     if (step_->skipped_steps() != skipped_before) log_->warn("step {}: non-finite loss, update skipped (nan_policy: skip_step)", state_.step - 1);
+    if (summarize && !aux.summary_states.empty()) {
+      open_workdir(resumed ? nullptr : &first_context);
+      write_summaries("train", aux);  // summaries show the batch of the step they are recorded at
+      aux.summary_states = Tree();
+    }
     merged = merged.merge(aux);
     ++interval_steps;
     if (state_.step == first_step + 1) open_workdir(resumed ? nullptr : &first_context);  // the first step worked
@@ -367,7 +400,6 @@ void Trainer::train() {
     if (state_.step % log_metrics_every_ == 0 || state_.step == num_train_steps_) {
       const double seconds = std::chrono::duration<double>(Clock::now() - interval_start).count();
       values = log_train_metrics(merged, seconds, interval_steps, pipeline_->wait_seconds() - wait_at_interval_start);
-      if (state_.step % log_summaries_every_ == 0) write_summaries("train", merged);
       logged = &values;
       merged = AuxiliariesState();
       interval_steps = 0;
@@ -375,8 +407,8 @@ void Trainer::train() {
       wait_at_interval_start = pipeline_->wait_seconds();
     }
     for (auto& cb : callbacks_) cb->on_step_end(*this, state_.step, logged);
-    run_evals(state_.step == num_train_steps_, merged, interval_steps);
-    if (checkpointer_->should_save(state_.step) || state_.step == last_step) {
+    if (run_evals(state_.step == num_train_steps_, merged, interval_steps)) last_saved = state_.step;
+    if (last_saved != state_.step && (checkpointer_->should_save(state_.step) || state_.step == last_step)) {
       save_checkpoint(merged, interval_steps);
       last_saved = state_.step;
     }
@@ -416,18 +448,8 @@ int64_t Trainer::evaluate_checkpoint(std::optional<int64_t> step) {
   checkpointer_->restore(chosen->path, snapshot);
   state_ = step_->init();
   state_.step = snapshot.step;
-  open_workdir(nullptr);
-  for (auto& evaluator : evaluators_) {
-    const auto start = Clock::now();
-    const AuxiliariesState result = evaluator->evaluate(*step_, state_, device_);
-    write_summaries(evaluator->name(), result);
-    writers::Scalars values = result.compute_scalars();
-    values.emplace_back("perf_stats/eval_time_sec", std::chrono::duration<double>(Clock::now() - start).count());
-    for (auto& w : writers_) w->write_scalars(state_.step, evaluator->name(), values);
-    std::string line;
-    for (const auto& [name, value] : values) line += fmt::format("  {} {:.4g}", name, value);
-    log_->info("eval {} of checkpoint step {}{}", evaluator->name(), state_.step, line);
-  }
+  open_workdir(nullptr, /*write_config=*/false);
+  for (auto& evaluator : evaluators_) run_eval(*evaluator);
   for (auto& w : writers_) w->flush();
   return state_.step;
 }
@@ -466,25 +488,34 @@ void Trainer::write_summaries(const std::string& collection, const AuxiliariesSt
   for (auto& w : writers_) w->write_summaries(state_.step, collection, records);
 }
 
-void Trainer::run_evals(bool last, const AuxiliariesState& merged, int64_t interval_steps) {
+writers::Scalars Trainer::run_eval(evals::Evaluator& evaluator) {
+  const auto start = Clock::now();
+  const AuxiliariesState result = evaluator.evaluate(*step_, state_, device_);
+  write_summaries(evaluator.name(), result);
+  writers::Scalars values = result.compute_scalars();
+  values.emplace_back("perf_stats/eval_time_sec", std::chrono::duration<double>(Clock::now() - start).count());
+  for (auto& w : writers_) w->write_scalars(state_.step, evaluator.name(), values);
+  std::string line;
+  for (const auto& [name, value] : values) line += fmt::format("  {} {:.4g}", name, value);
+  if (progress_) std::fprintf(stderr, "\r\033[K");
+  log_->info("eval {} at step {}{}", evaluator.name(), state_.step, line);
+  return values;
+}
+
+bool Trainer::run_evals(bool last, const AuxiliariesState& merged, int64_t interval_steps) {
+  bool saved = false;
   for (auto& evaluator : evaluators_) {
     if (!evaluator->should_run(state_.step, last)) continue;
-    const auto start = Clock::now();
-    const AuxiliariesState result = evaluator->evaluate(*step_, state_, device_);
-    write_summaries(evaluator->name(), result);
-    writers::Scalars values = result.compute_scalars();
-    values.emplace_back("perf_stats/eval_time_sec", std::chrono::duration<double>(Clock::now() - start).count());
-    for (auto& w : writers_) w->write_scalars(state_.step, evaluator->name(), values);
-    std::string line;
-    for (const auto& [name, value] : values) line += fmt::format("  {} {:.4g}", name, value);
-    if (progress_) std::fprintf(stderr, "\r\033[K");
-    log_->info("eval {} at step {}{}", evaluator->name(), state_.step, line);
+    const writers::Scalars values = run_eval(*evaluator);
     for (auto& cb : callbacks_) cb->on_eval_end(*this, evaluator->name(), state_.step, values);
-    // A new best is kept as a checkpoint (saved now unless this step is saved anyway).
-    if (checkpointer_->report(state_.step, evaluator->name(), values) && !checkpointer_->should_save(state_.step)) {
-      save_checkpoint(merged, interval_steps);
+    // A new best is kept as a checkpoint.
+    if (checkpointer_->report(state_.step, evaluator->name(), values)) {
+      if (!saved) save_checkpoint(merged, interval_steps);
+      saved = true;
+      checkpointer_->write_best();
     }
   }
+  return saved;
 }
 
 void Trainer::show_progress(double loss) {

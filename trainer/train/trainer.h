@@ -79,15 +79,20 @@ class Trainer {
  private:
   // Creates the workdir and the writers; with the first step's context, also records the
   // experiment, the parameter table and the Context's paths.
-  void open_workdir(const Context* first_context);
+  void open_workdir(const Context* first_context, bool write_config = true);
   void write_summaries(const std::string& collection, const AuxiliariesState& state);
+  // One evaluation at the current step, written and logged.
+  writers::Scalars run_eval(evals::Evaluator& evaluator);
   // Resumes from the newest valid checkpoint of the workdir, if any; the restored interval state.
   void resume_or_start(AuxiliariesState& merged, int64_t& interval_steps);
   void check_config_unchanged(const std::string& saved_yaml) const;
   std::string save_checkpoint(const AuxiliariesState& merged, int64_t interval_steps);
   writers::Scalars log_train_metrics(const AuxiliariesState& merged, double seconds, int64_t steps,
                                      double data_wait);
-  void run_evals(bool last, const AuxiliariesState& merged, int64_t interval_steps);
+  // Runs the evals due at this step; true when it saved a checkpoint (a new best).
+  bool run_evals(bool last, const AuxiliariesState& merged, int64_t interval_steps);
+  // Holds an exclusive lock on WORKDIR/.lock while this trainer uses the workdir.
+  void lock_workdir();
   void show_progress(double loss);
 
   config::Node experiment_;
@@ -119,6 +124,7 @@ class Trainer {
   std::shared_ptr<spdlog::logger> log_;
   bool progress_ = false;  // a progress bar on a terminal
   bool workdir_open_ = false;
+  int lock_fd_ = -1;
   std::chrono::steady_clock::time_point start_;
 };
 

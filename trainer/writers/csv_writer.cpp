@@ -1,4 +1,5 @@
 #include <cmath>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -85,7 +86,9 @@ void CsvWriter::truncate_after(int64_t step) {
     Table& t = table(collection);
     std::vector<std::vector<std::string>> kept;
     for (auto& row : t.rows) {
-      if (!row.empty() && std::stoll(row[0]) <= step) kept.push_back(std::move(row));
+      char* end = nullptr;
+      const long long row_step = row.empty() ? 0 : std::strtoll(row[0].c_str(), &end, 10);
+      if (!row.empty() && end && *end == '\0' && row_step <= step) kept.push_back(std::move(row));  // torn rows dropped
     }
     t.rows = std::move(kept);
     rewrite(collection, t);

@@ -1,5 +1,6 @@
 #include <chrono>
 #include <cmath>
+#include <filesystem>
 
 #include <torch/torch.h>
 
@@ -115,6 +116,23 @@ void TensorBoardWriter::write_text(int64_t step, const std::string& collection, 
   set_text(value, {text});
   file(collection).write_record(e.SerializeAsString());
   file(collection).flush();
+}
+
+void TensorBoardWriter::truncate_after(int64_t step) {
+  std::error_code ec;
+  for (const auto& entry : std::filesystem::directory_iterator(workdir_, ec)) {
+    if (!entry.is_directory()) continue;
+    bool has_events = false;
+    for (const auto& f : std::filesystem::directory_iterator(entry.path(), ec)) {
+      has_events = has_events || f.path().filename().string().rfind("events.out.tfevents.", 0) == 0;
+    }
+    if (!has_events) continue;
+    tensorboard::Event e = event_at(step + 1);
+    e.mutable_session_log()->set_status(tensorboard::SessionLog::START);
+    EventFileWriter& f = file(entry.path().filename().string());
+    f.write_record(e.SerializeAsString());
+    f.flush();
+  }
 }
 
 void TensorBoardWriter::flush() {

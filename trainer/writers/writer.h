@@ -92,6 +92,9 @@ class TensorBoardWriter : public MetricWriter {
   void write_scalars(int64_t step, const std::string& collection, const Scalars& values) override;
   void write_summaries(int64_t step, const std::string& collection, const std::vector<SummaryRecord>& records) override;
   void write_text(int64_t step, const std::string& collection, const std::string& tag, const std::string& text) override;
+  // Writes a SessionLog START at step + 1 to every collection, so TensorBoard drops what an
+  // earlier run logged after `step`.
+  void truncate_after(int64_t step) override;
   void flush() override;
 
  private:
