@@ -14,6 +14,8 @@
 // costs a good checkpoint. A checkpoint that fails its manifest is reported and skipped.
 #pragma once
 
+#include "trainer/common/torch_fwd.h"
+
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -25,12 +27,6 @@
 #include "trainer/data/pipeline.h"
 #include "trainer/tree/tree.h"
 
-namespace torch::nn {
-class Module;
-}
-namespace torch::optim {
-class Optimizer;
-}
 namespace kd::config {
 class Node;
 }

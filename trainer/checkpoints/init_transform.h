@@ -13,14 +13,10 @@
 // they are only reported.
 #pragma once
 
+#include "trainer/common/torch_fwd.h"
+
 #include <string>
 
-namespace torch::nn {
-class Module;
-}
-namespace torch::optim {
-class Optimizer;
-}
 namespace kd::config {
 class Node;
 }

@@ -53,14 +53,23 @@ torch::Tensor class_indices(const torch::Tensor& logits, const torch::Tensor& la
   return out.to(torch::kLong);
 }
 
-// The fraction of examples whose arg-max logit is the label; exact over batches since the state
-// keeps the count of correct examples and of examples.
-class Accuracy : public AverageMetric {
- public:
-  explicit Accuracy(const config::Node& o)
+// The keys shared by the classification metrics: logits, labels and an optional mask.
+class LabeledMetric : public AverageMetric {
+ protected:
+  explicit LabeledMetric(const config::Node& o)
       : logits_(key(o, "logits", "preds.logits")),
         labels_(key(o, "labels", "batch.label")),
         mask_(optional_key(o, "mask")) {}
+
+  Path logits_, labels_;
+  std::optional<Path> mask_;
+};
+
+// The fraction of examples whose arg-max logit is the label; exact over batches since the state
+// keeps the count of correct examples and of examples.
+class Accuracy : public LabeledMetric {
+ public:
+  explicit Accuracy(const config::Node& o) : LabeledMetric(o) {}
 
   Tree get_state(const train::Context& ctx) const override {
     const torch::Tensor logits = read(ctx, logits_).detach();
@@ -68,18 +77,12 @@ class Accuracy : public AverageMetric {
     return hit_rate(logits.argmax(-1) == labels, mask_, ctx);
   }
 
- private:
-  Path logits_, labels_;
-  std::optional<Path> mask_;
 };
 
 // The fraction of elements where (logit > 0) == (label > 0.5).
-class BinaryAccuracy : public AverageMetric {
+class BinaryAccuracy : public LabeledMetric {
  public:
-  explicit BinaryAccuracy(const config::Node& o)
-      : logits_(key(o, "logits", "preds.logits")),
-        labels_(key(o, "labels", "batch.label")),
-        mask_(optional_key(o, "mask")) {}
+  explicit BinaryAccuracy(const config::Node& o) : LabeledMetric(o) {}
 
   Tree get_state(const train::Context& ctx) const override {
     const torch::Tensor logits = read(ctx, logits_).detach();
@@ -92,18 +95,12 @@ class BinaryAccuracy : public AverageMetric {
     return hit_rate((logits > 0) == (labels.reshape(logits.sizes()).to(torch::kFloat) > 0.5), mask_, ctx);
   }
 
- private:
-  Path logits_, labels_;
-  std::optional<Path> mask_;
 };
 
 // Precision@1 with multi-hot labels: the fraction of examples whose arg-max class is positive.
-class Precision1 : public AverageMetric {
+class Precision1 : public LabeledMetric {
  public:
-  explicit Precision1(const config::Node& o)
-      : logits_(key(o, "logits", "preds.logits")),
-        labels_(key(o, "labels", "batch.label")),
-        mask_(optional_key(o, "mask")) {}
+  explicit Precision1(const config::Node& o) : LabeledMetric(o) {}
 
   Tree get_state(const train::Context& ctx) const override {
     const torch::Tensor logits = read(ctx, logits_).detach();
@@ -118,9 +115,6 @@ class Precision1 : public AverageMetric {
     return hit_rate(labels.gather(-1, top).squeeze(-1).to(torch::kFloat) > 0, mask_, ctx);
   }
 
- private:
-  Path logits_, labels_;
-  std::optional<Path> mask_;
 };
 
 // The exact binary ROC AUC (Mann-Whitney U, ties counted as one half through average ranks), or

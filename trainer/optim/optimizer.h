@@ -16,6 +16,8 @@
 // initial_accumulator_value (adagrad).
 #pragma once
 
+#include "trainer/common/torch_fwd.h"
+
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -26,12 +28,6 @@
 #include "trainer/optim/schedules.h"
 #include "trainer/tree/tree.h"
 
-namespace torch::nn {
-class Module;
-}
-namespace torch::optim {
-class Optimizer;
-}
 
 namespace kd::optim {
 

@@ -4,14 +4,10 @@
 // Leaves share storage with the optimizer's own buffers.
 #pragma once
 
+#include "trainer/common/torch_fwd.h"
+
 #include "trainer/tree/tree.h"
 
-namespace torch::nn {
-class Module;
-}
-namespace torch::optim {
-class Optimizer;
-}
 
 namespace kd::optim {
 

@@ -104,7 +104,7 @@ std::vector<std::pair<std::string, double>> AuxiliariesState::compute_scalars() 
   for (const auto& [name, metric] : auxiliaries->metrics) {
     const Tree* state = metric_states.find(name);
     if (!state || state->empty()) continue;
-    const Tree value = detail::with_context("compute()", "metric", "metrics/" + name, [&] { return metric->compute(*state); });
+    const Tree value = detail::with_context("compute()", "metric", "metrics", name, [&] { return metric->compute(*state); });
     if (value.is_leaf()) {
       out.emplace_back("metrics/" + name, value.to_double());
     } else {
@@ -120,7 +120,7 @@ std::vector<AuxiliariesState::SummaryValue> AuxiliariesState::compute_summaries(
   for (const auto& [name, summary] : auxiliaries->summaries) {
     const Tree* state = summary_states.find(name);
     if (!state || state->empty()) continue;
-    Tree value = detail::with_context("compute()", "summary", "summaries/" + name, [&] { return summary->compute(*state); });
+    Tree value = detail::with_context("compute()", "summary", "summaries", name, [&] { return summary->compute(*state); });
     out.push_back({"summaries/" + name, summary.get(), std::move(value)});
   }
   return out;

@@ -7,16 +7,12 @@
 //   state.params.get("weight").tensor();   // the module's own tensor (shared storage)
 #pragma once
 
+#include "trainer/common/torch_fwd.h"
+
 #include <cstdint>
 
 #include "trainer/tree/tree.h"
 
-namespace torch::nn {
-class Module;
-}
-namespace torch::optim {
-class Optimizer;
-}
 
 namespace kd::train {
 

@@ -48,16 +48,10 @@ Context forward(models::Model& model, const Context& ctx, bool record_interms) {
       throw;
     }
   }
-  Tree preds;
-  Tree interms;
-  if (record_interms) {
-    models::IntermsRecorder recorder(model);
-    preds = detail::with_context("forward()", "model", "model", [&] { return model.forward(inputs); });
-    interms = recorder.interms();
-  } else {
-    preds = detail::with_context("forward()", "model", "model", [&] { return model.forward(inputs); });
-  }
-  return ctx.replace({.preds = std::move(preds), .interms = std::move(interms)});
+  std::optional<models::IntermsRecorder> recorder;  // sow() records only while one exists
+  if (record_interms) recorder.emplace(model);
+  Tree preds = detail::with_context("forward()", "model", "", "model", [&] { return model.forward(inputs); });
+  return ctx.replace({.preds = std::move(preds), .interms = recorder ? recorder->interms() : Tree()});
 }
 
 Context forward_with_loss(models::Model& model, const Auxiliaries& aux, const Context& ctx,
@@ -67,7 +61,7 @@ Context forward_with_loss(models::Model& model, const Auxiliaries& aux, const Co
   torch::Tensor total;
   for (const auto& [name, loss] : aux.losses) {
     const torch::Tensor value =
-        detail::with_context("computing the loss", "loss", "losses/" + name, [&] { return loss->value(out); });
+        detail::with_context("computing the loss", "loss", "losses", name, [&] { return loss->value(out); });
     loss_states.insert(name, loss->get_state(value));
     total = total.defined() ? total + value : value;
   }
@@ -222,14 +216,14 @@ Context TrainStep::fill_metrics_and_summaries(const Auxiliaries& aux, const Cont
   torch::NoGradGuard no_grad;
   Tree metric_states = Tree::dict();
   for (const auto& [name, metric] : aux.metrics) {
-    metric_states.insert(name, detail::with_context("get_state()", "metric", "metrics/" + name,
+    metric_states.insert(name, detail::with_context("get_state()", "metric", "metrics", name,
                                                     [&] { return metric->get_state(ctx); }));
   }
   Context out = ctx.replace({.metric_states = std::move(metric_states)});
   if (!with_summaries) return out;
   Tree summary_states = Tree::dict();
   for (const auto& [name, summary] : aux.summaries) {
-    summary_states.insert(name, detail::with_context("get_state()", "summary", "summaries/" + name,
+    summary_states.insert(name, detail::with_context("get_state()", "summary", "summaries", name,
                                                      [&] { return summary->get_state(out); }));
   }
   return out.replace({.summary_states = std::move(summary_states)});
