@@ -13,6 +13,7 @@
 #include "trainer/config/experiment.h"
 #include "trainer/data/source.h"
 #include "trainer/data/transforms.h"
+#include "trainer/distributed/launch.h"
 #include "trainer/losses/loss.h"
 #include "trainer/metrics/metric.h"
 #include "trainer/models/model.h"
@@ -149,10 +150,31 @@ int main(int argc, char** argv) {
   exp->add_option("--format", export_format, "safetensors (default) or torch");
   exp->add_flag("--collections", export_collections, "Also write the buffers (e.g. BatchNorm statistics)");
 
+  kd::distributed::LaunchOptions launch_options;
+  double launch_grace_s = 30;
+  auto* launch = app.add_subcommand(
+      "launch", "Run a kd command on N local ranks (data-parallel): kd launch --nproc=2 -- train --cfg=FILE");
+  launch->add_option("--nproc", launch_options.nproc, "Number of ranks (processes) to start")->required();
+  launch->add_option("--master_addr", launch_options.master_addr, "Rendezvous host (default 127.0.0.1)");
+  launch->add_option("--master_port", launch_options.master_port, "Rendezvous port (default: a free one)");
+  launch->add_option("--grace", launch_grace_s, "Seconds a rank may take to stop after SIGTERM before SIGKILL (default 30)");
+  launch->prefix_command();  // everything after the options (or after --) is the kd command
+
   std::string type_name;
   auto* configs = app.add_subcommand("configs", "List the registered component types, or one type's options");
   configs->add_option("name", type_name, "A component type, e.g. Accuracy");
 
+  // `kd launch [options] -- <kd command>`: what follows "--" is passed to the ranks untouched.
+  std::vector<std::string> launched;
+  if (argc > 1 && std::string(argv[1]) == "launch") {
+    for (int i = 2; i < argc; ++i) {
+      if (std::string(argv[i]) == "--") {
+        launched.assign(argv + i + 1, argv + argc);
+        argc = i;
+        break;
+      }
+    }
+  }
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -165,6 +187,12 @@ int main(int argc, char** argv) {
     if (*eval) return run_eval(eval_workdir, eval_step, eval->remaining());
     if (*exp) return run_export(export_workdir, export_step, export_out, export_format, export_collections);
     if (*configs) return run_configs(type_name);
+    if (*launch) {
+      launch_options.args = launch->remaining();
+      launch_options.args.insert(launch_options.args.end(), launched.begin(), launched.end());
+      launch_options.grace = std::chrono::milliseconds(static_cast<int64_t>(launch_grace_s * 1000));
+      return kd::distributed::launch(launch_options);
+    }
   } catch (const kd::Error& e) {
     std::cerr << "kd: error: " << e.what() << "\n";
     return kUserError;

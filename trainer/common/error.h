@@ -70,4 +70,9 @@ class TypeError : public Error {
   using Error::Error;
 };
 
+// Another process of a distributed job failed, hung, or could not be reached.
+class DistributedError : public Error {
+  using Error::Error;
+};
+
 }  // namespace kd

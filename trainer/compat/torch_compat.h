@@ -1,5 +1,6 @@
 // The one place where kd adapts to differences between LibTorch versions (Debian's 1.13 and
 // upstream 2.x, CPU or CUDA). Everything else in kd uses the API common to all of them.
+// The c10d section at the end is compiled only where KD_COMPAT_C10D is defined.
 #pragma once
 
 #include <sstream>
@@ -67,3 +68,82 @@ class CountingCpuAllocator : public c10::Allocator {
 };
 
 }  // namespace kd::compat
+
+// ---- c10d (distributed) ------------------------------------------------------------------------
+// Only for the translation units that define KD_COMPAT_C10D before including this header: the
+// c10d and Gloo headers are heavy. The header paths are the same in 1.13 and 2.x; what differs:
+// Gloo and NCCL derive from c10d::ProcessGroup in 1.13 and from c10d::Backend in 2.x, and a
+// LibTorch may lack Gloo's headers or NCCL (USE_C10D_GLOO / USE_C10D_NCCL, set by its CMake
+// package).
+#ifdef KD_COMPAT_C10D
+
+#include <chrono>
+#include <cstdlib>
+#include <string>
+
+#include <torch/csrc/distributed/c10d/TCPStore.hpp>
+#include <torch/csrc/distributed/c10d/Work.hpp>
+
+#if defined(USE_C10D_GLOO) && __has_include(<gloo/config.h>)
+#define KD_HAVE_GLOO 1
+#include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
+#endif
+#if defined(USE_C10D_NCCL)
+#include <c10/cuda/CUDAFunctions.h>
+#include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
+#endif
+
+#include "trainer/common/error.h"
+
+namespace kd::compat {
+
+using Work = c10d::Work;
+#if TORCH_VERSION_MAJOR >= 2
+using Backend = c10d::Backend;
+#else
+using Backend = c10d::ProcessGroup;
+#endif
+
+#if defined(USE_C10D_NCCL)
+inline constexpr bool kHaveNccl = true;
+inline int current_cuda_device() { return c10::cuda::current_device(); }
+#else
+inline constexpr bool kHaveNccl = false;
+inline int current_cuda_device() { return 0; }
+#endif
+
+// A Gloo or NCCL process group. Gloo's network device: the interface GLOO_SOCKET_IFNAME names
+// (as in PyTorch), loopback when the job's rendezvous is on this host's loopback, else the
+// address this host's name resolves to.
+inline c10::intrusive_ptr<Backend> make_process_group(const std::string& backend,
+                                                      const c10::intrusive_ptr<c10d::Store>& store, int rank,
+                                                      int size, std::chrono::milliseconds timeout,
+                                                      const std::string& master_addr) {
+  if (backend == "nccl") {
+#if defined(USE_C10D_NCCL)
+    auto options = c10d::ProcessGroupNCCL::Options::create();
+    options->timeout = timeout;
+    return c10::make_intrusive<c10d::ProcessGroupNCCL>(store, rank, size, options);
+#else
+    throw NotSupportedError("this LibTorch was built without NCCL; use distributed.backend: gloo");
+#endif
+  }
+#if defined(KD_HAVE_GLOO)
+  auto options = c10d::ProcessGroupGloo::Options::create(timeout);
+  if (const char* ifname = std::getenv("GLOO_SOCKET_IFNAME"); ifname != nullptr && *ifname != '\0') {
+    options->devices.push_back(c10d::ProcessGroupGloo::createDeviceForInterface(ifname));
+  } else if (master_addr == "localhost" || master_addr.rfind("127.", 0) == 0) {
+    options->devices.push_back(c10d::ProcessGroupGloo::createDeviceForHostname("127.0.0.1"));
+  } else {
+    options->devices.push_back(c10d::ProcessGroupGloo::createDefaultDevice());
+  }
+  return c10::make_intrusive<c10d::ProcessGroupGloo>(store, rank, size, options);
+#else
+  throw NotSupportedError("this LibTorch was built without Gloo (or its gloo/ headers are not installed); "
+                          "use distributed.backend: nccl on CUDA");
+#endif
+}
+
+}  // namespace kd::compat
+
+#endif  // KD_COMPAT_C10D

@@ -44,6 +44,10 @@ Pipeline::Pipeline(SourcePtr source, std::vector<TransformPtr> transforms, Pipel
 }
 
 void Pipeline::init() {
+  if (options_.num_shards < 1 || options_.shard_index < 0 || options_.shard_index >= options_.num_shards) {
+    throw Error("pipeline shard " + std::to_string(options_.shard_index) + " of " + std::to_string(options_.num_shards) +
+                " does not exist");
+  }
   examples_ = source_->load();
   num_examples_ = data::num_examples(examples_, source_->describe());
   description_ = source_->describe() + " (" + std::to_string(num_examples_) + " examples, batch " +
@@ -76,8 +80,14 @@ PipelineState Pipeline::advance(PipelineState at) const {
 
 Tree Pipeline::batch_at(const PipelineState& at) const {
   const uint64_t epoch_seed = mix(mix(static_cast<uint64_t>(options_.seed)) ^ static_cast<uint64_t>(at.epoch));
-  const int64_t start = at.index * options_.batch_size;
-  const int64_t size = std::min(options_.batch_size, num_examples_ - start);
+  int64_t start = at.index * options_.batch_size;
+  int64_t size = std::min(options_.batch_size, num_examples_ - start);
+  if (options_.num_shards > 1) {
+    const int64_t begin = options_.shard_index * size / options_.num_shards;
+    const int64_t end = (options_.shard_index + 1) * size / options_.num_shards;
+    start += begin;
+    size = end - begin;
+  }
   torch::Tensor indices;
   if (options_.shuffle) {
     torch::Tensor order;
@@ -92,12 +102,16 @@ Tree Pipeline::batch_at(const PipelineState& at) const {
       }
       order = order_;
     }
-    indices = order.narrow(0, start, size);
+    indices = order.narrow(0, start, size);  // this shard's part of the global batch
   } else {
     indices = torch::arange(start, start + size, torch::kLong);
   }
   Tree batch = examples_.map([&](const torch::Tensor& t) { return t.index_select(0, indices); });
-  at::Generator g = generator(mix(epoch_seed ^ mix(static_cast<uint64_t>(at.index))));
+  // Random transforms draw per batch; shards draw from their own streams (the same examples as
+  // one process, but other random flips and crops).
+  uint64_t batch_seed = mix(epoch_seed ^ mix(static_cast<uint64_t>(at.index)));
+  if (options_.num_shards > 1) batch_seed = mix(batch_seed ^ mix(static_cast<uint64_t>(options_.shard_index) + 1));
+  at::Generator g = generator(batch_seed);
   for (const auto& transform : transforms_) batch = transform->apply(batch, g);
   return batch;
 }

@@ -38,6 +38,11 @@ struct PipelineOptions {
   bool drop_remainder = true;
   int64_t prefetch = 2;
   int64_t seed = 0;
+  // Data-parallel training: this process reads only its slice of every batch, examples
+  // [i*n/N, (i+1)*n/N) of a batch of n for shard i of N, so N shards together read exactly the
+  // batches of one process. Batch positions (and so state()) are the same in every shard.
+  int64_t num_shards = 1;
+  int64_t shard_index = 0;
 };
 
 // The position of the next batch to deliver.
@@ -51,6 +56,7 @@ class Pipeline {
  public:
   // From the experiment: `options` holds the source's and the pipeline's keys.
   // `defaults` gives the pipeline options the YAML does not set (e.g. shuffle off for evals).
+  // `defaults.num_shards` / `shard_index` shard it (they are not YAML keys).
   Pipeline(const config::Node& options, int64_t seed, PipelineOptions defaults = {});
   Pipeline(SourcePtr source, std::vector<TransformPtr> transforms, PipelineOptions options);
   ~Pipeline();
@@ -71,7 +77,7 @@ class Pipeline {
   // Seconds next() spent waiting for the worker since construction.
   double wait_seconds() const { return wait_seconds_; }
 
-  // The batch at a position, computed directly (what the worker does).
+  // The batch (this shard's slice of it) at a position, computed directly (what the worker does).
   Tree batch_at(const PipelineState& at) const;
 
  private:

@@ -8,7 +8,8 @@
 namespace kd::evals {
 
 Evaluator::Evaluator(std::string name, const config::Node& o, int64_t seed,
-                     const std::shared_ptr<const train::Auxiliaries>& train_auxiliaries)
+                     const std::shared_ptr<const train::Auxiliaries>& train_auxiliaries, int64_t num_shards,
+                     int64_t shard_index)
     : name_(std::move(name)) {
   if (name_ == "train") throw ConfigError(o.where() + ": an eval may not be called \"train\" (that collection is the training one)");
   data::PipelineOptions defaults;
@@ -16,6 +17,8 @@ Evaluator::Evaluator(std::string name, const config::Node& o, int64_t seed,
   defaults.drop_remainder = false;
   defaults.num_epochs = 1;
   defaults.prefetch = 1;
+  defaults.num_shards = num_shards;
+  defaults.shard_index = shard_index;
   pipeline_ = std::make_unique<data::Pipeline>(o.child("ds"), seed, defaults);
   num_batches_ = o.get_int("num_batches", 0);
   if (auto run = o.find("run"); run && !run->is_null()) {
@@ -46,9 +49,11 @@ train::AuxiliariesState Evaluator::evaluate(train::TrainStep& step, const train:
   while (num_batches_ == 0 || batches < num_batches_) {
     std::optional<Tree> batch = pipeline_->next();
     if (!batch) break;
+    ++batches;
+    // A shard's slice of a last batch smaller than the number of shards may be empty.
+    if (batch->is_dict() && !batch->empty() && data::num_examples(*batch, name_) == 0) continue;
     const Tree on_device = batch->map([&](const torch::Tensor& t) { return t.to(device, /*non_blocking=*/true); });
     merged = merged.merge(step.eval_step(state, on_device, auxiliaries_));
-    ++batches;
   }
   return merged;
 }

@@ -29,14 +29,20 @@ namespace kd::evals {
 
 class Evaluator {
  public:
+  // With `num_shards` > 1 (data-parallel training) this process evaluates shard `shard_index`
+  // of every batch; the caller merges the states of all shards.
   Evaluator(std::string name, const config::Node& options, int64_t seed,
-            const std::shared_ptr<const train::Auxiliaries>& train_auxiliaries);
+            const std::shared_ptr<const train::Auxiliaries>& train_auxiliaries, int64_t num_shards = 1,
+            int64_t shard_index = 0);
 
   const std::string& name() const { return name_; }
+  // The losses, metrics and summaries it computes (its own, or the training ones).
+  const std::shared_ptr<const train::Auxiliaries>& auxiliaries() const { return auxiliaries_; }
   // Whether to run after training step `step` (the number of steps done); `last` at the end.
   bool should_run(int64_t step, bool last) const;
 
-  // One evaluation: the merged state over the dataset (or num_batches of it).
+  // One evaluation: the merged state over the dataset (or num_batches of it), or over this
+  // shard's slices of it.
   train::AuxiliariesState evaluate(train::TrainStep& step, const train::TrainState& state,
                                    const c10::Device& device);
 

@@ -117,10 +117,15 @@ std::pair<TrainState, AuxiliariesState> TrainStep::step(const TrainState& state,
     contexts.push_back(std::move(ctx));
   }
 
+  bool non_finite = false;
   if (nan_policy_ != NanPolicy::kIgnore) {
     double total = 0;
     for (const Context& ctx : contexts) total += ctx.loss_total.tensor().item<double>();
-    if (!std::isfinite(total)) {
+    non_finite = !std::isfinite(total);
+  }
+  if (gradient_hook_) non_finite = gradient_hook_(non_finite);
+  if (nan_policy_ != NanPolicy::kIgnore) {
+    if (non_finite) {
       const std::string what = describe_non_finite(contexts.back());
       if (nan_policy_ == NanPolicy::kRaise) {
         throw NonFiniteError("non-finite loss at step " + std::to_string(state.step) + ": " + what +

@@ -17,6 +17,7 @@
 // in place and returns a state that shares them.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <utility>
 
@@ -87,6 +88,13 @@ class TrainStep {
   const Reads& reads() const { return reads_; }
 
   void set_nan_policy(NanPolicy policy) { nan_policy_ = policy; }
+
+  // Runs after the backward pass(es) and before the NaN check and the optimizer step, e.g. to
+  // average the gradients over processes (kd::distributed::GradientReducer). It is given
+  // whether this process's loss is non-finite (always false under NanPolicy::kIgnore) and
+  // returns whether any process's is, so that every process takes the same decision.
+  using GradientHook = std::function<bool(bool non_finite)>;
+  void set_gradient_hook(GradientHook hook) { gradient_hook_ = std::move(hook); }
   // Steps skipped by NanPolicy::kSkipStep so far.
   int64_t skipped_steps() const { return skipped_steps_; }
 
@@ -105,6 +113,7 @@ class TrainStep {
   std::size_t opt_state_entries_ = 0;
   NanPolicy nan_policy_ = NanPolicy::kIgnore;
   int64_t skipped_steps_ = 0;
+  GradientHook gradient_hook_;
 };
 
 }  // namespace kd::train

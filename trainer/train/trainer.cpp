@@ -22,6 +22,7 @@
 #include "trainer/checkpoints/init_transform.h"
 #include "trainer/common/error.h"
 #include "trainer/data/pipeline.h"
+#include "trainer/distributed/distributed.h"
 #include "trainer/evals/evaluator.h"
 #include "trainer/models/model.h"
 #include "trainer/optim/optimizer.h"
@@ -101,7 +102,7 @@ class StopSignals {
 bool may_change_on_resume(const std::string& key) {
   for (const char* prefix : {"workdir", "num_train_steps", "stop_after_steps", "log_metrics_every", "log_summaries_every",
                              "evals", "writer", "callbacks", "checkpointer", "allow_config_change", "nan_policy",
-                             "num_threads", "device", "init_transform"}) {
+                             "num_threads", "device", "init_transform", "distributed"}) {
     const std::string p(prefix);
     if (key == p || key.rfind(p + ".", 0) == 0) return true;
   }
@@ -129,6 +130,12 @@ Trainer::Trainer(const config::Node& cfg) : experiment_(cfg) {
   if (num_train_steps_ <= 0) throw ConfigError(cfg.child("num_train_steps").where() + ": num_train_steps must be > 0");
   if (log_metrics_every_ <= 0) throw ConfigError(cfg.child("log_metrics_every").where() + ": log_metrics_every must be > 0");
   device_ = parse_device(cfg);
+  if (auto world = distributed::world_from_environment(); world && world->world_size > 1) {
+    world_ = std::make_unique<distributed::WorldInfo>(*world);
+    if (!is_chief()) log_->set_level(spdlog::level::warn);  // rank 0 reports for the job
+  }
+  const auto distributed_node = cfg.find("distributed");
+  const auto distributed_options = distributed::Options::from_config(distributed_node ? &*distributed_node : nullptr);
   {
     const auto node = cfg.find("checkpointer");
     checkpointer_ = std::make_unique<checkpoints::Checkpointer>(
@@ -152,7 +159,23 @@ Trainer::Trainer(const config::Node& cfg) : experiment_(cfg) {
   auxiliaries_ = std::make_shared<Auxiliaries>(
       build_auxiliaries(&*losses, metrics ? &*metrics : nullptr, summaries ? &*summaries : nullptr));
 
-  pipeline_ = std::make_unique<data::Pipeline>(cfg.child("train_ds"), seed_);
+  {
+    data::PipelineOptions shard;
+    shard.num_shards = world_size();
+    shard.shard_index = rank();
+    pipeline_ = std::make_unique<data::Pipeline>(cfg.child("train_ds"), seed_, shard);
+    const auto& o = pipeline_->options();
+    if (o.batch_size % world_size() != 0) {
+      throw ConfigError(cfg.child("train_ds").child("batch_size").where() + ": batch_size " + std::to_string(o.batch_size) +
+                        " (the global batch) must split evenly over the " + std::to_string(world_size()) +
+                        " ranks; use a multiple of " + std::to_string(world_size()));
+    }
+    if (world_size() > 1 && !o.drop_remainder && pipeline_->num_examples() % o.batch_size != 0) {
+      throw ConfigError(cfg.child("train_ds").where() + ": drop_remainder: false leaves a last batch of " +
+                        std::to_string(pipeline_->num_examples() % o.batch_size) + " examples that " +
+                        std::to_string(world_size()) + " ranks cannot split evenly; use drop_remainder: true");
+    }
+  }
   step_ = std::make_unique<TrainStep>(model_, cfg.child("optimizer"), auxiliaries_);
   step_->set_nan_policy(parse_nan_policy(cfg));
 
@@ -161,7 +184,8 @@ Trainer::Trainer(const config::Node& cfg) : experiment_(cfg) {
   }
   if (auto e = cfg.find("evals"); e && !e->is_null()) {
     for (const auto& name : e->keys()) {
-      evaluators_.push_back(std::make_unique<evals::Evaluator>(name, e->child(name), seed_, auxiliaries_));
+      evaluators_.push_back(
+          std::make_unique<evals::Evaluator>(name, e->child(name), seed_, auxiliaries_, world_size(), rank()));
     }
   }
   if (auto w = cfg.find("writer"); w && !w->is_null()) {
@@ -180,15 +204,69 @@ Trainer::Trainer(const config::Node& cfg) : experiment_(cfg) {
     num_threads_ = n->as_int();
     if (num_threads_ <= 0) throw ConfigError(n->where() + ": num_threads must be > 0 or auto");
   } else {
-    num_threads_ = params >= kParamsForAllThreads ? std::max<int64_t>(1, std::thread::hardware_concurrency()) : 1;
+    // The cores are shared by the ranks of this machine.
+    const int64_t cores = std::max<int64_t>(1, std::thread::hardware_concurrency() / (world_ ? world_->local_world_size : 1));
+    num_threads_ = params >= kParamsForAllThreads ? cores : 1;
   }
   cfg.check_unknown_keys();
 
   state_ = step_->init();
-  progress_ = isatty(STDERR_FILENO) != 0;
+  progress_ = is_chief() && isatty(STDERR_FILENO) != 0;
   log_->info("experiment: {} parameters, device {}, {} intra-op thread{}{}", params, device_.str(), num_threads_,
              num_threads_ == 1 ? "" : "s", cfg.find("num_threads") ? "" : " (auto)");
   log_->info("train data: {}", pipeline_->description());
+  if (world_) join_process_group(distributed_options);
+}
+
+int Trainer::rank() const { return world_ ? world_->rank : 0; }
+int Trainer::world_size() const { return world_ ? world_->world_size : 1; }
+
+void Trainer::join_process_group(const distributed::Options& options) {
+  const auto start = Clock::now();
+  group_ = distributed::ProcessGroup::create(*world_, options, device_);
+  reducer_ = std::make_unique<distributed::GradientReducer>(group_, model_->parameters(), options.bucket_bytes);
+  // Every step all-reduces the gradients and, with them, two flags: "my loss is not finite" and
+  // "I was asked to stop", so that every rank skips, raises or stops at the same step.
+  step_->set_gradient_hook([this](bool non_finite) {
+    const std::vector<double> any = reducer_->reduce({non_finite ? 1.0 : 0.0, g_stop_signal != 0 ? 1.0 : 0.0});
+    stop_all_ = any[1] > 0;
+    return any[0] > 0;
+  });
+  log_->info("data parallel: {} ranks ({} backend, rendezvous {}:{}, {:.1f} s); global batch {} = {} per rank; "
+             "{} gradient buckets; timeout {} s",
+             world_->world_size, group_->backend(), world_->master_addr, world_->master_port,
+             std::chrono::duration<double>(Clock::now() - start).count(), pipeline_->options().batch_size,
+             pipeline_->options().batch_size / world_->world_size, reducer_->num_buckets(),
+             std::chrono::duration<double>(options.timeout).count());
+}
+
+void Trainer::broadcast_parameters() {
+  if (!group_) return;
+  std::vector<torch::Tensor> tensors;
+  for (const auto& p : model_->parameters()) tensors.push_back(p.detach());
+  for (const auto& b : model_->buffers()) {
+    if (b.defined()) tensors.push_back(b.detach());
+  }
+  group_->broadcast(tensors, 0, "the broadcast of the parameters from rank 0");
+}
+
+AuxiliariesState Trainer::merge_across_ranks(const AuxiliariesState& state,
+                                             const std::shared_ptr<const Auxiliaries>& auxiliaries,
+                                             const std::string& what) {
+  if (!group_) return state;
+  const Tree mine = Tree::dict(
+      {{"loss_states", state.loss_states}, {"metric_states", state.metric_states}, {"summary_states", state.summary_states}});
+  AuxiliariesState merged;
+  merged.auxiliaries = auxiliaries;
+  for (const Tree& t : distributed::all_gather_trees(*group_, mine, what)) {
+    AuxiliariesState other;
+    other.loss_states = t.at("loss_states");
+    other.metric_states = t.at("metric_states");
+    other.summary_states = t.at("summary_states");
+    other.auxiliaries = auxiliaries;
+    merged = merged.merge(other);
+  }
+  return merged;
 }
 
 Trainer::~Trainer() {
@@ -209,6 +287,7 @@ void Trainer::lock_workdir() {
 void Trainer::open_workdir(const Context* first_context, bool write_config) {
   if (workdir_open_) return;
   workdir_open_ = true;
+  if (!is_chief()) return;  // rank 0 writes for the job
   std::error_code ec;
   fs::create_directories(workdir_, ec);
   if (ec) {
@@ -258,52 +337,98 @@ void Trainer::open_workdir(const Context* first_context, bool write_config) {
 }
 
 void Trainer::resume_or_start(AuxiliariesState& merged, int64_t& interval_steps) {
-  lock_workdir();
-  checkpointer_->clean_up_interrupted_saves();
-  const auto found = checkpointer_->probe();
-  for (const auto& info : found) {
-    if (!info.valid()) log_->warn("checkpoint {} is damaged ({}); skipping it", info.path, info.problem);
-  }
+  // Rank 0 chooses (and checks) the checkpoint; in a data-parallel job every rank restores it.
   std::optional<checkpoints::CheckpointInfo> latest;
-  for (const auto& info : found) {
-    if (info.valid()) {
-      latest = info;
-      break;
+  std::string saved_config;
+  if (is_chief()) {
+    lock_workdir();
+    checkpointer_->clean_up_interrupted_saves();
+    const auto found = checkpointer_->probe();
+    for (const auto& info : found) {
+      if (!info.valid()) log_->warn("checkpoint {} is damaged ({}); skipping it", info.path, info.problem);
+    }
+    for (const auto& info : found) {
+      if (info.valid()) {
+        latest = info;
+        break;
+      }
+    }
+    if (!latest) {
+      if (!found.empty()) {
+        throw CorruptionError("the workdir \"" + workdir_ + "\" holds checkpoints but none is valid (see above); "
+                              "nothing was changed. Choose another workdir, e.g. --cfg.workdir=" + workdir_ + "_2");
+      }
+      for (const char* file : {"metrics.jsonl", "config.yaml"}) {
+        if (fs::exists(fs::path(workdir_) / file)) {
+          throw ConfigError("the workdir \"" + workdir_ + "\" already holds a run (" + file +
+                            ") without a checkpoint to resume from; nothing was changed. Choose another workdir, "
+                            "e.g. --cfg.workdir=" + workdir_ + "_2, or delete this one to start over");
+        }
+      }
+    } else {
+      saved_config = checkpoints::posix_file_system()->read_file(latest->path + "/config.yaml");
+      check_config_unchanged(saved_config);
+    }
+  }
+  if (group_) {
+    std::vector<torch::Tensor> chosen{torch::full({1}, latest ? latest->step : int64_t{-1}, torch::kLong)};
+    group_->broadcast(chosen, 0, "choosing the checkpoint to resume from");
+    const int64_t step = chosen[0].item<int64_t>();
+    if (!is_chief() && step >= 0) {
+      for (const auto& info : checkpointer_->probe()) {
+        if (info.step == step) {
+          latest = info;
+          break;
+        }
+      }
+      if (!latest || !latest->valid()) {
+        throw CorruptionError("rank " + std::to_string(rank()) + " cannot read checkpoint " + std::to_string(step) +
+                              ", which rank 0 resumes from, in \"" + checkpointer_->directory() + "\"" +
+                              (latest ? " (" + latest->problem + ")" : std::string()) +
+                              ". Every rank must see rank 0's workdir: put it on a shared file system");
+      }
     }
   }
   if (!latest) {
-    if (!found.empty()) {
-      throw CorruptionError("the workdir \"" + workdir_ + "\" holds checkpoints but none is valid (see above); "
-                            "nothing was changed. Choose another workdir, e.g. --cfg.workdir=" + workdir_ + "_2");
-    }
-    for (const char* file : {"metrics.jsonl", "config.yaml"}) {
-      if (fs::exists(fs::path(workdir_) / file)) {
-        throw ConfigError("the workdir \"" + workdir_ + "\" already holds a run (" + file +
-                          ") without a checkpoint to resume from; nothing was changed. Choose another workdir, "
-                          "e.g. --cfg.workdir=" + workdir_ + "_2, or delete this one to start over");
-      }
-    }
     if (init_transform_) {
       const std::string report = checkpoints::apply_init_transform(*init_transform_, *model_, &step_->optimizer().torch_optimizer());
       log_->info("init_transform: {}", report);
     }
+    broadcast_parameters();
     return;
   }
   checkpoints::Snapshot snapshot;
   snapshot.model = model_.get();
   snapshot.optimizer = &step_->optimizer().torch_optimizer();
   snapshot.ema = step_->optimizer().ema_params();
-  std::string saved_config = checkpoints::posix_file_system()->read_file(latest->path + "/config.yaml");
-  check_config_unchanged(saved_config);
   checkpointer_->restore(latest->path, snapshot);
   state_ = step_->init();
   state_.step = snapshot.step;
   pipeline_->restore(snapshot.data);
-  merged.loss_states = snapshot.aux.find("loss_states") ? snapshot.aux.at("loss_states") : Tree();
-  merged.metric_states = snapshot.aux.find("metric_states") ? snapshot.aux.at("metric_states") : Tree();
-  merged.summary_states = snapshot.aux.find("summary_states") ? snapshot.aux.at("summary_states") : Tree();
+  merged = AuxiliariesState();
   merged.auxiliaries = auxiliaries_;
+  if (is_chief()) {  // the states saved are those of every rank, merged; rank 0 carries them on
+    merged.loss_states = snapshot.aux.find("loss_states") ? snapshot.aux.at("loss_states") : Tree();
+    merged.metric_states = snapshot.aux.find("metric_states") ? snapshot.aux.at("metric_states") : Tree();
+    merged.summary_states = snapshot.aux.find("summary_states") ? snapshot.aux.at("summary_states") : Tree();
+  }
   interval_steps = snapshot.aux_steps;
+  if (group_) {
+    // The checkpoint holds every rank's CPU random state; a job resumed with another number of
+    // ranks gives the new ranks fresh streams.
+    const Tree* states = snapshot.aux.find("rank_rng");
+    if (states && states->is_list() && static_cast<int>(states->size()) == world_size()) {
+      if (!is_chief()) {
+        auto generator = at::globalContext().defaultGenerator(c10::Device(c10::kCPU));
+        std::lock_guard<std::mutex> lock(generator.mutex());
+        generator.set_state(states->children()[static_cast<std::size_t>(rank())].tensor());
+      }
+    } else if (!is_chief()) {
+      torch::manual_seed(static_cast<uint64_t>(seed_) * 1000003ULL + static_cast<uint64_t>(rank()) * 7919ULL +
+                         static_cast<uint64_t>(state_.step));
+    }
+    broadcast_parameters();
+  }
   log_->info("resuming from step {} ({})", state_.step, latest->path);
 }
 
@@ -332,7 +457,23 @@ void Trainer::check_config_unchanged(const std::string& saved_yaml) const {
                               "or choose another workdir.");
 }
 
-std::string Trainer::save_checkpoint(const AuxiliariesState& merged, int64_t interval_steps) {
+void Trainer::save_checkpoint(AuxiliariesState& merged, int64_t interval_steps) {
+  Tree rank_rng;
+  if (group_) {
+    merged = merge_across_ranks(merged, auxiliaries_, "merging the training states for a checkpoint");
+    auto generator = at::globalContext().defaultGenerator(c10::Device(c10::kCPU));
+    torch::Tensor rng;
+    {
+      std::lock_guard<std::mutex> lock(generator.mutex());
+      rng = generator.get_state();
+    }
+    rank_rng = Tree::list(distributed::all_gather_trees(*group_, Tree(rng), "gathering the random states for a checkpoint"));
+    if (!is_chief()) {
+      merged = AuxiliariesState();  // rank 0 holds the merged states from here on
+      merged.auxiliaries = auxiliaries_;
+      return;
+    }
+  }
   checkpoints::Snapshot snapshot;
   snapshot.step = state_.step;
   snapshot.model = model_.get();
@@ -342,11 +483,11 @@ std::string Trainer::save_checkpoint(const AuxiliariesState& merged, int64_t int
   snapshot.aux = Tree::dict({{"loss_states", merged.loss_states},
                              {"metric_states", merged.metric_states},
                              {"summary_states", merged.summary_states}});
+  if (group_) snapshot.aux.insert("rank_rng", rank_rng);
   snapshot.aux_steps = interval_steps;
   snapshot.config_yaml = experiment_.to_yaml();
   const std::string path = checkpointer_->save(snapshot);
   for (auto& cb : callbacks_) cb->on_checkpoint(*this, state_.step, path);
-  return path;
 }
 
 void Trainer::train() {
@@ -363,12 +504,14 @@ void Trainer::train() {
   for (auto& cb : callbacks_) cb->on_train_start(*this);
 
   StopSignals signals;
+  // Alone, a signal stops the loop; in a job, the ranks agree on it during each step.
+  const auto stop_requested = [&] { return group_ ? stop_all_ : signals.received() != 0; };
   start_ = Clock::now();
   const int64_t first_step = state_.step;
   auto interval_start = Clock::now();
   double wait_at_interval_start = pipeline_->wait_seconds();
   int64_t last_saved = resumed ? state_.step : -1;  // a resumed step's checkpoint exists
-  while (state_.step < last_step && !signals.received()) {
+  while (state_.step < last_step && !stop_requested()) {
     std::optional<Tree> batch = pipeline_->next();
     if (!batch) {
       log_->info("the training data ended (num_epochs) at step {}", state_.step);
@@ -386,7 +529,8 @@ void Trainer::train() {
     if (step_->skipped_steps() != skipped_before) log_->warn("step {}: non-finite loss, update skipped (nan_policy: skip_step)", state_.step - 1);
     if (summarize && !aux.summary_states.empty()) {
       open_workdir(resumed ? nullptr : &first_context);
-      write_summaries("train", aux);  // summaries show the batch of the step they are recorded at
+      // Summaries show the batch of the step they are recorded at (all ranks' slices of it).
+      write_summaries("train", merge_across_ranks(aux, auxiliaries_, "merging the summaries"));
       aux.summary_states = Tree();
     }
     merged = merged.merge(aux);
@@ -420,9 +564,14 @@ void Trainer::train() {
   for (auto& w : writers_) w->flush();
   for (auto& cb : callbacks_) cb->on_train_end(*this, state_.step);
   const double seconds = std::chrono::duration<double>(Clock::now() - start_).count();
-  if (signals.received()) {
-    log_->info("stopped by signal {} at step {}; checkpoint saved. Run the same command again to resume.",
-               signals.received(), state_.step);
+  if (stop_requested()) {
+    if (signals.received()) {
+      log_->info("stopped by signal {} at step {}; checkpoint saved. Run the same command again to resume.",
+                 signals.received(), state_.step);
+    } else {
+      log_->info("stopped at step {}: another rank was asked to stop; checkpoint saved. Run the same command "
+                 "again to resume.", state_.step);
+    }
   } else {
     log_->info("done: step {} of {} in {}", state_.step, num_train_steps_, format_duration(seconds));
   }
@@ -456,7 +605,7 @@ int64_t Trainer::evaluate_checkpoint(std::optional<int64_t> step) {
 
 writers::Scalars Trainer::log_train_metrics(const AuxiliariesState& merged, double seconds, int64_t steps,
                                             double data_wait) {
-  writers::Scalars values = merged.compute_scalars();
+  writers::Scalars values = merge_across_ranks(merged, auxiliaries_, "merging the training metrics").compute_scalars();
   for (const auto& [name, value] : step_->optimizer().schedules(state_.step - 1)) values.emplace_back("schedules/" + name, value);
   for (const auto& [name, schedule] : schedules_) values.emplace_back("schedules/" + name, (*schedule)(state_.step - 1));
   const double steps_per_sec = steps / std::max(seconds, 1e-9);
@@ -490,7 +639,8 @@ void Trainer::write_summaries(const std::string& collection, const AuxiliariesSt
 
 writers::Scalars Trainer::run_eval(evals::Evaluator& evaluator) {
   const auto start = Clock::now();
-  const AuxiliariesState result = evaluator.evaluate(*step_, state_, device_);
+  const AuxiliariesState result = merge_across_ranks(evaluator.evaluate(*step_, state_, device_),
+                                                     evaluator.auxiliaries(), "merging eval " + evaluator.name());
   write_summaries(evaluator.name(), result);
   writers::Scalars values = result.compute_scalars();
   values.emplace_back("perf_stats/eval_time_sec", std::chrono::duration<double>(Clock::now() - start).count());
@@ -502,7 +652,7 @@ writers::Scalars Trainer::run_eval(evals::Evaluator& evaluator) {
   return values;
 }
 
-bool Trainer::run_evals(bool last, const AuxiliariesState& merged, int64_t interval_steps) {
+bool Trainer::run_evals(bool last, AuxiliariesState& merged, int64_t interval_steps) {
   bool saved = false;
   for (auto& evaluator : evaluators_) {
     if (!evaluator->should_run(state_.step, last)) continue;
@@ -512,7 +662,7 @@ bool Trainer::run_evals(bool last, const AuxiliariesState& merged, int64_t inter
     if (checkpointer_->report(state_.step, evaluator->name(), values)) {
       if (!saved) save_checkpoint(merged, interval_steps);
       saved = true;
-      checkpointer_->write_best();
+      if (is_chief()) checkpointer_->write_best();
     }
   }
   return saved;

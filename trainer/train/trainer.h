@@ -9,7 +9,11 @@
 // Experiment keys: seed, workdir, num_train_steps, stop_after_steps, log_metrics_every,
 // log_summaries_every, train_ds, model, train_losses, train_metrics, train_summaries,
 // optimizer, schedules, checkpointer, evals, writer, callbacks, init_transform, nan_policy,
-// allow_config_change, device, num_threads (see README).
+// allow_config_change, device, num_threads, distributed (see README).
+//
+// Data-parallel: started with the torchrun variables set (by torchrun, srun, a PyTorchJob or
+// `kd launch`), every rank builds the same Trainer; rank 0 alone writes the workdir, the others
+// read its checkpoints. See trainer/distributed/distributed.h.
 //
 // A workdir that holds checkpoints is resumed from the newest valid one; SIGINT/SIGTERM finish
 // the current step, save a checkpoint and return (a second signal exits at once).
@@ -47,6 +51,12 @@ class Evaluator;
 namespace kd::models {
 class Model;
 }
+namespace kd::distributed {
+class ProcessGroup;
+class GradientReducer;
+struct WorldInfo;
+struct Options;
+}
 
 namespace kd::train {
 
@@ -75,6 +85,11 @@ class Trainer {
   const TrainState& state() const { return state_; }
   TrainStep& train_step() { return *step_; }
   spdlog::logger& log() { return *log_; }
+  // This process's rank in a data-parallel job (0 when alone) and the number of ranks.
+  int rank() const;
+  int world_size() const;
+  // Rank 0: the one that writes logs, metrics and checkpoints.
+  bool is_chief() const { return rank() == 0; }
 
  private:
   // Creates the workdir and the writers; with the first step's context, also records the
@@ -86,11 +101,22 @@ class Trainer {
   // Resumes from the newest valid checkpoint of the workdir, if any; the restored interval state.
   void resume_or_start(AuxiliariesState& merged, int64_t& interval_steps);
   void check_config_unchanged(const std::string& saved_yaml) const;
-  std::string save_checkpoint(const AuxiliariesState& merged, int64_t interval_steps);
+  // Saves the step's checkpoint (rank 0; every rank takes part). In a data-parallel job the
+  // interval's states are first merged over the ranks: rank 0 keeps the merged ones, the
+  // others start afresh.
+  void save_checkpoint(AuxiliariesState& merged, int64_t interval_steps);
+  // The states of every rank merged (in rank order); `state` itself when alone.
+  // `auxiliaries` are the ones the states belong to.
+  AuxiliariesState merge_across_ranks(const AuxiliariesState& state, const std::shared_ptr<const Auxiliaries>& auxiliaries,
+                                      const std::string& what);
+  // Joins the job (when started as one) and prepares the gradient all-reduce.
+  void join_process_group(const distributed::Options& options);
+  // Rank 0's parameters and buffers to every rank.
+  void broadcast_parameters();
   writers::Scalars log_train_metrics(const AuxiliariesState& merged, double seconds, int64_t steps,
                                      double data_wait);
   // Runs the evals due at this step; true when it saved a checkpoint (a new best).
-  bool run_evals(bool last, const AuxiliariesState& merged, int64_t interval_steps);
+  bool run_evals(bool last, AuxiliariesState& merged, int64_t interval_steps);
   // Holds an exclusive lock on WORKDIR/.lock while this trainer uses the workdir.
   void lock_workdir();
   void show_progress(double loss);
@@ -126,6 +152,12 @@ class Trainer {
   bool workdir_open_ = false;
   int lock_fd_ = -1;
   std::chrono::steady_clock::time_point start_;
+
+  // Data-parallel training (null when alone).
+  std::unique_ptr<distributed::WorldInfo> world_;
+  std::shared_ptr<distributed::ProcessGroup> group_;
+  std::unique_ptr<distributed::GradientReducer> reducer_;
+  bool stop_all_ = false;  // some rank was asked to stop (agreed on during the last step)
 };
 
 }  // namespace kd::train

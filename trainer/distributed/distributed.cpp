@@ -1,0 +1,421 @@
+#include "trainer/distributed/distributed.h"
+
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+#include <map>
+#include <tuple>
+
+#include <nlohmann/json.hpp>
+#include <torch/torch.h>
+
+#define KD_COMPAT_C10D
+#include "trainer/common/error.h"
+#include "trainer/compat/torch_compat.h"
+#include "trainer/config/node.h"
+
+namespace kd::distributed {
+namespace {
+
+using json = nlohmann::json;
+
+std::string seconds(std::chrono::milliseconds ms) {
+  const double s = static_cast<double>(ms.count()) / 1000.0;
+  return s == static_cast<double>(static_cast<int64_t>(s)) ? std::to_string(static_cast<int64_t>(s)) + " s"
+                                                           : std::to_string(s) + " s";
+}
+
+// The first line of a c10d / Gloo error (the rest is a C++ backtrace).
+std::string first_line(const std::exception& e) {
+  std::string what;
+  if (const auto* c10 = dynamic_cast<const c10::Error*>(&e)) {
+    what = c10->msg();
+  } else {
+    what = e.what();
+  }
+  return what.substr(0, what.find('\n'));
+}
+
+int env_int(const char* name, std::optional<int> fallback) {
+  const char* value = std::getenv(name);
+  if (value == nullptr || *value == '\0') {
+    if (fallback) return *fallback;
+    throw ConfigError(std::string("the environment sets WORLD_SIZE but not ") + name +
+                      "; start every rank with RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT set "
+                      "(torchrun and `kd launch --nproc=N` do)");
+  }
+  char* end = nullptr;
+  errno = 0;
+  const long v = std::strtol(value, &end, 10);
+  if (errno != 0 || end == value || *end != '\0' || v < 0 || v > 1'000'000) {
+    throw ConfigError(std::string("the environment variable ") + name + "=\"" + value +
+                      "\" is not a non-negative integer");
+  }
+  return static_cast<int>(v);
+}
+
+class C10dProcessGroup final : public ProcessGroup {
+ public:
+  C10dProcessGroup(const WorldInfo& world, const Options& options, const c10::Device& device)
+      : rank_(world.rank), size_(world.world_size), timeout_(options.timeout) {
+    backend_ = options.backend;
+    if (backend_ == "auto") backend_ = device.is_cuda() && compat::kHaveNccl ? "nccl" : "gloo";
+    where_ = "rank " + std::to_string(rank_) + " of " + std::to_string(size_);
+    try {
+      c10d::TCPStoreOptions store_options;
+      store_options.port = static_cast<std::uint16_t>(world.master_port);
+      store_options.isServer = rank_ == 0;
+      store_options.numWorkers = static_cast<std::size_t>(size_);
+      store_options.waitWorkers = true;
+      store_options.timeout = timeout_;
+      store_ = c10::make_intrusive<c10d::TCPStore>(world.master_addr, store_options);
+    } catch (const std::exception& e) {
+      throw DistributedError(where_ + ": the rendezvous at " + world.master_addr + ":" +
+                             std::to_string(world.master_port) + " failed within the timeout of " + seconds(timeout_) +
+                             " (" + first_line(e) + "). Start every rank with the same MASTER_ADDR, MASTER_PORT "
+                             "and WORLD_SIZE; rank 0 serves the rendezvous, so it must be running and its port free");
+    }
+    try {
+      group_ = compat::make_process_group(backend_, store_, rank_, size_, timeout_, world.master_addr);
+    } catch (const kd::Error&) {
+      throw;
+    } catch (const std::exception& e) {
+      throw DistributedError(where_ + ": cannot start the " + backend_ + " process group: " + first_line(e));
+    }
+  }
+
+  int rank() const override { return rank_; }
+  int size() const override { return size_; }
+  const std::string& backend() const override { return backend_; }
+  std::chrono::milliseconds timeout() const override { return timeout_; }
+
+  void all_reduce_sum(std::vector<torch::Tensor>& tensors, const std::string& what) override {
+    run(what, [&] {
+      std::vector<std::vector<torch::Tensor>> inputs;
+      inputs.reserve(tensors.size());
+      std::vector<c10::intrusive_ptr<compat::Work>> works;
+      for (auto& t : tensors) {
+        inputs.push_back({t});
+        c10d::AllreduceOptions o;
+        o.reduceOp = c10d::ReduceOp::SUM;
+        o.timeout = timeout_;
+        works.push_back(group_->allreduce(inputs.back(), o));
+      }
+      for (auto& w : works) w->wait(timeout_);
+    });
+  }
+
+  void broadcast(std::vector<torch::Tensor>& tensors, int root, const std::string& what) override {
+    run(what, [&] {
+      std::vector<std::vector<torch::Tensor>> inputs;
+      inputs.reserve(tensors.size());
+      std::vector<c10::intrusive_ptr<compat::Work>> works;
+      for (auto& t : tensors) {
+        inputs.push_back({t});
+        c10d::BroadcastOptions o;
+        o.rootRank = root;
+        o.timeout = timeout_;
+        works.push_back(group_->broadcast(inputs.back(), o));
+      }
+      for (auto& w : works) w->wait(timeout_);
+    });
+  }
+
+  std::vector<std::string> all_gather_bytes(const std::string& bytes, const std::string& what) override {
+    std::vector<std::string> out(static_cast<std::size_t>(size_));
+    run(what, [&] {
+      const auto device = group_device();
+      // The lengths first, then every rank's bytes padded to the longest.
+      std::vector<torch::Tensor> in{torch::full({1}, static_cast<int64_t>(bytes.size()), torch::kLong).to(device)};
+      std::vector<std::vector<torch::Tensor>> lengths(1);
+      for (int r = 0; r < size_; ++r) lengths[0].push_back(torch::empty({1}, torch::kLong).to(device));
+      c10d::AllgatherOptions o;
+      o.timeout = timeout_;
+      group_->allgather(lengths, in, o)->wait(timeout_);
+      int64_t longest = 0;
+      std::vector<int64_t> sizes;
+      for (const auto& l : lengths[0]) {
+        sizes.push_back(l.cpu().item<int64_t>());
+        longest = std::max(longest, sizes.back());
+      }
+      torch::Tensor mine = torch::zeros({std::max<int64_t>(longest, 1)}, torch::kUInt8);
+      std::memcpy(mine.data_ptr(), bytes.data(), bytes.size());
+      std::vector<torch::Tensor> data_in{mine.to(device)};
+      std::vector<std::vector<torch::Tensor>> data(1);
+      for (int r = 0; r < size_; ++r) data[0].push_back(torch::empty_like(data_in[0]));
+      group_->allgather(data, data_in, o)->wait(timeout_);
+      for (int r = 0; r < size_; ++r) {
+        const torch::Tensor d = data[0][static_cast<std::size_t>(r)].cpu();
+        out[static_cast<std::size_t>(r)].assign(static_cast<const char*>(d.data_ptr()),
+                                                static_cast<std::size_t>(sizes[static_cast<std::size_t>(r)]));
+      }
+    });
+    return out;
+  }
+
+  void barrier(const std::string& what) override {
+    // A one-element all-reduce: waits for every rank like a barrier, with the same timeout
+    // handling as every other collective.
+    std::vector<torch::Tensor> t{torch::zeros({1}, torch::kFloat).to(group_device())};
+    all_reduce_sum(t, what);
+  }
+
+ private:
+  c10::Device group_device() const { return backend_ == "nccl" ? c10::Device(c10::kCUDA, compat::current_cuda_device()) : c10::Device(c10::kCPU); }
+
+  template <typename F>
+  void run(const std::string& what, F&& f) {
+    try {
+      f();
+    } catch (const std::exception& e) {
+      throw DistributedError(where_ + ": " + what + " failed: " + first_line(e) +
+                             ". Another rank died, was stopped, or did not answer within distributed.timeout_s (" +
+                             seconds(timeout_) + "); its own log says why");
+    }
+  }
+
+  int rank_, size_;
+  std::chrono::milliseconds timeout_;
+  std::string backend_;
+  std::string where_;
+  c10::intrusive_ptr<c10d::Store> store_;
+  c10::intrusive_ptr<compat::Backend> group_;
+};
+
+// ---- Tree <-> bytes --------------------------------------------------------------------------
+
+json encode(const Tree& tree, std::vector<torch::Tensor>& tensors) {
+  switch (tree.kind()) {
+    case Tree::Kind::kNone: return nullptr;
+    case Tree::Kind::kTensor: {
+      const torch::Tensor t = tree.tensor().detach().cpu().contiguous();
+      tensors.push_back(t);
+      return json{{"t", json::array({static_cast<int>(t.scalar_type()), t.sizes().vec()})}};
+    }
+    case Tree::Kind::kInt: return json{{"i", tree.to_int()}};
+    case Tree::Kind::kFloat: return json{{"f", tree.to_double()}};
+    case Tree::Kind::kString: return json{{"s", tree.str()}};
+    case Tree::Kind::kDict: {
+      json items = json::array();
+      for (const auto& [k, v] : tree.items()) items.push_back(json::array({k, encode(v, tensors)}));
+      return json{{"d", items}};
+    }
+    case Tree::Kind::kList: {
+      json items = json::array();
+      for (const auto& v : tree.children()) items.push_back(encode(v, tensors));
+      return json{{"l", items}};
+    }
+  }
+  return nullptr;
+}
+
+Tree decode(const json& j, const char*& data, const char* end) {
+  if (j.is_null()) return Tree();
+  if (j.contains("t")) {
+    const auto dtype = static_cast<c10::ScalarType>(j["t"][0].get<int>());
+    const auto shape = j["t"][1].get<std::vector<int64_t>>();
+    torch::Tensor t = torch::empty(shape, torch::TensorOptions().dtype(dtype));
+    const auto n = static_cast<std::size_t>(t.numel()) * t.element_size();
+    if (static_cast<std::size_t>(end - data) < n) throw CorruptionError("a state received from another rank is truncated");
+    std::memcpy(t.data_ptr(), data, n);
+    data += n;
+    return Tree(t);
+  }
+  if (j.contains("i")) return Tree(j["i"].get<int64_t>());
+  if (j.contains("f")) return Tree(j["f"].get<double>());
+  if (j.contains("s")) return Tree(j["s"].get<std::string>());
+  if (j.contains("d")) {
+    Tree out = Tree::dict();
+    for (const auto& item : j["d"]) out.insert(item[0].get<std::string>(), decode(item[1], data, end));
+    return out;
+  }
+  Tree out = Tree::list();
+  for (const auto& item : j.at("l")) out.push_back(decode(item, data, end));
+  return out;
+}
+
+}  // namespace
+
+std::optional<WorldInfo> world_from_environment() {
+  const char* world_size = std::getenv("WORLD_SIZE");
+  if (world_size == nullptr || *world_size == '\0') return std::nullopt;
+  WorldInfo w;
+  w.world_size = env_int("WORLD_SIZE", std::nullopt);
+  if (w.world_size < 1) throw ConfigError("the environment variable WORLD_SIZE must be >= 1, got " + std::to_string(w.world_size));
+  w.rank = env_int("RANK", std::nullopt);
+  if (w.rank >= w.world_size) {
+    throw ConfigError("the environment variable RANK=" + std::to_string(w.rank) + " must be below WORLD_SIZE=" +
+                      std::to_string(w.world_size));
+  }
+  w.local_rank = env_int("LOCAL_RANK", w.rank);
+  w.local_world_size = env_int("LOCAL_WORLD_SIZE", w.world_size);
+  if (w.world_size > 1) {
+    const char* addr = std::getenv("MASTER_ADDR");
+    if (addr == nullptr || *addr == '\0') {
+      throw ConfigError("the environment sets WORLD_SIZE=" + std::to_string(w.world_size) +
+                        " but not MASTER_ADDR, the host of rank 0 (e.g. MASTER_ADDR=127.0.0.1 on one machine)");
+    }
+    w.master_addr = addr;
+    w.master_port = env_int("MASTER_PORT", std::nullopt);
+    if (w.master_port == 0 || w.master_port > 65535) {
+      throw ConfigError("the environment variable MASTER_PORT=" + std::to_string(w.master_port) + " is not a port (1-65535)");
+    }
+  }
+  return w;
+}
+
+Options Options::from_config(const config::Node* node) {
+  Options o;
+  if (node == nullptr || node->is_null()) return o;
+  o.backend = node->get_string("backend", o.backend);
+  if (o.backend != "auto" && o.backend != "gloo" && o.backend != "nccl") {
+    throw ConfigError(node->child("backend").where() + ": distributed.backend must be auto, gloo or nccl, got \"" +
+                      o.backend + "\"");
+  }
+  if (o.backend == "nccl" && !compat::kHaveNccl) {
+    throw ConfigError(node->child("backend").where() +
+                      ": this LibTorch was built without NCCL; use backend: gloo (or auto)");
+  }
+  const double timeout_s = node->get_double("timeout_s", 300.0);
+  if (!(timeout_s > 0)) throw ConfigError(node->child("timeout_s").where() + ": distributed.timeout_s must be > 0");
+  o.timeout = std::chrono::milliseconds(static_cast<int64_t>(timeout_s * 1000.0));
+  const double bucket_mb = node->get_double("bucket_mb", 25.0);
+  if (!(bucket_mb > 0)) throw ConfigError(node->child("bucket_mb").where() + ": distributed.bucket_mb must be > 0");
+  o.bucket_bytes = static_cast<int64_t>(bucket_mb * (1 << 20));
+  node->check_unknown_keys();
+  return o;
+}
+
+std::shared_ptr<ProcessGroup> ProcessGroup::create(const WorldInfo& world, const Options& options,
+                                                   const c10::Device& device) {
+  if (options.backend == "nccl" && !device.is_cuda()) {
+    throw ConfigError("distributed.backend nccl needs device: cuda; use backend: gloo on the CPU");
+  }
+  return std::make_shared<C10dProcessGroup>(world, options, device);
+}
+
+// ---- GradientReducer -------------------------------------------------------------------------
+
+struct GradientReducer::Impl {
+  struct Slot {
+    torch::Tensor param;
+    int64_t offset;
+  };
+  struct Bucket {
+    torch::Tensor buffer;  // flat, one dtype and device
+    std::vector<Slot> slots;
+  };
+  std::shared_ptr<ProcessGroup> group;
+  std::vector<Bucket> buckets;
+  int64_t elements = 0;
+};
+
+GradientReducer::GradientReducer(std::shared_ptr<ProcessGroup> group, std::vector<torch::Tensor> params,
+                                 int64_t bucket_bytes)
+    : impl_(std::make_unique<Impl>()) {
+  impl_->group = std::move(group);
+  // Parameters in order, a new bucket when the dtype or device changes or the bucket is full.
+  std::map<std::tuple<int, int, int>, std::size_t> open;  // (dtype, device type, index) -> bucket
+  std::vector<int64_t> sizes;
+  for (auto& p : params) {
+    if (!p.requires_grad()) continue;
+    const auto key = std::make_tuple(static_cast<int>(p.scalar_type()), static_cast<int>(p.device().type()),
+                                     static_cast<int>(p.device().index()));
+    auto it = open.find(key);
+    if (it == open.end() || sizes[it->second] * static_cast<int64_t>(p.element_size()) >= bucket_bytes) {
+      impl_->buckets.push_back({});
+      sizes.push_back(0);
+      it = open.insert_or_assign(key, impl_->buckets.size() - 1).first;
+    }
+    auto& bucket = impl_->buckets[it->second];
+    bucket.slots.push_back({p, sizes[it->second]});
+    sizes[it->second] += p.numel();
+    impl_->elements += p.numel();
+  }
+  for (std::size_t i = 0; i < impl_->buckets.size(); ++i) {
+    const auto& first = impl_->buckets[i].slots.front().param;
+    impl_->buckets[i].buffer = torch::empty({sizes[i]}, first.options().requires_grad(false));
+  }
+}
+
+GradientReducer::~GradientReducer() = default;
+
+int64_t GradientReducer::num_buckets() const { return static_cast<int64_t>(impl_->buckets.size()); }
+int64_t GradientReducer::num_elements() const { return impl_->elements; }
+
+std::vector<double> GradientReducer::reduce(const std::vector<double>& flags) {
+  torch::NoGradGuard no_grad;
+  std::vector<torch::Tensor> tensors;
+  tensors.reserve(impl_->buckets.size() + 1);
+  for (auto& bucket : impl_->buckets) {
+    for (const auto& slot : bucket.slots) {
+      torch::Tensor view = bucket.buffer.narrow(0, slot.offset, slot.param.numel()).view(slot.param.sizes());
+      const torch::Tensor& g = slot.param.grad();
+      if (g.defined()) {
+        view.copy_(g);
+      } else {
+        view.zero_();
+      }
+    }
+    tensors.push_back(bucket.buffer);
+  }
+  const auto device = impl_->buckets.empty() ? c10::Device(c10::kCPU) : impl_->buckets.front().buffer.device();
+  torch::Tensor flag_tensor =
+      torch::tensor(flags.empty() ? std::vector<double>{0.0} : flags, torch::kDouble).to(device);
+  tensors.push_back(flag_tensor);
+  impl_->group->all_reduce_sum(tensors, "the all-reduce of the gradients");
+
+  const double scale = 1.0 / impl_->group->size();
+  for (auto& bucket : impl_->buckets) {
+    bucket.buffer.mul_(scale);
+    for (const auto& slot : bucket.slots) {
+      torch::Tensor view = bucket.buffer.narrow(0, slot.offset, slot.param.numel()).view(slot.param.sizes());
+      torch::Tensor g = slot.param.grad();
+      if (g.defined()) {
+        g.copy_(view);
+      } else {
+        slot.param.mutable_grad() = view.clone();
+      }
+    }
+  }
+  std::vector<double> out(flags.size());
+  const torch::Tensor summed = flag_tensor.cpu();
+  for (std::size_t i = 0; i < flags.size(); ++i) out[i] = summed[static_cast<int64_t>(i)].item<double>();
+  return out;
+}
+
+// ---- Exchanging trees ------------------------------------------------------------------------
+
+std::string tree_to_bytes(const Tree& tree) {
+  std::vector<torch::Tensor> tensors;
+  const std::vector<std::uint8_t> header = json::to_msgpack(encode(tree, tensors));
+  std::size_t total = sizeof(std::uint64_t) + header.size();
+  for (const auto& t : tensors) total += static_cast<std::size_t>(t.numel()) * t.element_size();
+  std::string out;
+  out.reserve(total);
+  const std::uint64_t n = header.size();
+  out.append(reinterpret_cast<const char*>(&n), sizeof(n));
+  out.append(reinterpret_cast<const char*>(header.data()), header.size());
+  for (const auto& t : tensors) {
+    out.append(static_cast<const char*>(t.data_ptr()), static_cast<std::size_t>(t.numel()) * t.element_size());
+  }
+  return out;
+}
+
+Tree tree_from_bytes(const std::string& bytes) {
+  std::uint64_t n = 0;
+  if (bytes.size() < sizeof(n)) throw CorruptionError("a state received from another rank is truncated");
+  std::memcpy(&n, bytes.data(), sizeof(n));
+  if (bytes.size() - sizeof(n) < n) throw CorruptionError("a state received from another rank is truncated");
+  const json header = json::from_msgpack(bytes.begin() + sizeof(n), bytes.begin() + static_cast<std::ptrdiff_t>(sizeof(n) + n));
+  const char* data = bytes.data() + sizeof(n) + n;
+  return decode(header, data, bytes.data() + bytes.size());
+}
+
+std::vector<Tree> all_gather_trees(ProcessGroup& group, const Tree& tree, const std::string& what) {
+  std::vector<Tree> out;
+  for (const auto& bytes : group.all_gather_bytes(tree_to_bytes(tree), what)) out.push_back(tree_from_bytes(bytes));
+  return out;
+}
+
+}  // namespace kd::distributed

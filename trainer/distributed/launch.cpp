@@ -1,0 +1,247 @@
+#include "trainer/distributed/launch.h"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <optional>
+
+#include "trainer/common/error.h"
+
+namespace kd::distributed {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+volatile sig_atomic_t g_signals = 0;
+extern "C" void on_launcher_signal(int) { g_signals = g_signals + 1; }
+
+// A port the kernel says is free now (the usual way launchers pick one; rank 0 binds it
+// moments later).
+int free_port() {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  if (fd < 0) throw IOError(std::string("cannot create a socket to find a free port: ") + std::strerror(errno));
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = 0;
+  socklen_t len = sizeof(addr);
+  if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 ||
+      ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
+    ::close(fd);
+    throw IOError(std::string("cannot find a free port: ") + std::strerror(errno) + "; pass --master_port");
+  }
+  ::close(fd);
+  return ntohs(addr.sin_port);
+}
+
+std::string self_executable() {
+  char buf[4096];
+  const ssize_t n = ::readlink("/proc/self/exe", buf, sizeof(buf) - 1);
+  if (n <= 0) throw IOError("cannot find the kd executable (/proc/self/exe); pass its path");
+  return std::string(buf, static_cast<std::size_t>(n));
+}
+
+// One output stream of one rank, forwarded line by line with a prefix.
+struct Stream {
+  int fd = -1;
+  FILE* out = nullptr;
+  std::string pending;
+};
+
+struct Rank {
+  pid_t pid = -1;
+  bool running = true;
+  int exit_code = 0;
+  Stream streams[2];
+};
+
+void forward(Stream& s, const std::string& prefix, bool flush_all) {
+  std::size_t start = 0;
+  while (true) {
+    const std::size_t nl = s.pending.find('\n', start);
+    if (nl == std::string::npos) break;
+    std::fprintf(s.out, "%s%.*s\n", prefix.c_str(), static_cast<int>(nl - start), s.pending.data() + start);
+    start = nl + 1;
+  }
+  s.pending.erase(0, start);
+  if (flush_all && !s.pending.empty()) {
+    std::fprintf(s.out, "%s%s\n", prefix.c_str(), s.pending.c_str());
+    s.pending.clear();
+  }
+  std::fflush(s.out);
+}
+
+}  // namespace
+
+int launch(const LaunchOptions& options) {
+  if (options.nproc < 1) throw ConfigError("--nproc must be >= 1, got " + std::to_string(options.nproc));
+  if (options.args.empty()) throw ConfigError("kd launch needs the kd command to run, e.g. kd launch --nproc=2 -- train --cfg=FILE");
+  const std::string program = options.program.empty() ? self_executable() : options.program;
+  const int port = options.master_port > 0 ? options.master_port : free_port();
+
+  struct sigaction action {}, old_int {}, old_term {};
+  action.sa_handler = on_launcher_signal;
+  sigemptyset(&action.sa_mask);
+  g_signals = 0;
+  sigaction(SIGINT, &action, &old_int);
+  sigaction(SIGTERM, &action, &old_term);
+
+  std::vector<Rank> ranks(static_cast<std::size_t>(options.nproc));
+  for (int r = 0; r < options.nproc; ++r) {
+    int out_pipe[2], err_pipe[2];
+    if (::pipe2(out_pipe, O_CLOEXEC) != 0 || ::pipe2(err_pipe, O_CLOEXEC) != 0) {
+      throw IOError(std::string("cannot create pipes for the ranks: ") + std::strerror(errno));
+    }
+    const pid_t pid = ::fork();
+    if (pid < 0) throw IOError(std::string("cannot start rank ") + std::to_string(r) + ": " + std::strerror(errno));
+    if (pid == 0) {
+      ::dup2(out_pipe[1], STDOUT_FILENO);
+      ::dup2(err_pipe[1], STDERR_FILENO);
+      ::signal(SIGINT, SIG_DFL);
+      ::signal(SIGTERM, SIG_DFL);
+      ::setenv("RANK", std::to_string(r).c_str(), 1);
+      ::setenv("LOCAL_RANK", std::to_string(r).c_str(), 1);
+      ::setenv("WORLD_SIZE", std::to_string(options.nproc).c_str(), 1);
+      ::setenv("LOCAL_WORLD_SIZE", std::to_string(options.nproc).c_str(), 1);
+      ::setenv("GROUP_RANK", "0", 1);
+      ::setenv("MASTER_ADDR", options.master_addr.c_str(), 1);
+      ::setenv("MASTER_PORT", std::to_string(port).c_str(), 1);
+      std::vector<char*> argv;
+      argv.push_back(const_cast<char*>(program.c_str()));
+      for (const auto& a : options.args) argv.push_back(const_cast<char*>(a.c_str()));
+      argv.push_back(nullptr);
+      ::execv(program.c_str(), argv.data());
+      std::fprintf(stderr, "kd launch: cannot run %s: %s\n", program.c_str(), std::strerror(errno));
+      ::_exit(127);
+    }
+    ::close(out_pipe[1]);
+    ::close(err_pipe[1]);
+    auto& rank = ranks[static_cast<std::size_t>(r)];
+    rank.pid = pid;
+    rank.streams[0] = {out_pipe[0], stdout, {}};
+    rank.streams[1] = {err_pipe[0], stderr, {}};
+  }
+  std::fprintf(stderr, "kd launch: %d ranks of %s, rendezvous at %s:%d\n", options.nproc, program.c_str(),
+               options.master_addr.c_str(), port);
+
+  std::optional<int> result;  // the first failure's exit code
+  std::optional<Clock::time_point> kill_at;
+  int signals_seen = 0;
+  const auto stop_others = [&](int sig) {
+    for (auto& rank : ranks) {
+      if (rank.running) ::kill(rank.pid, sig);
+    }
+  };
+
+  while (true) {
+    // Forward output.
+    std::vector<pollfd> fds;
+    std::vector<std::pair<std::size_t, int>> owners;
+    for (std::size_t r = 0; r < ranks.size(); ++r) {
+      for (int s = 0; s < 2; ++s) {
+        if (ranks[r].streams[s].fd >= 0) {
+          fds.push_back({ranks[r].streams[s].fd, POLLIN, 0});
+          owners.emplace_back(r, s);
+        }
+      }
+    }
+    if (!fds.empty()) {
+      const int n = ::poll(fds.data(), fds.size(), 100);
+      if (n > 0) {
+        for (std::size_t i = 0; i < fds.size(); ++i) {
+          if (fds[i].revents == 0) continue;
+          auto& rank = ranks[owners[i].first];
+          Stream& s = rank.streams[owners[i].second];
+          char buf[65536];
+          const ssize_t got = ::read(s.fd, buf, sizeof(buf));
+          const std::string prefix = "[rank " + std::to_string(owners[i].first) + "] ";
+          if (got > 0) {
+            s.pending.append(buf, static_cast<std::size_t>(got));
+            forward(s, prefix, false);
+          } else if (got == 0 || (errno != EINTR && errno != EAGAIN)) {
+            forward(s, prefix, true);
+            ::close(s.fd);
+            s.fd = -1;
+          }
+        }
+      }
+    } else {
+      ::usleep(50'000);
+    }
+
+    // Signals to the launcher: pass them on; a second one kills.
+    if (g_signals > signals_seen) {
+      signals_seen = g_signals;
+      if (signals_seen == 1) {
+        std::fprintf(stderr, "kd launch: stopping every rank (they save a checkpoint first); again to kill them\n");
+        stop_others(SIGTERM);
+        kill_at = Clock::now() + options.grace;
+      } else {
+        stop_others(SIGKILL);
+      }
+    }
+
+    // Reap ranks.
+    bool any_running = false;
+    for (std::size_t r = 0; r < ranks.size(); ++r) {
+      auto& rank = ranks[r];
+      if (!rank.running) continue;
+      int status = 0;
+      const pid_t done = ::waitpid(rank.pid, &status, WNOHANG);
+      if (done == rank.pid) {
+        rank.running = false;
+        rank.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+        if (rank.exit_code != 0 && !result) {
+          result = rank.exit_code;
+          std::fprintf(stderr, "kd launch: rank %zu %s %d; stopping the other ranks\n", r,
+                       WIFEXITED(status) ? "exited with code" : "was killed by signal",
+                       WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status));
+          stop_others(SIGTERM);
+          if (!kill_at) kill_at = Clock::now() + options.grace;
+        }
+      } else {
+        any_running = true;
+      }
+    }
+    if (kill_at && Clock::now() >= *kill_at && any_running) {
+      std::fprintf(stderr, "kd launch: ranks still running %.0f s after SIGTERM; killing them\n",
+                   std::chrono::duration<double>(options.grace).count());
+      stop_others(SIGKILL);
+      kill_at.reset();
+    }
+    bool open_streams = false;
+    for (const auto& rank : ranks) open_streams = open_streams || rank.streams[0].fd >= 0 || rank.streams[1].fd >= 0;
+    if (!any_running && !open_streams) break;
+    if (!any_running && open_streams) {
+      // A rank's children may hold its pipes; drain what is there and stop.
+      for (std::size_t r = 0; r < ranks.size(); ++r) {
+        for (auto& s : ranks[r].streams) {
+          if (s.fd < 0) continue;
+          ::fcntl(s.fd, F_SETFL, O_NONBLOCK);
+          char buf[65536];
+          ssize_t got;
+          while ((got = ::read(s.fd, buf, sizeof(buf))) > 0) s.pending.append(buf, static_cast<std::size_t>(got));
+          forward(s, "[rank " + std::to_string(r) + "] ", true);
+          ::close(s.fd);
+          s.fd = -1;
+        }
+      }
+      break;
+    }
+  }
+  sigaction(SIGINT, &old_int, nullptr);
+  sigaction(SIGTERM, &old_term, nullptr);
+  if (!result && signals_seen > 0) return 128 + SIGTERM;
+  return result.value_or(0);
+}
+
+}  // namespace kd::distributed

@@ -1,0 +1,31 @@
+// `kd launch`: starts N local ranks of a kd command with the torchrun variables set, the
+// single-machine equivalent of `torchrun --standalone --nproc-per-node=N kd ...`.
+//
+//   kd launch --nproc=2 -- train --cfg=configs/fashion_mnist_mlp.yaml
+//
+// Every line a rank prints is forwarded with a "[rank R] " prefix (stdout to stdout, stderr to
+// stderr). When a rank fails (non-zero exit or a signal), the others are sent SIGTERM, and
+// SIGKILL after `grace`; SIGINT/SIGTERM to the launcher are passed on to every rank (a second
+// one kills them). The launcher's exit code is the first failing rank's (128+N for signal N),
+// or 0 when every rank succeeded.
+#pragma once
+
+#include <chrono>
+#include <string>
+#include <vector>
+
+namespace kd::distributed {
+
+struct LaunchOptions {
+  int nproc = 1;
+  std::string program;             // the kd binary to run (default: this executable)
+  std::vector<std::string> args;   // its arguments, e.g. {"train", "--cfg=..."}
+  std::string master_addr = "127.0.0.1";
+  int master_port = 0;             // 0: a free port
+  std::chrono::milliseconds grace{30'000};
+};
+
+// Runs the ranks to completion; returns the exit code described above.
+int launch(const LaunchOptions& options);
+
+}  // namespace kd::distributed
