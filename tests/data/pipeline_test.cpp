@@ -171,3 +171,36 @@ TEST_CASE("a CSV table becomes features and labels, with bad cells reported by l
                     Catch::Contains(":2: column 2 is not a number: \"x\""));
   std::filesystem::remove(file);
 }
+
+TEST_CASE("the shards of a pipeline read disjoint slices that together make each global batch") {
+  // 10 examples, batches of 4 (the last one of 2 when not dropped), in 3 shards: slices of 1, 1, 2.
+  for (bool drop : {true, false}) {
+    Pipeline whole(ids(), {}, options(4, /*shuffle=*/true, /*epochs=*/2, drop, /*seed=*/7));
+    std::vector<std::unique_ptr<Pipeline>> shards;
+    for (int64_t i = 0; i < 3; ++i) {
+      PipelineOptions o = options(4, true, 2, drop, 7);
+      o.num_shards = 3;
+      o.shard_index = i;
+      shards.push_back(std::make_unique<Pipeline>(ids(), std::vector<kd::data::TransformPtr>{}, o));
+    }
+    int batches = 0;
+    while (auto batch = whole.next()) {
+      std::vector<int64_t> joined;
+      std::vector<int64_t> sizes;
+      for (auto& shard : shards) {
+        auto part = shard->next();
+        REQUIRE(part);
+        const auto got = ids_of(*part);
+        sizes.push_back(static_cast<int64_t>(got.size()));
+        joined.insert(joined.end(), got.begin(), got.end());
+      }
+      INFO("drop_remainder " << drop << ", batch " << batches);
+      CHECK(joined == ids_of(*batch));
+      CHECK(sizes == (ids_of(*batch).size() == 4 ? std::vector<int64_t>{1, 1, 2} : std::vector<int64_t>{0, 1, 1}));
+      CHECK(shards[0]->state() == whole.state());  // positions are global
+      ++batches;
+    }
+    CHECK(batches == (drop ? 4 : 6));
+    for (auto& shard : shards) CHECK(!shard->next());
+  }
+}

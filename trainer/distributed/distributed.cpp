@@ -33,7 +33,9 @@ std::string first_line(const std::exception& e) {
   } else {
     what = e.what();
   }
-  return what.substr(0, what.find('\n'));
+  what = what.substr(0, what.find('\n'));
+  while (!what.empty() && (what.back() == '.' || what.back() == '!' || what.back() == ' ')) what.pop_back();
+  return what;
 }
 
 int env_int(const char* name, std::optional<int> fallback) {
@@ -61,6 +63,9 @@ class C10dProcessGroup final : public ProcessGroup {
     backend_ = options.backend;
     if (backend_ == "auto") backend_ = device.is_cuda() && compat::kHaveNccl ? "nccl" : "gloo";
     where_ = "rank " + std::to_string(rank_) + " of " + std::to_string(size_);
+    const std::string advice = ". Start every rank with the same MASTER_ADDR, MASTER_PORT and WORLD_SIZE; rank 0 "
+                               "serves the rendezvous, so it must be running and its port free";
+    const std::string rendezvous = world.master_addr + ":" + std::to_string(world.master_port);
     try {
       c10d::TCPStoreOptions store_options;
       store_options.port = static_cast<std::uint16_t>(world.master_port);
@@ -70,17 +75,17 @@ class C10dProcessGroup final : public ProcessGroup {
       store_options.timeout = timeout_;
       store_ = c10::make_intrusive<c10d::TCPStore>(world.master_addr, store_options);
     } catch (const std::exception& e) {
-      throw DistributedError(where_ + ": the rendezvous at " + world.master_addr + ":" +
-                             std::to_string(world.master_port) + " failed within the timeout of " + seconds(timeout_) +
-                             " (" + first_line(e) + "). Start every rank with the same MASTER_ADDR, MASTER_PORT "
-                             "and WORLD_SIZE; rank 0 serves the rendezvous, so it must be running and its port free");
+      throw DistributedError(where_ + ": the rendezvous at " + rendezvous + " failed within distributed.timeout_s (" +
+                             seconds(timeout_) + "): " + first_line(e) + advice);
     }
     try {
       group_ = compat::make_process_group(backend_, store_, rank_, size_, timeout_, world.master_addr);
     } catch (const kd::Error&) {
       throw;
     } catch (const std::exception& e) {
-      throw DistributedError(where_ + ": cannot start the " + backend_ + " process group: " + first_line(e));
+      throw DistributedError(where_ + ": the " + backend_ + " process group did not form at " + rendezvous +
+                             " within distributed.timeout_s (" + seconds(timeout_) + "): " + first_line(e) +
+                             "; not every rank joined" + advice);
     }
   }
 

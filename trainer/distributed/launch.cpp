@@ -130,8 +130,10 @@ int launch(const LaunchOptions& options) {
     rank.streams[0] = {out_pipe[0], stdout, {}};
     rank.streams[1] = {err_pipe[0], stderr, {}};
   }
-  std::fprintf(stderr, "kd launch: %d ranks of %s, rendezvous at %s:%d\n", options.nproc, program.c_str(),
-               options.master_addr.c_str(), port);
+  std::string pids;
+  for (const auto& rank : ranks) pids += (pids.empty() ? "" : ", ") + std::to_string(rank.pid);
+  std::fprintf(stderr, "kd launch: %d ranks of %s (pids %s), rendezvous at %s:%d\n", options.nproc, program.c_str(),
+               pids.c_str(), options.master_addr.c_str(), port);
 
   std::optional<int> result;  // the first failure's exit code
   std::optional<Clock::time_point> kill_at;

@@ -1,0 +1,253 @@
+// End-to-end tests of data-parallel training: real `kd` processes talking over loopback.
+#include <torch/torch.h>  // before Catch: LibTorch's glog defines its own CHECK
+
+#include <catch2/catch.hpp>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+#include <regex>
+
+#include "tests/e2e/helpers.h"
+
+using namespace kd_e2e;
+
+namespace {
+
+// The MLP flagship on every training example, 100 steps of the global batch of 128, tested
+// on 2000 test examples at the end.
+std::string flagship_100(const fs::path& workdir, const std::string& extra = "") {
+  return "train --cfg=" + kMlp + " --cfg.workdir=" + workdir.string() +
+         " --cfg.num_train_steps=100 --cfg.log_metrics_every=50 --cfg.num_threads=1"
+         " --cfg.evals.test.ds.num_examples=2000 '--cfg.evals.test.run={once_at_end: true}' " + extra;
+}
+
+// max over tensors of |a - b| / |b| (Frobenius norms).
+double relative_difference(const fs::path& a, const fs::path& b, int64_t step) {
+  const auto x = params_at(a, step), y = params_at(b, step);
+  REQUIRE(x.size() == y.size());
+  double worst = 0;
+  for (std::size_t i = 0; i < x.size(); ++i) {
+    REQUIRE(x[i].first == y[i].first);
+    worst = std::max(worst, ((x[i].second - y[i].second).norm() / y[i].second.norm()).item<double>());
+  }
+  return worst;
+}
+
+const kd::writers::JsonlRecord& record(const std::vector<kd::writers::JsonlRecord>& records, const std::string& collection,
+                                       int64_t step) {
+  const kd::writers::JsonlRecord* found = nullptr;
+  for (const auto& r : records) {
+    if (r.collection == collection && r.step == step) {
+      REQUIRE(found == nullptr);  // written once, by rank 0
+      found = &r;
+    }
+  }
+  REQUIRE(found != nullptr);
+  return *found;
+}
+
+int free_port() {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof(addr);
+  REQUIRE(bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0);
+  REQUIRE(getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0);
+  close(fd);
+  return ntohs(addr.sin_port);
+}
+
+std::string rank_env(int rank, int port) {
+  return "RANK=" + std::to_string(rank) + " LOCAL_RANK=" + std::to_string(rank) +
+         " WORLD_SIZE=2 LOCAL_WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=" + std::to_string(port);
+}
+
+// One uninterrupted single-process run, shared by the tests that compare against it.
+const fs::path& single_process_run() {
+  static const fs::path workdir = [] {
+    const fs::path dir = fresh_dir();
+    const Result r = run_kd(flagship_100(dir));
+    INFO(r.output);
+    REQUIRE(r.code == 0);
+    return dir;
+  }();
+  return workdir;
+}
+
+}  // namespace
+
+TEST_CASE("2 ranks splitting the global batch end where 1 process does, and log global metrics") {
+  const fs::path& one = single_process_run();
+  const fs::path two = fresh_dir();
+  const Result r = run_kd("launch --nproc=2 -- " + flagship_100(two));
+  INFO(r.output);
+  REQUIRE(r.code == 0);
+  CHECK_THAT(r.output, Catch::Contains("[rank 0] ") && Catch::Contains("data parallel: 2 ranks (gloo backend") &&
+                           Catch::Contains("global batch 128 = 64 per rank"));
+
+  const double diff = relative_difference(two, one, 100);
+  INFO("relative difference of the parameters after 100 steps: " << diff);
+  CHECK(diff <= 1e-4);
+  CHECK(diff > 0);  // the sums are grouped differently: close, not bit-identical
+
+  // Logged once, by rank 0, with the numbers of the whole global batch and test set.
+  const auto a = kd::writers::read_jsonl((one / "metrics.jsonl").string());
+  const auto b = kd::writers::read_jsonl((two / "metrics.jsonl").string());
+  for (int64_t step : {50, 100}) {
+    for (const char* name : {"losses/xent", "metrics/accuracy"}) {
+      INFO("train step " << step << " " << name);
+      CHECK(value_of(record(b, "train", step), name) == Approx(value_of(record(a, "train", step), name)).epsilon(1e-4));
+    }
+  }
+  const double accuracy = value_of(record(b, "test", 100), "metrics/accuracy");
+  CHECK(accuracy == Approx(value_of(record(a, "test", 100), "metrics/accuracy")).margin(1.0 / 2000));
+  const double correct = accuracy * 2000;  // counted over all 2000 test examples, not one rank's 1000
+  CHECK(correct == Approx(std::round(correct)).margin(1e-6));
+  CHECK(value_of(record(b, "test", 100), "losses/xent") == Approx(value_of(record(a, "test", 100), "losses/xent")).epsilon(1e-4));
+}
+
+TEST_CASE("a 2-rank run stopped part way resumes with 2 ranks and ends where 1 process does") {
+  const fs::path& one = single_process_run();
+  const fs::path two = fresh_dir();
+  const Result first = run_kd("launch --nproc=2 -- " + flagship_100(two, "--cfg.stop_after_steps=50"));
+  INFO(first.output);
+  REQUIRE(first.code == 0);
+  REQUIRE(fs::exists(two / "checkpoints" / "ckpt_50"));
+  const Result second = run_kd("launch --nproc=2 -- " + flagship_100(two));
+  INFO(second.output);
+  REQUIRE(second.code == 0);
+  CHECK_THAT(second.output, Catch::Contains("resuming from step 50"));
+  const double diff = relative_difference(two, one, 100);
+  INFO("relative difference after 100 steps: " << diff);
+  CHECK(diff <= 1e-4);
+  const auto b = kd::writers::read_jsonl((two / "metrics.jsonl").string());
+  const auto a = kd::writers::read_jsonl((one / "metrics.jsonl").string());
+  // The interval 50..100 was logged after the resumption, from both runs' states.
+  CHECK(value_of(record(b, "train", 100), "metrics/accuracy") ==
+        Approx(value_of(record(a, "train", 100), "metrics/accuracy")).epsilon(1e-4));
+}
+
+TEST_CASE("SIGTERM to one rank checkpoints once, stops every rank, and the job resumes") {
+  const fs::path& one = single_process_run();
+  const fs::path two = fresh_dir();
+  const int port = free_port();
+  const std::string args = flagship_100(two, "--cfg.log_metrics_every=10");
+  const pid_t rank0 = spawn_kd(args, two.string() + "_rank0.log", rank_env(0, port));
+  const pid_t rank1 = spawn_kd(args, two.string() + "_rank1.log", rank_env(1, port));
+  // Once rank 0 has logged step 10, stop rank 1 only.
+  REQUIRE(wait_for([&] { return read_text(two.string() + "_rank0.log").find("step 10 ") != std::string::npos; }, 120));
+  kill(rank1, SIGTERM);
+  const int code0 = wait_exit_code(rank0), code1 = wait_exit_code(rank1);
+  const std::string log0 = read_text(two.string() + "_rank0.log"), log1 = read_text(two.string() + "_rank1.log");
+  INFO(log0 << "\n--- rank 1:\n" << log1);
+  CHECK(code0 == 0);
+  CHECK(code1 == 0);
+  CHECK_THAT(log0, Catch::Contains("another rank was asked to stop; checkpoint saved"));
+  std::smatch m;
+  REQUIRE(std::regex_search(log0, m, std::regex("stopped at step (\\d+)")));
+  const int64_t stopped = std::stoll(m[1]);
+  CHECK(stopped < 100);
+  std::vector<std::string> checkpoints;
+  for (const auto& e : fs::directory_iterator(two / "checkpoints")) checkpoints.push_back(e.path().filename());
+  CHECK(checkpoints == std::vector<std::string>{"ckpt_" + std::to_string(stopped)});  // one checkpoint, by rank 0
+
+  const Result resumed = run_kd("launch --nproc=2 -- " + flagship_100(two));
+  INFO(resumed.output);
+  REQUIRE(resumed.code == 0);
+  CHECK_THAT(resumed.output, Catch::Contains("resuming from step " + std::to_string(stopped)));
+  CHECK(relative_difference(two, one, 100) <= 1e-4);
+}
+
+TEST_CASE("a rank killed mid-training makes the other fail with a clear error, not hang") {
+  const fs::path two = fresh_dir();
+  const int port = free_port();
+  // A long run: the kill comes well before its end.
+  const std::string args = flagship_100(two, "--cfg.num_train_steps=100000 --cfg.log_metrics_every=10 "
+                                             "--cfg.distributed.timeout_s=60");
+  const pid_t rank0 = spawn_kd(args, two.string() + "_rank0.log", rank_env(0, port));
+  const pid_t rank1 = spawn_kd(args, two.string() + "_rank1.log", rank_env(1, port));
+  REQUIRE(wait_for([&] { return read_text(two.string() + "_rank0.log").find("step 10 ") != std::string::npos; }, 120));
+  kill(rank1, SIGKILL);
+  wait_exit_code(rank1);
+  // The survivor notices the closed connection at its next collective (the 60 s timeout
+  // is for peers that hang instead); waiting is bounded so a hang fails the test.
+  int status = 0;
+  const bool exited = wait_for([&] { return waitpid(rank0, &status, WNOHANG) == rank0; }, 120);
+  if (!exited) kill(rank0, SIGKILL), waitpid(rank0, &status, 0);
+  const std::string log0 = read_text(two.string() + "_rank0.log");
+  INFO(log0);
+  REQUIRE(exited);
+  CHECK(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 2);
+  CHECK_THAT(log0, Catch::Contains("kd: error: rank 0 of 2: the all-reduce of the gradients failed") &&
+                       Catch::Contains("Another rank died"));
+}
+
+TEST_CASE("a hung rank makes the other fail after distributed.timeout_s") {
+  const fs::path two = fresh_dir();
+  const int port = free_port();
+  const std::string args = flagship_100(two, "--cfg.num_train_steps=100000 --cfg.log_metrics_every=10 "
+                                             "--cfg.distributed.timeout_s=3");
+  const pid_t rank0 = spawn_kd(args, two.string() + "_rank0.log", rank_env(0, port));
+  const pid_t rank1 = spawn_kd(args, two.string() + "_rank1.log", rank_env(1, port));
+  REQUIRE(wait_for([&] { return read_text(two.string() + "_rank0.log").find("step 10 ") != std::string::npos; }, 120));
+  kill(rank1, SIGSTOP);
+  int status = 0;
+  const bool exited = wait_for([&] { return waitpid(rank0, &status, WNOHANG) == rank0; }, 120);
+  if (!exited) kill(rank0, SIGKILL), waitpid(rank0, &status, 0);
+  kill(rank1, SIGKILL);
+  wait_exit_code(rank1);
+  const std::string log0 = read_text(two.string() + "_rank0.log");
+  INFO(log0);
+  REQUIRE(exited);
+  CHECK(WEXITSTATUS(status) == 2);
+  CHECK_THAT(log0, Catch::Contains("did not answer within distributed.timeout_s (3 s)"));
+}
+
+TEST_CASE("kd launch stops every rank when one fails and returns its exit code") {
+  const fs::path two = fresh_dir();
+  const fs::path log = two.string() + "_launch.log";
+  const pid_t launcher = spawn_kd("launch --nproc=2 --grace=20 -- " +
+                                      flagship_100(two, "--cfg.num_train_steps=100000 --cfg.log_metrics_every=10"),
+                                  log);
+  std::smatch m;
+  REQUIRE(wait_for([&] { return read_text(log).find("[rank 0] ") != std::string::npos &&
+                                read_text(log).find("step 10 ") != std::string::npos; }, 120));
+  const std::string started = read_text(log);
+  REQUIRE(std::regex_search(started, m, std::regex("pids (\\d+), (\\d+)")));
+  kill(static_cast<pid_t>(std::stoi(m[2])), SIGKILL);  // rank 1
+  const int code = wait_exit_code(launcher);
+  const std::string out = read_text(log);
+  INFO(out);
+  CHECK(code == 128 + SIGKILL);
+  CHECK_THAT(out, Catch::Contains("kd launch: rank 1 was killed by signal 9; stopping the other ranks"));
+  CHECK_THAT(out, Catch::Contains("[rank 0] kd: error: rank 0 of 2:"));
+}
+
+TEST_CASE("a torchrun environment that is incomplete or inconsistent is refused with the variable to fix") {
+  const fs::path dir = fresh_dir();
+  const std::string args = "RANK=2 WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=29500 " + std::string(KD_BINARY) +
+                           " " + flagship_100(dir) + " 2>&1";
+  auto run = [](const std::string& command) {
+    FILE* pipe = popen(command.c_str(), "r");
+    std::string output;
+    std::array<char, 4096> buffer;
+    while (std::fgets(buffer.data(), buffer.size(), pipe)) output += buffer.data();
+    const int status = pclose(pipe);
+    return Result{WIFEXITED(status) ? WEXITSTATUS(status) : -1, output};
+  };
+  Result r = run("env " + args);
+  CHECK(r.code == 2);
+  CHECK_THAT(r.output, Catch::Contains("RANK=2 must be below WORLD_SIZE=2"));
+  r = run("env RANK=0 WORLD_SIZE=2 MASTER_PORT=29500 " + std::string(KD_BINARY) + " " + flagship_100(dir) + " 2>&1");
+  CHECK(r.code == 2);
+  CHECK_THAT(r.output, Catch::Contains("not MASTER_ADDR"));
+  r = run("env RANK=0 WORLD_SIZE=3 MASTER_ADDR=127.0.0.1 MASTER_PORT=29500 " + std::string(KD_BINARY) + " " +
+          flagship_100(dir) + " 2>&1");
+  CHECK(r.code == 2);
+  CHECK_THAT(r.output, Catch::Contains("batch_size 128 (the global batch) must split evenly over the 3 ranks"));
+  CHECK(!fs::exists(dir));  // nothing was written
+}
