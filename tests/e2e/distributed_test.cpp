@@ -251,3 +251,21 @@ TEST_CASE("a torchrun environment that is incomplete or inconsistent is refused 
   CHECK_THAT(r.output, Catch::Contains("batch_size 128 (the global batch) must split evenly over the 3 ranks"));
   CHECK(!fs::exists(dir));  // nothing was written
 }
+
+TEST_CASE("SIGTERM to kd launch stops every rank after one checkpoint and exits 0") {
+  const fs::path two = fresh_dir();
+  const fs::path log = two.string() + "_launch.log";
+  const pid_t launcher = spawn_kd("launch --nproc=2 -- " + flagship_100(two, "--cfg.num_train_steps=100000 "
+                                                                              "--cfg.log_metrics_every=10"),
+                                  log);
+  REQUIRE(wait_for([&] { return read_text(log).find("step 10 ") != std::string::npos; }, 120));
+  kill(launcher, SIGTERM);
+  const int code = wait_exit_code(launcher);
+  const std::string out = read_text(log);
+  INFO(out);
+  CHECK(code == 0);
+  CHECK_THAT(out, Catch::Contains("[rank 0] ") && Catch::Contains("stopped by signal 15 at step"));
+  std::vector<std::string> checkpoints;
+  for (const auto& e : fs::directory_iterator(two / "checkpoints")) checkpoints.push_back(e.path().filename());
+  CHECK(checkpoints.size() == 1);
+}

@@ -7,7 +7,7 @@
 // stderr). When a rank fails (non-zero exit or a signal), the others are sent SIGTERM, and
 // SIGKILL after `grace`; SIGINT/SIGTERM to the launcher are passed on to every rank (a second
 // one kills them). The launcher's exit code is the first failing rank's (128+N for signal N),
-// or 0 when every rank succeeded.
+// or 0 when every rank exited 0 (also after a SIGTERM they stopped cleanly on).
 #pragma once
 
 #include <chrono>
