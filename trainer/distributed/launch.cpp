@@ -192,26 +192,39 @@ int launch(const LaunchOptions& options) {
       }
     }
 
-    // Reap ranks.
+    // Reap ranks. When several fail between two looks, a rank killed by a signal is taken as
+    // the cause (the others most likely failed because it went away).
     bool any_running = false;
+    std::optional<std::size_t> cause;
+    std::vector<std::size_t> failed;
     for (std::size_t r = 0; r < ranks.size(); ++r) {
       auto& rank = ranks[r];
       if (!rank.running) continue;
       int status = 0;
-      const pid_t done = ::waitpid(rank.pid, &status, WNOHANG);
-      if (done == rank.pid) {
-        rank.running = false;
-        rank.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-        if (rank.exit_code != 0 && !result) {
-          result = rank.exit_code;
-          std::fprintf(stderr, "kd launch: rank %zu %s %d; stopping the other ranks\n", r,
-                       WIFEXITED(status) ? "exited with code" : "was killed by signal",
-                       WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status));
-          stop_others(SIGTERM);
-          if (!kill_at) kill_at = Clock::now() + options.grace;
-        }
-      } else {
+      if (::waitpid(rank.pid, &status, WNOHANG) != rank.pid) {
         any_running = true;
+        continue;
+      }
+      rank.running = false;
+      rank.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+      if (rank.exit_code == 0) continue;
+      failed.push_back(r);
+      if (!cause || (WIFSIGNALED(status) && ranks[*cause].exit_code <= 128)) cause = r;
+    }
+    if (cause && !result) {
+      result = ranks[*cause].exit_code;
+      for (std::size_t r : failed) {
+        const int code = ranks[r].exit_code;
+        std::fprintf(stderr, "kd launch: rank %zu %s %d%s\n", r, code > 128 ? "was killed by signal" : "exited with code",
+                     code > 128 ? code - 128 : code, r == *cause ? "; stopping the other ranks" : "");
+      }
+      stop_others(SIGTERM);
+      if (!kill_at) kill_at = Clock::now() + options.grace;
+    } else {
+      for (std::size_t r : failed) {
+        const int code = ranks[r].exit_code;
+        std::fprintf(stderr, "kd launch: rank %zu %s %d\n", r, code > 128 ? "was killed by signal" : "exited with code",
+                     code > 128 ? code - 128 : code);
       }
     }
     if (kill_at && Clock::now() >= *kill_at && any_running) {

@@ -7,6 +7,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <exception>
 #include <filesystem>
 #include <map>
 #include <fstream>
@@ -89,6 +90,10 @@ class StopSignals {
     sigaction(SIGTERM, &action, &old_term_);
   }
   ~StopSignals() {
+    // While an error propagates, a signal (e.g. a launcher stopping the other ranks after a
+    // failure) must not kill the process before the error is reported: the handler stays, and
+    // only a second signal exits.
+    if (std::uncaught_exceptions() > 0) return;
     sigaction(SIGINT, &old_int_, nullptr);
     sigaction(SIGTERM, &old_term_, nullptr);
   }
