@@ -11,20 +11,18 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <arpa/inet.h>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
 #include <map>
-#include <netinet/in.h>
 #include <string>
-#include <sys/socket.h>
 #include <vector>
 
 #include <torch/torch.h>
 
 #include "trainer/config/node.h"
 #include "trainer/distributed/distributed.h"
+#include "trainer/distributed/launch.h"
 #include "trainer/losses/loss.h"
 #include "trainer/metrics/metric.h"
 #include "trainer/models/model.h"
@@ -36,18 +34,6 @@ using Clock = std::chrono::steady_clock;
 namespace dist = kd::distributed;
 
 double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
-
-int free_port() {
-  const int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof(addr);
-  bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
-  getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-  close(fd);
-  return ntohs(addr.sin_port);
-}
 
 std::shared_ptr<dist::ProcessGroup> join(int world_size) {
   const auto world = dist::world_from_environment();
@@ -101,7 +87,7 @@ double time_steps(int world_size, int steps) {
 
 // Runs `args` as `nproc` worker processes of this program; returns rank 0's printed number.
 double run_workers(const std::string& self, int nproc, int threads, const std::vector<std::string>& args) {
-  const int port = free_port();
+  const int port = kd::distributed::free_port();
   std::vector<pid_t> pids;
   int fds[2];
   if (pipe(fds) != 0) return -1;

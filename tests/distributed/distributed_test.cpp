@@ -3,9 +3,6 @@
 
 #include <catch2/catch.hpp>
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include <cstdlib>
@@ -16,27 +13,16 @@
 #include "trainer/common/error.h"
 #include "trainer/config/node.h"
 #include "trainer/distributed/distributed.h"
+#include "trainer/distributed/launch.h"
 
 using kd::Tree;
 namespace dist = kd::distributed;
 
 namespace {
 
-int free_port() {
-  const int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof(addr);
-  REQUIRE(bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0);
-  REQUIRE(getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0);
-  close(fd);
-  return ntohs(addr.sin_port);
-}
-
 // Runs body(group) on `n` ranks (threads) of one job; rethrows the first failure.
 void on_ranks(int n, const std::function<void(dist::ProcessGroup&)>& body, double timeout_s = 30) {
-  const int port = free_port();
+  const int port = kd::distributed::free_port();
   std::vector<std::exception_ptr> errors(static_cast<std::size_t>(n));
   std::vector<std::thread> threads;
   for (int r = 0; r < n; ++r) {
@@ -202,7 +188,7 @@ TEST_CASE("the gradient reducer averages every gradient over the ranks, in bucke
 }
 
 TEST_CASE("a rank that never joins makes the others fail after the timeout, naming the rendezvous") {
-  const int port = free_port();
+  const int port = kd::distributed::free_port();
   dist::WorldInfo world;
   world.rank = 0;
   world.world_size = 2;

@@ -3,13 +3,11 @@
 
 #include <catch2/catch.hpp>
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
 
 #include <regex>
 
 #include "tests/e2e/helpers.h"
+#include "trainer/distributed/launch.h"
 
 using namespace kd_e2e;
 
@@ -46,18 +44,6 @@ const kd::writers::JsonlRecord& record(const std::vector<kd::writers::JsonlRecor
   }
   REQUIRE(found != nullptr);
   return *found;
-}
-
-int free_port() {
-  const int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof(addr);
-  REQUIRE(bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0);
-  REQUIRE(getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0);
-  close(fd);
-  return ntohs(addr.sin_port);
 }
 
 std::string rank_env(int rank, int port) {
@@ -133,7 +119,7 @@ TEST_CASE("a 2-rank run stopped part way resumes with 2 ranks and ends where 1 p
 TEST_CASE("SIGTERM to one rank checkpoints once, stops every rank, and the job resumes") {
   const fs::path& one = single_process_run();
   const fs::path two = fresh_dir();
-  const int port = free_port();
+  const int port = kd::distributed::free_port();
   const std::string args = flagship_100(two, "--cfg.log_metrics_every=10");
   const pid_t rank0 = spawn_kd(args, two.string() + "_rank0.log", rank_env(0, port));
   const pid_t rank1 = spawn_kd(args, two.string() + "_rank1.log", rank_env(1, port));
@@ -163,7 +149,7 @@ TEST_CASE("SIGTERM to one rank checkpoints once, stops every rank, and the job r
 
 TEST_CASE("a rank killed mid-training makes the other fail with a clear error, not hang") {
   const fs::path two = fresh_dir();
-  const int port = free_port();
+  const int port = kd::distributed::free_port();
   // A long run: the kill comes well before its end.
   const std::string args = flagship_100(two, "--cfg.num_train_steps=100000 --cfg.log_metrics_every=10 "
                                              "--cfg.distributed.timeout_s=60");
@@ -188,7 +174,7 @@ TEST_CASE("a rank killed mid-training makes the other fail with a clear error, n
 
 TEST_CASE("a hung rank makes the other fail after distributed.timeout_s") {
   const fs::path two = fresh_dir();
-  const int port = free_port();
+  const int port = kd::distributed::free_port();
   const std::string args = flagship_100(two, "--cfg.num_train_steps=100000 --cfg.log_metrics_every=10 "
                                              "--cfg.distributed.timeout_s=3");
   const pid_t rank0 = spawn_kd(args, two.string() + "_rank0.log", rank_env(0, port));

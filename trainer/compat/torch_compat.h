@@ -88,6 +88,9 @@ class CountingCpuAllocator : public c10::Allocator {
 #define KD_HAVE_GLOO 1
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #endif
+#if defined(USE_C10D_NCCL) && !__has_include(<nccl.h>)
+#undef USE_C10D_NCCL  // a CUDA LibTorch whose NCCL headers are not installed: Gloo only
+#endif
 #if defined(USE_C10D_NCCL)
 #include <c10/cuda/CUDAFunctions.h>
 #include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>

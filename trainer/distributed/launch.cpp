@@ -24,8 +24,8 @@ using Clock = std::chrono::steady_clock;
 volatile sig_atomic_t g_signals = 0;
 extern "C" void on_launcher_signal(int) { g_signals = g_signals + 1; }
 
-// A port the kernel says is free now (the usual way launchers pick one; rank 0 binds it
-// moments later).
+}  // namespace
+
 int free_port() {
   const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
   if (fd < 0) throw IOError(std::string("cannot create a socket to find a free port: ") + std::strerror(errno));
@@ -42,6 +42,8 @@ int free_port() {
   ::close(fd);
   return ntohs(addr.sin_port);
 }
+
+namespace {
 
 std::string self_executable() {
   char buf[4096];

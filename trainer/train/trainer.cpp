@@ -238,10 +238,10 @@ void Trainer::join_process_group(const distributed::Options& options) {
     return any[0] > 0;
   });
   log_->info("data parallel: {} ranks ({} backend, rendezvous {}:{}, {:.1f} s); global batch {} = {} per rank; "
-             "{} gradient buckets; timeout {} s",
+             "{} gradient bucket{}; timeout {} s",
              world_->world_size, group_->backend(), world_->master_addr, world_->master_port,
              std::chrono::duration<double>(Clock::now() - start).count(), pipeline_->options().batch_size,
-             pipeline_->options().batch_size / world_->world_size, reducer_->num_buckets(),
+             pipeline_->options().batch_size / world_->world_size, reducer_->num_buckets(), reducer_->num_buckets() == 1 ? "" : "s",
              std::chrono::duration<double>(options.timeout).count());
 }
 
