@@ -4,7 +4,9 @@
 #include <catch2/catch.hpp>
 
 
+#include <algorithm>
 #include <regex>
+#include <sstream>
 
 #include "tests/e2e/helpers.h"
 #include "trainer/distributed/launch.h"
@@ -93,6 +95,49 @@ TEST_CASE("2 ranks splitting the global batch end where 1 process does, and log 
   const double correct = accuracy * 2000;  // counted over all 2000 test examples, not one rank's 1000
   CHECK(correct == Approx(std::round(correct)).margin(1e-6));
   CHECK(value_of(record(b, "test", 100), "losses/xent") == Approx(value_of(record(a, "test", 100), "losses/xent")).epsilon(1e-4));
+
+  // Rank 1 wrote nothing: every line of the log is there once.
+  const std::string log = read_text(two / "log.txt");
+  CHECK(std::count(log.begin(), log.end(), '\n') > 10);
+  for (const char* line : {"step 50  losses", "step 100  losses", "eval test at step 100 ", "done: step 100 of"}) {
+    const std::regex pattern(std::string("^[0-9-]+ [0-9:]+ ") + line);
+    std::size_t n = 0;
+    std::istringstream lines(log);
+    for (std::string l; std::getline(lines, l);) n += std::regex_search(l, pattern) ? 1 : 0;
+    INFO(line);
+    CHECK(n == 1);
+  }
+}
+
+TEST_CASE("a 2-rank job resumes on 1 process and still ends where 1 process does") {
+  const fs::path& one = single_process_run();
+  const fs::path dir = fresh_dir();
+  const Result first = run_kd("launch --nproc=2 -- " + flagship_100(dir, "--cfg.stop_after_steps=50"));
+  INFO(first.output);
+  REQUIRE(first.code == 0);
+  const Result second = run_kd(flagship_100(dir));
+  INFO(second.output);
+  REQUIRE(second.code == 0);
+  CHECK_THAT(second.output, Catch::Contains("resuming from step 50"));
+  CHECK(relative_difference(dir, one, 100) <= 1e-4);
+}
+
+TEST_CASE("BatchNorm statistics are rank 0's everywhere: kd eval of a 2-rank checkpoint reproduces its logged eval") {
+  const fs::path dir = fresh_dir();
+  const Result r = run_kd("launch --nproc=2 -- train --cfg=" + std::string(KD_SOURCE_DIR) +
+                          "/configs/fashion_mnist_cnn.yaml --cfg.workdir=" + dir.string() +
+                          " --cfg.num_train_steps=30 --cfg.log_metrics_every=10 --cfg.num_threads=1"
+                          " --cfg.evals.test.ds.num_examples=1000 '--cfg.evals.test.run={once_at_end: true}'");
+  INFO(r.output);
+  REQUIRE(r.code == 0);
+  const double logged = value_of(record(kd::writers::read_jsonl((dir / "metrics.jsonl").string()), "test", 30),
+                                 "metrics/accuracy");
+  const Result eval = run_kd("eval --workdir=" + dir.string());  // one process, rank 0's checkpoint
+  INFO(eval.output);
+  REQUIRE(eval.code == 0);
+  const auto records = kd::writers::read_jsonl((dir / "metrics.jsonl").string());
+  REQUIRE(records.back().collection == "test");
+  CHECK(value_of(records.back(), "metrics/accuracy") == Approx(logged).margin(1e-9));
 }
 
 TEST_CASE("a 2-rank run stopped part way resumes with 2 ranks and ends where 1 process does") {
@@ -238,20 +283,30 @@ TEST_CASE("a torchrun environment that is incomplete or inconsistent is refused 
   CHECK(!fs::exists(dir));  // nothing was written
 }
 
-TEST_CASE("SIGTERM to kd launch stops every rank after one checkpoint and exits 0") {
+TEST_CASE("Ctrl-C on kd launch stops every rank after one checkpoint, exits 0, and the job resumes") {
   const fs::path two = fresh_dir();
   const fs::path log = two.string() + "_launch.log";
-  const pid_t launcher = spawn_kd("launch --nproc=2 -- " + flagship_100(two, "--cfg.num_train_steps=100000 "
-                                                                              "--cfg.log_metrics_every=10"),
-                                  log);
+  const std::string args = flagship_100(two, "--cfg.num_train_steps=100000 --cfg.log_metrics_every=10");
+  // As from an interactive shell: the launcher leads its process group, and Ctrl-C sends
+  // SIGINT to that whole group.
+  const pid_t launcher = spawn_kd("launch --nproc=2 -- " + args, log, "", /*own_group=*/true);
   REQUIRE(wait_for([&] { return read_text(log).find("step 10 ") != std::string::npos; }, 120));
-  kill(launcher, SIGTERM);
+  kill(-launcher, SIGINT);
   const int code = wait_exit_code(launcher);
   const std::string out = read_text(log);
   INFO(out);
   CHECK(code == 0);
-  CHECK_THAT(out, Catch::Contains("[rank 0] ") && Catch::Contains("stopped by signal 15 at step"));
+  std::smatch m;
+  REQUIRE(std::regex_search(out, m, std::regex("\\[rank 0\\] .*stopped by signal 15 at step (\\d+); checkpoint saved")));
+  const int64_t stopped = std::stoll(m[1]);
   std::vector<std::string> checkpoints;
   for (const auto& e : fs::directory_iterator(two / "checkpoints")) checkpoints.push_back(e.path().filename());
-  CHECK(checkpoints.size() == 1);
+  CHECK(checkpoints == std::vector<std::string>{"ckpt_" + std::to_string(stopped)});
+
+  const Result resumed =
+      run_kd("launch --nproc=2 -- " + args + " --cfg.stop_after_steps=" + std::to_string(stopped + 5));
+  INFO(resumed.output);
+  CHECK(resumed.code == 0);
+  CHECK_THAT(resumed.output, Catch::Contains("resuming from step " + std::to_string(stopped)) &&
+                                 Catch::Contains("done: step " + std::to_string(stopped + 5)));
 }

@@ -61,9 +61,11 @@ inline std::string small_mlp(const fs::path& workdir) {
 
 // Starts `kd ARGS` in the background, its output going to `log`; `env` ("RANK=1 WORLD_SIZE=2 ...")
 // is added to its environment.
-inline pid_t spawn_kd(const std::string& args, const fs::path& log, const std::string& env = "") {
+// With `own_group` it leads a process group of its own, as a command started from a shell.
+inline pid_t spawn_kd(const std::string& args, const fs::path& log, const std::string& env = "", bool own_group = false) {
   const pid_t pid = fork();
   if (pid == 0) {
+    if (own_group) setpgid(0, 0);
     const int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
     dup2(fd, 1);
     dup2(fd, 2);

@@ -81,6 +81,7 @@ class CountingCpuAllocator : public c10::Allocator {
 #include <cstdlib>
 #include <string>
 
+#include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 #include <torch/csrc/distributed/c10d/Work.hpp>
 
@@ -110,9 +111,13 @@ using Backend = c10d::ProcessGroup;
 #if defined(USE_C10D_NCCL)
 inline constexpr bool kHaveNccl = true;
 inline int current_cuda_device() { return c10::cuda::current_device(); }
+inline void set_cuda_device(int index) {
+  if (index >= 0) c10::cuda::set_device(static_cast<c10::DeviceIndex>(index));
+}
 #else
 inline constexpr bool kHaveNccl = false;
 inline int current_cuda_device() { return 0; }
+inline void set_cuda_device(int) {}
 #endif
 
 // A Gloo or NCCL process group. Gloo's network device: the interface GLOO_SOCKET_IFNAME names
@@ -124,6 +129,10 @@ inline c10::intrusive_ptr<Backend> make_process_group(const std::string& backend
                                                       const std::string& master_addr) {
   if (backend == "nccl") {
 #if defined(USE_C10D_NCCL)
+    // Without blocking wait, NCCL enforces the timeout by aborting the process from a watchdog
+    // thread; with it, a timed-out collective throws like Gloo's (1.13 and 2.x spellings).
+    ::setenv("NCCL_BLOCKING_WAIT", "1", /*overwrite=*/0);
+    ::setenv("TORCH_NCCL_BLOCKING_WAIT", "1", /*overwrite=*/0);
     auto options = c10d::ProcessGroupNCCL::Options::create();
     options->timeout = timeout;
     return c10::make_intrusive<c10d::ProcessGroupNCCL>(store, rank, size, options);

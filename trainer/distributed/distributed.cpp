@@ -67,18 +67,29 @@ class C10dProcessGroup final : public ProcessGroup {
                                "serves the rendezvous, so it must be running and its port free";
     const std::string rendezvous = world.master_addr + ":" + std::to_string(world.master_port);
     try {
+      // Under torchrun's agent store (TORCHELASTIC_USE_AGENT_STORE=True) the agent already
+      // serves MASTER_PORT and every rank is a client, keyed by the restart attempt, as
+      // torch.distributed does; otherwise rank 0 serves it.
+      const char* agent = std::getenv("TORCHELASTIC_USE_AGENT_STORE");
+      const bool agent_store = agent != nullptr && std::string(agent) == "True";
       c10d::TCPStoreOptions store_options;
       store_options.port = static_cast<std::uint16_t>(world.master_port);
-      store_options.isServer = rank_ == 0;
+      store_options.isServer = rank_ == 0 && !agent_store;
       store_options.numWorkers = static_cast<std::size_t>(size_);
-      store_options.waitWorkers = true;
+      store_options.waitWorkers = !agent_store;
       store_options.timeout = timeout_;
       store_ = c10::make_intrusive<c10d::TCPStore>(world.master_addr, store_options);
+      if (agent_store) {
+        const char* attempt = std::getenv("TORCHELASTIC_RESTART_COUNT");
+        store_ = c10::make_intrusive<c10d::PrefixStore>(
+            std::string("/worker/attempt_") + (attempt != nullptr ? attempt : "0"), store_);
+      }
     } catch (const std::exception& e) {
       throw DistributedError(where_ + ": the rendezvous at " + rendezvous + " failed within distributed.timeout_s (" +
                              seconds(timeout_) + "): " + first_line(e) + advice);
     }
     try {
+      if (device.is_cuda()) compat::set_cuda_device(device.index());
       group_ = compat::make_process_group(backend_, store_, rank_, size_, timeout_, world.master_addr);
     } catch (const kd::Error&) {
       throw;
@@ -90,6 +101,7 @@ class C10dProcessGroup final : public ProcessGroup {
   }
 
   int rank() const override { return rank_; }
+  c10::Device device() const override { return group_device(); }
   int size() const override { return size_; }
   const std::string& backend() const override { return backend_; }
   std::chrono::milliseconds timeout() const override { return timeout_; }
@@ -166,16 +178,27 @@ class C10dProcessGroup final : public ProcessGroup {
   }
 
  private:
-  c10::Device group_device() const { return backend_ == "nccl" ? c10::Device(c10::kCUDA, compat::current_cuda_device()) : c10::Device(c10::kCPU); }
+  c10::Device group_device() const {
+    return backend_ == "nccl" ? c10::Device(c10::kCUDA, static_cast<c10::DeviceIndex>(compat::current_cuda_device()))
+                              : c10::Device(c10::kCPU);
+  }
 
   template <typename F>
   void run(const std::string& what, F&& f) {
     try {
       f();
     } catch (const std::exception& e) {
-      throw DistributedError(where_ + ": " + what + " failed: " + first_line(e) +
-                             ". Another rank died, was stopped, or did not answer within distributed.timeout_s (" +
-                             seconds(timeout_) + "); its own log says why");
+      const std::string message = first_line(e);
+      // Gloo reports a lost peer as an I/O error on its connection, a silent one as a timeout.
+      bool peer = false;
+      for (const char* sign : {"timed out", "Timeout", "Connection", "connection", "closed", "reset", "Broken pipe",
+                               "Socket", "Read error", "Write error"}) {
+        peer = peer || message.find(sign) != std::string::npos;
+      }
+      throw DistributedError(where_ + ": " + what + " failed: " + message +
+                             (peer ? ". Another rank died, was stopped, or did not answer within distributed.timeout_s (" +
+                                         seconds(timeout_) + "); its own log says why"
+                                   : std::string()));
     }
   }
 
@@ -253,7 +276,7 @@ std::optional<WorldInfo> world_from_environment() {
                       std::to_string(w.world_size));
   }
   w.local_rank = env_int("LOCAL_RANK", w.rank);
-  w.local_world_size = env_int("LOCAL_WORLD_SIZE", w.world_size);
+  w.local_world_size = env_int("LOCAL_WORLD_SIZE", 1);
   if (w.world_size > 1) {
     const char* addr = std::getenv("MASTER_ADDR");
     if (addr == nullptr || *addr == '\0') {

@@ -3,7 +3,8 @@
 // A job is N processes ("ranks") started by `torchrun`, SLURM `srun`, a Kubernetes PyTorchJob or
 // `kd launch --nproc=N`; each reads its place from the torchrun variables (RANK, WORLD_SIZE,
 // LOCAL_RANK, LOCAL_WORLD_SIZE, MASTER_ADDR, MASTER_PORT) and meets the others through a c10d
-// TCPStore on MASTER_ADDR:MASTER_PORT (rank 0 serves it). Collectives run on Gloo (CPU) or
+// TCPStore on MASTER_ADDR:MASTER_PORT (rank 0 serves it, or torchrun's agent when it sets
+// TORCHELASTIC_USE_AGENT_STORE=True). Collectives run on Gloo (CPU) or
 // NCCL (CUDA, where LibTorch was built with it).
 //
 //   auto world = kd::distributed::world_from_environment();        // nullopt: one process
@@ -76,6 +77,8 @@ class ProcessGroup {
   virtual ~ProcessGroup() = default;
 
   virtual int rank() const = 0;
+  // Where the tensors of its collectives live: the CPU for Gloo, this rank's GPU for NCCL.
+  virtual c10::Device device() const = 0;
   virtual int size() const = 0;
   virtual const std::string& backend() const = 0;
   virtual std::chrono::milliseconds timeout() const = 0;

@@ -5,6 +5,7 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -63,7 +64,47 @@ struct Rank {
   pid_t pid = -1;
   bool running = true;
   int exit_code = 0;
+  bool signaled = false;
   Stream streams[2];
+};
+
+std::string describe_exit(const Rank& rank) {
+  return rank.signaled ? "was killed by signal " + std::to_string(rank.exit_code - 128)
+                       : "exited with code " + std::to_string(rank.exit_code);
+}
+
+// Whatever happens in launch() (an error while starting the ranks included), no rank outlives
+// it, no descriptor leaks, and the launcher's signal dispositions come back.
+struct Job {
+  std::vector<Rank> ranks;
+  struct sigaction old_int {}, old_term {}, old_chld {};
+
+  Job() {
+    struct sigaction action {};
+    action.sa_handler = on_launcher_signal;
+    sigemptyset(&action.sa_mask);
+    g_signals = 0;
+    sigaction(SIGINT, &action, &old_int);
+    sigaction(SIGTERM, &action, &old_term);
+    struct sigaction dfl {};
+    dfl.sa_handler = SIG_DFL;  // an inherited SIG_IGN would make waitpid() lose the ranks
+    sigemptyset(&dfl.sa_mask);
+    sigaction(SIGCHLD, &dfl, &old_chld);
+  }
+  ~Job() {
+    for (auto& rank : ranks) {
+      if (rank.pid > 0 && rank.running) {
+        ::kill(rank.pid, SIGKILL);
+        ::waitpid(rank.pid, nullptr, 0);
+      }
+      for (auto& s : rank.streams) {
+        if (s.fd >= 0) ::close(s.fd);
+      }
+    }
+    sigaction(SIGINT, &old_int, nullptr);
+    sigaction(SIGTERM, &old_term, nullptr);
+    sigaction(SIGCHLD, &old_chld, nullptr);
+  }
 };
 
 void forward(Stream& s, const std::string& prefix, bool flush_all) {
@@ -90,26 +131,37 @@ int launch(const LaunchOptions& options) {
   const std::string program = options.program.empty() ? self_executable() : options.program;
   const int port = options.master_port > 0 ? options.master_port : free_port();
 
-  struct sigaction action {}, old_int {}, old_term {};
-  action.sa_handler = on_launcher_signal;
-  sigemptyset(&action.sa_mask);
-  g_signals = 0;
-  sigaction(SIGINT, &action, &old_int);
-  sigaction(SIGTERM, &action, &old_term);
-
-  std::vector<Rank> ranks(static_cast<std::size_t>(options.nproc));
+  Job job;
+  std::vector<Rank>& ranks = job.ranks;
+  ranks.resize(static_cast<std::size_t>(options.nproc));
+  const pid_t launcher_pid = ::getpid();
   for (int r = 0; r < options.nproc; ++r) {
+    auto& rank = ranks[static_cast<std::size_t>(r)];
     int out_pipe[2], err_pipe[2];
-    if (::pipe2(out_pipe, O_CLOEXEC) != 0 || ::pipe2(err_pipe, O_CLOEXEC) != 0) {
+    if (::pipe2(out_pipe, O_CLOEXEC) != 0) throw IOError(std::string("cannot create pipes for the ranks: ") + std::strerror(errno));
+    rank.streams[0] = {out_pipe[0], stdout, {}};
+    if (::pipe2(err_pipe, O_CLOEXEC) != 0) {
+      ::close(out_pipe[1]);
       throw IOError(std::string("cannot create pipes for the ranks: ") + std::strerror(errno));
     }
+    rank.streams[1] = {err_pipe[0], stderr, {}};
     const pid_t pid = ::fork();
-    if (pid < 0) throw IOError(std::string("cannot start rank ") + std::to_string(r) + ": " + std::strerror(errno));
+    if (pid < 0) {
+      ::close(out_pipe[1]);
+      ::close(err_pipe[1]);
+      throw IOError(std::string("cannot start rank ") + std::to_string(r) + ": " + std::strerror(errno));
+    }
     if (pid == 0) {
+      // Its own process group: a Ctrl-C on the terminal reaches the launcher alone, which
+      // passes one SIGTERM on (so every rank saves once); and it stops if the launcher dies.
+      ::setpgid(0, 0);
+      ::prctl(PR_SET_PDEATHSIG, SIGTERM);
+      if (::getppid() != launcher_pid) ::_exit(128 + SIGTERM);
       ::dup2(out_pipe[1], STDOUT_FILENO);
       ::dup2(err_pipe[1], STDERR_FILENO);
       ::signal(SIGINT, SIG_DFL);
       ::signal(SIGTERM, SIG_DFL);
+      ::signal(SIGCHLD, SIG_DFL);
       ::setenv("RANK", std::to_string(r).c_str(), 1);
       ::setenv("LOCAL_RANK", std::to_string(r).c_str(), 1);
       ::setenv("WORLD_SIZE", std::to_string(options.nproc).c_str(), 1);
@@ -127,10 +179,7 @@ int launch(const LaunchOptions& options) {
     }
     ::close(out_pipe[1]);
     ::close(err_pipe[1]);
-    auto& rank = ranks[static_cast<std::size_t>(r)];
     rank.pid = pid;
-    rank.streams[0] = {out_pipe[0], stdout, {}};
-    rank.streams[1] = {err_pipe[0], stderr, {}};
   }
   std::string pids;
   for (const auto& rank : ranks) pids += (pids.empty() ? "" : ", ") + std::to_string(rank.pid);
@@ -203,31 +252,32 @@ int launch(const LaunchOptions& options) {
       auto& rank = ranks[r];
       if (!rank.running) continue;
       int status = 0;
-      if (::waitpid(rank.pid, &status, WNOHANG) != rank.pid) {
+      const pid_t done = ::waitpid(rank.pid, &status, WNOHANG);
+      if (done == 0 || (done < 0 && errno == EINTR)) {
         any_running = true;
         continue;
       }
       rank.running = false;
-      rank.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+      if (done < 0) {  // not our child any more (cannot happen with SIGCHLD at its default)
+        rank.exit_code = 1;
+      } else {
+        rank.signaled = WIFSIGNALED(status);
+        rank.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+      }
       if (rank.exit_code == 0) continue;
       failed.push_back(r);
-      if (!cause || (WIFSIGNALED(status) && ranks[*cause].exit_code <= 128)) cause = r;
+      if (!cause || (rank.signaled && !ranks[*cause].signaled)) cause = r;
     }
     if (cause && !result) {
       result = ranks[*cause].exit_code;
       for (std::size_t r : failed) {
-        const int code = ranks[r].exit_code;
-        std::fprintf(stderr, "kd launch: rank %zu %s %d%s\n", r, code > 128 ? "was killed by signal" : "exited with code",
-                     code > 128 ? code - 128 : code, r == *cause ? "; stopping the other ranks" : "");
+        std::fprintf(stderr, "kd launch: rank %zu %s%s\n", r, describe_exit(ranks[r]).c_str(),
+                     r == *cause ? "; stopping the other ranks" : "");
       }
       stop_others(SIGTERM);
       if (!kill_at) kill_at = Clock::now() + options.grace;
     } else {
-      for (std::size_t r : failed) {
-        const int code = ranks[r].exit_code;
-        std::fprintf(stderr, "kd launch: rank %zu %s %d\n", r, code > 128 ? "was killed by signal" : "exited with code",
-                     code > 128 ? code - 128 : code);
-      }
+      for (std::size_t r : failed) std::fprintf(stderr, "kd launch: rank %zu %s\n", r, describe_exit(ranks[r]).c_str());
     }
     if (kill_at && Clock::now() >= *kill_at && any_running) {
       std::fprintf(stderr, "kd launch: ranks still running %.0f s after SIGTERM; killing them\n",
@@ -255,8 +305,6 @@ int launch(const LaunchOptions& options) {
       break;
     }
   }
-  sigaction(SIGINT, &old_int, nullptr);
-  sigaction(SIGTERM, &old_term, nullptr);
   return result.value_or(0);  // stopped by a signal, every rank saved and exited cleanly: 0
 }
 

@@ -123,10 +123,12 @@ std::pair<TrainState, AuxiliariesState> TrainStep::step(const TrainState& state,
     for (const Context& ctx : contexts) total += ctx.loss_total.tensor().item<double>();
     non_finite = !std::isfinite(total);
   }
+  const bool here = non_finite;
   if (gradient_hook_) non_finite = gradient_hook_(non_finite);
   if (nan_policy_ != NanPolicy::kIgnore) {
     if (non_finite) {
-      const std::string what = describe_non_finite(contexts.back());
+      const std::string what = here ? describe_non_finite(contexts.back())
+                                    : "the loss of another process of the job is not finite (its log names it)";
       if (nan_policy_ == NanPolicy::kRaise) {
         throw NonFiniteError("non-finite loss at step " + std::to_string(state.step) + ": " + what +
                              " (nan_policy: raise; set nan_policy: skip_step to skip such steps)");

@@ -138,6 +138,15 @@ Trainer::Trainer(const config::Node& cfg) : experiment_(cfg) {
   if (auto world = distributed::world_from_environment(); world && world->world_size > 1) {
     world_ = std::make_unique<distributed::WorldInfo>(*world);
     if (!is_chief()) log_->set_level(spdlog::level::warn);  // rank 0 reports for the job
+    if (device_.is_cuda() && !device_.has_index()) {
+      // `device: cuda` in a job: each rank its own GPU, LOCAL_RANK.
+      if (world_->local_rank >= static_cast<int>(torch::cuda::device_count())) {
+        throw ConfigError(cfg.child("device").where() + ": rank " + std::to_string(world_->rank) + " has LOCAL_RANK " +
+                          std::to_string(world_->local_rank) + " but this machine shows " +
+                          std::to_string(torch::cuda::device_count()) + " GPUs; start at most one rank per GPU");
+      }
+      device_ = c10::Device(c10::kCUDA, static_cast<c10::DeviceIndex>(world_->local_rank));
+    }
   }
   const auto distributed_node = cfg.find("distributed");
   const auto distributed_options = distributed::Options::from_config(distributed_node ? &*distributed_node : nullptr);
@@ -174,6 +183,13 @@ Trainer::Trainer(const config::Node& cfg) : experiment_(cfg) {
       throw ConfigError(cfg.child("train_ds").child("batch_size").where() + ": batch_size " + std::to_string(o.batch_size) +
                         " (the global batch) must split evenly over the " + std::to_string(world_size()) +
                         " ranks; use a multiple of " + std::to_string(world_size()));
+    }
+    if (const int64_t k = cfg.find("optimizer") ? cfg.child("optimizer").get_int("accumulate_steps", 1) : 1;
+        k > 1 && (o.batch_size / world_size()) % k != 0) {
+      throw ConfigError(cfg.child("train_ds").child("batch_size").where() + ": each of the " + std::to_string(world_size()) +
+                        " ranks gets " + std::to_string(o.batch_size / world_size()) +
+                        " examples of the global batch, which optimizer.accumulate_steps " + std::to_string(k) +
+                        " cannot split evenly; use a batch_size divisible by " + std::to_string(world_size() * k));
     }
     if (world_size() > 1 && !o.drop_remainder && pipeline_->num_examples() % o.batch_size != 0) {
       throw ConfigError(cfg.child("train_ds").where() + ": drop_remainder: false leaves a last batch of " +
@@ -230,6 +246,9 @@ void Trainer::join_process_group(const distributed::Options& options) {
   const auto start = Clock::now();
   group_ = distributed::ProcessGroup::create(*world_, options, device_);
   reducer_ = std::make_unique<distributed::GradientReducer>(group_, model_->parameters(), options.bucket_bytes);
+  for (const auto& b : model_->buffers()) {
+    if (b.defined()) buffers_.push_back(b.detach());
+  }
   // Every step all-reduces the gradients and, with them, two flags: "my loss is not finite" and
   // "I was asked to stop", so that every rank skips, raises or stops at the same step.
   step_->set_gradient_hook([this](bool non_finite) {
@@ -252,7 +271,22 @@ void Trainer::broadcast_parameters() {
   for (const auto& b : model_->buffers()) {
     if (b.defined()) tensors.push_back(b.detach());
   }
+  for (const auto& [path, leaf] : step_->optimizer().ema_params().flatten_paths()) tensors.push_back(leaf.tensor().detach());
   group_->broadcast(tensors, 0, "the broadcast of the parameters from rank 0");
+}
+
+void Trainer::broadcast_buffers() {
+  if (!group_ || buffers_.empty()) return;
+  group_->broadcast(buffers_, 0, "the broadcast of the buffers from rank 0");
+}
+
+void Trainer::seed_rank() {
+  // Rank 0 keeps the experiment's stream; the others get their own, so that their dropout
+  // masks differ.
+  if (group_ && !is_chief()) {
+    torch::manual_seed(static_cast<uint64_t>(seed_) * 1000003ULL + static_cast<uint64_t>(rank()) * 7919ULL +
+                       static_cast<uint64_t>(state_.step));
+  }
 }
 
 AuxiliariesState Trainer::merge_across_ranks(const AuxiliariesState& state,
@@ -376,9 +410,10 @@ void Trainer::resume_or_start(AuxiliariesState& merged, int64_t& interval_steps)
     }
   }
   if (group_) {
-    std::vector<torch::Tensor> chosen{torch::full({1}, latest ? latest->step : int64_t{-1}, torch::kLong)};
+    std::vector<torch::Tensor> chosen{
+        torch::full({1}, latest ? latest->step : int64_t{-1}, torch::kLong).to(group_->device())};
     group_->broadcast(chosen, 0, "choosing the checkpoint to resume from");
-    const int64_t step = chosen[0].item<int64_t>();
+    const int64_t step = chosen[0].cpu().item<int64_t>();
     if (!is_chief() && step >= 0) {
       for (const auto& info : checkpointer_->probe()) {
         if (info.step == step) {
@@ -400,6 +435,7 @@ void Trainer::resume_or_start(AuxiliariesState& merged, int64_t& interval_steps)
       log_->info("init_transform: {}", report);
     }
     broadcast_parameters();
+    seed_rank();
     return;
   }
   checkpoints::Snapshot snapshot;
@@ -428,9 +464,8 @@ void Trainer::resume_or_start(AuxiliariesState& merged, int64_t& interval_steps)
         std::lock_guard<std::mutex> lock(generator.mutex());
         generator.set_state(states->children()[static_cast<std::size_t>(rank())].tensor());
       }
-    } else if (!is_chief()) {
-      torch::manual_seed(static_cast<uint64_t>(seed_) * 1000003ULL + static_cast<uint64_t>(rank()) * 7919ULL +
-                         static_cast<uint64_t>(state_.step));
+    } else {
+      seed_rank();
     }
     broadcast_parameters();
   }
@@ -531,6 +566,9 @@ void Trainer::train() {
     auto [next, aux] = step_->step(state_, *batch, state_.step == first_step && !resumed ? &first_context : nullptr,
                                    summarize && !auxiliaries_->summaries.empty());
     state_ = std::move(next);
+    // BatchNorm statistics: rank 0's, on every rank after every step (so evals and checkpoints
+    // see the same model everywhere).
+    broadcast_buffers();
     if (step_->skipped_steps() != skipped_before) log_->warn("step {}: non-finite loss, update skipped (nan_policy: skip_step)", state_.step - 1);
     if (summarize && !aux.summary_states.empty()) {
       open_workdir(resumed ? nullptr : &first_context);
@@ -663,8 +701,14 @@ bool Trainer::run_evals(bool last, AuxiliariesState& merged, int64_t interval_st
     if (!evaluator->should_run(state_.step, last)) continue;
     const writers::Scalars values = run_eval(*evaluator);
     for (auto& cb : callbacks_) cb->on_eval_end(*this, evaluator->name(), state_.step, values);
-    // A new best is kept as a checkpoint.
-    if (checkpointer_->report(state_.step, evaluator->name(), values)) {
+    // A new best is kept as a checkpoint. Rank 0 decides for the job (its timings differ).
+    bool best = checkpointer_->report(state_.step, evaluator->name(), values);
+    if (group_) {
+      std::vector<torch::Tensor> decision{torch::full({1}, best ? 1 : 0, torch::kLong).to(group_->device())};
+      group_->broadcast(decision, 0, "agreeing on the best checkpoint");
+      best = decision[0].cpu().item<int64_t>() != 0;
+    }
+    if (best) {
       if (!saved) save_checkpoint(merged, interval_steps);
       saved = true;
       if (is_chief()) checkpointer_->write_best();

@@ -111,8 +111,12 @@ class Trainer {
                                       const std::string& what);
   // Joins the job (when started as one) and prepares the gradient all-reduce.
   void join_process_group(const distributed::Options& options);
-  // Rank 0's parameters and buffers to every rank.
+  // Rank 0's parameters, buffers and EMA to every rank.
   void broadcast_parameters();
+  // Rank 0's buffers (e.g. BatchNorm statistics) to every rank, after each step.
+  void broadcast_buffers();
+  // Gives ranks other than 0 their own random stream.
+  void seed_rank();
   writers::Scalars log_train_metrics(const AuxiliariesState& merged, double seconds, int64_t steps,
                                      double data_wait);
   // Runs the evals due at this step; true when it saved a checkpoint (a new best).
@@ -157,6 +161,7 @@ class Trainer {
   std::unique_ptr<distributed::WorldInfo> world_;
   std::shared_ptr<distributed::ProcessGroup> group_;
   std::unique_ptr<distributed::GradientReducer> reducer_;
+  std::vector<torch::Tensor> buffers_;  // the model's buffers, broadcast after each step
   bool stop_all_ = false;  // some rank was asked to stop (agreed on during the last step)
 };
 
