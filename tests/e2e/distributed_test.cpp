@@ -310,3 +310,37 @@ TEST_CASE("Ctrl-C on kd launch stops every rank after one checkpoint, exits 0, a
   CHECK_THAT(resumed.output, Catch::Contains("resuming from step " + std::to_string(stopped)) &&
                                  Catch::Contains("done: step " + std::to_string(stopped + 5)));
 }
+
+TEST_CASE("a NaN in one rank's slice makes every rank skip (or raise at) the same step") {
+  const fs::path dir = fresh_dir();
+  fs::create_directories(dir);
+  {
+    std::ofstream csv(dir / "data.csv");
+    csv << "a,b,label\n";
+    for (int i = 0; i < 16; ++i) csv << (i == 10 ? std::string("nan") : std::to_string(i % 5 * 0.3)) << "," << (i % 3) << "," << (i % 2) << "\n";
+  }
+  // Batches of 4 in file order: the third (rows 8-11) gives rows 10-11, and the NaN, to rank 1.
+  std::ofstream(dir / "exp.yaml") << "seed: 0\nnum_train_steps: 8\nlog_metrics_every: 4\nnum_threads: 1\n"
+                                     "train_ds: {type: Csv, path: " << (dir / "data.csv").string()
+                                  << ", label_column: label, batch_size: 4, shuffle: false}\n"
+                                     "model: {type: MLP, input_size: 2, hidden_sizes: [8], output_size: 2, inputs: {x: batch.features}}\n"
+                                     "train_losses: {xent: {type: SoftmaxCrossEntropyWithIntLabels, logits: preds.logits, labels: batch.label}}\n"
+                                     "optimizer: {type: sgd, learning_rate: 0.1}\n";
+  const std::string exp = "--cfg=" + (dir / "exp.yaml").string();
+  const Result one = run_kd("train " + exp + " --cfg.workdir=" + (dir / "one").string() + " --cfg.nan_policy=skip_step");
+  INFO(one.output);
+  REQUIRE(one.code == 0);
+  const Result two = run_kd("launch --nproc=2 -- train " + exp + " --cfg.workdir=" + (dir / "two").string() +
+                            " --cfg.nan_policy=skip_step");
+  INFO(two.output);
+  REQUIRE(two.code == 0);
+  // Rank 0's own slice was finite; it skipped with rank 1.
+  CHECK_THAT(two.output, Catch::Contains("[rank 0] ") && Catch::Contains("step 2: non-finite loss, update skipped"));
+  CHECK(relative_difference(dir / "two", dir / "one", 8) <= 1e-5);
+
+  const Result raised = run_kd("launch --nproc=2 -- train " + exp + " --cfg.workdir=" + (dir / "raise").string());
+  INFO(raised.output);
+  CHECK(raised.code == 2);
+  CHECK_THAT(raised.output, Catch::Contains("[rank 0] kd: error: non-finite loss at step 2: the loss of another process") &&
+                                Catch::Contains("[rank 1] kd: error: non-finite loss at step 2: losses/xent = nan"));
+}

@@ -6,9 +6,9 @@
 //   });
 //   # YAML:  callbacks: {print: {type: PrintLoss, every: 100}}
 //
-// In a data-parallel job callbacks run on every rank, with the same (global) logged values;
-// `trainer.is_chief()` tells rank 0, the one that should write files. on_checkpoint runs on
-// rank 0 only, which alone saves.
+// In a data-parallel job callbacks run on every rank, with the same (global) losses and
+// metrics (perf_stats are each rank's own); `trainer.is_chief()` tells rank 0, the one that
+// should write files. on_checkpoint runs on rank 0 only, which alone saves.
 #pragma once
 
 #include <cstdint>
