@@ -53,6 +53,23 @@ std::string rank_env(int rank, int port) {
          " WORLD_SIZE=2 LOCAL_WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=" + std::to_string(port);
 }
 
+// Starts rank 0 and rank 1 of a job of 2 with `args` (their logs: DIR_rank0.log, DIR_rank1.log)
+// and waits until rank 0 has logged step 10.
+std::pair<pid_t, pid_t> start_two_ranks(const fs::path& dir, const std::string& args) {
+  const int port = kd::distributed::free_port();
+  const pid_t rank0 = spawn_kd(args, dir.string() + "_rank0.log", rank_env(0, port));
+  const pid_t rank1 = spawn_kd(args, dir.string() + "_rank1.log", rank_env(1, port));
+  REQUIRE(wait_for([&] { return read_text(dir.string() + "_rank0.log").find("step 10 ") != std::string::npos; }, 120));
+  return {rank0, rank1};
+}
+
+// Waits (boundedly, so that a hang fails the test) for `pid` to exit; false if it did not.
+bool exits(pid_t pid, int& status) {
+  const bool exited = wait_for([&] { return waitpid(pid, &status, WNOHANG) == pid; }, 120);
+  if (!exited) kill(pid, SIGKILL), waitpid(pid, &status, 0);
+  return exited;
+}
+
 // One uninterrupted single-process run, shared by the tests that compare against it.
 const fs::path& single_process_run() {
   static const fs::path workdir = [] {
@@ -164,13 +181,8 @@ TEST_CASE("a 2-rank run stopped part way resumes with 2 ranks and ends where 1 p
 TEST_CASE("SIGTERM to one rank checkpoints once, stops every rank, and the job resumes") {
   const fs::path& one = single_process_run();
   const fs::path two = fresh_dir();
-  const int port = kd::distributed::free_port();
-  const std::string args = flagship_100(two, "--cfg.log_metrics_every=10");
-  const pid_t rank0 = spawn_kd(args, two.string() + "_rank0.log", rank_env(0, port));
-  const pid_t rank1 = spawn_kd(args, two.string() + "_rank1.log", rank_env(1, port));
-  // Once rank 0 has logged step 10, stop rank 1 only.
-  REQUIRE(wait_for([&] { return read_text(two.string() + "_rank0.log").find("step 10 ") != std::string::npos; }, 120));
-  kill(rank1, SIGTERM);
+  const auto [rank0, rank1] = start_two_ranks(two, flagship_100(two, "--cfg.log_metrics_every=10"));
+  kill(rank1, SIGTERM);  // rank 1 only
   const int code0 = wait_exit_code(rank0), code1 = wait_exit_code(rank1);
   const std::string log0 = read_text(two.string() + "_rank0.log"), log1 = read_text(two.string() + "_rank1.log");
   INFO(log0 << "\n--- rank 1:\n" << log1);
@@ -194,20 +206,15 @@ TEST_CASE("SIGTERM to one rank checkpoints once, stops every rank, and the job r
 
 TEST_CASE("a rank killed mid-training makes the other fail with a clear error, not hang") {
   const fs::path two = fresh_dir();
-  const int port = kd::distributed::free_port();
   // A long run: the kill comes well before its end.
-  const std::string args = flagship_100(two, "--cfg.num_train_steps=100000 --cfg.log_metrics_every=10 "
-                                             "--cfg.distributed.timeout_s=60");
-  const pid_t rank0 = spawn_kd(args, two.string() + "_rank0.log", rank_env(0, port));
-  const pid_t rank1 = spawn_kd(args, two.string() + "_rank1.log", rank_env(1, port));
-  REQUIRE(wait_for([&] { return read_text(two.string() + "_rank0.log").find("step 10 ") != std::string::npos; }, 120));
+  const auto [rank0, rank1] = start_two_ranks(two, flagship_100(two, "--cfg.num_train_steps=100000 "
+                                                                     "--cfg.log_metrics_every=10 --cfg.distributed.timeout_s=60"));
   kill(rank1, SIGKILL);
   wait_exit_code(rank1);
-  // The survivor notices the closed connection at its next collective (the 60 s timeout
-  // is for peers that hang instead); waiting is bounded so a hang fails the test.
+  // The survivor notices the closed connection at its next collective (the 60 s timeout is
+  // for peers that hang instead).
   int status = 0;
-  const bool exited = wait_for([&] { return waitpid(rank0, &status, WNOHANG) == rank0; }, 120);
-  if (!exited) kill(rank0, SIGKILL), waitpid(rank0, &status, 0);
+  const bool exited = exits(rank0, status);
   const std::string log0 = read_text(two.string() + "_rank0.log");
   INFO(log0);
   REQUIRE(exited);
@@ -219,16 +226,11 @@ TEST_CASE("a rank killed mid-training makes the other fail with a clear error, n
 
 TEST_CASE("a hung rank makes the other fail after distributed.timeout_s") {
   const fs::path two = fresh_dir();
-  const int port = kd::distributed::free_port();
-  const std::string args = flagship_100(two, "--cfg.num_train_steps=100000 --cfg.log_metrics_every=10 "
-                                             "--cfg.distributed.timeout_s=3");
-  const pid_t rank0 = spawn_kd(args, two.string() + "_rank0.log", rank_env(0, port));
-  const pid_t rank1 = spawn_kd(args, two.string() + "_rank1.log", rank_env(1, port));
-  REQUIRE(wait_for([&] { return read_text(two.string() + "_rank0.log").find("step 10 ") != std::string::npos; }, 120));
+  const auto [rank0, rank1] = start_two_ranks(two, flagship_100(two, "--cfg.num_train_steps=100000 "
+                                                                     "--cfg.log_metrics_every=10 --cfg.distributed.timeout_s=3"));
   kill(rank1, SIGSTOP);
   int status = 0;
-  const bool exited = wait_for([&] { return waitpid(rank0, &status, WNOHANG) == rank0; }, 120);
-  if (!exited) kill(rank0, SIGKILL), waitpid(rank0, &status, 0);
+  const bool exited = exits(rank0, status);
   kill(rank1, SIGKILL);
   wait_exit_code(rank1);
   const std::string log0 = read_text(two.string() + "_rank0.log");

@@ -108,33 +108,23 @@ class C10dProcessGroup final : public ProcessGroup {
 
   void all_reduce_sum(std::vector<torch::Tensor>& tensors, const std::string& what) override {
     run(what, [&] {
-      std::vector<std::vector<torch::Tensor>> inputs;
-      inputs.reserve(tensors.size());
-      std::vector<c10::intrusive_ptr<compat::Work>> works;
-      for (auto& t : tensors) {
-        inputs.push_back({t});
+      each(tensors, [&](std::vector<torch::Tensor>& t) {
         c10d::AllreduceOptions o;
         o.reduceOp = c10d::ReduceOp::SUM;
         o.timeout = timeout_;
-        works.push_back(group_->allreduce(inputs.back(), o));
-      }
-      for (auto& w : works) w->wait(timeout_);
+        return group_->allreduce(t, o);
+      });
     });
   }
 
   void broadcast(std::vector<torch::Tensor>& tensors, int root, const std::string& what) override {
     run(what, [&] {
-      std::vector<std::vector<torch::Tensor>> inputs;
-      inputs.reserve(tensors.size());
-      std::vector<c10::intrusive_ptr<compat::Work>> works;
-      for (auto& t : tensors) {
-        inputs.push_back({t});
+      each(tensors, [&](std::vector<torch::Tensor>& t) {
         c10d::BroadcastOptions o;
         o.rootRank = root;
         o.timeout = timeout_;
-        works.push_back(group_->broadcast(inputs.back(), o));
-      }
-      for (auto& w : works) w->wait(timeout_);
+        return group_->broadcast(t, o);
+      });
     });
   }
 
@@ -181,6 +171,19 @@ class C10dProcessGroup final : public ProcessGroup {
   c10::Device group_device() const {
     return backend_ == "nccl" ? c10::Device(c10::kCUDA, static_cast<c10::DeviceIndex>(compat::current_cuda_device()))
                               : c10::Device(c10::kCPU);
+  }
+
+  // Starts `start` on every tensor (one operation each, running concurrently), then waits for all.
+  template <typename Start>
+  void each(std::vector<torch::Tensor>& tensors, Start start) {
+    std::vector<std::vector<torch::Tensor>> inputs;
+    inputs.reserve(tensors.size());
+    std::vector<c10::intrusive_ptr<compat::Work>> works;
+    for (auto& t : tensors) {
+      inputs.push_back({t});
+      works.push_back(start(inputs.back()));
+    }
+    for (auto& w : works) w->wait(timeout_);
   }
 
   template <typename F>
