@@ -244,6 +244,9 @@ int Trainer::world_size() const { return world_ ? world_->world_size : 1; }
 
 void Trainer::join_process_group(const distributed::Options& options) {
   const auto start = Clock::now();
+  log_->info("joining a job of {} ranks at {}:{} as rank {} (waiting up to {} s for the others)", world_->world_size,
+             world_->master_addr, world_->master_port, world_->rank,
+             std::chrono::duration<double>(options.timeout).count());
   group_ = distributed::ProcessGroup::create(*world_, options, device_);
   reducer_ = std::make_unique<distributed::GradientReducer>(group_, model_->parameters(), options.bucket_bytes);
   for (const auto& b : model_->buffers()) {
