@@ -346,3 +346,27 @@ TEST_CASE("a NaN in one rank's slice makes every rank skip (or raise at) the sam
   CHECK_THAT(raised.output, Catch::Contains("[rank 0] kd: error: non-finite loss at step 2: the loss of another process") &&
                                 Catch::Contains("[rank 1] kd: error: non-finite loss at step 2: losses/xent = nan"));
 }
+
+TEST_CASE("SIGTERM to every process of a job at once (as a scheduler does) still saves once and exits 0") {
+  const fs::path two = fresh_dir();
+  const fs::path log = two.string() + "_launch.log";
+  const pid_t launcher = spawn_kd("launch --nproc=2 -- " + flagship_100(two, "--cfg.num_train_steps=100000 "
+                                                                              "--cfg.log_metrics_every=10"),
+                                  log);
+  REQUIRE(wait_for([&] { return read_text(log).find("step 10 ") != std::string::npos; }, 120));
+  std::smatch m;
+  const std::string started = read_text(log);
+  REQUIRE(std::regex_search(started, m, std::regex("pids (\\d+), (\\d+)")));
+  // The ranks get it twice: from the "scheduler" and from kd launch passing it on.
+  kill(static_cast<pid_t>(std::stoi(m[1])), SIGTERM);
+  kill(static_cast<pid_t>(std::stoi(m[2])), SIGTERM);
+  kill(launcher, SIGTERM);
+  const int code = wait_exit_code(launcher);
+  const std::string out = read_text(log);
+  INFO(out);
+  CHECK(code == 0);
+  CHECK_THAT(out, Catch::Contains("checkpoint saved"));
+  std::vector<std::string> checkpoints;
+  for (const auto& e : fs::directory_iterator(two / "checkpoints")) checkpoints.push_back(e.path().filename());
+  CHECK(checkpoints.size() == 1);
+}

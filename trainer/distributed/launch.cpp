@@ -77,7 +77,7 @@ std::string describe_exit(const Rank& rank) {
 // it, no descriptor leaks, and the launcher's signal dispositions come back.
 struct Job {
   std::vector<Rank> ranks;
-  struct sigaction old_int {}, old_term {}, old_chld {};
+  struct sigaction old_int {}, old_term {}, old_hup {}, old_chld {};
 
   Job() {
     struct sigaction action {};
@@ -86,6 +86,7 @@ struct Job {
     g_signals = 0;
     sigaction(SIGINT, &action, &old_int);
     sigaction(SIGTERM, &action, &old_term);
+    sigaction(SIGHUP, &action, &old_hup);  // the terminal or ssh session went away: stop cleanly
     struct sigaction dfl {};
     dfl.sa_handler = SIG_DFL;  // an inherited SIG_IGN would make waitpid() lose the ranks
     sigemptyset(&dfl.sa_mask);
@@ -103,6 +104,7 @@ struct Job {
     }
     sigaction(SIGINT, &old_int, nullptr);
     sigaction(SIGTERM, &old_term, nullptr);
+    sigaction(SIGHUP, &old_hup, nullptr);
     sigaction(SIGCHLD, &old_chld, nullptr);
   }
 };
@@ -145,7 +147,13 @@ int launch(const LaunchOptions& options) {
       throw IOError(std::string("cannot create pipes for the ranks: ") + std::strerror(errno));
     }
     rank.streams[1] = {err_pipe[0], stderr, {}};
+    // Signals wait while the child has the launcher's handlers (it resets them first).
+    sigset_t stop_signals, before;
+    sigemptyset(&stop_signals);
+    for (int sig : {SIGINT, SIGTERM, SIGHUP}) sigaddset(&stop_signals, sig);
+    ::sigprocmask(SIG_BLOCK, &stop_signals, &before);
     const pid_t pid = ::fork();
+    if (pid != 0) ::sigprocmask(SIG_SETMASK, &before, nullptr);
     if (pid < 0) {
       ::close(out_pipe[1]);
       ::close(err_pipe[1]);
@@ -159,9 +167,16 @@ int launch(const LaunchOptions& options) {
       if (::getppid() != launcher_pid) ::_exit(128 + SIGTERM);
       ::dup2(out_pipe[1], STDOUT_FILENO);
       ::dup2(err_pipe[1], STDERR_FILENO);
-      ::signal(SIGINT, SIG_DFL);
-      ::signal(SIGTERM, SIG_DFL);
-      ::signal(SIGCHLD, SIG_DFL);
+      const int null = ::open("/dev/null", O_RDONLY);  // a background group must not read the terminal
+      if (null >= 0) {
+        ::dup2(null, STDIN_FILENO);
+        if (null != STDIN_FILENO) ::close(null);
+      }
+      for (int sig : {SIGINT, SIGTERM, SIGHUP, SIGCHLD}) ::signal(sig, SIG_DFL);
+      // If the launcher dies, its rank still saves on the SIGTERM it gets: writing to the pipe
+      // nobody reads then fails instead of killing it.
+      ::signal(SIGPIPE, SIG_IGN);
+      ::sigprocmask(SIG_SETMASK, &before, nullptr);
       ::setenv("RANK", std::to_string(r).c_str(), 1);
       ::setenv("LOCAL_RANK", std::to_string(r).c_str(), 1);
       ::setenv("WORLD_SIZE", std::to_string(options.nproc).c_str(), 1);

@@ -4,11 +4,13 @@
 //   kd launch --nproc=2 -- train --cfg=configs/fashion_mnist_mlp.yaml
 //
 // Every line a rank prints is forwarded with a "[rank R] " prefix (stdout to stdout, stderr to
-// stderr). Each rank runs in its own process group, so a Ctrl-C reaches the launcher only, and
-// gets SIGTERM if the launcher dies. When a rank fails (non-zero exit or a signal), the others are sent SIGTERM, and
+// stderr). Each rank runs in its own process group with stdin from /dev/null, so a Ctrl-C
+// reaches the launcher only, and gets SIGTERM if the launcher dies. SIGHUP to the launcher
+// counts as SIGTERM. When a rank fails (non-zero exit or a signal), the others are sent SIGTERM, and
 // SIGKILL after `grace`; SIGINT/SIGTERM to the launcher are passed on to every rank (a second
-// one kills them). The launcher's exit code is the first failing rank's (128+N for signal N),
-// or 0 when every rank exited 0 (also after a SIGTERM they stopped cleanly on).
+// one kills them). The launcher's exit code is the first failing rank's (128+N for signal N;
+// when several fail between two looks, one killed by a signal is taken as the cause), or 0
+// when every rank exited 0 (also after a SIGTERM they stopped cleanly on).
 #pragma once
 
 #include <chrono>

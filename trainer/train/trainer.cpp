@@ -71,11 +71,20 @@ std::string format_duration(double seconds) {
   return buf;
 }
 
-// SIGINT/SIGTERM: the first one asks the loop to checkpoint and stop; a second one exits now.
+// SIGINT/SIGTERM: the first one asks the loop to checkpoint and stop; a second one, a second
+// or more later, exits now. (One within the second is the same request arriving twice, e.g.
+// a scheduler signalling every process of a job while kd launch passes it on too.)
 volatile sig_atomic_t g_stop_signal = 0;
+volatile sig_atomic_t g_stop_time = 0;  // CLOCK_MONOTONIC seconds of the first signal
 
 extern "C" void on_stop_signal(int sig) {
-  if (g_stop_signal != 0) _exit(128 + sig);
+  timespec now{};
+  clock_gettime(CLOCK_MONOTONIC, &now);  // async-signal-safe
+  if (g_stop_signal != 0) {
+    if (now.tv_sec - g_stop_time >= 1) _exit(128 + sig);
+    return;
+  }
+  g_stop_time = static_cast<sig_atomic_t>(now.tv_sec);
   g_stop_signal = sig;
 }
 
@@ -138,8 +147,9 @@ Trainer::Trainer(const config::Node& cfg) : experiment_(cfg) {
   if (auto world = distributed::world_from_environment(); world && world->world_size > 1) {
     world_ = std::make_unique<distributed::WorldInfo>(*world);
     if (!is_chief()) log_->set_level(spdlog::level::warn);  // rank 0 reports for the job
-    if (device_.is_cuda() && !device_.has_index()) {
-      // `device: cuda` in a job: each rank its own GPU, LOCAL_RANK.
+    if (device_.is_cuda() && !device_.has_index() && torch::cuda::device_count() > 1) {
+      // `device: cuda` in a job: each rank its own GPU, LOCAL_RANK (a scheduler that shows each
+      // rank only its own GPU leaves one: cuda:0).
       if (world_->local_rank >= static_cast<int>(torch::cuda::device_count())) {
         throw ConfigError(cfg.child("device").where() + ": rank " + std::to_string(world_->rank) + " has LOCAL_RANK " +
                           std::to_string(world_->local_rank) + " but this machine shows " +
@@ -244,7 +254,9 @@ int Trainer::world_size() const { return world_ ? world_->world_size : 1; }
 
 void Trainer::join_process_group(const distributed::Options& options) {
   const auto start = Clock::now();
-  log_->info("joining a job of {} ranks at {}:{} as rank {} (waiting up to {} s for the others)", world_->world_size,
+  // Shown by every rank (the others log only warnings): a rank may wait here for a while.
+  log_->log(is_chief() ? spdlog::level::info : spdlog::level::warn,
+            "joining a job of {} ranks at {}:{} as rank {} (waiting up to {} s for the others)", world_->world_size,
              world_->master_addr, world_->master_port, world_->rank,
              std::chrono::duration<double>(options.timeout).count());
   group_ = distributed::ProcessGroup::create(*world_, options, device_);
@@ -278,9 +290,35 @@ void Trainer::broadcast_parameters() {
   group_->broadcast(tensors, 0, "the broadcast of the parameters from rank 0");
 }
 
+int64_t Trainer::rank0_value(int64_t value, const std::string& what) {
+  if (!group_) return value;
+  std::vector<torch::Tensor> t{torch::full({1}, value, torch::kLong).to(group_->device())};
+  group_->broadcast(t, 0, what);
+  return t[0].cpu().item<int64_t>();
+}
+
 void Trainer::broadcast_buffers() {
   if (!group_ || buffers_.empty()) return;
   group_->broadcast(buffers_, 0, "the broadcast of the buffers from rank 0");
+}
+
+Tree Trainer::random_states() const {
+  Tree states = Tree::dict();
+  for (const c10::Device& device : {c10::Device(c10::kCPU), device_}) {
+    if (states.find(device.str())) continue;
+    auto generator = at::globalContext().defaultGenerator(device);
+    std::lock_guard<std::mutex> lock(generator.mutex());
+    states.insert(device.str(), generator.get_state());
+  }
+  return states;
+}
+
+void Trainer::set_random_states(const Tree& states) {
+  for (const auto& [name, state] : states.items()) {
+    auto generator = at::globalContext().defaultGenerator(c10::Device(name));
+    std::lock_guard<std::mutex> lock(generator.mutex());
+    generator.set_state(state.tensor());
+  }
 }
 
 void Trainer::seed_rank() {
@@ -413,10 +451,7 @@ void Trainer::resume_or_start(AuxiliariesState& merged, int64_t& interval_steps)
     }
   }
   if (group_) {
-    std::vector<torch::Tensor> chosen{
-        torch::full({1}, latest ? latest->step : int64_t{-1}, torch::kLong).to(group_->device())};
-    group_->broadcast(chosen, 0, "choosing the checkpoint to resume from");
-    const int64_t step = chosen[0].cpu().item<int64_t>();
+    const int64_t step = rank0_value(latest ? latest->step : -1, "choosing the checkpoint to resume from");
     if (!is_chief() && step >= 0) {
       for (const auto& info : checkpointer_->probe()) {
         if (info.step == step) {
@@ -462,11 +497,7 @@ void Trainer::resume_or_start(AuxiliariesState& merged, int64_t& interval_steps)
     // ranks gives the new ranks fresh streams.
     const Tree* states = snapshot.aux.find("rank_rng");
     if (states && states->is_list() && static_cast<int>(states->size()) == world_size()) {
-      if (!is_chief()) {
-        auto generator = at::globalContext().defaultGenerator(c10::Device(c10::kCPU));
-        std::lock_guard<std::mutex> lock(generator.mutex());
-        generator.set_state(states->children()[static_cast<std::size_t>(rank())].tensor());
-      }
+      if (!is_chief()) set_random_states(states->children()[static_cast<std::size_t>(rank())]);
     } else {
       seed_rank();
     }
@@ -504,13 +535,7 @@ void Trainer::save_checkpoint(AuxiliariesState& merged, int64_t interval_steps) 
   Tree rank_rng;
   if (group_) {
     merged = merge_across_ranks(merged, auxiliaries_, "merging the training states for a checkpoint");
-    auto generator = at::globalContext().defaultGenerator(c10::Device(c10::kCPU));
-    torch::Tensor rng;
-    {
-      std::lock_guard<std::mutex> lock(generator.mutex());
-      rng = generator.get_state();
-    }
-    rank_rng = Tree::list(distributed::all_gather_trees(*group_, Tree(rng), "gathering the random states for a checkpoint"));
+    rank_rng = Tree::list(distributed::all_gather_trees(*group_, random_states(), "gathering the random states for a checkpoint"));
     if (!is_chief()) {
       merged = AuxiliariesState();  // rank 0 holds the merged states from here on
       merged.auxiliaries = auxiliaries_;
@@ -632,6 +657,15 @@ int64_t Trainer::evaluate_checkpoint(std::optional<int64_t> step) {
       break;
     }
   }
+  if (group_) {  // every rank evaluates the checkpoint rank 0 chose
+    const int64_t agreed = rank0_value(chosen ? chosen->step : -1, "choosing the checkpoint to evaluate");
+    if (!chosen || chosen->step != agreed) {
+      chosen.reset();
+      for (const auto& info : checkpointer_->probe()) {
+        if (info.step == agreed) chosen = info;
+      }
+    }
+  }
   if (!chosen) {
     throw ConfigError(step ? "no checkpoint of step " + std::to_string(*step) + " in \"" + checkpointer_->directory() + "\""
                            : "no valid checkpoint in \"" + checkpointer_->directory() + "\"");
@@ -706,11 +740,7 @@ bool Trainer::run_evals(bool last, AuxiliariesState& merged, int64_t interval_st
     for (auto& cb : callbacks_) cb->on_eval_end(*this, evaluator->name(), state_.step, values);
     // A new best is kept as a checkpoint. Rank 0 decides for the job (its timings differ).
     bool best = checkpointer_->report(state_.step, evaluator->name(), values);
-    if (group_) {
-      std::vector<torch::Tensor> decision{torch::full({1}, best ? 1 : 0, torch::kLong).to(group_->device())};
-      group_->broadcast(decision, 0, "agreeing on the best checkpoint");
-      best = decision[0].cpu().item<int64_t>() != 0;
-    }
+    if (group_) best = rank0_value(best ? 1 : 0, "agreeing on the best checkpoint") != 0;
     if (best) {
       if (!saved) save_checkpoint(merged, interval_steps);
       saved = true;

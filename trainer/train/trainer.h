@@ -115,8 +115,13 @@ class Trainer {
   void broadcast_parameters();
   // Rank 0's buffers (e.g. BatchNorm statistics) to every rank, after each step.
   void broadcast_buffers();
-  // Gives ranks other than 0 their own random stream.
+  // Gives ranks other than 0 their own random streams (CPU and GPU).
   void seed_rank();
+  // This process's random states (CPU and the training device), by device name, and back.
+  Tree random_states() const;
+  void set_random_states(const Tree& states);
+  // Rank 0's `value` on every rank (`value` itself when alone): for decisions ranks must share.
+  int64_t rank0_value(int64_t value, const std::string& what);
   writers::Scalars log_train_metrics(const AuxiliariesState& merged, double seconds, int64_t steps,
                                      double data_wait);
   // Runs the evals due at this step; true when it saved a checkpoint (a new best).
