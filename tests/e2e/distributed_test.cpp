@@ -370,3 +370,20 @@ TEST_CASE("SIGTERM to every process of a job at once (as a scheduler does) still
   for (const auto& e : fs::directory_iterator(two / "checkpoints")) checkpoints.push_back(e.path().filename());
   CHECK(checkpoints.size() == 1);
 }
+
+TEST_CASE("a 2-rank CNN with dropout and augmentation resumes bit-exactly: each rank's random state is restored") {
+  const fs::path whole = fresh_dir(), split = fresh_dir();
+  const std::string cnn = "train --cfg=" + std::string(KD_SOURCE_DIR) +
+                          "/configs/fashion_mnist_cnn.yaml --cfg.num_train_steps=20 --cfg.log_metrics_every=5"
+                          " --cfg.num_threads=1 --cfg.train_ds.num_examples=2000 --cfg.evals={}";
+  Result r = run_kd("launch --nproc=2 -- " + cnn + " --cfg.workdir=" + whole.string());
+  INFO(r.output);
+  REQUIRE(r.code == 0);
+  r = run_kd("launch --nproc=2 -- " + cnn + " --cfg.workdir=" + split.string() + " --cfg.stop_after_steps=10");
+  REQUIRE(r.code == 0);
+  r = run_kd("launch --nproc=2 -- " + cnn + " --cfg.workdir=" + split.string());
+  INFO(r.output);
+  REQUIRE(r.code == 0);
+  CHECK_THAT(r.output, Catch::Contains("resuming from step 10"));
+  CHECK(same_params(whole, split, 20));
+}
