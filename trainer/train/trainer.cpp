@@ -493,8 +493,8 @@ void Trainer::resume_or_start(AuxiliariesState& merged, int64_t& interval_steps)
   }
   interval_steps = snapshot.aux_steps;
   if (group_) {
-    // The checkpoint holds every rank's CPU random state; a job resumed with another number of
-    // ranks gives the new ranks fresh streams.
+    // The checkpoint holds every rank's random states (CPU and GPU); a job resumed on another
+    // number of ranks gives ranks other than 0 fresh streams.
     const Tree* states = snapshot.aux.find("rank_rng");
     if (states && states->is_list() && static_cast<int>(states->size()) == world_size()) {
       if (!is_chief()) set_random_states(states->children()[static_cast<std::size_t>(rank())]);
