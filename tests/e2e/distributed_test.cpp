@@ -53,6 +53,13 @@ std::string rank_env(int rank, int port) {
          " WORLD_SIZE=2 LOCAL_WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=" + std::to_string(port);
 }
 
+// The pids of the 2 ranks, from kd launch's first line ("... (pids 123, 124) ...").
+std::vector<pid_t> rank_pids(const std::string& launch_output) {
+  std::smatch m;
+  REQUIRE(std::regex_search(launch_output, m, std::regex("pids (\\d+), (\\d+)")));
+  return {static_cast<pid_t>(std::stoi(m[1])), static_cast<pid_t>(std::stoi(m[2]))};
+}
+
 // Starts rank 0 and rank 1 of a job of 2 with `args` (their logs: DIR_rank0.log, DIR_rank1.log)
 // and waits until rank 0 has logged step 10.
 std::pair<pid_t, pid_t> start_two_ranks(const fs::path& dir, const std::string& args) {
@@ -193,9 +200,7 @@ TEST_CASE("SIGTERM to one rank checkpoints once, stops every rank, and the job r
   REQUIRE(std::regex_search(log0, m, std::regex("stopped at step (\\d+)")));
   const int64_t stopped = std::stoll(m[1]);
   CHECK(stopped < 100);
-  std::vector<std::string> checkpoints;
-  for (const auto& e : fs::directory_iterator(two / "checkpoints")) checkpoints.push_back(e.path().filename());
-  CHECK(checkpoints == std::vector<std::string>{"ckpt_" + std::to_string(stopped)});  // one checkpoint, by rank 0
+  CHECK(checkpoint_names(two) == std::vector<std::string>{"ckpt_" + std::to_string(stopped)});  // one checkpoint, by rank 0
 
   const Result resumed = run_kd("launch --nproc=2 -- " + flagship_100(two));
   INFO(resumed.output);
@@ -246,12 +251,9 @@ TEST_CASE("kd launch stops every rank when one fails and returns its exit code")
   const pid_t launcher = spawn_kd("launch --nproc=2 --grace=20 -- " +
                                       flagship_100(two, "--cfg.num_train_steps=100000 --cfg.log_metrics_every=10"),
                                   log);
-  std::smatch m;
   REQUIRE(wait_for([&] { return read_text(log).find("[rank 0] ") != std::string::npos &&
                                 read_text(log).find("step 10 ") != std::string::npos; }, 120));
-  const std::string started = read_text(log);
-  REQUIRE(std::regex_search(started, m, std::regex("pids (\\d+), (\\d+)")));
-  kill(static_cast<pid_t>(std::stoi(m[2])), SIGKILL);  // rank 1
+  kill(rank_pids(read_text(log))[1], SIGKILL);
   const int code = wait_exit_code(launcher);
   const std::string out = read_text(log);
   INFO(out);
@@ -262,24 +264,13 @@ TEST_CASE("kd launch stops every rank when one fails and returns its exit code")
 
 TEST_CASE("a torchrun environment that is incomplete or inconsistent is refused with the variable to fix") {
   const fs::path dir = fresh_dir();
-  const std::string args = "RANK=2 WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=29500 " + std::string(KD_BINARY) +
-                           " " + flagship_100(dir) + " 2>&1";
-  auto run = [](const std::string& command) {
-    FILE* pipe = popen(command.c_str(), "r");
-    std::string output;
-    std::array<char, 4096> buffer;
-    while (std::fgets(buffer.data(), buffer.size(), pipe)) output += buffer.data();
-    const int status = pclose(pipe);
-    return Result{WIFEXITED(status) ? WEXITSTATUS(status) : -1, output};
-  };
-  Result r = run("env " + args);
+  Result r = run_kd(flagship_100(dir), "RANK=2 WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=29500");
   CHECK(r.code == 2);
   CHECK_THAT(r.output, Catch::Contains("RANK=2 must be below WORLD_SIZE=2"));
-  r = run("env RANK=0 WORLD_SIZE=2 MASTER_PORT=29500 " + std::string(KD_BINARY) + " " + flagship_100(dir) + " 2>&1");
+  r = run_kd(flagship_100(dir), "RANK=0 WORLD_SIZE=2 MASTER_PORT=29500");
   CHECK(r.code == 2);
   CHECK_THAT(r.output, Catch::Contains("not MASTER_ADDR"));
-  r = run("env RANK=0 WORLD_SIZE=3 MASTER_ADDR=127.0.0.1 MASTER_PORT=29500 " + std::string(KD_BINARY) + " " +
-          flagship_100(dir) + " 2>&1");
+  r = run_kd(flagship_100(dir), "RANK=0 WORLD_SIZE=3 MASTER_ADDR=127.0.0.1 MASTER_PORT=29500");
   CHECK(r.code == 2);
   CHECK_THAT(r.output, Catch::Contains("batch_size 128 (the global batch) must split evenly over the 3 ranks"));
   CHECK(!fs::exists(dir));  // nothing was written
@@ -301,9 +292,7 @@ TEST_CASE("Ctrl-C on kd launch stops every rank after one checkpoint, exits 0, a
   std::smatch m;
   REQUIRE(std::regex_search(out, m, std::regex("\\[rank 0\\] .*stopped by signal 15 at step (\\d+); checkpoint saved")));
   const int64_t stopped = std::stoll(m[1]);
-  std::vector<std::string> checkpoints;
-  for (const auto& e : fs::directory_iterator(two / "checkpoints")) checkpoints.push_back(e.path().filename());
-  CHECK(checkpoints == std::vector<std::string>{"ckpt_" + std::to_string(stopped)});
+  CHECK(checkpoint_names(two) == std::vector<std::string>{"ckpt_" + std::to_string(stopped)});
 
   const Result resumed =
       run_kd("launch --nproc=2 -- " + args + " --cfg.stop_after_steps=" + std::to_string(stopped + 5));
@@ -354,21 +343,15 @@ TEST_CASE("SIGTERM to every process of a job at once (as a scheduler does) still
                                                                               "--cfg.log_metrics_every=10"),
                                   log);
   REQUIRE(wait_for([&] { return read_text(log).find("step 10 ") != std::string::npos; }, 120));
-  std::smatch m;
-  const std::string started = read_text(log);
-  REQUIRE(std::regex_search(started, m, std::regex("pids (\\d+), (\\d+)")));
   // The ranks get it twice: from the "scheduler" and from kd launch passing it on.
-  kill(static_cast<pid_t>(std::stoi(m[1])), SIGTERM);
-  kill(static_cast<pid_t>(std::stoi(m[2])), SIGTERM);
+  for (const pid_t rank : rank_pids(read_text(log))) kill(rank, SIGTERM);
   kill(launcher, SIGTERM);
   const int code = wait_exit_code(launcher);
   const std::string out = read_text(log);
   INFO(out);
   CHECK(code == 0);
   CHECK_THAT(out, Catch::Contains("checkpoint saved"));
-  std::vector<std::string> checkpoints;
-  for (const auto& e : fs::directory_iterator(two / "checkpoints")) checkpoints.push_back(e.path().filename());
-  CHECK(checkpoints.size() == 1);
+  CHECK(checkpoint_names(two).size() == 1);
 }
 
 TEST_CASE("a 2-rank CNN with dropout and augmentation resumes bit-exactly: each rank's random state is restored") {

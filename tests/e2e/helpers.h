@@ -32,8 +32,9 @@ struct Result {
   std::string output;  // stdout and stderr
 };
 
-inline Result run_kd(const std::string& args) {
-  const std::string command = std::string(KD_BINARY) + " " + args + " 2>&1";
+// Runs `kd ARGS` to completion; `env` ("RANK=1 WORLD_SIZE=2 ...") is added to its environment.
+inline Result run_kd(const std::string& args, const std::string& env = "") {
+  const std::string command = (env.empty() ? "" : "env " + env + " ") + KD_BINARY + " " + args + " 2>&1";
   FILE* pipe = popen(command.c_str(), "r");
   REQUIRE(pipe != nullptr);
   std::string output;
@@ -90,6 +91,13 @@ inline bool wait_for(const std::function<bool()>& done, double seconds) {
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
   return false;
+}
+
+// The names of the checkpoints in WORKDIR/checkpoints.
+inline std::vector<std::string> checkpoint_names(const fs::path& workdir) {
+  std::vector<std::string> names;
+  for (const auto& e : fs::directory_iterator(workdir / "checkpoints")) names.push_back(e.path().filename());
+  return names;
 }
 
 inline std::string read_text(const fs::path& p) {

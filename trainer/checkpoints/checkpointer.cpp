@@ -13,6 +13,7 @@
 
 #include "trainer/common/error.h"
 #include "trainer/config/node.h"
+#include "trainer/tree/tree_json.h"
 
 namespace kd::checkpoints {
 namespace {
@@ -47,24 +48,7 @@ class TensorWriter {
     return key;
   }
   json add_tree(const Tree& tree) {
-    switch (tree.kind()) {
-      case Tree::Kind::kNone: return nullptr;
-      case Tree::Kind::kTensor: return json{{"t", add(tree.tensor())}};
-      case Tree::Kind::kInt: return json{{"i", tree.to_int()}};
-      case Tree::Kind::kFloat: return json{{"f", tree.to_double()}};
-      case Tree::Kind::kString: return json{{"s", tree.str()}};
-      case Tree::Kind::kDict: {
-        json items = json::array();
-        for (const auto& [k, v] : tree.items()) items.push_back(json::array({k, add_tree(v)}));
-        return json{{"d", items}};
-      }
-      case Tree::Kind::kList: {
-        json items = json::array();
-        for (const auto& v : tree.children()) items.push_back(add_tree(v));
-        return json{{"l", items}};
-      }
-    }
-    return nullptr;
+    return tree_to_json(tree, [this](const torch::Tensor& t) { return add(t); });
   }
   torch::serialize::OutputArchive& archive() { return archive_; }
   std::string bytes() {
@@ -102,19 +86,7 @@ class TensorReader {
     return t;
   }
   Tree get_tree(const json& j) {
-    if (j.is_null()) return Tree();
-    if (j.contains("t")) return Tree(get(j["t"]));
-    if (j.contains("i")) return Tree(j["i"].get<int64_t>());
-    if (j.contains("f")) return Tree(j["f"].get<double>());
-    if (j.contains("s")) return Tree(j["s"].get<std::string>());
-    if (j.contains("d")) {
-      Tree out = Tree::dict();
-      for (const auto& item : j["d"]) out.insert(item[0].get<std::string>(), get_tree(item[1]));
-      return out;
-    }
-    Tree out = Tree::list();
-    for (const auto& item : j.at("l")) out.push_back(get_tree(item));
-    return out;
+    return tree_from_json(j, [this](const json& key) { return get(key); });
   }
   torch::serialize::InputArchive& archive() { return archive_; }
 

@@ -13,11 +13,12 @@
 #include "trainer/common/error.h"
 #include "trainer/compat/torch_compat.h"
 #include "trainer/config/node.h"
+#include "trainer/tree/tree_json.h"
 
 namespace kd::distributed {
 namespace {
 
-using json = nlohmann::json;
+using json = nlohmann::ordered_json;
 
 std::string seconds(std::chrono::milliseconds ms) {
   const double s = static_cast<double>(ms.count()) / 1000.0;
@@ -213,58 +214,6 @@ class C10dProcessGroup final : public ProcessGroup {
   c10::intrusive_ptr<compat::Backend> group_;
 };
 
-// ---- Tree <-> bytes --------------------------------------------------------------------------
-
-json encode(const Tree& tree, std::vector<torch::Tensor>& tensors) {
-  switch (tree.kind()) {
-    case Tree::Kind::kNone: return nullptr;
-    case Tree::Kind::kTensor: {
-      const torch::Tensor t = tree.tensor().detach().cpu().contiguous();
-      tensors.push_back(t);
-      return json{{"t", json::array({static_cast<int>(t.scalar_type()), t.sizes().vec()})}};
-    }
-    case Tree::Kind::kInt: return json{{"i", tree.to_int()}};
-    case Tree::Kind::kFloat: return json{{"f", tree.to_double()}};
-    case Tree::Kind::kString: return json{{"s", tree.str()}};
-    case Tree::Kind::kDict: {
-      json items = json::array();
-      for (const auto& [k, v] : tree.items()) items.push_back(json::array({k, encode(v, tensors)}));
-      return json{{"d", items}};
-    }
-    case Tree::Kind::kList: {
-      json items = json::array();
-      for (const auto& v : tree.children()) items.push_back(encode(v, tensors));
-      return json{{"l", items}};
-    }
-  }
-  return nullptr;
-}
-
-Tree decode(const json& j, const char*& data, const char* end) {
-  if (j.is_null()) return Tree();
-  if (j.contains("t")) {
-    const auto dtype = static_cast<c10::ScalarType>(j["t"][0].get<int>());
-    const auto shape = j["t"][1].get<std::vector<int64_t>>();
-    torch::Tensor t = torch::empty(shape, torch::TensorOptions().dtype(dtype));
-    const auto n = static_cast<std::size_t>(t.numel()) * t.element_size();
-    if (static_cast<std::size_t>(end - data) < n) throw CorruptionError("a state received from another rank is truncated");
-    std::memcpy(t.data_ptr(), data, n);
-    data += n;
-    return Tree(t);
-  }
-  if (j.contains("i")) return Tree(j["i"].get<int64_t>());
-  if (j.contains("f")) return Tree(j["f"].get<double>());
-  if (j.contains("s")) return Tree(j["s"].get<std::string>());
-  if (j.contains("d")) {
-    Tree out = Tree::dict();
-    for (const auto& item : j["d"]) out.insert(item[0].get<std::string>(), decode(item[1], data, end));
-    return out;
-  }
-  Tree out = Tree::list();
-  for (const auto& item : j.at("l")) out.push_back(decode(item, data, end));
-  return out;
-}
-
 }  // namespace
 
 std::optional<WorldInfo> world_from_environment() {
@@ -409,17 +358,22 @@ std::vector<double> GradientReducer::reduce(const std::vector<double>& flags) {
       }
     }
   }
-  std::vector<double> out(flags.size());
   const torch::Tensor summed = flag_tensor.cpu();
-  for (std::size_t i = 0; i < flags.size(); ++i) out[i] = summed[static_cast<int64_t>(i)].item<double>();
-  return out;
+  const double* sums = summed.data_ptr<double>();
+  return std::vector<double>(sums, sums + flags.size());
 }
 
 // ---- Exchanging trees ------------------------------------------------------------------------
 
+// Layout: [u64 length of the msgpack skeleton][skeleton][the tensors' bytes, in order]; a
+// tensor's skeleton entry is [dtype, shape].
 std::string tree_to_bytes(const Tree& tree) {
   std::vector<torch::Tensor> tensors;
-  const std::vector<std::uint8_t> header = json::to_msgpack(encode(tree, tensors));
+  const json skeleton = tree_to_json(tree, [&](const torch::Tensor& t) {
+    tensors.push_back(t.detach().cpu().contiguous());
+    return json::array({static_cast<int>(t.scalar_type()), t.sizes().vec()});
+  });
+  const std::vector<std::uint8_t> header = json::to_msgpack(skeleton);
   std::size_t total = sizeof(std::uint64_t) + header.size();
   for (const auto& t : tensors) total += static_cast<std::size_t>(t.numel()) * t.element_size();
   std::string out;
@@ -438,9 +392,19 @@ Tree tree_from_bytes(const std::string& bytes) {
   if (bytes.size() < sizeof(n)) throw CorruptionError("a state received from another rank is truncated");
   std::memcpy(&n, bytes.data(), sizeof(n));
   if (bytes.size() - sizeof(n) < n) throw CorruptionError("a state received from another rank is truncated");
-  const json header = json::from_msgpack(bytes.begin() + sizeof(n), bytes.begin() + static_cast<std::ptrdiff_t>(sizeof(n) + n));
+  const json skeleton =
+      json::from_msgpack(bytes.begin() + sizeof(n), bytes.begin() + static_cast<std::ptrdiff_t>(sizeof(n) + n));
   const char* data = bytes.data() + sizeof(n) + n;
-  return decode(header, data, bytes.data() + bytes.size());
+  const char* end = bytes.data() + bytes.size();
+  return tree_from_json(skeleton, [&](const json& entry) {
+    torch::Tensor t = torch::empty(entry[1].get<std::vector<int64_t>>(),
+                                   torch::TensorOptions().dtype(static_cast<c10::ScalarType>(entry[0].get<int>())));
+    const auto size = static_cast<std::size_t>(t.numel()) * t.element_size();
+    if (static_cast<std::size_t>(end - data) < size) throw CorruptionError("a state received from another rank is truncated");
+    std::memcpy(t.data_ptr(), data, size);
+    data += size;
+    return t;
+  });
 }
 
 std::vector<Tree> all_gather_trees(ProcessGroup& group, const Tree& tree, const std::string& what) {

@@ -1,0 +1,25 @@
+// Trees as JSON skeletons, with the tensors kept elsewhere: `on_tensor` gives the JSON that
+// stands for a tensor (e.g. its key in an archive) and turns it back into the tensor.
+//
+//   none -> null     int -> {"i": 3}      float -> {"f": 0.5}     string -> {"s": "x"}
+//   tensor -> {"t": on_tensor(t)}         dict -> {"d": [[key, node], ...]}  (in order)
+//   list -> {"l": [node, ...]}
+//
+// Used by checkpoints (meta.json) and by ranks exchanging states.
+#pragma once
+
+#include <functional>
+
+#include <nlohmann/json.hpp>
+#include <torch/types.h>
+
+#include "trainer/tree/tree.h"
+
+namespace kd {
+
+nlohmann::ordered_json tree_to_json(const Tree& tree,
+                                    const std::function<nlohmann::ordered_json(const torch::Tensor&)>& on_tensor);
+Tree tree_from_json(const nlohmann::ordered_json& j,
+                    const std::function<torch::Tensor(const nlohmann::ordered_json&)>& on_tensor);
+
+}  // namespace kd
