@@ -1,6 +1,7 @@
 #include "trainer/distributed/distributed.h"
 
 #include <algorithm>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <map>
@@ -21,9 +22,10 @@ namespace {
 using json = nlohmann::ordered_json;
 
 std::string seconds(std::chrono::milliseconds ms) {
-  const double s = static_cast<double>(ms.count()) / 1000.0;
-  return s == static_cast<double>(static_cast<int64_t>(s)) ? std::to_string(static_cast<int64_t>(s)) + " s"
-                                                           : std::to_string(s) + " s";
+  if (ms.count() % 1000 == 0) return std::to_string(ms.count() / 1000) + " s";
+  char buf[32];
+  std::snprintf(buf, sizeof(buf), "%.1f s", static_cast<double>(ms.count()) / 1000.0);
+  return buf;
 }
 
 // The first line of a c10d / Gloo error (the rest is a C++ backtrace).
@@ -139,7 +141,7 @@ class C10dProcessGroup final : public ProcessGroup {
       for (int r = 0; r < size_; ++r) lengths[0].push_back(torch::empty({1}, torch::kLong).to(device));
       c10d::AllgatherOptions o;
       o.timeout = timeout_;
-      group_->allgather(lengths, in, o)->wait(timeout_);
+      wait(group_->allgather(lengths, in, o));
       int64_t longest = 0;
       std::vector<int64_t> sizes;
       for (const auto& l : lengths[0]) {
@@ -151,7 +153,7 @@ class C10dProcessGroup final : public ProcessGroup {
       std::vector<torch::Tensor> data_in{mine.to(device)};
       std::vector<std::vector<torch::Tensor>> data(1);
       for (int r = 0; r < size_; ++r) data[0].push_back(torch::empty_like(data_in[0]));
-      group_->allgather(data, data_in, o)->wait(timeout_);
+      wait(group_->allgather(data, data_in, o));
       for (int r = 0; r < size_; ++r) {
         const torch::Tensor d = data[0][static_cast<std::size_t>(r)].cpu();
         out[static_cast<std::size_t>(r)].assign(static_cast<const char*>(d.data_ptr()),
@@ -184,25 +186,45 @@ class C10dProcessGroup final : public ProcessGroup {
       inputs.push_back({t});
       works.push_back(start(inputs.back()));
     }
-    for (auto& w : works) w->wait(timeout_);
+    for (auto& w : works) wait(w);
   }
 
+  // Raised by wait(): the operation started, and what it waited for never came. kd starts the
+  // same collectives with the same shapes on every rank, so that is always another rank's doing.
+  struct PeerFailure {
+    std::string message;
+  };
+
+  void wait(const c10::intrusive_ptr<compat::Work>& work) {
+    try {
+      work->wait(timeout_);
+    } catch (const std::exception& e) {
+      throw PeerFailure{first_line(e)};
+    }
+  }
+
+  // Runs the operation `what`; a failure is reported from what happened, not from the wording
+  // of Gloo's or NCCL's messages (which differ between versions and backends): a failure while
+  // waiting that came only after distributed.timeout_s is a rank that does not answer; an
+  // earlier one is a rank whose connection closed; one at the start is a local error.
   template <typename F>
   void run(const std::string& what, F&& f) {
+    const auto start = std::chrono::steady_clock::now();
     try {
       f();
+    } catch (const PeerFailure& failure) {
+      const auto waited = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - start);
+      // The backends time out after exactly `timeout_`; a tenth less allows for clock granularity.
+      const bool timed_out = waited >= timeout_ - timeout_ / 10;
+      throw DistributedError(
+          where_ + ": " + what + " failed after " + seconds(waited) + ": " + failure.message +
+          (timed_out ? ". Another rank did not answer within distributed.timeout_s (" + seconds(timeout_) +
+                           "): it hangs, was paused, or died without closing its connection; its own log says why"
+                     : ". Another rank died or was stopped (its connection closed); its own log says why"));
+    } catch (const kd::Error&) {
+      throw;
     } catch (const std::exception& e) {
-      const std::string message = first_line(e);
-      // Gloo reports a lost peer as an I/O error on its connection, a silent one as a timeout.
-      bool peer = false;
-      for (const char* sign : {"timed out", "Timeout", "Connection", "connection", "closed", "reset", "Broken pipe",
-                               "Socket", "Read error", "Write error"}) {
-        peer = peer || message.find(sign) != std::string::npos;
-      }
-      throw DistributedError(where_ + ": " + what + " failed: " + message +
-                             (peer ? ". Another rank died, was stopped, or did not answer within distributed.timeout_s (" +
-                                         seconds(timeout_) + "); its own log says why"
-                                   : std::string()));
+      throw DistributedError(where_ + ": " + what + " could not start: " + first_line(e));
     }
   }
 
