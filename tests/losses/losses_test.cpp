@@ -9,6 +9,7 @@
 #include "trainer/common/error.h"
 #include "trainer/config/node.h"
 #include "trainer/losses/loss.h"
+#include "trainer/metrics/states.h"
 #include "trainer/train/context.h"
 
 using kd::Tree;
@@ -148,11 +149,54 @@ TEST_CASE("a schedule weight is evaluated at the context's step", "[losses]") {
   CHECK(loss_value(yaml, ctx) == Approx(0.0).margin(1e-12));
 }
 
-TEST_CASE("the loss state averages the weighted loss with a count of one per step", "[losses]") {
+TEST_CASE("the loss state weights the weighted loss by the number of values it averages", "[losses]") {
   const auto loss = make_loss("type: L1\npreds: preds.x\ntargets: batch.y\nweight: 2");
-  const Tree state = loss->get_state(loss->value(regression_ctx()));
-  CHECK(state.get("total").tensor().item<double>() == Approx(2.0));
-  CHECK(state.get("count").to_double() == 1.0);
+  const Tree state = loss->get_state(loss->evaluate(regression_ctx()));
+  // |errors| 1, 0, 2: mean 1, weighted 2, over 3 values.
+  CHECK(state.get("total").tensor().item<double>() == Approx(6.0));
+  CHECK(state.get("count").to_double() == 3.0);
+  CHECK(kd::metrics::AverageState::compute(state).item<double>() == Approx(2.0));
+}
+
+TEST_CASE("merged loss states are the average over all examples, not the mean of batch means", "[losses]") {
+  // Batches of 3 and 1 examples: errors 1, 0, -2 and then 4. Over the 4 examples the mean
+  // absolute error is 7/4; the mean of the two batch means would be (1 + 4) / 2.
+  const auto loss = make_loss("type: L1\npreds: preds.x\ntargets: batch.y");
+  const Context last{.batch = Tree::dict({{"y", f64({0})}}), .preds = Tree::dict({{"x", f64({4})}})};
+  const Tree merged = loss->merge(loss->get_state(loss->evaluate(regression_ctx())), loss->get_state(loss->evaluate(last)));
+  CHECK(kd::metrics::AverageState::compute(merged).item<double>() == Approx(7.0 / 4.0));
+
+  // With a mask, the masked-in elements count: errors 1, -2 (mask 1, 0, 1) and then 4 (mask 1).
+  const auto masked = make_loss("type: L1\npreds: preds.x\ntargets: batch.y\nmask: batch.mask");
+  Context last_masked = last;
+  last_masked.batch.insert("mask", f64({1}));
+  const Tree m = masked->merge(masked->get_state(masked->evaluate(regression_ctx())),
+                               masked->get_state(masked->evaluate(last_masked)));
+  CHECK(kd::metrics::AverageState::compute(m).item<double>() == Approx(7.0 / 3.0));
+  CHECK(m.get("count").to_double() == 3.0);
+}
+
+TEST_CASE("a per-example mask may be [B] or [B, 1], as Kauldron's", "[losses]") {
+  Context ctx = regression_ctx();
+  const std::string yaml = "type: L1\npreds: preds.x\ntargets: batch.y\nmask: batch.mask";
+  const double flat = loss_value(yaml, ctx);
+  CHECK(flat == Approx(1.5));  // (1 + 2) / 2
+  ctx.batch.insert("mask", f64({1, 0, 1}).unsqueeze(-1));
+  CHECK(loss_value(yaml, ctx) == Approx(flat));
+  // Values [B, 2] with a per-example mask [B, 1] or [B].
+  ctx.preds = Tree::dict({{"x", torch::stack({f64({1, 2, 3}), f64({1, 2, 3})}, 1)}});
+  ctx.batch.insert("y", torch::stack({f64({0, 2, 5}), f64({0, 2, 5})}, 1));
+  CHECK(loss_value(yaml, ctx) == Approx(1.5));
+  ctx.batch.insert("mask", f64({1, 0, 1}));
+  CHECK(loss_value(yaml, ctx) == Approx(1.5));
+  // A mask that fits neither is a TypeError naming the mask, not a raw LibTorch error.
+  ctx.batch.insert("mask", f64({1, 0}));
+  try {
+    loss_value(yaml, ctx);
+    FAIL("no error for a mask of the wrong length");
+  } catch (const kd::TypeError& e) {
+    CHECK_THAT(e.what(), Catch::Contains("batch.mask") && Catch::Contains("[B] or [B, 1]"));
+  }
 }
 
 TEST_CASE("a loss without a required key is a ConfigError naming the key", "[losses]") {

@@ -103,25 +103,55 @@ TEST_CASE("RocAuc is the exact binary AUC with ties counted as one half", "[metr
   CHECK(one_step("type: RocAuc", column) == Approx(5.0 / 6.0));
 }
 
-TEST_CASE("multi-class RocAuc averages one-vs-rest AUCs, skipping absent classes", "[metrics]") {
-  // Softmax rows: [a, b, b], [1/3]*3, [b, a, b], [1/3]*3 with a > 1/3 > b. Class 0: positives a and
-  // 1/3 against negatives b and 1/3: 3 ordered pairs and 1 tie -> 0.875; class 1 likewise; class 2
-  // has no positive and is skipped.
+TEST_CASE("multi-class RocAuc averages one-vs-rest AUCs over the classes present", "[metrics]") {
+  // Softmax rows: [a, b, b], [1/3]*3, [b, a, b], [1/3]*3 with a > 1/3 > b. Classes 0 and 1 are
+  // present: renormalised over them, P(class 1) is b', 1/2, a', 1/2 with a' > 1/2 > b'; class 1's
+  // positives a' and 1/2 against negatives b' and 1/2: 3 ordered pairs and 1 tie -> 0.875.
   const torch::Tensor logits = f64({2, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0, 0}).reshape({4, 3});
   CHECK(one_step("type: RocAuc", classification_ctx(logits, torch::tensor({0, 0, 1, 1}))) ==
         Approx(0.875));
 }
 
-TEST_CASE("Norm is the L2 norm of a tensor, or the global norm of a tree, averaged over steps",
-          "[metrics]") {
-  const Context one{.preds = Tree::dict({{"x", f64({3, 4})}})};
-  CHECK(one_step("type: Norm\ntensor: preds.x", one) == Approx(5.0));
-  const Context tree{.grads = Tree::dict({{"a", f64({3})}, {"b", Tree::dict({{"c", f64({4})}})}})};
-  const auto metric = make_metric("type: Norm\ntensor: grads");
-  const Context other{.grads = Tree::dict({{"a", f64({0})}, {"b", Tree::dict({{"c", f64({1})}})}})};
-  CHECK(value_of(*metric, metric->get_state(tree)) == Approx(5.0));
-  CHECK(value_of(*metric, metric->merge(metric->get_state(tree), metric->get_state(other))) ==
-        Approx(3.0));
+TEST_CASE("RocAuc renormalises over the classes present, as Kauldron", "[metrics]") {
+  // Class 2 is absent. Renormalised over classes 0 and 1, P(class 1) = sigmoid(l1 - l0):
+  // 0.5, s(1), s(-1), 0.5 for labels 0, 1, 0, 1: positives s(1) and 0.5, negatives 0.5 and s(-1):
+  // 3 ordered pairs and 1 tie -> 0.875. The raw softmax (not renormalised) would give
+  // 1.0 for class 1 and 0.5 for class 0, a mean of 0.75.
+  const torch::Tensor logits = f64({0, 0, 5, 0, 1, 0, 1, 0, 0, 0, 0, 0}).reshape({4, 3});
+  CHECK(one_step("type: RocAuc", classification_ctx(logits, torch::tensor({0, 1, 0, 1}))) ==
+        Approx(0.875));
+  // Masked-out rows do not count: dropping row 3 leaves positive s(1) against 0.5 and s(-1).
+  Context masked = classification_ctx(logits, torch::tensor({0, 1, 0, 1}).reshape({4, 1}));
+  masked.batch.insert("mask", f64({1, 1, 1, 0}).reshape({4, 1}));
+  CHECK(one_step("type: RocAuc\nmask: batch.mask", masked) == Approx(1.0));
+}
+
+TEST_CASE("RocAuc with one class present is 0, as Kauldron", "[metrics]") {
+  CHECK(one_step("type: RocAuc", classification_ctx(f64({1, 2, 3, 0, 0, 0}).reshape({2, 3}), torch::tensor({1, 1}))) ==
+        0.0);
+  CHECK(one_step("type: RocAuc", classification_ctx(f64({0.1, 0.9}), torch::tensor({0, 0}))) == 0.0);
+}
+
+TEST_CASE("Norm averages the norms over axis -1 by default, as Kauldron", "[metrics]") {
+  // Rows [3, 4] and [0, 1]: norms 5 and 1.
+  const Context rows{.preds = Tree::dict({{"x", f64({3, 4, 0, 1}).reshape({2, 2})}})};
+  CHECK(one_step("type: Norm\ntensor: preds.x", rows) == Approx(3.0));
+  CHECK(one_step("type: Norm\ntensor: preds.x\naxis: null", rows) == Approx(std::sqrt(26.0)));
+  CHECK(one_step("type: Norm\ntensor: preds.x\naxis: 0", rows) == Approx((3.0 + std::sqrt(17.0)) / 2));
+  CHECK(one_step("type: Norm\ntensor: preds.x\naxis: [0, 1]", rows) == Approx(std::sqrt(26.0)));
+  CHECK(one_step("type: Norm\ntensor: preds.x\nord: 1", rows) == Approx((7.0 + 1.0) / 2));
+  CHECK(one_step("type: Norm\ntensor: preds.x\nord: inf", rows) == Approx((4.0 + 1.0) / 2));
+  // A per-row mask [B] or [B, 1] leaves rows out of the average.
+  Context masked = rows;
+  masked.batch = Tree::dict({{"m", f64({0, 1})}});
+  CHECK(one_step("type: Norm\ntensor: preds.x\nmask: batch.m", masked) == Approx(1.0));
+  masked.batch = Tree::dict({{"m", f64({1, 0}).reshape({2, 1})}});
+  CHECK(one_step("type: Norm\ntensor: preds.x\nmask: batch.m", masked) == Approx(5.0));
+  // Merged over steps by the number of rows: (5 + 1 + 2) / 3.
+  const auto metric = make_metric("type: Norm\ntensor: preds.x");
+  const Context one_row{.preds = Tree::dict({{"x", f64({0, 2}).reshape({1, 2})}})};
+  CHECK(value_of(*metric, metric->merge(metric->get_state(rows), metric->get_state(one_row))) == Approx(8.0 / 3));
+  CHECK_THROWS_AS(one_step("type: Norm\ntensor: preds.x\naxis: 2", rows), kd::TypeError);
 }
 
 TEST_CASE("Std is the standard deviation of all elements, merged exactly", "[metrics]") {

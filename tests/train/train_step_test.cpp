@@ -44,7 +44,7 @@ TEST_CASE("the step fills the context in lifecycle order and skips stages nothin
   CHECK(ctx.step == 0);
   CHECK(ctx.preds.get("logits").tensor().sizes() == torch::IntArrayRef({32, 3}));
   CHECK(ctx.loss_total.tensor().dim() == 0);
-  CHECK(ctx.loss_states.get("loss.count").to_int() == 1);
+  CHECK(ctx.loss_states.get("loss.count").to_int() == 32);  // the examples the loss averages
   CHECK(ctx.interms.is_none());
   CHECK(ctx.grads.is_none());
   CHECK(ctx.updates.is_none());

@@ -49,10 +49,11 @@ class SoftmaxCrossEntropyWithIntLabels : public Loss {
   }
 
   // Unmasked: one fused op, as a hand-written loop would use.
-  torch::Tensor mean_value(const train::Context& ctx) const override {
+  Mean mean_value(const train::Context& ctx) const override {
     const torch::Tensor logits = read(ctx, logits_);
     const torch::Tensor labels = checked_labels(ctx, logits);
-    return torch::nn::functional::cross_entropy(logits.reshape({-1, logits.size(-1)}), labels.reshape({-1}));
+    return {torch::nn::functional::cross_entropy(logits.reshape({-1, logits.size(-1)}), labels.reshape({-1})),
+            labels.numel()};
   }
 
  private:

@@ -24,29 +24,41 @@ Loss::Loss(const config::Node& options)
   }
 }
 
-torch::Tensor Loss::value(const train::Context& ctx) const {
-  torch::Tensor total;
-  torch::Tensor denominator;
-  if (mask_) {
-    const torch::Tensor v = values(ctx);
-    torch::Tensor mask = read(ctx, *mask_).to(v.scalar_type());
-    // Let a per-example mask [B] broadcast against values [B, ...].
-    while (mask.dim() < v.dim()) mask = mask.unsqueeze(-1);
-    mask = mask.expand_as(v);
-    total = (v * mask).sum();
-    denominator = normalize_by_ == NormalizeBy::kMask
-                      ? mask.sum().clamp_min(1e-8)
-                      : torch::scalar_tensor(static_cast<double>(v.numel()), v.options());
-  } else {
-    total = mean_value(ctx);
-  }
-  torch::Tensor loss = denominator.defined() ? total / denominator : total;
-  const double w = weight(ctx.step);
-  return w == 1.0 ? loss : loss * w;
+Loss::Mean Loss::mean_value(const train::Context& ctx) const {
+  const torch::Tensor v = values(ctx);
+  return {v.mean(), v.numel()};
 }
 
-Tree Loss::get_state(const torch::Tensor& value) const {
-  return metrics::AverageState::make(value.detach(), int64_t{1});
+Loss::Value Loss::evaluate(const train::Context& ctx) const {
+  Value out;
+  if (mask_) {
+    const torch::Tensor v = values(ctx);
+    const torch::Tensor mask = read_mask(ctx, *mask_, v);
+    const torch::Tensor total = (v * mask).sum();
+    if (normalize_by_ == NormalizeBy::kMask) {
+      const torch::Tensor count = mask.sum();
+      out.loss = total / count.clamp_min(1e-8);
+      // In float64: a float32 count of masked-in values is exact only up to 2^24.
+      out.count = Tree(count.detach().to(torch::kDouble));
+    } else {
+      out.loss = total / static_cast<double>(v.numel());
+      out.count = Tree(v.numel());
+    }
+  } else {
+    Mean mean = mean_value(ctx);
+    out.loss = std::move(mean.value);
+    out.count = Tree(mean.count);
+  }
+  const double w = weight(ctx.step);
+  if (w != 1.0) out.loss = out.loss * w;
+  return out;
+}
+
+Tree Loss::get_state(const Value& value) const {
+  const torch::Tensor loss = value.loss.detach();
+  const torch::Tensor total =
+      value.count.is_tensor() ? loss * value.count.tensor() : loss * static_cast<double>(value.count.to_int());
+  return metrics::AverageState::make(total, value.count);
 }
 
 }  // namespace kd::losses

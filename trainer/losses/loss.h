@@ -4,8 +4,10 @@
 //   normalize_by:  "mask" (default): sum(values * mask) / sum(mask broadcast to values)
 //                  "values": sum(values * mask) / number of values
 //   weight:        a number or a schedule of the step (see optim/schedules.h), default 1
-// The state is an AverageState of the weighted loss (count 1 per step), and the step's
-// loss_total is the sum of the weighted losses.
+// The state is an AverageState weighted by the number of values the loss averages (the mask's
+// sum under normalize_by: mask), as Kauldron's: merged over steps, eval batches or ranks it is
+// the exact average over all examples, whatever the batch sizes. The step's loss_total is the
+// sum of the weighted losses.
 #pragma once
 
 #include <memory>
@@ -24,14 +26,25 @@ class Loss : public train::Auxiliary {
 
   // Per-element (or per-example) loss values, before mask, normalization and weight.
   virtual torch::Tensor values(const train::Context& ctx) const = 0;
+
+  // A mean and the number of values it is the mean of.
+  struct Mean {
+    torch::Tensor value;
+    int64_t count = 0;
+  };
   // The mean of values() when there is no mask; a loss may override it with a fused op
   // (e.g. cross-entropy), which saves memory and time on every step.
-  virtual torch::Tensor mean_value(const train::Context& ctx) const { return values(ctx).mean(); }
+  virtual Mean mean_value(const train::Context& ctx) const;
 
-  // The weighted, masked, normalized scalar loss of this step.
-  torch::Tensor value(const train::Context& ctx) const;
-  // AverageState {total: value, count: 1}.
-  Tree get_state(const torch::Tensor& value) const;
+  // The weighted, masked, normalized scalar loss of a step, and what it averages.
+  struct Value {
+    torch::Tensor loss;
+    Tree count;  // the number of values (an int), or the mask's sum (a tensor)
+  };
+  Value evaluate(const train::Context& ctx) const;
+  torch::Tensor value(const train::Context& ctx) const { return evaluate(ctx).loss; }
+  // AverageState {total: loss * count, count}.
+  Tree get_state(const Value& value) const;
   Tree merge(const Tree& a, const Tree& b) const { return metrics::AverageState::merge(a, b); }
 
   double weight(int64_t step) const { return (*weight_)(step); }

@@ -1,6 +1,7 @@
 // Classification metrics (Kauldron's kd.metrics): Accuracy, BinaryAccuracy, Precision1, RocAuc.
 #include <algorithm>
 #include <cmath>
+#include <functional>
 #include <limits>
 #include <memory>
 #include <numeric>
@@ -13,24 +14,11 @@
 namespace kd::metrics {
 namespace {
 
-// A mask [B], [B, 1], ... broadcast to `like`'s shape, as a float tensor.
-torch::Tensor broadcast_mask(torch::Tensor mask, const torch::Tensor& like, const Path& path) {
-  mask = mask.to(torch::kFloat);
-  while (mask.dim() > like.dim() && mask.size(-1) == 1) mask = mask.squeeze(-1);
-  while (mask.dim() < like.dim()) mask = mask.unsqueeze(-1);
-  try {
-    return mask.expand_as(like);
-  } catch (const c10::Error&) {
-    throw TypeError("the mask \"" + path.str() + "\" (" + describe_tensor(mask) +
-                    ") does not broadcast to the values' shape " + describe_tensor(like));
-  }
-}
-
 // The fraction of `hits` (bool, one per element) that are true, among the masked-in elements
 // when a mask key is given: an exact AverageState over batches.
 Tree hit_rate(const torch::Tensor& hits, const std::optional<Path>& mask_key, const train::Context& ctx) {
   if (!mask_key) return AverageState::make(hits.sum(), hits.numel());
-  const torch::Tensor mask = broadcast_mask(ctx.get(*mask_key).tensor(), hits, *mask_key);
+  const torch::Tensor mask = train::Auxiliary::read_mask(ctx, *mask_key, hits);
   return AverageState::make((hits * mask).sum(), mask.sum());
 }
 
@@ -149,10 +137,15 @@ std::vector<double> to_vector(const torch::Tensor& t) {
   return std::vector<double>(c.data_ptr<double>(), c.data_ptr<double>() + c.numel());
 }
 
-// ROC AUC over the whole dataset. Binary: scores [B] or [B, 1] with labels in {0, 1}. Multi-class
-// (logits [B, C], C > 1): as Kauldron (softmax, then sklearn's one-vs-rest "macro" average), the
-// mean over classes of the AUC of class c against the rest, skipping classes that have no
-// positive or no negative; labels are class indices [B] / [B, 1] or multi-hot [B, C].
+// ROC AUC over the whole dataset, as Kauldron's RocAuc (masked-out rows dropped):
+// - logits [B, C], C > 1, labels class indices [B] / [B, 1]: softmax over the classes, then only
+//   the classes present among the labels are kept and their probabilities renormalised; the
+//   mean over those classes of the AUC of class c against the rest (sklearn's one-vs-rest
+//   "macro" average; with two classes present, the binary AUC).
+// - scores [B] or [B, 1] with labels in {0, 1}: the binary AUC.
+// - multi-hot labels [B, C]: the mean over classes of the per-class AUC of the softmax
+//   probabilities, over the classes that have a positive and a negative.
+// With only one class present there is no AUC; as Kauldron, the value is 0.
 class RocAuc : public CollectingMetric {
  public:
   explicit RocAuc(const config::Node& o)
@@ -171,8 +164,10 @@ class RocAuc : public CollectingMetric {
                       describe_tensor(labels));
     }
     Tree state = Tree::dict({{"logits", logits}, {"labels", labels}});
-    if (mask_)
-      state.insert("mask", read(ctx, *mask_).detach().reshape({logits.size(0)}).to(torch::kFloat));
+    if (mask_) {
+      const torch::Tensor rows = torch::empty({logits.size(0)}, logits.options());
+      state.insert("mask", read_mask(ctx, *mask_, rows).detach().to(torch::kFloat));
+    }
     return state;
   }
 
@@ -191,24 +186,36 @@ class RocAuc : public CollectingMetric {
     if (binary) {
       std::vector<bool> positive;
       for (double v : to_vector(labels.reshape({b}))) positive.push_back(v > 0.5);
-      return torch::scalar_tensor(binary_auc(to_vector(logits.reshape({b})), positive),
-                                  torch::kDouble);
+      if (std::adjacent_find(positive.begin(), positive.end(), std::not_equal_to<>()) == positive.end())
+        return torch::scalar_tensor(0.0, torch::kDouble);  // one class only (or no rows)
+      return torch::scalar_tensor(binary_auc(to_vector(logits.reshape({b})), positive), torch::kDouble);
     }
     logits = logits.reshape({b, -1});
     const int64_t c = logits.size(1);
-    const torch::Tensor probs = torch::softmax(logits, -1);
+    torch::Tensor probs = torch::softmax(logits, -1);
     torch::Tensor positives;  // bool [B, C]
-    if (labels.dim() == 2 && labels.size(1) == c) {
+    if (labels.dim() == 2 && labels.size(1) == c && c > 1) {
       positives = labels.to(torch::kDouble) > 0.5;
     } else if (labels.numel() == b) {
-      positives = torch::one_hot(labels.reshape({b}).to(torch::kLong), c).to(torch::kBool);
+      const torch::Tensor indices = labels.reshape({b}).to(torch::kLong);
+      if (b > 0 && (indices.min().item<int64_t>() < 0 || indices.max().item<int64_t>() >= c)) {
+        throw TypeError("RocAuc: the labels must be class indices in [0, " + std::to_string(c) + "), but \"" +
+                        labels_.str() + "\" holds " + std::to_string(indices.min().item<int64_t>()) + ".." +
+                        std::to_string(indices.max().item<int64_t>()));
+      }
+      // Only the classes present, their probabilities renormalised.
+      const torch::Tensor present = (torch::bincount(indices, {}, c) > 0).nonzero().squeeze(1);
+      if (present.numel() < 2) return torch::scalar_tensor(0.0, torch::kDouble);
+      probs = probs.index_select(1, present);
+      probs = probs / probs.sum(-1, /*keepdim=*/true);
+      positives = indices.unsqueeze(1) == present.unsqueeze(0);
     } else {
       throw TypeError("RocAuc: logits [B, C] need labels [B], [B, 1] or multi-hot [B, C], got " +
                       describe_tensor(labels));
     }
     double sum = 0;
     int64_t used = 0;
-    for (int64_t k = 0; k < c; ++k) {
+    for (int64_t k = 0; k < positives.size(1); ++k) {
       std::vector<bool> positive;
       for (double v : to_vector(positives.select(1, k))) positive.push_back(v > 0.5);
       const double auc = binary_auc(to_vector(probs.select(1, k)), positive);
@@ -217,8 +224,7 @@ class RocAuc : public CollectingMetric {
         ++used;
       }
     }
-    const double mean =
-        used ? sum / static_cast<double>(used) : std::numeric_limits<double>::quiet_NaN();
+    const double mean = used ? sum / static_cast<double>(used) : 0.0;
     return torch::scalar_tensor(mean, torch::kDouble);
   }
 

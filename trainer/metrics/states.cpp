@@ -47,6 +47,10 @@ Tree AverageState::make(const torch::Tensor& total, int64_t count) {
   return Tree::dict({{"total", total}, {"count", count}});
 }
 
+Tree AverageState::make(const torch::Tensor& total, Tree count) {
+  return Tree::dict({{"total", total}, {"count", std::move(count)}});
+}
+
 namespace {
 
 // Counts are integers when known without looking at the data (no tensor, no allocation when

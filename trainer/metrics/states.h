@@ -18,6 +18,7 @@ namespace kd::metrics {
 struct AverageState {
   static Tree make(const torch::Tensor& total, const torch::Tensor& count);
   static Tree make(const torch::Tensor& total, int64_t count);
+  static Tree make(const torch::Tensor& total, Tree count);  // count: an int or a tensor
   static Tree merge(const Tree& a, const Tree& b);
   static torch::Tensor compute(const Tree& state);
 };

@@ -39,4 +39,18 @@ torch::Tensor Auxiliary::read(const Context& ctx, const Path& path) {
   return value.tensor();
 }
 
+torch::Tensor Auxiliary::read_mask(const Context& ctx, const Path& path, const torch::Tensor& like) {
+  const torch::Tensor given = read(ctx, path);
+  torch::Tensor mask = given.to(like.is_floating_point() ? like.scalar_type() : torch::kFloat);
+  while (mask.dim() > like.dim() && mask.size(-1) == 1) mask = mask.squeeze(-1);
+  while (mask.dim() < like.dim()) mask = mask.unsqueeze(-1);
+  bool fits = mask.dim() == like.dim();
+  for (int64_t d = 0; fits && d < mask.dim(); ++d) fits = mask.size(d) == like.size(d) || mask.size(d) == 1;
+  if (!fits) {
+    throw TypeError("the mask \"" + path.str() + "\" is " + describe_tensor(given) + ", which does not fit values " +
+                    describe_tensor(like) + ": give one value per example ([B] or [B, 1]) or per element");
+  }
+  return mask.expand_as(like);
+}
+
 }  // namespace kd::train

@@ -38,6 +38,13 @@ class Auxiliary {
   // Every key this auxiliary reads, as (key name, path), in declaration order.
   const std::vector<std::pair<std::string, Path>>& keys() const { return keys_; }
 
+  // The tensor at `path` in the context; kd::KeyError / kd::TypeError name the path.
+  static torch::Tensor read(const Context& ctx, const Path& path);
+  // The mask at `path` as a float tensor of `like`'s shape. A mask may be per example ([B], or
+  // [B, 1] as Kauldron's per-example values are) or per element; trailing axes of size 1 that
+  // `like` lacks are dropped, missing trailing axes are broadcast. kd::TypeError otherwise.
+  static torch::Tensor read_mask(const Context& ctx, const Path& path, const torch::Tensor& like);
+
  protected:
   // The path of key `name`: options[name] when given, else `default_path`; a key without a
   // default is required. Throws kd::ConfigError (missing key) or kd::PathSyntaxError.
@@ -46,9 +53,6 @@ class Auxiliary {
   std::optional<Path> optional_key(const config::Node& options, const std::string& name);
   // Records a key that was built some other way (e.g. by a wrapper for its inner metric).
   void add_key(const std::string& name, const Path& path) { keys_.emplace_back(name, path); }
-
-  // The tensor at `path` in the context; kd::KeyError / kd::TypeError name the path.
-  static torch::Tensor read(const Context& ctx, const Path& path);
 
  private:
   std::vector<std::pair<std::string, Path>> keys_;

@@ -60,10 +60,10 @@ Context forward_with_loss(models::Model& model, const Auxiliaries& aux, const Co
   Tree loss_states = Tree::dict();
   torch::Tensor total;
   for (const auto& [name, loss] : aux.losses) {
-    const torch::Tensor value =
-        detail::with_context("computing the loss", "loss", "losses", name, [&] { return loss->value(out); });
+    losses::Loss::Value value =
+        detail::with_context("computing the loss", "loss", "losses", name, [&] { return loss->evaluate(out); });
     loss_states.insert(name, loss->get_state(value));
-    total = total.defined() ? total + value : value;
+    total = total.defined() ? total + value.loss : std::move(value.loss);
   }
   return out.replace({.loss_states = std::move(loss_states),
                       .loss_total = total.defined() ? Tree(total) : Tree()});
@@ -194,7 +194,7 @@ AuxiliariesState TrainStep::eval_step(const TrainState& state, const Tree& batch
 std::string TrainStep::describe_non_finite(const Context& ctx) const {
   std::string out;
   for (const auto& [name, state] : ctx.loss_states.items()) {
-    const double v = state.get("total").tensor().item<double>();
+    const double v = metrics::AverageState::compute(state).item<double>();
     if (!std::isfinite(v)) {
       out = "losses/" + name + " = " + std::to_string(v);
       break;
