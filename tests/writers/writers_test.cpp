@@ -74,6 +74,31 @@ TEST_CASE("an event file starts with the file_version event and holds scalars re
   fs::remove_all(dir);
 }
 
+TEST_CASE("the purge marker of a resumed run has TensorFlow's field numbers: Event.session_log = 7") {
+  // Checked against TensorFlow's event.proto, not kd's copy of it: Event { ... LogMessage
+  // log_message = 6; SessionLog session_log = 7; }, SessionLog { SessionStatus status = 1; },
+  // START = 1. A SessionLog under field 6 reaches TensorBoard as a log message, and the
+  // replayed steps of a resumed run then show twice.
+  const fs::path dir = fresh_dir();
+  {
+    kd::writers::TensorBoardWriter writer(dir.string());
+    writer.write_scalars(10, "train", {{"losses/xent", 0.5}});
+  }
+  kd::writers::TensorBoardWriter(dir.string()).truncate_after(10);
+  std::vector<std::string> records;
+  for (const auto& entry : fs::directory_iterator(dir / "train")) {
+    for (auto& r : kd::writers::read_records(entry.path().string())) records.push_back(r);
+  }
+  REQUIRE(!records.empty());
+  const std::string& last = records.back();
+  // wall_time (field 1, fixed64): tag 0x09 and 8 bytes; step (field 2, varint): 0x10 and 11;
+  // then field 7, length-delimited (0x3a), 2 bytes: status (field 1, varint) = START (1).
+  REQUIRE(last.size() == 1 + 8 + 2 + 4);
+  CHECK(last[0] == '\x09');
+  CHECK(last.substr(9) == std::string("\x10\x0b\x3a\x02\x08\x01", 6));
+  fs::remove_all(dir);
+}
+
 TEST_CASE("a damaged record fails its CRC and a torn last record is dropped") {
   const fs::path dir = fresh_dir();
   std::string path;
