@@ -5,6 +5,7 @@
 
 
 #include <algorithm>
+#include <map>
 #include <regex>
 #include <sstream>
 
@@ -23,17 +24,13 @@ std::string flagship_100(const fs::path& workdir, const std::string& extra = "")
          " --cfg.evals.test.ds.num_examples=2000 '--cfg.evals.test.run={once_at_end: true}' " + extra;
 }
 
-// max over tensors of |a - b| / |b| (Frobenius norms).
-double relative_difference(const fs::path& a, const fs::path& b, int64_t step) {
-  const auto x = params_at(a, step), y = params_at(b, step);
-  REQUIRE(x.size() == y.size());
-  double worst = 0;
-  for (std::size_t i = 0; i < x.size(); ++i) {
-    REQUIRE(x[i].first == y[i].first);
-    worst = std::max(worst, ((x[i].second - y[i].second).norm() / y[i].second.norm()).item<double>());
-  }
-  return worst;
-}
+// Why 2 ranks are compared with `accumulate_steps: 2`, not with one process on the whole batch:
+// both cut the global batch of 128 into the same two halves, compute each half's gradient with
+// the same kernels on the same shapes, and average the two (a sum and a halving, both exact in
+// floating point), so they agree bit for bit on any CPU. One process on the whole batch sums the
+// 128 examples in another order, and 100 Adam steps amplify that rounding to differences of
+// 1e-3..1e-1 that depend on the CPU's BLAS kernels: no bound on that comparison holds everywhere.
+constexpr const char* kSameSplit = "--cfg.optimizer.accumulate_steps=2";
 
 const kd::writers::JsonlRecord& record(const std::vector<kd::writers::JsonlRecord>& records, const std::string& collection,
                                        int64_t step) {
@@ -77,54 +74,66 @@ bool exits(pid_t pid, int& status) {
   return exited;
 }
 
-// One uninterrupted single-process run, shared by the tests that compare against it.
-const fs::path& single_process_run() {
-  static const fs::path workdir = [] {
-    const fs::path dir = fresh_dir();
-    const Result r = run_kd(flagship_100(dir));
+// Uninterrupted single-process runs, shared by the tests that compare against them: the whole
+// batch at once, and the batch in the two halves the ranks get (kSameSplit).
+const fs::path& single_process_run(const std::string& extra = "") {
+  static std::map<std::string, fs::path> runs;
+  auto [it, added] = runs.try_emplace(extra);
+  if (added) {
+    it->second = fresh_dir();
+    const Result r = run_kd(flagship_100(it->second, extra));
     INFO(r.output);
     REQUIRE(r.code == 0);
-    return dir;
-  }();
-  return workdir;
+  }
+  return it->second;
 }
+
+const fs::path& same_split_run() { return single_process_run(kSameSplit); }
 
 }  // namespace
 
-TEST_CASE("2 ranks splitting the global batch end where 1 process does, and log global metrics") {
-  const fs::path& one = single_process_run();
+TEST_CASE("2 ranks splitting the global batch end bit for bit where 1 process on the same halves does, "
+          "and log global metrics") {
+  const fs::path& halves = same_split_run();
+  const fs::path& whole = single_process_run();
   const fs::path two = fresh_dir();
   const Result r = run_kd("launch --nproc=2 -- " + flagship_100(two));
   INFO(r.output);
   REQUIRE(r.code == 0);
   CHECK_THAT(r.output, Catch::Contains("[rank 0] ") && Catch::Contains("data parallel: 2 ranks (gloo backend") &&
                            Catch::Contains("global batch 128 = 64 per rank"));
+  CHECK(same_params(two, halves, 100));
 
-  const double diff = relative_difference(two, one, 100);
-  INFO("relative difference of the parameters after 100 steps: " << diff);
-  CHECK(diff <= 1e-4);
-  CHECK(diff > 0);  // the sums are grouped differently: close, not bit-identical
-
-  // Logged once, by rank 0, with the numbers of the whole global batch and test set.
-  const auto a = kd::writers::read_jsonl((one / "metrics.jsonl").string());
+  // Logged once, by rank 0, with the numbers of the whole global batch and test set: those of
+  // the same halves up to the order of the sums, and close to those of the whole batch
+  // (whose parameters drifted apart by rounding; see kSameSplit).
+  const auto a = kd::writers::read_jsonl((halves / "metrics.jsonl").string());
+  const auto w = kd::writers::read_jsonl((whole / "metrics.jsonl").string());
   const auto b = kd::writers::read_jsonl((two / "metrics.jsonl").string());
   for (int64_t step : {50, 100}) {
-    for (const char* name : {"losses/xent", "metrics/accuracy"}) {
-      INFO("train step " << step << " " << name);
-      CHECK(value_of(record(b, "train", step), name) == Approx(value_of(record(a, "train", step), name)).epsilon(1e-4));
-    }
+    INFO("train step " << step);
+    CHECK(value_of(record(b, "train", step), "losses/xent") ==
+          Approx(value_of(record(a, "train", step), "losses/xent")).epsilon(1e-6));
+    CHECK(value_of(record(b, "train", step), "metrics/accuracy") ==
+          value_of(record(a, "train", step), "metrics/accuracy"));  // counts of correct examples: exact
+    CHECK(value_of(record(b, "train", step), "losses/xent") ==
+          Approx(value_of(record(w, "train", step), "losses/xent")).epsilon(0.05));
+    CHECK(value_of(record(b, "train", step), "metrics/accuracy") ==
+          Approx(value_of(record(w, "train", step), "metrics/accuracy")).margin(0.03));
   }
   const double accuracy = value_of(record(b, "test", 100), "metrics/accuracy");
-  CHECK(accuracy == Approx(value_of(record(a, "test", 100), "metrics/accuracy")).margin(1.0 / 2000));
+  CHECK(accuracy == value_of(record(a, "test", 100), "metrics/accuracy"));
+  CHECK(accuracy == Approx(value_of(record(w, "test", 100), "metrics/accuracy")).margin(0.03));
   const double correct = accuracy * 2000;  // counted over all 2000 test examples, not one rank's 1000
   CHECK(correct == Approx(std::round(correct)).margin(1e-6));
-  CHECK(value_of(record(b, "test", 100), "losses/xent") == Approx(value_of(record(a, "test", 100), "losses/xent")).epsilon(1e-4));
+  CHECK(value_of(record(b, "test", 100), "losses/xent") ==
+        Approx(value_of(record(a, "test", 100), "losses/xent")).epsilon(1e-6));
 
   // Rank 1 wrote nothing: every line of the log is there once.
   const std::string log = read_text(two / "log.txt");
   CHECK(std::count(log.begin(), log.end(), '\n') > 10);
   for (const char* line : {"step 50  losses", "step 100  losses", "eval test at step 100 ", "done: step 100 of"}) {
-    const std::regex pattern(std::string("^[0-9-]+ [0-9:]+ ") + line);
+    const std::regex pattern(std::string("^[0-9-]+ [0-9:]+ \\[info\\] ") + line);
     std::size_t n = 0;
     std::istringstream lines(log);
     for (std::string l; std::getline(lines, l);) n += std::regex_search(l, pattern) ? 1 : 0;
@@ -133,17 +142,19 @@ TEST_CASE("2 ranks splitting the global batch end where 1 process does, and log 
   }
 }
 
-TEST_CASE("a 2-rank job resumes on 1 process and still ends where 1 process does") {
-  const fs::path& one = single_process_run();
+TEST_CASE("a 2-rank job resumes on 1 process with accumulate_steps: 2 and ends bit for bit where 1 process does") {
+  const fs::path& halves = same_split_run();
   const fs::path dir = fresh_dir();
   const Result first = run_kd("launch --nproc=2 -- " + flagship_100(dir, "--cfg.stop_after_steps=50"));
   INFO(first.output);
   REQUIRE(first.code == 0);
-  const Result second = run_kd(flagship_100(dir));
+  // The same global batch in the same halves, one after the other: a change the check of the
+  // saved experiment allows, as the number of ranks.
+  const Result second = run_kd(flagship_100(dir, kSameSplit));
   INFO(second.output);
   REQUIRE(second.code == 0);
   CHECK_THAT(second.output, Catch::Contains("resuming from step 50"));
-  CHECK(relative_difference(dir, one, 100) <= 1e-4);
+  CHECK(same_params(dir, halves, 100));
 }
 
 TEST_CASE("BatchNorm statistics are rank 0's everywhere: kd eval of a 2-rank checkpoint reproduces its logged eval") {
@@ -164,8 +175,8 @@ TEST_CASE("BatchNorm statistics are rank 0's everywhere: kd eval of a 2-rank che
   CHECK(value_of(records.back(), "metrics/accuracy") == Approx(logged).margin(1e-9));
 }
 
-TEST_CASE("a 2-rank run stopped part way resumes with 2 ranks and ends where 1 process does") {
-  const fs::path& one = single_process_run();
+TEST_CASE("a 2-rank run stopped part way resumes with 2 ranks and ends bit for bit where 1 process does") {
+  const fs::path& halves = same_split_run();
   const fs::path two = fresh_dir();
   const Result first = run_kd("launch --nproc=2 -- " + flagship_100(two, "--cfg.stop_after_steps=50"));
   INFO(first.output);
@@ -175,18 +186,17 @@ TEST_CASE("a 2-rank run stopped part way resumes with 2 ranks and ends where 1 p
   INFO(second.output);
   REQUIRE(second.code == 0);
   CHECK_THAT(second.output, Catch::Contains("resuming from step 50"));
-  const double diff = relative_difference(two, one, 100);
-  INFO("relative difference after 100 steps: " << diff);
-  CHECK(diff <= 1e-4);
+  CHECK(same_params(two, halves, 100));
   const auto b = kd::writers::read_jsonl((two / "metrics.jsonl").string());
-  const auto a = kd::writers::read_jsonl((one / "metrics.jsonl").string());
+  const auto a = kd::writers::read_jsonl((halves / "metrics.jsonl").string());
   // The interval 50..100 was logged after the resumption, from both runs' states.
-  CHECK(value_of(record(b, "train", 100), "metrics/accuracy") ==
-        Approx(value_of(record(a, "train", 100), "metrics/accuracy")).epsilon(1e-4));
+  CHECK(value_of(record(b, "train", 100), "metrics/accuracy") == value_of(record(a, "train", 100), "metrics/accuracy"));
+  CHECK(value_of(record(b, "train", 100), "losses/xent") ==
+        Approx(value_of(record(a, "train", 100), "losses/xent")).epsilon(1e-6));
 }
 
 TEST_CASE("SIGTERM to one rank checkpoints once, stops every rank, and the job resumes") {
-  const fs::path& one = single_process_run();
+  const fs::path& halves = same_split_run();
   const fs::path two = fresh_dir();
   const auto [rank0, rank1] = start_two_ranks(two, flagship_100(two, "--cfg.log_metrics_every=10"));
   kill(rank1, SIGTERM);  // rank 1 only
@@ -206,7 +216,7 @@ TEST_CASE("SIGTERM to one rank checkpoints once, stops every rank, and the job r
   INFO(resumed.output);
   REQUIRE(resumed.code == 0);
   CHECK_THAT(resumed.output, Catch::Contains("resuming from step " + std::to_string(stopped)));
-  CHECK(relative_difference(two, one, 100) <= 1e-4);
+  CHECK(same_params(two, halves, 100));
 }
 
 TEST_CASE("a rank killed mid-training makes the other fail with a clear error, not hang") {
@@ -318,7 +328,8 @@ TEST_CASE("a NaN in one rank's slice makes every rank skip (or raise at) the sam
                                      "train_losses: {xent: {type: SoftmaxCrossEntropyWithIntLabels, logits: preds.logits, labels: batch.label}}\n"
                                      "optimizer: {type: sgd, learning_rate: 0.1}\n";
   const std::string exp = "--cfg=" + (dir / "exp.yaml").string();
-  const Result one = run_kd("train " + exp + " --cfg.workdir=" + (dir / "one").string() + " --cfg.nan_policy=skip_step");
+  const Result one = run_kd("train " + exp + " --cfg.workdir=" + (dir / "one").string() + " --cfg.nan_policy=skip_step " +
+                            kSameSplit);
   INFO(one.output);
   REQUIRE(one.code == 0);
   const Result two = run_kd("launch --nproc=2 -- train " + exp + " --cfg.workdir=" + (dir / "two").string() +
@@ -327,7 +338,7 @@ TEST_CASE("a NaN in one rank's slice makes every rank skip (or raise at) the sam
   REQUIRE(two.code == 0);
   // Rank 0's own slice was finite; it skipped with rank 1.
   CHECK_THAT(two.output, Catch::Contains("[rank 0] ") && Catch::Contains("step 2: non-finite loss, update skipped"));
-  CHECK(relative_difference(dir / "two", dir / "one", 8) <= 1e-5);
+  CHECK(same_params(dir / "two", dir / "one", 8));
 
   const Result raised = run_kd("launch --nproc=2 -- train " + exp + " --cfg.workdir=" + (dir / "raise").string());
   INFO(raised.output);

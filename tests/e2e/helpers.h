@@ -32,16 +32,21 @@ struct Result {
   std::string output;  // stdout and stderr
 };
 
-// Runs `kd ARGS` to completion; `env` ("RANK=1 WORLD_SIZE=2 ...") is added to its environment.
-inline Result run_kd(const std::string& args, const std::string& env = "") {
-  const std::string command = (env.empty() ? "" : "env " + env + " ") + KD_BINARY + " " + args + " 2>&1";
-  FILE* pipe = popen(command.c_str(), "r");
+// Runs a shell command to completion: its exit code and its output (stdout, then stderr
+// where `with_stderr`).
+inline Result run_command(const std::string& command, bool with_stderr = false) {
+  FILE* pipe = popen((command + (with_stderr ? " 2>&1" : "")).c_str(), "r");
   REQUIRE(pipe != nullptr);
   std::string output;
   std::array<char, 4096> buffer;
   while (std::fgets(buffer.data(), buffer.size(), pipe)) output += buffer.data();
   const int status = pclose(pipe);
   return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, output};
+}
+
+// Runs `kd ARGS` to completion; `env` ("RANK=1 WORLD_SIZE=2 ...") is added to its environment.
+inline Result run_kd(const std::string& args, const std::string& env = "") {
+  return run_command((env.empty() ? "" : "env " + env + " ") + KD_BINARY + " " + args, /*with_stderr=*/true);
 }
 
 inline fs::path fresh_dir() {

@@ -15,7 +15,6 @@
 
 #include <spdlog/sinks/basic_file_sink.h>
 #include <spdlog/sinks/ringbuffer_sink.h>
-#include <spdlog/sinks/stdout_sinks.h>
 #include <spdlog/spdlog.h>
 #include <torch/torch.h>
 
@@ -63,6 +62,10 @@ c10::Device parse_device(const config::Node& cfg) {
   }
   return device;
 }
+
+// Console lines carry no level (warnings and errors say so in words); log.txt lines do.
+constexpr const char* kConsolePattern = "%Y-%m-%d %H:%M:%S %v";
+constexpr const char* kFilePattern = "%Y-%m-%d %H:%M:%S [%l] %v";
 
 std::string format_duration(double seconds) {
   const auto s = static_cast<int64_t>(seconds);
@@ -112,11 +115,12 @@ class StopSignals {
   struct sigaction old_int_ {}, old_term_ {};
 };
 
-// Keys that may change between a run and its resumption: how long and how it logs.
+// Keys that may change between a run and its resumption: how long and how it logs, and where
+// and in how many pieces the same global batch is computed (ranks, accumulate_steps).
 bool may_change_on_resume(const std::string& key) {
   for (const char* prefix : {"workdir", "num_train_steps", "stop_after_steps", "log_metrics_every", "log_summaries_every",
                              "evals", "writer", "callbacks", "checkpointer", "allow_config_change", "nan_policy",
-                             "num_threads", "device", "init_transform", "distributed"}) {
+                             "num_threads", "device", "init_transform", "distributed", "optimizer.accumulate_steps"}) {
     const std::string p(prefix);
     if (key == p || key.rfind(p + ".", 0) == 0) return true;
   }
@@ -131,17 +135,23 @@ config::Registry<Callback>& callback_registry() {
 }
 
 Trainer::Trainer(const config::Node& cfg) : experiment_(cfg) {
-  auto console = std::make_shared<spdlog::sinks::stderr_sink_mt>();
+  console_ = std::make_shared<ProgressConsole>(isatty(STDERR_FILENO) != 0);
+  console_->set_pattern(kConsolePattern);
+  // Lines logged before the workdir exists, written to its log.txt once it does.
   auto early = std::make_shared<spdlog::sinks::ringbuffer_sink_mt>(10'000);
-  log_ = std::make_shared<spdlog::logger>("kd", spdlog::sinks_init_list{console, early});
-  log_->set_pattern("%Y-%m-%d %H:%M:%S %v");
+  early->set_pattern(kFilePattern);
+  log_ = std::make_shared<spdlog::logger>("kd", spdlog::sinks_init_list{console_, early});
+  // Every line of info or above reaches log.txt at once: a killed run keeps its whole log.
+  log_->flush_on(spdlog::level::info);
 
   seed_ = cfg.get_int("seed", 0);
   workdir_ = cfg.get_string("workdir");
-  num_train_steps_ = cfg.get_int("num_train_steps");
+  if (auto n = cfg.find("num_train_steps"); n && !n->is_null()) num_train_steps_ = cfg.get_int("num_train_steps");
   stop_after_steps_ = cfg.get_int("stop_after_steps", 0);
   log_metrics_every_ = cfg.get_int("log_metrics_every", 100);
-  if (num_train_steps_ <= 0) throw ConfigError(cfg.child("num_train_steps").where() + ": num_train_steps must be > 0");
+  if (auto n = cfg.find("num_train_steps"); n && !n->is_null() && num_train_steps_ <= 0) {
+    throw ConfigError(cfg.child("num_train_steps").where() + ": num_train_steps must be > 0");
+  }
   if (log_metrics_every_ <= 0) throw ConfigError(cfg.child("log_metrics_every").where() + ": log_metrics_every must be > 0");
   device_ = parse_device(cfg);
   if (auto world = distributed::world_from_environment(); world && world->world_size > 1) {
@@ -200,6 +210,25 @@ Trainer::Trainer(const config::Node& cfg) : experiment_(cfg) {
                         " ranks gets " + std::to_string(o.batch_size / world_size()) +
                         " examples of the global batch, which optimizer.accumulate_steps " + std::to_string(k) +
                         " cannot split evenly; use a batch_size divisible by " + std::to_string(world_size() * k));
+    }
+    // The end of the data is the end of training (final evals and checkpoint included).
+    if (o.num_epochs > 0) {
+      const int64_t data_steps = o.num_epochs * pipeline_->batches_per_epoch();
+      if (data_steps <= 0) {
+        throw ConfigError(cfg.child("train_ds").where() + ": the training data gives no batch: " +
+                          std::to_string(pipeline_->num_examples()) + " examples, batch_size " +
+                          std::to_string(o.batch_size) + (o.drop_remainder ? " with drop_remainder: true" : ""));
+      }
+      if (num_train_steps_ == 0 || data_steps < num_train_steps_) {
+        if (num_train_steps_ > 0) {
+          log_->info("the training data ends after {} steps ({} epoch{} of {} batches), before num_train_steps {}: "
+                     "training ends there", data_steps, o.num_epochs, o.num_epochs == 1 ? "" : "s",
+                     pipeline_->batches_per_epoch(), num_train_steps_);
+        }
+        num_train_steps_ = data_steps;
+      }
+    } else if (num_train_steps_ == 0) {
+      throw ConfigError(cfg.where() + ": set num_train_steps, or train_ds.num_epochs to train for a number of epochs");
     }
     if (world_size() > 1 && !o.drop_remainder && pipeline_->num_examples() % o.batch_size != 0) {
       throw ConfigError(cfg.child("train_ds").where() + ": drop_remainder: false leaves a last batch of " +
@@ -350,6 +379,7 @@ AuxiliariesState Trainer::merge_across_ranks(const AuxiliariesState& state,
 }
 
 Trainer::~Trainer() {
+  if (console_) console_->clear();  // an error is printed on a line of its own
   if (lock_fd_ >= 0) ::close(lock_fd_);
 }
 
@@ -396,7 +426,7 @@ void Trainer::open_workdir(const Context* first_context, bool write_config) {
     }
   }
   auto file = std::make_shared<spdlog::sinks::basic_file_sink_mt>(workdir_ + "/log.txt");
-  file->set_pattern("%Y-%m-%d %H:%M:%S %v");
+  file->set_pattern(kFilePattern);
   log_->sinks().push_back(file);
   if (write_jsonl_) writers_.push_back(std::make_unique<writers::JsonlWriter>(workdir_ + "/metrics.jsonl"));
   if (write_csv_) writers_.push_back(std::make_unique<writers::CsvWriter>(workdir_));
@@ -581,8 +611,8 @@ void Trainer::train() {
   int64_t last_saved = resumed ? state_.step : -1;  // a resumed step's checkpoint exists
   while (state_.step < last_step && !stop_requested()) {
     std::optional<Tree> batch = pipeline_->next();
-    if (!batch) {
-      log_->info("the training data ended (num_epochs) at step {}", state_.step);
+    if (!batch) {  // not expected: the run's length was bounded by the data's (see the constructor)
+      log_->warn("the training data ended at step {}, before step {}", state_.step, num_train_steps_);
       break;
     }
     if (!device_.is_cpu()) {
@@ -627,10 +657,16 @@ void Trainer::train() {
       save_checkpoint(merged, interval_steps);
       last_saved = state_.step;
     }
-    if (progress_ && state_.step % 10 == 0) show_progress(values.empty() ? -1 : values.front().second);
+    if (progress_) {
+      for (const auto& [name, value] : values) {
+        if (name == "losses/total") last_loss_ = value;
+      }
+      console_->update(state_.step, last_step, state_.step - first_step,
+                       std::chrono::duration<double>(Clock::now() - start_).count(), last_loss_);
+    }
   }
   open_workdir(nullptr);
-  if (progress_) std::fprintf(stderr, "\r\033[K");
+  console_->clear();
   if (last_saved != state_.step) save_checkpoint(merged, interval_steps);
   for (auto& w : writers_) w->flush();
   for (auto& cb : callbacks_) cb->on_train_end(*this, state_.step);
@@ -700,7 +736,6 @@ writers::Scalars Trainer::log_train_metrics(const AuxiliariesState& merged, doub
     if (name.rfind("perf_stats/", 0) == 0 && name != "perf_stats/steps_per_sec") continue;
     line += fmt::format("  {} {:.4g}", name, value);
   }
-  if (progress_) std::fprintf(stderr, "\r\033[K");
   log_->info("step {}{}", state_.step, line);
   return values;
 }
@@ -727,7 +762,6 @@ writers::Scalars Trainer::run_eval(evals::Evaluator& evaluator) {
   for (auto& w : writers_) w->write_scalars(state_.step, evaluator.name(), values);
   std::string line;
   for (const auto& [name, value] : values) line += fmt::format("  {} {:.4g}", name, value);
-  if (progress_) std::fprintf(stderr, "\r\033[K");
   log_->info("eval {} at step {}{}", evaluator.name(), state_.step, line);
   return values;
 }
@@ -748,21 +782,6 @@ bool Trainer::run_evals(bool last, AuxiliariesState& merged, int64_t interval_st
     }
   }
   return saved;
-}
-
-void Trainer::show_progress(double loss) {
-  static double last_loss = -1;
-  if (loss >= 0) last_loss = loss;
-  const double elapsed = std::chrono::duration<double>(Clock::now() - start_).count();
-  const double rate = state_.step / std::max(elapsed, 1e-9);
-  const double remaining = (num_train_steps_ - state_.step) / std::max(rate, 1e-9);
-  constexpr int kWidth = 30;
-  const int filled = static_cast<int>(kWidth * state_.step / num_train_steps_);
-  std::string bar(static_cast<std::size_t>(filled), '=');
-  if (filled < kWidth) bar += '>' + std::string(static_cast<std::size_t>(kWidth - filled - 1), ' ');
-  std::fprintf(stderr, "\r\033[K[%s] %ld/%ld  %.1f steps/s  ETA %s%s", bar.c_str(), state_.step, num_train_steps_, rate,
-               format_duration(remaining).c_str(), last_loss >= 0 ? fmt::format("  loss {:.4f}", last_loss).c_str() : "");
-  std::fflush(stderr);
 }
 
 Context Trainer::inspect() {

@@ -33,6 +33,7 @@
 #include "trainer/train/auxiliaries.h"
 #include "trainer/train/callback.h"
 #include "trainer/train/context.h"
+#include "trainer/train/progress.h"
 #include "trainer/train/train_state.h"
 #include "trainer/writers/writer.h"
 
@@ -128,7 +129,6 @@ class Trainer {
   bool run_evals(bool last, AuxiliariesState& merged, int64_t interval_steps);
   // Holds an exclusive lock on WORKDIR/.lock while this trainer uses the workdir.
   void lock_workdir();
-  void show_progress(double loss);
 
   config::Node experiment_;
   std::string workdir_;
@@ -157,7 +157,9 @@ class Trainer {
   TrainState state_;
 
   std::shared_ptr<spdlog::logger> log_;
+  std::shared_ptr<ProgressConsole> console_;  // the logger's console sink, with the progress bar
   bool progress_ = false;  // a progress bar on a terminal
+  std::optional<double> last_loss_;  // the latest logged losses/total, for the progress bar
   bool workdir_open_ = false;
   int lock_fd_ = -1;
   std::chrono::steady_clock::time_point start_;
