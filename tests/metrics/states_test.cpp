@@ -38,6 +38,21 @@ TEST_CASE("AverageState merge sums totals and counts and compute divides them", 
   CHECK(AverageState::compute(merged).item<double>() == 1.0);
 }
 
+TEST_CASE("a mean state {mean, count} merges as {mean * count, count}", "[states]") {
+  const Tree m = AverageState::make_mean(torch::tensor(2.0, torch::kDouble), 3);
+  CHECK(AverageState::compute(m).item<double>() == 2.0);
+  CHECK(AverageState::total(m).item<double>() == 6.0);
+  // Mean then mean, total then mean, mean then total: (6 + 4) / 4, (5 + 2) / 4, (2 + 5) / 4.
+  const Tree a = AverageState::merge(m, AverageState::make_mean(torch::tensor(4.0, torch::kDouble), 1));
+  CHECK(a.get("total").tensor().item<double>() == 10.0);
+  CHECK(a.get("count").to_int() == 4);
+  CHECK(AverageState::compute(a).item<double>() == 2.5);
+  const Tree mean_of_one = AverageState::make_mean(torch::tensor(1.0, torch::kDouble), 2);
+  const Tree total_of_two = AverageState::make(torch::tensor(5.0, torch::kDouble), int64_t{2});
+  CHECK(AverageState::compute(AverageState::merge(total_of_two, mean_of_one)).item<double>() == 7.0 / 4.0);
+  CHECK(AverageState::compute(AverageState::merge(mean_of_one, total_of_two)).item<double>() == 7.0 / 4.0);
+}
+
 TEST_CASE("AverageState merge is associative", "[states]") {
   const Tree a = avg(1, 1), b = avg(2, 3), c = avg(4, 5);
   const Tree left = AverageState::merge(AverageState::merge(a, b), c);

@@ -56,9 +56,8 @@ Loss::Value Loss::evaluate(const train::Context& ctx) const {
 
 Tree Loss::get_state(const Value& value) const {
   const torch::Tensor loss = value.loss.detach();
-  const torch::Tensor total =
-      value.count.is_tensor() ? loss * value.count.tensor() : loss * static_cast<double>(value.count.to_int());
-  return metrics::AverageState::make(total, value.count);
+  if (value.count.is_tensor()) return metrics::AverageState::make(loss * value.count.tensor(), value.count);
+  return metrics::AverageState::make_mean(loss, value.count.to_int());  // no tensor operation per step
 }
 
 }  // namespace kd::losses

@@ -43,7 +43,7 @@ class Loss : public train::Auxiliary {
   };
   Value evaluate(const train::Context& ctx) const;
   torch::Tensor value(const train::Context& ctx) const { return evaluate(ctx).loss; }
-  // AverageState {total: loss * count, count}.
+  // An AverageState of `value.loss` weighted by `value.count`.
   Tree get_state(const Value& value) const;
   Tree merge(const Tree& a, const Tree& b) const { return metrics::AverageState::merge(a, b); }
 

@@ -51,6 +51,10 @@ Tree AverageState::make(const torch::Tensor& total, Tree count) {
   return Tree::dict({{"total", total}, {"count", std::move(count)}});
 }
 
+Tree AverageState::make_mean(const torch::Tensor& mean, int64_t count) {
+  return Tree::dict({{"mean", mean}, {"count", count}});
+}
+
 namespace {
 
 // Counts are integers when known without looking at the data (no tensor, no allocation when
@@ -65,16 +69,30 @@ Tree add_counts(const Tree& a, const Tree& b) {
 
 }  // namespace
 
+torch::Tensor AverageState::total(const Tree& state) {
+  const Tree* mean = state.find("mean");
+  if (!mean) return state.at("total").tensor();
+  const Tree& count = state.at("count");
+  return count.is_tensor() ? mean->tensor() * count.tensor() : mean->tensor() * count.to_double();
+}
+
 Tree AverageState::merge(const Tree& a, const Tree& b) {
   if (a.is_none()) return b;
   if (b.is_none()) return a;
-  return Tree::dict({{"total", a.at("total").tensor() + b.at("total").tensor()},
-                     {"count", add_counts(a.at("count"), b.at("count"))}});
+  torch::Tensor total;
+  const Tree* b_mean = b.find("mean");
+  if (b_mean && !b.at("count").is_tensor()) {
+    total = at::add(AverageState::total(a), b_mean->tensor(), b.at("count").to_double());  // a + mean * count
+  } else {
+    total = AverageState::total(a) + AverageState::total(b);
+  }
+  return Tree::dict({{"total", std::move(total)}, {"count", add_counts(a.at("count"), b.at("count"))}});
 }
 
 torch::Tensor AverageState::compute(const Tree& state) {
   // Nothing was merged (e.g. an empty eval set): there is no average to report.
   if (state.is_none()) return torch::full({}, std::numeric_limits<double>::quiet_NaN());
+  if (const Tree* mean = state.find("mean")) return mean->tensor();
   const Tree& count = state.at("count");
   torch::Tensor total = state.at("total").tensor();
   if (!total.is_floating_point()) total = total.to(torch::kDouble);  // e.g. counts of correct answers
