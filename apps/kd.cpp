@@ -1,5 +1,8 @@
 // The `kd` command line. Only argument parsing lives here; the work is done by the library.
 // Every kd::Error is caught once, below, and printed as one message with exit code 2.
+#include <algorithm>
+#include <cstdlib>
+#include <filesystem>
 #include <iostream>
 #include <string>
 #include <vector>
@@ -10,6 +13,7 @@
 #include "trainer/checkpoints/checkpointer.h"
 #include "trainer/checkpoints/export.h"
 #include "trainer/common/error.h"
+#include "trainer/common/suggest.h"
 #include "trainer/config/experiment.h"
 #include "trainer/data/source.h"
 #include "trainer/data/transforms.h"
@@ -27,6 +31,10 @@ namespace {
 constexpr int kUserError = 2;
 
 kd::config::Node load(const std::string& cfg, const std::vector<std::string>& extras) {
+  if (std::filesystem::is_directory(cfg)) {
+    throw kd::ConfigError("--cfg=" + cfg + " is a directory; give the experiment's YAML file (e.g. --cfg=" +
+                          (std::filesystem::path(cfg) / "config.yaml").string() + ")");
+  }
   std::vector<std::string> rest;
   const auto overrides = kd::config::parse_overrides(extras, &rest);
   if (!rest.empty()) throw kd::ConfigError("unexpected argument \"" + rest.front() + "\" (overrides look like --cfg.key=value)");
@@ -175,6 +183,18 @@ int main(int argc, char** argv) {
       }
     }
   }
+  // A misspelt subcommand: suggest the nearest instead of CLI11's "a subcommand is required".
+  if (argc > 1 && argv[1][0] != '-') {
+    std::vector<std::string> names;
+    for (const auto* sub : app.get_subcommands({})) names.push_back(sub->get_name());
+    if (std::find(names.begin(), names.end(), argv[1]) == names.end()) {
+      const auto close = kd::nearest(argv[1], names, 1);
+      std::cerr << "kd: error: unknown command \"" << argv[1] << "\""
+                << (close.empty() ? "" : ". Did you mean \"" + close.front() + "\"?") << " (commands: "
+                << kd::join_names(names) << "; kd --help)\n";
+      return kUserError;
+    }
+  }
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -197,8 +217,10 @@ int main(int argc, char** argv) {
     std::cerr << "kd: error: " << e.what() << "\n";
     return kUserError;
   } catch (const c10::Error& e) {
-    std::cerr << "kd: LibTorch error: " << e.msg().substr(0, e.msg().find('\n')) << "\n";
-    return 1;
+    // The first line only: LibTorch's backtrace means nothing to a user (KD_DEBUG=1 shows it).
+    const bool debug = std::getenv("KD_DEBUG") != nullptr;
+    std::cerr << "kd: LibTorch error: " << (debug ? e.what() : e.msg().substr(0, e.msg().find('\n'))) << "\n";
+    return kUserError;
   } catch (const std::exception& e) {
     std::cerr << "kd: error: " << e.what() << "\n";
     return 1;

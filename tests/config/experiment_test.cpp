@@ -75,3 +75,17 @@ TEST_CASE("a base cycle and a missing base are reported") {
   CHECK_THROWS_AS(load_experiment((dir / "c.yaml").string()), kd::IOError);
   fs::remove_all(dir);
 }
+
+TEST_CASE("an override that adds an unknown key is blamed on the override, not on the file") {
+  const fs::path dir = fs::temp_directory_path() / "kd_experiment_test_blame";
+  const auto file = write(dir, "exp.yaml", "optimizer: {type: adam, learning_rate: 0.1}\n");
+  const auto cfg = load_experiment(file.string(), {{"optimizer.learnig_rate", "1"}});
+  const auto optimizer = cfg.child("optimizer");
+  optimizer.get_string("type");
+  optimizer.get_double("learning_rate");
+  CHECK_THROWS_WITH(optimizer.check_unknown_keys(),
+                    Catch::StartsWith("--cfg.optimizer.learnig_rate: unknown key \"learnig_rate\"") &&
+                        Catch::Contains("Did you mean \"learning_rate\""));
+  CHECK_THROWS_WITH(load_experiment(file.string(), {{"seed", "&a [*a]"}}), Catch::Contains("--cfg.seed") &&
+                                                                             Catch::Contains("nested deeper"));
+}

@@ -1,5 +1,7 @@
 #include <catch2/catch.hpp>
 
+#include <limits>
+
 #include "trainer/common/error.h"
 #include "trainer/config/node.h"
 #include "trainer/config/registry.h"
@@ -78,4 +80,42 @@ TEST_CASE("the registry builds by type, suggests near names and rejects duplicat
   CHECK_THAT(error_of([&] { registry.create(Node::parse("type: Thing\nsiz: 1\n", "e.yaml")); }),
              Catch::Contains("unknown key \"siz\". Did you mean \"size\"?"));
   CHECK_THROWS_WITH(registry.add("Thing", nullptr), "a thing named \"Thing\" is already registered");
+}
+
+TEST_CASE("a self-referential alias or an alias bomb is a ConfigError, not a crash or gigabytes") {
+  CHECK_THROWS_WITH(kd::config::Node::parse("a: &a [*a]\n", "cycle.yaml"),
+                    Catch::Contains("cycle.yaml:1:") && Catch::Contains("nested deeper than 64 levels"));
+  std::string bomb = "a: &a [x, x, x, x, x, x, x, x, x, x]\n";
+  for (char level = 'b'; level <= 'h'; ++level) {
+    const char below = static_cast<char>(level - 1);
+    bomb += std::string(1, level) + ": &" + level + " [";
+    for (int i = 0; i < 10; ++i) bomb += std::string(i ? ", *" : "*") + below;
+    bomb += "]\n";
+  }
+  CHECK_THROWS_WITH(kd::config::Node::parse(bomb, "bomb.yaml"),
+                    Catch::Contains("bomb.yaml") && Catch::Contains("more than 100000 nodes"));
+  // Ordinary anchors and aliases still work.
+  const auto ok = kd::config::Node::parse("a: &x {b: 1}\nc: *x\n");
+  CHECK(ok.child("c").get_int("b") == 1);
+}
+
+TEST_CASE("a section of the wrong type is a ConfigError naming it, not a section left at its defaults") {
+  const auto root = kd::config::Node::parse("checkpointer: 5\nevals: [test]\nempty:\n", "exp.yaml");
+  CHECK_THROWS_WITH(root.child("checkpointer").find("max_to_keep"),
+                    Catch::Contains("exp.yaml:1:15") && Catch::Contains("\"checkpointer\" must be a map") &&
+                        Catch::Contains("\"5\""));
+  CHECK_THROWS_WITH(root.child("evals").keys(), Catch::Contains("\"evals\" must be a map") && Catch::Contains("a list"));
+  CHECK(root.child("empty").keys().empty());  // an empty section is a map without keys
+  CHECK(!root.child("empty").find("x"));
+}
+
+TEST_CASE("range getters name the key, the value and the range") {
+  const auto n = kd::config::Node::parse("opt: {lr: -1, decay: .nan, sizes: [4, 0], n: 3}\n", "exp.yaml").child("opt");
+  CHECK_THROWS_WITH(n.get_double_in("lr", std::nullopt, 0, 1), Catch::Contains("exp.yaml:1:11") &&
+                                                                     Catch::Contains("\"opt.lr\" must be in [0, 1], got -1"));
+  CHECK_THROWS_WITH(n.get_double_in("decay", 0.0, 0, std::numeric_limits<double>::infinity()),
+                    Catch::Contains("\"opt.decay\" must be >= 0, got nan"));
+  CHECK_THROWS_WITH(n.get_int_list_in("sizes", std::nullopt, 1, 100), Catch::Contains("element 1 is 0"));
+  CHECK(n.get_int_in("n", std::nullopt, 1, 3) == 3);
+  CHECK(n.get_int_in("absent", 7, 1, 10) == 7);
 }

@@ -55,7 +55,7 @@ YAML::Node parse_file(const std::string& file) {
   std::stringstream text;
   text << in.rdbuf();
   try {
-    YAML::Node yaml = YAML::Load(text.str());
+    YAML::Node yaml = detail::load_bounded(text.str(), file);
     if (!yaml.IsDefined() || yaml.IsNull()) return YAML::Node(YAML::NodeType::Map);
     if (!yaml.IsMap()) throw ConfigError(file + ": an experiment must be a YAML map of keys, e.g. \"seed: 0\"");
     return yaml;
@@ -100,7 +100,7 @@ void apply_override(YAML::Node root, const Override& o, Origins& origins) {
   const std::string source = "--cfg." + o.first;
   YAML::Node value;
   try {
-    value = YAML::Load(o.second);
+    value = detail::load_bounded(o.second, source);
   } catch (const YAML::Exception& e) {
     throw ConfigError(source + "=" + o.second + ": the value is not valid YAML: " + e.msg);
   }
@@ -118,6 +118,9 @@ void apply_override(YAML::Node root, const Override& o, Origins& origins) {
     if (!child.IsDefined() || child.IsNull()) {
       node[keys[i]] = YAML::Node(YAML::NodeType::Map);
       child.reset(node[keys[i]]);
+      for (auto it = node.begin(); it != node.end(); ++it) {
+        if (it->first.Scalar() == keys[i] && it->first.Mark().is_null()) origins.emplace_back(it->first, source);
+      }
     } else if (!child.IsMap()) {
       throw ConfigError(source + ": \"" + keys[i] + "\" is not a map in the experiment, so it has no key \"" +
                         keys[i + 1] + "\"");
@@ -126,6 +129,10 @@ void apply_override(YAML::Node root, const Override& o, Origins& origins) {
   }
   node[keys.back()] = value;
   record_origins(value, source, origins);
+  // A key the override adds is the override's (an unknown one is then blamed on it, not on the file).
+  for (auto it = node.begin(); it != node.end(); ++it) {
+    if (it->first.Scalar() == keys.back() && it->first.Mark().is_null()) origins.emplace_back(it->first, source);
+  }
 }
 
 }  // namespace

@@ -4,11 +4,15 @@
 #include <map>
 #include <set>
 #include <sstream>
+#include <type_traits>
+#include <limits>
+#include <cmath>
 
 #include <yaml-cpp/yaml.h>
 
 #include "trainer/common/error.h"
 #include "trainer/common/suggest.h"
+#include "trainer/config/node_internal.h"
 
 namespace kd::config {
 
@@ -89,9 +93,38 @@ std::shared_ptr<Node::Impl> make_child(const Node::Impl& parent, YAML::Node yaml
 
 Node::Node() : impl_(make(YAML::Node(YAML::NodeType::Map), "<defaults>", "", std::make_shared<Asked>())) {}
 
+YAML::Node detail::load_bounded(const std::string& text, const std::string& source) {
+  YAML::Node root = YAML::Load(text);
+  // Walked without recursion: an alias may make the document a cycle.
+  std::vector<std::pair<YAML::Node, int>> todo{{root, 0}};
+  int64_t nodes = 0;
+  while (!todo.empty()) {
+    auto [node, depth] = todo.back();
+    todo.pop_back();
+    if (++nodes > kMaxNodes) {
+      throw ConfigError(source + ": the YAML expands to more than " + std::to_string(kMaxNodes) +
+                        " nodes through its aliases (*name); write the values out or use fewer aliases");
+    }
+    if (depth > kMaxDepth) {
+      throw ConfigError(source + ":" + std::to_string(node.Mark().line + 1) + ":" + std::to_string(node.Mark().column + 1) +
+                        ": the YAML is nested deeper than " + std::to_string(kMaxDepth) +
+                        " levels (an alias that contains itself, such as `a: &a [*a]`?)");
+    }
+    if (node.IsMap()) {
+      for (auto it = node.begin(); it != node.end(); ++it) {
+        todo.emplace_back(it->first, depth + 1);
+        todo.emplace_back(it->second, depth + 1);
+      }
+    } else if (node.IsSequence()) {
+      for (auto it = node.begin(); it != node.end(); ++it) todo.emplace_back(*it, depth + 1);
+    }
+  }
+  return root;
+}
+
 Node Node::parse(const std::string& text, const std::string& source_name) {
   try {
-    YAML::Node yaml = YAML::Load(text);
+    YAML::Node yaml = detail::load_bounded(text, source_name);
     if (!yaml.IsDefined() || yaml.IsNull()) yaml = YAML::Node(YAML::NodeType::Map);
     return Node(make(std::move(yaml), source_name, "", std::make_shared<Asked>()));
   } catch (const YAML::Exception& e) {
@@ -113,8 +146,18 @@ bool Node::is_sequence() const { return impl_->yaml.IsSequence(); }
 bool Node::is_scalar() const { return impl_->yaml.IsScalar(); }
 bool Node::is_null() const { return !impl_->yaml.IsDefined() || impl_->yaml.IsNull(); }
 
+// A node read as a map must be one (or be empty): `checkpointer: 5` or `evals: [test]` are
+// errors, not sections silently left at their defaults.
+static void require_map(const Node::Impl& impl, std::string_view key) {
+  if (impl.yaml.IsMap() || !impl.yaml.IsDefined() || impl.yaml.IsNull()) return;
+  throw ConfigError(where_of(impl, impl.yaml) + ": \"" + (impl.path.empty() ? "the experiment" : impl.path) +
+                    "\" must be a map of keys (such as \"" + std::string(key) + "\"), but it is " +
+                    scalar_text(impl.yaml));
+}
+
 std::optional<Node> Node::find(std::string_view key) const {
   impl_->asked->keys[impl_->path].insert(std::string(key));
+  require_map(*impl_, key);
   if (!impl_->yaml.IsMap()) return std::nullopt;
   const YAML::Node& map = impl_->yaml;
   for (auto it = map.begin(); it != map.end(); ++it) {
@@ -143,6 +186,7 @@ Node Node::child(std::string_view key) const {
 
 std::vector<std::string> Node::keys() const {
   std::vector<std::string> out;
+  require_map(*impl_, "name");
   if (!impl_->yaml.IsMap()) return out;
   for (auto it = impl_->yaml.begin(); it != impl_->yaml.end(); ++it) out.push_back(it->first.Scalar());
   return out;
@@ -182,6 +226,62 @@ KD_GETTER(int64_t, get_int, as_int)
 KD_GETTER(bool, get_bool, as_bool)
 KD_GETTER(std::string, get_string, as_string)
 #undef KD_GETTER
+
+namespace {
+
+template <typename T>
+std::string range_text(T min, T max) {
+  const auto text = [](T v) {
+    if constexpr (std::is_floating_point_v<T>) {
+      if (std::isinf(v)) return std::string(v > 0 ? "inf" : "-inf");
+      std::ostringstream s;
+      s << v;
+      return s.str();
+    } else {
+      return std::to_string(v);
+    }
+  };
+  if (max == std::numeric_limits<T>::max() || (std::is_floating_point_v<T> && std::isinf(max))) return ">= " + text(min);
+  return "in [" + text(min) + ", " + text(max) + "]";
+}
+
+}  // namespace
+
+int64_t Node::get_int_in(std::string_view key, std::optional<int64_t> def, int64_t min, int64_t max) const {
+  const int64_t v = get_int(key, def);
+  if (v < min || v > max) {
+    const auto n = find(key);
+    throw ConfigError((n ? n->where() : where()) + ": \"" + join_path(impl_->path, key) + "\" must be " +
+                      range_text(min, max) + ", got " + std::to_string(v));
+  }
+  return v;
+}
+
+double Node::get_double_in(std::string_view key, std::optional<double> def, double min, double max) const {
+  const double v = get_double(key, def);
+  if (!(v >= min && v <= max)) {
+    const auto n = find(key);
+    std::ostringstream got;
+    got << v;
+    throw ConfigError((n ? n->where() : where()) + ": \"" + join_path(impl_->path, key) + "\" must be " +
+                      range_text(min, max) + ", got " + got.str());
+  }
+  return v;
+}
+
+std::vector<int64_t> Node::get_int_list_in(std::string_view key, std::optional<std::vector<int64_t>> def, int64_t min,
+                                           int64_t max) const {
+  const std::vector<int64_t> values = get_int_list(key, def);
+  for (std::size_t i = 0; i < values.size(); ++i) {
+    if (values[i] < min || values[i] > max) {
+      const auto n = find(key);
+      throw ConfigError((n ? n->where() : where()) + ": every element of \"" + join_path(impl_->path, key) +
+                        "\" must be " + range_text(min, max) + ", but element " + std::to_string(i) + " is " +
+                        std::to_string(values[i]));
+    }
+  }
+  return values;
+}
 
 #define KD_LIST_GETTER(Type, name, as)                                                  \
   std::vector<Type> Node::name(std::string_view key, std::optional<std::vector<Type>> def) \

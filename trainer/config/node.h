@@ -52,6 +52,12 @@ class Node {
   bool get_bool(std::string_view key, std::optional<bool> def = std::nullopt) const;
   std::string get_string(std::string_view key,
                          std::optional<std::string> def = std::nullopt) const;
+  // The same, within [min, max] (a NaN is outside every range): otherwise a ConfigError naming
+  // the key, its value and the range.
+  int64_t get_int_in(std::string_view key, std::optional<int64_t> def, int64_t min, int64_t max) const;
+  double get_double_in(std::string_view key, std::optional<double> def, double min, double max) const;
+  std::vector<int64_t> get_int_list_in(std::string_view key, std::optional<std::vector<int64_t>> def, int64_t min,
+                                       int64_t max) const;
   std::vector<int64_t> get_int_list(std::string_view key,
                                     std::optional<std::vector<int64_t>> def = std::nullopt) const;
   std::vector<double> get_double_list(std::string_view key,

@@ -60,6 +60,12 @@ class Registry {
     } catch (Error& e) {
       if (!options.key_path().empty()) e.add_context("in " + kind_ + " \"" + options.key_path() + "\"");
       throw;
+    } catch (const std::exception& e) {
+      // LibTorch refusing a value the YAML chose: the component and where, not a backtrace.
+      const std::string what = e.what();
+      throw ConfigError(options.where() + ": building the " + kind_ + " \"" + type + "\"" +
+                        (options.key_path().empty() ? "" : " of \"" + options.key_path() + "\"") +
+                        " failed: " + what.substr(0, what.find('\n')));
     }
     options.check_unknown_keys();
     return built;

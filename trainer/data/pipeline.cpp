@@ -24,15 +24,19 @@ at::Generator generator(uint64_t seed) { return at::make_generator<at::CPUGenera
 Pipeline::Pipeline(const config::Node& o, int64_t seed, PipelineOptions defaults) {
   options_ = defaults;
   options_.seed = seed;
-  options_.batch_size = o.get_int("batch_size");
+  options_.batch_size = o.get_int_in("batch_size", std::nullopt, 1, int64_t{1} << 31);
   options_.shuffle = o.get_bool("shuffle", defaults.shuffle);
   options_.num_epochs = o.get_int("num_epochs", defaults.num_epochs);
   options_.drop_remainder = o.get_bool("drop_remainder", defaults.drop_remainder);
-  options_.prefetch = o.get_int("prefetch", defaults.prefetch);
+  // Prefetched batches wait in memory; a few keep the worker ahead of any step.
+  options_.prefetch = o.get_int_in("prefetch", defaults.prefetch, 0, 64);
   if (options_.batch_size <= 0) throw ConfigError(o.where() + ": batch_size must be > 0");
   if (options_.num_epochs < 0) throw ConfigError(o.where() + ": num_epochs must be >= 0 (0: endless)");
   if (auto list = o.find("transforms"); list && !list->is_null()) {
-    for (const config::Node& t : list->elements()) transforms_.push_back(transform_registry().create(t));
+    for (const config::Node& t : list->elements()) {
+      transforms_.push_back(transform_registry().create(t));
+      transform_types_.push_back(t.get_string("type"));
+    }
   }
   source_ = source_registry().create(o);  // reads `type` and the source's own keys
   init();
@@ -112,7 +116,22 @@ Tree Pipeline::batch_at(const PipelineState& at) const {
   uint64_t batch_seed = mix(epoch_seed ^ mix(static_cast<uint64_t>(at.index)));
   if (options_.num_shards > 1) batch_seed = mix(batch_seed ^ mix(static_cast<uint64_t>(options_.shard_index) + 1));
   at::Generator g = generator(batch_seed);
-  for (const auto& transform : transforms_) batch = transform->apply(batch, g);
+  for (std::size_t i = 0; i < transforms_.size(); ++i) {
+    const auto label = [&] {
+      std::string shapes;
+      for (const auto& [path, leaf] : batch.flatten()) shapes += (shapes.empty() ? "" : ", ") + path + " " + leaf.describe();
+      return "transforms[" + std::to_string(i) + "]" + (i < transform_types_.size() ? " (" + transform_types_[i] + ")" : "") +
+             " of " + source_->describe() + " failed on the batch {" + shapes + "}";
+    };
+    try {
+      batch = transforms_[i]->apply(batch, g);
+    } catch (Error& e) {
+      e.add_context(label());
+      throw;
+    } catch (const c10::Error& e) {
+      throw TypeError(label() + ": " + e.msg().substr(0, e.msg().find('\n')));
+    }
+  }
   return batch;
 }
 

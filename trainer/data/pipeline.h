@@ -89,6 +89,7 @@ class Pipeline {
 
   SourcePtr source_;
   std::vector<TransformPtr> transforms_;
+  std::vector<std::string> transform_types_;  // for errors: "transforms[1] (OneHot)"
   PipelineOptions options_;
   std::string description_;
   Tree examples_;

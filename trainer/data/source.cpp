@@ -6,6 +6,7 @@
 #include <torch/torch.h>
 
 #include "trainer/common/error.h"
+#include "trainer/common/suggest.h"
 #include "trainer/data/idx.h"
 
 namespace kd::data {
@@ -53,6 +54,15 @@ class IdxImages : public Source {
   int64_t limit_;
 };
 
+// A cell without surrounding blanks or double quotes.
+std::string trim(const std::string& cell) {
+  const auto first = cell.find_first_not_of(" \t");
+  if (first == std::string::npos) return "";
+  std::string out = cell.substr(first, cell.find_last_not_of(" \t") - first + 1);
+  if (out.size() >= 2 && out.front() == '"' && out.back() == '"') out = out.substr(1, out.size() - 2);
+  return out;
+}
+
 // A table of numbers: every column but `label_column` becomes `features` (float32 [N, F]).
 class Csv : public Source {
  public:
@@ -64,6 +74,10 @@ class Csv : public Source {
   Tree load() const override {
     std::ifstream in(path_);
     if (!in) throw IOError("cannot read the CSV file \"" + path_ + "\"");
+    if (!header_ && !label_column_.empty()) {
+      throw ConfigError("\"" + path_ + "\": label_column \"" + label_column_ +
+                        "\" names a column of the header, but header is false");
+    }
     std::string line;
     std::vector<std::string> names;
     int64_t label_index = -1;
@@ -73,10 +87,12 @@ class Csv : public Source {
     int64_t columns = -1;
     while (std::getline(in, line)) {
       ++line_no;
-      if (line.empty()) continue;
+      if (!line.empty() && line.back() == '\r') line.pop_back();  // a file with Windows line ends
+      if (line.find_first_not_of(" \t") == std::string::npos) continue;
       std::vector<std::string> cells;
       std::stringstream s(line);
-      for (std::string cell; std::getline(s, cell, ',');) cells.push_back(cell);
+      for (std::string cell; std::getline(s, cell, ',');) cells.push_back(trim(cell));
+      if (line.back() == ',') cells.emplace_back();  // an empty last cell
       if (header_ && names.empty()) {
         names = cells;
         if (!label_column_.empty()) {
@@ -84,13 +100,22 @@ class Csv : public Source {
             if (names[i] == label_column_) label_index = static_cast<int64_t>(i);
           }
           if (label_index < 0) {
-            throw ConfigError("\"" + path_ + "\" has no column \"" + label_column_ + "\" (columns: " +
-                              [&] { std::string a; for (auto& n : names) a += (a.empty() ? "" : ", ") + n; return a; }() + ")");
+            throw ConfigError("\"" + path_ + "\" has no column \"" + label_column_ + "\" (its header, line " +
+                              std::to_string(line_no) + ", names: " + join_names(names) + ")");
           }
+        }
+        if (static_cast<int64_t>(names.size()) - (label_index >= 0 ? 1 : 0) < 1) {
+          throw ConfigError("\"" + path_ + "\" has no feature column besides the label column \"" + label_column_ + "\"");
         }
         continue;
       }
-      if (columns < 0) columns = static_cast<int64_t>(cells.size());
+      if (columns < 0) {
+        columns = static_cast<int64_t>(cells.size());
+        if (header_ && columns != static_cast<int64_t>(names.size())) {
+          throw CorruptionError(path_ + ":" + std::to_string(line_no) + ": the header names " +
+                                std::to_string(names.size()) + " columns but this row has " + std::to_string(columns));
+        }
+      }
       if (static_cast<int64_t>(cells.size()) != columns) {
         throw CorruptionError(path_ + ":" + std::to_string(line_no) + ": expected " + std::to_string(columns) +
                               " columns, found " + std::to_string(cells.size()));
@@ -100,7 +125,7 @@ class Csv : public Source {
         try {
           std::size_t used = 0;
           v = std::stof(cells[i], &used);
-          if (used != cells[i].size() && cells[i].find_first_not_of(" \r", used) != std::string::npos) throw std::invalid_argument("");
+          if (used != cells[i].size()) throw std::invalid_argument("");
         } catch (const std::exception&) {
           throw CorruptionError(path_ + ":" + std::to_string(line_no) + ": column " + std::to_string(i + 1) +
                                 " is not a number: \"" + cells[i] + "\"");
@@ -109,8 +134,10 @@ class Csv : public Source {
       }
     }
     if (columns <= 0) throw CorruptionError("\"" + path_ + "\" holds no rows");
-    const int64_t rows = static_cast<int64_t>(features.size()) / (columns - (label_index >= 0 ? 1 : 0));
-    Tree out = Tree::dict({{"features", torch::tensor(features).reshape({rows, -1})}});
+    const int64_t feature_columns = columns - (label_index >= 0 ? 1 : 0);
+    if (feature_columns < 1) throw CorruptionError("\"" + path_ + "\" has no feature column");
+    const int64_t rows = static_cast<int64_t>(features.size()) / feature_columns;
+    Tree out = Tree::dict({{"features", torch::tensor(features).reshape({rows, feature_columns})}});
     if (label_index >= 0) {
       torch::Tensor l = torch::tensor(labels);
       const bool integral = torch::equal(l, l.round());

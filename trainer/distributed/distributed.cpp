@@ -1,5 +1,8 @@
 #include "trainer/distributed/distributed.h"
 
+#include <netdb.h>
+#include <sys/socket.h>
+
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
@@ -69,6 +72,15 @@ class C10dProcessGroup final : public ProcessGroup {
     const std::string advice = ". Start every rank with the same MASTER_ADDR, MASTER_PORT and WORLD_SIZE; rank 0 "
                                "serves the rendezvous, so it must be running and its port free";
     const std::string rendezvous = world.master_addr + ":" + std::to_string(world.master_port);
+    // A name that does not resolve is said at once, not after distributed.timeout_s of retries.
+    addrinfo hints{};
+    hints.ai_socktype = SOCK_STREAM;
+    addrinfo* found = nullptr;
+    if (const int rc = getaddrinfo(world.master_addr.c_str(), nullptr, &hints, &found); rc != 0) {
+      throw DistributedError(where_ + ": MASTER_ADDR=" + world.master_addr + " does not resolve to an address (" +
+                             gai_strerror(rc) + "); set it to rank 0's host name or IP address");
+    }
+    freeaddrinfo(found);
     try {
       // Under torchrun's agent store (TORCHELASTIC_USE_AGENT_STORE=True) the agent already
       // serves MASTER_PORT and every rank is a client, keyed by the restart attempt, as
@@ -278,11 +290,9 @@ Options Options::from_config(const config::Node* node) {
     throw ConfigError(node->child("backend").where() +
                       ": this LibTorch was built without NCCL; use backend: gloo (or auto)");
   }
-  const double timeout_s = node->get_double("timeout_s", 300.0);
-  if (!(timeout_s > 0)) throw ConfigError(node->child("timeout_s").where() + ": distributed.timeout_s must be > 0");
+  const double timeout_s = node->get_double_in("timeout_s", 300.0, 0.001, 7 * 24 * 3600.0);
   o.timeout = std::chrono::milliseconds(static_cast<int64_t>(timeout_s * 1000.0));
-  const double bucket_mb = node->get_double("bucket_mb", 25.0);
-  if (!(bucket_mb > 0)) throw ConfigError(node->child("bucket_mb").where() + ": distributed.bucket_mb must be > 0");
+  const double bucket_mb = node->get_double_in("bucket_mb", 25.0, 0.001, 65536.0);
   o.bucket_bytes = static_cast<int64_t>(bucket_mb * (1 << 20));
   node->check_unknown_keys();
   return o;

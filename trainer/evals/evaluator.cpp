@@ -1,5 +1,7 @@
 #include "trainer/evals/evaluator.h"
 
+#include <limits>
+
 #include <torch/torch.h>
 
 #include "trainer/common/error.h"
@@ -20,9 +22,9 @@ Evaluator::Evaluator(std::string name, const config::Node& o, int64_t seed,
   defaults.num_shards = num_shards;
   defaults.shard_index = shard_index;
   pipeline_ = std::make_unique<data::Pipeline>(o.child("ds"), seed, defaults);
-  num_batches_ = o.get_int("num_batches", 0);
+  num_batches_ = o.get_int_in("num_batches", 0, 0, std::numeric_limits<int64_t>::max());  // 0: the whole set
   if (auto run = o.find("run"); run && !run->is_null()) {
-    every_n_steps_ = run->get_int("every_n_steps", 0);
+    every_n_steps_ = run->get_int_in("every_n_steps", 0, 0, std::numeric_limits<int64_t>::max());
     once_at_end_ = run->get_bool("once_at_end", every_n_steps_ == 0);
     run->check_unknown_keys();
   }

@@ -21,13 +21,13 @@ class Cnn : public Model {
  public:
   explicit Cnn(const config::Node& o)
       : Model(o, {{"x", "batch.image"}}), output_key_(o.get_string("output_key", "logits")) {
-    const auto shape = o.get_int_list("input_shape");
+    const auto shape = o.get_int_list_in("input_shape", std::nullopt, 1, kMaxSize);
     if (shape.size() != 3) throw ConfigError(o.where() + ": input_shape must be [height, width, channels]");
-    const auto channels = o.get_int_list("channels", std::vector<int64_t>{32, 64});
-    const int64_t kernel = o.get_int("kernel_size", 3);
-    const int64_t hidden = o.get_int("hidden_size", 0);
-    const int64_t output_size = o.get_int("output_size");
-    const double dropout = o.get_double("dropout", 0.0);
+    const auto channels = o.get_int_list_in("channels", std::vector<int64_t>{32, 64}, 1, kMaxSize);
+    const int64_t kernel = o.get_int_in("kernel_size", 3, 1, 64);
+    const int64_t hidden = o.get_int_in("hidden_size", 0, 0, kMaxSize);
+    const int64_t output_size = o.get_int_in("output_size", std::nullopt, 1, kMaxSize);
+    const double dropout = o.get_double_in("dropout", 0.0, 0, 1);
 
     features_ = register_module("features", torch::nn::Sequential());
     int64_t in = shape[2];

@@ -26,12 +26,11 @@ class Mlp : public Model {
  public:
   explicit Mlp(const config::Node& o)
       : Model(o, {{"x", "batch.image"}}), output_key_(o.get_string("output_key", "logits")) {
-    const auto hidden = o.get_int_list("hidden_sizes", std::vector<int64_t>{});
-    const int64_t output_size = o.get_int("output_size");
+    const auto hidden = o.get_int_list_in("hidden_sizes", std::vector<int64_t>{}, 1, kMaxSize);
+    const int64_t output_size = o.get_int_in("output_size", std::nullopt, 1, kMaxSize);
     const std::string act = o.get_string("activation", "relu");
-    const double dropout = o.get_double("dropout", 0.0);
-    int64_t in = o.get_int("input_size");  // the flattened size of one input, e.g. 784
-    if (in <= 0) throw ConfigError(o.where() + ": input_size must be > 0, got " + std::to_string(in));
+    const double dropout = o.get_double_in("dropout", 0.0, 0, 1);
+    int64_t in = o.get_int_in("input_size", std::nullopt, 1, kMaxSize);  // the flattened size of one input, e.g. 784
     layers_ = register_module("layers", torch::nn::Sequential());
     for (int64_t h : hidden) {
       layers_->push_back(torch::nn::Linear(in, h));

@@ -36,6 +36,11 @@ class SequentialImpl;
 
 namespace kd::models {
 
+// The largest layer size a YAML may ask for: beyond it a single layer would not fit in memory
+// (2^24 x 2^24 float32 weights are 1 PiB), and LibTorch's own checks would speak of tensors
+// instead of the key.
+inline constexpr int64_t kMaxSize = int64_t{1} << 24;
+
 class Model : public torch::nn::Module {
  public:
   // Reads `inputs` (argument name -> path) from options; `default_inputs` are used for the

@@ -23,20 +23,20 @@ namespace {
 class Transformer : public Model {
  public:
   explicit Transformer(const config::Node& o)
-      : Model(o, o.get_int("num_decoder_layers", 0) > 0
+      : Model(o, o.get_int_in("num_decoder_layers", 0, 0, 1000) > 0
                      ? std::vector<std::pair<std::string, std::string>>{{"x", "batch.image"}, {"y", "batch.target"}}
                      : std::vector<std::pair<std::string, std::string>>{{"x", "batch.image"}}),
         output_key_(o.get_string("output_key", "logits")) {
-    const int64_t d_model = o.get_int("d_model", 64);
-    const int64_t heads = o.get_int("num_heads", 4);
-    const int64_t layers = o.get_int("num_layers", 2);
-    const int64_t decoder_layers = o.get_int("num_decoder_layers", 0);
-    const int64_t ff = o.get_int("dim_feedforward", 4 * d_model);
-    const double dropout = o.get_double("dropout", 0.1);
-    const int64_t max_length = o.get_int("max_length", 512);
-    const int64_t vocab = o.get_int("vocab_size", 0);
-    const int64_t input_size = o.get_int("input_size", 0);
-    const int64_t output_size = o.get_int("output_size");
+    const int64_t d_model = o.get_int_in("d_model", 64, 1, kMaxSize);
+    const int64_t heads = o.get_int_in("num_heads", 4, 1, kMaxSize);
+    const int64_t layers = o.get_int_in("num_layers", 2, 0, 1000);
+    const int64_t decoder_layers = o.get_int_in("num_decoder_layers", 0, 0, 1000);
+    const int64_t ff = o.get_int_in("dim_feedforward", 4 * d_model, 1, kMaxSize);
+    const double dropout = o.get_double_in("dropout", 0.1, 0, 1);
+    const int64_t max_length = o.get_int_in("max_length", 512, 1, kMaxSize);
+    const int64_t vocab = o.get_int_in("vocab_size", 0, 0, kMaxSize);
+    const int64_t input_size = o.get_int_in("input_size", 0, 0, kMaxSize);
+    const int64_t output_size = o.get_int_in("output_size", std::nullopt, 1, kMaxSize);
     const std::string pooling = o.get_string("pooling", "mean");
     if (d_model % heads != 0) {
       throw ConfigError(o.where() + ": d_model (" + std::to_string(d_model) +

@@ -1,6 +1,9 @@
 #include "trainer/optim/optimizer.h"
 
 #include <set>
+#include <sstream>
+#include <limits>
+#include <cmath>
 
 #include <torch/nn/module.h>
 #include <torch/nn/utils/clip_grad.h>
@@ -17,48 +20,57 @@ namespace {
 using torch::optim::OptimizerOptions;
 using torch::optim::OptimizerParamGroup;
 
+constexpr double kInf = std::numeric_limits<double>::infinity();
+
+// Adam's b1 / b2: in [0, 1).
+double beta(const config::Node& o, const char* key, double def) {
+  const double v = o.get_double_in(key, def, 0, 1);
+  if (v == 1) throw ConfigError(o.child(key).where() + ": \"" + o.key_path() + "." + key + "\" must be below 1, got 1");
+  return v;
+}
+
 // Builds the torch options of `type` from YAML (learning rate and weight decay are set by the
 // caller), and a copy with weight decay 0 for the excluded parameters.
 std::unique_ptr<OptimizerOptions> make_options(const std::string& type, const config::Node& o) {
   if (type == "sgd") {
     auto opts = std::make_unique<torch::optim::SGDOptions>(1e-3);
-    opts->momentum(o.get_double("momentum", 0.0))
+    opts->momentum(o.get_double_in("momentum", 0.0, 0, kInf))
         .nesterov(o.get_bool("nesterov", false))
-        .dampening(o.get_double("dampening", 0.0))
-        .weight_decay(o.get_double("weight_decay", 0.0));
+        .dampening(o.get_double_in("dampening", 0.0, 0, 1))
+        .weight_decay(o.get_double_in("weight_decay", 0.0, 0, kInf));
     if (opts->nesterov() && (opts->momentum() <= 0 || opts->dampening() != 0)) {
       throw ConfigError(o.where() + ": nesterov needs momentum > 0 and dampening 0");
     }
     return opts;
   }
   if (type == "adam" || type == "adamw") {
-    const std::tuple<double, double> betas{o.get_double("b1", 0.9), o.get_double("b2", 0.999)};
-    const double eps = o.get_double("eps", 1e-8);
+    const std::tuple<double, double> betas{beta(o, "b1", 0.9), beta(o, "b2", 0.999)};
+    const double eps = o.get_double_in("eps", 1e-8, 0, kInf);
     const bool amsgrad = o.get_bool("amsgrad", false);
     if (type == "adam") {
       auto opts = std::make_unique<torch::optim::AdamOptions>(1e-3);
-      opts->betas(betas).eps(eps).amsgrad(amsgrad).weight_decay(o.get_double("weight_decay", 0.0));
+      opts->betas(betas).eps(eps).amsgrad(amsgrad).weight_decay(o.get_double_in("weight_decay", 0.0, 0, kInf));
       return opts;
     }
     auto opts = std::make_unique<torch::optim::AdamWOptions>(1e-3);
-    opts->betas(betas).eps(eps).amsgrad(amsgrad).weight_decay(o.get_double("weight_decay", 1e-2));
+    opts->betas(betas).eps(eps).amsgrad(amsgrad).weight_decay(o.get_double_in("weight_decay", 1e-2, 0, kInf));
     return opts;
   }
   if (type == "rmsprop") {
     auto opts = std::make_unique<torch::optim::RMSpropOptions>(1e-3);
-    opts->alpha(o.get_double("alpha", 0.99))
-        .eps(o.get_double("eps", 1e-8))
-        .momentum(o.get_double("momentum", 0.0))
+    opts->alpha(o.get_double_in("alpha", 0.99, 0, kInf))
+        .eps(o.get_double_in("eps", 1e-8, 0, kInf))
+        .momentum(o.get_double_in("momentum", 0.0, 0, kInf))
         .centered(o.get_bool("centered", false))
-        .weight_decay(o.get_double("weight_decay", 0.0));
+        .weight_decay(o.get_double_in("weight_decay", 0.0, 0, kInf));
     return opts;
   }
   if (type == "adagrad") {
     auto opts = std::make_unique<torch::optim::AdagradOptions>(1e-3);
-    opts->lr_decay(o.get_double("lr_decay", 0.0))
-        .eps(o.get_double("eps", 1e-10))
-        .initial_accumulator_value(o.get_double("initial_accumulator_value", 0.0))
-        .weight_decay(o.get_double("weight_decay", 0.0));
+    opts->lr_decay(o.get_double_in("lr_decay", 0.0, 0, kInf))
+        .eps(o.get_double_in("eps", 1e-10, 0, kInf))
+        .initial_accumulator_value(o.get_double_in("initial_accumulator_value", 0.0, 0, kInf))
+        .weight_decay(o.get_double_in("weight_decay", 0.0, 0, kInf));
     return opts;
   }
   const std::vector<std::string> known = {"sgd", "adam", "adamw", "rmsprop", "adagrad"};
@@ -168,8 +180,14 @@ Optimizer::Optimizer(const config::Node& o, torch::nn::Module& model)
   } else {
     throw ConfigError(o.where() + ": the optimizer needs a learning_rate (a number or a schedule)");
   }
+  if (const double lr = learning_rate(0); !(lr >= 0 && std::isfinite(lr))) {
+    std::ostringstream got;
+    got << lr;
+    throw ConfigError(o.child("learning_rate").where() + ": \"" + o.key_path() +
+                      ".learning_rate\" must be a finite number >= 0, got " + got.str() + " at step 0");
+  }
   defaults->set_lr(learning_rate(0));
-  clip_global_norm_ = o.get_double("clip_global_norm", 0.0);
+  clip_global_norm_ = o.get_double_in("clip_global_norm", 0.0, 0, kInf);
   accumulate_steps_ = o.get_int("accumulate_steps", 1);
   if (accumulate_steps_ < 1) throw ConfigError(o.where() + ": accumulate_steps must be >= 1");
   ema_decay_ = o.get_double("ema_decay", 0.0);

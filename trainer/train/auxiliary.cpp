@@ -2,6 +2,7 @@
 
 #include "trainer/common/error.h"
 #include "trainer/train/context.h"
+#include "trainer/train/error_context.h"
 
 namespace kd::train {
 
@@ -53,4 +54,21 @@ torch::Tensor Auxiliary::read_mask(const Context& ctx, const Path& path, const t
   return mask.expand_as(like);
 }
 
+namespace detail {
+
+std::string describe_inputs(const Auxiliary& aux, const Context& ctx) {
+  std::string out;
+  for (const auto& [name, path] : aux.keys()) {
+    std::string what;
+    try {
+      what = ctx.get(path).describe();
+    } catch (const Error&) {
+      what = "(missing)";
+    }
+    out += (out.empty() ? "" : ", ") + path.str() + " " + what;
+  }
+  return out.empty() ? out : " (inputs: " + out + ")";
+}
+
+}  // namespace detail
 }  // namespace kd::train

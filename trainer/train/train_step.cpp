@@ -60,8 +60,9 @@ Context forward_with_loss(models::Model& model, const Auxiliaries& aux, const Co
   Tree loss_states = Tree::dict();
   torch::Tensor total;
   for (const auto& [name, loss] : aux.losses) {
-    losses::Loss::Value value =
-        detail::with_context("computing the loss", "loss", "losses", name, [&] { return loss->evaluate(out); });
+    losses::Loss::Value value = detail::with_context(
+        "computing the loss", "loss", "losses", name, [&] { return loss->evaluate(out); },
+        [&] { return detail::describe_inputs(*loss, out); });
     loss_states.insert(name, loss->get_state(value));
     total = total.defined() ? total + value.loss : std::move(value.loss);
   }
@@ -223,15 +224,17 @@ Context TrainStep::fill_metrics_and_summaries(const Auxiliaries& aux, const Cont
   torch::NoGradGuard no_grad;
   Tree metric_states = Tree::dict();
   for (const auto& [name, metric] : aux.metrics) {
-    metric_states.insert(name, detail::with_context("get_state()", "metric", "metrics", name,
-                                                    [&] { return metric->get_state(ctx); }));
+    metric_states.insert(name, detail::with_context(
+                                   "get_state()", "metric", "metrics", name, [&] { return metric->get_state(ctx); },
+                                   [&] { return detail::describe_inputs(*metric, ctx); }));
   }
   Context out = ctx.replace({.metric_states = std::move(metric_states)});
   if (!with_summaries) return out;
   Tree summary_states = Tree::dict();
   for (const auto& [name, summary] : aux.summaries) {
-    summary_states.insert(name, detail::with_context("get_state()", "summary", "summaries", name,
-                                                     [&] { return summary->get_state(out); }));
+    summary_states.insert(name, detail::with_context(
+                                    "get_state()", "summary", "summaries", name, [&] { return summary->get_state(out); },
+                                    [&] { return detail::describe_inputs(*summary, out); }));
   }
   return out.replace({.summary_states = std::move(summary_states)});
 }

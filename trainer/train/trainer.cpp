@@ -5,6 +5,7 @@
 #include <sys/file.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <cstring>
 #include <exception>
@@ -27,6 +28,7 @@
 #include "trainer/models/model.h"
 #include "trainer/optim/optimizer.h"
 #include "trainer/summaries/summary.h"
+#include "trainer/train/error_context.h"
 #include "trainer/train/train_step.h"
 
 namespace kd::train {
@@ -78,16 +80,19 @@ std::string format_duration(double seconds) {
 // or more later, exits now. (One within the second is the same request arriving twice, e.g.
 // a scheduler signalling every process of a job while kd launch passes it on too.)
 volatile sig_atomic_t g_stop_signal = 0;
-volatile sig_atomic_t g_stop_time = 0;  // CLOCK_MONOTONIC seconds of the first signal
+// CLOCK_MONOTONIC nanoseconds of the first signal. A lock-free atomic is async-signal-safe.
+std::atomic<int64_t> g_stop_time_ns{0};
+static_assert(std::atomic<int64_t>::is_always_lock_free);
 
 extern "C" void on_stop_signal(int sig) {
   timespec now{};
   clock_gettime(CLOCK_MONOTONIC, &now);  // async-signal-safe
+  const int64_t ns = static_cast<int64_t>(now.tv_sec) * 1'000'000'000 + now.tv_nsec;
   if (g_stop_signal != 0) {
-    if (now.tv_sec - g_stop_time >= 1) _exit(128 + sig);
+    if (ns - g_stop_time_ns.load() >= 1'000'000'000) _exit(128 + sig);
     return;
   }
-  g_stop_time = static_cast<sig_atomic_t>(now.tv_sec);
+  g_stop_time_ns.store(ns);
   g_stop_signal = sig;
 }
 
@@ -261,8 +266,13 @@ Trainer::Trainer(const config::Node& cfg) : experiment_(cfg) {
   int64_t params = 0;
   for (const auto& p : model_->parameters()) params += p.numel();
   if (auto n = cfg.find("num_threads"); n && !n->is_null() && n->as_string() != "auto") {
+    // More threads than a few per core only contend (and tens of thousands never start).
+    const int64_t most = 4 * std::max<int64_t>(1, std::thread::hardware_concurrency());
     num_threads_ = n->as_int();
-    if (num_threads_ <= 0) throw ConfigError(n->where() + ": num_threads must be > 0 or auto");
+    if (num_threads_ <= 0 || num_threads_ > most) {
+      throw ConfigError(n->where() + ": num_threads must be auto or in [1, " + std::to_string(most) + "] (4 per core of " +
+                        "this machine), got " + std::to_string(num_threads_));
+    }
   } else {
     // The cores are shared by the ranks of this machine.
     const int64_t cores = std::max<int64_t>(1, std::thread::hardware_concurrency() / (world_ ? world_->local_world_size : 1));
@@ -431,6 +441,9 @@ void Trainer::open_workdir(const Context* first_context, bool write_config) {
   if (write_jsonl_) writers_.push_back(std::make_unique<writers::JsonlWriter>(workdir_ + "/metrics.jsonl"));
   if (write_csv_) writers_.push_back(std::make_unique<writers::CsvWriter>(workdir_));
   if (write_tensorboard_) writers_.push_back(std::make_unique<writers::TensorBoardWriter>(workdir_));
+  if (start_over_) {
+    for (auto& w : writers_) w->truncate_after(-1);  // the records of the run that starts over
+  }
   log_->info("workdir: {}", workdir_);
   if (first_context) {
     // Once at the start: the experiment, the parameter table and every Context path.
@@ -468,16 +481,23 @@ void Trainer::resume_or_start(AuxiliariesState& merged, int64_t& interval_steps)
         throw CorruptionError("the workdir \"" + workdir_ + "\" holds checkpoints but none is valid (see above); "
                               "nothing was changed. Choose another workdir, e.g. --cfg.workdir=" + workdir_ + "_2");
       }
-      for (const char* file : {"metrics.jsonl", "config.yaml"}) {
-        if (fs::exists(fs::path(workdir_) / file)) {
-          throw ConfigError("the workdir \"" + workdir_ + "\" already holds a run (" + file +
-                            ") without a checkpoint to resume from; nothing was changed. Choose another workdir, "
-                            "e.g. --cfg.workdir=" + workdir_ + "_2, or delete this one to start over");
-        }
+      // A run stopped (killed, out of memory, power) before its first checkpoint: the same
+      // experiment starts over and rewrites its logs; another one is refused (it must not
+      // overwrite someone else's logs).
+      const fs::path config = fs::path(workdir_) / "config.yaml";
+      if (fs::exists(config)) {
+        check_config_unchanged(checkpoints::posix_file_system()->read_file(config.string()), "the run in");
+        start_over_ = true;
+        log_->warn("the workdir \"{}\" holds a run of this experiment that stopped before its first checkpoint; "
+                   "starting it over (its logs are rewritten)", workdir_);
+      } else if (fs::exists(fs::path(workdir_) / "metrics.jsonl")) {
+        throw ConfigError("the workdir \"" + workdir_ + "\" already holds logs (metrics.jsonl) of a run without "
+                          "config.yaml or a checkpoint; nothing was changed. Choose another workdir, e.g. --cfg.workdir=" +
+                          workdir_ + "_2, or delete this one to start over");
       }
     } else {
       saved_config = checkpoints::posix_file_system()->read_file(latest->path + "/config.yaml");
-      check_config_unchanged(saved_config);
+      check_config_unchanged(saved_config, "the checkpoints in");
     }
   }
   if (group_) {
@@ -536,7 +556,7 @@ void Trainer::resume_or_start(AuxiliariesState& merged, int64_t& interval_steps)
   log_->info("resuming from step {} ({})", state_.step, latest->path);
 }
 
-void Trainer::check_config_unchanged(const std::string& saved_yaml) const {
+void Trainer::check_config_unchanged(const std::string& saved_yaml, const std::string& what) const {
   if (allow_config_change_) return;
   const auto before = config::Node::parse(saved_yaml, "saved").flatten();
   const auto now = config::Node::parse(experiment_.to_yaml(), "now").flatten();
@@ -555,7 +575,7 @@ void Trainer::check_config_unchanged(const std::string& saved_yaml) const {
     if (!may_change_on_resume(k) && !a.count(k)) diffs.push_back(k + ": (absent) -> " + v);
   }
   if (diffs.empty()) return;
-  std::string message = "the experiment differs from the one that trained the checkpoints in \"" + workdir_ + "\":";
+  std::string message = "the experiment differs from the one that trained " + what + " \"" + workdir_ + "\":";
   for (const auto& d : diffs) message += "\n  " + d;
   throw ConfigError(message + "\nResume with the same experiment, pass --cfg.allow_config_change=true to resume anyway, "
                               "or choose another workdir.");
@@ -652,9 +672,12 @@ void Trainer::train() {
       wait_at_interval_start = pipeline_->wait_seconds();
     }
     for (auto& cb : callbacks_) cb->on_step_end(*this, state_.step, logged);
-    if (run_evals(state_.step == num_train_steps_, merged, interval_steps)) last_saved = state_.step;
+    // The checkpoint first: an eval that fails must not cost the steps trained since the last one.
     if (last_saved != state_.step && (checkpointer_->should_save(state_.step) || state_.step == last_step)) {
       save_checkpoint(merged, interval_steps);
+      last_saved = state_.step;
+    }
+    if (run_evals(state_.step == num_train_steps_, merged, interval_steps, last_saved == state_.step)) {
       last_saved = state_.step;
     }
     if (progress_) {
@@ -754,8 +777,11 @@ void Trainer::write_summaries(const std::string& collection, const AuxiliariesSt
 
 writers::Scalars Trainer::run_eval(evals::Evaluator& evaluator) {
   const auto start = Clock::now();
-  const AuxiliariesState result = merge_across_ranks(evaluator.evaluate(*step_, state_, device_),
-                                                     evaluator.auxiliaries(), "merging eval " + evaluator.name());
+  const AuxiliariesState result = detail::with_context(
+      ("evaluating at step " + std::to_string(state_.step)).c_str(), "eval", "evals", evaluator.name(), [&] {
+        return merge_across_ranks(evaluator.evaluate(*step_, state_, device_), evaluator.auxiliaries(),
+                                  "merging eval " + evaluator.name());
+      });
   write_summaries(evaluator.name(), result);
   writers::Scalars values = result.compute_scalars();
   values.emplace_back("perf_stats/eval_time_sec", std::chrono::duration<double>(Clock::now() - start).count());
@@ -766,8 +792,7 @@ writers::Scalars Trainer::run_eval(evals::Evaluator& evaluator) {
   return values;
 }
 
-bool Trainer::run_evals(bool last, AuxiliariesState& merged, int64_t interval_steps) {
-  bool saved = false;
+bool Trainer::run_evals(bool last, AuxiliariesState& merged, int64_t interval_steps, bool saved) {
   for (auto& evaluator : evaluators_) {
     if (!evaluator->should_run(state_.step, last)) continue;
     const writers::Scalars values = run_eval(*evaluator);

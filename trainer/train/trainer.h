@@ -101,7 +101,9 @@ class Trainer {
   writers::Scalars run_eval(evals::Evaluator& evaluator);
   // Resumes from the newest valid checkpoint of the workdir, if any; the restored interval state.
   void resume_or_start(AuxiliariesState& merged, int64_t& interval_steps);
-  void check_config_unchanged(const std::string& saved_yaml) const;
+  // Throws ConfigError listing the differences from `saved_yaml`, the experiment of `what` (e.g.
+  // "the checkpoints in") the workdir, unless allow_config_change.
+  void check_config_unchanged(const std::string& saved_yaml, const std::string& what) const;
   // Saves the step's checkpoint (rank 0; every rank takes part). In a data-parallel job the
   // interval's states are first merged over the ranks: rank 0 keeps the merged ones, the
   // others start afresh.
@@ -125,8 +127,9 @@ class Trainer {
   int64_t rank0_value(int64_t value, const std::string& what);
   writers::Scalars log_train_metrics(const AuxiliariesState& merged, double seconds, int64_t steps,
                                      double data_wait);
-  // Runs the evals due at this step; true when it saved a checkpoint (a new best).
-  bool run_evals(bool last, AuxiliariesState& merged, int64_t interval_steps);
+  // Runs the evals due at this step; true when it saved a checkpoint (a new best). `saved`: this
+  // step's checkpoint exists already.
+  bool run_evals(bool last, AuxiliariesState& merged, int64_t interval_steps, bool saved);
   // Holds an exclusive lock on WORKDIR/.lock while this trainer uses the workdir.
   void lock_workdir();
 
@@ -161,6 +164,7 @@ class Trainer {
   bool progress_ = false;  // a progress bar on a terminal
   std::optional<double> last_loss_;  // the latest logged losses/total, for the progress bar
   bool workdir_open_ = false;
+  bool start_over_ = false;  // the workdir's run stopped before its first checkpoint: rewrite its logs
   int lock_fd_ = -1;
   std::chrono::steady_clock::time_point start_;
 

@@ -1,0 +1,134 @@
+// End-to-end tests of kd under faults and hostile input: kills before the first checkpoint,
+// failing evals, signals in pairs, and experiments that must be refused with a clear error.
+#include <torch/torch.h>  // before Catch: LibTorch's glog defines its own CHECK
+
+#include <catch2/catch.hpp>
+
+#include <regex>
+
+#include "tests/e2e/helpers.h"
+
+using namespace kd_e2e;
+
+namespace {
+
+std::vector<int64_t> logged_steps(const fs::path& workdir, const std::string& collection) {
+  std::vector<int64_t> steps;
+  for (const auto& r : kd::writers::read_jsonl((workdir / "metrics.jsonl").string())) {
+    if (r.collection == collection) steps.push_back(r.step);
+  }
+  return steps;
+}
+
+// 300 steps without a periodic checkpoint (save_interval_steps 1000): only the end saves one.
+std::string no_early_checkpoint(const fs::path& workdir) {
+  return "train " + small_mlp(workdir) + " --cfg.num_threads=1 --cfg.evals={}";
+}
+
+}  // namespace
+
+TEST_CASE("a run killed before its first checkpoint starts over with the same command and ends as an uninterrupted one") {
+  const fs::path straight = fresh_dir(), killed = fresh_dir();
+  const Result r = run_kd(no_early_checkpoint(straight));
+  INFO(r.output);
+  REQUIRE(r.code == 0);
+
+  const fs::path log = killed.string() + ".log";
+  const pid_t pid = spawn_kd(no_early_checkpoint(killed), log);
+  REQUIRE(wait_for([&] { return read_text(log).find("step 100 ") != std::string::npos; }, 120));
+  kill(pid, SIGKILL);
+  wait_exit_code(pid);
+  REQUIRE((!fs::exists(killed / "checkpoints") || checkpoint_names(killed).empty()));
+
+  // Another experiment on that workdir is refused, and nothing is changed.
+  const std::string before = read_text(killed / "metrics.jsonl");
+  const Result other = run_kd(no_early_checkpoint(killed) + " --cfg.seed=7");
+  CHECK(other.code == 2);
+  CHECK_THAT(other.output, Catch::Contains("seed: 0 -> 7"));
+  CHECK(read_text(killed / "metrics.jsonl") == before);
+
+  const Result again = run_kd(no_early_checkpoint(killed));
+  INFO(again.output);
+  REQUIRE(again.code == 0);
+  CHECK_THAT(again.output, Catch::Contains("stopped before its first checkpoint; starting it over"));
+  CHECK(logged_steps(killed, "train") == std::vector<int64_t>{100, 200, 300});  // each once
+  CHECK(same_params(straight, killed, 300));
+  // log.txt keeps the killed run's lines (written at once), then the new run's.
+  const std::string text = read_text(killed / "log.txt");
+  CHECK(std::regex_search(text, std::regex("\\[info\\] step 100 [^\\n]*\\n(.*\\n)*.*starting it over")));
+  fs::remove_all(straight);
+  fs::remove_all(killed);
+  fs::remove(log);
+}
+
+TEST_CASE("an eval that fails where a checkpoint is due leaves that checkpoint and names the eval") {
+  const fs::path dir = fresh_dir();
+  const Result r = run_kd("train " + small_mlp(dir) + " --cfg.num_threads=1 --cfg.checkpointer.save_interval_steps=50"
+                          " '--cfg.evals.test.run={every_n_steps: 50}'"
+                          " '--cfg.evals.test.metrics={accuracy: {type: Accuracy, labels: batch.lable}}'");
+  INFO(r.output);
+  CHECK(r.code == 2);
+  CHECK_THAT(r.output, Catch::Contains("evaluating at step 50 failed for eval 'evals/test'") &&
+                           Catch::Contains("Did you mean \"batch.label\""));
+  CHECK(checkpoint_names(dir) == std::vector<std::string>{"ckpt_50"});
+  fs::remove_all(dir);
+}
+
+TEST_CASE("SIGINT twice within a second is one request: one checkpoint, exit 0") {
+  const fs::path dir = fresh_dir();
+  const fs::path log = dir.string() + ".log";
+  const pid_t pid = spawn_kd("train " + small_mlp(dir) + " --cfg.num_threads=1 --cfg.num_train_steps=100000 "
+                             "--cfg.log_metrics_every=10 --cfg.evals={}",
+                             log);
+  REQUIRE(wait_for([&] { return read_text(log).find("step 10 ") != std::string::npos; }, 120));
+  kill(pid, SIGINT);
+  int status = 0;
+  // 0.6 s later, while it saves (once it has exited, there is no one left to signal).
+  if (!wait_for([&] { return waitpid(pid, &status, WNOHANG) == pid; }, 0.6)) {
+    kill(pid, SIGINT);
+    waitpid(pid, &status, 0);
+  }
+  const std::string out = read_text(log);
+  INFO(out);
+  CHECK(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 0);
+  CHECK_THAT(out, Catch::Contains("stopped by signal 2 at step"));
+  CHECK(checkpoint_names(dir).size() == 1);
+  fs::remove_all(dir);
+  fs::remove(log);
+}
+
+TEST_CASE("experiments and command lines a user gets wrong are refused with the key and exit 2, writing nothing") {
+  const fs::path dir = fresh_dir();
+  const std::string base = "train --cfg=" + kMlp + " --cfg.workdir=" + dir.string() + " ";
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"--cfg.evals=[test]", "--cfg.evals: \"evals\" must be a map"},
+      {"--cfg.checkpointer=5", "\"checkpointer\" must be a map"},
+      {"--cfg.evals.test.num_batches=-1", "\"evals.test.num_batches\" must be >= 0, got -1"},
+      {"--cfg.optimizer.learning_rate=-1", "\"optimizer.learning_rate\" must be a finite number >= 0, got -1"},
+      {"--cfg.optimizer.learning_rate=.nan", "\"optimizer.learning_rate\" must be a finite number >= 0, got nan"},
+      {"--cfg.optimizer.weight_decay=-1", "\"optimizer.weight_decay\" must be >= 0, got -1"},
+      {"--cfg.optimizer.b2=1", "\"optimizer.b2\" must be below 1"},
+      {"--cfg.model.hidden_sizes=[-5]", "element 0 is -5"},
+      {"--cfg.model.hidden_sizes=[0]", "element 0 is 0"},
+      {"--cfg.num_threads=100000", "num_threads must be auto or in [1, "},
+      {"--cfg.train_ds.prefetch=1000000000", "\"train_ds.prefetch\" must be in [0, 64]"},
+      {"--cfg.optimizer.learnig_rate=1", "--cfg.optimizer.learnig_rate: unknown key \"learnig_rate\""},
+      {"'--cfg.seed=&a [*a]'", "nested deeper than 64 levels"},
+      {"--cfg.distributed.timeout_s=.inf", "\"distributed.timeout_s\" must be in"},
+  };
+  for (const auto& [arg, message] : cases) {
+    const Result r = run_kd(base + arg);
+    INFO(arg << "\n" << r.output);
+    CHECK(r.code == 2);
+    CHECK_THAT(r.output, Catch::Contains(message));
+    CHECK_THAT(r.output, !Catch::Contains("Exception raised from") && !Catch::Contains("INTERNAL ASSERT"));
+    CHECK(!fs::exists(dir));
+  }
+  Result r = run_kd("trian --cfg=" + kMlp);
+  CHECK(r.code == 2);
+  CHECK_THAT(r.output, Catch::Contains("unknown command \"trian\". Did you mean \"train\"?"));
+  r = run_kd("train --cfg=" + std::string(KD_SOURCE_DIR) + "/configs");
+  CHECK(r.code == 2);
+  CHECK_THAT(r.output, Catch::Contains("is a directory; give the experiment's YAML file"));
+}
