@@ -71,23 +71,29 @@ int run_eval(const std::string& workdir, int64_t step, const std::vector<std::st
 int run_export(const std::string& workdir, int64_t step, const std::string& out, const std::string& format,
                bool collections) {
   kd::checkpoints::Checkpointer checkpointer(workdir + "/checkpoints", {});
+  // The checkpoint of --step, or the newest that reads (a damaged one is skipped).
   std::optional<kd::checkpoints::CheckpointInfo> chosen;
+  kd::checkpoints::NamedTensors tensors;
   for (const auto& info : checkpointer.probe()) {
-    if (step >= 0 ? info.step == step : info.valid()) {
+    if (step >= 0 ? info.step != step : !info.valid()) continue;
+    try {
+      if (!info.valid()) throw kd::CorruptionError("checkpoint " + info.path + " is damaged: " + info.problem);
+      tensors.clear();
+      for (const char* group : {"params", "collections"}) {
+        if (std::string(group) == "collections" && !collections) continue;
+        for (auto& [name, t] : kd::checkpoints::read_checkpoint_tensors(info.path, group)) {
+          tensors.emplace_back(std::string(group) + "." + name, t);
+        }
+      }
       chosen = info;
       break;
+    } catch (const kd::CorruptionError& e) {
+      if (step >= 0) throw;
+      std::cerr << "kd: warning: " << e.what() << "; trying the checkpoint before it\n";
     }
   }
   if (!chosen) throw kd::ConfigError("no " + (step >= 0 ? "checkpoint of step " + std::to_string(step) : std::string("valid checkpoint")) +
                                      " in \"" + checkpointer.directory() + "\"");
-  if (!chosen->valid()) throw kd::CorruptionError("checkpoint " + chosen->path + " is damaged: " + chosen->problem);
-  kd::checkpoints::NamedTensors tensors;
-  for (const char* group : {"params", "collections"}) {
-    if (std::string(group) == "collections" && !collections) continue;
-    for (auto& [name, t] : kd::checkpoints::read_checkpoint_tensors(chosen->path, group)) {
-      tensors.emplace_back(std::string(group) + "." + name, t);
-    }
-  }
   if (format == "safetensors") {
     kd::checkpoints::write_new_file(out, kd::checkpoints::safetensors_bytes(
                                              tensors, {{"format", "pt"}, {"step", std::to_string(chosen->step)}}));

@@ -4,6 +4,10 @@
 
 #include <catch2/catch.hpp>
 
+#include <xxhash.h>
+
+#include <functional>
+#include <nlohmann/json.hpp>
 #include <regex>
 
 #include "tests/e2e/helpers.h"
@@ -131,4 +135,107 @@ TEST_CASE("experiments and command lines a user gets wrong are refused with the 
   r = run_kd("train --cfg=" + std::string(KD_SOURCE_DIR) + "/configs");
   CHECK(r.code == 2);
   CHECK_THAT(r.output, Catch::Contains("is a directory; give the experiment's YAML file"));
+}
+
+namespace {
+
+std::string xxh3_hex(const std::string& data) {
+  char buf[17];
+  std::snprintf(buf, sizeof(buf), "%016llx", static_cast<unsigned long long>(XXH3_64bits(data.data(), data.size())));
+  return buf;
+}
+
+// Writes `data` as `file` of checkpoint `dir` and re-signs its manifest: the checksums stay
+// valid, as an attacker (or a buggy tool) would leave them.
+void craft(const fs::path& dir, const std::string& file, const std::string& data) {
+  std::ofstream(dir / file, std::ios::binary | std::ios::trunc) << data;
+  auto manifest = nlohmann::json::parse(read_text(dir / "MANIFEST.json"));
+  manifest["files"][file] = {{"size", data.size()}, {"xxh3_64", xxh3_hex(data)}};
+  std::ofstream(dir / "MANIFEST.json", std::ios::trunc) << manifest.dump(1);
+}
+
+void copy_dir(const fs::path& from, const fs::path& to) {
+  fs::remove_all(to);
+  fs::copy(from, to, fs::copy_options::recursive);
+}
+
+}  // namespace
+
+TEST_CASE("crafted checkpoints with valid checksums are damaged: the one before them is used, and the run ends as an uninterrupted one") {
+  const fs::path straight = fresh_dir(), pristine = fresh_dir(), dir = fresh_dir();
+  const auto args = [](const fs::path& w, int steps) {
+    return "train " + small_mlp(w) + " --cfg.num_threads=1 --cfg.evals={} --cfg.checkpointer.save_interval_steps=100"
+           " --cfg.checkpointer.max_to_keep=5 --cfg.num_train_steps=" + std::to_string(steps);
+  };
+  REQUIRE(run_kd(args(straight, 300)).code == 0);
+  const Result first = run_kd(args(pristine, 200));
+  INFO(first.output);
+  REQUIRE(first.code == 0);
+  const fs::path newest = dir / "checkpoints" / "ckpt_200";
+  const std::string meta = read_text(pristine / "checkpoints" / "ckpt_200" / "meta.json");
+  auto meta_with = [&](const std::function<void(nlohmann::ordered_json&)>& edit) {
+    auto j = nlohmann::ordered_json::parse(meta);
+    edit(j);
+    return j.dump(1);
+  };
+  std::string deep = "null";
+  for (int i = 0; i < 5000; ++i) deep = "{\"l\": [" + deep + "]}";
+
+  const std::vector<std::pair<std::string, std::function<void()>>> crafts = {
+      {"a manifest naming a file outside the checkpoint",
+       [&] {
+         auto m = nlohmann::json::parse(read_text(newest / "MANIFEST.json"));
+         m["files"]["../../config.yaml"] = m["files"]["config.yaml"];
+         std::ofstream(newest / "MANIFEST.json", std::ios::trunc) << m.dump();
+       }},
+      {"a manifest that lists nothing",
+       [&] { std::ofstream(newest / "MANIFEST.json", std::ios::trunc) << "{\"step\": 200, \"files\": {}}"; }},
+      {"a manifest whose step is not the directory's",
+       [&] {
+         auto m = nlohmann::json::parse(read_text(newest / "MANIFEST.json"));
+         m["step"] = 7;
+         std::ofstream(newest / "MANIFEST.json", std::ios::trunc) << m.dump();
+       }},
+      {"meta.json with another step", [&] { craft(newest, "meta.json", meta_with([](auto& j) { j["step"] = 999; })); }},
+      {"meta.json nested 5000 deep",
+       [&] { craft(newest, "meta.json", meta_with([&](auto& j) { j["aux"] = nlohmann::ordered_json::parse(deep); })); }},
+      {"meta.json pointing a weight at a bias tensor",
+       [&] { craft(newest, "meta.json", meta_with([](auto& j) { j["params"][0][1] = j["params"][1][1]; })); }},
+      {"meta.json that is not an object", [&] { craft(newest, "meta.json", "[1, 2, 3]"); }},
+      {"a data position past the data",
+       [&] { craft(newest, "meta.json", meta_with([](auto& j) { j["data"]["index"] = 1000000; })); }},
+      {"state.pt that is not an archive", [&] { craft(newest, "state.pt", std::string(4096, 'x')); }},
+      {"state.pt as a link to a file elsewhere",
+       [&] {
+         fs::remove(newest / "state.pt");
+         fs::create_symlink(pristine / "checkpoints" / "ckpt_200" / "state.pt", newest / "state.pt");
+       }},
+      {"a config.yaml that is an alias bomb", [&] { craft(newest, "config.yaml", "a: &a [*a]\n"); }},
+  };
+  for (const auto& [what, damage] : crafts) {
+    INFO(what);
+    copy_dir(pristine, dir);
+    damage();
+    fs::create_directories(dir / "checkpoints" / "ckpt_999");       // a stray empty directory
+    std::ofstream(dir / "checkpoints" / "notes.txt") << "mine\n";  // and a user's file
+    const Result r = run_kd(args(dir, 300));
+    INFO(r.output);
+    REQUIRE(r.code == 0);
+    CHECK_THAT(r.output, Catch::Contains("ckpt_200 is damaged") && Catch::Contains("resuming from step 100"));
+    CHECK(same_params(straight, dir, 300));
+    CHECK(read_text(dir / "checkpoints" / "notes.txt") == "mine\n");
+  }
+  // kd eval and kd export skip the damaged newest checkpoint too.
+  copy_dir(pristine, dir);
+  craft(newest, "meta.json", meta_with([](auto& j) { j["step"] = 999; }));
+  const Result eval = run_kd("eval --workdir=" + dir.string() + " '--cfg.evals={test: {ds: {type: FashionMnist, split: test, "
+                             "num_examples: 500, batch_size: 250}}}'");
+  INFO(eval.output);
+  CHECK(eval.code == 0);
+  CHECK_THAT(eval.output, Catch::Contains("ckpt_200 is damaged"));
+  const Result exported = run_kd("export --workdir=" + dir.string() + " --out=" + (dir / "p.safetensors").string());
+  INFO(exported.output);
+  CHECK(exported.code == 0);
+  CHECK_THAT(exported.output, Catch::Contains("of step 100"));
+  for (const auto& d : {straight, pristine, dir}) fs::remove_all(d);
 }

@@ -5,6 +5,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <filesystem>
+#include <iterator>
 #include <sstream>
 
 #include <ATen/Context.h>
@@ -21,6 +23,8 @@ namespace {
 using json = nlohmann::ordered_json;
 constexpr const char* kManifest = "MANIFEST.json";
 constexpr const char* kPrefix = "ckpt_";
+// The files of a checkpoint, all listed in its manifest.
+constexpr const char* kFiles[] = {"state.pt", "meta.json", "config.yaml"};
 
 std::string hex64(uint64_t v) {
   char buf[17];
@@ -33,7 +37,7 @@ std::string checksum(std::string_view data) { return hex64(XXH3_64bits(data.data
 std::optional<int64_t> step_of(const std::string& name) {
   if (name.rfind(kPrefix, 0) != 0) return std::nullopt;
   const std::string digits = name.substr(std::char_traits<char>::length(kPrefix));
-  if (digits.empty() || digits.find_first_not_of("0123456789") != std::string::npos) return std::nullopt;
+  if (digits.empty() || digits.size() > 18 || digits.find_first_not_of("0123456789") != std::string::npos) return std::nullopt;
   return std::stoll(digits);
 }
 
@@ -94,6 +98,28 @@ class TensorReader {
   torch::serialize::InputArchive archive_;
   std::string where_;
 };
+
+// The optimizer's kind as the experiment names it ("adam"), to refuse restoring one kind's state
+// into another (LibTorch would fail deep inside, or load garbage).
+std::string optimizer_kind(const torch::optim::Optimizer& o) {
+  if (dynamic_cast<const torch::optim::AdamW*>(&o)) return "adamw";
+  if (dynamic_cast<const torch::optim::Adam*>(&o)) return "adam";
+  if (dynamic_cast<const torch::optim::SGD*>(&o)) return "sgd";
+  if (dynamic_cast<const torch::optim::RMSprop*>(&o)) return "rmsprop";
+  if (dynamic_cast<const torch::optim::Adagrad*>(&o)) return "adagrad";
+  if (dynamic_cast<const torch::optim::LBFGS*>(&o)) return "lbfgs";
+  return typeid(o).name();
+}
+
+// meta.json must describe the checkpoint of its directory. Throws CorruptionError (or
+// json::exception for wrongly typed values).
+void check_meta(const json& meta, const std::string& path) {
+  if (!meta.is_object()) throw CorruptionError(path + "/meta.json is not a kd checkpoint description");
+  const auto dir_step = step_of(std::filesystem::path(path).filename().string());
+  if (!dir_step || meta.at("step").get<int64_t>() != *dir_step) {
+    throw CorruptionError(path + "/meta.json says step " + meta.at("step").dump() + ", not the directory's");
+  }
+}
 
 std::vector<c10::Device> generator_devices() {
   std::vector<c10::Device> out{c10::Device(c10::kCPU)};
@@ -165,6 +191,7 @@ std::string Checkpointer::save(const Snapshot& s) {
     torch::serialize::OutputArchive optimizer_archive;
     s.optimizer->save(optimizer_archive);
     tensors.archive().write("optimizer", optimizer_archive);
+    meta["optimizer_type"] = optimizer_kind(*s.optimizer);
   }
   meta["ema"] = tensors.add_tree(s.ema);
   meta["aux"] = tensors.add_tree(s.aux);
@@ -226,18 +253,41 @@ std::string verify_checkpoint(FileSystem& fs, const std::string& path) {
   } catch (const json::exception&) {
     return "MANIFEST.json is not valid JSON";
   }
-  if (!manifest.contains("files") || !manifest["files"].is_object()) return "MANIFEST.json lists no files";
-  for (const auto& [name, entry] : manifest["files"].items()) {
+  if (!manifest.is_object() || !manifest.contains("files") || !manifest["files"].is_object()) {
+    return "MANIFEST.json lists no files";
+  }
+  const json& files = manifest["files"];
+  // Exactly the files kd writes: a name of another file (say "../../x") is never read.
+  for (const auto& [name, entry] : files.items()) {
+    if (std::find(std::begin(kFiles), std::end(kFiles), name) == std::end(kFiles)) {
+      return "MANIFEST.json lists \"" + name + "\", which is not a file of a kd checkpoint";
+    }
+    if (!entry.is_object() || !entry.contains("size") || !entry["size"].is_number_unsigned() ||
+        !entry.contains("xxh3_64") || !entry["xxh3_64"].is_string()) {
+      return "MANIFEST.json's entry of " + name + " is not {size, xxh3_64}";
+    }
+  }
+  for (const char* name : kFiles) {
+    if (!files.contains(name)) return std::string("MANIFEST.json does not list ") + name;
+  }
+  const auto step = step_of(std::filesystem::path(path).filename().string());
+  if (!manifest.contains("step") || !manifest["step"].is_number_integer() || !step ||
+      manifest["step"].get<int64_t>() != *step) {
+    return "MANIFEST.json's step " + (manifest.contains("step") ? manifest["step"].dump() : std::string("(none)")) +
+           " is not the directory's";
+  }
+  for (const char* name : kFiles) {
+    const json& entry = files[name];
     std::string data;
     try {
       data = fs.read_file(path + "/" + name);
-    } catch (const IOError&) {
-      return name + " is missing";
+    } catch (const IOError& e) {
+      return std::string(name) + " is missing or not a regular file";
     }
-    if (data.size() != entry.value("size", uint64_t{0})) {
-      return name + " has " + std::to_string(data.size()) + " bytes, the manifest says " + entry.value("size", json()).dump();
+    if (data.size() != entry["size"].get<uint64_t>()) {
+      return std::string(name) + " has " + std::to_string(data.size()) + " bytes, the manifest says " + entry["size"].dump();
     }
-    if (checksum(data) != entry.value("xxh3_64", "")) return name + " fails its checksum";
+    if (checksum(data) != entry["xxh3_64"].get<std::string>()) return std::string(name) + " fails its checksum";
   }
   return "";
 }
@@ -274,6 +324,12 @@ void Checkpointer::restore(const std::string& path, Snapshot& s) const {
   torch::NoGradGuard no_grad;
   auto copy_named = [&](const json& entries, const torch::OrderedDict<std::string, torch::Tensor>& live, const char* group) {
     std::vector<std::string> missing;
+    if (!entries.is_array()) throw CorruptionError(path + "/meta.json: \"" + group + "\" is not a list");
+    for (const auto& e : entries) {
+      if (!e.is_array() || e.size() != 2 || !e[0].is_string()) {
+        throw CorruptionError(path + "/meta.json: an entry of \"" + group + "\" is not [name, tensor]");
+      }
+    }
     for (const auto& item : live) {
       const json* found = nullptr;
       for (const auto& e : entries) {
@@ -284,8 +340,9 @@ void Checkpointer::restore(const std::string& path, Snapshot& s) const {
         continue;
       }
       const torch::Tensor saved = tensors.get((*found)[1]);
-      if (saved.sizes() != item.value().sizes()) {
-        throw CorruptionError(path + ": " + group + "." + item.key() + " has shape " + describe_tensor(saved) +
+      if (saved.sizes() != item.value().sizes() || saved.scalar_type() != item.value().scalar_type() ||
+          saved.layout() != item.value().layout()) {
+        throw CorruptionError(path + ": " + group + "." + item.key() + " is " + describe_tensor(saved) +
                               " in the checkpoint but " + describe_tensor(item.value()) + " in the model");
       }
       item.value().copy_(saved);
@@ -297,6 +354,15 @@ void Checkpointer::restore(const std::string& path, Snapshot& s) const {
     }
   };
   try {
+    check_meta(meta, path);
+    if (s.optimizer && meta.contains("optimizer_type") &&
+        meta["optimizer_type"].get<std::string>() != optimizer_kind(*s.optimizer)) {
+      throw ConfigError(path + " holds the state of an optimizer of type " + meta["optimizer_type"].get<std::string>() +
+                        ", but the experiment's optimizer is " + optimizer_kind(*s.optimizer) +
+                        ": its state cannot be carried over. Start the new optimizer from these parameters in "
+                        "another workdir with init_transform: {checkpoint: " +
+                        std::filesystem::path(path).parent_path().parent_path().string() + "}");
+    }
     if (s.model) {
       copy_named(meta.at("params"), s.model->named_parameters(true), "params");
       copy_named(meta.at("collections"), s.model->named_buffers(true), "collections");
@@ -310,7 +376,15 @@ void Checkpointer::restore(const std::string& path, Snapshot& s) const {
     if (!s.ema.is_none()) {
       const auto live = s.ema.flatten(), saved = ema.flatten();
       if (live.size() != saved.size()) throw CorruptionError(path + ": the checkpoint's EMA params do not match the model");
-      for (std::size_t i = 0; i < live.size(); ++i) live[i].second.tensor().copy_(saved[i].second.tensor());
+      for (std::size_t i = 0; i < live.size(); ++i) {
+        const Tree& from = saved[i].second;
+        const torch::Tensor& to = live[i].second.tensor();
+        if (live[i].first != saved[i].first || !from.is_tensor() || from.tensor().sizes() != to.sizes() ||
+            from.tensor().scalar_type() != to.scalar_type()) {
+          throw CorruptionError(path + ": the checkpoint's EMA of " + live[i].first + " does not match the model");
+        }
+        to.copy_(from.tensor());
+      }
     }
     s.aux = tensors.get_tree(meta.at("aux"));
     s.aux_steps = meta.at("aux_steps").get<int64_t>();
@@ -400,10 +474,13 @@ std::vector<std::pair<std::string, torch::Tensor>> read_checkpoint_tensors(const
   std::vector<std::pair<std::string, torch::Tensor>> out;
   try {
     const json meta = json::parse(fs->read_file(path + "/meta.json"));
+    check_meta(meta, path);
     TensorReader tensors(fs->read_file(path + "/state.pt"), path);
     for (const auto& e : meta.at(group)) out.emplace_back(e[0].get<std::string>(), tensors.get(e[1]));
   } catch (const json::exception& e) {
     throw CorruptionError(path + "/meta.json: " + e.what());
+  } catch (const c10::Error& e) {
+    throw CorruptionError(path + ": " + e.msg().substr(0, e.msg().find('\n')));
   }
   return out;
 }

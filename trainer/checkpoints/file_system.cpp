@@ -46,11 +46,17 @@ class PosixFileSystem : public FileSystem {
   }
 
   std::string read_file(const std::string& path) override {
-    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-    if (fd < 0) fail("reading", path, errno);
+    // Regular files only, and not through a symbolic link: a FIFO or a device would block or
+    // never end, and a link could make a crafted checkpoint read files outside its directory.
+    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+    if (fd < 0) fail("reading", path, errno == ELOOP ? EINVAL : errno);
     std::string out;
     struct stat st {};
-    if (::fstat(fd, &st) == 0 && st.st_size > 0) out.reserve(static_cast<std::size_t>(st.st_size));
+    if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+      ::close(fd);
+      throw IOError("reading \"" + path + "\" failed: not a regular file");
+    }
+    if (st.st_size > 0) out.reserve(static_cast<std::size_t>(st.st_size));
     char buffer[1 << 16];
     while (true) {
       const ssize_t n = ::read(fd, buffer, sizeof(buffer));

@@ -14,7 +14,7 @@ class FileSystem {
   virtual ~FileSystem() = default;
   // Creates or replaces `path` with `data` and fsyncs it. Throws kd::IOError.
   virtual void write_file(const std::string& path, std::string_view data) = 0;
-  // Throws kd::IOError.
+  // The contents of a regular file (not a symbolic link, FIFO or device). Throws kd::IOError.
   virtual std::string read_file(const std::string& path) = 0;
   virtual void create_directories(const std::string& path) = 0;
   // Atomic rename (same file system); throws kd::IOError.

@@ -197,6 +197,11 @@ std::optional<Tree> Pipeline::next() {
 }
 
 void Pipeline::restore(const PipelineState& state) {
+  if (state.epoch < 0 || state.index < 0 || state.index >= batches_per_epoch()) {
+    throw CorruptionError("the data position (epoch " + std::to_string(state.epoch) + ", batch " +
+                          std::to_string(state.index) + ") does not exist in " + description_ + ", " +
+                          std::to_string(batches_per_epoch()) + " batches per epoch");
+  }
   stop_worker();
   position_ = state;
   start_worker();

@@ -67,7 +67,8 @@ class Pipeline {
   std::optional<Tree> next();
 
   PipelineState state() const { return position_; }
-  // Continue from `state` (as returned by state()); drops prefetched batches.
+  // Continue from `state` (as returned by state()); drops prefetched batches. A position outside
+  // the data is a kd::CorruptionError.
   void restore(const PipelineState& state);
 
   int64_t num_examples() const { return num_examples_; }

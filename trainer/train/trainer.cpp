@@ -27,6 +27,7 @@
 #include "trainer/evals/evaluator.h"
 #include "trainer/models/model.h"
 #include "trainer/optim/optimizer.h"
+#include "trainer/optim/optimizer_state.h"
 #include "trainer/summaries/summary.h"
 #include "trainer/train/error_context.h"
 #include "trainer/train/train_step.h"
@@ -460,20 +461,28 @@ void Trainer::open_workdir(const Context* first_context, bool write_config) {
 }
 
 void Trainer::resume_or_start(AuxiliariesState& merged, int64_t& interval_steps) {
-  // Rank 0 chooses (and checks) the checkpoint; in a data-parallel job every rank restores it.
+  // Rank 0 chooses the checkpoint: the newest that restores (one damaged or crafted beyond its
+  // checksums is skipped for the one before it); in a data-parallel job every rank then
+  // restores that one.
   std::optional<checkpoints::CheckpointInfo> latest;
-  std::string saved_config;
+  Tree restored_aux;
   if (is_chief()) {
     lock_workdir();
     checkpointer_->clean_up_interrupted_saves();
     const auto found = checkpointer_->probe();
     for (const auto& info : found) {
-      if (!info.valid()) log_->warn("checkpoint {} is damaged ({}); skipping it", info.path, info.problem);
-    }
-    for (const auto& info : found) {
-      if (info.valid()) {
+      if (!info.valid()) {
+        log_->warn("checkpoint {} is damaged ({}); skipping it", info.path, info.problem);
+        continue;
+      }
+      try {
+        check_config_unchanged(checkpoints::posix_file_system()->read_file(info.path + "/config.yaml"),
+                               "the checkpoints in");
+        restored_aux = restore_checkpoint(info, merged, interval_steps);
         latest = info;
         break;
+      } catch (const CorruptionError& e) {
+        log_->warn("checkpoint {} is damaged ({}); skipping it", info.path, e.what());
       }
     }
     if (!latest) {
@@ -495,9 +504,6 @@ void Trainer::resume_or_start(AuxiliariesState& merged, int64_t& interval_steps)
                           "config.yaml or a checkpoint; nothing was changed. Choose another workdir, e.g. --cfg.workdir=" +
                           workdir_ + "_2, or delete this one to start over");
       }
-    } else {
-      saved_config = checkpoints::posix_file_system()->read_file(latest->path + "/config.yaml");
-      check_config_unchanged(saved_config, "the checkpoints in");
     }
   }
   if (group_) {
@@ -515,6 +521,7 @@ void Trainer::resume_or_start(AuxiliariesState& merged, int64_t& interval_steps)
                               (latest ? " (" + latest->problem + ")" : std::string()) +
                               ". Every rank must see rank 0's workdir: put it on a shared file system");
       }
+      restored_aux = restore_checkpoint(*latest, merged, interval_steps);
     }
   }
   if (!latest) {
@@ -526,26 +533,10 @@ void Trainer::resume_or_start(AuxiliariesState& merged, int64_t& interval_steps)
     seed_rank();
     return;
   }
-  checkpoints::Snapshot snapshot;
-  snapshot.model = model_.get();
-  snapshot.optimizer = &step_->optimizer().torch_optimizer();
-  snapshot.ema = step_->optimizer().ema_params();
-  checkpointer_->restore(latest->path, snapshot);
-  state_ = step_->init();
-  state_.step = snapshot.step;
-  pipeline_->restore(snapshot.data);
-  merged = AuxiliariesState();
-  merged.auxiliaries = auxiliaries_;
-  if (is_chief()) {  // the states saved are those of every rank, merged; rank 0 carries them on
-    merged.loss_states = snapshot.aux.find("loss_states") ? snapshot.aux.at("loss_states") : Tree();
-    merged.metric_states = snapshot.aux.find("metric_states") ? snapshot.aux.at("metric_states") : Tree();
-    merged.summary_states = snapshot.aux.find("summary_states") ? snapshot.aux.at("summary_states") : Tree();
-  }
-  interval_steps = snapshot.aux_steps;
   if (group_) {
     // The checkpoint holds every rank's random states (CPU and GPU); a job resumed on another
     // number of ranks gives ranks other than 0 fresh streams.
-    const Tree* states = snapshot.aux.find("rank_rng");
+    const Tree* states = restored_aux.find("rank_rng");
     if (states && states->is_list() && static_cast<int>(states->size()) == world_size()) {
       if (!is_chief()) set_random_states(states->children()[static_cast<std::size_t>(rank())]);
     } else {
@@ -556,9 +547,71 @@ void Trainer::resume_or_start(AuxiliariesState& merged, int64_t& interval_steps)
   log_->info("resuming from step {} ({})", state_.step, latest->path);
 }
 
+Tree Trainer::restore_checkpoint(const checkpoints::CheckpointInfo& info, AuxiliariesState& merged,
+                                 int64_t& interval_steps) {
+  checkpoints::Snapshot snapshot;
+  snapshot.model = model_.get();
+  snapshot.optimizer = &step_->optimizer().torch_optimizer();
+  snapshot.ema = step_->optimizer().ema_params();
+  checkpointer_->restore(info.path, snapshot);
+  if (snapshot.aux_steps < 0) throw CorruptionError(info.path + ": a negative count of steps in the interval");
+  try {
+    pipeline_->restore(snapshot.data);
+  } catch (Error& e) {
+    e.add_context(info.path);
+    throw;
+  }
+  state_ = step_->init();
+  state_.step = snapshot.step;
+  check_optimizer_state(info.path);
+  merged = AuxiliariesState();
+  merged.auxiliaries = auxiliaries_;
+  if (is_chief()) {  // the states saved are those of every rank, merged; rank 0 carries them on
+    const auto field = [&](const char* name) {
+      const Tree* t = snapshot.aux.find(name);
+      return t ? *t : Tree();
+    };
+    merged.loss_states = field("loss_states");
+    merged.metric_states = field("metric_states");
+    merged.summary_states = field("summary_states");
+    // States that do not fit the experiment's losses and metrics would fail at the next log.
+    try {
+      merged.merge(merged).compute_scalars();
+    } catch (const std::exception& e) {
+      const std::string what = e.what();
+      throw CorruptionError(info.path + ": its interval's loss and metric states do not fit the experiment: " +
+                            what.substr(0, what.find('\n')));
+    }
+  }
+  interval_steps = snapshot.aux_steps;
+  return snapshot.aux;
+}
+
+void Trainer::check_optimizer_state(const std::string& path) const {
+  std::map<std::string, torch::Tensor> params;
+  for (const auto& item : model_->named_parameters(/*recurse=*/true)) params.emplace(item.key(), item.value());
+  const Tree state = optim::optimizer_state_tree(step_->optimizer().torch_optimizer(), *model_);
+  for (const auto& [key, leaf] : state.flatten_paths()) {
+    if (!leaf.is_tensor() || leaf.tensor().dim() == 0) continue;  // step counters
+    const std::string name = key.str().substr(0, key.str().rfind('.'));
+    const auto it = params.find(name);
+    if (it == params.end() || leaf.tensor().sizes() != it->second.sizes() ||
+        leaf.tensor().scalar_type() != it->second.scalar_type()) {
+      throw CorruptionError(path + ": the optimizer state " + key.str() + " is " + describe_tensor(leaf.tensor()) +
+                            (it == params.end() ? ", for no parameter of the model"
+                                                : ", but the parameter is " + describe_tensor(it->second)));
+    }
+  }
+}
+
 void Trainer::check_config_unchanged(const std::string& saved_yaml, const std::string& what) const {
   if (allow_config_change_) return;
-  const auto before = config::Node::parse(saved_yaml, "saved").flatten();
+  std::vector<std::pair<std::string, std::string>> before;
+  try {
+    before = config::Node::parse(saved_yaml, "saved").flatten();
+  } catch (const ConfigError& e) {
+    throw CorruptionError("the experiment saved with " + what + " \"" + workdir_ + "\" cannot be read: " + e.what());
+  }
   const auto now = config::Node::parse(experiment_.to_yaml(), "now").flatten();
   std::map<std::string, std::string> a(before.begin(), before.end()), b(now.begin(), now.end());
   std::vector<std::string> diffs;
@@ -709,33 +762,48 @@ void Trainer::train() {
 }
 
 int64_t Trainer::evaluate_checkpoint(std::optional<int64_t> step) {
+  // The checkpoint of `step`, or the newest that restores; rank 0 chooses for the job.
+  const auto restore = [&](const checkpoints::CheckpointInfo& info) {
+    if (!info.valid()) throw CorruptionError("checkpoint " + info.path + " is damaged: " + info.problem);
+    checkpoints::Snapshot snapshot;
+    snapshot.model = model_.get();
+    snapshot.ema = step_->optimizer().ema_params();
+    checkpointer_->restore(info.path, snapshot);
+    state_ = step_->init();
+    state_.step = snapshot.step;
+  };
   std::optional<checkpoints::CheckpointInfo> chosen;
-  for (const auto& info : checkpointer_->probe()) {
-    if (step ? info.step == *step : info.valid()) {
-      chosen = info;
-      break;
+  if (is_chief()) {
+    for (const auto& info : checkpointer_->probe()) {
+      if (step ? info.step != *step : !info.valid()) continue;
+      if (step) {
+        restore(info);  // the one asked for, damaged or not
+        chosen = info;
+        break;
+      }
+      try {
+        restore(info);
+        chosen = info;
+        break;
+      } catch (const CorruptionError& e) {
+        log_->warn("checkpoint {} is damaged ({}); skipping it", info.path, e.what());
+      }
     }
   }
-  if (group_) {  // every rank evaluates the checkpoint rank 0 chose
+  if (group_) {
     const int64_t agreed = rank0_value(chosen ? chosen->step : -1, "choosing the checkpoint to evaluate");
-    if (!chosen || chosen->step != agreed) {
-      chosen.reset();
+    if (!is_chief() && agreed >= 0) {
       for (const auto& info : checkpointer_->probe()) {
         if (info.step == agreed) chosen = info;
       }
+      if (!chosen) throw CorruptionError("rank " + std::to_string(rank()) + " cannot find checkpoint " + std::to_string(agreed));
+      restore(*chosen);
     }
   }
   if (!chosen) {
     throw ConfigError(step ? "no checkpoint of step " + std::to_string(*step) + " in \"" + checkpointer_->directory() + "\""
                            : "no valid checkpoint in \"" + checkpointer_->directory() + "\"");
   }
-  if (!chosen->valid()) throw CorruptionError("checkpoint " + chosen->path + " is damaged: " + chosen->problem);
-  checkpoints::Snapshot snapshot;
-  snapshot.model = model_.get();
-  snapshot.ema = step_->optimizer().ema_params();
-  checkpointer_->restore(chosen->path, snapshot);
-  state_ = step_->init();
-  state_.step = snapshot.step;
   open_workdir(nullptr, /*write_config=*/false);
   for (auto& evaluator : evaluators_) run_eval(*evaluator);
   for (auto& w : writers_) w->flush();

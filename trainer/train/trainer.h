@@ -45,6 +45,7 @@ class Pipeline;
 }
 namespace kd::checkpoints {
 class Checkpointer;
+struct CheckpointInfo;
 }
 namespace kd::evals {
 class Evaluator;
@@ -101,6 +102,12 @@ class Trainer {
   writers::Scalars run_eval(evals::Evaluator& evaluator);
   // Resumes from the newest valid checkpoint of the workdir, if any; the restored interval state.
   void resume_or_start(AuxiliariesState& merged, int64_t& interval_steps);
+  // Restores `info` into the model, optimizer, data position and step; the interval's states
+  // into `merged` (rank 0). Returns the checkpoint's aux tree. Throws CorruptionError when the
+  // checkpoint does not fit the experiment (then the caller may try the one before it).
+  Tree restore_checkpoint(const checkpoints::CheckpointInfo& info, AuxiliariesState& merged, int64_t& interval_steps);
+  // Throws CorruptionError when a restored optimizer state does not fit its parameter.
+  void check_optimizer_state(const std::string& path) const;
   // Throws ConfigError listing the differences from `saved_yaml`, the experiment of `what` (e.g.
   // "the checkpoints in") the workdir, unless allow_config_change.
   void check_config_unchanged(const std::string& saved_yaml, const std::string& what) const;

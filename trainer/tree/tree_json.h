@@ -5,7 +5,9 @@
 //   tensor -> {"t": on_tensor(t)}         dict -> {"d": [[key, node], ...]}  (in order)
 //   list -> {"l": [node, ...]}
 //
-// Used by checkpoints (meta.json) and by ranks exchanging states.
+// Used by checkpoints (meta.json) and by ranks exchanging states. tree_from_json throws
+// kd::CorruptionError for a skeleton that is not one (deeper than 64 levels, malformed nodes) and
+// nlohmann::json::exception for wrongly typed values.
 #pragma once
 
 #include <functional>
