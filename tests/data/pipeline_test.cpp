@@ -146,6 +146,18 @@ TEST_CASE("IDX files are read gzipped or plain, and damaged ones are reported") 
   }
   CHECK_THROWS_WITH(kd::data::read_idx((dir / "truncated").string()), Catch::Contains("truncated download"));
   CHECK_THROWS_AS(kd::data::read_idx((dir / "missing").string()), kd::IOError);
+  {
+    // Found by fuzzing: three dimensions of 0xa40000 overflowed the count (undefined behaviour).
+    const unsigned char huge[] = {0, 0, 8, 3, 0, 0, 0, 2, 0xa4, 0, 0, 2, 0xa4, 0, 0, 2, 0, 0, 0, 2, 0, 1, 2, 3};
+    std::ofstream(dir / "huge", std::ios::binary).write(reinterpret_cast<const char*>(huge), sizeof(huge));
+  }
+  CHECK_THROWS_WITH(kd::data::read_idx((dir / "huge").string()), Catch::Contains("multiply past 16 GiB"));
+  {
+    // Found by fuzzing: a dimension of 0 copied from a null pointer.
+    const unsigned char empty[] = {0, 0, 8, 3, 0, 0, 0, 2, 0, 0, 0, 0, 0, 1, 0xfa, 7};
+    std::ofstream(dir / "empty", std::ios::binary).write(reinterpret_cast<const char*>(empty), sizeof(empty));
+  }
+  CHECK(kd::data::read_idx((dir / "empty").string()).sizes() == torch::IntArrayRef({2, 0, 129543}));
   std::filesystem::remove_all(dir);
 }
 
