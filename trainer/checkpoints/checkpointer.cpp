@@ -391,13 +391,13 @@ void Checkpointer::restore(const std::string& path, Snapshot& s) const {
     s.step = meta.at("step").get<int64_t>();
     s.data = {meta.at("data").at("epoch").get<int64_t>(), meta.at("data").at("index").get<int64_t>()};
     for (const auto& entry : meta.at("rng")) {
-      const c10::Device device(entry[0].get<std::string>());
+      const c10::Device device(entry.at(0).get<std::string>());
       if (device.is_cuda() && (!torch::cuda::is_available() || device.index() >= static_cast<int>(torch::cuda::device_count()))) {
         continue;  // resumed on a machine without that GPU
       }
       auto generator = at::globalContext().defaultGenerator(device);
       std::lock_guard<std::mutex> lock(generator.mutex());
-      generator.set_state(tensors.get(entry[1]));
+      generator.set_state(tensors.get(entry.at(1)));
     }
     s.config_yaml = fs_->read_file(path + "/config.yaml");
   } catch (const json::exception& e) {
@@ -476,7 +476,9 @@ std::vector<std::pair<std::string, torch::Tensor>> read_checkpoint_tensors(const
     const json meta = json::parse(fs->read_file(path + "/meta.json"));
     check_meta(meta, path);
     TensorReader tensors(fs->read_file(path + "/state.pt"), path);
-    for (const auto& e : meta.at(group)) out.emplace_back(e[0].get<std::string>(), tensors.get(e[1]));
+    const json& entries = meta.at(group);
+    if (!entries.is_array()) throw CorruptionError(path + "/meta.json: \"" + group + "\" is not a list");
+    for (const auto& e : entries) out.emplace_back(e.at(0).get<std::string>(), tensors.get(e.at(1)));
   } catch (const json::exception& e) {
     throw CorruptionError(path + "/meta.json: " + e.what());
   } catch (const c10::Error& e) {
