@@ -31,7 +31,7 @@ namespace {
 constexpr int kUserError = 2;
 
 kd::config::Node load(const std::string& cfg, const std::vector<std::string>& extras) {
-  if (std::filesystem::is_directory(cfg)) {
+  if (std::error_code ec; std::filesystem::is_directory(cfg, ec)) {
     throw kd::ConfigError("--cfg=" + cfg + " is a directory; give the experiment's YAML file (e.g. --cfg=" +
                           (std::filesystem::path(cfg) / "config.yaml").string() + ")");
   }

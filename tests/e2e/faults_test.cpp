@@ -224,6 +224,9 @@ TEST_CASE("crafted checkpoints with valid checksums are damaged: the one before 
     CHECK_THAT(r.output, Catch::Contains("ckpt_200 is damaged") && Catch::Contains("resuming from step 100"));
     CHECK(same_params(straight, dir, 300));
     CHECK(read_text(dir / "checkpoints" / "notes.txt") == "mine\n");
+    // The damaged one is kept for inspection under a name that is not a checkpoint's, so that
+    // pruning the new saves does not count it.
+    CHECK(fs::is_directory(dir / "checkpoints" / "damaged.ckpt_200"));
   }
   // kd eval and kd export skip the damaged newest checkpoint too.
   copy_dir(pristine, dir);
@@ -238,4 +241,33 @@ TEST_CASE("crafted checkpoints with valid checksums are damaged: the one before 
   CHECK(exported.code == 0);
   CHECK_THAT(exported.output, Catch::Contains("of step 100"));
   for (const auto& d : {straight, pristine, dir}) fs::remove_all(d);
+}
+
+TEST_CASE("a finished run whose checkpoints were deleted keeps its logs: the same command is refused") {
+  const fs::path dir = fresh_dir();
+  REQUIRE(run_kd(no_early_checkpoint(dir)).code == 0);
+  fs::remove_all(dir / "checkpoints");
+  const std::string before = read_text(dir / "metrics.jsonl");
+  const Result again = run_kd(no_early_checkpoint(dir));
+  INFO(again.output);
+  CHECK(again.code == 2);
+  CHECK_THAT(again.output, Catch::Contains("holds a run logged up to step 300 without a checkpoint"));
+  CHECK(read_text(dir / "metrics.jsonl") == before);
+  fs::remove_all(dir);
+}
+
+TEST_CASE("a checkpoint copied under another name, or named with a trailing slash, still initialises a run") {
+  const fs::path source = fresh_dir(), target = fresh_dir();
+  REQUIRE(run_kd(no_early_checkpoint(source) + " --cfg.num_train_steps=20").code == 0);
+  fs::copy(source / "checkpoints" / "ckpt_20", source / "pretrained", fs::copy_options::recursive);
+  for (const std::string& from : {(source / "pretrained").string(), (source / "checkpoints" / "ckpt_20").string() + "/"}) {
+    fs::remove_all(target);
+    const Result r = run_kd(no_early_checkpoint(target) + " --cfg.num_train_steps=1 '--cfg.init_transform={checkpoint: " +
+                            from + "}'");
+    INFO(from << "\n" << r.output);
+    CHECK(r.code == 0);
+    CHECK_THAT(r.output, Catch::Contains("init_transform:"));
+  }
+  fs::remove_all(source);
+  fs::remove_all(target);
 }

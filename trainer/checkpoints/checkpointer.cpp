@@ -41,6 +41,14 @@ std::optional<int64_t> step_of(const std::string& name) {
   return std::stoll(digits);
 }
 
+// The step in the name of a checkpoint directory ("ckpt_200", with or without a trailing
+// slash); nullopt for a directory named otherwise (e.g. a copy in "pretrained/").
+std::optional<int64_t> directory_step(const std::string& path) {
+  std::string name = std::filesystem::path(path).lexically_normal().filename().string();
+  if (name.empty()) name = std::filesystem::path(path).lexically_normal().parent_path().filename().string();
+  return step_of(name);
+}
+
 // Tensors are stored in the archive as t0, t1, ... (archive keys must be identifiers); the
 // names and the structure of trees live in meta.json.
 class TensorWriter {
@@ -115,8 +123,9 @@ std::string optimizer_kind(const torch::optim::Optimizer& o) {
 // json::exception for wrongly typed values).
 void check_meta(const json& meta, const std::string& path) {
   if (!meta.is_object()) throw CorruptionError(path + "/meta.json is not a kd checkpoint description");
-  const auto dir_step = step_of(std::filesystem::path(path).filename().string());
-  if (!dir_step || meta.at("step").get<int64_t>() != *dir_step) {
+  const auto dir_step = directory_step(path);
+  const int64_t step = meta.at("step").get<int64_t>();
+  if (step < 0 || (dir_step && step != *dir_step)) {
     throw CorruptionError(path + "/meta.json says step " + meta.at("step").dump() + ", not the directory's");
   }
 }
@@ -196,6 +205,7 @@ std::string Checkpointer::save(const Snapshot& s) {
   meta["ema"] = tensors.add_tree(s.ema);
   meta["aux"] = tensors.add_tree(s.aux);
   meta["aux_steps"] = s.aux_steps;
+  meta["loss_states"] = "weighted by examples";
   json rng = json::array();
   for (const auto& device : generator_devices()) {
     auto generator = at::globalContext().defaultGenerator(device);
@@ -270,14 +280,19 @@ std::string verify_checkpoint(FileSystem& fs, const std::string& path) {
   for (const char* name : kFiles) {
     if (!files.contains(name)) return std::string("MANIFEST.json does not list ") + name;
   }
-  const auto step = step_of(std::filesystem::path(path).filename().string());
-  if (!manifest.contains("step") || !manifest["step"].is_number_integer() || !step ||
-      manifest["step"].get<int64_t>() != *step) {
+  const auto step = directory_step(path);
+  if (!manifest.contains("step") || !manifest["step"].is_number_integer() ||
+      (step && manifest["step"].get<int64_t>() != *step)) {
     return "MANIFEST.json's step " + (manifest.contains("step") ? manifest["step"].dump() : std::string("(none)")) +
            " is not the directory's";
   }
   for (const char* name : kFiles) {
     const json& entry = files[name];
+    std::error_code ec;
+    const auto on_disk = std::filesystem::file_size(path + "/" + name, ec);
+    if (!ec && on_disk != entry["size"].get<uint64_t>()) {  // said before reading a file of any size
+      return std::string(name) + " has " + std::to_string(on_disk) + " bytes, the manifest says " + entry["size"].dump();
+    }
     std::string data;
     try {
       data = fs.read_file(path + "/" + name);
@@ -370,6 +385,7 @@ void Checkpointer::restore(const std::string& path, Snapshot& s) const {
     if (s.optimizer) {
       torch::serialize::InputArchive optimizer_archive;
       tensors.archive().read("optimizer", optimizer_archive);
+      s.optimizer->state().clear();  // load() only sets the states the archive holds
       s.optimizer->load(optimizer_archive);
     }
     const Tree ema = tensors.get_tree(meta.at("ema"));
@@ -387,6 +403,11 @@ void Checkpointer::restore(const std::string& path, Snapshot& s) const {
       }
     }
     s.aux = tensors.get_tree(meta.at("aux"));
+    if (!meta.contains("loss_states") && s.aux.find("loss_states")) {
+      // Saved by a kd whose loss states counted steps, not examples: merged with today's they
+      // would give a wrong average, so the interval's losses restart here.
+      s.aux.erase("loss_states");
+    }
     s.aux_steps = meta.at("aux_steps").get<int64_t>();
     s.step = meta.at("step").get<int64_t>();
     s.data = {meta.at("data").at("epoch").get<int64_t>(), meta.at("data").at("index").get<int64_t>()};
@@ -445,6 +466,15 @@ void Checkpointer::prune() {
                       (best_step_ && *best_step_ == step);
     if (!keep) fs_->remove_all(directory_ + "/" + kPrefix + std::to_string(step));
   }
+}
+
+std::string Checkpointer::set_aside(const std::string& path) {
+  const std::string name = std::filesystem::path(path).lexically_normal().filename().string();
+  std::string target = directory_ + "/damaged." + name;
+  for (int i = 1; fs_->exists(target); ++i) target = directory_ + "/damaged." + name + "." + std::to_string(i);
+  fs_->rename(path, target);
+  fs_->sync_directory(directory_);
+  return target;
 }
 
 void Checkpointer::clean_up_interrupted_saves() {

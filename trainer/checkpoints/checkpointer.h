@@ -98,6 +98,11 @@ class Checkpointer {
   // Records the best step in best.json (after its checkpoint is saved).
   void write_best();
 
+  // Renames the checkpoint at `path` to "damaged.ckpt_<step>[.N]" in the same directory: kept
+  // for inspection, but no longer a checkpoint (resume skips it, and the pruning of newer
+  // saves, which keeps the highest steps, no longer counts it). Returns the new path.
+  std::string set_aside(const std::string& path);
+
   // Removes what a killed save left behind (a temporary directory, or a checkpoint moved aside
   // while being re-saved, which is moved back). Call only while no other save runs.
   void clean_up_interrupted_saves();

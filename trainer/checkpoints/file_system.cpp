@@ -50,26 +50,28 @@ class PosixFileSystem : public FileSystem {
     // never end, and a link could make a crafted checkpoint read files outside its directory.
     const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
     if (fd < 0) fail("reading", path, errno == ELOOP ? EINVAL : errno);
-    std::string out;
+    struct Closer {
+      int fd;
+      ~Closer() { ::close(fd); }
+    } closer{fd};
     struct stat st {};
-    if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-      ::close(fd);
-      throw IOError("reading \"" + path + "\" failed: not a regular file");
-    }
-    if (st.st_size > 0) out.reserve(static_cast<std::size_t>(st.st_size));
-    char buffer[1 << 16];
-    while (true) {
-      const ssize_t n = ::read(fd, buffer, sizeof(buffer));
-      if (n < 0) {
-        if (errno == EINTR) continue;
-        const int err = errno;
-        ::close(fd);
-        fail("reading", path, err);
+    if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) throw IOError("reading \"" + path + "\" failed: not a regular file");
+    std::string out;
+    try {
+      if (st.st_size > 0) out.reserve(static_cast<std::size_t>(st.st_size));
+      char buffer[1 << 16];
+      while (true) {
+        const ssize_t n = ::read(fd, buffer, sizeof(buffer));
+        if (n < 0) {
+          if (errno == EINTR) continue;
+          fail("reading", path, errno);
+        }
+        if (n == 0) break;
+        out.append(buffer, static_cast<std::size_t>(n));
       }
-      if (n == 0) break;
-      out.append(buffer, static_cast<std::size_t>(n));
+    } catch (const std::bad_alloc&) {
+      throw IOError("reading \"" + path + "\" failed: its " + std::to_string(st.st_size) + " bytes do not fit in memory");
     }
-    ::close(fd);
     return out;
   }
 

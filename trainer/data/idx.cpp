@@ -21,13 +21,18 @@ torch::Tensor read_idx(const std::string& path) {
   unsigned char buffer[1 << 16];
   int n;
   // A bound on what is decompressed: a small crafted .gz can expand without end.
-  constexpr std::size_t kMaxBytes = std::size_t{16} << 30;
-  while ((n = gzread(file, buffer, sizeof(buffer))) > 0) {
-    bytes.insert(bytes.end(), buffer, buffer + n);
-    if (bytes.size() > kMaxBytes) {
-      gzclose(file);
-      throw CorruptionError("\"" + path + "\" decompresses to more than 16 GiB; not an IDX dataset file");
+  constexpr std::size_t kMaxBytes = std::size_t{4} << 30;
+  try {
+    while ((n = gzread(file, buffer, sizeof(buffer))) > 0) {
+      bytes.insert(bytes.end(), buffer, buffer + n);
+      if (bytes.size() > kMaxBytes) {
+        gzclose(file);
+        throw CorruptionError("\"" + path + "\" decompresses to more than 4 GiB; not an IDX dataset file");
+      }
     }
+  } catch (const std::bad_alloc&) {
+    gzclose(file);
+    throw CorruptionError("\"" + path + "\" does not fit in memory once decompressed");
   }
   int gz_error = 0;
   const char* gz_message = gzerror(file, &gz_error);
@@ -50,7 +55,7 @@ torch::Tensor read_idx(const std::string& path) {
     const unsigned char* p = &bytes[4 + 4 * d];
     const int64_t size = (int64_t{p[0]} << 24) | (int64_t{p[1]} << 16) | (int64_t{p[2]} << 8) | int64_t{p[3]};
     shape.push_back(size);
-    if (size != 0 && count > static_cast<int64_t>(kMaxBytes) / size) throw corrupt("the header's sizes multiply past 16 GiB");
+    if (size != 0 && count > static_cast<int64_t>(kMaxBytes) / size) throw corrupt("the header's sizes multiply past 4 GiB");
     count *= size;
   }
   const std::size_t offset = 4 + 4 * static_cast<std::size_t>(dims);

@@ -26,12 +26,11 @@ Pipeline::Pipeline(const config::Node& o, int64_t seed, PipelineOptions defaults
   options_.seed = seed;
   options_.batch_size = o.get_int_in("batch_size", std::nullopt, 1, int64_t{1} << 31);
   options_.shuffle = o.get_bool("shuffle", defaults.shuffle);
-  options_.num_epochs = o.get_int("num_epochs", defaults.num_epochs);
+  options_.num_epochs = o.get_int_in("num_epochs", defaults.num_epochs, 0, 1'000'000'000);  // 0: endless
   options_.drop_remainder = o.get_bool("drop_remainder", defaults.drop_remainder);
   // Prefetched batches wait in memory; a few keep the worker ahead of any step.
   options_.prefetch = o.get_int_in("prefetch", defaults.prefetch, 0, 64);
   if (options_.batch_size <= 0) throw ConfigError(o.where() + ": batch_size must be > 0");
-  if (options_.num_epochs < 0) throw ConfigError(o.where() + ": num_epochs must be >= 0 (0: endless)");
   if (auto list = o.find("transforms"); list && !list->is_null()) {
     for (const config::Node& t : list->elements()) {
       transforms_.push_back(transform_registry().create(t));

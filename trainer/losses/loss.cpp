@@ -36,10 +36,10 @@ Loss::Value Loss::evaluate(const train::Context& ctx) const {
     const torch::Tensor mask = read_mask(ctx, *mask_, v);
     const torch::Tensor total = (v * mask).sum();
     if (normalize_by_ == NormalizeBy::kMask) {
-      const torch::Tensor count = mask.sum();
-      out.loss = total / count.clamp_min(1e-8);
-      // In float64: a float32 count of masked-in values is exact only up to 2^24.
-      out.count = Tree(count.detach().to(torch::kDouble));
+      // Counted in float64: a float32 count is exact only up to 2^24 (half precision: 2048).
+      const torch::Tensor count = mask.sum(torch::kDouble);
+      out.loss = total / count.clamp_min(1e-8).to(total.scalar_type());
+      out.count = Tree(count.detach());
     } else {
       out.loss = total / static_cast<double>(v.numel());
       out.count = Tree(v.numel());

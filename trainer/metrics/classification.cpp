@@ -19,7 +19,8 @@ namespace {
 Tree hit_rate(const torch::Tensor& hits, const std::optional<Path>& mask_key, const train::Context& ctx) {
   if (!mask_key) return AverageState::make(hits.sum(), hits.numel());
   const torch::Tensor mask = train::Auxiliary::read_mask(ctx, *mask_key, hits);
-  return AverageState::make((hits * mask).sum(), mask.sum());
+  // In float64: merged over many batches, float32 sums are exact only up to 2^24.
+  return AverageState::make((hits * mask).sum(torch::kDouble), mask.sum(torch::kDouble));
 }
 
 // Class indices [...] from labels that are indices [...] / [..., 1], or one-hot [..., C].

@@ -65,7 +65,7 @@ class Norm : public AverageMetric {
     const torch::Tensor norms = norm(x, *axis_);  // keepdim: the mask broadcasts against it
     if (!mask_) return AverageState::make(norms.sum(), norms.numel());
     const torch::Tensor mask = read_mask(ctx, *mask_, norms);
-    return AverageState::make((norms * mask).sum(), mask.sum().to(torch::kDouble));
+    return AverageState::make((norms * mask).sum(), mask.sum(torch::kDouble));
   }
 
  private:

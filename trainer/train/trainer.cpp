@@ -485,6 +485,14 @@ void Trainer::resume_or_start(AuxiliariesState& merged, int64_t& interval_steps)
         log_->warn("checkpoint {} is damaged ({}); skipping it", info.path, e.what());
       }
     }
+    if (latest) {
+      // Newer checkpoints that were skipped would outrank the new saves when old ones are pruned.
+      for (const auto& info : found) {
+        if (info.step > latest->step) {
+          log_->warn("checkpoint {} set aside as {}", info.path, checkpointer_->set_aside(info.path));
+        }
+      }
+    }
     if (!latest) {
       if (!found.empty()) {
         throw CorruptionError("the workdir \"" + workdir_ + "\" holds checkpoints but none is valid (see above); "
@@ -494,6 +502,23 @@ void Trainer::resume_or_start(AuxiliariesState& merged, int64_t& interval_steps)
       // experiment starts over and rewrites its logs; another one is refused (it must not
       // overwrite someone else's logs).
       const fs::path config = fs::path(workdir_) / "config.yaml";
+      // Only a run that cannot have reached a checkpoint yet: one logged past its first due
+      // checkpoint (whose checkpoints were deleted, say) keeps its logs.
+      const int64_t interval = checkpointer_->options().save_interval_steps;
+      const int64_t first_due = interval > 0 ? std::min(interval, num_train_steps_) : num_train_steps_;
+      int64_t logged = 0;
+      if (fs::exists(fs::path(workdir_) / "metrics.jsonl")) {
+        for (const auto& r : writers::read_jsonl((fs::path(workdir_) / "metrics.jsonl").string())) {
+          logged = std::max(logged, r.step);
+        }
+      }
+      if (fs::exists(config) && (logged >= first_due || allow_config_change_)) {
+        throw ConfigError("the workdir \"" + workdir_ + "\" holds a run logged up to step " + std::to_string(logged) +
+                          " without a checkpoint to resume from" +
+                          (allow_config_change_ ? " (and allow_config_change is set)" : "") +
+                          "; nothing was changed. Choose another workdir, e.g. --cfg.workdir=" + workdir_ +
+                          "_2, or delete this one to start over");
+      }
       if (fs::exists(config)) {
         check_config_unchanged(checkpoints::posix_file_system()->read_file(config.string()), "the run in");
         start_over_ = true;
@@ -558,8 +583,13 @@ Tree Trainer::restore_checkpoint(const checkpoints::CheckpointInfo& info, Auxili
   try {
     pipeline_->restore(snapshot.data);
   } catch (Error& e) {
-    e.add_context(info.path);
-    throw;
+    if (!allow_config_change_) {
+      e.add_context(info.path);
+      throw;
+    }
+    // The data changed with the experiment: it starts from its beginning.
+    log_->warn("{}; the changed training data starts from its beginning", e.what());
+    pipeline_->restore({});
   }
   state_ = step_->init();
   state_.step = snapshot.step;
@@ -579,8 +609,14 @@ Tree Trainer::restore_checkpoint(const checkpoints::CheckpointInfo& info, Auxili
       merged.merge(merged).compute_scalars();
     } catch (const std::exception& e) {
       const std::string what = e.what();
-      throw CorruptionError(info.path + ": its interval's loss and metric states do not fit the experiment: " +
-                            what.substr(0, what.find('\n')));
+      const std::string problem = info.path + ": its interval's loss and metric states do not fit the experiment: " +
+                                  what.substr(0, what.find('\n'));
+      if (!allow_config_change_) throw CorruptionError(problem);
+      // The losses or metrics changed with the experiment: the interval starts afresh.
+      log_->warn("{}; the interval's states start afresh", problem);
+      merged = AuxiliariesState();
+      merged.auxiliaries = auxiliaries_;
+      snapshot.aux_steps = 0;
     }
   }
   interval_steps = snapshot.aux_steps;
@@ -773,12 +809,17 @@ int64_t Trainer::evaluate_checkpoint(std::optional<int64_t> step) {
     state_.step = snapshot.step;
   };
   std::optional<checkpoints::CheckpointInfo> chosen;
+  std::exception_ptr failed;  // rank 0's error, raised after the other ranks heard of it
   if (is_chief()) {
     for (const auto& info : checkpointer_->probe()) {
       if (step ? info.step != *step : !info.valid()) continue;
       if (step) {
-        restore(info);  // the one asked for, damaged or not
-        chosen = info;
+        try {
+          restore(info);  // the one asked for, damaged or not
+          chosen = info;
+        } catch (const Error&) {
+          failed = std::current_exception();
+        }
         break;
       }
       try {
@@ -791,7 +832,9 @@ int64_t Trainer::evaluate_checkpoint(std::optional<int64_t> step) {
     }
   }
   if (group_) {
-    const int64_t agreed = rank0_value(chosen ? chosen->step : -1, "choosing the checkpoint to evaluate");
+    const int64_t agreed =
+        rank0_value(failed ? -2 : chosen ? chosen->step : -1, "choosing the checkpoint to evaluate");
+    if (agreed == -2 && !is_chief()) throw CorruptionError("rank 0 could not restore the checkpoint (its log says why)");
     if (!is_chief() && agreed >= 0) {
       for (const auto& info : checkpointer_->probe()) {
         if (info.step == agreed) chosen = info;
@@ -800,6 +843,7 @@ int64_t Trainer::evaluate_checkpoint(std::optional<int64_t> step) {
       restore(*chosen);
     }
   }
+  if (failed) std::rethrow_exception(failed);
   if (!chosen) {
     throw ConfigError(step ? "no checkpoint of step " + std::to_string(*step) + " in \"" + checkpointer_->directory() + "\""
                            : "no valid checkpoint in \"" + checkpointer_->directory() + "\"");
