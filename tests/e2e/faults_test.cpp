@@ -6,6 +6,7 @@
 
 #include <xxhash.h>
 
+#include <cstdlib>
 #include <functional>
 #include <nlohmann/json.hpp>
 #include <regex>
@@ -270,4 +271,42 @@ TEST_CASE("a checkpoint copied under another name, or named with a trailing slas
   }
   fs::remove_all(source);
   fs::remove_all(target);
+}
+
+TEST_CASE("a full disk fails the save with a clear error, keeps every earlier checkpoint, and the run resumes once there is room") {
+  const fs::path mount = fresh_dir();
+  fs::create_directories(mount);
+  // A 16 MiB file system: two checkpoints of the MLP (6.5 MB each) fit, a third does not.
+  if (std::system(("mount -t tmpfs -o size=16m tmpfs " + mount.string() + " 2>/dev/null").c_str()) != 0) {
+    WARN("not run: mounting a tmpfs needs root (CI runs it)");
+    fs::remove_all(mount);
+    return;
+  }
+  const fs::path straight = fresh_dir(), dir = mount / "w";
+  const auto args = [](const fs::path& w) {
+    return "train " + small_mlp(w) + " --cfg.num_threads=1 --cfg.evals={} --cfg.num_train_steps=400"
+           " --cfg.checkpointer.save_interval_steps=100";
+  };
+  REQUIRE(run_kd(args(straight)).code == 0);
+  const Result full = run_kd(args(dir));
+  INFO(full.output);
+  CHECK(full.code == 2);
+  CHECK_THAT(full.output, Catch::Contains("saving the checkpoint of step 300 (earlier checkpoints are intact)") &&
+                              Catch::Contains("No space left on device"));
+  CHECK(checkpoint_names(dir).size() == 2);  // ckpt_100 and ckpt_200, and no temporary directory
+  kd::checkpoints::Checkpointer checkpoints((dir / "checkpoints").string(), {});
+  for (const auto& info : checkpoints.probe()) CHECK(info.valid());
+
+  REQUIRE(std::system(("mount -o remount,size=64m " + mount.string()).c_str()) == 0);
+  const Result again = run_kd(args(dir));
+  INFO(again.output);
+  CHECK(again.code == 0);
+  CHECK_THAT(again.output, Catch::Contains("resuming from step 200"));
+  CHECK(same_params(straight, dir, 400));
+  std::vector<int64_t> steps;
+  for (const auto& r : kd::writers::read_jsonl((dir / "metrics.jsonl").string())) steps.push_back(r.step);
+  CHECK(steps == std::vector<int64_t>{100, 200, 300, 400});
+  CHECK(std::system(("umount " + mount.string()).c_str()) == 0);
+  fs::remove_all(mount);
+  fs::remove_all(straight);
 }
