@@ -17,14 +17,6 @@ using namespace kd_e2e;
 
 namespace {
 
-std::vector<int64_t> logged_steps(const fs::path& workdir, const std::string& collection) {
-  std::vector<int64_t> steps;
-  for (const auto& r : kd::writers::read_jsonl((workdir / "metrics.jsonl").string())) {
-    if (r.collection == collection) steps.push_back(r.step);
-  }
-  return steps;
-}
-
 // 300 steps without a periodic checkpoint (save_interval_steps 1000): only the end saves one.
 std::string no_early_checkpoint(const fs::path& workdir) {
   return "train " + small_mlp(workdir) + " --cfg.num_threads=1 --cfg.evals={}";

@@ -123,6 +123,15 @@ inline bool same_params(const fs::path& a, const fs::path& b, int64_t step) {
   return true;
 }
 
+// The steps of `collection` in WORKDIR/metrics.jsonl, in file order.
+inline std::vector<int64_t> logged_steps(const fs::path& workdir, const std::string& collection) {
+  std::vector<int64_t> steps;
+  for (const auto& r : kd::writers::read_jsonl((workdir / "metrics.jsonl").string())) {
+    if (r.collection == collection) steps.push_back(r.step);
+  }
+  return steps;
+}
+
 inline double value_of(const kd::writers::JsonlRecord& r, const std::string& name) {
   for (const auto& [k, v] : r.values) {
     if (k == name) return v;

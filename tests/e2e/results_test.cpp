@@ -22,15 +22,6 @@ const kd::writers::JsonlRecord* find_record(const std::vector<kd::writers::Jsonl
   return nullptr;
 }
 
-// The steps of `collection` in WORKDIR/metrics.jsonl, in file order.
-std::vector<int64_t> logged_steps(const fs::path& workdir, const std::string& collection) {
-  std::vector<int64_t> steps;
-  for (const auto& r : kd::writers::read_jsonl((workdir / "metrics.jsonl").string())) {
-    if (r.collection == collection) steps.push_back(r.step);
-  }
-  return steps;
-}
-
 }  // namespace
 
 TEST_CASE("an eval loss is the average over the test examples, whatever the eval batch size") {

@@ -251,8 +251,8 @@ void add_classification_metrics(config::Registry<Metric>& r) {
   add<Precision1>(r, "Precision1",
                   "precision@1, multi-hot labels: logits=preds.logits, labels=batch.label, mask");
   add<RocAuc>(r, "RocAuc",
-              "exact ROC AUC (one-vs-rest mean if multi-class): logits=preds.logits, "
-              "labels=batch.label, mask");
+              "exact ROC AUC, as Kauldron (one-vs-rest mean over the classes present, probabilities "
+              "renormalised over them; 0 with one class): logits=preds.logits, labels=batch.label, mask");
 }
 
 }  // namespace kd::metrics
