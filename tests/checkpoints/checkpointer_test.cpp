@@ -147,7 +147,7 @@ TEST_CASE("a damaged checkpoint is reported by name and the previous valid one i
   ckpt.save(snapshot_of(t, 2));
   ckpt.save(snapshot_of(t, 3));
   {  // flip one byte of step 3's tensors
-    std::fstream f(dir / "ckpt_3" / "state.pt", std::ios::in | std::ios::out | std::ios::binary);
+    std::fstream f(dir / "ckpt_3" / "state.safetensors", std::ios::in | std::ios::out | std::ios::binary);
     f.seekp(100);
     char c;
     f.read(&c, 1);
@@ -158,7 +158,7 @@ TEST_CASE("a damaged checkpoint is reported by name and the previous valid one i
   fs::resize_file(dir / "ckpt_2" / "meta.json", 10);  // truncate step 2
   const auto infos = ckpt.probe();
   REQUIRE(infos.size() == 3);
-  CHECK(infos[0].problem == "state.pt fails its checksum");
+  CHECK(infos[0].problem == "state.safetensors fails its checksum");
   CHECK_THAT(infos[1].problem, Catch::StartsWith("meta.json has 10 bytes"));
   CHECK(infos[2].valid());
   CHECK(ckpt.latest_valid()->step == 1);

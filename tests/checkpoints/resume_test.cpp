@@ -108,9 +108,9 @@ TEST_CASE("a workdir whose checkpoints are all damaged is not touched") {
   const fs::path dir = fresh_dir();
   kd::train::Trainer(experiment(dir, {{"stop_after_steps", "5"}})).train();
   const fs::path ckpt = dir / "wd" / "checkpoints" / "ckpt_5";
-  fs::resize_file(ckpt / "state.pt", 100);
+  fs::resize_file(ckpt / "state.safetensors", 100);
   CHECK_THROWS_WITH(kd::train::Trainer(experiment(dir)).train(), Catch::Contains("none is valid"));
-  CHECK(fs::file_size(ckpt / "state.pt") == 100);
+  CHECK(fs::file_size(ckpt / "state.safetensors") == 100);
   fs::remove_all(dir);
 }
 

@@ -197,11 +197,41 @@ TEST_CASE("crafted checkpoints with valid checksums are damaged: the one before 
       {"meta.json that is not an object", [&] { craft(newest, "meta.json", "[1, 2, 3]"); }},
       {"a data position past the data",
        [&] { craft(newest, "meta.json", meta_with([](auto& j) { j["data"]["index"] = 1000000; })); }},
-      {"state.pt that is not an archive", [&] { craft(newest, "state.pt", std::string(4096, 'x')); }},
-      {"state.pt as a link to a file elsewhere",
+      {"state.safetensors that is not one", [&] { craft(newest, "state.safetensors", std::string(4096, 'x')); }},
+      {"state.safetensors whose first tensor points past the data",
        [&] {
-         fs::remove(newest / "state.pt");
-         fs::create_symlink(pristine / "checkpoints" / "ckpt_200" / "state.pt", newest / "state.pt");
+         std::string bytes = read_text(newest / "state.safetensors");
+         const std::string from = "\"data_offsets\":[0,";
+         const auto at = bytes.find(from);
+         REQUIRE(at != std::string::npos);
+         bytes.replace(at, from.size(), "\"data_offsets\":[9,");  // same length: only the offsets are wrong
+         craft(newest, "state.safetensors", bytes);
+       }},
+      {"state.safetensors as a link to a file elsewhere",
+       [&] {
+         fs::remove(newest / "state.safetensors");
+         fs::create_symlink(pristine / "checkpoints" / "ckpt_200" / "state.safetensors", newest / "state.safetensors");
+       }},
+      {"an optimizer state whose moment has another shape",
+       [&] {
+         craft(newest, "meta.json", meta_with([](auto& j) {
+           // The first exp_avg found (the first weight's) points at the first bias's tensor.
+           std::function<bool(nlohmann::ordered_json&)> swap = [&](nlohmann::ordered_json& n) {
+             for (const char* kind : {"d", "l"}) {
+               if (!n.is_object() || !n.contains(kind)) continue;
+               for (auto& item : n[kind]) {
+                 auto& child = std::string(kind) == "d" ? item[1] : item;
+                 if (std::string(kind) == "d" && item[0] == "exp_avg") {
+                   child["t"] = j["params"][1][1];
+                   return true;
+                 }
+                 if (swap(child)) return true;
+               }
+             }
+             return false;
+           };
+           REQUIRE(swap(j["optimizer"]));
+         }));
        }},
       {"a config.yaml that is an alias bomb", [&] { craft(newest, "config.yaml", "a: &a [*a]\n"); }},
   };

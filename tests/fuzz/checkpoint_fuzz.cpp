@@ -1,13 +1,12 @@
 // Fuzzes reading a checkpoint made by someone else: the checksums are always valid (an attacker
 // writes the manifest too), the content is the input. A small real checkpoint is the template;
-// the input's first byte chooses the file it replaces (meta.json, MANIFEST.json as is, or
-// config.yaml) and the rest is that file. Restoring must end in a kd::Error or in a model whose
-// tensors kept their shapes.
+// the input's first byte chooses the file it replaces (meta.json, MANIFEST.json as is,
+// config.yaml, or state.safetensors) and the rest is that file. Restoring must end in a
+// kd::Error or in a model whose tensors kept their shapes.
 //
-// state.pt is not fuzzed here yet: it is a TorchScript archive, and LibTorch 1.13's reader
-// aborts the process on some crafted archives (an exception thrown where none may be; found by
-// this target, input kept in corpus/state-pt-aborts-libtorch/). Reading it safely needs a tensor
-// file that kd validates itself; until then KD_FUZZ_STATE_PT=1 turns it on.
+// (This target found that LibTorch 1.13's TorchScript archive reader aborts the process on
+// crafted archives, the input kept in corpus/state-pt-aborts-libtorch/; checkpoints therefore
+// keep their tensors in state.safetensors, which kd reads and checks itself.)
 #include <unistd.h>
 #include <xxhash.h>
 
@@ -66,9 +65,8 @@ std::string hex(const std::string& data) {
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (size == 0) return 0;
   Template& t = make_template();
-  static const char* kFiles[] = {"meta.json", "MANIFEST.json", "config.yaml", "state.pt"};
-  static const int kChoices = std::getenv("KD_FUZZ_STATE_PT") ? 4 : 3;
-  const std::string file = kFiles[data[0] % kChoices];
+  static const char* kFiles[] = {"meta.json", "MANIFEST.json", "config.yaml", "state.safetensors"};
+  const std::string file = kFiles[data[0] % 4];
   const std::string content(reinterpret_cast<const char*>(data + 1), size - 1);
   const fs::path work = t.root / "work" / "ckpt_1";
   fs::remove_all(work.parent_path());

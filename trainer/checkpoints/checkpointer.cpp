@@ -5,16 +5,21 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <filesystem>
 #include <iterator>
+#include <map>
+#include <memory>
 #include <sstream>
 
 #include <ATen/Context.h>
 #include <nlohmann/json.hpp>
 #include <torch/torch.h>
 
+#include "trainer/checkpoints/export.h"
 #include "trainer/common/error.h"
 #include "trainer/config/node.h"
+#include "trainer/optim/optimizer_state.h"
 #include "trainer/tree/tree_json.h"
 
 namespace kd::checkpoints {
@@ -23,8 +28,11 @@ namespace {
 using json = nlohmann::ordered_json;
 constexpr const char* kManifest = "MANIFEST.json";
 constexpr const char* kPrefix = "ckpt_";
-// The files of a checkpoint, all listed in its manifest.
-constexpr const char* kFiles[] = {"state.pt", "meta.json", "config.yaml"};
+// The files of a checkpoint, all listed in its manifest; checkpoints of format 1 have state.pt
+// (a TorchScript archive) instead of state.safetensors.
+constexpr const char* kTensorFile = "state.safetensors";
+constexpr const char* kFiles[] = {kTensorFile, "meta.json", "config.yaml"};
+constexpr const char* kLegacyFiles[] = {"state.pt", "meta.json", "config.yaml"};
 
 std::string hex64(uint64_t v) {
   char buf[17];
@@ -49,62 +57,78 @@ std::optional<int64_t> directory_step(const std::string& path) {
   return step_of(name);
 }
 
-// Tensors are stored in the archive as t0, t1, ... (archive keys must be identifiers); the
-// names and the structure of trees live in meta.json.
+// Tensors are stored in state.safetensors as t0, t1, ...; the names and the structure of trees
+// live in meta.json. safetensors is read by kd itself (tensors_from_safetensors checks every
+// offset and size), so a crafted file can only be refused.
 class TensorWriter {
  public:
   json add(const torch::Tensor& t) {
-    const std::string key = "t" + std::to_string(count_++);
-    reserve_ += static_cast<std::size_t>(t.numel()) * t.element_size() + 256;
-    archive_.write(key, t.detach().cpu());
+    const std::string key = "t" + std::to_string(tensors_.size());
+    tensors_.emplace_back(key, t.detach().cpu());
     return key;
   }
   json add_tree(const Tree& tree) {
     return tree_to_json(tree, [this](const torch::Tensor& t) { return add(t); });
   }
-  torch::serialize::OutputArchive& archive() { return archive_; }
-  std::string bytes() {
-    std::string out;
-    out.reserve(reserve_);
-    archive_.save_to([&out](const void* data, size_t n) {
-      out.append(static_cast<const char*>(data), n);
-      return n;
-    });
-    return out;
-  }
+  std::string bytes() const { return safetensors_bytes(tensors_); }
 
  private:
-  torch::serialize::OutputArchive archive_;
-  int64_t count_ = 0;
-  std::size_t reserve_ = 1 << 16;
+  NamedTensors tensors_;
 };
 
+// Reads the tensors of a checkpoint: state.safetensors, or the TorchScript archive state.pt of
+// checkpoints written before it (format 1), only when KD_READ_LEGACY_CHECKPOINTS=1, because
+// LibTorch's archive reader can abort the process on a crafted file.
 class TensorReader {
  public:
-  TensorReader(const std::string& bytes, const std::string& where) : where_(where) {
-    try {
-      archive_.load_from(bytes.data(), bytes.size());
-    } catch (const c10::Error& e) {
-      throw CorruptionError(where + ": state.pt cannot be read: " + e.msg().substr(0, e.msg().find('\n')));
+  TensorReader(FileSystem& fs, const std::string& path) : where_(path) {
+    if (legacy(fs, path)) {
+      if (std::getenv("KD_READ_LEGACY_CHECKPOINTS") == nullptr ||
+          std::string(std::getenv("KD_READ_LEGACY_CHECKPOINTS")) != "1") {
+        throw CorruptionError(path + " was written by an older kd (state.pt, read by LibTorch's TorchScript loader, "
+                              "which a crafted file can crash); if it is yours or you trust it, read it with "
+                              "KD_READ_LEGACY_CHECKPOINTS=1; the next checkpoint is saved in the current format");
+      }
+      const std::string bytes = fs.read_file(path + "/state.pt");
+      try {
+        archive_ = std::make_unique<torch::serialize::InputArchive>();
+        archive_->load_from(bytes.data(), bytes.size());
+      } catch (const c10::Error& e) {
+        throw CorruptionError(path + ": state.pt cannot be read: " + e.msg().substr(0, e.msg().find('\n')));
+      }
+      return;
+    }
+    for (auto& [name, t] : tensors_from_safetensors(fs.read_file(path + "/" + kTensorFile), path + "/" + kTensorFile)) {
+      tensors_.emplace(name, std::move(t));
     }
   }
+  static bool legacy(FileSystem& fs, const std::string& path) {
+    return !fs.exists(path + "/" + kTensorFile) && fs.exists(path + "/state.pt");
+  }
   torch::Tensor get(const json& key) {
-    torch::Tensor t;
-    try {
-      archive_.read(key.get<std::string>(), t);
-    } catch (const std::exception& e) {
-      throw CorruptionError(where_ + ": state.pt has no tensor " + key.dump());
+    const std::string name = key.get<std::string>();
+    if (archive_) {
+      torch::Tensor t;
+      try {
+        archive_->read(name, t);
+      } catch (const std::exception& e) {
+        throw CorruptionError(where_ + ": state.pt has no tensor " + key.dump());
+      }
+      return t;
     }
-    return t;
+    const auto it = tensors_.find(name);
+    if (it == tensors_.end()) throw CorruptionError(where_ + ": " + kTensorFile + " has no tensor " + key.dump());
+    return it->second;
   }
   Tree get_tree(const json& j) {
     return tree_from_json(j, [this](const json& key) { return get(key); });
   }
-  torch::serialize::InputArchive& archive() { return archive_; }
+  torch::serialize::InputArchive* archive() { return archive_.get(); }
 
  private:
-  torch::serialize::InputArchive archive_;
   std::string where_;
+  std::map<std::string, torch::Tensor> tensors_;
+  std::unique_ptr<torch::serialize::InputArchive> archive_;
 };
 
 // The optimizer's kind as the experiment names it ("adam"), to refuse restoring one kind's state
@@ -186,7 +210,7 @@ bool Checkpointer::should_save(int64_t step) const {
 std::string Checkpointer::save(const Snapshot& s) {
   TensorWriter tensors;
   json meta;
-  meta["format"] = "kd-checkpoint-1";
+  meta["format"] = "kd-checkpoint-2";
   meta["step"] = s.step;
   meta["data"] = {{"epoch", s.data.epoch}, {"index", s.data.index}};
   json params = json::array(), buffers = json::array();
@@ -197,9 +221,8 @@ std::string Checkpointer::save(const Snapshot& s) {
   meta["params"] = params;
   meta["collections"] = buffers;
   if (s.optimizer) {
-    torch::serialize::OutputArchive optimizer_archive;
-    s.optimizer->save(optimizer_archive);
-    tensors.archive().write("optimizer", optimizer_archive);
+    if (!s.model) throw Error("saving an optimizer's state needs its model (Snapshot::model)");
+    meta["optimizer"] = tensors.add_tree(optim::optimizer_state_tree(*s.optimizer, *s.model));
     meta["optimizer_type"] = optimizer_kind(*s.optimizer);
   }
   meta["ema"] = tensors.add_tree(s.ema);
@@ -215,7 +238,7 @@ std::string Checkpointer::save(const Snapshot& s) {
   meta["rng"] = rng;
 
   const std::vector<std::pair<std::string, std::string>> files = {
-      {"state.pt", tensors.bytes()}, {"meta.json", meta.dump(1)}, {"config.yaml", s.config_yaml}};
+      {kTensorFile, tensors.bytes()}, {"meta.json", meta.dump(1)}, {"config.yaml", s.config_yaml}};
   json manifest;
   manifest["step"] = s.step;
   for (const auto& [name, data] : files) manifest["files"][name] = {{"size", data.size()}, {"xxh3_64", checksum(data)}};
@@ -268,8 +291,10 @@ std::string verify_checkpoint(FileSystem& fs, const std::string& path) {
   }
   const json& files = manifest["files"];
   // Exactly the files kd writes: a name of another file (say "../../x") is never read.
+  const bool legacy = files.contains("state.pt") && !files.contains(kTensorFile);
+  const auto& expected = legacy ? kLegacyFiles : kFiles;
   for (const auto& [name, entry] : files.items()) {
-    if (std::find(std::begin(kFiles), std::end(kFiles), name) == std::end(kFiles)) {
+    if (std::find(std::begin(expected), std::end(expected), name) == std::end(expected)) {
       return "MANIFEST.json lists \"" + name + "\", which is not a file of a kd checkpoint";
     }
     if (!entry.is_object() || !entry.contains("size") || !entry["size"].is_number_unsigned() ||
@@ -277,7 +302,7 @@ std::string verify_checkpoint(FileSystem& fs, const std::string& path) {
       return "MANIFEST.json's entry of " + name + " is not {size, xxh3_64}";
     }
   }
-  for (const char* name : kFiles) {
+  for (const char* name : expected) {
     if (!files.contains(name)) return std::string("MANIFEST.json does not list ") + name;
   }
   const auto step = directory_step(path);
@@ -286,7 +311,7 @@ std::string verify_checkpoint(FileSystem& fs, const std::string& path) {
     return "MANIFEST.json's step " + (manifest.contains("step") ? manifest["step"].dump() : std::string("(none)")) +
            " is not the directory's";
   }
-  for (const char* name : kFiles) {
+  for (const char* name : expected) {
     const json& entry = files[name];
     std::error_code ec;
     const auto on_disk = std::filesystem::file_size(path + "/" + name, ec);
@@ -335,7 +360,7 @@ void Checkpointer::restore(const std::string& path, Snapshot& s) const {
   } catch (const json::exception& e) {
     throw CorruptionError(path + "/meta.json: " + e.what());
   }
-  TensorReader tensors(fs_->read_file(path + "/state.pt"), path);
+  TensorReader tensors(*fs_, path);
   torch::NoGradGuard no_grad;
   auto copy_named = [&](const json& entries, const torch::OrderedDict<std::string, torch::Tensor>& live, const char* group) {
     std::vector<std::string> missing;
@@ -383,10 +408,15 @@ void Checkpointer::restore(const std::string& path, Snapshot& s) const {
       copy_named(meta.at("collections"), s.model->named_buffers(true), "collections");
     }
     if (s.optimizer) {
-      torch::serialize::InputArchive optimizer_archive;
-      tensors.archive().read("optimizer", optimizer_archive);
-      s.optimizer->state().clear();  // load() only sets the states the archive holds
-      s.optimizer->load(optimizer_archive);
+      if (tensors.archive()) {  // format 1
+        torch::serialize::InputArchive optimizer_archive;
+        tensors.archive()->read("optimizer", optimizer_archive);
+        s.optimizer->state().clear();  // load() only sets the states the archive holds
+        s.optimizer->load(optimizer_archive);
+      } else {
+        if (!s.model) throw Error("restoring an optimizer's state needs its model (Snapshot::model)");
+        optim::load_optimizer_state(*s.optimizer, *s.model, tensors.get_tree(meta.at("optimizer")));
+      }
     }
     const Tree ema = tensors.get_tree(meta.at("ema"));
     if (!s.ema.is_none()) {
@@ -505,7 +535,7 @@ std::vector<std::pair<std::string, torch::Tensor>> read_checkpoint_tensors(const
   try {
     const json meta = json::parse(fs->read_file(path + "/meta.json"));
     check_meta(meta, path);
-    TensorReader tensors(fs->read_file(path + "/state.pt"), path);
+    TensorReader tensors(*fs, path);
     const json& entries = meta.at(group);
     if (!entries.is_array()) throw CorruptionError(path + "/meta.json: \"" + group + "\" is not a list");
     for (const auto& e : entries) out.emplace_back(e.at(0).get<std::string>(), tensors.get(e.at(1)));
@@ -515,6 +545,34 @@ std::vector<std::pair<std::string, torch::Tensor>> read_checkpoint_tensors(const
     throw CorruptionError(path + ": " + e.msg().substr(0, e.msg().find('\n')));
   }
   return out;
+}
+
+void read_checkpoint_optimizer_state(const std::string& path, torch::optim::Optimizer& optimizer,
+                                     const torch::nn::Module& model) {
+  auto fs = posix_file_system();
+  const std::string problem = verify_checkpoint(*fs, path);
+  if (!problem.empty()) throw CorruptionError("checkpoint \"" + path + "\" is damaged: " + problem);
+  try {
+    const json meta = json::parse(fs->read_file(path + "/meta.json"));
+    check_meta(meta, path);
+    if (meta.contains("optimizer_type") && meta["optimizer_type"].get<std::string>() != optimizer_kind(optimizer)) {
+      throw ConfigError(path + " holds the state of an optimizer of type " + meta["optimizer_type"].get<std::string>() +
+                        ", not " + optimizer_kind(optimizer) + "; leave out opt_state: true");
+    }
+    TensorReader tensors(*fs, path);
+    if (tensors.archive()) {
+      torch::serialize::InputArchive optimizer_archive;
+      tensors.archive()->read("optimizer", optimizer_archive);
+      optimizer.state().clear();
+      optimizer.load(optimizer_archive);
+    } else {
+      optim::load_optimizer_state(optimizer, model, tensors.get_tree(meta.at("optimizer")));
+    }
+  } catch (const json::exception& e) {
+    throw CorruptionError(path + "/meta.json: " + e.what());
+  } catch (const c10::Error& e) {
+    throw CorruptionError(path + ": " + e.msg().substr(0, e.msg().find('\n')));
+  }
 }
 
 }  // namespace kd::checkpoints

@@ -122,6 +122,11 @@ class Checkpointer {
 std::vector<std::pair<std::string, torch::Tensor>> read_checkpoint_tensors(const std::string& path,
                                                                            const std::string& group);
 
+// Loads the optimizer state of the checkpoint at `path` into `optimizer` (whose parameters are
+// `model`'s), as init_transform's opt_state does. Throws kd::CorruptionError or kd::ConfigError.
+void read_checkpoint_optimizer_state(const std::string& path, torch::optim::Optimizer& optimizer,
+                                     const torch::nn::Module& model);
+
 // Verifies a checkpoint directory against its manifest; the problem, or "" when valid.
 std::string verify_checkpoint(FileSystem& fs, const std::string& path);
 

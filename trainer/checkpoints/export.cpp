@@ -3,6 +3,8 @@
 #include <unistd.h>
 
 #include <cstring>
+#include <map>
+#include <optional>
 #include <filesystem>
 
 #include <nlohmann/json.hpp>
@@ -31,7 +33,65 @@ const char* safetensors_dtype(torch::ScalarType type) {
   }
 }
 
+std::optional<torch::ScalarType> dtype_of(const std::string& name) {
+  static const std::map<std::string, torch::ScalarType> types = {
+      {"F32", torch::kFloat}, {"F64", torch::kDouble}, {"F16", torch::kHalf}, {"BF16", torch::kBFloat16},
+      {"I64", torch::kLong},  {"I32", torch::kInt},    {"I16", torch::kShort}, {"I8", torch::kChar},
+      {"U8", torch::kByte},   {"BOOL", torch::kBool}};
+  const auto it = types.find(name);
+  return it == types.end() ? std::nullopt : std::optional<torch::ScalarType>(it->second);
+}
+
 }  // namespace
+
+NamedTensors tensors_from_safetensors(const std::string& bytes, const std::string& where) {
+  const auto bad = [&](const std::string& why) { return CorruptionError(where + " is not a valid safetensors file: " + why); };
+  if (bytes.size() < 8) throw bad("shorter than its 8-byte header length");
+  uint64_t n = 0;
+  for (int i = 7; i >= 0; --i) n = (n << 8) | static_cast<unsigned char>(bytes[static_cast<std::size_t>(i)]);
+  if (n > bytes.size() - 8 || n > (uint64_t{100} << 20)) throw bad("its header length " + std::to_string(n) + " does not fit");
+  nlohmann::ordered_json header;
+  try {
+    header = nlohmann::ordered_json::parse(bytes.substr(8, n));
+  } catch (const nlohmann::json::exception&) {
+    throw bad("its header is not JSON");
+  }
+  if (!header.is_object()) throw bad("its header is not a JSON object");
+  const uint64_t data_size = bytes.size() - 8 - n;
+  const char* data = bytes.data() + 8 + n;
+  NamedTensors out;
+  for (const auto& [name, entry] : header.items()) {
+    if (name == "__metadata__") continue;
+    const auto fail = [&](const std::string& why) { return bad("tensor \"" + name + "\": " + why); };
+    if (!entry.is_object() || !entry.contains("dtype") || !entry["dtype"].is_string() || !entry.contains("shape") ||
+        !entry["shape"].is_array() || !entry.contains("data_offsets") || !entry["data_offsets"].is_array() ||
+        entry["data_offsets"].size() != 2 || !entry["data_offsets"][0].is_number_unsigned() ||
+        !entry["data_offsets"][1].is_number_unsigned()) {
+      throw fail("not {dtype, shape, data_offsets}");
+    }
+    const auto type = dtype_of(entry["dtype"].get<std::string>());
+    if (!type) throw fail("unknown dtype " + entry["dtype"].dump());
+    std::vector<int64_t> shape;
+    uint64_t numel = 1;
+    for (const auto& d : entry["shape"]) {
+      if (!d.is_number_unsigned() || d.get<uint64_t>() > (uint64_t{1} << 40)) throw fail("a dimension is not a size");
+      const uint64_t size = d.get<uint64_t>();
+      if (size != 0 && numel > (uint64_t{1} << 40) / size) throw fail("its sizes multiply past 2^40");
+      numel *= size;
+      shape.push_back(static_cast<int64_t>(size));
+    }
+    const uint64_t begin = entry["data_offsets"][0].get<uint64_t>(), end = entry["data_offsets"][1].get<uint64_t>();
+    const uint64_t element = static_cast<uint64_t>(c10::elementSize(*type));
+    if (begin > end || end > data_size || end - begin != numel * element) {
+      throw fail("its data [" + std::to_string(begin) + ", " + std::to_string(end) + ") does not fit the " +
+                 std::to_string(data_size) + " bytes of data or its " + std::to_string(numel) + " elements");
+    }
+    torch::Tensor t = torch::empty(shape, torch::TensorOptions().dtype(*type));
+    if (numel > 0) std::memcpy(t.data_ptr(), data + begin, static_cast<std::size_t>(end - begin));
+    out.emplace_back(name, std::move(t));
+  }
+  return out;
+}
 
 std::string safetensors_bytes(const NamedTensors& tensors, const std::map<std::string, std::string>& metadata) {
   nlohmann::ordered_json header;

@@ -23,6 +23,11 @@ std::string safetensors_bytes(const NamedTensors& tensors, const std::map<std::s
 
 // Writes `bytes` to `path` through a temporary file; throws kd::IOError, or kd::ConfigError
 // when `path` exists.
+// The tensors of a safetensors file's bytes, in the file's order. Everything is checked before
+// it is read (header size, JSON, dtypes, shapes, that each tensor's bytes lie inside the data):
+// kd::CorruptionError naming `where` otherwise.
+NamedTensors tensors_from_safetensors(const std::string& bytes, const std::string& where);
+
 void write_new_file(const std::string& path, const std::string& bytes);
 
 // The bytes of a torch.load-able file holding a dict of the tensors.

@@ -137,12 +137,7 @@ std::string apply_init_transform(const config::Node& o, torch::nn::Module& model
   if (opt_state) {
     if (optimizer == nullptr) throw ConfigError(o.where() + ": opt_state: true needs an optimizer");
     if (!renames.empty()) throw ConfigError(o.where() + ": opt_state: true cannot be combined with rename");
-    torch::serialize::InputArchive archive;
-    const std::string bytes = posix_file_system()->read_file(path + "/state.pt");
-    archive.load_from(bytes.data(), bytes.size());
-    torch::serialize::InputArchive optimizer_archive;
-    archive.read("optimizer", optimizer_archive);
-    optimizer->load(optimizer_archive);
+    read_checkpoint_optimizer_state(path, *optimizer, model);
   }
   std::string report = "loaded " + std::to_string(copies.size()) + " tensors from " + path;
   if (opt_state) report += " and the optimizer state";

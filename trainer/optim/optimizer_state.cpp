@@ -1,5 +1,10 @@
 #include "trainer/optim/optimizer_state.h"
 
+#include <memory>
+#include <optional>
+#include <set>
+#include <string>
+
 #include <torch/nn/module.h>
 #include <torch/optim.h>
 
@@ -43,7 +48,93 @@ Tree param_state_tree(const torch::optim::OptimizerParamState& state, const std:
   return out;
 }
 
+// The tensor `name` of a parameter's state: nullopt when absent; it must fit the parameter.
+std::optional<torch::Tensor> field(const Tree& state, const char* name, const torch::Tensor& param, const std::string& where) {
+  const Tree* t = state.find(name);
+  if (t == nullptr || t->is_none()) return std::nullopt;
+  if (!t->is_tensor() || t->tensor().sizes() != param.sizes() || t->tensor().scalar_type() != param.scalar_type()) {
+    throw CorruptionError("the optimizer state " + where + "." + name + " is " + t->describe() + ", but the parameter is " +
+                          describe_tensor(param));
+  }
+  return t->tensor().detach().clone().to(param.device());
+}
+
+int64_t step_of(const Tree& state, const std::string& where) {
+  const Tree* t = state.find("step");
+  if (t == nullptr) return 0;
+  if (t->kind() != Tree::Kind::kInt || t->to_int() < 0) throw CorruptionError("the optimizer state " + where + ".step is not a count");
+  return t->to_int();
+}
+
+std::unique_ptr<torch::optim::OptimizerParamState> make_param_state(const torch::optim::Optimizer& optimizer, const Tree& s,
+                                                                    const torch::Tensor& p, const std::string& where) {
+  using namespace torch::optim;
+  const auto set_adam = [&](auto state) {
+    state->step(step_of(s, where));
+    if (auto t = field(s, "exp_avg", p, where)) state->exp_avg(*t);
+    if (auto t = field(s, "exp_avg_sq", p, where)) state->exp_avg_sq(*t);
+    if (auto t = field(s, "max_exp_avg_sq", p, where)) state->max_exp_avg_sq(*t);
+    if (!state->exp_avg().defined() || !state->exp_avg_sq().defined()) {
+      throw CorruptionError("the optimizer state " + where + " lacks exp_avg or exp_avg_sq");
+    }
+    return state;
+  };
+  if (dynamic_cast<const AdamW*>(&optimizer)) return set_adam(std::make_unique<AdamWParamState>());
+  if (dynamic_cast<const Adam*>(&optimizer)) return set_adam(std::make_unique<AdamParamState>());
+  if (dynamic_cast<const SGD*>(&optimizer)) {
+    auto state = std::make_unique<SGDParamState>();
+    if (auto t = field(s, "momentum_buffer", p, where)) state->momentum_buffer(*t);
+    return state;
+  }
+  if (dynamic_cast<const RMSprop*>(&optimizer)) {
+    auto state = std::make_unique<RMSpropParamState>();
+    state->step(step_of(s, where));
+    if (auto t = field(s, "square_avg", p, where)) state->square_avg(*t);
+    if (auto t = field(s, "momentum_buffer", p, where)) state->momentum_buffer(*t);
+    if (auto t = field(s, "grad_avg", p, where)) state->grad_avg(*t);
+    if (!state->square_avg().defined()) throw CorruptionError("the optimizer state " + where + " lacks square_avg");
+    return state;
+  }
+  if (dynamic_cast<const Adagrad*>(&optimizer)) {
+    auto state = std::make_unique<AdagradParamState>();
+    state->step(step_of(s, where));
+    if (auto t = field(s, "sum", p, where)) state->sum(*t);
+    if (!state->sum().defined()) throw CorruptionError("the optimizer state " + where + " lacks sum");
+    return state;
+  }
+  throw NotSupportedError("cannot restore the optimizer state of parameter \"" + where +
+                          "\": only SGD, Adam, AdamW, RMSprop and Adagrad states are supported");
+}
+
 }  // namespace
+
+void load_optimizer_state(torch::optim::Optimizer& optimizer, const torch::nn::Module& module, const Tree& state) {
+  auto& states = optimizer.state();
+  using StateMap = std::decay_t<decltype(states)>;
+  states.clear();
+  try {
+    std::size_t loaded = 0;
+    for (const auto& item : module.named_parameters(/*recurse=*/true)) {
+      const std::optional<Tree> s = state.try_get(Path::from_dotted(item.key()));
+      if (!s) continue;
+      if (!s->is_dict()) throw CorruptionError("the optimizer state of " + item.key() + " is not a dict of fields");
+      states[compat::optimizer_state_key<StateMap>(item.value())] = make_param_state(optimizer, *s, item.value(), item.key());
+      ++loaded;
+    }
+    // Every entry is a parameter's.
+    std::set<std::string> names;
+    for (const auto& item : module.named_parameters(/*recurse=*/true)) names.insert(item.key());
+    for (const auto& [path, leaf] : state.flatten_paths()) {
+      const std::string key = path.str();
+      const std::string param = key.substr(0, key.rfind('.'));
+      if (!names.count(param)) throw CorruptionError("the optimizer state " + key + " is for no parameter of the model");
+    }
+    (void)loaded;
+  } catch (...) {
+    states.clear();
+    throw;
+  }
+}
 
 Tree optimizer_state_tree(const torch::optim::Optimizer& optimizer, const torch::nn::Module& module) {
   const auto& states = optimizer.state();

@@ -15,4 +15,10 @@ namespace kd::optim {
 // Supports SGD, Adam, AdamW, RMSprop and Adagrad; others raise kd::NotSupportedError.
 Tree optimizer_state_tree(const torch::optim::Optimizer& optimizer, const torch::nn::Module& module);
 
+// Replaces the optimizer's state by `state` (as optimizer_state_tree gives it; e.g. from a
+// checkpoint). Every entry must name a parameter of `module` and hold the fields of this
+// optimizer's type with the parameter's shape and dtype: kd::CorruptionError otherwise, and then
+// the optimizer's state is left empty.
+void load_optimizer_state(torch::optim::Optimizer& optimizer, const torch::nn::Module& module, const Tree& state);
+
 }  // namespace kd::optim
