@@ -359,3 +359,16 @@ TEST_CASE("a checkpoint of format 1 (a TorchScript archive) is read only on requ
   fs::remove_all(straight);
   fs::remove_all(dir);
 }
+
+TEST_CASE("resuming with an optimizer of another type is refused by name, even with allow_config_change") {
+  const fs::path dir = fresh_dir();
+  REQUIRE(run_kd(no_early_checkpoint(dir) + " --cfg.num_train_steps=20").code == 0);
+  const Result r = run_kd(no_early_checkpoint(dir) + " --cfg.num_train_steps=40 --cfg.optimizer.type=sgd"
+                          " --cfg.allow_config_change=true");
+  INFO(r.output);
+  CHECK(r.code == 2);
+  CHECK_THAT(r.output, Catch::Contains("holds the state of an optimizer of type adam, but the experiment's is sgd") &&
+                           Catch::Contains("init_transform"));
+  CHECK(checkpoint_names(dir) == std::vector<std::string>{"ckpt_20"});
+  fs::remove_all(dir);
+}

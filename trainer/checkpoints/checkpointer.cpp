@@ -154,6 +154,17 @@ void check_meta(const json& meta, const std::string& path) {
   }
 }
 
+// A ConfigError when the checkpoint's optimizer state is another type's than `optimizer`:
+// its state cannot be carried over; `advice` says what to do instead.
+void check_optimizer_type(const json& meta, const torch::optim::Optimizer& optimizer, const std::string& path,
+                          const std::string& advice) {
+  if (!meta.contains("optimizer_type")) return;  // format 1 checkpoints did not record it
+  const std::string saved = meta["optimizer_type"].get<std::string>();
+  if (saved == optimizer_kind(optimizer)) return;
+  throw ConfigError(path + " holds the state of an optimizer of type " + saved + ", but the experiment's is " +
+                    optimizer_kind(optimizer) + ": its state cannot be carried over; " + advice);
+}
+
 std::vector<c10::Device> generator_devices() {
   std::vector<c10::Device> out{c10::Device(c10::kCPU)};
   if (torch::cuda::is_available()) {
@@ -395,13 +406,11 @@ void Checkpointer::restore(const std::string& path, Snapshot& s) const {
   };
   try {
     check_meta(meta, path);
-    if (s.optimizer && meta.contains("optimizer_type") &&
-        meta["optimizer_type"].get<std::string>() != optimizer_kind(*s.optimizer)) {
-      throw ConfigError(path + " holds the state of an optimizer of type " + meta["optimizer_type"].get<std::string>() +
-                        ", but the experiment's optimizer is " + optimizer_kind(*s.optimizer) +
-                        ": its state cannot be carried over. Start the new optimizer from these parameters in "
-                        "another workdir with init_transform: {checkpoint: " +
-                        std::filesystem::path(path).parent_path().parent_path().string() + "}");
+    if (s.optimizer) {
+      check_optimizer_type(meta, *s.optimizer, path,
+                           "start the new optimizer from these parameters in another workdir with "
+                           "init_transform: {checkpoint: " +
+                               std::filesystem::path(path).parent_path().parent_path().string() + "}");
     }
     if (s.model) {
       copy_named(meta.at("params"), s.model->named_parameters(true), "params");
@@ -555,10 +564,7 @@ void read_checkpoint_optimizer_state(const std::string& path, torch::optim::Opti
   try {
     const json meta = json::parse(fs->read_file(path + "/meta.json"));
     check_meta(meta, path);
-    if (meta.contains("optimizer_type") && meta["optimizer_type"].get<std::string>() != optimizer_kind(optimizer)) {
-      throw ConfigError(path + " holds the state of an optimizer of type " + meta["optimizer_type"].get<std::string>() +
-                        ", not " + optimizer_kind(optimizer) + "; leave out opt_state: true");
-    }
+    check_optimizer_type(meta, optimizer, path, "leave out opt_state: true");
     TensorReader tensors(*fs, path);
     if (tensors.archive()) {
       torch::serialize::InputArchive optimizer_archive;
