@@ -382,3 +382,27 @@ TEST_CASE("resuming with an optimizer of another type is refused by name, even w
   CHECK(checkpoint_names(dir) == std::vector<std::string>{"ckpt_20"});
   fs::remove_all(dir);
 }
+
+TEST_CASE("a save killed at any point (a partial temporary directory, a re-save between its renames) is recovered") {
+  const fs::path straight = fresh_dir(), dir = fresh_dir();
+  const auto args = [](const fs::path& w, int steps) {
+    return "train " + small_mlp(w) + " --cfg.num_threads=1 --cfg.evals={} --cfg.checkpointer.save_interval_steps=100"
+           " --cfg.num_train_steps=" + std::to_string(steps);
+  };
+  REQUIRE(run_kd(args(straight, 300)).code == 0);
+  REQUIRE(run_kd(args(dir, 200)).code == 0);
+  // Killed while writing the next checkpoint: its temporary directory holds part of a file.
+  fs::create_directories(dir / "checkpoints" / "tmp.ckpt_300.4242");
+  std::ofstream(dir / "checkpoints" / "tmp.ckpt_300.4242" / "state.safetensors") << "partial";
+  // Killed between the two renames of a re-save of step 200: the old one moved aside, no new one.
+  fs::rename(dir / "checkpoints" / "ckpt_200", dir / "checkpoints" / "ckpt_200.old.4242");
+  const Result r = run_kd(args(dir, 300));
+  INFO(r.output);
+  REQUIRE(r.code == 0);
+  CHECK_THAT(r.output, Catch::Contains("resuming from step 200"));
+  CHECK(same_params(straight, dir, 300));
+  CHECK(!fs::exists(dir / "checkpoints" / "tmp.ckpt_300.4242"));
+  CHECK(!fs::exists(dir / "checkpoints" / "ckpt_200.old.4242"));
+  fs::remove_all(straight);
+  fs::remove_all(dir);
+}
