@@ -593,7 +593,7 @@ Tree Trainer::restore_checkpoint(const checkpoints::CheckpointInfo& info, Auxili
   }
   state_ = step_->init();
   state_.step = snapshot.step;
-  check_optimizer_state(info.path);
+  check_optimizer_state(info.path);  // format 1's archive is loaded by LibTorch unchecked
   merged = AuxiliariesState();
   merged.auxiliaries = auxiliaries_;
   if (is_chief()) {  // the states saved are those of every rank, merged; rank 0 carries them on
