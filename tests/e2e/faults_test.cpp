@@ -22,6 +22,12 @@ std::string no_early_checkpoint(const fs::path& workdir) {
   return "train " + small_mlp(workdir) + " --cfg.num_threads=1 --cfg.evals={}";
 }
 
+// `steps` steps with a checkpoint every 100.
+std::string checkpoint_every_100(const fs::path& workdir, int steps) {
+  return "train " + small_mlp(workdir) + " --cfg.num_threads=1 --cfg.evals={} --cfg.checkpointer.save_interval_steps=100"
+         " --cfg.num_train_steps=" + std::to_string(steps);
+}
+
 }  // namespace
 
 TEST_CASE("a run killed before its first checkpoint starts over with the same command and ends as an uninterrupted one") {
@@ -157,8 +163,7 @@ void copy_dir(const fs::path& from, const fs::path& to) {
 TEST_CASE("crafted checkpoints with valid checksums are damaged: the one before them is used, and the run ends as an uninterrupted one") {
   const fs::path straight = fresh_dir(), pristine = fresh_dir(), dir = fresh_dir();
   const auto args = [](const fs::path& w, int steps) {
-    return "train " + small_mlp(w) + " --cfg.num_threads=1 --cfg.evals={} --cfg.checkpointer.save_interval_steps=100"
-           " --cfg.checkpointer.max_to_keep=5 --cfg.num_train_steps=" + std::to_string(steps);
+    return checkpoint_every_100(w, steps) + " --cfg.checkpointer.max_to_keep=5";
   };
   REQUIRE(run_kd(args(straight, 300)).code == 0);
   const Result first = run_kd(args(pristine, 200));
@@ -385,10 +390,7 @@ TEST_CASE("resuming with an optimizer of another type is refused by name, even w
 
 TEST_CASE("a save killed at any point (a partial temporary directory, a re-save between its renames) is recovered") {
   const fs::path straight = fresh_dir(), dir = fresh_dir();
-  const auto args = [](const fs::path& w, int steps) {
-    return "train " + small_mlp(w) + " --cfg.num_threads=1 --cfg.evals={} --cfg.checkpointer.save_interval_steps=100"
-           " --cfg.num_train_steps=" + std::to_string(steps);
-  };
+  const auto args = checkpoint_every_100;
   REQUIRE(run_kd(args(straight, 300)).code == 0);
   REQUIRE(run_kd(args(dir, 200)).code == 0);
   // Killed while writing the next checkpoint: its temporary directory holds part of a file.
