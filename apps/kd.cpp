@@ -23,8 +23,8 @@
 #include "trainer/models/model.h"
 #include "trainer/optim/schedules.h"
 #include "trainer/summaries/summary.h"
-#include "trainer/train/callback.h"
-#include "trainer/train/trainer.h"
+#include "trainer/run/callback.h"
+#include "trainer/run/trainer.h"
 
 namespace {
 

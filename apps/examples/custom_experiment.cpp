@@ -10,9 +10,9 @@
 #include "trainer/config/experiment.h"
 #include "trainer/losses/loss.h"
 #include "trainer/models/model.h"
-#include "trainer/train/callback.h"
-#include "trainer/train/context.h"
-#include "trainer/train/trainer.h"
+#include "trainer/run/callback.h"
+#include "trainer/context/context.h"
+#include "trainer/run/trainer.h"
 
 namespace {
 

@@ -44,7 +44,7 @@ int main(int argc, char** argv) {
   adam.step();  // Adam state: exp_avg and exp_avg_sq, as large as the params
 
   kd::checkpoints::Checkpointer checkpointer(dir + "/checkpoints", kd::checkpoints::CheckpointerOptions{.max_to_keep = 1});
-  auto fs = kd::checkpoints::posix_file_system();
+  auto fs = kd::io::posix_file_system();
   double save = 1e9, restore = 1e9, raw_write = 1e9, raw_read = 1e9;
   uint64_t bytes = 0;
   for (int r = 0; r < rounds; ++r) {

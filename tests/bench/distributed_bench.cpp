@@ -26,7 +26,7 @@
 #include "trainer/losses/loss.h"
 #include "trainer/metrics/metric.h"
 #include "trainer/models/model.h"
-#include "trainer/train/train_step.h"
+#include "trainer/step/train_step.h"
 
 namespace {
 

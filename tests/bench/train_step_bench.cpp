@@ -19,7 +19,7 @@
 #include "trainer/losses/loss.h"
 #include "trainer/metrics/metric.h"
 #include "trainer/models/model.h"
-#include "trainer/train/train_step.h"
+#include "trainer/step/train_step.h"
 
 namespace {
 
@@ -83,7 +83,7 @@ class KdLoop {
   void step(const Batch& b) {
     auto [next, aux] = step_->step(state_, kd::Tree::dict({{"image", b.image}, {"label", b.label}}));
     state_ = std::move(next);
-    merged_ = merged_.merge(aux);
+    merged_ = merge(merged_, aux);
   }
 
  private:

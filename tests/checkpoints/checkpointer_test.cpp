@@ -8,7 +8,7 @@
 #include <nlohmann/json.hpp>
 #include <torch/torch.h>
 
-#include "tests/train/test_helpers.h"
+#include "tests/step/test_helpers.h"
 #include "trainer/checkpoints/checkpointer.h"
 #include "trainer/checkpoints/export.h"
 #include "trainer/common/error.h"
@@ -76,9 +76,9 @@ bool same_tensors(torch::nn::Module& a, torch::nn::Module& b) {
 }
 
 // A file system that fails the n-th write (counting from 1), like a disk that fills up.
-class FailingFileSystem : public kd::checkpoints::FileSystem {
+class FailingFileSystem : public kd::io::FileSystem {
  public:
-  explicit FailingFileSystem(int fail_at) : fail_at_(fail_at), base_(kd::checkpoints::posix_file_system()) {}
+  explicit FailingFileSystem(int fail_at) : fail_at_(fail_at), base_(kd::io::posix_file_system()) {}
   void write_file(const std::string& path, std::string_view data) override {
     if (++writes_ == fail_at_) {
       base_->write_file(path, data.substr(0, data.size() / 2));  // a partial write, then the error
@@ -89,6 +89,7 @@ class FailingFileSystem : public kd::checkpoints::FileSystem {
   std::string read_file(const std::string& p) override { return base_->read_file(p); }
   void create_directories(const std::string& p) override { base_->create_directories(p); }
   void rename(const std::string& a, const std::string& b) override { base_->rename(a, b); }
+  void rename_no_replace(const std::string& a, const std::string& b) override { base_->rename_no_replace(a, b); }
   void sync_directory(const std::string& p) override { base_->sync_directory(p); }
   void remove_all(const std::string& p) override { base_->remove_all(p); }
   bool exists(const std::string& p) override { return base_->exists(p); }
@@ -97,7 +98,7 @@ class FailingFileSystem : public kd::checkpoints::FileSystem {
  private:
   int fail_at_;
   int writes_ = 0;
-  std::shared_ptr<kd::checkpoints::FileSystem> base_;
+  std::shared_ptr<kd::io::FileSystem> base_;
 };
 
 }  // namespace
@@ -187,7 +188,7 @@ TEST_CASE("a failing write leaves every earlier checkpoint intact and no partial
     REQUIRE(infos.size() == 1);
     CHECK(infos[0].step == 1);
     CHECK(infos[0].valid());
-    CHECK(kd::checkpoints::posix_file_system()->list(dir.string()).size() == 1);  // no temporary directory left
+    CHECK(kd::io::posix_file_system()->list(dir.string()).size() == 1);  // no temporary directory left
   }
   fs::remove_all(dir);
 }

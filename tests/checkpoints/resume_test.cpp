@@ -9,7 +9,7 @@
 #include "trainer/checkpoints/checkpointer.h"
 #include "trainer/common/error.h"
 #include "trainer/config/experiment.h"
-#include "trainer/train/trainer.h"
+#include "trainer/run/trainer.h"
 #include "trainer/writers/writer.h"
 
 namespace fs = std::filesystem;

@@ -2,9 +2,9 @@
 
 #include <torch/torch.h>
 
-#include "tests/train/test_helpers.h"
+#include "tests/step/test_helpers.h"
 #include "trainer/evals/evaluator.h"
-#include "trainer/train/train_step.h"
+#include "trainer/step/train_step.h"
 
 using kd::Tree;
 using kd::testing::make_model;
@@ -24,7 +24,7 @@ TEST_CASE("an eval over a dataset not a multiple of the batch size gives the exa
   kd::evals::Evaluator evaluator("test", yaml(std::string("{ds: ") + ds + "}"), 0, aux);
   const auto result = evaluator.evaluate(step, state, c10::Device(c10::kCPU));
   double accuracy = -1;
-  for (const auto& [name, v] : result.compute_scalars()) {
+  for (const auto& [name, v] : compute_scalars(result)) {
     if (name == "metrics/accuracy") accuracy = v;
   }
   // Direct: every example at once, in eval mode (dropout off).
@@ -39,7 +39,7 @@ TEST_CASE("an eval over a dataset not a multiple of the batch size gives the exa
   CHECK(result.metric_states.get("accuracy.count").to_int() == 103);
   // Evaluating again gives the same (the pipeline restarts).
   double again = -1;
-  for (const auto& [name, v] : evaluator.evaluate(step, state, c10::Device(c10::kCPU)).compute_scalars()) {
+  for (const auto& [name, v] : compute_scalars(evaluator.evaluate(step, state, c10::Device(c10::kCPU)))) {
     if (name == "metrics/accuracy") again = v;
   }
   CHECK(again == accuracy);

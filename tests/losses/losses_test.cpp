@@ -10,7 +10,7 @@
 #include "trainer/config/node.h"
 #include "trainer/losses/loss.h"
 #include "trainer/metrics/states.h"
-#include "trainer/train/context.h"
+#include "trainer/context/context.h"
 
 using kd::Tree;
 using kd::train::Context;

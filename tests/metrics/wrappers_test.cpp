@@ -7,7 +7,7 @@
 #include "trainer/common/error.h"
 #include "trainer/config/node.h"
 #include "trainer/metrics/metric.h"
-#include "trainer/train/context.h"
+#include "trainer/context/context.h"
 
 using kd::Tree;
 using kd::train::Context;

@@ -6,9 +6,9 @@
 #include <torch/script.h>
 #include <torch/torch.h>
 
-#include "tests/train/test_helpers.h"
+#include "tests/step/test_helpers.h"
 #include "trainer/common/error.h"
-#include "trainer/train/train_step.h"
+#include "trainer/step/train_step.h"
 
 using kd::Tree;
 using kd::testing::aux_with;
@@ -36,7 +36,7 @@ TEST_CASE("the MLP flattens its input and names its layers by position") {
   auto model = make_model("{type: MLP, input_size: 12, hidden_sizes: [5, 4], output_size: 2}");
   const Tree out = run_forward(*model, Tree::dict({{"image", torch::rand({3, 3, 4})}}), false);
   CHECK(out.get("preds.logits").tensor().sizes() == torch::IntArrayRef({3, 2}));
-  CHECK(paths(kd::train::params_tree(*model)) ==
+  CHECK(paths(kd::params_tree(*model)) ==
         std::vector<std::string>{"layers.0.weight", "layers.0.bias", "layers.2.weight", "layers.2.bias",
                                  "layers.4.weight", "layers.4.bias"});
 }
@@ -58,7 +58,7 @@ TEST_CASE("the CNN keeps BatchNorm statistics as buffers and reads NHWC images")
   const Tree out = run_forward(*model, Tree::dict({{"image", torch::rand({2, 8, 8, 1})}}), true);
   CHECK(out.get("preds.logits").tensor().sizes() == torch::IntArrayRef({2, 3}));
   CHECK(out.get("interms.features.3.output").tensor().sizes() == torch::IntArrayRef({2, 4, 4, 4}));
-  const Tree buffers = kd::train::buffers_tree(*model);
+  const Tree buffers = kd::buffers_tree(*model);
   CHECK(paths(buffers) == std::vector<std::string>{"features.1.running_mean", "features.1.running_var",
                                                    "features.1.num_batches_tracked", "features.5.running_mean",
                                                    "features.5.running_var", "features.5.num_batches_tracked"});
@@ -102,7 +102,7 @@ TEST_CASE("a TorchScript module is trained through kd and shares its parameters"
     m.save(file);
   }
   auto model = make_model("{type: TorchScript, path: " + file + "}");
-  CHECK(paths(kd::train::params_tree(*model)) == std::vector<std::string>{"w", "inner.b"});
+  CHECK(paths(kd::params_tree(*model)) == std::vector<std::string>{"w", "inner.b"});
   TrainStep step(model, yaml("{type: sgd, learning_rate: 0.1}"),
                  aux_with("{type: L2, preds: preds.logits, targets: batch.label}"));
   const Tree batch = Tree::dict({{"image", torch::ones({3, 4})}, {"label", torch::zeros({3, 2})}});

@@ -7,7 +7,7 @@
 #include "trainer/common/error.h"
 #include "trainer/config/node.h"
 #include "trainer/summaries/summary.h"
-#include "trainer/train/context.h"
+#include "trainer/context/context.h"
 
 using kd::Tree;
 using kd::summaries::Summary;

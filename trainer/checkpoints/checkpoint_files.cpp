@@ -81,7 +81,7 @@ void check_optimizer_type(const json& meta, const torch::optim::Optimizer& optim
 
 using namespace detail;
 
-std::string verify_checkpoint(FileSystem& fs, const std::string& path) {
+std::string verify_checkpoint(io::FileSystem& fs, const std::string& path) {
   json manifest;
   try {
     manifest = json::parse(fs.read_file(path + "/" + kManifest));
@@ -138,7 +138,7 @@ std::string verify_checkpoint(FileSystem& fs, const std::string& path) {
 
 std::vector<std::pair<std::string, torch::Tensor>> read_checkpoint_tensors(const std::string& path,
                                                                            const std::string& group) {
-  auto fs = posix_file_system();
+  auto fs = io::posix_file_system();
   const std::string problem = verify_checkpoint(*fs, path);
   if (!problem.empty()) throw CorruptionError("checkpoint \"" + path + "\" is damaged: " + problem);
   std::vector<std::pair<std::string, torch::Tensor>> out;
@@ -159,7 +159,7 @@ std::vector<std::pair<std::string, torch::Tensor>> read_checkpoint_tensors(const
 
 void read_checkpoint_optimizer_state(const std::string& path, torch::optim::Optimizer& optimizer,
                                      const torch::nn::Module& model) {
-  auto fs = posix_file_system();
+  auto fs = io::posix_file_system();
   const std::string problem = verify_checkpoint(*fs, path);
   if (!problem.empty()) throw CorruptionError("checkpoint \"" + path + "\" is damaged: " + problem);
   try {

@@ -17,7 +17,7 @@
 #include <torch/types.h>
 
 #include "trainer/checkpoints/export.h"
-#include "trainer/checkpoints/file_system.h"
+#include "trainer/io/file_system.h"
 #include "trainer/common/error.h"
 #include "trainer/common/torch_fwd.h"
 #include "trainer/tree/tree.h"
@@ -74,7 +74,7 @@ class TensorWriter {
 // LibTorch's archive reader can abort the process on a crafted file.
 class TensorReader {
  public:
-  TensorReader(FileSystem& fs, const std::string& path) : where_(path) {
+  TensorReader(io::FileSystem& fs, const std::string& path) : where_(path) {
     if (legacy(fs, path)) {
       if (std::getenv("KD_READ_LEGACY_CHECKPOINTS") == nullptr ||
           std::string(std::getenv("KD_READ_LEGACY_CHECKPOINTS")) != "1") {
@@ -95,7 +95,7 @@ class TensorReader {
       tensors_.emplace(name, std::move(t));
     }
   }
-  static bool legacy(FileSystem& fs, const std::string& path) {
+  static bool legacy(io::FileSystem& fs, const std::string& path) {
     return !fs.exists(path + "/" + kTensorFile) && fs.exists(path + "/state.pt");
   }
   torch::Tensor get(const json& key) {

@@ -61,7 +61,7 @@ CheckpointerOptions CheckpointerOptions::from_config(const config::Node* node) {
   return o;
 }
 
-Checkpointer::Checkpointer(std::string directory, CheckpointerOptions options, std::shared_ptr<FileSystem> fs)
+Checkpointer::Checkpointer(std::string directory, CheckpointerOptions options, std::shared_ptr<io::FileSystem> fs)
     : directory_(std::move(directory)), options_(std::move(options)), fs_(std::move(fs)) {
   const std::string best = directory_ + "/best.json";
   if (!options_.best_metric_path.empty() && fs_->exists(best)) {
@@ -292,9 +292,7 @@ bool Checkpointer::report(int64_t step, const std::string& collection,
 void Checkpointer::write_best() {
   fs_->create_directories(directory_);
   const json j = {{"metric", options_.best_metric_path}, {"step", *best_step_}, {"value", best_value_}};
-  const std::string tmp = directory_ + "/best.json.tmp";
-  fs_->write_file(tmp, j.dump());
-  fs_->rename(tmp, directory_ + "/best.json");
+  io::write_file_atomically(*fs_, directory_ + "/best.json", j.dump());
 }
 
 void Checkpointer::prune() {

@@ -23,7 +23,7 @@
 #include <utility>
 #include <vector>
 
-#include "trainer/checkpoints/file_system.h"
+#include "trainer/io/file_system.h"
 #include "trainer/data/pipeline.h"
 #include "trainer/tree/tree.h"
 
@@ -71,7 +71,7 @@ struct CheckpointInfo {
 class Checkpointer {
  public:
   Checkpointer(std::string directory, CheckpointerOptions options,
-               std::shared_ptr<FileSystem> fs = posix_file_system());
+               std::shared_ptr<io::FileSystem> fs = io::posix_file_system());
 
   const std::string& directory() const { return directory_; }
   const CheckpointerOptions& options() const { return options_; }
@@ -112,7 +112,7 @@ class Checkpointer {
 
   std::string directory_;
   CheckpointerOptions options_;
-  std::shared_ptr<FileSystem> fs_;
+  std::shared_ptr<io::FileSystem> fs_;
   std::optional<int64_t> best_step_;
   double best_value_ = 0;
 };
@@ -128,6 +128,6 @@ void read_checkpoint_optimizer_state(const std::string& path, torch::optim::Opti
                                      const torch::nn::Module& model);
 
 // Verifies a checkpoint directory against its manifest; the problem, or "" when valid.
-std::string verify_checkpoint(FileSystem& fs, const std::string& path);
+std::string verify_checkpoint(io::FileSystem& fs, const std::string& path);
 
 }  // namespace kd::checkpoints

@@ -11,7 +11,7 @@
 #include <torch/serialize.h>
 #include <torch/torch.h>
 
-#include "trainer/checkpoints/file_system.h"
+#include "trainer/io/file_system.h"
 #include "trainer/common/error.h"
 
 namespace kd::checkpoints {
@@ -124,13 +124,12 @@ std::string torch_pickle_bytes(const NamedTensors& tensors) {
 }
 
 void write_new_file(const std::string& path, const std::string& bytes) {
+  // Checked first for a clear message; the creation itself refuses an existing file too (one
+  // made meanwhile).
   if (std::filesystem::exists(path)) {
     throw ConfigError("\"" + path + "\" already exists; choose another --out (kd never replaces a file)");
   }
-  const std::string tmp = path + ".tmp." + std::to_string(::getpid());
-  auto fs = posix_file_system();
-  fs->write_file(tmp, bytes);
-  fs->rename(tmp, path);
+  io::create_file_atomically(*io::posix_file_system(), path, bytes);
 }
 
 }  // namespace kd::checkpoints

@@ -35,7 +35,7 @@ struct Prefix {
 
 std::string resolve_checkpoint(const config::Node& o) {
   const std::string path = o.get_string("checkpoint");
-  auto fs = posix_file_system();
+  auto fs = io::posix_file_system();
   if (fs->exists(path + "/MANIFEST.json")) return path;
   const int64_t step = o.get_int("step", -1);
   Checkpointer source(path + "/checkpoints", CheckpointerOptions{});

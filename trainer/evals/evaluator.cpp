@@ -5,7 +5,7 @@
 #include <torch/torch.h>
 
 #include "trainer/common/error.h"
-#include "trainer/train/train_step.h"
+#include "trainer/step/train_step.h"
 
 namespace kd::evals {
 
@@ -55,7 +55,7 @@ train::AuxiliariesState Evaluator::evaluate(train::TrainStep& step, const train:
     // A shard's slice of a last batch smaller than the number of shards may be empty.
     if (batch->is_dict() && !batch->empty() && data::num_examples(*batch, name_) == 0) continue;
     const Tree on_device = batch->map([&](const torch::Tensor& t) { return t.to(device, /*non_blocking=*/true); });
-    merged = merged.merge(step.eval_step(state, on_device, auxiliaries_));
+    merged = merge(merged, step.eval_step(state, on_device, auxiliaries_));
   }
   return merged;
 }

@@ -17,7 +17,7 @@
 
 #include "trainer/config/node.h"
 #include "trainer/data/pipeline.h"
-#include "trainer/train/auxiliaries.h"
+#include "trainer/step/auxiliaries.h"
 #include "trainer/writers/writer.h"
 
 namespace kd::train {

@@ -2,7 +2,7 @@
 
 #include "trainer/common/error.h"
 #include "trainer/metrics/states.h"
-#include "trainer/train/context.h"
+#include "trainer/context/context.h"
 
 namespace kd::losses {
 

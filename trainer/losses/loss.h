@@ -16,7 +16,7 @@
 #include "trainer/config/registry.h"
 #include "trainer/metrics/states.h"
 #include "trainer/optim/schedules.h"
-#include "trainer/train/auxiliary.h"
+#include "trainer/context/auxiliary.h"
 
 namespace kd::losses {
 

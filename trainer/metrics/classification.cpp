@@ -9,7 +9,7 @@
 
 #include "trainer/common/error.h"
 #include "trainer/metrics/metric.h"
-#include "trainer/train/context.h"
+#include "trainer/context/context.h"
 
 namespace kd::metrics {
 namespace {

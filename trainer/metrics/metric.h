@@ -8,7 +8,7 @@
 
 #include "trainer/config/registry.h"
 #include "trainer/metrics/states.h"
-#include "trainer/train/auxiliary.h"
+#include "trainer/context/auxiliary.h"
 
 namespace kd::metrics {
 

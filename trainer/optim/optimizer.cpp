@@ -12,7 +12,7 @@
 #include "trainer/common/error.h"
 #include "trainer/common/suggest.h"
 #include "trainer/compat/torch_compat.h"
-#include "trainer/train/train_state.h"
+#include "trainer/tree/tree.h"
 
 namespace kd::optim {
 namespace {
@@ -109,7 +109,7 @@ std::set<std::string> excluded_names(const torch::nn::Module& model, const confi
   std::set<std::string> out;
   const auto patterns = o.get_string_list("weight_decay_exclude", std::vector<std::string>{});
   if (patterns.empty()) return out;
-  const Tree root = Tree::dict({{"params", train::params_tree(model)}});
+  const Tree root = Tree::dict({{"params", params_tree(model)}});
   for (const auto& pattern : patterns) {
     Path path;
     try {
@@ -217,7 +217,7 @@ Optimizer::Optimizer(const config::Node& o, torch::nn::Module& model)
   o.check_unknown_keys();
   if (has_ema()) {
     torch::NoGradGuard no_grad;
-    ema_params_ = train::params_tree(model).map([](const torch::Tensor& t) { return t.detach().clone(); });
+    ema_params_ = params_tree(model).map([](const torch::Tensor& t) { return t.detach().clone(); });
     // The tree was built from the same module, so its leaves follow params_' order.
     for (const auto& [path, leaf] : ema_params_.flatten()) ema_tensors_.push_back(leaf.tensor());
   }

@@ -5,7 +5,7 @@
 
 #include "trainer/common/error.h"
 #include "trainer/summaries/summary.h"
-#include "trainer/train/context.h"
+#include "trainer/context/context.h"
 
 namespace kd::summaries {
 namespace {

@@ -25,6 +25,7 @@
 
 #include <torch/types.h>
 
+#include "trainer/common/torch_fwd.h"
 #include "trainer/tree/path.h"
 
 namespace kd {
@@ -127,5 +128,10 @@ class Tree {
 
 // "float32[2, 3]" for a tensor (with the device when not the CPU).
 std::string describe_tensor(const torch::Tensor& tensor);
+
+// The named parameters / buffers of a module as a nested tree ("encoder.0.weight" ->
+// {encoder: {0: {weight: ...}}}), sharing the module's tensors.
+Tree params_tree(const torch::nn::Module& module);
+Tree buffers_tree(const torch::nn::Module& module);
 
 }  // namespace kd

@@ -6,7 +6,7 @@
 
 #include <fmt/format.h>
 
-#include "trainer/checkpoints/file_system.h"
+#include "trainer/io/file_system.h"
 #include "trainer/common/error.h"
 #include "trainer/writers/writer.h"
 
@@ -47,9 +47,7 @@ void CsvWriter::rewrite(const std::string& collection, const Table& t) const {
     for (std::size_t i = 0; i <= t.columns.size(); ++i) text += (i ? "," : "") + (i < row.size() ? row[i] : "");
     text += "\n";
   }
-  const std::string tmp = path(collection) + ".tmp";
-  checkpoints::posix_file_system()->write_file(tmp, text);
-  std::filesystem::rename(tmp, path(collection));
+  io::write_file_atomically(*io::posix_file_system(), path(collection), text);
 }
 
 void CsvWriter::write_scalars(int64_t step, const std::string& collection, const Scalars& values) {

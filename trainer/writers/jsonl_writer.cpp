@@ -3,7 +3,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "trainer/checkpoints/file_system.h"
+#include "trainer/io/file_system.h"
 #include "trainer/common/error.h"
 #include "trainer/writers/writer.h"
 
@@ -44,9 +44,7 @@ void JsonlWriter::truncate_after(int64_t step) {
     }
   }
   in.close();
-  const std::string tmp = path_ + ".tmp";
-  checkpoints::posix_file_system()->write_file(tmp, kept);
-  std::filesystem::rename(tmp, path_);
+  io::write_file_atomically(*io::posix_file_system(), path_, kept);
   out_.open(path_, std::ios::app);
   if (!out_) throw IOError("cannot open \"" + path_ + "\" for writing");
 }

@@ -30,11 +30,11 @@
 
 #include "trainer/config/node.h"
 #include "trainer/optim/schedules.h"
-#include "trainer/train/auxiliaries.h"
-#include "trainer/train/callback.h"
-#include "trainer/train/context.h"
-#include "trainer/train/progress.h"
-#include "trainer/train/train_state.h"
+#include "trainer/step/auxiliaries.h"
+#include "trainer/run/callback.h"
+#include "trainer/context/context.h"
+#include "trainer/run/progress.h"
+#include "trainer/context/train_state.h"
 #include "trainer/writers/writer.h"
 
 namespace spdlog {

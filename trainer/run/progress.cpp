@@ -1,4 +1,4 @@
-#include "trainer/train/progress.h"
+#include "trainer/run/progress.h"
 
 #include <sys/ioctl.h>
 #include <unistd.h>

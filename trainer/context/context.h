@@ -19,7 +19,7 @@
 #include <utility>
 #include <vector>
 
-#include "trainer/train/auxiliaries.h"
+#include "trainer/context/auxiliaries_state.h"
 #include "trainer/tree/tree.h"
 
 namespace kd::train {
@@ -41,13 +41,6 @@ struct ContextUpdate {
   std::optional<Tree> opt_state;
   std::optional<Tree> metric_states;
   std::optional<Tree> summary_states;
-};
-
-// Which states Context::get_aux_state returns.
-struct AuxStateRequest {
-  bool return_losses = false;
-  bool return_metrics = false;
-  bool return_summaries = false;
 };
 
 struct Context {

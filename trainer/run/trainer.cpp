@@ -1,4 +1,4 @@
-#include "trainer/train/trainer.h"
+#include "trainer/run/trainer.h"
 
 #include <fcntl.h>
 #include <signal.h>
@@ -29,8 +29,8 @@
 #include "trainer/optim/optimizer.h"
 #include "trainer/optim/optimizer_state.h"
 #include "trainer/summaries/summary.h"
-#include "trainer/train/error_context.h"
-#include "trainer/train/train_step.h"
+#include "trainer/context/error_context.h"
+#include "trainer/step/train_step.h"
 
 namespace kd::train {
 namespace {
@@ -384,7 +384,7 @@ AuxiliariesState Trainer::merge_across_ranks(const AuxiliariesState& state,
     other.metric_states = t.at("metric_states");
     other.summary_states = t.at("summary_states");
     other.auxiliaries = auxiliaries;
-    merged = merged.merge(other);
+    merged = merge(merged, other);
   }
   return merged;
 }
@@ -418,14 +418,9 @@ void Trainer::open_workdir(const Context* first_context, bool write_config) {
   lock_workdir();
   const std::string config_path = workdir_ + "/config.yaml";
   if (write_config) {
-    const std::string tmp = config_path + ".tmp";
-    std::ofstream out(tmp);
-    out << "# The resolved experiment; run it again with: kd train --cfg=" << config_path << "\n"
-        << experiment_.to_yaml() << "\n";
-    out.close();
-    if (!out) throw IOError("cannot write \"" + tmp + "\"");
-    fs::rename(tmp, config_path, ec);
-    if (ec) throw IOError("cannot write \"" + config_path + "\": " + ec.message());
+    io::write_file_atomically(*io::posix_file_system(), config_path,
+                              "# The resolved experiment; run it again with: kd train --cfg=" + config_path + "\n" +
+                                  experiment_.to_yaml() + "\n");
   }
   {
     std::ofstream log_file(workdir_ + "/log.txt", std::ios::app);
@@ -476,7 +471,7 @@ void Trainer::resume_or_start(AuxiliariesState& merged, int64_t& interval_steps)
         continue;
       }
       try {
-        check_config_unchanged(checkpoints::posix_file_system()->read_file(info.path + "/config.yaml"),
+        check_config_unchanged(io::posix_file_system()->read_file(info.path + "/config.yaml"),
                                "the checkpoints in");
         restored_aux = restore_checkpoint(info, merged, interval_steps);
         latest = info;
@@ -520,7 +515,7 @@ void Trainer::resume_or_start(AuxiliariesState& merged, int64_t& interval_steps)
                           "_2, or delete this one to start over");
       }
       if (fs::exists(config)) {
-        check_config_unchanged(checkpoints::posix_file_system()->read_file(config.string()), "the run in");
+        check_config_unchanged(io::posix_file_system()->read_file(config.string()), "the run in");
         start_over_ = true;
         log_->warn("the workdir \"{}\" holds a run of this experiment that stopped before its first checkpoint; "
                    "starting it over (its logs are rewritten)", workdir_);
@@ -606,7 +601,7 @@ Tree Trainer::restore_checkpoint(const checkpoints::CheckpointInfo& info, Auxili
     merged.summary_states = field("summary_states");
     // States that do not fit the experiment's losses and metrics would fail at the next log.
     try {
-      merged.merge(merged).compute_scalars();
+      compute_scalars(merge(merged, merged));
     } catch (const std::exception& e) {
       const std::string what = e.what();
       const std::string problem = info.path + ": its interval's loss and metric states do not fit the experiment: " +
@@ -743,7 +738,7 @@ void Trainer::train() {
       write_summaries("train", merge_across_ranks(aux, auxiliaries_, "merging the summaries"));
       aux.summary_states = Tree();
     }
-    merged = merged.merge(aux);
+    merged = merge(merged, aux);
     ++interval_steps;
     if (state_.step == first_step + 1) open_workdir(resumed ? nullptr : &first_context);  // the first step worked
 
@@ -856,7 +851,7 @@ int64_t Trainer::evaluate_checkpoint(std::optional<int64_t> step) {
 
 writers::Scalars Trainer::log_train_metrics(const AuxiliariesState& merged, double seconds, int64_t steps,
                                             double data_wait) {
-  writers::Scalars values = merge_across_ranks(merged, auxiliaries_, "merging the training metrics").compute_scalars();
+  writers::Scalars values = compute_scalars(merge_across_ranks(merged, auxiliaries_, "merging the training metrics"));
   for (const auto& [name, value] : step_->optimizer().schedules(state_.step - 1)) values.emplace_back("schedules/" + name, value);
   for (const auto& [name, schedule] : schedules_) values.emplace_back("schedules/" + name, (*schedule)(state_.step - 1));
   const double steps_per_sec = steps / std::max(seconds, 1e-9);
@@ -877,7 +872,7 @@ writers::Scalars Trainer::log_train_metrics(const AuxiliariesState& merged, doub
 
 void Trainer::write_summaries(const std::string& collection, const AuxiliariesState& state) {
   std::vector<writers::SummaryRecord> records;
-  for (auto& s : state.compute_summaries()) {
+  for (auto& s : compute_summaries(state)) {
     const auto kind = s.summary->kind() == summaries::Summary::Kind::kImages      ? writers::SummaryRecord::Kind::kImages
                       : s.summary->kind() == summaries::Summary::Kind::kHistogram ? writers::SummaryRecord::Kind::kHistogram
                                                                                   : writers::SummaryRecord::Kind::kTexts;
@@ -895,7 +890,7 @@ writers::Scalars Trainer::run_eval(evals::Evaluator& evaluator) {
                                   "merging eval " + evaluator.name());
       });
   write_summaries(evaluator.name(), result);
-  writers::Scalars values = result.compute_scalars();
+  writers::Scalars values = compute_scalars(result);
   values.emplace_back("perf_stats/eval_time_sec", std::chrono::duration<double>(Clock::now() - start).count());
   for (auto& w : writers_) w->write_scalars(state_.step, evaluator.name(), values);
   std::string line;

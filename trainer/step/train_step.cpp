@@ -1,4 +1,4 @@
-#include "trainer/train/train_step.h"
+#include "trainer/step/train_step.h"
 
 #include <cmath>
 
@@ -10,7 +10,7 @@
 #include "trainer/optim/optimizer.h"
 #include "trainer/optim/optimizer_state.h"
 #include "trainer/summaries/summary.h"
-#include "trainer/train/error_context.h"
+#include "trainer/context/error_context.h"
 
 namespace kd::train {
 namespace {
@@ -171,7 +171,7 @@ std::pair<TrainState, AuxiliariesState> TrainStep::step(const TrainState& state,
     ctx = fill_metrics_and_summaries(*auxiliaries_, ctx, with_summaries);
     AuxiliariesState s = ctx.get_aux_state({.return_losses = true, .return_metrics = true, .return_summaries = true});
     s.auxiliaries = auxiliaries_;
-    aux_state = aux_state.merge(s);
+    aux_state = merge(aux_state, s);
   }
   if (context_out) *context_out = contexts.back();
   return {std::move(next), std::move(aux_state)};

@@ -2,10 +2,10 @@
 
 #include <torch/torch.h>
 
-#include "tests/train/test_helpers.h"
+#include "tests/step/test_helpers.h"
 #include "trainer/common/error.h"
 #include "trainer/optim/optimizer.h"
-#include "trainer/train/train_step.h"
+#include "trainer/step/train_step.h"
 
 using kd::Tree;
 using kd::testing::aux_with;
@@ -49,7 +49,7 @@ TEST_CASE("the step fills the context in lifecycle order and skips stages nothin
   CHECK(ctx.grads.is_none());
   CHECK(ctx.updates.is_none());
   CHECK(step.reads().grads == false);
-  CHECK(aux.compute_scalars().front().first == "losses/loss");
+  CHECK(compute_scalars(aux).front().first == "losses/loss");
 }
 
 TEST_CASE("grads in the context equal autograd's gradients of the loss") {
@@ -118,7 +118,7 @@ TEST_CASE("200 steps on a learnable task drive the loss down by a clear margin")
   for (int i = 0; i < 200; ++i) {
     auto [next, aux] = step.step(state, blobs(64, 100 + i));
     state = next;
-    const double loss = aux.compute_scalars().front().second;
+    const double loss = compute_scalars(aux).front().second;
     if (i == 0) first = loss;
     last = loss;
   }
@@ -199,7 +199,7 @@ TEST_CASE("eval_step neither updates params nor BatchNorm statistics") {
   const Tree params_before = state.params.map([](const torch::Tensor& t) { return t.detach().clone(); });
   const Tree stats_before = state.collections.map([](const torch::Tensor& t) { return t.detach().clone(); });
   const auto aux = step.eval_step(state, batch);
-  CHECK(aux.compute_scalars().front().first == "losses/loss");
+  CHECK(compute_scalars(aux).front().first == "losses/loss");
   CHECK(trees_close(state.params, params_before));
   CHECK(trees_close(state.collections, stats_before));
   CHECK(step.model().is_training());
@@ -241,7 +241,7 @@ TEST_CASE("optimizer state exists from step 0 and training matches torch's lazy 
     }
     state = step.step(state, batch).first;
     INFO(opt);
-    CHECK(trees_close(state.params, kd::train::params_tree(*reference), 1e-6));
+    CHECK(trees_close(state.params, kd::params_tree(*reference), 1e-6));
   }
 }
 

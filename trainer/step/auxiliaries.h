@@ -1,7 +1,7 @@
-// The auxiliaries of a step (losses, metrics, summaries, each by name) and their states.
-//
-// A step returns an AuxiliariesState; states of successive steps (or eval batches) are merged,
-// and `compute` turns the merged state into the values to log:
+// kd::train::Auxiliaries: the losses, metrics and summaries of a step, each by name, and what
+// they do with their states (context/auxiliaries_state.h): a step returns an AuxiliariesState;
+// states of successive steps (or eval batches, or ranks) are merged, and compute_* turns the
+// merged state into the values to log:
 //   losses/<name>, losses/total, metrics/<name>[/<sub.path>], and the summaries.
 #pragma once
 
@@ -11,6 +11,7 @@
 #include <utility>
 #include <vector>
 
+#include "trainer/context/auxiliaries_state.h"
 #include "trainer/tree/tree.h"
 
 namespace kd::losses {
@@ -50,28 +51,19 @@ Auxiliaries build_auxiliaries(const config::Node* losses, const config::Node* me
 // True when some path reads the context field `field` (a leading glob reads every field).
 bool reads_field(const std::vector<Path>& paths, std::string_view field);
 
-struct AuxiliariesState {
-  Tree loss_states;     // loss name -> AverageState
-  Tree metric_states;   // metric name -> the metric's state
-  Tree summary_states;  // summary name -> the summary's state
-  // The auxiliaries the states belong to (needed to merge and compute metric states).
-  std::shared_ptr<const Auxiliaries> auxiliaries;
+// The state of both: every entry merged by its owner (the state's auxiliaries); either side may
+// be empty.
+AuxiliariesState merge(const AuxiliariesState& a, const AuxiliariesState& b);
 
-  bool empty() const { return loss_states.empty() && metric_states.empty() && summary_states.empty(); }
+// "losses/<name>", "losses/total" and "metrics/<name>" (a tree-valued metric gives one entry per
+// leaf, "metrics/<name>/<leaf path>"), as scalars.
+std::vector<std::pair<std::string, double>> compute_scalars(const AuxiliariesState& state);
 
-  // The state of both: every entry merged by its owner; either side may be empty.
-  AuxiliariesState merge(const AuxiliariesState& other) const;
-
-  // "losses/<name>", "losses/total" and "metrics/<name>" (a tree-valued metric gives one entry
-  // per leaf, "metrics/<name>/<leaf path>"), as scalars.
-  std::vector<std::pair<std::string, double>> compute_scalars() const;
-
-  struct SummaryValue {
-    std::string name;  // "summaries/<name>"
-    const summaries::Summary* summary;
-    Tree value;        // see Summary::Kind
-  };
-  std::vector<SummaryValue> compute_summaries() const;
+struct SummaryValue {
+  std::string name;  // "summaries/<name>"
+  const summaries::Summary* summary;
+  Tree value;  // see Summary::Kind
 };
+std::vector<SummaryValue> compute_summaries(const AuxiliariesState& state);
 
 }  // namespace kd::train

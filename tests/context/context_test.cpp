@@ -3,8 +3,8 @@
 #include <torch/torch.h>
 
 #include "trainer/common/error.h"
-#include "trainer/train/context.h"
-#include "trainer/train/train_state.h"
+#include "trainer/context/context.h"
+#include "trainer/context/train_state.h"
 
 using kd::Tree;
 using kd::train::Context;

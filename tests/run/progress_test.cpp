@@ -1,6 +1,6 @@
 #include <catch2/catch.hpp>
 
-#include "trainer/train/progress.h"
+#include "trainer/run/progress.h"
 
 using kd::train::ProgressConsole;
 

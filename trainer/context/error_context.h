@@ -6,7 +6,7 @@
 #include <c10/util/Exception.h>
 
 #include "trainer/common/error.h"
-#include "trainer/train/auxiliary.h"
+#include "trainer/context/auxiliary.h"
 
 namespace kd::train {
 struct Context;

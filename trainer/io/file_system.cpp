@@ -1,6 +1,7 @@
-#include "trainer/checkpoints/file_system.h"
+#include "trainer/io/file_system.h"
 
 #include <fcntl.h>
+#include <stdio.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -12,7 +13,7 @@
 
 #include "trainer/common/error.h"
 
-namespace kd::checkpoints {
+namespace kd::io {
 namespace {
 
 namespace fs = std::filesystem;
@@ -85,6 +86,15 @@ class PosixFileSystem : public FileSystem {
     if (::rename(from.c_str(), to.c_str()) != 0) fail("renaming to \"" + to + "\" from", from, errno);
   }
 
+  void rename_no_replace(const std::string& from, const std::string& to) override {
+    // renameat2(RENAME_NOREPLACE) where the file system has it; a hard link, which fails on
+    // an existing name just as atomically, where it does not.
+    if (::renameat2(AT_FDCWD, from.c_str(), AT_FDCWD, to.c_str(), RENAME_NOREPLACE) == 0) return;
+    if (errno != EINVAL && errno != ENOSYS) fail("renaming to \"" + to + "\" from", from, errno);
+    if (::link(from.c_str(), to.c_str()) != 0) fail("creating \"" + to + "\" from", from, errno);
+    ::unlink(from.c_str());
+  }
+
   void sync_directory(const std::string& path) override {
     const int fd = ::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (fd < 0) fail("opening the directory", path, errno);
@@ -117,4 +127,37 @@ std::shared_ptr<FileSystem> posix_file_system() {
   return fs;
 }
 
-}  // namespace kd::checkpoints
+namespace {
+
+// Writes `data` to a temporary beside `path` and publishes it with `publish(tmp, path)`.
+template <typename Publish>
+void write_then_publish(FileSystem& fs, const std::string& path, std::string_view data, Publish&& publish) {
+  // The process id keeps two processes writing the same file apart.
+  const std::string tmp = path + ".tmp." + std::to_string(::getpid());
+  try {
+    fs.write_file(tmp, data);
+    publish(tmp, path);
+  } catch (...) {
+    try {
+      fs.remove_all(tmp);
+    } catch (const std::exception&) {
+      // Best effort: the error that matters is the one propagating.
+    }
+    throw;
+  }
+  const fs::path parent = fs::path(path).parent_path();
+  fs.sync_directory(parent.empty() ? "." : parent.string());
+}
+
+}  // namespace
+
+void write_file_atomically(FileSystem& fs, const std::string& path, std::string_view data) {
+  write_then_publish(fs, path, data, [&](const std::string& tmp, const std::string& to) { fs.rename(tmp, to); });
+}
+
+void create_file_atomically(FileSystem& fs, const std::string& path, std::string_view data) {
+  write_then_publish(fs, path, data,
+                     [&](const std::string& tmp, const std::string& to) { fs.rename_no_replace(tmp, to); });
+}
+
+}  // namespace kd::io

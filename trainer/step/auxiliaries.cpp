@@ -1,11 +1,11 @@
-#include "trainer/train/auxiliaries.h"
+#include "trainer/step/auxiliaries.h"
 
 #include "trainer/common/error.h"
 #include "trainer/config/node.h"
 #include "trainer/losses/loss.h"
 #include "trainer/metrics/metric.h"
 #include "trainer/summaries/summary.h"
-#include "trainer/train/error_context.h"
+#include "trainer/context/error_context.h"
 
 namespace kd::train {
 namespace {
@@ -74,21 +74,24 @@ bool reads_field(const std::vector<Path>& paths, std::string_view field) {
   return false;
 }
 
-AuxiliariesState AuxiliariesState::merge(const AuxiliariesState& other) const {
-  if (empty()) return other;
-  if (other.empty()) return *this;
-  const auto& aux = auxiliaries ? auxiliaries : other.auxiliaries;
+AuxiliariesState merge(const AuxiliariesState& a, const AuxiliariesState& b) {
+  if (a.empty()) return b;
+  if (b.empty()) return a;
+  const auto& aux = a.auxiliaries ? a.auxiliaries : b.auxiliaries;
   if (!aux) throw Error("cannot merge auxiliary states that do not name their auxiliaries");
   AuxiliariesState out;
   out.auxiliaries = aux;
-  out.loss_states = merge_named(aux->losses, loss_states, other.loss_states);
-  out.metric_states = merge_named(aux->metrics, metric_states, other.metric_states);
-  out.summary_states = merge_named(aux->summaries, summary_states, other.summary_states);
+  out.loss_states = merge_named(aux->losses, a.loss_states, b.loss_states);
+  out.metric_states = merge_named(aux->metrics, a.metric_states, b.metric_states);
+  out.summary_states = merge_named(aux->summaries, a.summary_states, b.summary_states);
   return out;
 }
 
-std::vector<std::pair<std::string, double>> AuxiliariesState::compute_scalars() const {
+std::vector<std::pair<std::string, double>> compute_scalars(const AuxiliariesState& state) {
   std::vector<std::pair<std::string, double>> out;
+  const auto& auxiliaries = state.auxiliaries;
+  const Tree& loss_states = state.loss_states;
+  const Tree& metric_states = state.metric_states;
   if (!auxiliaries) return out;
   double total = 0;
   bool any_loss = false;
@@ -114,11 +117,11 @@ std::vector<std::pair<std::string, double>> AuxiliariesState::compute_scalars() 
   return out;
 }
 
-std::vector<AuxiliariesState::SummaryValue> AuxiliariesState::compute_summaries() const {
+std::vector<SummaryValue> compute_summaries(const AuxiliariesState& states) {
   std::vector<SummaryValue> out;
-  if (!auxiliaries) return out;
-  for (const auto& [name, summary] : auxiliaries->summaries) {
-    const Tree* state = summary_states.find(name);
+  if (!states.auxiliaries) return out;
+  for (const auto& [name, summary] : states.auxiliaries->summaries) {
+    const Tree* state = states.summary_states.find(name);
     if (!state || state->empty()) continue;
     Tree value = detail::with_context("compute()", "summary", "summaries", name, [&] { return summary->compute(*state); });
     out.push_back({"summaries/" + name, summary.get(), std::move(value)});

@@ -10,7 +10,7 @@
 #include "trainer/losses/loss.h"
 #include "trainer/metrics/metric.h"
 #include "trainer/models/model.h"
-#include "trainer/train/auxiliaries.h"
+#include "trainer/step/auxiliaries.h"
 
 namespace kd::testing {
 

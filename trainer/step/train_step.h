@@ -11,7 +11,7 @@
 //
 //   TrainStep step(model, optimizer_options, auxiliaries);
 //   TrainState state = step.init();
-//   for (...) { auto [next, aux] = step.step(state, batch); state = next; merged = merged.merge(aux); }
+//   for (...) { auto [next, aux] = step.step(state, batch); state = next; merged = merge(merged, aux); }
 //
 // In LibTorch the parameters live in the module, so a step updates the tensors of `state`
 // in place and returns a state that shares them.
@@ -23,9 +23,9 @@
 
 #include "trainer/config/node.h"
 #include "trainer/models/model.h"
-#include "trainer/train/auxiliaries.h"
-#include "trainer/train/context.h"
-#include "trainer/train/train_state.h"
+#include "trainer/step/auxiliaries.h"
+#include "trainer/context/context.h"
+#include "trainer/context/train_state.h"
 
 namespace kd::optim {
 class Optimizer;

@@ -1,8 +1,8 @@
-#include "trainer/train/auxiliary.h"
+#include "trainer/context/auxiliary.h"
 
 #include "trainer/common/error.h"
-#include "trainer/train/context.h"
-#include "trainer/train/error_context.h"
+#include "trainer/context/context.h"
+#include "trainer/context/error_context.h"
 
 namespace kd::train {
 

@@ -29,8 +29,4 @@ struct TrainState {
                                 int64_t step = 0);
 };
 
-// The named parameters / buffers of a module as a nested tree (storage shared).
-Tree params_tree(const torch::nn::Module& module);
-Tree buffers_tree(const torch::nn::Module& module);
-
 }  // namespace kd::train

@@ -1,7 +1,7 @@
-#include "trainer/train/context.h"
+#include "trainer/context/context.h"
 
 #include "trainer/common/suggest.h"
-#include "trainer/train/train_state.h"
+#include "trainer/context/train_state.h"
 #include "trainer/tree/tree_internal.h"
 
 namespace kd::train {
