@@ -7,8 +7,8 @@
 #include <string>
 #include <vector>
 
-#include <CLI/CLI.hpp>
 #include <c10/util/Exception.h>
+#include <CLI/CLI.hpp>
 
 #include "trainer/checkpoints/checkpointer.h"
 #include "trainer/checkpoints/export.h"
@@ -22,9 +22,9 @@
 #include "trainer/metrics/metric.h"
 #include "trainer/models/model.h"
 #include "trainer/optim/schedules.h"
-#include "trainer/summaries/summary.h"
 #include "trainer/run/callback.h"
 #include "trainer/run/trainer.h"
+#include "trainer/summaries/summary.h"
 
 namespace {
 
@@ -37,7 +37,8 @@ kd::config::Node load(const std::string& cfg, const std::vector<std::string>& ex
   }
   std::vector<std::string> rest;
   const auto overrides = kd::config::parse_overrides(extras, &rest);
-  if (!rest.empty()) throw kd::ConfigError("unexpected argument \"" + rest.front() + "\" (overrides look like --cfg.key=value)");
+  if (!rest.empty())
+    throw kd::ConfigError("unexpected argument \"" + rest.front() + "\" (overrides look like --cfg.key=value)");
   return kd::config::load_experiment(cfg, overrides);
 }
 
@@ -72,31 +73,30 @@ int run_export(const std::string& workdir, int64_t step, const std::string& out,
                bool collections) {
   kd::checkpoints::Checkpointer checkpointer(workdir + "/checkpoints", {});
   // The checkpoint of --step, or the newest that reads (a damaged one is skipped).
-  std::optional<kd::checkpoints::CheckpointInfo> chosen;
   kd::checkpoints::NamedTensors tensors;
-  for (const auto& info : checkpointer.probe()) {
-    if (step >= 0 ? info.step != step : !info.valid()) continue;
-    try {
-      if (!info.valid()) throw kd::CorruptionError("checkpoint " + info.path + " is damaged: " + info.problem);
-      tensors.clear();
-      for (const char* group : {"params", "collections"}) {
-        if (std::string(group) == "collections" && !collections) continue;
-        for (auto& [name, t] : kd::checkpoints::read_checkpoint_tensors(info.path, group)) {
-          tensors.emplace_back(std::string(group) + "." + name, t);
-        }
+  const auto read = [&](const kd::checkpoints::CheckpointInfo& info) {
+    if (!info.valid()) throw kd::CorruptionError("checkpoint " + info.path + " is damaged: " + info.problem);
+    tensors.clear();
+    for (const char* group : {"params", "collections"}) {
+      if (std::string(group) == "collections" && !collections) continue;
+      for (auto& [name, t] : kd::checkpoints::read_checkpoint_tensors(info.path, group)) {
+        tensors.emplace_back(std::string(group) + "." + name, t);
       }
-      chosen = info;
-      break;
-    } catch (const kd::CorruptionError& e) {
-      if (step >= 0) throw;
-      std::cerr << "kd: warning: " << e.what() << "; trying the checkpoint before it\n";
     }
-  }
-  if (!chosen) throw kd::ConfigError("no " + (step >= 0 ? "checkpoint of step " + std::to_string(step) : std::string("valid checkpoint")) +
-                                     " in \"" + checkpointer.directory() + "\"");
+  };
+  const auto skip = [](const kd::checkpoints::CheckpointInfo& info, const std::string& why) {
+    std::cerr << "kd: warning: checkpoint " << info.path << " is damaged (" << why
+              << "); trying the checkpoint before it\n";
+  };
+  const auto chosen = kd::checkpoints::Checkpointer::choose(
+      checkpointer.probe(), step >= 0 ? std::optional<int64_t>(step) : std::nullopt, read, skip);
+  if (!chosen)
+    throw kd::ConfigError("no " +
+                          (step >= 0 ? "checkpoint of step " + std::to_string(step) : std::string("valid checkpoint")) +
+                          " in \"" + checkpointer.directory() + "\"");
   if (format == "safetensors") {
-    kd::checkpoints::write_new_file(out, kd::checkpoints::safetensors_bytes(
-                                             tensors, {{"format", "pt"}, {"step", std::to_string(chosen->step)}}));
+    kd::checkpoints::write_new_file(
+        out, kd::checkpoints::safetensors_bytes(tensors, {{"format", "pt"}, {"step", std::to_string(chosen->step)}}));
   } else if (format == "torch") {
     kd::checkpoints::write_new_file(out, kd::checkpoints::torch_pickle_bytes(tensors));
   } else {
@@ -126,7 +126,8 @@ int run_configs(const std::string& name) {
   list("transforms (train_ds.transforms:)", kd::data::transform_registry(), name);
   list("callbacks (callbacks:)", kd::train::callback_registry(), name);
   if (name.empty()) {
-    std::cout << "optimizers (optimizer.type:):\n  sgd, adam, adamw, rmsprop, adagrad  (see trainer/optim/optimizer.h)\n";
+    std::cout
+        << "optimizers (optimizer.type:):\n  sgd, adam, adamw, rmsprop, adagrad  (see trainer/optim/optimizer.h)\n";
   }
   return 0;
 }
@@ -143,7 +144,8 @@ int main(int argc, char** argv) {
   train->allow_extras();
 
   std::string inspect_cfg;
-  auto* inspect = app.add_subcommand("inspect", "Print the model and every Context path after one step (writes nothing)");
+  auto* inspect =
+      app.add_subcommand("inspect", "Print the model and every Context path after one step (writes nothing)");
   inspect->add_option("--cfg", inspect_cfg, "The experiment YAML file")->required();
   inspect->allow_extras();
 
@@ -171,7 +173,8 @@ int main(int argc, char** argv) {
   launch->add_option("--nproc", launch_options.nproc, "Number of ranks (processes) to start")->required();
   launch->add_option("--master_addr", launch_options.master_addr, "Rendezvous host (default 127.0.0.1)");
   launch->add_option("--master_port", launch_options.master_port, "Rendezvous port (default: a free one)");
-  launch->add_option("--grace", launch_grace_s, "Seconds a rank may take to stop after SIGTERM before SIGKILL (default 30)");
+  launch->add_option("--grace", launch_grace_s,
+                     "Seconds a rank may take to stop after SIGTERM before SIGKILL (default 30)");
   launch->prefix_command();  // everything after the options (or after --) is the kd command
 
   std::string type_name;
@@ -196,8 +199,8 @@ int main(int argc, char** argv) {
     if (std::find(names.begin(), names.end(), argv[1]) == names.end()) {
       const auto close = kd::nearest(argv[1], names, 1);
       std::cerr << "kd: error: unknown command \"" << argv[1] << "\""
-                << (close.empty() ? "" : ". Did you mean \"" + close.front() + "\"?") << " (commands: "
-                << kd::join_names(names) << "; kd --help)\n";
+                << (close.empty() ? "" : ". Did you mean \"" + close.front() + "\"?")
+                << " (commands: " << kd::join_names(names) << "; kd --help)\n";
       return kUserError;
     }
   }

@@ -6,13 +6,7 @@
 
 #include <torch/torch.h>
 
-#include "trainer/common/error.h"
-#include "trainer/config/experiment.h"
-#include "trainer/losses/loss.h"
-#include "trainer/models/model.h"
-#include "trainer/run/callback.h"
-#include "trainer/context/context.h"
-#include "trainer/run/trainer.h"
+#include "trainer/kd.h"
 
 namespace {
 
@@ -52,9 +46,11 @@ class LogitNormPenalty : public kd::losses::Loss {
 class PrintEval : public kd::train::Callback {
  public:
   explicit PrintEval(const kd::config::Node& o) : prefix_(o.get_string("prefix", "eval")) {}
-  void on_eval_end(kd::train::Trainer&, const std::string& name, int64_t step, const kd::writers::Scalars& values) override {
+  void on_eval_end(kd::train::Trainer&, const std::string& name, int64_t step,
+                   const kd::writers::Scalars& values) override {
     for (const auto& [k, v] : values) {
-      if (k == "metrics/accuracy") std::cout << prefix_ << " " << name << " step " << step << ": accuracy " << v << "\n";
+      if (k == "metrics/accuracy")
+        std::cout << prefix_ << " " << name << " step " << step << ": accuracy " << v << "\n";
     }
   }
 
@@ -65,11 +61,9 @@ class PrintEval : public kd::train::Callback {
 }  // namespace
 
 int main(int argc, char** argv) {
-  kd::models::registry().add("ResidualMlp", [](const kd::config::Node& o) { return std::make_shared<ResidualMlp>(o); },
-                             "input_size, width=64, output_size");
-  kd::losses::registry().add("LogitNormPenalty",
-                             [](const kd::config::Node& o) { return std::make_shared<LogitNormPenalty>(o); });
-  kd::train::callback_registry().add("PrintEval", [](const kd::config::Node& o) { return std::make_shared<PrintEval>(o); });
+  kd::models::registry().add<ResidualMlp>("ResidualMlp", "input_size, width=64, output_size");
+  kd::losses::registry().add<LogitNormPenalty>("LogitNormPenalty");
+  kd::train::callback_registry().add<PrintEval>("PrintEval");
 
   std::string cfg;
   std::vector<std::string> args(argv + 1, argv + argc);

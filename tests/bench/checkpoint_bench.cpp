@@ -43,7 +43,8 @@ int main(int argc, char** argv) {
   model->forward(torch::randn({2, 5000})).sum().backward();
   adam.step();  // Adam state: exp_avg and exp_avg_sq, as large as the params
 
-  kd::checkpoints::Checkpointer checkpointer(dir + "/checkpoints", kd::checkpoints::CheckpointerOptions{.max_to_keep = 1});
+  kd::checkpoints::Checkpointer checkpointer(dir + "/checkpoints",
+                                             kd::checkpoints::CheckpointerOptions{.max_to_keep = 1});
   auto fs = kd::io::posix_file_system();
   double save = 1e9, restore = 1e9, raw_write = 1e9, raw_read = 1e9;
   uint64_t bytes = 0;
@@ -56,7 +57,8 @@ int main(int argc, char** argv) {
     const std::string path = checkpointer.save(snapshot);
     save = std::min(save, seconds_since(t));
     bytes = 0;
-    for (const auto& entry : std::filesystem::directory_iterator(path)) bytes += std::filesystem::file_size(entry.path());
+    for (const auto& entry : std::filesystem::directory_iterator(path))
+      bytes += std::filesystem::file_size(entry.path());
 
     kd::checkpoints::Snapshot target;
     target.model = model.get();
@@ -73,11 +75,12 @@ int main(int argc, char** argv) {
     const std::string back = fs->read_file(dir + "/raw.bin");
     raw_read = std::min(raw_read, seconds_since(t));
   }
-  std::printf("checkpoint of %.1f MB (params 100 MB + Adam state 200 MB), best of %d rounds, 1 thread\n", bytes / 1e6, rounds);
-  std::printf("save:    %.3f s (%.0f MB/s)   raw write+fsync of the same bytes: %.3f s (%.0f MB/s)   ratio %.2f\n", save,
-              bytes / 1e6 / save, raw_write, bytes / 1e6 / raw_write, save / raw_write);
-  std::printf("restore: %.3f s (%.0f MB/s)   raw read of the same bytes:        %.3f s (%.0f MB/s)   ratio %.2f\n", restore,
-              bytes / 1e6 / restore, raw_read, bytes / 1e6 / raw_read, restore / raw_read);
+  std::printf("checkpoint of %.1f MB (params 100 MB + Adam state 200 MB), best of %d rounds, 1 thread\n", bytes / 1e6,
+              rounds);
+  std::printf("save:    %.3f s (%.0f MB/s)   raw write+fsync of the same bytes: %.3f s (%.0f MB/s)   ratio %.2f\n",
+              save, bytes / 1e6 / save, raw_write, bytes / 1e6 / raw_write, save / raw_write);
+  std::printf("restore: %.3f s (%.0f MB/s)   raw read of the same bytes:        %.3f s (%.0f MB/s)   ratio %.2f\n",
+              restore, bytes / 1e6 / restore, raw_read, bytes / 1e6 / raw_read, restore / raw_read);
   std::filesystem::remove_all(dir);
   return 0;
 }

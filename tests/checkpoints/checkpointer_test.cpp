@@ -1,12 +1,12 @@
 #include <catch2/catch.hpp>
 
-#include <filesystem>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <random>
 
-#include <nlohmann/json.hpp>
 #include <torch/torch.h>
+#include <nlohmann/json.hpp>
 
 #include "tests/step/test_helpers.h"
 #include "trainer/checkpoints/checkpointer.h"
@@ -180,7 +180,8 @@ TEST_CASE("a failing write leaves every earlier checkpoint intact and no partial
     fs::remove_all(dir);
     Checkpointer good(dir.string(), CheckpointerOptions{.max_to_keep = 1});
     good.save(snapshot_of(t, 1));
-    Checkpointer failing(dir.string(), CheckpointerOptions{.max_to_keep = 1}, std::make_shared<FailingFileSystem>(fail_at));
+    Checkpointer failing(dir.string(), CheckpointerOptions{.max_to_keep = 1},
+                         std::make_shared<FailingFileSystem>(fail_at));
     INFO("failing write " << fail_at);
     CHECK_THROWS_WITH(failing.save(snapshot_of(t, 2)),
                       Catch::Contains("No space left on device") && Catch::Contains("earlier checkpoints are intact"));
@@ -197,8 +198,8 @@ TEST_CASE("pruning keeps the newest, every keep_period-th and the best checkpoin
   const fs::path dir = fresh_dir();
   torch::manual_seed(0);
   Trained t(1);
-  Checkpointer ckpt(dir.string(), CheckpointerOptions{.max_to_keep = 2, .keep_period = 4,
-                                                       .best_metric_path = "test/metrics/accuracy"});
+  Checkpointer ckpt(dir.string(), CheckpointerOptions{
+                                      .max_to_keep = 2, .keep_period = 4, .best_metric_path = "test/metrics/accuracy"});
   for (int64_t step = 1; step <= 9; ++step) {
     ckpt.save(snapshot_of(t, step));
     if (step == 3) {
@@ -257,4 +258,48 @@ TEST_CASE("the torch export is a pickled dict that LibTorch reads back") {
   const auto value = torch::pickle_load(std::vector<char>(bytes.begin(), bytes.end()));
   const auto dict = value.toGenericDict();
   CHECK(dict.at("params.w").toTensor().equal(torch::ones({2})));
+}
+
+TEST_CASE("choose: the checkpoint of a step whatever its state, else the newest that is valid and accepted") {
+  using kd::checkpoints::CheckpointInfo;
+  const std::vector<CheckpointInfo> probed = {
+      {300, "ckpt_300", "a missing file"}, {200, "ckpt_200", ""}, {100, "ckpt_100", ""}};
+  std::vector<std::string> used, skipped;
+  const auto use_all = [&](const CheckpointInfo& info) { used.push_back(info.path); };
+  const auto skip = [&](const CheckpointInfo& info, const std::string& why) {
+    skipped.push_back(info.path + ": " + why);
+  };
+
+  // A step: that one, even damaged (its user says why), and nothing else.
+  auto chosen = Checkpointer::choose(probed, 300, use_all, skip);
+  REQUIRE(chosen);
+  CHECK(chosen->step == 300);
+  CHECK(used == std::vector<std::string>{"ckpt_300"});
+  CHECK(skipped.empty());
+  CHECK(!Checkpointer::choose(probed, 250, use_all, skip));
+  CHECK_THROWS_AS(Checkpointer::choose(
+                      probed, 200, [](const CheckpointInfo&) { throw kd::CorruptionError("bad"); }, skip),
+                  kd::CorruptionError);
+
+  // No step: the damaged one is skipped, and one its user rejects as corrupt too.
+  used.clear();
+  chosen = Checkpointer::choose(
+      probed, std::nullopt,
+      [&](const CheckpointInfo& info) {
+        used.push_back(info.path);
+        if (info.step == 200) throw kd::CorruptionError("an Adam moment of the wrong shape");
+      },
+      skip);
+  REQUIRE(chosen);
+  CHECK(chosen->step == 100);
+  CHECK(used == std::vector<std::string>{"ckpt_200", "ckpt_100"});
+  CHECK(skipped == std::vector<std::string>{"ckpt_300: a missing file", "ckpt_200: an Adam moment of the wrong shape"});
+
+  // Other errors are not a damaged checkpoint: they propagate.
+  CHECK_THROWS_AS(Checkpointer::choose(
+                      probed, std::nullopt, [](const CheckpointInfo&) { throw kd::ConfigError("changed"); }, skip),
+                  kd::ConfigError);
+  // None accepted.
+  CHECK(!Checkpointer::choose(
+      probed, std::nullopt, [](const CheckpointInfo&) { throw kd::CorruptionError("no"); }, skip));
 }

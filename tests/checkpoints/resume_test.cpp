@@ -48,8 +48,8 @@ kd::config::Node experiment(const fs::path& dir, const std::vector<kd::config::O
 }
 
 std::vector<std::pair<std::string, torch::Tensor>> final_params(const fs::path& dir, int64_t step) {
-  return kd::checkpoints::read_checkpoint_tensors((dir / "wd" / "checkpoints" / ("ckpt_" + std::to_string(step))).string(),
-                                                  "params");
+  return kd::checkpoints::read_checkpoint_tensors(
+      (dir / "wd" / "checkpoints" / ("ckpt_" + std::to_string(step))).string(), "params");
 }
 
 // The metric records without timings.
@@ -121,24 +121,28 @@ TEST_CASE("init_transform loads params from another run, renamed, and reports mi
   // Same model: a strict load of every param.
   {
     kd::train::Trainer t(experiment(target, {{"init_transform", "{checkpoint: " + (source / "wd").string() + "}"},
-                                             {"stop_after_steps", "1"}, {"optimizer.learning_rate", "0.0"}}));
+                                             {"stop_after_steps", "1"},
+                                             {"optimizer.learning_rate", "0.0"}}));
     t.train();
     const auto loaded = final_params(target, 1);
     CHECK(loaded[0].second.equal(saved[0].second));  // lr 0: still the loaded values
   }
   fs::remove_all(target);
   // A wider hidden layer: strict mode lists the shape mismatches and loads nothing.
-  CHECK_THROWS_WITH(kd::train::Trainer(experiment(target, {{"init_transform", "{checkpoint: " + (source / "wd").string() + "}"},
-                                                           {"model.hidden_sizes", "[32]"}}))
-                        .train(),
-                    Catch::Contains("shape mismatch (3)") && Catch::Contains("params.layers.0.weight"));
+  CHECK_THROWS_WITH(
+      kd::train::Trainer(experiment(target, {{"init_transform", "{checkpoint: " + (source / "wd").string() + "}"},
+                                             {"model.hidden_sizes", "[32]"}}))
+          .train(),
+      Catch::Contains("shape mismatch (3)") && Catch::Contains("params.layers.0.weight"));
   fs::remove_all(target);
   // A deeper model: its last layer is loaded from the source's last layer under another name.
-  kd::train::Trainer renamed(experiment(target, {{"init_transform", "{checkpoint: " + (source / "wd").string() +
-                                                                        ", select: [params.layers.6.**], "
-                                                                        "rename: {params.layers.6.**: params.layers.3.**}}"},
-                                                 {"model.hidden_sizes", "[16, 16]"},
-                                                 {"stop_after_steps", "1"}, {"optimizer.learning_rate", "0.0"}}));
+  kd::train::Trainer renamed(
+      experiment(target, {{"init_transform", "{checkpoint: " + (source / "wd").string() +
+                                                 ", select: [params.layers.6.**], "
+                                                 "rename: {params.layers.6.**: params.layers.3.**}}"},
+                          {"model.hidden_sizes", "[16, 16]"},
+                          {"stop_after_steps", "1"},
+                          {"optimizer.learning_rate", "0.0"}}));
   renamed.train();
   const auto loaded = final_params(target, 1);
   REQUIRE(loaded.size() == 6);

@@ -21,8 +21,10 @@ fs::path write(const fs::path& dir, const std::string& name, const std::string& 
 
 TEST_CASE("base files merge map by map and the including file wins") {
   const fs::path dir = fs::temp_directory_path() / "kd_experiment_test";
-  write(dir / "bases", "base.yaml", "seed: 1\noptimizer: {type: adam, learning_rate: 0.1, b1: 0.8}\nmodel: {type: MLP, input_size: 4}\n");
-  const auto top = write(dir, "top.yaml", "base: bases/base.yaml\noptimizer: {learning_rate: 0.2}\nmodel: {type: CNN, channels: [3]}\n");
+  write(dir / "bases", "base.yaml",
+        "seed: 1\noptimizer: {type: adam, learning_rate: 0.1, b1: 0.8}\nmodel: {type: MLP, input_size: 4}\n");
+  const auto top = write(dir, "top.yaml",
+                         "base: bases/base.yaml\noptimizer: {learning_rate: 0.2}\nmodel: {type: CNN, channels: [3]}\n");
   const auto cfg = load_experiment(top.string());
   CHECK(cfg.get_int("seed") == 1);
   CHECK(cfg.child("optimizer").get_double("learning_rate") == 0.2);
@@ -39,11 +41,11 @@ TEST_CASE("base files merge map by map and the including file wins") {
 
 TEST_CASE("command-line overrides set values by dotted key, as YAML") {
   const fs::path dir = fs::temp_directory_path() / "kd_experiment_test2";
-  const auto top = write(dir, "top.yaml", "optimizer: {type: adam, learning_rate: 0.1}\nevals: {test: {num_batches: 3}}\n");
-  const auto cfg = load_experiment(top.string(), {{"optimizer.learning_rate", "3e-4"},
-                                                  {"workdir", "/tmp/x"},
-                                                  {"evals", "{}"},
-                                                  {"train_ds.batch_size", "8"}});
+  const auto top =
+      write(dir, "top.yaml", "optimizer: {type: adam, learning_rate: 0.1}\nevals: {test: {num_batches: 3}}\n");
+  const auto cfg = load_experiment(
+      top.string(),
+      {{"optimizer.learning_rate", "3e-4"}, {"workdir", "/tmp/x"}, {"evals", "{}"}, {"train_ds.batch_size", "8"}});
   CHECK(cfg.child("optimizer").get_double("learning_rate") == 3e-4);
   CHECK(cfg.get_string("workdir") == "/tmp/x");
   CHECK(cfg.child("evals").keys().empty());
@@ -86,6 +88,6 @@ TEST_CASE("an override that adds an unknown key is blamed on the override, not o
   CHECK_THROWS_WITH(optimizer.check_unknown_keys(),
                     Catch::StartsWith("--cfg.optimizer.learnig_rate: unknown key \"learnig_rate\"") &&
                         Catch::Contains("Did you mean \"learning_rate\""));
-  CHECK_THROWS_WITH(load_experiment(file.string(), {{"seed", "&a [*a]"}}), Catch::Contains("--cfg.seed") &&
-                                                                             Catch::Contains("nested deeper"));
+  CHECK_THROWS_WITH(load_experiment(file.string(), {{"seed", "&a [*a]"}}),
+                    Catch::Contains("--cfg.seed") && Catch::Contains("nested deeper"));
 }

@@ -43,8 +43,7 @@ TEST_CASE("a wrong type names the file, line, key, expected type and value") {
   const Node n = Node::parse("optimizer:\n  learning_rate: fast\n", "exp.yaml");
   CHECK(error_of([&] { n.child("optimizer").get_double("learning_rate"); }) ==
         "exp.yaml:2:18: \"optimizer.learning_rate\" must be a number, but it is \"fast\"");
-  CHECK(error_of([&] { n.get_int("optimizer"); }) ==
-        "exp.yaml:2:3: \"optimizer\" must be an integer, but it is a map");
+  CHECK(error_of([&] { n.get_int("optimizer"); }) == "exp.yaml:2:3: \"optimizer\" must be an integer, but it is a map");
 }
 
 TEST_CASE("a missing required key is named with its full path") {
@@ -104,18 +103,53 @@ TEST_CASE("a section of the wrong type is a ConfigError naming it, not a section
   CHECK_THROWS_WITH(root.child("checkpointer").find("max_to_keep"),
                     Catch::Contains("exp.yaml:1:15") && Catch::Contains("\"checkpointer\" must be a map") &&
                         Catch::Contains("\"5\""));
-  CHECK_THROWS_WITH(root.child("evals").keys(), Catch::Contains("\"evals\" must be a map") && Catch::Contains("a list"));
+  CHECK_THROWS_WITH(root.child("evals").keys(),
+                    Catch::Contains("\"evals\" must be a map") && Catch::Contains("a list"));
   CHECK(root.child("empty").keys().empty());  // an empty section is a map without keys
   CHECK(!root.child("empty").find("x"));
 }
 
 TEST_CASE("range getters name the key, the value and the range") {
   const auto n = kd::config::Node::parse("opt: {lr: -1, decay: .nan, sizes: [4, 0], n: 3}\n", "exp.yaml").child("opt");
-  CHECK_THROWS_WITH(n.get_double_in("lr", std::nullopt, 0, 1), Catch::Contains("exp.yaml:1:11") &&
-                                                                     Catch::Contains("\"opt.lr\" must be in [0, 1], got -1"));
+  CHECK_THROWS_WITH(n.get_double_in("lr", std::nullopt, 0, 1),
+                    Catch::Contains("exp.yaml:1:11") && Catch::Contains("\"opt.lr\" must be in [0, 1], got -1"));
   CHECK_THROWS_WITH(n.get_double_in("decay", 0.0, 0, std::numeric_limits<double>::infinity()),
                     Catch::Contains("\"opt.decay\" must be >= 0, got nan"));
   CHECK_THROWS_WITH(n.get_int_list_in("sizes", std::nullopt, 1, 100), Catch::Contains("element 1 is 0"));
   CHECK(n.get_int_in("n", std::nullopt, 1, 3) == 3);
   CHECK(n.get_int_in("absent", 7, 1, 10) == 7);
+}
+
+TEST_CASE("add<T> registers a component built from its options, and built_once builds a registry once") {
+  kd::config::Registry<Thing> registry("thing");
+  registry.add<Thing>("Thing", "size=3, name=x");
+  const auto built = registry.create(Node::parse("type: Thing\nname: y\n"));
+  CHECK(built->size == 3);
+  CHECK(built->name == "y");
+  CHECK(registry.doc("Thing") == "size=3, name=x");
+
+  int fills = 0;
+  const auto get = [&]() -> kd::config::Registry<Thing>& {
+    return kd::config::Registry<Thing>::built_once("thing", [&](kd::config::Registry<Thing>& r) {
+      ++fills;
+      r.add<Thing>("Thing");
+    });
+  };
+  kd::config::Registry<Thing>& first = get();
+  kd::config::Registry<Thing>& second = get();
+  CHECK(&first == &second);
+  CHECK(fills == 1);
+  CHECK(first.names() == std::vector<std::string>{"Thing"});
+}
+
+TEST_CASE("section gives a component's map, or an empty map of defaults when absent or null") {
+  const Node n = Node::parse("checkpointer: {max_to_keep: 2}\nwriter: null\n", "e.yaml");
+  CHECK(n.section("checkpointer").get_int("max_to_keep", 3) == 2);
+  CHECK(n.section("writer").get_bool("csv", true));
+  CHECK(n.section("absent").keys().empty());
+  CHECK_NOTHROW(n.section("absent").check_unknown_keys());
+  // A section of the wrong type is reported where it is read.
+  const Node bad = Node::parse("checkpointer: 5\n", "e.yaml");
+  CHECK_THAT(error_of([&] { bad.section("checkpointer").get_int("max_to_keep", 3); }),
+             Catch::Contains("e.yaml:1:") && Catch::Contains("must be a map"));
 }

@@ -21,9 +21,7 @@ TrainState small_state() {
   return s;
 }
 
-Tree small_batch() {
-  return Tree::dict({{"image", torch::rand({4, 3})}, {"label", torch::tensor({0, 1, 1, 0})}});
-}
+Tree small_batch() { return Tree::dict({{"image", torch::rand({4, 3})}, {"label", torch::tensor({0, 1, 1, 0})}}); }
 
 std::string key_error(const Context& ctx, const char* path) {
   try {
@@ -40,9 +38,8 @@ std::string key_error(const Context& ctx, const char* path) {
 TEST_CASE("the context has the seed's thirteen fields in order") {
   std::vector<std::string> names;
   for (const auto& f : Context::fields()) names.emplace_back(f.name);
-  CHECK(names == std::vector<std::string>{"step", "batch", "params", "collections", "preds",
-                                          "interms", "loss_states", "loss_total", "grads",
-                                          "updates", "opt_state", "metric_states",
+  CHECK(names == std::vector<std::string>{"step", "batch", "params", "collections", "preds", "interms", "loss_states",
+                                          "loss_total", "grads", "updates", "opt_state", "metric_states",
                                           "summary_states"});
 }
 
@@ -55,14 +52,13 @@ TEST_CASE("from_state_and_batch fills step, batch, params, collections and opt_s
   CHECK(ctx.params.is_same(state.params));
   CHECK(ctx.collections.is_same(state.collections));
   CHECK(ctx.opt_state.is_same(state.opt_state));
-  for (const Tree* t : {&ctx.preds, &ctx.interms, &ctx.loss_states, &ctx.loss_total, &ctx.grads,
-                        &ctx.updates, &ctx.metric_states, &ctx.summary_states}) {
+  for (const Tree* t : {&ctx.preds, &ctx.interms, &ctx.loss_states, &ctx.loss_total, &ctx.grads, &ctx.updates,
+                        &ctx.metric_states, &ctx.summary_states}) {
     CHECK(t->is_none());
   }
   CHECK(ctx.get("step").to_int() == 7);
   CHECK(ctx.get("batch.label").tensor().equal(batch.get("label").tensor()));
-  CHECK(ctx.get("params.dense.weight").tensor().data_ptr() ==
-        state.params.get("dense.weight").tensor().data_ptr());
+  CHECK(ctx.get("params.dense.weight").tensor().data_ptr() == state.params.get("dense.weight").tensor().data_ptr());
 }
 
 TEST_CASE("replace changes the named fields and shares the others") {
@@ -86,9 +82,8 @@ TEST_CASE("flatten lists every leaf in field order with field-prefixed paths") {
   std::vector<std::string> paths;
   for (const auto& [p, t] : ctx.flatten()) paths.push_back(p);
   CHECK(paths == std::vector<std::string>{"step", "batch.image", "batch.label", "params.dense.weight",
-                                          "params.dense.bias", "collections.bn.running_mean",
-                                          "preds.logits", "grads.dense.bias",
-                                          "opt_state.dense.weight.exp_avg"});
+                                          "params.dense.bias", "collections.bn.running_mean", "preds.logits",
+                                          "grads.dense.bias", "opt_state.dense.weight.exp_avg"});
   CHECK(ctx.flatten().front().second.to_int() == 7);
 }
 
@@ -119,9 +114,9 @@ TEST_CASE("reading an empty field says which stage fills it") {
 }
 
 TEST_CASE("a misspelt key in the context names the field's keys and the nearest path") {
-  const Context ctx = Context::from_state_and_batch(small_state(), small_batch())
-                          .replace({.preds = Tree::dict({{"logits", torch::zeros({4, 2})},
-                                                         {"probs", torch::zeros({4, 2})}})});
+  const Context ctx =
+      Context::from_state_and_batch(small_state(), small_batch())
+          .replace({.preds = Tree::dict({{"logits", torch::zeros({4, 2})}, {"probs", torch::zeros({4, 2})}})});
   CHECK(key_error(ctx, "preds.logit") ==
         "no key \"preds.logit\" in context; \"preds\" has: logits, probs. "
         "Did you mean \"preds.logits\"?");
@@ -146,8 +141,24 @@ TEST_CASE("contains and glob read the context by path") {
   REQUIRE(everywhere.size() == 2);
   CHECK(everywhere[0].first.str() == "params.dense.weight");
   CHECK(everywhere[1].first.str() == "opt_state.dense.weight");
-  CHECK_THROWS_WITH(ctx.glob(kd::Path::parse("grads.**")),
-                    Catch::EndsWith("grads are filled after the backward pass"));
+  CHECK_THROWS_WITH(ctx.glob(kd::Path::parse("grads.**")), Catch::EndsWith("grads are filled after the backward pass"));
   CHECK_THROWS_WITH(ctx.glob(kd::Path::parse("params.dens.*")),
                     Catch::Contains("in context") && Catch::Contains("Did you mean \"params.dense.*\"?"));
+}
+
+TEST_CASE("AuxiliariesState goes to a tree and back, missing entries as empty states") {
+  kd::train::AuxiliariesState s;
+  s.loss_states = Tree::dict({{"xent", Tree::dict({{"total", torch::tensor(2.0)}, {"count", Tree(int64_t{4})}})}});
+  s.metric_states =
+      Tree::dict({{"accuracy", Tree::dict({{"total", torch::tensor(3.0)}, {"count", Tree(int64_t{4})}})}});
+  const Tree t = s.to_tree();
+  CHECK(t.keys() == std::vector<std::string>{"loss_states", "metric_states", "summary_states"});
+  const auto back = kd::train::AuxiliariesState::from_tree(t, nullptr);
+  CHECK(back.loss_states.get("xent.total").tensor().item<double>() == 2.0);
+  CHECK(back.metric_states.get("accuracy.count").to_int() == 4);
+  CHECK(back.summary_states.empty());
+  const auto partial = kd::train::AuxiliariesState::from_tree(Tree::dict({{"loss_states", s.loss_states}}), nullptr);
+  CHECK(partial.metric_states.empty());
+  CHECK(!partial.loss_states.empty());
+  CHECK(kd::train::AuxiliariesState::from_tree(Tree(), nullptr).empty());
 }

@@ -12,8 +12,8 @@ namespace {
 
 struct NetImpl : torch::nn::Module {
   NetImpl() {
-    encoder = register_module("encoder", torch::nn::Sequential(torch::nn::Linear(4, 8), torch::nn::ReLU(),
-                                                              torch::nn::Linear(8, 3)));
+    encoder = register_module(
+        "encoder", torch::nn::Sequential(torch::nn::Linear(4, 8), torch::nn::ReLU(), torch::nn::Linear(8, 3)));
     norm = register_module("norm", torch::nn::BatchNorm1d(3));
   }
   torch::Tensor forward(torch::Tensor x) { return norm(encoder->forward(x)); }
@@ -34,11 +34,10 @@ TEST_CASE("a TrainState from a module nests its parameters and buffers by module
   Net net;
   const TrainState state = TrainState::from_module(*net);
   CHECK(state.step == 0);
-  CHECK(paths(state.params) == std::vector<std::string>{"encoder.0.weight", "encoder.0.bias",
-                                                        "encoder.2.weight", "encoder.2.bias",
-                                                        "norm.weight", "norm.bias"});
-  CHECK(paths(state.collections) == std::vector<std::string>{"norm.running_mean", "norm.running_var",
-                                                             "norm.num_batches_tracked"});
+  CHECK(paths(state.params) == std::vector<std::string>{"encoder.0.weight", "encoder.0.bias", "encoder.2.weight",
+                                                        "encoder.2.bias", "norm.weight", "norm.bias"});
+  CHECK(paths(state.collections) ==
+        std::vector<std::string>{"norm.running_mean", "norm.running_var", "norm.num_batches_tracked"});
   CHECK(state.params.get("encoder.2.weight").tensor().sizes() == torch::IntArrayRef({3, 8}));
   CHECK(state.opt_state.empty());
 }
@@ -63,8 +62,7 @@ TEST_CASE("the TrainState holds the optimizer's per-parameter state after a step
   adam.step();
   const TrainState state = TrainState::from_module(*net, &adam, /*step=*/1);
   CHECK(state.step == 1);
-  CHECK(paths(state.opt_state.get("encoder.0.weight")) ==
-        std::vector<std::string>{"step", "exp_avg", "exp_avg_sq"});
+  CHECK(paths(state.opt_state.get("encoder.0.weight")) == std::vector<std::string>{"step", "exp_avg", "exp_avg_sq"});
   CHECK(state.opt_state.get("encoder.0.weight.step").to_int() == 1);
   // After one Adam step, exp_avg = (1 - beta1) * grad.
   const torch::Tensor grad = net->encoder[0]->as<torch::nn::Linear>()->weight.grad();

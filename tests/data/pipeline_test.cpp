@@ -19,7 +19,8 @@ namespace {
 
 // 10 examples whose "id" is their index.
 kd::data::SourcePtr ids(int64_t n = 10) {
-  return kd::data::in_memory_source(Tree::dict({{"id", torch::arange(n)}, {"x", torch::arange(n).to(torch::kFloat) * 2}}));
+  return kd::data::in_memory_source(
+      Tree::dict({{"id", torch::arange(n)}, {"x", torch::arange(n).to(torch::kFloat) * 2}}));
 }
 
 std::vector<int64_t> ids_of(const Tree& batch) {
@@ -37,7 +38,8 @@ std::vector<std::vector<int64_t>> take(Pipeline& p, int n) {
   return out;
 }
 
-PipelineOptions options(int64_t batch, bool shuffle, int64_t epochs, bool drop, int64_t seed = 0, int64_t prefetch = 2) {
+PipelineOptions options(int64_t batch, bool shuffle, int64_t epochs, bool drop, int64_t seed = 0,
+                        int64_t prefetch = 2) {
   PipelineOptions o;
   o.batch_size = batch;
   o.shuffle = shuffle;
@@ -174,13 +176,15 @@ TEST_CASE("Fashion-MNIST loads from the Debian dataset with its known shapes and
 TEST_CASE("a CSV table becomes features and labels, with bad cells reported by line") {
   const auto file = std::filesystem::temp_directory_path() / "kd_csv_test.csv";
   std::ofstream(file) << "a,b,y\n1,2,0\n3,4.5,1\n";
-  Pipeline p(Node::parse("{type: Csv, path: " + file.string() + ", label_column: y, batch_size: 2, shuffle: false}"), 0);
+  Pipeline p(Node::parse("{type: Csv, path: " + file.string() + ", label_column: y, batch_size: 2, shuffle: false}"),
+             0);
   const Tree batch = *p.next();
   CHECK(batch.get("features").tensor().equal(torch::tensor({{1.0f, 2.0f}, {3.0f, 4.5f}})));
   CHECK(batch.get("label").tensor().equal(torch::tensor({0, 1})));
   std::ofstream(file) << "a,b,y\n1,x,0\n";
-  CHECK_THROWS_WITH(Pipeline(Node::parse("{type: Csv, path: " + file.string() + ", label_column: y, batch_size: 1}"), 0),
-                    Catch::Contains(":2: column 2 is not a number: \"x\""));
+  CHECK_THROWS_WITH(
+      Pipeline(Node::parse("{type: Csv, path: " + file.string() + ", label_column: y, batch_size: 1}"), 0),
+      Catch::Contains(":2: column 2 is not a number: \"x\""));
   std::filesystem::remove(file);
 }
 

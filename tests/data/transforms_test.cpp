@@ -36,8 +36,10 @@ TEST_CASE("Normalize subtracts the mean and divides by the std per channel") {
 }
 
 TEST_CASE("Cast, Reshape and OneHot change dtype and shape per example") {
-  CHECK(apply("{type: Cast, dtype: int64}", images(torch::ones({2, 2}))).get("image").tensor().scalar_type() == torch::kLong);
-  CHECK_THROWS_WITH(apply("{type: Cast, dtype: float33}", images(torch::ones({2}))), Catch::Contains("unknown dtype \"float33\""));
+  CHECK(apply("{type: Cast, dtype: int64}", images(torch::ones({2, 2}))).get("image").tensor().scalar_type() ==
+        torch::kLong);
+  CHECK_THROWS_WITH(apply("{type: Cast, dtype: float33}", images(torch::ones({2}))),
+                    Catch::Contains("unknown dtype \"float33\""));
   CHECK(apply("{type: Reshape, shape: [4, 1]}", images(torch::ones({2, 2, 2}))).get("image").tensor().sizes() ==
         torch::IntArrayRef({2, 4, 1}));
   const Tree hot = apply("{type: OneHot, key: label, num_classes: 3}", images(torch::ones({2})));
@@ -48,7 +50,8 @@ TEST_CASE("RandomFlip with probability 1 mirrors every image left-right, 0 none"
   const torch::Tensor x = torch::arange(8, torch::kFloat).reshape({2, 2, 2});
   CHECK(apply("{type: RandomFlip, probability: 1.0}", images(x)).get("image").tensor().equal(x.flip({2})));
   CHECK(apply("{type: RandomFlip, probability: 0.0}", images(x)).get("image").tensor().equal(x));
-  CHECK(apply("{type: RandomFlip, probability: 1.0, axis: height}", images(x)).get("image").tensor().equal(x.flip({1})));
+  CHECK(
+      apply("{type: RandomFlip, probability: 1.0, axis: height}", images(x)).get("image").tensor().equal(x.flip({1})));
 }
 
 TEST_CASE("RandomFlip flips about half of a large batch, the same ones for the same seed") {
@@ -70,7 +73,8 @@ TEST_CASE("RandomCrop with padding returns windows of the zero-padded image") {
   CHECK(ones.min().item<float>() >= 9);
   CHECK(ones.max().item<float>() == 16);
   CHECK(ones.lt(16).any().item<bool>());  // some crops did shift
-  const torch::Tensor nhwc = apply("{type: RandomCrop, size: [2, 3], padding: 0}", images(torch::rand({2, 4, 4, 3}))).get("image").tensor();
+  const torch::Tensor nhwc =
+      apply("{type: RandomCrop, size: [2, 3], padding: 0}", images(torch::rand({2, 4, 4, 3}))).get("image").tensor();
   CHECK(nhwc.sizes() == torch::IntArrayRef({2, 2, 3, 3}));
 }
 

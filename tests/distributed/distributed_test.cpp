@@ -76,8 +76,12 @@ TEST_CASE("the torchrun variables give this process's place, and bad ones name t
     CHECK(!dist::world_from_environment());
   }
   {
-    Env env({{"RANK", "1"}, {"WORLD_SIZE", "4"}, {"LOCAL_RANK", "1"}, {"LOCAL_WORLD_SIZE", "2"},
-             {"MASTER_ADDR", "node0"}, {"MASTER_PORT", "29400"}});
+    Env env({{"RANK", "1"},
+             {"WORLD_SIZE", "4"},
+             {"LOCAL_RANK", "1"},
+             {"LOCAL_WORLD_SIZE", "2"},
+             {"MASTER_ADDR", "node0"},
+             {"MASTER_PORT", "29400"}});
     const auto w = dist::world_from_environment();
     REQUIRE(w);
     CHECK(w->rank == 1);
@@ -105,24 +109,26 @@ TEST_CASE("the torchrun variables give this process's place, and bad ones name t
 TEST_CASE("the distributed options come from the experiment's distributed section, checked") {
   const auto cfg = kd::config::Node::parse("distributed: {timeout_s: 2.5, bucket_mb: 1, backend: gloo}", "x.yaml");
   const auto node = cfg.child("distributed");
-  const auto o = dist::Options::from_config(&node);
+  const auto o = dist::Options::from_config(node);
   CHECK(o.timeout == std::chrono::milliseconds(2500));
   CHECK(o.bucket_bytes == (1 << 20));
   CHECK(o.backend == "gloo");
   const auto bad = kd::config::Node::parse("distributed: {backend: mpi}", "x.yaml");
   const auto bad_node = bad.child("distributed");
-  CHECK_THROWS_WITH(dist::Options::from_config(&bad_node), Catch::Contains("x.yaml:1") && Catch::Contains("auto, gloo or nccl"));
+  CHECK_THROWS_WITH(dist::Options::from_config(bad_node),
+                    Catch::Contains("x.yaml:1") && Catch::Contains("auto, gloo or nccl"));
   const auto typo = kd::config::Node::parse("distributed: {timeout: 3}", "x.yaml");
   const auto typo_node = typo.child("distributed");
-  CHECK_THROWS_WITH(dist::Options::from_config(&typo_node), Catch::Contains("timeout_s"));
+  CHECK_THROWS_WITH(dist::Options::from_config(typo_node), Catch::Contains("timeout_s"));
 }
 
 TEST_CASE("trees of tensors, numbers and strings survive the trip to bytes and back") {
-  const Tree tree = Tree::dict({{"acc", Tree::dict({{"total", torch::tensor({3.5, 1.0}, torch::kDouble)}, {"count", 7}})},
-                                {"scores", torch::arange(12, torch::kFloat).reshape({3, 4})},
-                                {"labels", torch::tensor({1, 0, 2}, torch::kLong)},
-                                {"none", Tree()},
-                                {"list", Tree::list({Tree(2.25), Tree(std::string("text")), torch::ones({0, 5})})}});
+  const Tree tree =
+      Tree::dict({{"acc", Tree::dict({{"total", torch::tensor({3.5, 1.0}, torch::kDouble)}, {"count", 7}})},
+                  {"scores", torch::arange(12, torch::kFloat).reshape({3, 4})},
+                  {"labels", torch::tensor({1, 0, 2}, torch::kLong)},
+                  {"none", Tree()},
+                  {"list", Tree::list({Tree(2.25), Tree(std::string("text")), torch::ones({0, 5})})}});
   const Tree back = dist::tree_from_bytes(dist::tree_to_bytes(tree));
   CHECK(back.keys() == tree.keys());
   CHECK(back.get("acc.total").tensor().equal(torch::tensor({3.5, 1.0}, torch::kDouble)));
@@ -151,7 +157,8 @@ TEST_CASE("all-reduce, broadcast and all-gather between two ranks") {
     CHECK(b[0].equal(torch::full({4}, 1.0f)));
 
     // Lengths differ between ranks.
-    const auto gathered = group.all_gather_bytes(std::string(static_cast<std::size_t>(5 + 1000 * r), 'a' + r), "test gather");
+    const auto gathered =
+        group.all_gather_bytes(std::string(static_cast<std::size_t>(5 + 1000 * r), 'a' + r), "test gather");
     REQUIRE(gathered.size() == 2);
     CHECK(gathered[0] == std::string(5, 'a'));
     CHECK(gathered[1] == std::string(1005, 'b'));
@@ -170,9 +177,9 @@ TEST_CASE("the gradient reducer averages every gradient over the ranks, in bucke
     auto b = torch::zeros({3}).requires_grad_(true);
     auto c = torch::zeros({2}).requires_grad_(true);
     auto frozen = torch::zeros({2});
-    a.mutable_grad() = torch::full({4, 4}, 2.0f * (r + 1));  // 2 and 4: mean 3
+    a.mutable_grad() = torch::full({4, 4}, 2.0f * (r + 1));                  // 2 and 4: mean 3
     b.mutable_grad() = torch::arange(3, torch::kFloat) * (r == 0 ? 1 : -1);  // mean 0
-    if (r == 1) c.mutable_grad() = torch::full({2}, 8.0f);  // mean (0 + 8) / 2
+    if (r == 1) c.mutable_grad() = torch::full({2}, 8.0f);                   // mean (0 + 8) / 2
     auto shared_group = std::shared_ptr<dist::ProcessGroup>(&group, [](dist::ProcessGroup*) {});
     dist::GradientReducer reducer(shared_group, {a, b, c, frozen}, /*bucket_bytes=*/64);
     CHECK(reducer.num_elements() == 16 + 3 + 2);

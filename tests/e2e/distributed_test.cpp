@@ -3,7 +3,6 @@
 
 #include <catch2/catch.hpp>
 
-
 #include <algorithm>
 #include <map>
 #include <regex>
@@ -21,7 +20,8 @@ namespace {
 std::string flagship_100(const fs::path& workdir, const std::string& extra = "") {
   return "train --cfg=" + kMlp + " --cfg.workdir=" + workdir.string() +
          " --cfg.num_train_steps=100 --cfg.log_metrics_every=50 --cfg.num_threads=1"
-         " --cfg.evals.test.ds.num_examples=2000 '--cfg.evals.test.run={once_at_end: true}' " + extra;
+         " --cfg.evals.test.ds.num_examples=2000 '--cfg.evals.test.run={once_at_end: true}' " +
+         extra;
 }
 
 // Why 2 ranks are compared with `accumulate_steps: 2`, not with one process on the whole batch:
@@ -32,8 +32,8 @@ std::string flagship_100(const fs::path& workdir, const std::string& extra = "")
 // 1e-3..1e-1 that depend on the CPU's BLAS kernels: no bound on that comparison holds everywhere.
 constexpr const char* kSameSplit = "--cfg.optimizer.accumulate_steps=2";
 
-const kd::writers::JsonlRecord& record(const std::vector<kd::writers::JsonlRecord>& records, const std::string& collection,
-                                       int64_t step) {
+const kd::writers::JsonlRecord& record(const std::vector<kd::writers::JsonlRecord>& records,
+                                       const std::string& collection, int64_t step) {
   const kd::writers::JsonlRecord* found = nullptr;
   for (const auto& r : records) {
     if (r.collection == collection && r.step == step) {
@@ -92,8 +92,9 @@ const fs::path& same_split_run() { return single_process_run(kSameSplit); }
 
 }  // namespace
 
-TEST_CASE("2 ranks splitting the global batch end bit for bit where 1 process on the same halves does, "
-          "and log global metrics") {
+TEST_CASE(
+    "2 ranks splitting the global batch end bit for bit where 1 process on the same halves does, "
+    "and log global metrics") {
   const fs::path& halves = same_split_run();
   const fs::path& whole = single_process_run();
   const fs::path two = fresh_dir();
@@ -165,8 +166,8 @@ TEST_CASE("BatchNorm statistics are rank 0's everywhere: kd eval of a 2-rank che
                           " --cfg.evals.test.ds.num_examples=1000 '--cfg.evals.test.run={once_at_end: true}'");
   INFO(r.output);
   REQUIRE(r.code == 0);
-  const double logged = value_of(record(kd::writers::read_jsonl((dir / "metrics.jsonl").string()), "test", 30),
-                                 "metrics/accuracy");
+  const double logged =
+      value_of(record(kd::writers::read_jsonl((dir / "metrics.jsonl").string()), "test", 30), "metrics/accuracy");
   const Result eval = run_kd("eval --workdir=" + dir.string());  // one process, rank 0's checkpoint
   INFO(eval.output);
   REQUIRE(eval.code == 0);
@@ -210,7 +211,8 @@ TEST_CASE("SIGTERM to one rank checkpoints once, stops every rank, and the job r
   REQUIRE(std::regex_search(log0, m, std::regex("stopped at step (\\d+)")));
   const int64_t stopped = std::stoll(m[1]);
   CHECK(stopped < 100);
-  CHECK(checkpoint_names(two) == std::vector<std::string>{"ckpt_" + std::to_string(stopped)});  // one checkpoint, by rank 0
+  CHECK(checkpoint_names(two) ==
+        std::vector<std::string>{"ckpt_" + std::to_string(stopped)});  // one checkpoint, by rank 0
 
   const Result resumed = run_kd("launch --nproc=2 -- " + flagship_100(two));
   INFO(resumed.output);
@@ -222,8 +224,10 @@ TEST_CASE("SIGTERM to one rank checkpoints once, stops every rank, and the job r
 TEST_CASE("a rank killed mid-training makes the other fail with a clear error, not hang") {
   const fs::path two = fresh_dir();
   // A long run: the kill comes well before its end.
-  const auto [rank0, rank1] = start_two_ranks(two, flagship_100(two, "--cfg.num_train_steps=100000 "
-                                                                     "--cfg.log_metrics_every=10 --cfg.distributed.timeout_s=60"));
+  const auto [rank0, rank1] =
+      start_two_ranks(two, flagship_100(two,
+                                        "--cfg.num_train_steps=100000 "
+                                        "--cfg.log_metrics_every=10 --cfg.distributed.timeout_s=60"));
   kill(rank1, SIGKILL);
   wait_exit_code(rank1);
   // The survivor notices the closed connection at its next collective (the 60 s timeout is
@@ -241,8 +245,10 @@ TEST_CASE("a rank killed mid-training makes the other fail with a clear error, n
 
 TEST_CASE("a hung rank makes the other fail after distributed.timeout_s") {
   const fs::path two = fresh_dir();
-  const auto [rank0, rank1] = start_two_ranks(two, flagship_100(two, "--cfg.num_train_steps=100000 "
-                                                                     "--cfg.log_metrics_every=10 --cfg.distributed.timeout_s=3"));
+  const auto [rank0, rank1] =
+      start_two_ranks(two, flagship_100(two,
+                                        "--cfg.num_train_steps=100000 "
+                                        "--cfg.log_metrics_every=10 --cfg.distributed.timeout_s=3"));
   kill(rank1, SIGSTOP);
   int status = 0;
   const bool exited = exits(rank0, status);
@@ -258,11 +264,15 @@ TEST_CASE("a hung rank makes the other fail after distributed.timeout_s") {
 TEST_CASE("kd launch stops every rank when one fails and returns its exit code") {
   const fs::path two = fresh_dir();
   const fs::path log = two.string() + "_launch.log";
-  const pid_t launcher = spawn_kd("launch --nproc=2 --grace=20 -- " +
-                                      flagship_100(two, "--cfg.num_train_steps=100000 --cfg.log_metrics_every=10"),
-                                  log);
-  REQUIRE(wait_for([&] { return read_text(log).find("[rank 0] ") != std::string::npos &&
-                                read_text(log).find("step 10 ") != std::string::npos; }, 120));
+  const pid_t launcher = spawn_kd(
+      "launch --nproc=2 --grace=20 -- " + flagship_100(two, "--cfg.num_train_steps=100000 --cfg.log_metrics_every=10"),
+      log);
+  REQUIRE(wait_for(
+      [&] {
+        return read_text(log).find("[rank 0] ") != std::string::npos &&
+               read_text(log).find("step 10 ") != std::string::npos;
+      },
+      120));
   kill(rank_pids(read_text(log))[1], SIGKILL);
   const int code = wait_exit_code(launcher);
   const std::string out = read_text(log);
@@ -300,7 +310,8 @@ TEST_CASE("Ctrl-C on kd launch stops every rank after one checkpoint, exits 0, a
   INFO(out);
   CHECK(code == 0);
   std::smatch m;
-  REQUIRE(std::regex_search(out, m, std::regex("\\[rank 0\\] .*stopped by signal 15 at step (\\d+); checkpoint saved")));
+  REQUIRE(
+      std::regex_search(out, m, std::regex("\\[rank 0\\] .*stopped by signal 15 at step (\\d+); checkpoint saved")));
   const int64_t stopped = std::stoll(m[1]);
   CHECK(checkpoint_names(two) == std::vector<std::string>{"ckpt_" + std::to_string(stopped)});
 
@@ -318,18 +329,21 @@ TEST_CASE("a NaN in one rank's slice makes every rank skip (or raise at) the sam
   {
     std::ofstream csv(dir / "data.csv");
     csv << "a,b,label\n";
-    for (int i = 0; i < 16; ++i) csv << (i == 10 ? std::string("nan") : std::to_string(i % 5 * 0.3)) << "," << (i % 3) << "," << (i % 2) << "\n";
+    for (int i = 0; i < 16; ++i)
+      csv << (i == 10 ? std::string("nan") : std::to_string(i % 5 * 0.3)) << "," << (i % 3) << "," << (i % 2) << "\n";
   }
   // Batches of 4 in file order: the third (rows 8-11) gives rows 10-11, and the NaN, to rank 1.
-  std::ofstream(dir / "exp.yaml") << "seed: 0\nnum_train_steps: 8\nlog_metrics_every: 4\nnum_threads: 1\n"
-                                     "train_ds: {type: Csv, path: " << (dir / "data.csv").string()
-                                  << ", label_column: label, batch_size: 4, shuffle: false}\n"
-                                     "model: {type: MLP, input_size: 2, hidden_sizes: [8], output_size: 2, inputs: {x: batch.features}}\n"
-                                     "train_losses: {xent: {type: SoftmaxCrossEntropyWithIntLabels, logits: preds.logits, labels: batch.label}}\n"
-                                     "optimizer: {type: sgd, learning_rate: 0.1}\n";
+  std::ofstream(dir / "exp.yaml")
+      << "seed: 0\nnum_train_steps: 8\nlog_metrics_every: 4\nnum_threads: 1\n"
+         "train_ds: {type: Csv, path: "
+      << (dir / "data.csv").string()
+      << ", label_column: label, batch_size: 4, shuffle: false}\n"
+         "model: {type: MLP, input_size: 2, hidden_sizes: [8], output_size: 2, inputs: {x: batch.features}}\n"
+         "train_losses: {xent: {type: SoftmaxCrossEntropyWithIntLabels, logits: preds.logits, labels: batch.label}}\n"
+         "optimizer: {type: sgd, learning_rate: 0.1}\n";
   const std::string exp = "--cfg=" + (dir / "exp.yaml").string();
-  const Result one = run_kd("train " + exp + " --cfg.workdir=" + (dir / "one").string() + " --cfg.nan_policy=skip_step " +
-                            kSameSplit);
+  const Result one =
+      run_kd("train " + exp + " --cfg.workdir=" + (dir / "one").string() + " --cfg.nan_policy=skip_step " + kSameSplit);
   INFO(one.output);
   REQUIRE(one.code == 0);
   const Result two = run_kd("launch --nproc=2 -- train " + exp + " --cfg.workdir=" + (dir / "two").string() +
@@ -343,15 +357,17 @@ TEST_CASE("a NaN in one rank's slice makes every rank skip (or raise at) the sam
   const Result raised = run_kd("launch --nproc=2 -- train " + exp + " --cfg.workdir=" + (dir / "raise").string());
   INFO(raised.output);
   CHECK(raised.code == 2);
-  CHECK_THAT(raised.output, Catch::Contains("[rank 0] kd: error: non-finite loss at step 2: the loss of another process") &&
-                                Catch::Contains("[rank 1] kd: error: non-finite loss at step 2: losses/xent = nan"));
+  CHECK_THAT(raised.output,
+             Catch::Contains("[rank 0] kd: error: non-finite loss at step 2: the loss of another process") &&
+                 Catch::Contains("[rank 1] kd: error: non-finite loss at step 2: losses/xent = nan"));
 }
 
 TEST_CASE("SIGTERM to every process of a job at once (as a scheduler does) still saves once and exits 0") {
   const fs::path two = fresh_dir();
   const fs::path log = two.string() + "_launch.log";
-  const pid_t launcher = spawn_kd("launch --nproc=2 -- " + flagship_100(two, "--cfg.num_train_steps=100000 "
-                                                                              "--cfg.log_metrics_every=10"),
+  const pid_t launcher = spawn_kd("launch --nproc=2 -- " + flagship_100(two,
+                                                                        "--cfg.num_train_steps=100000 "
+                                                                        "--cfg.log_metrics_every=10"),
                                   log);
   REQUIRE(wait_for([&] { return read_text(log).find("step 10 ") != std::string::npos; }, 120));
   // The ranks get it twice: from the "scheduler" and from kd launch passing it on.

@@ -24,13 +24,16 @@ std::string no_early_checkpoint(const fs::path& workdir) {
 
 // `steps` steps with a checkpoint every 100.
 std::string checkpoint_every_100(const fs::path& workdir, int steps) {
-  return "train " + small_mlp(workdir) + " --cfg.num_threads=1 --cfg.evals={} --cfg.checkpointer.save_interval_steps=100"
-         " --cfg.num_train_steps=" + std::to_string(steps);
+  return "train " + small_mlp(workdir) +
+         " --cfg.num_threads=1 --cfg.evals={} --cfg.checkpointer.save_interval_steps=100"
+         " --cfg.num_train_steps=" +
+         std::to_string(steps);
 }
 
 }  // namespace
 
-TEST_CASE("a run killed before its first checkpoint starts over with the same command and ends as an uninterrupted one") {
+TEST_CASE(
+    "a run killed before its first checkpoint starts over with the same command and ends as an uninterrupted one") {
   const fs::path straight = fresh_dir(), killed = fresh_dir();
   const Result r = run_kd(no_early_checkpoint(straight));
   INFO(r.output);
@@ -66,7 +69,8 @@ TEST_CASE("a run killed before its first checkpoint starts over with the same co
 
 TEST_CASE("an eval that fails where a checkpoint is due leaves that checkpoint and names the eval") {
   const fs::path dir = fresh_dir();
-  const Result r = run_kd("train " + small_mlp(dir) + " --cfg.num_threads=1 --cfg.checkpointer.save_interval_steps=50"
+  const Result r = run_kd("train " + small_mlp(dir) +
+                          " --cfg.num_threads=1 --cfg.checkpointer.save_interval_steps=50"
                           " '--cfg.evals.test.run={every_n_steps: 50}'"
                           " '--cfg.evals.test.metrics={accuracy: {type: Accuracy, labels: batch.lable}}'");
   INFO(r.output);
@@ -80,8 +84,9 @@ TEST_CASE("an eval that fails where a checkpoint is due leaves that checkpoint a
 TEST_CASE("SIGINT twice within a second is one request: one checkpoint, exit 0") {
   const fs::path dir = fresh_dir();
   const fs::path log = dir.string() + ".log";
-  const pid_t pid = spawn_kd("train " + small_mlp(dir) + " --cfg.num_threads=1 --cfg.num_train_steps=100000 "
-                             "--cfg.log_metrics_every=10 --cfg.evals={}",
+  const pid_t pid = spawn_kd("train " + small_mlp(dir) +
+                                 " --cfg.num_threads=1 --cfg.num_train_steps=100000 "
+                                 "--cfg.log_metrics_every=10 --cfg.evals={}",
                              log);
   REQUIRE(wait_for([&] { return read_text(log).find("step 10 ") != std::string::npos; }, 120));
   kill(pid, SIGINT);
@@ -160,7 +165,9 @@ void copy_dir(const fs::path& from, const fs::path& to) {
 
 }  // namespace
 
-TEST_CASE("crafted checkpoints with valid checksums are damaged: the one before them is used, and the run ends as an uninterrupted one") {
+TEST_CASE(
+    "crafted checkpoints with valid checksums are damaged: the one before them is used, and the run ends as an "
+    "uninterrupted one") {
   const fs::path straight = fresh_dir(), pristine = fresh_dir(), dir = fresh_dir();
   const auto args = [](const fs::path& w, int steps) {
     return checkpoint_every_100(w, steps) + " --cfg.checkpointer.max_to_keep=5";
@@ -196,7 +203,9 @@ TEST_CASE("crafted checkpoints with valid checksums are damaged: the one before 
        }},
       {"meta.json with another step", [&] { craft(newest, "meta.json", meta_with([](auto& j) { j["step"] = 999; })); }},
       {"meta.json nested 5000 deep",
-       [&] { craft(newest, "meta.json", meta_with([&](auto& j) { j["aux"] = nlohmann::ordered_json::parse(deep); })); }},
+       [&] {
+         craft(newest, "meta.json", meta_with([&](auto& j) { j["aux"] = nlohmann::ordered_json::parse(deep); }));
+       }},
       {"meta.json pointing a weight at a bias tensor",
        [&] { craft(newest, "meta.json", meta_with([](auto& j) { j["params"][0][1] = j["params"][1][1]; })); }},
       {"meta.json that is not an object", [&] { craft(newest, "meta.json", "[1, 2, 3]"); }},
@@ -220,23 +229,23 @@ TEST_CASE("crafted checkpoints with valid checksums are damaged: the one before 
       {"an optimizer state whose moment has another shape",
        [&] {
          craft(newest, "meta.json", meta_with([](auto& j) {
-           // The first exp_avg found (the first weight's) points at the first bias's tensor.
-           std::function<bool(nlohmann::ordered_json&)> swap = [&](nlohmann::ordered_json& n) {
-             for (const char* kind : {"d", "l"}) {
-               if (!n.is_object() || !n.contains(kind)) continue;
-               for (auto& item : n[kind]) {
-                 auto& child = std::string(kind) == "d" ? item[1] : item;
-                 if (std::string(kind) == "d" && item[0] == "exp_avg") {
-                   child["t"] = j["params"][1][1];
-                   return true;
-                 }
-                 if (swap(child)) return true;
-               }
-             }
-             return false;
-           };
-           REQUIRE(swap(j["optimizer"]));
-         }));
+                 // The first exp_avg found (the first weight's) points at the first bias's tensor.
+                 std::function<bool(nlohmann::ordered_json&)> swap = [&](nlohmann::ordered_json& n) {
+                   for (const char* kind : {"d", "l"}) {
+                     if (!n.is_object() || !n.contains(kind)) continue;
+                     for (auto& item : n[kind]) {
+                       auto& child = std::string(kind) == "d" ? item[1] : item;
+                       if (std::string(kind) == "d" && item[0] == "exp_avg") {
+                         child["t"] = j["params"][1][1];
+                         return true;
+                       }
+                       if (swap(child)) return true;
+                     }
+                   }
+                   return false;
+                 };
+                 REQUIRE(swap(j["optimizer"]));
+               }));
        }},
       {"a config.yaml that is an alias bomb", [&] { craft(newest, "config.yaml", "a: &a [*a]\n"); }},
   };
@@ -244,7 +253,7 @@ TEST_CASE("crafted checkpoints with valid checksums are damaged: the one before 
     INFO(what);
     copy_dir(pristine, dir);
     damage();
-    fs::create_directories(dir / "checkpoints" / "ckpt_999");       // a stray empty directory
+    fs::create_directories(dir / "checkpoints" / "ckpt_999");      // a stray empty directory
     std::ofstream(dir / "checkpoints" / "notes.txt") << "mine\n";  // and a user's file
     const Result r = run_kd(args(dir, 300));
     INFO(r.output);
@@ -259,7 +268,8 @@ TEST_CASE("crafted checkpoints with valid checksums are damaged: the one before 
   // kd eval and kd export skip the damaged newest checkpoint too.
   copy_dir(pristine, dir);
   craft(newest, "meta.json", meta_with([](auto& j) { j["step"] = 999; }));
-  const Result eval = run_kd("eval --workdir=" + dir.string() + " '--cfg.evals={test: {ds: {type: FashionMnist, split: test, "
+  const Result eval = run_kd("eval --workdir=" + dir.string() +
+                             " '--cfg.evals={test: {ds: {type: FashionMnist, split: test, "
                              "num_examples: 500, batch_size: 250}}}'");
   INFO(eval.output);
   CHECK(eval.code == 0);
@@ -288,10 +298,11 @@ TEST_CASE("a checkpoint copied under another name, or named with a trailing slas
   const fs::path source = fresh_dir(), target = fresh_dir();
   REQUIRE(run_kd(no_early_checkpoint(source) + " --cfg.num_train_steps=20").code == 0);
   fs::copy(source / "checkpoints" / "ckpt_20", source / "pretrained", fs::copy_options::recursive);
-  for (const std::string& from : {(source / "pretrained").string(), (source / "checkpoints" / "ckpt_20").string() + "/"}) {
+  for (const std::string& from :
+       {(source / "pretrained").string(), (source / "checkpoints" / "ckpt_20").string() + "/"}) {
     fs::remove_all(target);
-    const Result r = run_kd(no_early_checkpoint(target) + " --cfg.num_train_steps=1 '--cfg.init_transform={checkpoint: " +
-                            from + "}'");
+    const Result r = run_kd(no_early_checkpoint(target) +
+                            " --cfg.num_train_steps=1 '--cfg.init_transform={checkpoint: " + from + "}'");
     INFO(from << "\n" << r.output);
     CHECK(r.code == 0);
     CHECK_THAT(r.output, Catch::Contains("init_transform:"));
@@ -300,7 +311,9 @@ TEST_CASE("a checkpoint copied under another name, or named with a trailing slas
   fs::remove_all(target);
 }
 
-TEST_CASE("a full disk fails the save with a clear error, keeps every earlier checkpoint, and the run resumes once there is room") {
+TEST_CASE(
+    "a full disk fails the save with a clear error, keeps every earlier checkpoint, and the run resumes once there is "
+    "room") {
   const fs::path mount = fresh_dir();
   fs::create_directories(mount);
   // A 16 MiB file system: two checkpoints of the MLP (6.5 MB each) fit, a third does not.
@@ -311,7 +324,8 @@ TEST_CASE("a full disk fails the save with a clear error, keeps every earlier ch
   }
   const fs::path straight = fresh_dir(), dir = mount / "w";
   const auto args = [](const fs::path& w) {
-    return "train " + small_mlp(w) + " --cfg.num_threads=1 --cfg.evals={} --cfg.num_train_steps=400"
+    return "train " + small_mlp(w) +
+           " --cfg.num_threads=1 --cfg.evals={} --cfg.num_train_steps=400"
            " --cfg.checkpointer.save_interval_steps=100";
   };
   REQUIRE(run_kd(args(straight)).code == 0);
@@ -356,7 +370,8 @@ TEST_CASE("a checkpoint of format 1 (a TorchScript archive) is read only on requ
   const Result refused = run_kd(args + straight.string());
   INFO(refused.output);
   CHECK(refused.code == 2);
-  CHECK_THAT(refused.output, Catch::Contains("was written by an older kd") && Catch::Contains("KD_READ_LEGACY_CHECKPOINTS=1"));
+  CHECK_THAT(refused.output,
+             Catch::Contains("was written by an older kd") && Catch::Contains("KD_READ_LEGACY_CHECKPOINTS=1"));
   CHECK(checkpoint_names(straight) == std::vector<std::string>{"ckpt_4"});  // nothing moved or changed
 
   // 4 -> 8 at once, and 4 -> 6 then (from the format-2 checkpoint of step 6) 6 -> 8: the same.
@@ -366,7 +381,7 @@ TEST_CASE("a checkpoint of format 1 (a TorchScript archive) is read only on requ
   CHECK_THAT(resumed.output, Catch::Contains("resuming from step 4"));
   REQUIRE(run_kd(args + split.string() + " --cfg.stop_after_steps=6", "KD_READ_LEGACY_CHECKPOINTS=1").code == 0);
   REQUIRE(fs::exists(split / "checkpoints" / "ckpt_6" / "state.safetensors"));  // saved in the current format
-  const Result rest = run_kd(args + split.string());  // format 2 needs no permission
+  const Result rest = run_kd(args + split.string());                            // format 2 needs no permission
   INFO(rest.output);
   REQUIRE(rest.code == 0);
   CHECK_THAT(rest.output, Catch::Contains("resuming from step 6"));
@@ -378,7 +393,8 @@ TEST_CASE("a checkpoint of format 1 (a TorchScript archive) is read only on requ
 TEST_CASE("resuming with an optimizer of another type is refused by name, even with allow_config_change") {
   const fs::path dir = fresh_dir();
   REQUIRE(run_kd(no_early_checkpoint(dir) + " --cfg.num_train_steps=20").code == 0);
-  const Result r = run_kd(no_early_checkpoint(dir) + " --cfg.num_train_steps=40 --cfg.optimizer.type=sgd"
+  const Result r = run_kd(no_early_checkpoint(dir) +
+                          " --cfg.num_train_steps=40 --cfg.optimizer.type=sgd"
                           " --cfg.allow_config_change=true");
   INFO(r.output);
   CHECK(r.code == 2);

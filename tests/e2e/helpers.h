@@ -68,7 +68,8 @@ inline std::string small_mlp(const fs::path& workdir) {
 // Starts `kd ARGS` in the background, its output going to `log`; `env` ("RANK=1 WORLD_SIZE=2 ...")
 // is added to its environment.
 // With `own_group` it leads a process group of its own, as a command started from a shell.
-inline pid_t spawn_kd(const std::string& args, const fs::path& log, const std::string& env = "", bool own_group = false) {
+inline pid_t spawn_kd(const std::string& args, const fs::path& log, const std::string& env = "",
+                      bool own_group = false) {
   const pid_t pid = fork();
   if (pid == 0) {
     if (own_group) setpgid(0, 0);
@@ -111,7 +112,8 @@ inline std::string read_text(const fs::path& p) {
 }
 
 inline std::vector<std::pair<std::string, torch::Tensor>> params_at(const fs::path& workdir, int64_t step) {
-  return kd::checkpoints::read_checkpoint_tensors((workdir / "checkpoints" / ("ckpt_" + std::to_string(step))).string(), "params");
+  return kd::checkpoints::read_checkpoint_tensors((workdir / "checkpoints" / ("ckpt_" + std::to_string(step))).string(),
+                                                  "params");
 }
 
 inline bool same_params(const fs::path& a, const fs::path& b, int64_t step) {

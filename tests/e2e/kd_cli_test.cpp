@@ -39,7 +39,8 @@ TEST_CASE("kd train learns Fashion-MNIST far above chance and writes its workdir
     INFO(collection);
     CHECK(!fs::is_empty(workdir / collection));  // TensorBoard event files
   }
-  CHECK_THAT(read_text(workdir / "log.txt"), Catch::Contains("params.layers.0.weight") && Catch::Contains("total: 535818 parameters"));
+  CHECK_THAT(read_text(workdir / "log.txt"),
+             Catch::Contains("params.layers.0.weight") && Catch::Contains("total: 535818 parameters"));
   const auto records = kd::writers::read_jsonl((workdir / "metrics.jsonl").string());
   std::vector<int64_t> train_steps;
   const kd::writers::JsonlRecord* test = nullptr;
@@ -101,7 +102,8 @@ TEST_CASE("a wrong type and an unknown component type are reported with the fix"
   const fs::path wd = fresh_dir();
   Result r = run_kd("train --cfg=" + kMlp + " --cfg.workdir=" + wd.string() + " --cfg.num_train_steps=many");
   CHECK(r.code == 2);
-  CHECK_THAT(r.output, Catch::Contains("--cfg.num_train_steps: \"num_train_steps\" must be an integer, but it is \"many\""));
+  CHECK_THAT(r.output,
+             Catch::Contains("--cfg.num_train_steps: \"num_train_steps\" must be an integer, but it is \"many\""));
   r = run_kd("train --cfg=" + kMlp + " --cfg.workdir=" + wd.string() + " --cfg.train_metrics.accuracy.type=Acuracy");
   CHECK(r.code == 2);
   CHECK_THAT(r.output, Catch::Contains("unknown metric type \"Acuracy\". Did you mean Accuracy"));
@@ -112,8 +114,8 @@ TEST_CASE("a misspelt path key fails at the first step with the context's neares
   const fs::path wd = fresh_dir();
   const Result r = run_kd("train " + small_mlp(wd) + " --cfg.train_losses.xent.labels=batch.lable");
   CHECK(r.code == 2);
-  CHECK_THAT(r.output, Catch::Contains("no key \"batch.lable\" in context") &&
-                           Catch::Contains("Did you mean \"batch.label\"?"));
+  CHECK_THAT(r.output,
+             Catch::Contains("no key \"batch.lable\" in context") && Catch::Contains("Did you mean \"batch.label\"?"));
   CHECK_THAT(r.output, !Catch::Contains("frame #"));  // one message, no stack trace
   CHECK_FALSE(fs::exists(wd));
 }
@@ -168,7 +170,8 @@ TEST_CASE("SIGTERM finishes the step, writes a checkpoint and exits 0; the run t
   const fs::path log = fs::temp_directory_path() / "kd_e2e_sigterm.log";
   const pid_t pid = spawn_kd("train " + small_mlp(workdir) + common + " --cfg.num_train_steps=100000", log);
   // Once step 100 is logged.
-  REQUIRE(wait_for([&] { return fs::exists(workdir / "metrics.jsonl") && fs::file_size(workdir / "metrics.jsonl") > 0; }, 60));
+  REQUIRE(wait_for(
+      [&] { return fs::exists(workdir / "metrics.jsonl") && fs::file_size(workdir / "metrics.jsonl") > 0; }, 60));
   kill(pid, SIGTERM);
   int status = 0;
   waitpid(pid, &status, 0);
@@ -181,7 +184,8 @@ TEST_CASE("SIGTERM finishes the step, writes a checkpoint and exits 0; the run t
   const auto latest = ckpt.latest_valid();
   REQUIRE(latest.has_value());
   CHECK(latest->step >= 100);
-  const Result resumed = run_kd("train " + small_mlp(workdir) + common + " --cfg.num_train_steps=" + std::to_string(latest->step + 5));
+  const Result resumed =
+      run_kd("train " + small_mlp(workdir) + common + " --cfg.num_train_steps=" + std::to_string(latest->step + 5));
   CHECK(resumed.code == 0);
   CHECK_THAT(resumed.output, Catch::Contains("resuming from step " + std::to_string(latest->step)));
   fs::remove_all(workdir);
@@ -234,7 +238,8 @@ TEST_CASE("kd train records scalars, the experiment and image summaries in Tenso
   bool config = false, image = false, loss = false;
   for (const auto& e : events) {
     for (const auto& v : e.summary().value()) {
-      if (v.tag() == "config") config = e.step() == 0 && v.tensor().string_val(0).find("num_train_steps: 100") != std::string::npos;
+      if (v.tag() == "config")
+        config = e.step() == 0 && v.tensor().string_val(0).find("num_train_steps: 100") != std::string::npos;
       if (v.tag() == "losses/xent") loss = e.step() == 100;
       if (v.tag() == "summaries/images") {
         const torch::Tensor grid = kd::writers::decode_png(v.image().encoded_image_string());

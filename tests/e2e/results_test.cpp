@@ -50,30 +50,32 @@ TEST_CASE("an eval loss is the average over the test examples, whatever the eval
 TEST_CASE("when the data ends before num_train_steps, training ends there: final evals, checkpoint, done") {
   const fs::path dir = fresh_dir();
   // 1000 examples in batches of 100 for 2 epochs: 20 steps, although num_train_steps is 100.
-  const std::string args = "train --cfg=" + kMlp + " --cfg.workdir=" + dir.string() +
-                           " --cfg.num_threads=1 --cfg.train_ds.num_examples=1000 --cfg.train_ds.batch_size=100"
-                           " --cfg.train_ds.num_epochs=2 --cfg.log_metrics_every=8 --cfg.evals.test.ds.num_examples=1000"
-                           " '--cfg.evals.test.run={once_at_end: true}'";
+  const std::string args =
+      "train --cfg=" + kMlp + " --cfg.workdir=" + dir.string() +
+      " --cfg.num_threads=1 --cfg.train_ds.num_examples=1000 --cfg.train_ds.batch_size=100"
+      " --cfg.train_ds.num_epochs=2 --cfg.log_metrics_every=8 --cfg.evals.test.ds.num_examples=1000"
+      " '--cfg.evals.test.run={once_at_end: true}'";
   const Result r = run_kd(args + " --cfg.num_train_steps=100");
   INFO(r.output);
   REQUIRE(r.code == 0);
-  CHECK_THAT(r.output, Catch::Contains("the training data ends after 20 steps") &&
-                           Catch::Contains("done: step 20 of 20"));
+  CHECK_THAT(r.output,
+             Catch::Contains("the training data ends after 20 steps") && Catch::Contains("done: step 20 of 20"));
   CHECK(logged_steps(dir, "train") == std::vector<int64_t>{8, 16, 20});
   CHECK(logged_steps(dir, "test") == std::vector<int64_t>{20});
   CHECK(checkpoint_names(dir) == std::vector<std::string>{"ckpt_20"});
 
   // Without num_train_steps the data alone bounds the run.
   const fs::path unbounded = fresh_dir();
-  const Result r2 = run_kd(std::regex_replace(args, std::regex(dir.string()), unbounded.string()) +
-                           " --cfg.num_train_steps=null");
+  const Result r2 =
+      run_kd(std::regex_replace(args, std::regex(dir.string()), unbounded.string()) + " --cfg.num_train_steps=null");
   INFO(r2.output);
   REQUIRE(r2.code == 0);
   CHECK_THAT(r2.output, Catch::Contains("done: step 20 of 20"));
   CHECK(same_params(dir, unbounded, 20));
 
   // Neither: a clear error.
-  const Result r3 = run_kd("train --cfg=" + kMlp + " --cfg.workdir=" + fresh_dir().string() + " --cfg.num_train_steps=null");
+  const Result r3 =
+      run_kd("train --cfg=" + kMlp + " --cfg.workdir=" + fresh_dir().string() + " --cfg.num_train_steps=null");
   CHECK(r3.code == 2);
   CHECK_THAT(r3.output, Catch::Contains("set num_train_steps, or train_ds.num_epochs"));
   fs::remove_all(dir);

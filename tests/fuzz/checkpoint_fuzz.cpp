@@ -17,8 +17,8 @@
 #include <fstream>
 #include <string>
 
-#include <nlohmann/json.hpp>
 #include <torch/torch.h>
+#include <nlohmann/json.hpp>
 
 #include "trainer/checkpoints/checkpointer.h"
 #include "trainer/common/error.h"

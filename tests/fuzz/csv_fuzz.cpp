@@ -15,8 +15,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   static const std::string path =
       (std::filesystem::temp_directory_path() / ("kd_csv_fuzz_" + std::to_string(getpid()) + ".csv")).string();
   if (size == 0) return 0;
-  std::ofstream(path, std::ios::binary | std::ios::trunc).write(reinterpret_cast<const char*>(data + 1),
-                                                                 static_cast<std::streamsize>(size - 1));
+  std::ofstream(path, std::ios::binary | std::ios::trunc)
+      .write(reinterpret_cast<const char*>(data + 1), static_cast<std::streamsize>(size - 1));
   const std::string yaml = "{type: Csv, path: \"" + path + "\"" + (data[0] & 1 ? ", label_column: y" : "") +
                            (data[0] & 2 ? ", header: false" : "") + "}";
   try {

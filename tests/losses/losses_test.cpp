@@ -8,9 +8,9 @@
 
 #include "trainer/common/error.h"
 #include "trainer/config/node.h"
+#include "trainer/context/context.h"
 #include "trainer/losses/loss.h"
 #include "trainer/metrics/states.h"
-#include "trainer/context/context.h"
 
 using kd::Tree;
 using kd::train::Context;
@@ -21,9 +21,7 @@ kd::losses::LossPtr make_loss(const std::string& yaml) {
   return kd::losses::registry().create(kd::config::Node::parse(yaml));
 }
 
-double loss_value(const std::string& yaml, const Context& ctx) {
-  return make_loss(yaml)->value(ctx).item<double>();
-}
+double loss_value(const std::string& yaml, const Context& ctx) { return make_loss(yaml)->value(ctx).item<double>(); }
 
 torch::Tensor f64(std::vector<double> values) { return torch::tensor(values, torch::kDouble); }
 
@@ -47,8 +45,7 @@ std::string config_error(const std::string& yaml) {
 }  // namespace
 
 TEST_CASE("L2 is the mean squared error without a one-half factor", "[losses]") {
-  CHECK(loss_value("type: L2\npreds: preds.x\ntargets: batch.y", regression_ctx()) ==
-        Approx(5.0 / 3.0));
+  CHECK(loss_value("type: L2\npreds: preds.x\ntargets: batch.y", regression_ctx()) == Approx(5.0 / 3.0));
 }
 
 TEST_CASE("L1 is the mean absolute error", "[losses]") {
@@ -56,14 +53,11 @@ TEST_CASE("L1 is the mean absolute error", "[losses]") {
 }
 
 TEST_CASE("Huber is quadratic within delta and linear beyond it", "[losses]") {
-  const Context ctx{.batch = Tree::dict({{"y", f64({0, 0, 0})}}),
-                    .preds = Tree::dict({{"x", f64({0.5, 2, -3})}})};
+  const Context ctx{.batch = Tree::dict({{"y", f64({0, 0, 0})}}), .preds = Tree::dict({{"x", f64({0.5, 2, -3})}})};
   // delta 1: 0.5 * 0.25, 1 * (2 - 0.5), 1 * (3 - 0.5).
-  CHECK(loss_value("type: Huber\npreds: preds.x\ntargets: batch.y", ctx) ==
-        Approx((0.125 + 1.5 + 2.5) / 3));
+  CHECK(loss_value("type: Huber\npreds: preds.x\ntargets: batch.y", ctx) == Approx((0.125 + 1.5 + 2.5) / 3));
   // delta 2: 0.5 * 0.25, 0.5 * 4, 2 * (3 - 1).
-  CHECK(loss_value("type: Huber\npreds: preds.x\ntargets: batch.y\ndelta: 2", ctx) ==
-        Approx((0.125 + 2.0 + 4.0) / 3));
+  CHECK(loss_value("type: Huber\npreds: preds.x\ntargets: batch.y\ndelta: 2", ctx) == Approx((0.125 + 2.0 + 4.0) / 3));
 }
 
 TEST_CASE("Value averages the tensor as is and AbsoluteValue its absolute value", "[losses]") {
@@ -73,11 +67,8 @@ TEST_CASE("Value averages the tensor as is and AbsoluteValue its absolute value"
 }
 
 TEST_CASE("NegativeCosineSimilarity is minus the cosine along the last axis", "[losses]") {
-  const Context ctx{
-      .batch =
-          Tree::dict({{"y", torch::tensor({0.0, 1.0, 2.0, 2.0}, torch::kDouble).reshape({2, 2})}}),
-      .preds =
-          Tree::dict({{"x", torch::tensor({1.0, 0.0, 1.0, 1.0}, torch::kDouble).reshape({2, 2})}})};
+  const Context ctx{.batch = Tree::dict({{"y", torch::tensor({0.0, 1.0, 2.0, 2.0}, torch::kDouble).reshape({2, 2})}}),
+                    .preds = Tree::dict({{"x", torch::tensor({1.0, 0.0, 1.0, 1.0}, torch::kDouble).reshape({2, 2})}})};
   const auto loss = make_loss("type: NegativeCosineSimilarity\npreds: preds.x\ntargets: batch.y");
   const torch::Tensor values = loss->values(ctx);
   REQUIRE(values.sizes() == torch::IntArrayRef{2});
@@ -88,25 +79,18 @@ TEST_CASE("NegativeCosineSimilarity is minus the cosine along the last axis", "[
 
 TEST_CASE("SoftmaxCrossEntropy reads preds.logits and batch.label by default", "[losses]") {
   const Context ctx{
-      .batch = Tree::dict(
-          {{"label", torch::tensor({1.0, 0.0, 0.5, 0.5}, torch::kDouble).reshape({2, 2})}}),
-      .preds = Tree::dict(
-          {{"logits",
-            torch::tensor({0.0, 0.0, std::log(3.0), 0.0}, torch::kDouble).reshape({2, 2})}})};
+      .batch = Tree::dict({{"label", torch::tensor({1.0, 0.0, 0.5, 0.5}, torch::kDouble).reshape({2, 2})}}),
+      .preds = Tree::dict({{"logits", torch::tensor({0.0, 0.0, std::log(3.0), 0.0}, torch::kDouble).reshape({2, 2})}})};
   // Example 0: -log(1/2). Example 1: probabilities 3/4, 1/4 against labels 1/2, 1/2.
   const double expected = (std::log(2.0) - 0.5 * std::log(0.75) - 0.5 * std::log(0.25)) / 2;
   CHECK(loss_value("type: SoftmaxCrossEntropy", ctx) == Approx(expected));
 }
 
-TEST_CASE("SoftmaxCrossEntropyWithIntLabels gives one value per example for labels [B] or [B, 1]",
-          "[losses]") {
-  const torch::Tensor logits =
-      torch::tensor({0.0, 0.0, 0.0, std::log(2.0), 0.0, 0.0}, torch::kDouble).reshape({2, 3});
+TEST_CASE("SoftmaxCrossEntropyWithIntLabels gives one value per example for labels [B] or [B, 1]", "[losses]") {
+  const torch::Tensor logits = torch::tensor({0.0, 0.0, 0.0, std::log(2.0), 0.0, 0.0}, torch::kDouble).reshape({2, 3});
   const auto loss = make_loss("type: SoftmaxCrossEntropyWithIntLabels");
-  for (const torch::Tensor& labels :
-       {torch::tensor({0, 1}), torch::tensor({0, 1}).reshape({2, 1})}) {
-    const Context ctx{.batch = Tree::dict({{"label", labels}}),
-                      .preds = Tree::dict({{"logits", logits}})};
+  for (const torch::Tensor& labels : {torch::tensor({0, 1}), torch::tensor({0, 1}).reshape({2, 1})}) {
+    const Context ctx{.batch = Tree::dict({{"label", labels}}), .preds = Tree::dict({{"logits", logits}})};
     const torch::Tensor values = loss->values(ctx);
     REQUIRE(values.sizes() == torch::IntArrayRef{2});
     CHECK(values[0].item<double>() == Approx(std::log(3.0)));
@@ -123,19 +107,15 @@ TEST_CASE("SigmoidBinaryCrossEntropy is the element-wise logistic loss", "[losse
   CHECK(loss_value("type: SigmoidBinaryCrossEntropy", ctx) == Approx(expected));
 }
 
-TEST_CASE("a mask averages over the kept elements by default and over all values on request",
-          "[losses]") {
+TEST_CASE("a mask averages over the kept elements by default and over all values on request", "[losses]") {
   // L1 values 1, 0, 2 with mask 1, 0, 1.
-  CHECK(loss_value("type: L1\npreds: preds.x\ntargets: batch.y\nmask: batch.mask",
-                   regression_ctx()) == Approx(1.5));
-  CHECK(loss_value(
-            "type: L1\npreds: preds.x\ntargets: batch.y\nmask: batch.mask\nnormalize_by: values",
-            regression_ctx()) == Approx(1.0));
+  CHECK(loss_value("type: L1\npreds: preds.x\ntargets: batch.y\nmask: batch.mask", regression_ctx()) == Approx(1.5));
+  CHECK(loss_value("type: L1\npreds: preds.x\ntargets: batch.y\nmask: batch.mask\nnormalize_by: values",
+                   regression_ctx()) == Approx(1.0));
 }
 
 TEST_CASE("a constant weight scales the loss", "[losses]") {
-  CHECK(loss_value("type: L1\npreds: preds.x\ntargets: batch.y\nweight: 0.25", regression_ctx()) ==
-        Approx(0.25));
+  CHECK(loss_value("type: L1\npreds: preds.x\ntargets: batch.y\nweight: 0.25", regression_ctx()) == Approx(0.25));
 }
 
 TEST_CASE("a schedule weight is evaluated at the context's step", "[losses]") {
@@ -163,7 +143,8 @@ TEST_CASE("merged loss states are the average over all examples, not the mean of
   // absolute error is 7/4; the mean of the two batch means would be (1 + 4) / 2.
   const auto loss = make_loss("type: L1\npreds: preds.x\ntargets: batch.y");
   const Context last{.batch = Tree::dict({{"y", f64({0})}}), .preds = Tree::dict({{"x", f64({4})}})};
-  const Tree merged = loss->merge(loss->get_state(loss->evaluate(regression_ctx())), loss->get_state(loss->evaluate(last)));
+  const Tree merged =
+      loss->merge(loss->get_state(loss->evaluate(regression_ctx())), loss->get_state(loss->evaluate(last)));
   CHECK(kd::metrics::AverageState::compute(merged).item<double>() == Approx(7.0 / 4.0));
 
   // With a mask, the masked-in elements count: errors 1, -2 (mask 1, 0, 1) and then 4 (mask 1).
@@ -206,8 +187,7 @@ TEST_CASE("a loss without a required key is a ConfigError naming the key", "[los
 }
 
 TEST_CASE("an unknown loss option is a ConfigError with the nearest option", "[losses]") {
-  const std::string message =
-      config_error("type: Huber\npreds: preds.x\ntargets: batch.y\ndelt: 2");
+  const std::string message = config_error("type: Huber\npreds: preds.x\ntargets: batch.y\ndelt: 2");
   CHECK_THAT(message, Catch::Contains("delt"));
   CHECK_THAT(message, Catch::Contains("Did you mean"));
   CHECK_THAT(message, Catch::Contains("delta"));
@@ -216,9 +196,8 @@ TEST_CASE("an unknown loss option is a ConfigError with the nearest option", "[l
 TEST_CASE("the loss registry lists the nine built-in losses", "[losses]") {
   const auto& names = kd::losses::registry().names();
   CHECK(names.size() == 9);
-  for (const char* name :
-       {"L1", "L2", "Huber", "AbsoluteValue", "Value", "NegativeCosineSimilarity",
-        "SoftmaxCrossEntropy", "SoftmaxCrossEntropyWithIntLabels", "SigmoidBinaryCrossEntropy"}) {
+  for (const char* name : {"L1", "L2", "Huber", "AbsoluteValue", "Value", "NegativeCosineSimilarity",
+                           "SoftmaxCrossEntropy", "SoftmaxCrossEntropyWithIntLabels", "SigmoidBinaryCrossEntropy"}) {
     CHECK(kd::losses::registry().contains(name));
     CHECK_FALSE(kd::losses::registry().doc(name).empty());
   }

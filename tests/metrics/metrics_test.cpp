@@ -7,8 +7,8 @@
 
 #include "trainer/common/error.h"
 #include "trainer/config/node.h"
-#include "trainer/metrics/metric.h"
 #include "trainer/context/context.h"
+#include "trainer/metrics/metric.h"
 
 using kd::Tree;
 using kd::train::Context;
@@ -29,8 +29,7 @@ double one_step(const std::string& yaml, const Context& ctx) {
 }
 
 Context classification_ctx(const torch::Tensor& logits, const torch::Tensor& labels) {
-  return Context{.batch = Tree::dict({{"label", labels}}),
-                 .preds = Tree::dict({{"logits", logits}})};
+  return Context{.batch = Tree::dict({{"label", labels}}), .preds = Tree::dict({{"logits", logits}})};
 }
 
 torch::Tensor f64(std::vector<double> values) { return torch::tensor(values, torch::kDouble); }
@@ -38,17 +37,13 @@ torch::Tensor f64(std::vector<double> values) { return torch::tensor(values, tor
 }  // namespace
 
 TEST_CASE("Accuracy is the fraction of arg-max logits equal to the label", "[metrics]") {
-  const torch::Tensor logits =
-      f64({0.9, 0.1, 0.0, 0.2, 0.7, 0.1, 0.3, 0.3, 0.4, 0.5, 0.0, 0.5}).reshape({4, 3});
+  const torch::Tensor logits = f64({0.9, 0.1, 0.0, 0.2, 0.7, 0.1, 0.3, 0.3, 0.4, 0.5, 0.0, 0.5}).reshape({4, 3});
   // Arg-max: 0, 1, 2, 0.
-  CHECK(one_step("type: Accuracy", classification_ctx(logits, torch::tensor({0, 1, 1, 0}))) ==
-        Approx(0.75));
+  CHECK(one_step("type: Accuracy", classification_ctx(logits, torch::tensor({0, 1, 1, 0}))) == Approx(0.75));
   // Labels [B, 1] and one-hot labels are read the same way.
-  CHECK(one_step("type: Accuracy",
-                 classification_ctx(logits, torch::tensor({0, 1, 1, 0}).reshape({4, 1}))) ==
+  CHECK(one_step("type: Accuracy", classification_ctx(logits, torch::tensor({0, 1, 1, 0}).reshape({4, 1}))) ==
         Approx(0.75));
-  CHECK(one_step("type: Accuracy",
-                 classification_ctx(logits, torch::one_hot(torch::tensor({0, 1, 1, 0}), 3))) ==
+  CHECK(one_step("type: Accuracy", classification_ctx(logits, torch::one_hot(torch::tensor({0, 1, 1, 0}), 3))) ==
         Approx(0.75));
 }
 
@@ -66,10 +61,8 @@ TEST_CASE("Accuracy merged over uneven batches equals one pass over all the data
   const auto metric = make_metric("type: Accuracy");
   const double whole = value_of(*metric, metric->get_state(classification_ctx(logits, labels)));
   Tree merged;
-  for (const auto& [start, size] :
-       std::vector<std::pair<int64_t, int64_t>>{{0, 3}, {3, 3}, {6, 1}}) {
-    const Context ctx =
-        classification_ctx(logits.narrow(0, start, size), labels.narrow(0, start, size));
+  for (const auto& [start, size] : std::vector<std::pair<int64_t, int64_t>>{{0, 3}, {3, 3}, {6, 1}}) {
+    const Context ctx = classification_ctx(logits.narrow(0, start, size), labels.narrow(0, start, size));
     merged = metric->merge(merged, metric->get_state(ctx));
   }
   CHECK(value_of(*metric, merged) == whole);
@@ -93,8 +86,7 @@ TEST_CASE("Precision1 is whether the arg-max class is among the positive labels"
 TEST_CASE("RocAuc is the exact binary AUC with ties counted as one half", "[metrics]") {
   // Positives 0.4, 0.8, 0.4; negatives 0.1, 0.4: of the 6 pairs, 4 ordered and 2 tied -> 5 / 6.
   const auto metric = make_metric("type: RocAuc");
-  const Tree a =
-      metric->get_state(classification_ctx(f64({0.1, 0.4, 0.4}), torch::tensor({0, 0, 1})));
+  const Tree a = metric->get_state(classification_ctx(f64({0.1, 0.4, 0.4}), torch::tensor({0, 0, 1})));
   const Tree b = metric->get_state(classification_ctx(f64({0.8, 0.4}), torch::tensor({1, 1})));
   CHECK(value_of(*metric, metric->merge(a, b)) == Approx(5.0 / 6.0));
   // Scores [B, 1] and labels [B, 1] give the same.
@@ -108,8 +100,7 @@ TEST_CASE("multi-class RocAuc averages one-vs-rest AUCs over the classes present
   // present: renormalised over them, P(class 1) is b', 1/2, a', 1/2 with a' > 1/2 > b'; class 1's
   // positives a' and 1/2 against negatives b' and 1/2: 3 ordered pairs and 1 tie -> 0.875.
   const torch::Tensor logits = f64({2, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0, 0}).reshape({4, 3});
-  CHECK(one_step("type: RocAuc", classification_ctx(logits, torch::tensor({0, 0, 1, 1}))) ==
-        Approx(0.875));
+  CHECK(one_step("type: RocAuc", classification_ctx(logits, torch::tensor({0, 0, 1, 1}))) == Approx(0.875));
 }
 
 TEST_CASE("RocAuc renormalises over the classes present, as Kauldron", "[metrics]") {
@@ -118,8 +109,7 @@ TEST_CASE("RocAuc renormalises over the classes present, as Kauldron", "[metrics
   // 3 ordered pairs and 1 tie -> 0.875. The raw softmax (not renormalised) would give
   // 1.0 for class 1 and 0.5 for class 0, a mean of 0.75.
   const torch::Tensor logits = f64({0, 0, 5, 0, 1, 0, 1, 0, 0, 0, 0, 0}).reshape({4, 3});
-  CHECK(one_step("type: RocAuc", classification_ctx(logits, torch::tensor({0, 1, 0, 1}))) ==
-        Approx(0.875));
+  CHECK(one_step("type: RocAuc", classification_ctx(logits, torch::tensor({0, 1, 0, 1}))) == Approx(0.875));
   // Masked-out rows do not count: dropping row 3 leaves positive s(1) against 0.5 and s(-1).
   Context masked = classification_ctx(logits, torch::tensor({0, 1, 0, 1}).reshape({4, 1}));
   masked.batch.insert("mask", f64({1, 1, 1, 0}).reshape({4, 1}));
@@ -160,8 +150,7 @@ TEST_CASE("Std is the standard deviation of all elements, merged exactly", "[met
   CHECK(value_of(*metric, metric->get_state(whole)) == Approx(std::sqrt(1.25)));
   const Context a{.preds = Tree::dict({{"x", f64({1, 2})}})};
   const Context b{.preds = Tree::dict({{"x", f64({3, 4})}})};
-  CHECK(value_of(*metric, metric->merge(metric->get_state(a), metric->get_state(b))) ==
-        Approx(std::sqrt(1.25)));
+  CHECK(value_of(*metric, metric->merge(metric->get_state(a), metric->get_state(b))) == Approx(std::sqrt(1.25)));
 }
 
 TEST_CASE("SingleDimension is the mean of one index of the last axis", "[metrics]") {
@@ -172,8 +161,7 @@ TEST_CASE("SingleDimension is the mean of one index of the last axis", "[metrics
 
 TEST_CASE("Psnr of a constant error of 0.1 with range 1 is 20 dB", "[metrics]") {
   const torch::Tensor target = torch::full({2, 4, 4, 3}, 0.5, torch::kDouble);
-  const Context ctx{.batch = Tree::dict({{"y", target}}),
-                    .preds = Tree::dict({{"x", target + 0.1}})};
+  const Context ctx{.batch = Tree::dict({{"y", target}}), .preds = Tree::dict({{"x", target + 0.1}})};
   CHECK(one_step("type: Psnr\npred: preds.x\ntarget: batch.y", ctx) == Approx(20.0));
   // With range 2 the peak is 4 times the power: + 10 log10(4) dB.
   CHECK(one_step("type: Psnr\npred: preds.x\ntarget: batch.y\ndynamic_range: 2", ctx) ==
@@ -192,8 +180,7 @@ TEST_CASE("Psnr averages the per-image values", "[metrics]") {
 TEST_CASE("Ssim of identical images is 1", "[metrics]") {
   torch::manual_seed(1);
   const torch::Tensor images = torch::rand({2, 16, 16, 3}, torch::kDouble);
-  const Context ctx{.batch = Tree::dict({{"y", images}}),
-                    .preds = Tree::dict({{"x", images.clone()}})};
+  const Context ctx{.batch = Tree::dict({{"y", images}}), .preds = Tree::dict({{"x", images.clone()}})};
   CHECK(one_step("type: Ssim\npred: preds.x\ntarget: batch.y", ctx) == Approx(1.0));
 }
 
@@ -209,9 +196,8 @@ TEST_CASE("Ssim of two constant images is the luminance term", "[metrics]") {
 TEST_CASE("the metric registry lists the twelve built-in metrics", "[metrics]") {
   const auto& registry = kd::metrics::registry();
   CHECK(registry.names().size() == 12);
-  for (const char* name :
-       {"Accuracy", "BinaryAccuracy", "Precision1", "RocAuc", "Norm", "Std", "SingleDimension",
-        "Psnr", "Ssim", "TreeMap", "TreeReduce", "SkipIfMissing"}) {
+  for (const char* name : {"Accuracy", "BinaryAccuracy", "Precision1", "RocAuc", "Norm", "Std", "SingleDimension",
+                           "Psnr", "Ssim", "TreeMap", "TreeReduce", "SkipIfMissing"}) {
     CHECK(registry.contains(name));
   }
 }

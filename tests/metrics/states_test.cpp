@@ -15,8 +15,7 @@ using kd::metrics::CollectingState;
 namespace {
 
 Tree avg(double total, double count) {
-  return AverageState::make(torch::tensor(total, torch::kDouble),
-                            torch::tensor(count, torch::kDouble));
+  return AverageState::make(torch::tensor(total, torch::kDouble), torch::tensor(count, torch::kDouble));
 }
 
 Tree collected(std::vector<int64_t> ids) {
@@ -69,9 +68,8 @@ TEST_CASE("AverageState merge with none returns the other state", "[states]") {
 }
 
 TEST_CASE("AverageState keeps per-class shapes", "[states]") {
-  const Tree s =
-      AverageState::merge(AverageState::make(torch::tensor({1.0, 4.0}), torch::tensor({2.0, 2.0})),
-                          AverageState::make(torch::tensor({3.0, 0.0}), torch::tensor({2.0, 2.0})));
+  const Tree s = AverageState::merge(AverageState::make(torch::tensor({1.0, 4.0}), torch::tensor({2.0, 2.0})),
+                                     AverageState::make(torch::tensor({3.0, 0.0}), torch::tensor({2.0, 2.0})));
   CHECK(torch::allclose(AverageState::compute(s), torch::tensor({1.0, 1.0})));
 }
 
@@ -110,8 +108,7 @@ TEST_CASE("CollectFirstState keeps only the first rows", "[states]") {
   CHECK(ids_of(merged) == std::vector<int64_t>{1, 2, 3});
   CHECK(merged.get("twice").tensor().size(0) == 3);
   // A side over the limit is cut even when the other is none.
-  CHECK(ids_of(CollectFirstState::merge(Tree(), collected({5, 6, 7, 8}), 2)) ==
-        std::vector<int64_t>{5, 6});
+  CHECK(ids_of(CollectFirstState::merge(Tree(), collected({5, 6, 7, 8}), 2)) == std::vector<int64_t>{5, 6});
 }
 
 TEST_CASE("CollectFirstState merge is associative", "[states]") {

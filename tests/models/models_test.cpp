@@ -36,16 +36,19 @@ TEST_CASE("the MLP flattens its input and names its layers by position") {
   auto model = make_model("{type: MLP, input_size: 12, hidden_sizes: [5, 4], output_size: 2}");
   const Tree out = run_forward(*model, Tree::dict({{"image", torch::rand({3, 3, 4})}}), false);
   CHECK(out.get("preds.logits").tensor().sizes() == torch::IntArrayRef({3, 2}));
-  CHECK(paths(kd::params_tree(*model)) ==
-        std::vector<std::string>{"layers.0.weight", "layers.0.bias", "layers.2.weight", "layers.2.bias",
-                                 "layers.4.weight", "layers.4.bias"});
+  CHECK(paths(kd::params_tree(*model)) == std::vector<std::string>{"layers.0.weight", "layers.0.bias",
+                                                                   "layers.2.weight", "layers.2.bias",
+                                                                   "layers.4.weight", "layers.4.bias"});
 }
 
 TEST_CASE("model inputs are path keys that YAML can point elsewhere") {
   torch::manual_seed(0);
   auto model = make_model("{type: MLP, input_size: 4, output_size: 2, inputs: {x: batch.features}}");
   CHECK(model->input_keys().front().second.str() == "batch.features");
-  CHECK(run_forward(*model, Tree::dict({{"features", torch::rand({2, 4})}}), false).get("preds.logits").tensor().size(0) == 2);
+  CHECK(run_forward(*model, Tree::dict({{"features", torch::rand({2, 4})}}), false)
+            .get("preds.logits")
+            .tensor()
+            .size(0) == 2);
   CHECK_THROWS_WITH(run_forward(*model, Tree::dict({{"image", torch::rand({2, 4})}}), false),
                     Catch::Contains("reading model input \"x\"") && Catch::Contains("\"batch\" has: image"));
   CHECK_THROWS_WITH(make_model("{type: MLP, input_size: 4, output_size: 2, inputs: {z: batch.x}}"),
@@ -67,7 +70,8 @@ TEST_CASE("the CNN keeps BatchNorm statistics as buffers and reads NHWC images")
 
 TEST_CASE("the Transformer classifies token sequences and records every block") {
   torch::manual_seed(0);
-  auto model = make_model("{type: Transformer, vocab_size: 11, d_model: 16, num_heads: 2, num_layers: 2, output_size: 5}");
+  auto model =
+      make_model("{type: Transformer, vocab_size: 11, d_model: 16, num_heads: 2, num_layers: 2, output_size: 5}");
   const Tree out = run_forward(*model, Tree::dict({{"image", torch::randint(0, 11, {3, 7})}}), true);
   CHECK(out.get("preds.logits").tensor().sizes() == torch::IntArrayRef({3, 5}));
   CHECK(out.get("interms.encoder.1.output").tensor().sizes() == torch::IntArrayRef({3, 7, 16}));
@@ -75,17 +79,20 @@ TEST_CASE("the Transformer classifies token sequences and records every block") 
 
 TEST_CASE("the Transformer decoder maps target tokens to per-position logits, causally") {
   torch::manual_seed(0);
-  auto model = make_model("{type: Transformer, input_size: 6, d_model: 16, num_heads: 2, num_layers: 1, "
-                          "num_decoder_layers: 2, output_size: 9, dropout: 0.0}");
+  auto model = make_model(
+      "{type: Transformer, input_size: 6, d_model: 16, num_heads: 2, num_layers: 1, "
+      "num_decoder_layers: 2, output_size: 9, dropout: 0.0}");
   model->eval();
   const torch::Tensor x = torch::rand({2, 5, 6});
   const torch::Tensor y = torch::randint(0, 9, {2, 4});
-  const torch::Tensor logits = run_forward(*model, Tree::dict({{"image", x}, {"target", y}}), false).get("preds.logits").tensor();
+  const torch::Tensor logits =
+      run_forward(*model, Tree::dict({{"image", x}, {"target", y}}), false).get("preds.logits").tensor();
   CHECK(logits.sizes() == torch::IntArrayRef({2, 4, 9}));
   // Changing the last target token must not change the logits of earlier positions.
   torch::Tensor y2 = y.clone();
   y2.index_put_({torch::indexing::Slice(), 3}, (y2.index({torch::indexing::Slice(), 3}) + 1) % 9);
-  const torch::Tensor logits2 = run_forward(*model, Tree::dict({{"image", x}, {"target", y2}}), false).get("preds.logits").tensor();
+  const torch::Tensor logits2 =
+      run_forward(*model, Tree::dict({{"image", x}, {"target", y2}}), false).get("preds.logits").tensor();
   CHECK(torch::allclose(logits.narrow(1, 0, 3), logits2.narrow(1, 0, 3), 1e-5, 1e-5));
   CHECK_FALSE(torch::allclose(logits.narrow(1, 3, 1), logits2.narrow(1, 3, 1), 1e-5, 1e-5));
 }
@@ -108,7 +115,7 @@ TEST_CASE("a TorchScript module is trained through kd and shares its parameters"
   const Tree batch = Tree::dict({{"image", torch::ones({3, 4})}, {"label", torch::zeros({3, 2})}});
   auto state = step.init();
   Context ctx;
-  state = step.step(state, batch, &ctx).first;
+  state = step.step(state, batch, {.context_out = &ctx}).first;
   CHECK(ctx.get("preds.logits").tensor().equal(torch::full({3, 2}, 4.0)));
   // d/dw mean((x w + b)^2) = 2 * x^T (x w + b) / 6 = 2 * 3 * 4 / 6 = 4 per entry; w -= 0.1 * 4.
   CHECK(torch::allclose(state.params.get("w").tensor(), torch::full({4, 2}, 0.6)));

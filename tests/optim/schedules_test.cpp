@@ -15,7 +15,8 @@ TEST_CASE("a number is a constant schedule") {
 }
 
 TEST_CASE("linear interpolates between its ends and holds them outside") {
-  const auto s = make_schedule(Node::parse("{type: Linear, init_value: 1, end_value: 0, transition_steps: 10, transition_begin: 5}"));
+  const auto s = make_schedule(
+      Node::parse("{type: Linear, init_value: 1, end_value: 0, transition_steps: 10, transition_begin: 5}"));
   CHECK((*s)(0) == 1.0);
   CHECK((*s)(5) == 1.0);
   CHECK((*s)(10) == Approx(0.5));
@@ -32,7 +33,8 @@ TEST_CASE("cosine decay follows half a cosine to alpha times the initial value")
 }
 
 TEST_CASE("warmup cosine decay rises linearly then decays") {
-  const auto s = make_schedule(Node::parse("{type: WarmupCosineDecay, peak_value: 1, warmup_steps: 10, decay_steps: 110}"));
+  const auto s =
+      make_schedule(Node::parse("{type: WarmupCosineDecay, peak_value: 1, warmup_steps: 10, decay_steps: 110}"));
   CHECK((*s)(0) == 0.0);
   CHECK((*s)(5) == Approx(0.5));
   CHECK((*s)(10) == Approx(1.0));
@@ -41,16 +43,20 @@ TEST_CASE("warmup cosine decay rises linearly then decays") {
 }
 
 TEST_CASE("exponential decay, smooth and staircase") {
-  const auto s = make_schedule(Node::parse("{type: ExponentialDecay, init_value: 1, transition_steps: 10, decay_rate: 0.5}"));
+  const auto s =
+      make_schedule(Node::parse("{type: ExponentialDecay, init_value: 1, transition_steps: 10, decay_rate: 0.5}"));
   CHECK((*s)(10) == Approx(0.5));
   CHECK((*s)(15) == Approx(std::pow(0.5, 1.5)));
-  const auto stairs = make_schedule(Node::parse("{type: ExponentialDecay, init_value: 1, transition_steps: 10, decay_rate: 0.5, staircase: true, end_value: 0.3}"));
+  const auto stairs =
+      make_schedule(Node::parse("{type: ExponentialDecay, init_value: 1, transition_steps: 10, decay_rate: 0.5, "
+                                "staircase: true, end_value: 0.3}"));
   CHECK((*stairs)(15) == Approx(0.5));
   CHECK((*stairs)(25) == Approx(0.3));  // 0.25 clipped at end_value
 }
 
 TEST_CASE("piecewise constant multiplies at each boundary") {
-  const auto s = make_schedule(Node::parse("{type: PiecewiseConstant, init_value: 1, boundaries: [10, 20], scales: [0.1, 0.5]}"));
+  const auto s =
+      make_schedule(Node::parse("{type: PiecewiseConstant, init_value: 1, boundaries: [10, 20], scales: [0.1, 0.5]}"));
   CHECK((*s)(9) == 1.0);
   CHECK((*s)(10) == Approx(0.1));
   CHECK((*s)(20) == Approx(0.05));
@@ -59,7 +65,9 @@ TEST_CASE("piecewise constant multiplies at each boundary") {
 TEST_CASE("schedule options are validated") {
   CHECK_THROWS_AS(make_schedule(Node::parse("{type: PiecewiseConstant, init_value: 1, boundaries: [10], scales: []}")),
                   kd::ConfigError);
-  CHECK_THROWS_WITH(make_schedule(Node::parse("{type: Linaer, init_value: 1}")), Catch::Contains("Did you mean Linear"));
-  CHECK_THROWS_WITH(make_schedule(Node::parse("{type: Linear, init_value: 1, end_value: 0, transition_steps: 5, step: 3}")),
-                    Catch::Contains("unknown key \"step\""));
+  CHECK_THROWS_WITH(make_schedule(Node::parse("{type: Linaer, init_value: 1}")),
+                    Catch::Contains("Did you mean Linear"));
+  CHECK_THROWS_WITH(
+      make_schedule(Node::parse("{type: Linear, init_value: 1, end_value: 0, transition_steps: 5, step: 3}")),
+      Catch::Contains("unknown key \"step\""));
 }

@@ -1,6 +1,6 @@
 #include <catch2/catch.hpp>
 
-#include "trainer/run/progress.h"
+#include "trainer/run/progress_internal.h"
 
 using kd::train::ProgressConsole;
 

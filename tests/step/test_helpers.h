@@ -30,7 +30,7 @@ class Probe : public metrics::Metric {
 };
 
 inline std::shared_ptr<train::Auxiliaries> aux_with(const std::string& loss_yaml,
-                                                   const std::vector<std::string>& probe_paths = {}) {
+                                                    const std::vector<std::string>& probe_paths = {}) {
   auto aux = std::make_shared<train::Auxiliaries>();
   aux->losses.emplace_back("loss", losses::registry().create(yaml(loss_yaml)));
   if (!probe_paths.empty()) aux->metrics.emplace_back("probe", std::make_shared<Probe>(probe_paths));

@@ -28,7 +28,8 @@ bool trees_close(const Tree& a, const Tree& b, double tol = 1e-6) {
     const Tree& x = fa[i].second;
     const Tree& y = fb[i].second;
     if (x.is_tensor() != y.is_tensor()) return false;
-    if (x.is_tensor() ? !torch::allclose(x.tensor(), y.tensor(), tol, tol) : x.to_double() != y.to_double()) return false;
+    if (x.is_tensor() ? !torch::allclose(x.tensor(), y.tensor(), tol, tol) : x.to_double() != y.to_double())
+      return false;
   }
   return true;
 }
@@ -39,7 +40,7 @@ TEST_CASE("the step fills the context in lifecycle order and skips stages nothin
   torch::manual_seed(0);
   TrainStep step(make_model(kMlp), yaml("{type: adam, learning_rate: 0.01}"), aux_with(kXent));
   Context ctx;
-  auto [state, aux] = step.step(step.init(), blobs(32, 1), &ctx);
+  auto [state, aux] = step.step(step.init(), blobs(32, 1), {.context_out = &ctx});
   CHECK(state.step == 1);
   CHECK(ctx.step == 0);
   CHECK(ctx.preds.get("logits").tensor().sizes() == torch::IntArrayRef({32, 3}));
@@ -61,7 +62,7 @@ TEST_CASE("grads in the context equal autograd's gradients of the loss") {
   std::vector<torch::Tensor> copies;
   for (const auto& p : model->parameters()) copies.push_back(p.detach().clone().requires_grad_());
   Context ctx;
-  step.step(step.init(), batch, &ctx);
+  step.step(step.init(), batch, {.context_out = &ctx});
   const auto& w0 = copies[0];
   const auto& b0 = copies[1];
   const auto& w1 = copies[2];
@@ -79,7 +80,7 @@ TEST_CASE("updates equal new minus old params, and params in the context are pre
   const kd::train::TrainState init = step.init();
   const Tree before = init.params.map([](const torch::Tensor& t) { return t.detach().clone(); });
   Context ctx;
-  auto [state, aux] = step.step(init, blobs(16, 3), &ctx);
+  auto [state, aux] = step.step(init, blobs(16, 3), {.context_out = &ctx});
   const Tree expected = state.params.map_with_path(
       [&](const kd::Path& p, const torch::Tensor& t) { return t.detach() - before.get(p).tensor(); });
   CHECK(trees_close(ctx.updates, expected));
@@ -93,7 +94,7 @@ TEST_CASE("opt_state in the context is the optimizer state before the update") {
   auto [s1, a1] = step.step(step.init(), blobs(16, 4));
   const Tree after_first = s1.opt_state.map([](const torch::Tensor& t) { return t.detach().clone(); });
   Context ctx;
-  auto [s2, a2] = step.step(s1, blobs(16, 5), &ctx);
+  auto [s2, a2] = step.step(s1, blobs(16, 5), {.context_out = &ctx});
   CHECK(trees_close(ctx.opt_state, after_first));
   CHECK(ctx.get("opt_state.layers.0.weight.step").to_int() == 1);
   CHECK(s2.opt_state.get("layers.0.weight.step").to_int() == 2);
@@ -102,9 +103,10 @@ TEST_CASE("opt_state in the context is the optimizer state before the update") {
 
 TEST_CASE("interms are recorded only when an auxiliary reads them") {
   torch::manual_seed(0);
-  TrainStep step(make_model(kMlp), yaml("{type: sgd, learning_rate: 0.1}"), aux_with(kXent, {"interms.layers.1.output"}));
+  TrainStep step(make_model(kMlp), yaml("{type: sgd, learning_rate: 0.1}"),
+                 aux_with(kXent, {"interms.layers.1.output"}));
   Context ctx;
-  step.step(step.init(), blobs(4, 6), &ctx);
+  step.step(step.init(), blobs(4, 6), {.context_out = &ctx});
   CHECK(ctx.get("interms.layers.0.output").tensor().sizes() == torch::IntArrayRef({4, 16}));
   CHECK(ctx.get("interms.layers.1.output").tensor().min().item<float>() >= 0);  // after ReLU
   CHECK(torch::allclose(ctx.get("interms.layers.2.output").tensor(), ctx.get("preds.logits").tensor()));
@@ -131,7 +133,8 @@ TEST_CASE("gradient accumulation over micro-batches matches one full-batch step"
   const Tree batch = blobs(16, 7);
   auto run = [&](int k) {
     torch::manual_seed(0);
-    TrainStep step(make_model(kMlp), yaml("{type: sgd, learning_rate: 0.5, accumulate_steps: " + std::to_string(k) + "}"),
+    TrainStep step(make_model(kMlp),
+                   yaml("{type: sgd, learning_rate: 0.5, accumulate_steps: " + std::to_string(k) + "}"),
                    aux_with(kXent));
     auto state = step.init();
     for (int i = 0; i < 3; ++i) state = step.step(state, batch).first;
@@ -148,7 +151,7 @@ TEST_CASE("global-norm clipping bounds the update of plain SGD") {
   TrainStep step(make_model(kMlp), yaml("{type: sgd, learning_rate: 1.0, clip_global_norm: 0.01}"),
                  aux_with(kXent, {"updates.**"}));
   Context ctx;
-  step.step(step.init(), blobs(16, 8), &ctx);
+  step.step(step.init(), blobs(16, 8), {.context_out = &ctx});
   double sq = 0;
   for (const auto& [p, u] : ctx.updates.flatten()) sq += u.tensor().pow(2).sum().item<double>();
   CHECK(std::sqrt(sq) == Approx(0.01).epsilon(1e-3));
@@ -156,9 +159,10 @@ TEST_CASE("global-norm clipping bounds the update of plain SGD") {
 
 TEST_CASE("weight decay skips the parameters matched by weight_decay_exclude") {
   torch::manual_seed(0);
-  TrainStep step(make_model(kMlp),
-                 yaml("{type: adamw, learning_rate: 0.01, weight_decay: 0.1, weight_decay_exclude: ['params.**.bias']}"),
-                 aux_with(kXent));
+  TrainStep step(
+      make_model(kMlp),
+      yaml("{type: adamw, learning_rate: 0.01, weight_decay: 0.1, weight_decay_exclude: ['params.**.bias']}"),
+      aux_with(kXent));
   const auto& groups = step.optimizer().torch_optimizer().param_groups();
   REQUIRE(groups.size() == 2);
   CHECK(groups[0].params().size() == 2);  // the two weights
@@ -169,9 +173,10 @@ TEST_CASE("weight decay skips the parameters matched by weight_decay_exclude") {
 
 TEST_CASE("the learning rate follows its schedule at each step") {
   torch::manual_seed(0);
-  TrainStep step(make_model(kMlp),
-                 yaml("{type: sgd, learning_rate: {type: Linear, init_value: 1.0, end_value: 0.0, transition_steps: 10}}"),
-                 aux_with(kXent));
+  TrainStep step(
+      make_model(kMlp),
+      yaml("{type: sgd, learning_rate: {type: Linear, init_value: 1.0, end_value: 0.0, transition_steps: 10}}"),
+      aux_with(kXent));
   auto state = step.init();
   state.step = 5;
   step.step(state, blobs(8, 9));
@@ -186,7 +191,8 @@ TEST_CASE("the EMA of params moves towards the params by 1 - decay per step") {
   auto state = step.init();
   const Tree before = state.params.map([](const torch::Tensor& t) { return t.detach().clone(); });
   state = step.step(state, blobs(8, 10)).first;
-  const torch::Tensor expected = 0.9 * before.get("layers.0.weight").tensor() + 0.1 * state.params.get("layers.0.weight").tensor();
+  const torch::Tensor expected =
+      0.9 * before.get("layers.0.weight").tensor() + 0.1 * state.params.get("layers.0.weight").tensor();
   CHECK(torch::allclose(step.optimizer().ema_params().get("layers.0.weight").tensor(), expected, 1e-6, 1e-6));
 }
 
@@ -222,16 +228,26 @@ TEST_CASE("optimizer state exists from step 0 and training matches torch's lazy 
     torch::manual_seed(0);
     TrainStep step(make_model(kMlp), yaml(opt), aux_with(kXent, {"opt_state.**"}));
     Context ctx;
-    auto state = step.step(step.init(), blobs(16, 12), &ctx).first;
+    auto state = step.step(step.init(), blobs(16, 12), {.context_out = &ctx}).first;
     CHECK(ctx.opt_state.num_tensors() > 0);
-    CHECK(ctx.opt_state.map([](const torch::Tensor& t) { return t.abs(); }).flatten().back().second.tensor().sum().item<float>() == 0);
+    CHECK(ctx.opt_state.map([](const torch::Tensor& t) { return t.abs(); })
+              .flatten()
+              .back()
+              .second.tensor()
+              .sum()
+              .item<float>() == 0);
     // The same model and data through a plain torch optimizer (which creates state lazily).
     torch::manual_seed(0);
     auto reference = make_model(kMlp);
     std::unique_ptr<torch::optim::Optimizer> torch_opt;
-    if (opt.find("adam") != std::string::npos) torch_opt = std::make_unique<torch::optim::Adam>(reference->parameters(), torch::optim::AdamOptions(0.01));
-    if (opt.find("sgd") != std::string::npos) torch_opt = std::make_unique<torch::optim::SGD>(reference->parameters(), torch::optim::SGDOptions(0.1).momentum(0.9));
-    if (opt.find("rmsprop") != std::string::npos) torch_opt = std::make_unique<torch::optim::RMSprop>(reference->parameters(), torch::optim::RMSpropOptions(0.01).momentum(0.5).centered(true));
+    if (opt.find("adam") != std::string::npos)
+      torch_opt = std::make_unique<torch::optim::Adam>(reference->parameters(), torch::optim::AdamOptions(0.01));
+    if (opt.find("sgd") != std::string::npos)
+      torch_opt =
+          std::make_unique<torch::optim::SGD>(reference->parameters(), torch::optim::SGDOptions(0.1).momentum(0.9));
+    if (opt.find("rmsprop") != std::string::npos)
+      torch_opt = std::make_unique<torch::optim::RMSprop>(
+          reference->parameters(), torch::optim::RMSpropOptions(0.01).momentum(0.5).centered(true));
     const Tree batch = blobs(16, 12);
     for (int i = 0; i < 2; ++i) {
       torch_opt->zero_grad();
@@ -269,5 +285,6 @@ TEST_CASE("nan_policy raise names the step, the loss and the first bad gradient;
   state = ignoring->step(ignoring->init(), batch).first;
   CHECK(torch::isnan(state.params.get("layers.2.weight").tensor()).any().item<bool>());
   CHECK(kd::train::parse_nan_policy(yaml("{}")) == kd::train::NanPolicy::kRaise);
-  CHECK_THROWS_WITH(kd::train::parse_nan_policy(yaml("{nan_policy: skip}")), Catch::Contains("raise, skip_step or ignore"));
+  CHECK_THROWS_WITH(kd::train::parse_nan_policy(yaml("{nan_policy: skip}")),
+                    Catch::Contains("raise, skip_step or ignore"));
 }

@@ -6,8 +6,8 @@
 
 #include "trainer/common/error.h"
 #include "trainer/config/node.h"
-#include "trainer/summaries/summary.h"
 #include "trainer/context/context.h"
+#include "trainer/summaries/summary.h"
 
 using kd::Tree;
 using kd::summaries::Summary;
@@ -30,9 +30,7 @@ std::vector<double> as_doubles(const torch::Tensor& t) {
 }
 
 // Three 2x1 grey images [3, 2, 1, 1] with values 0 / 0.2, 0.6 / 1, 1.5 / -1.
-torch::Tensor tiny_images() {
-  return torch::tensor({0.0, 0.2, 0.6, 1.0, 1.5, -1.0}).reshape({3, 2, 1, 1});
-}
+torch::Tensor tiny_images() { return torch::tensor({0.0, 0.2, 0.6, 1.0, 1.5, -1.0}).reshape({3, 2, 1, 1}); }
 
 }  // namespace
 
@@ -56,8 +54,7 @@ TEST_CASE("ShowImages maps in_vrange to 0..255 and clamps outside it", "[summari
   CHECK(as_ints(grid) == std::vector<int64_t>{128, 0, 204, 0, 255, 153, 0, 255, 0, 0});
 }
 
-TEST_CASE("ShowImages keeps the first images over merged batches and accepts [B, H, W]",
-          "[summaries]") {
+TEST_CASE("ShowImages keeps the first images over merged batches and accepts [B, H, W]", "[summaries]") {
   const auto summary = make_summary("type: ShowImages\nimages: preds.x\nnum_images: 3");
   const Context a{.preds = Tree::dict({{"x", torch::full({2, 1, 1}, 1.0)}})};
   const Context b{.preds = Tree::dict({{"x", torch::full({2, 1, 1}, 0.0)}})};
@@ -77,10 +74,8 @@ TEST_CASE("ShowImages reads RGB images channels-last or channels-first", "[summa
   CHECK(as_ints(summary->compute(summary->get_state(first)).tensor()) == expected);
 }
 
-TEST_CASE("ShowDifferenceImages shows the absolute difference of two image batches",
-          "[summaries]") {
-  const auto summary =
-      make_summary("type: ShowDifferenceImages\nimages1: preds.x\nimages2: batch.y");
+TEST_CASE("ShowDifferenceImages shows the absolute difference of two image batches", "[summaries]") {
+  const auto summary = make_summary("type: ShowDifferenceImages\nimages1: preds.x\nimages2: batch.y");
   CHECK(summary->kind() == Summary::Kind::kImages);
   const Context ctx{.batch = Tree::dict({{"y", torch::tensor({0.2, 1.0}).reshape({2, 1, 1, 1})}}),
                     .preds = Tree::dict({{"x", torch::tensor({0.0, 0.6}).reshape({2, 1, 1, 1})}})};
@@ -92,8 +87,7 @@ TEST_CASE("ShowDifferenceImages shows the absolute difference of two image batch
 TEST_CASE("Histogram counts values in equal buckets over their range", "[summaries]") {
   const auto summary = make_summary("type: Histogram\ntensor: preds.x\nnum_buckets: 4");
   CHECK(summary->kind() == Summary::Kind::kHistogram);
-  const Context ctx{
-      .preds = Tree::dict({{"x", torch::tensor({0.0, 1.0, 1.5, 2.5, 4.0, 4.0}).reshape({2, 3})}})};
+  const Context ctx{.preds = Tree::dict({{"x", torch::tensor({0.0, 1.0, 1.5, 2.5, 4.0, 4.0}).reshape({2, 3})}})};
   const Tree value = summary->compute(summary->get_state(ctx));
   CHECK(value.get("counts").tensor().scalar_type() == torch::kDouble);
   CHECK(as_doubles(value.get("edges").tensor()) == std::vector<double>{0, 1, 2, 3, 4});
@@ -103,10 +97,8 @@ TEST_CASE("Histogram counts values in equal buckets over their range", "[summari
 
 TEST_CASE("Histogram over a glob collects every leaf, across merged steps", "[summaries]") {
   const auto summary = make_summary("type: Histogram\ntensor: grads.**\nnum_buckets: 2");
-  const Context a{.grads =
-                      Tree::dict({{"w", torch::tensor({0.0, 1.0})}, {"b", torch::tensor({2.0})}})};
-  const Context b{.grads =
-                      Tree::dict({{"w", torch::tensor({4.0, 3.0})}, {"b", torch::tensor({3.5})}})};
+  const Context a{.grads = Tree::dict({{"w", torch::tensor({0.0, 1.0})}, {"b", torch::tensor({2.0})}})};
+  const Context b{.grads = Tree::dict({{"w", torch::tensor({4.0, 3.0})}, {"b", torch::tensor({3.5})}})};
   const Tree value = summary->compute(summary->merge(summary->get_state(a), summary->get_state(b)));
   CHECK(as_doubles(value.get("edges").tensor()) == std::vector<double>{0, 2, 4});
   CHECK(as_doubles(value.get("counts").tensor()) == std::vector<double>{2, 4});

@@ -40,8 +40,7 @@ TEST_CASE("a misspelt key at the root is fixed in the suggestion with the rest o
 }
 
 TEST_CASE("a key with no close match lists the keys without guessing") {
-  CHECK(key_error(preds(), "preds.zzzzzz") ==
-        "no key \"preds.zzzzzz\" in tree; \"preds\" has: logits, probs");
+  CHECK(key_error(preds(), "preds.zzzzzz") == "no key \"preds.zzzzzz\" in tree; \"preds\" has: logits, probs");
 }
 
 TEST_CASE("an index past the end of a list gives the valid range") {

@@ -42,8 +42,8 @@ TEST_CASE("keys may hold slashes, dashes and colons") {
 }
 
 TEST_CASE("str() writes the canonical form that parses back to the same path") {
-  for (const char* text : {"batch.image", "preds.tokens[0]", "a[\"b.c\"].d", "params.**.bias",
-                           "x[-2].*", "interms.block_1.attn", "a[\"\"]", "a[\"q\\\"uote\"]"}) {
+  for (const char* text : {"batch.image", "preds.tokens[0]", "a[\"b.c\"].d", "params.**.bias", "x[-2].*",
+                           "interms.block_1.attn", "a[\"\"]", "a[\"q\\\"uote\"]"}) {
     const Path p = Path::parse(text);
     CHECK(p.str() == text);
     CHECK(Path::parse(p.str()) == p);

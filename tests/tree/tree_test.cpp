@@ -44,8 +44,7 @@ TEST_CASE("leaves hold tensors, integers, floats and strings") {
 
 TEST_CASE("asking a leaf for the wrong kind names what it holds") {
   CHECK_THROWS_WITH(Tree(1).tensor(), "expected a tensor, but the tree holds int 1");
-  CHECK_THROWS_WITH(Tree(torch::ones({2, 3})).to_int(),
-                    "expected an integer, but the tree holds float32[2, 3]");
+  CHECK_THROWS_WITH(Tree(torch::ones({2, 3})).to_int(), "expected an integer, but the tree holds float32[2, 3]");
   CHECK_THROWS_WITH(Tree::dict().str(), "expected a string, but the tree holds dict(0)");
   CHECK_THROWS_AS(Tree(torch::ones({2})).to_double(), kd::TypeError);
 }
@@ -109,8 +108,8 @@ TEST_CASE("flatten lists every leaf with its path in tree order") {
   const auto flat = make_params().flatten();
   std::vector<std::string> paths;
   for (const auto& [p, t] : flat) paths.push_back(p);
-  CHECK(paths == std::vector<std::string>{"encoder.0.weight", "encoder.0.bias", "encoder.1.weight",
-                                          "encoder.1.bias", "head.weight"});
+  CHECK(paths == std::vector<std::string>{"encoder.0.weight", "encoder.0.bias", "encoder.1.weight", "encoder.1.bias",
+                                          "head.weight"});
   const Tree with_list = Tree::dict({{"x", Tree::list({Tree(1), Tree::dict({{"y", 2}})})}});
   const auto flat2 = with_list.flatten("batch");
   REQUIRE(flat2.size() == 2);
@@ -166,9 +165,8 @@ TEST_CASE("map applies a function to every tensor leaf and keeps the shape") {
   const Tree doubled = params.map([](const torch::Tensor& t) { return t * 2; });
   CHECK(doubled.get("head.weight").tensor().equal(torch::full({1, 2}, 4.0)));
   CHECK(doubled.num_tensors() == 5);
-  const Tree named = params.map_with_path([](const Path& p, const torch::Tensor& t) {
-    return p.str() == "head.weight" ? torch::zeros_like(t) : t;
-  });
+  const Tree named = params.map_with_path(
+      [](const Path& p, const torch::Tensor& t) { return p.str() == "head.weight" ? torch::zeros_like(t) : t; });
   CHECK(named.get("head.weight").tensor().sum().item<float>() == 0);
   CHECK(named.get("encoder.0.weight").tensor().sum().item<float>() == 12);
 }

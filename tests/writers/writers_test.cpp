@@ -150,8 +150,9 @@ TEST_CASE("histogram and text summaries use TensorBoard's histogram and text-plu
   const Tree texts = Tree::list({Tree("first"), Tree("second")});
   {
     kd::writers::TensorBoardWriter writer(dir.string());
-    writer.write_summaries(1, "train", {{"summaries/hist", kd::writers::SummaryRecord::Kind::kHistogram, hist},
-                                        {"summaries/texts", kd::writers::SummaryRecord::Kind::kTexts, texts}});
+    writer.write_summaries(1, "train",
+                           {{"summaries/hist", kd::writers::SummaryRecord::Kind::kHistogram, hist},
+                            {"summaries/texts", kd::writers::SummaryRecord::Kind::kTexts, texts}});
     writer.write_text(0, "train", "config", "seed: 0");
   }
   const auto events = events_in(dir / "train");

@@ -1,4 +1,4 @@
-#include "trainer/checkpoints/checkpoint_files.h"
+#include "trainer/checkpoints/checkpoint_files_internal.h"
 
 #include <xxhash.h>
 
@@ -31,7 +31,8 @@ std::string checksum(std::string_view data) { return hex64(XXH3_64bits(data.data
 std::optional<int64_t> step_of(const std::string& name) {
   if (name.rfind(kPrefix, 0) != 0) return std::nullopt;
   const std::string digits = name.substr(std::char_traits<char>::length(kPrefix));
-  if (digits.empty() || digits.size() > 18 || digits.find_first_not_of("0123456789") != std::string::npos) return std::nullopt;
+  if (digits.empty() || digits.size() > 18 || digits.find_first_not_of("0123456789") != std::string::npos)
+    return std::nullopt;
   return std::stoll(digits);
 }
 
@@ -120,7 +121,8 @@ std::string verify_checkpoint(io::FileSystem& fs, const std::string& path) {
     std::error_code ec;
     const auto on_disk = std::filesystem::file_size(path + "/" + name, ec);
     if (!ec && on_disk != entry["size"].get<uint64_t>()) {  // said before reading a file of any size
-      return std::string(name) + " has " + std::to_string(on_disk) + " bytes, the manifest says " + entry["size"].dump();
+      return std::string(name) + " has " + std::to_string(on_disk) + " bytes, the manifest says " +
+             entry["size"].dump();
     }
     std::string data;
     try {
@@ -129,7 +131,8 @@ std::string verify_checkpoint(io::FileSystem& fs, const std::string& path) {
       return std::string(name) + " is missing or not a regular file";
     }
     if (data.size() != entry["size"].get<uint64_t>()) {
-      return std::string(name) + " has " + std::to_string(data.size()) + " bytes, the manifest says " + entry["size"].dump();
+      return std::string(name) + " has " + std::to_string(data.size()) + " bytes, the manifest says " +
+             entry["size"].dump();
     }
     if (checksum(data) != entry["xxh3_64"].get<std::string>()) return std::string(name) + " fails its checksum";
   }

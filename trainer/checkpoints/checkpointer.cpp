@@ -13,11 +13,12 @@
 #include <sstream>
 
 #include <ATen/Context.h>
-#include <nlohmann/json.hpp>
 #include <torch/torch.h>
+#include <nlohmann/json.hpp>
 
-#include "trainer/checkpoints/checkpoint_files.h"
+#include "trainer/checkpoints/checkpoint_files_internal.h"
 #include "trainer/checkpoints/export.h"
+#include "trainer/checkpoints/random_states.h"
 #include "trainer/common/error.h"
 #include "trainer/config/node.h"
 #include "trainer/optim/optimizer_state.h"
@@ -28,36 +29,27 @@ namespace {
 
 using namespace detail;
 
-std::vector<c10::Device> generator_devices() {
-  std::vector<c10::Device> out{c10::Device(c10::kCPU)};
-  if (torch::cuda::is_available()) {
-    for (int64_t i = 0; i < static_cast<int64_t>(torch::cuda::device_count()); ++i) {
-      out.emplace_back(c10::kCUDA, static_cast<c10::DeviceIndex>(i));
-    }
-  }
-  return out;
-}
-
 }  // namespace
 
-CheckpointerOptions CheckpointerOptions::from_config(const config::Node* node) {
+CheckpointerOptions CheckpointerOptions::from_config(const config::Node& node) {
+  const CheckpointerOptions defaults;
   CheckpointerOptions o;
-  if (node == nullptr || node->is_null()) return o;
-  o.save_interval_steps = node->get_int("save_interval_steps", 1000);
-  o.max_to_keep = node->get_int("max_to_keep", 3);
-  o.keep_period = node->get_int("keep_period", 0);
-  o.best_metric_path = node->get_string("best_metric_path", "");
-  const std::string mode = node->get_string("best_mode", "max");
-  if (mode != "max" && mode != "min") throw ConfigError(node->where() + ": best_mode must be \"max\" or \"min\"");
+  o.save_interval_steps = node.get_int("save_interval_steps", defaults.save_interval_steps);
+  o.max_to_keep = node.get_int("max_to_keep", defaults.max_to_keep);
+  o.keep_period = node.get_int("keep_period", defaults.keep_period);
+  o.best_metric_path = node.get_string("best_metric_path", defaults.best_metric_path);
+  const std::string mode = node.get_string("best_mode", defaults.best_is_max ? "max" : "min");
+  if (mode != "max" && mode != "min") throw ConfigError(node.where() + ": best_mode must be \"max\" or \"min\"");
   o.best_is_max = mode == "max";
-  if (o.max_to_keep < 1) throw ConfigError(node->where() + ": max_to_keep must be >= 1 (the newest checkpoint is always kept)");
+  if (o.max_to_keep < 1)
+    throw ConfigError(node.where() + ": max_to_keep must be >= 1 (the newest checkpoint is always kept)");
   if (o.save_interval_steps < 0 || o.keep_period < 0) {
-    throw ConfigError(node->where() + ": save_interval_steps and keep_period must be >= 0");
+    throw ConfigError(node.where() + ": save_interval_steps and keep_period must be >= 0");
   }
   if (!o.best_metric_path.empty() && o.best_metric_path.find('/') == std::string::npos) {
-    throw ConfigError(node->where() + ": best_metric_path must be \"<eval name>/<metric>\", e.g. test/metrics/accuracy");
+    throw ConfigError(node.where() + ": best_metric_path must be \"<eval name>/<metric>\", e.g. test/metrics/accuracy");
   }
-  node->check_unknown_keys();
+  node.check_unknown_keys();
   return o;
 }
 
@@ -104,10 +96,8 @@ std::string Checkpointer::save(const Snapshot& s) {
   meta["aux_steps"] = s.aux_steps;
   meta["loss_states"] = "weighted by examples";
   json rng = json::array();
-  for (const auto& device : generator_devices()) {
-    auto generator = at::globalContext().defaultGenerator(device);
-    std::lock_guard<std::mutex> lock(generator.mutex());
-    rng.push_back({device.str(), tensors.add(generator.get_state())});
+  for (const auto& [device, state] : random_states(generator_devices()).items()) {
+    rng.push_back({device, tensors.add(state.tensor())});
   }
   meta["rng"] = rng;
 
@@ -164,8 +154,27 @@ std::vector<CheckpointInfo> Checkpointer::probe() const {
 }
 
 std::optional<CheckpointInfo> Checkpointer::latest_valid() const {
-  for (const auto& info : probe()) {
-    if (info.valid()) return info;
+  return choose(probe(), std::nullopt, [](const CheckpointInfo&) {});
+}
+
+std::optional<CheckpointInfo> Checkpointer::choose(const std::vector<CheckpointInfo>& probed,
+                                                   std::optional<int64_t> step, const Use& use, const Skip& skip) {
+  for (const auto& info : probed) {
+    if (step) {
+      if (info.step != *step) continue;
+      use(info);
+      return info;
+    }
+    if (!info.valid()) {
+      if (skip) skip(info, info.problem);
+      continue;
+    }
+    try {
+      use(info);
+      return info;
+    } catch (const CorruptionError& e) {
+      if (skip) skip(info, e.what());
+    }
   }
   return std::nullopt;
 }
@@ -181,7 +190,8 @@ void Checkpointer::restore(const std::string& path, Snapshot& s) const {
   }
   TensorReader tensors(*fs_, path);
   torch::NoGradGuard no_grad;
-  auto copy_named = [&](const json& entries, const torch::OrderedDict<std::string, torch::Tensor>& live, const char* group) {
+  auto copy_named = [&](const json& entries, const torch::OrderedDict<std::string, torch::Tensor>& live,
+                        const char* group) {
     std::vector<std::string> missing;
     if (!entries.is_array()) throw CorruptionError(path + "/meta.json: \"" + group + "\" is not a list");
     for (const auto& e : entries) {
@@ -238,7 +248,8 @@ void Checkpointer::restore(const std::string& path, Snapshot& s) const {
     const Tree ema = tensors.get_tree(meta.at("ema"));
     if (!s.ema.is_none()) {
       const auto live = s.ema.flatten(), saved = ema.flatten();
-      if (live.size() != saved.size()) throw CorruptionError(path + ": the checkpoint's EMA params do not match the model");
+      if (live.size() != saved.size())
+        throw CorruptionError(path + ": the checkpoint's EMA params do not match the model");
       for (std::size_t i = 0; i < live.size(); ++i) {
         const Tree& from = saved[i].second;
         const torch::Tensor& to = live[i].second.tensor();
@@ -258,15 +269,9 @@ void Checkpointer::restore(const std::string& path, Snapshot& s) const {
     s.aux_steps = meta.at("aux_steps").get<int64_t>();
     s.step = meta.at("step").get<int64_t>();
     s.data = {meta.at("data").at("epoch").get<int64_t>(), meta.at("data").at("index").get<int64_t>()};
-    for (const auto& entry : meta.at("rng")) {
-      const c10::Device device(entry.at(0).get<std::string>());
-      if (device.is_cuda() && (!torch::cuda::is_available() || device.index() >= static_cast<int>(torch::cuda::device_count()))) {
-        continue;  // resumed on a machine without that GPU
-      }
-      auto generator = at::globalContext().defaultGenerator(device);
-      std::lock_guard<std::mutex> lock(generator.mutex());
-      generator.set_state(tensors.get(entry.at(1)));
-    }
+    Tree rng = Tree::dict();
+    for (const auto& entry : meta.at("rng")) rng.insert(entry.at(0).get<std::string>(), tensors.get(entry.at(1)));
+    set_random_states(rng);
     s.config_yaml = fs_->read_file(path + "/config.yaml");
   } catch (const json::exception& e) {
     throw CorruptionError(path + "/meta.json is not a kd checkpoint description: " + e.what());

@@ -17,14 +17,15 @@
 #include "trainer/common/torch_fwd.h"
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
 #include <utility>
 #include <vector>
 
-#include "trainer/io/file_system.h"
 #include "trainer/data/pipeline.h"
+#include "trainer/io/file_system.h"
 #include "trainer/tree/tree.h"
 
 namespace kd::config {
@@ -36,12 +37,12 @@ namespace kd::checkpoints {
 struct CheckpointerOptions {
   int64_t save_interval_steps = 1000;  // 0: only at the end of training (and on signals)
   int64_t max_to_keep = 3;
-  int64_t keep_period = 0;         // 0: off
-  std::string best_metric_path;    // "<collection>/<metric>", e.g. "test/metrics/accuracy"
+  int64_t keep_period = 0;       // 0: off
+  std::string best_metric_path;  // "<collection>/<metric>", e.g. "test/metrics/accuracy"
   bool best_is_max = true;
 
-  // From the experiment's `checkpointer:` map (null: the defaults).
-  static CheckpointerOptions from_config(const config::Node* node);
+  // From the experiment's `checkpointer:` section (config::Node::section).
+  static CheckpointerOptions from_config(const config::Node& node);
 };
 
 // The training state a checkpoint holds. For save, every pointer and tree is read; for
@@ -49,13 +50,13 @@ struct CheckpointerOptions {
 // fields are filled.
 struct Snapshot {
   int64_t step = 0;
-  torch::nn::Module* model = nullptr;          // params and buffers (collections)
+  torch::nn::Module* model = nullptr;            // params and buffers (collections)
   torch::optim::Optimizer* optimizer = nullptr;  // per-parameter state and hyper-parameters
-  Tree ema;                                    // EMA of params, or none
-  data::PipelineState data;                    // the data iterator's position
-  Tree aux;                                    // auxiliary states merged since the last log
-  int64_t aux_steps = 0;                       // steps merged into `aux`
-  std::string config_yaml;                     // the resolved experiment
+  Tree ema;                                      // EMA of params, or none
+  data::PipelineState data;                      // the data iterator's position
+  Tree aux;                                      // auxiliary states merged since the last log
+  int64_t aux_steps = 0;                         // steps merged into `aux`
+  std::string config_yaml;                       // the resolved experiment
   // Random number generators (torch's CPU generator and every CUDA one) are saved and
   // restored by the checkpointer itself.
 };
@@ -86,14 +87,24 @@ class Checkpointer {
   // The newest valid checkpoint, or nullopt.
   std::optional<CheckpointInfo> latest_valid() const;
 
+  // The one rule for choosing a checkpoint (resume, kd eval, kd export, init_transform): among
+  // `probed` (probe()'s list), the checkpoint of `step`, handed to `use` whatever its state (so
+  // that `use` says what is wrong with it: its errors propagate); or, without a step, the newest
+  // that `use` accepts: one that is damaged, or that `use` rejects with kd::CorruptionError, is
+  // reported to `skip` with the reason and the one before it is tried. Returns the checkpoint
+  // used, or nullopt when there is none of `step` / none that `use` accepts.
+  using Use = std::function<void(const CheckpointInfo& info)>;
+  using Skip = std::function<void(const CheckpointInfo& info, const std::string& why)>;
+  static std::optional<CheckpointInfo> choose(const std::vector<CheckpointInfo>& probed, std::optional<int64_t> step,
+                                              const Use& use, const Skip& skip = {});
+
   // Restores `path` into `snapshot` (see Snapshot). Throws kd::CorruptionError when the
   // checkpoint does not match the model (names or shapes) or cannot be parsed.
   void restore(const std::string& path, Snapshot& snapshot) const;
 
   // Feeds an eval's values; remembers the best step by best_metric_path (kept from pruning).
   // Returns true when `step` is a new best: the caller then saves it and calls write_best().
-  bool report(int64_t step, const std::string& collection,
-              const std::vector<std::pair<std::string, double>>& values);
+  bool report(int64_t step, const std::string& collection, const std::vector<std::pair<std::string, double>>& values);
   std::optional<int64_t> best_step() const { return best_step_; }
   // Records the best step in best.json (after its checkpoint is saved).
   void write_best();

@@ -3,39 +3,50 @@
 #include <unistd.h>
 
 #include <cstring>
+#include <filesystem>
 #include <map>
 #include <optional>
-#include <filesystem>
 
-#include <nlohmann/json.hpp>
 #include <torch/serialize.h>
 #include <torch/torch.h>
+#include <nlohmann/json.hpp>
 
-#include "trainer/io/file_system.h"
 #include "trainer/common/error.h"
+#include "trainer/io/file_system.h"
 
 namespace kd::checkpoints {
 namespace {
 
 const char* safetensors_dtype(torch::ScalarType type) {
   switch (type) {
-    case torch::kFloat: return "F32";
-    case torch::kDouble: return "F64";
-    case torch::kHalf: return "F16";
-    case torch::kBFloat16: return "BF16";
-    case torch::kLong: return "I64";
-    case torch::kInt: return "I32";
-    case torch::kShort: return "I16";
-    case torch::kChar: return "I8";
-    case torch::kByte: return "U8";
-    case torch::kBool: return "BOOL";
-    default: throw NotSupportedError(std::string("safetensors has no dtype for ") + c10::toString(type));
+    case torch::kFloat:
+      return "F32";
+    case torch::kDouble:
+      return "F64";
+    case torch::kHalf:
+      return "F16";
+    case torch::kBFloat16:
+      return "BF16";
+    case torch::kLong:
+      return "I64";
+    case torch::kInt:
+      return "I32";
+    case torch::kShort:
+      return "I16";
+    case torch::kChar:
+      return "I8";
+    case torch::kByte:
+      return "U8";
+    case torch::kBool:
+      return "BOOL";
+    default:
+      throw NotSupportedError(std::string("safetensors has no dtype for ") + c10::toString(type));
   }
 }
 
 std::optional<torch::ScalarType> dtype_of(const std::string& name) {
   static const std::map<std::string, torch::ScalarType> types = {
-      {"F32", torch::kFloat}, {"F64", torch::kDouble}, {"F16", torch::kHalf}, {"BF16", torch::kBFloat16},
+      {"F32", torch::kFloat}, {"F64", torch::kDouble}, {"F16", torch::kHalf},  {"BF16", torch::kBFloat16},
       {"I64", torch::kLong},  {"I32", torch::kInt},    {"I16", torch::kShort}, {"I8", torch::kChar},
       {"U8", torch::kByte},   {"BOOL", torch::kBool}};
   const auto it = types.find(name);
@@ -45,11 +56,14 @@ std::optional<torch::ScalarType> dtype_of(const std::string& name) {
 }  // namespace
 
 NamedTensors tensors_from_safetensors(const std::string& bytes, const std::string& where) {
-  const auto bad = [&](const std::string& why) { return CorruptionError(where + " is not a valid safetensors file: " + why); };
+  const auto bad = [&](const std::string& why) {
+    return CorruptionError(where + " is not a valid safetensors file: " + why);
+  };
   if (bytes.size() < 8) throw bad("shorter than its 8-byte header length");
   uint64_t n = 0;
   for (int i = 7; i >= 0; --i) n = (n << 8) | static_cast<unsigned char>(bytes[static_cast<std::size_t>(i)]);
-  if (n > bytes.size() - 8 || n > (uint64_t{100} << 20)) throw bad("its header length " + std::to_string(n) + " does not fit");
+  if (n > bytes.size() - 8 || n > (uint64_t{100} << 20))
+    throw bad("its header length " + std::to_string(n) + " does not fit");
   nlohmann::ordered_json header;
   try {
     header = nlohmann::ordered_json::parse(bytes.substr(8, n));
@@ -101,7 +115,9 @@ std::string safetensors_bytes(const NamedTensors& tensors, const std::map<std::s
   for (const auto& [name, t] : tensors) {
     const torch::Tensor c = t.detach().to(torch::kCPU).contiguous();
     const uint64_t bytes = static_cast<uint64_t>(c.numel()) * c.element_size();
-    header[name] = {{"dtype", safetensors_dtype(c.scalar_type())}, {"shape", c.sizes().vec()}, {"data_offsets", {offset, offset + bytes}}};
+    header[name] = {{"dtype", safetensors_dtype(c.scalar_type())},
+                    {"shape", c.sizes().vec()},
+                    {"data_offsets", {offset, offset + bytes}}};
     offset += bytes;
     data.push_back(c);
   }
@@ -109,10 +125,12 @@ std::string safetensors_bytes(const NamedTensors& tensors, const std::map<std::s
   json.append((8 - json.size() % 8) % 8, ' ');  // the data starts 8-byte aligned
   std::string out(8, '\0');
   const uint64_t n = json.size();
-  for (int i = 0; i < 8; ++i) out[static_cast<std::size_t>(i)] = static_cast<char>((n >> (8 * i)) & 0xff);  // little-endian
+  for (int i = 0; i < 8; ++i)
+    out[static_cast<std::size_t>(i)] = static_cast<char>((n >> (8 * i)) & 0xff);  // little-endian
   out += json;
   out.reserve(out.size() + offset);
-  for (const auto& c : data) out.append(static_cast<const char*>(c.data_ptr()), static_cast<std::size_t>(c.numel()) * c.element_size());
+  for (const auto& c : data)
+    out.append(static_cast<const char*>(c.data_ptr()), static_cast<std::size_t>(c.numel()) * c.element_size());
   return out;
 }
 

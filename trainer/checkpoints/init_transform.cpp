@@ -3,8 +3,8 @@
 #include <map>
 #include <set>
 
-#include <nlohmann/json.hpp>
 #include <torch/torch.h>
+#include <nlohmann/json.hpp>
 
 #include "trainer/checkpoints/checkpointer.h"
 #include "trainer/common/error.h"
@@ -24,13 +24,12 @@ struct Prefix {
       return {text.substr(0, text.size() - suffix.size()), true};
     }
     if (text.find('*') != std::string::npos) {
-      throw ConfigError(o.where() + ": init_transform patterns are exact paths or \"<prefix>.**\", got \"" + text + "\"");
+      throw ConfigError(o.where() + ": init_transform patterns are exact paths or \"<prefix>.**\", got \"" + text +
+                        "\"");
     }
     return {text, false};
   }
-  bool matches(const std::string& path) const {
-    return recursive ? path.rfind(prefix + ".", 0) == 0 : path == prefix;
-  }
+  bool matches(const std::string& path) const { return recursive ? path.rfind(prefix + ".", 0) == 0 : path == prefix; }
 };
 
 std::string resolve_checkpoint(const config::Node& o) {
@@ -39,12 +38,13 @@ std::string resolve_checkpoint(const config::Node& o) {
   if (fs->exists(path + "/MANIFEST.json")) return path;
   const int64_t step = o.get_int("step", -1);
   Checkpointer source(path + "/checkpoints", CheckpointerOptions{});
-  for (const auto& info : source.probe()) {
-    if (step >= 0 ? info.step == step : info.valid()) {
-      if (!info.valid()) throw CorruptionError("init_transform: checkpoint " + info.path + " is damaged: " + info.problem);
-      return info.path;
-    }
-  }
+  const auto chosen = Checkpointer::choose(
+      source.probe(), step >= 0 ? std::optional<int64_t>(step) : std::nullopt, [](const CheckpointInfo& info) {
+        if (!info.valid()) {
+          throw CorruptionError("init_transform: checkpoint " + info.path + " is damaged: " + info.problem);
+        }
+      });
+  if (chosen) return chosen->path;
   throw ConfigError(o.where() + ": init_transform.checkpoint \"" + path + "\" holds no " +
                     (step >= 0 ? "checkpoint of step " + std::to_string(step) : std::string("valid checkpoint")) +
                     " (give a workdir or a ckpt_<step> directory)");
@@ -55,12 +55,14 @@ std::string resolve_checkpoint(const config::Node& o) {
 std::string apply_init_transform(const config::Node& o, torch::nn::Module& model, torch::optim::Optimizer* optimizer) {
   const std::string path = resolve_checkpoint(o);
   std::vector<Prefix> select;
-  for (const auto& s : o.get_string_list("select", std::vector<std::string>{"params.**"})) select.push_back(Prefix::parse(s, o));
+  for (const auto& s : o.get_string_list("select", std::vector<std::string>{"params.**"}))
+    select.push_back(Prefix::parse(s, o));
   std::vector<std::pair<Prefix, Prefix>> renames;  // target <- source
   if (auto r = o.find("rename"); r && !r->is_null()) {
     for (const auto& target : r->keys()) {
       const Prefix t = Prefix::parse(target, o), s = Prefix::parse(r->get_string(target), o);
-      if (t.recursive != s.recursive) throw ConfigError(r->where() + ": rename \"" + target + "\": both sides need \".**\" or neither");
+      if (t.recursive != s.recursive)
+        throw ConfigError(r->where() + ": rename \"" + target + "\": both sides need \".**\" or neither");
       renames.emplace_back(t, s);
     }
   }
@@ -104,7 +106,8 @@ std::string apply_init_transform(const config::Node& o, torch::nn::Module& model
     }
     used.insert(from);
     if (it->second.sizes() != tensor.sizes()) {
-      mismatched.push_back(name + ": model " + describe_tensor(tensor) + ", checkpoint " + from + " " + describe_tensor(it->second));
+      mismatched.push_back(name + ": model " + describe_tensor(tensor) + ", checkpoint " + from + " " +
+                           describe_tensor(it->second));
       continue;
     }
     copies.emplace_back(tensor, it->second);
@@ -114,7 +117,8 @@ std::string apply_init_transform(const config::Node& o, torch::nn::Module& model
   for (const auto& [t, s] : renames) renamed_sources.push_back(s.prefix);
   for (const auto& [name, t] : source) {
     bool wanted = selected(name);
-    for (const auto& [tp, sp] : renames) wanted = wanted || (sp.matches(name) && selected(tp.prefix + name.substr(sp.prefix.size())));
+    for (const auto& [tp, sp] : renames)
+      wanted = wanted || (sp.matches(name) && selected(tp.prefix + name.substr(sp.prefix.size())));
     if (wanted && !used.count(name)) unexpected.push_back(name);
   }
 

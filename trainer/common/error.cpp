@@ -2,8 +2,6 @@
 
 namespace kd {
 
-void Error::add_context(const std::string& context) {
-  message_ = context + ": " + message_;
-}
+void Error::add_context(const std::string& context) { message_ = context + ": " + message_; }
 
 }  // namespace kd

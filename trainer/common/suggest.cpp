@@ -30,12 +30,11 @@ std::vector<std::string> nearest(std::string_view word, const std::vector<std::s
     const std::string& c = candidates[i];
     const std::size_t d = edit_distance(word, c);
     const std::size_t limit = std::max<std::size_t>(2, std::max(word.size(), c.size()) / 3);
-    const bool prefix = !word.empty() && (c.rfind(word, 0) == 0 || word.rfind(c, 0) == 0) &&
-                        std::min(word.size(), c.size()) >= 3;
+    const bool prefix =
+        !word.empty() && (c.rfind(word, 0) == 0 || word.rfind(c, 0) == 0) && std::min(word.size(), c.size()) >= 3;
     if (d <= limit || prefix) scored.emplace_back(d, i);
   }
-  std::stable_sort(scored.begin(), scored.end(),
-                   [](const auto& x, const auto& y) { return x.first < y.first; });
+  std::stable_sort(scored.begin(), scored.end(), [](const auto& x, const auto& y) { return x.first < y.first; });
   std::vector<std::string> out;
   for (const auto& [d, i] : scored) {
     if (out.size() == max_results) break;

@@ -47,9 +47,7 @@ class CountingCpuAllocator : public c10::Allocator {
     count_.fetch_add(1, std::memory_order_relaxed);
     return base_->allocate(n);
   }
-  void copy_data(void* dest, const void* src, std::size_t count) const override {
-    base_->copy_data(dest, src, count);
-  }
+  void copy_data(void* dest, const void* src, std::size_t count) const override { base_->copy_data(dest, src, count); }
 #else
   c10::DataPtr allocate(size_t n) const override {
     count_.fetch_add(1, std::memory_order_relaxed);
@@ -124,8 +122,8 @@ inline void set_cuda_device(int) {}
 // (as in PyTorch), loopback when the job's rendezvous is on this host's loopback, else the
 // address this host's name resolves to.
 inline c10::intrusive_ptr<Backend> make_process_group(const std::string& backend,
-                                                      const c10::intrusive_ptr<c10d::Store>& store, int rank,
-                                                      int size, std::chrono::milliseconds timeout,
+                                                      const c10::intrusive_ptr<c10d::Store>& store, int rank, int size,
+                                                      std::chrono::milliseconds timeout,
                                                       const std::string& master_addr) {
   if (backend == "nccl") {
 #if defined(USE_C10D_NCCL)
@@ -151,8 +149,9 @@ inline c10::intrusive_ptr<Backend> make_process_group(const std::string& backend
   }
   return c10::make_intrusive<c10d::ProcessGroupGloo>(store, rank, size, options);
 #else
-  throw NotSupportedError("this LibTorch was built without Gloo (or its gloo/ headers are not installed); "
-                          "use distributed.backend: nccl on CUDA");
+  throw NotSupportedError(
+      "this LibTorch was built without Gloo (or its gloo/ headers are not installed); "
+      "use distributed.backend: nccl on CUDA");
 #endif
 }
 

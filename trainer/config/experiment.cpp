@@ -43,7 +43,7 @@ void merge_into(YAML::Node base, const YAML::Node& over) {
     } else if (existing.IsDefined()) {
       base[key] = it->second;
     } else {
-      base.remove(key);                         // operator[] above added an empty entry
+      base.remove(key);                          // operator[] above added an empty entry
       base.force_insert(it->first, it->second);  // keeps the key's own file position
     }
   }

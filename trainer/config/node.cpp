@@ -1,12 +1,12 @@
 #include "trainer/config/node.h"
 
+#include <cmath>
 #include <fstream>
+#include <limits>
 #include <map>
 #include <set>
 #include <sstream>
 #include <type_traits>
-#include <limits>
-#include <cmath>
 
 #include <yaml-cpp/yaml.h>
 
@@ -60,21 +60,20 @@ std::string scalar_text(const YAML::Node& yaml) {
 }
 
 template <typename T>
-T convert(const Node::Impl& impl, const YAML::Node& yaml, const std::string& key_path,
-          const char* expected) {
+T convert(const Node::Impl& impl, const YAML::Node& yaml, const std::string& key_path, const char* expected) {
   if (yaml.IsScalar()) {
     try {
       return yaml.as<T>();
     } catch (const YAML::Exception&) {
     }
   }
-  throw ConfigError(where_of(impl, yaml) + ": \"" + key_path + "\" must be " + expected +
-                    ", but it is " + scalar_text(yaml));
+  throw ConfigError(where_of(impl, yaml) + ": \"" + key_path + "\" must be " + expected + ", but it is " +
+                    scalar_text(yaml));
 }
 
-std::shared_ptr<Node::Impl> make(YAML::Node yaml, std::string source, std::string path,
-                                 std::shared_ptr<Asked> asked,
-                                 std::shared_ptr<const std::vector<std::pair<YAML::Node, std::string>>> origins = nullptr) {
+std::shared_ptr<Node::Impl> make(
+    YAML::Node yaml, std::string source, std::string path, std::shared_ptr<Asked> asked,
+    std::shared_ptr<const std::vector<std::pair<YAML::Node, std::string>>> origins = nullptr) {
   auto impl = std::make_shared<Node::Impl>();
   impl->yaml = std::move(yaml);
   impl->source = std::move(source);
@@ -106,9 +105,9 @@ YAML::Node detail::load_bounded(const std::string& text, const std::string& sour
                         " nodes through its aliases (*name); write the values out or use fewer aliases");
     }
     if (depth > kMaxDepth) {
-      throw ConfigError(source + ":" + std::to_string(node.Mark().line + 1) + ":" + std::to_string(node.Mark().column + 1) +
-                        ": the YAML is nested deeper than " + std::to_string(kMaxDepth) +
-                        " levels (an alias that contains itself, such as `a: &a [*a]`?)");
+      throw ConfigError(source + ":" + std::to_string(node.Mark().line + 1) + ":" +
+                        std::to_string(node.Mark().column + 1) + ": the YAML is nested deeper than " +
+                        std::to_string(kMaxDepth) + " levels (an alias that contains itself, such as `a: &a [*a]`?)");
     }
     if (node.IsMap()) {
       for (auto it = node.begin(); it != node.end(); ++it) {
@@ -128,8 +127,8 @@ Node Node::parse(const std::string& text, const std::string& source_name) {
     if (!yaml.IsDefined() || yaml.IsNull()) yaml = YAML::Node(YAML::NodeType::Map);
     return Node(make(std::move(yaml), source_name, "", std::make_shared<Asked>()));
   } catch (const YAML::Exception& e) {
-    throw ConfigError(source_name + ":" + std::to_string(e.mark.line + 1) + ":" +
-                      std::to_string(e.mark.column + 1) + ": invalid YAML: " + e.msg);
+    throw ConfigError(source_name + ":" + std::to_string(e.mark.line + 1) + ":" + std::to_string(e.mark.column + 1) +
+                      ": invalid YAML: " + e.msg);
   }
 }
 
@@ -153,6 +152,12 @@ static void require_map(const Node::Impl& impl, std::string_view key) {
   throw ConfigError(where_of(impl, impl.yaml) + ": \"" + (impl.path.empty() ? "the experiment" : impl.path) +
                     "\" must be a map of keys (such as \"" + std::string(key) + "\"), but it is " +
                     scalar_text(impl.yaml));
+}
+
+Node Node::section(std::string_view key) const {
+  auto found = find(key);
+  if (!found || found->is_null()) return Node();
+  return *found;
 }
 
 std::optional<Node> Node::find(std::string_view key) const {
@@ -197,8 +202,7 @@ std::size_t Node::size() const { return impl_->yaml.size(); }
 std::vector<Node> Node::elements() const {
   std::vector<Node> out;
   if (!impl_->yaml.IsSequence()) {
-    throw ConfigError(where() + ": \"" + impl_->path + "\" must be a list, but it is " +
-                      scalar_text(impl_->yaml));
+    throw ConfigError(where() + ": \"" + impl_->path + "\" must be a list, but it is " + scalar_text(impl_->yaml));
   }
   for (std::size_t i = 0; i < impl_->yaml.size(); ++i) {
     out.emplace_back(make_child(*impl_, impl_->yaml[i], impl_->path + "[" + std::to_string(i) + "]"));
@@ -209,17 +213,15 @@ std::vector<Node> Node::elements() const {
 double Node::as_double() const { return convert<double>(*impl_, impl_->yaml, impl_->path, "a number"); }
 int64_t Node::as_int() const { return convert<int64_t>(*impl_, impl_->yaml, impl_->path, "an integer"); }
 bool Node::as_bool() const { return convert<bool>(*impl_, impl_->yaml, impl_->path, "true or false"); }
-std::string Node::as_string() const {
-  return convert<std::string>(*impl_, impl_->yaml, impl_->path, "a string");
-}
+std::string Node::as_string() const { return convert<std::string>(*impl_, impl_->yaml, impl_->path, "a string"); }
 
-#define KD_GETTER(Type, name, as)                                         \
-  Type Node::name(std::string_view key, std::optional<Type> def) const {  \
-    if (auto n = find(key)) {                                             \
-      if (!n->is_null()) return n->as();                                  \
-    }                                                                     \
-    if (def) return *def;                                                 \
-    return child(key).as();                                               \
+#define KD_GETTER(Type, name, as)                                        \
+  Type Node::name(std::string_view key, std::optional<Type> def) const { \
+    if (auto n = find(key)) {                                            \
+      if (!n->is_null()) return n->as();                                 \
+    }                                                                    \
+    if (def) return *def;                                                \
+    return child(key).as();                                              \
   }
 KD_GETTER(double, get_double, as_double)
 KD_GETTER(int64_t, get_int, as_int)
@@ -241,7 +243,8 @@ std::string range_text(T min, T max) {
       return std::to_string(v);
     }
   };
-  if (max == std::numeric_limits<T>::max() || (std::is_floating_point_v<T> && std::isinf(max))) return ">= " + text(min);
+  if (max == std::numeric_limits<T>::max() || (std::is_floating_point_v<T> && std::isinf(max)))
+    return ">= " + text(min);
   return "in [" + text(min) + ", " + text(max) + "]";
 }
 
@@ -283,17 +286,16 @@ std::vector<int64_t> Node::get_int_list_in(std::string_view key, std::optional<s
   return values;
 }
 
-#define KD_LIST_GETTER(Type, name, as)                                                  \
-  std::vector<Type> Node::name(std::string_view key, std::optional<std::vector<Type>> def) \
-      const {                                                                          \
-    auto n = find(key);                                                                \
-    if (!n || n->is_null()) {                                                          \
-      if (def) return *def;                                                            \
-      n = child(key);                                                                  \
-    }                                                                                  \
-    std::vector<Type> out;                                                             \
-    for (const Node& e : n->elements()) out.push_back(e.as());                         \
-    return out;                                                                        \
+#define KD_LIST_GETTER(Type, name, as)                                                             \
+  std::vector<Type> Node::name(std::string_view key, std::optional<std::vector<Type>> def) const { \
+    auto n = find(key);                                                                            \
+    if (!n || n->is_null()) {                                                                      \
+      if (def) return *def;                                                                        \
+      n = child(key);                                                                              \
+    }                                                                                              \
+    std::vector<Type> out;                                                                         \
+    for (const Node& e : n->elements()) out.push_back(e.as());                                     \
+    return out;                                                                                    \
   }
 KD_LIST_GETTER(int64_t, get_int_list, as_int)
 KD_LIST_GETTER(double, get_double_list, as_double)

@@ -39,6 +39,9 @@ class Node {
   bool has(std::string_view key) const;
   Node child(std::string_view key) const;  // throws ConfigError when missing
   std::optional<Node> find(std::string_view key) const;
+  // The section at `key` for a component's options: the child, or an empty map (every option
+  // its default) when the key is absent or null.
+  Node section(std::string_view key) const;
   std::vector<std::string> keys() const;  // in file order
 
   // Sequence access.
@@ -50,20 +53,18 @@ class Node {
   double get_double(std::string_view key, std::optional<double> def = std::nullopt) const;
   int64_t get_int(std::string_view key, std::optional<int64_t> def = std::nullopt) const;
   bool get_bool(std::string_view key, std::optional<bool> def = std::nullopt) const;
-  std::string get_string(std::string_view key,
-                         std::optional<std::string> def = std::nullopt) const;
+  std::string get_string(std::string_view key, std::optional<std::string> def = std::nullopt) const;
   // The same, within [min, max] (a NaN is outside every range): otherwise a ConfigError naming
   // the key, its value and the range.
   int64_t get_int_in(std::string_view key, std::optional<int64_t> def, int64_t min, int64_t max) const;
   double get_double_in(std::string_view key, std::optional<double> def, double min, double max) const;
   std::vector<int64_t> get_int_list_in(std::string_view key, std::optional<std::vector<int64_t>> def, int64_t min,
                                        int64_t max) const;
-  std::vector<int64_t> get_int_list(std::string_view key,
-                                    std::optional<std::vector<int64_t>> def = std::nullopt) const;
+  std::vector<int64_t> get_int_list(std::string_view key, std::optional<std::vector<int64_t>> def = std::nullopt) const;
   std::vector<double> get_double_list(std::string_view key,
                                       std::optional<std::vector<double>> def = std::nullopt) const;
-  std::vector<std::string> get_string_list(
-      std::string_view key, std::optional<std::vector<std::string>> def = std::nullopt) const;
+  std::vector<std::string> get_string_list(std::string_view key,
+                                           std::optional<std::vector<std::string>> def = std::nullopt) const;
 
   // The value of this (scalar) node.
   double as_double() const;

@@ -1,11 +1,17 @@
 // kd::config::Registry<Base>: one per extension point (models, losses, metrics, summaries,
-// schedules, ...). Built-ins are added by an explicit call when the registry is first used;
-// users add their own components the same way:
+// schedules, ...). A component is built from the YAML map that names it, by its constructor
+// taking that map (`MyLoss(const kd::config::Node& options)`); built-ins are added by explicit
+// calls when the registry is first used, and users add their own components the same way:
 //
-//   kd::losses::registry().add("MyLoss", [](const kd::config::Node& options) {
-//     return std::make_shared<MyLoss>(options);
-//   });
+//   kd::losses::registry().add<MyLoss>("MyLoss", "preds, targets, weight=1");
+//   kd::losses::registry().add("Scaled", [](const kd::config::Node& o) { ... });  // any factory
 //   // YAML:  train_losses: {mine: {type: MyLoss, weight: 0.5}}
+//
+// An extension point's registry() is built once, on first use:
+//
+//   config::Registry<Loss>& registry() {
+//     return config::Registry<Loss>::built_once("loss", [](auto& r) { add_regression_losses(r); });
+//   }
 #pragma once
 
 #include <functional>
@@ -35,15 +41,33 @@ class Registry {
     order_.push_back(name);
   }
 
+  // Registers T, built by its constructor from the component's options: T(const Node&).
+  template <typename T>
+  void add(const std::string& name, std::string doc = "") {
+    add(
+        name, [](const Node& options) { return std::make_shared<T>(options); }, std::move(doc));
+  }
+
+  // The registry made by `fill` on the first call from this call site, and the same one after:
+  // built by explicit calls, so no static initialisation order is involved and a static library
+  // cannot drop a registration; never destroyed, so it outlives every static that uses it.
+  template <typename Fill>
+  static Registry& built_once(const char* kind, Fill fill) {
+    static Registry* registry = [&] {
+      auto* r = new Registry(kind);
+      fill(*r);
+      return r;
+    }();
+    return *registry;
+  }
+
   bool contains(const std::string& name) const { return entries_.count(name) > 0; }
   const std::vector<std::string>& names() const { return order_; }
   const std::string& doc(const std::string& name) const { return entries_.at(name).doc; }
   const std::string& kind() const { return kind_; }
 
   // Builds the component named by `options`' "type" key, then rejects any key it did not read.
-  std::shared_ptr<Base> create(const Node& options) const {
-    return create(options.get_string("type"), options);
-  }
+  std::shared_ptr<Base> create(const Node& options) const { return create(options.get_string("type"), options); }
 
   std::shared_ptr<Base> create(const std::string& type, const Node& options) const {
     const auto it = entries_.find(type);

@@ -3,7 +3,8 @@
 namespace kd::train {
 
 Tree AuxiliariesState::to_tree() const {
-  return Tree::dict({{"loss_states", loss_states}, {"metric_states", metric_states}, {"summary_states", summary_states}});
+  return Tree::dict(
+      {{"loss_states", loss_states}, {"metric_states", metric_states}, {"summary_states", summary_states}});
 }
 
 AuxiliariesState AuxiliariesState::from_tree(const Tree& tree, std::shared_ptr<const Auxiliaries> auxiliaries) {

@@ -6,8 +6,7 @@
 
 namespace kd::train {
 
-Path Auxiliary::key(const config::Node& options, const std::string& name,
-                    const std::string& default_path) {
+Path Auxiliary::key(const config::Node& options, const std::string& name, const std::string& default_path) {
   std::string text = default_path;
   if (auto node = options.find(name); node && !node->is_null()) {
     text = node->as_string();

@@ -2,7 +2,7 @@
 
 #include "trainer/common/suggest.h"
 #include "trainer/context/train_state.h"
-#include "trainer/tree/tree_internal.h"
+#include "trainer/tree/tree_access.h"
 
 namespace kd::train {
 namespace {
@@ -17,22 +17,18 @@ const std::vector<Field>& field_table() {
       {{"step", "the step number is set when the step starts"}, nullptr},
       {{"batch", "batch is filled from the data pipeline when the step starts"}, &Context::batch},
       {{"params", "params are filled from the TrainState when the step starts"}, &Context::params},
-      {{"collections", "collections are filled from the TrainState and by the model forward"},
-       &Context::collections},
+      {{"collections", "collections are filled from the TrainState and by the model forward"}, &Context::collections},
       {{"preds", "preds are filled by the model forward"}, &Context::preds},
-      {{"interms", "interms are filled by the model forward (modules record them when an "
-                   "auxiliary reads interms)"},
+      {{"interms",
+        "interms are filled by the model forward (modules record them when an "
+        "auxiliary reads interms)"},
        &Context::interms},
-      {{"loss_states", "loss_states are filled by the losses after the forward pass"},
-       &Context::loss_states},
-      {{"loss_total", "loss_total is filled by the losses after the forward pass"},
-       &Context::loss_total},
+      {{"loss_states", "loss_states are filled by the losses after the forward pass"}, &Context::loss_states},
+      {{"loss_total", "loss_total is filled by the losses after the forward pass"}, &Context::loss_total},
       {{"grads", "grads are filled after the backward pass"}, &Context::grads},
       {{"updates", "updates are filled by the optimizer step"}, &Context::updates},
-      {{"opt_state", "opt_state is filled from the TrainState when the step starts"},
-       &Context::opt_state},
-      {{"metric_states", "metric_states are filled by the metrics at the end of the step"},
-       &Context::metric_states},
+      {{"opt_state", "opt_state is filled from the TrainState when the step starts"}, &Context::opt_state},
+      {{"metric_states", "metric_states are filled by the metrics at the end of the step"}, &Context::metric_states},
       {{"summary_states", "summary_states are filled by the summaries at the end of the step"},
        &Context::summary_states},
   };
@@ -59,7 +55,7 @@ const Field& field_of(const Context& ctx, const Path& path, bool require_filled)
       return f;
     }
   }
-  detail::throw_key_error(path, 0, Tree::dict([] {
+  kd::detail::throw_key_error(path, 0, Tree::dict([] {
                             std::vector<Tree::Item> items;
                             for (const auto& name : field_names()) items.emplace_back(name, Tree());
                             return items;
@@ -83,10 +79,10 @@ Context Context::replace(const ContextUpdate& u) const {
   Context out = *this;
   if (u.step) out.step = *u.step;
   const std::optional<Tree> ContextUpdate::*update_members[] = {
-      &ContextUpdate::batch,       &ContextUpdate::params,        &ContextUpdate::collections,
-      &ContextUpdate::preds,       &ContextUpdate::interms,       &ContextUpdate::loss_states,
-      &ContextUpdate::loss_total,  &ContextUpdate::grads,         &ContextUpdate::updates,
-      &ContextUpdate::opt_state,   &ContextUpdate::metric_states, &ContextUpdate::summary_states,
+      &ContextUpdate::batch,      &ContextUpdate::params,        &ContextUpdate::collections,
+      &ContextUpdate::preds,      &ContextUpdate::interms,       &ContextUpdate::loss_states,
+      &ContextUpdate::loss_total, &ContextUpdate::grads,         &ContextUpdate::updates,
+      &ContextUpdate::opt_state,  &ContextUpdate::metric_states, &ContextUpdate::summary_states,
   };
   // field_table()[1:] lists the tree fields in the same order as update_members.
   const auto& table = field_table();
@@ -102,8 +98,7 @@ std::vector<std::pair<std::string, Tree>> Context::flatten() const {
   for (const auto& f : field_table()) {
     if (f.member == nullptr) continue;
     auto leaves = (this->*f.member).flatten(f.info.name);
-    out.insert(out.end(), std::make_move_iterator(leaves.begin()),
-               std::make_move_iterator(leaves.end()));
+    out.insert(out.end(), std::make_move_iterator(leaves.begin()), std::make_move_iterator(leaves.end()));
   }
   return out;
 }
@@ -120,10 +115,10 @@ Tree Context::get(const Path& path) const {
   if (path.empty()) throw KeyError("an empty path names no field of the context");
   const Field& f = field_of(*this, path, /*require_filled=*/true);
   if (f.member == nullptr) {
-    if (path.size() > 1) detail::throw_key_error(path, 1, Tree(step), "context");
+    if (path.size() > 1) kd::detail::throw_key_error(path, 1, Tree(step), "context");
     return Tree(step);
   }
-  return detail::get_from(this->*f.member, path, 1, "context");
+  return kd::detail::get_from(this->*f.member, path, 1, "context");
 }
 
 bool Context::contains(const Path& path) const {
@@ -138,7 +133,7 @@ std::vector<std::pair<Path, Tree>> Context::glob(const Path& pattern) const {
   if (pattern.front().is_glob()) return to_tree().glob(pattern);
   const Field& f = field_of(*this, pattern, /*require_filled=*/true);
   const Tree value = f.member ? this->*f.member : Tree(step);
-  return detail::glob_in(Tree::dict({{f.info.name, value}}), pattern, "context");
+  return kd::detail::glob_in(Tree::dict({{f.info.name, value}}), pattern, "context");
 }
 
 Tree Context::to_tree() const {

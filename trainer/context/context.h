@@ -20,6 +20,9 @@
 #include <vector>
 
 #include "trainer/context/auxiliaries_state.h"
+#include "trainer/context/auxiliary.h"
+#include "trainer/context/error_context.h"
+#include "trainer/context/train_state.h"
 #include "trainer/tree/tree.h"
 
 namespace kd::train {

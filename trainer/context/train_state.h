@@ -13,7 +13,6 @@
 
 #include "trainer/tree/tree.h"
 
-
 namespace kd::train {
 
 struct TrainState {
@@ -24,8 +23,7 @@ struct TrainState {
 
   // Trees of `module`'s named parameters and buffers, sharing their storage, and of the
   // optimizer's state when one is given.
-  static TrainState from_module(const torch::nn::Module& module,
-                                const torch::optim::Optimizer* optimizer = nullptr,
+  static TrainState from_module(const torch::nn::Module& module, const torch::optim::Optimizer* optimizer = nullptr,
                                 int64_t step = 0);
 };
 

@@ -47,7 +47,8 @@ torch::Tensor read_idx(const std::string& path) {
   if (bytes.size() < 4 || bytes[0] != 0 || bytes[1] != 0) throw corrupt("bad magic number");
   const int type = bytes[2];
   const int dims = bytes[3];
-  if (type != 0x08) throw corrupt("only unsigned-byte data (type 0x08) is supported, found type " + std::to_string(type));
+  if (type != 0x08)
+    throw corrupt("only unsigned-byte data (type 0x08) is supported, found type " + std::to_string(type));
   if (bytes.size() < 4 + 4 * static_cast<std::size_t>(dims)) throw corrupt("truncated header");
   std::vector<int64_t> shape;
   int64_t count = 1;
@@ -55,7 +56,8 @@ torch::Tensor read_idx(const std::string& path) {
     const unsigned char* p = &bytes[4 + 4 * d];
     const int64_t size = (int64_t{p[0]} << 24) | (int64_t{p[1]} << 16) | (int64_t{p[2]} << 8) | int64_t{p[3]};
     shape.push_back(size);
-    if (size != 0 && count > static_cast<int64_t>(kMaxBytes) / size) throw corrupt("the header's sizes multiply past 4 GiB");
+    if (size != 0 && count > static_cast<int64_t>(kMaxBytes) / size)
+      throw corrupt("the header's sizes multiply past 4 GiB");
     count *= size;
   }
   const std::size_t offset = 4 + 4 * static_cast<std::size_t>(dims);

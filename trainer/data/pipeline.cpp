@@ -48,8 +48,8 @@ Pipeline::Pipeline(SourcePtr source, std::vector<TransformPtr> transforms, Pipel
 
 void Pipeline::init() {
   if (options_.num_shards < 1 || options_.shard_index < 0 || options_.shard_index >= options_.num_shards) {
-    throw Error("pipeline shard " + std::to_string(options_.shard_index) + " of " + std::to_string(options_.num_shards) +
-                " does not exist");
+    throw Error("pipeline shard " + std::to_string(options_.shard_index) + " of " +
+                std::to_string(options_.num_shards) + " does not exist");
   }
   examples_ = source_->load();
   num_examples_ = data::num_examples(examples_, source_->describe());
@@ -118,9 +118,11 @@ Tree Pipeline::batch_at(const PipelineState& at) const {
   for (std::size_t i = 0; i < transforms_.size(); ++i) {
     const auto label = [&] {
       std::string shapes;
-      for (const auto& [path, leaf] : batch.flatten()) shapes += (shapes.empty() ? "" : ", ") + path + " " + leaf.describe();
-      return "transforms[" + std::to_string(i) + "]" + (i < transform_types_.size() ? " (" + transform_types_[i] + ")" : "") +
-             " of " + source_->describe() + " failed on the batch {" + shapes + "}";
+      for (const auto& [path, leaf] : batch.flatten())
+        shapes += (shapes.empty() ? "" : ", ") + path + " " + leaf.describe();
+      return "transforms[" + std::to_string(i) + "]" +
+             (i < transform_types_.size() ? " (" + transform_types_[i] + ")" : "") + " of " + source_->describe() +
+             " failed on the batch {" + shapes + "}";
     };
     try {
       batch = transforms_[i]->apply(batch, g);
@@ -204,6 +206,11 @@ void Pipeline::restore(const PipelineState& state) {
   stop_worker();
   position_ = state;
   start_worker();
+}
+
+Tree to_device(const Tree& batch, const c10::Device& device) {
+  if (device.is_cpu()) return batch;
+  return batch.map([&](const torch::Tensor& t) { return t.to(device, /*non_blocking=*/true); });
 }
 
 }  // namespace kd::data

@@ -24,6 +24,8 @@
 #include <thread>
 #include <vector>
 
+#include <c10/core/Device.h>
+
 #include "trainer/config/node.h"
 #include "trainer/data/source.h"
 #include "trainer/data/transforms.h"
@@ -111,5 +113,9 @@ class Pipeline {
   bool stop_ = false;
   double wait_seconds_ = 0;
 };
+
+// The one way a batch reaches the training device: every tensor copied with non_blocking (it
+// overlaps the step on a GPU); the batch itself on the CPU, where the pipeline makes it.
+Tree to_device(const Tree& batch, const c10::Device& device);
 
 }  // namespace kd::data

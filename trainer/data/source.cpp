@@ -30,8 +30,8 @@ class IdxImages : public Source {
     torch::Tensor images = read_idx(find(prefix + "-images-idx3-ubyte"));
     torch::Tensor labels = read_idx(find(prefix + "-labels-idx1-ubyte")).to(torch::kLong);
     if (images.dim() != 3 || labels.dim() != 1 || images.size(0) != labels.size(0)) {
-      throw CorruptionError(name_ + " files under \"" + path_ + "\" disagree: images " +
-                            describe_tensor(images) + ", labels " + describe_tensor(labels));
+      throw CorruptionError(name_ + " files under \"" + path_ + "\" disagree: images " + describe_tensor(images) +
+                            ", labels " + describe_tensor(labels));
     }
     if (limit_ > 0 && limit_ < images.size(0)) {
       images = images.narrow(0, 0, limit_).clone();
@@ -105,7 +105,8 @@ class Csv : public Source {
           }
         }
         if (static_cast<int64_t>(names.size()) - (label_index >= 0 ? 1 : 0) < 1) {
-          throw ConfigError("\"" + path_ + "\" has no feature column besides the label column \"" + label_column_ + "\"");
+          throw ConfigError("\"" + path_ + "\" has no feature column besides the label column \"" + label_column_ +
+                            "\"");
         }
         continue;
       }
@@ -190,19 +191,23 @@ class InMemory : public Source {
 }  // namespace
 
 config::Registry<Source>& source_registry() {
-  static config::Registry<Source>* registry = [] {
-    auto* r = new config::Registry<Source>("data source");
-    r->add("FashionMnist",
-           [](const config::Node& o) { return std::make_shared<IdxImages>(o, "FashionMnist", "/usr/share/datasets/fashion-mnist"); },
-           "split=train|test, path=/usr/share/datasets/fashion-mnist, num_examples=all");
-    r->add("Mnist", [](const config::Node& o) { return std::make_shared<IdxImages>(o, "Mnist", "/usr/share/datasets/mnist"); },
-           "split=train|test, path=/usr/share/datasets/mnist, num_examples=all");
-    r->add("Csv", [](const config::Node& o) { return std::make_shared<Csv>(o); }, "path, label_column, header=true");
-    r->add("Synthetic", [](const config::Node& o) { return std::make_shared<Synthetic>(o); },
-           "num_examples=1024, num_features=16, num_classes=4, seed=0");
-    return r;
-  }();
-  return *registry;
+  return config::Registry<Source>::built_once("data source", [](config::Registry<Source>& r) {
+    r.add(
+        "FashionMnist",
+        [](const config::Node& o) {
+          return std::make_shared<IdxImages>(o, "FashionMnist", "/usr/share/datasets/fashion-mnist");
+        },
+        "split=train|test, path=/usr/share/datasets/fashion-mnist, num_examples=all");
+    r.add(
+        "Mnist",
+        [](const config::Node& o) { return std::make_shared<IdxImages>(o, "Mnist", "/usr/share/datasets/mnist"); },
+        "split=train|test, path=/usr/share/datasets/mnist, num_examples=all");
+    r.add(
+        "Csv", [](const config::Node& o) { return std::make_shared<Csv>(o); }, "path, label_column, header=true");
+    r.add(
+        "Synthetic", [](const config::Node& o) { return std::make_shared<Synthetic>(o); },
+        "num_examples=1024, num_features=16, num_classes=4, seed=0");
+  });
 }
 
 SourcePtr in_memory_source(Tree examples, std::string name) {

@@ -70,8 +70,9 @@ class Normalize : public KeyTransform {
 
 torch::ScalarType parse_dtype(const config::Node& o, const std::string& name) {
   static const std::vector<std::pair<std::string, torch::ScalarType>> types = {
-      {"float32", torch::kFloat}, {"float64", torch::kDouble}, {"float16", torch::kHalf}, {"bfloat16", torch::kBFloat16},
-      {"int64", torch::kLong},    {"int32", torch::kInt},      {"uint8", torch::kByte},   {"bool", torch::kBool}};
+      {"float32", torch::kFloat},     {"float64", torch::kDouble}, {"float16", torch::kHalf},
+      {"bfloat16", torch::kBFloat16}, {"int64", torch::kLong},     {"int32", torch::kInt},
+      {"uint8", torch::kByte},        {"bool", torch::kBool}};
   std::vector<std::string> names;
   for (const auto& [n, t] : types) {
     if (n == name) return t;
@@ -186,7 +187,8 @@ class Elements : public Transform {
   }
   Tree apply(const Tree& batch, at::Generator&) const override {
     auto check = [&](const std::string& k) {
-      if (!batch.contains(k)) throw KeyError("Elements: the batch has no key \"" + k + "\" (it has " + join_names(batch.keys()) + ")");
+      if (!batch.contains(k))
+        throw KeyError("Elements: the batch has no key \"" + k + "\" (it has " + join_names(batch.keys()) + ")");
     };
     Tree out = Tree::dict();
     if (!keep_.empty()) {
@@ -209,27 +211,19 @@ class Elements : public Transform {
   std::vector<std::pair<std::string, std::string>> rename_;
 };
 
-template <typename T>
-void add(config::Registry<Transform>& r, const char* name, const char* doc) {
-  r.add(name, [](const config::Node& o) { return std::make_shared<T>(o); }, doc);
-}
-
 }  // namespace
 
 config::Registry<Transform>& transform_registry() {
-  static config::Registry<Transform>* registry = [] {
-    auto* r = new config::Registry<Transform>("transform");
-    add<ValueRange>(*r, "ValueRange", "key=image, in_vrange=[0, 255], vrange=[0, 1]");
-    add<Normalize>(*r, "Normalize", "key=image, mean, std (one value or one per channel)");
-    add<Cast>(*r, "Cast", "key=image, dtype");
-    add<Reshape>(*r, "Reshape", "key=image, shape (per example)");
-    add<OneHot>(*r, "OneHot", "key=label, num_classes");
-    add<RandomFlip>(*r, "RandomFlip", "key=image, axis=width|height, probability=0.5");
-    add<RandomCrop>(*r, "RandomCrop", "key=image, size [H, W], padding=0");
-    add<Elements>(*r, "Elements", "keep | drop (lists of keys), rename {old: new}");
-    return r;
-  }();
-  return *registry;
+  return config::Registry<Transform>::built_once("transform", [](config::Registry<Transform>& r) {
+    r.add<ValueRange>("ValueRange", "key=image, in_vrange=[0, 255], vrange=[0, 1]");
+    r.add<Normalize>("Normalize", "key=image, mean, std (one value or one per channel)");
+    r.add<Cast>("Cast", "key=image, dtype");
+    r.add<Reshape>("Reshape", "key=image, shape (per example)");
+    r.add<OneHot>("OneHot", "key=label, num_classes");
+    r.add<RandomFlip>("RandomFlip", "key=image, axis=width|height, probability=0.5");
+    r.add<RandomCrop>("RandomCrop", "key=image, size [H, W], padding=0");
+    r.add<Elements>("Elements", "keep | drop (lists of keys), rename {old: new}");
+  });
 }
 
 }  // namespace kd::data

@@ -10,8 +10,8 @@
 #include <map>
 #include <tuple>
 
-#include <nlohmann/json.hpp>
 #include <torch/torch.h>
+#include <nlohmann/json.hpp>
 
 #define KD_COMPAT_C10D
 #include "trainer/common/error.h"
@@ -69,8 +69,9 @@ class C10dProcessGroup final : public ProcessGroup {
     backend_ = options.backend;
     if (backend_ == "auto") backend_ = device.is_cuda() && compat::kHaveNccl ? "nccl" : "gloo";
     where_ = "rank " + std::to_string(rank_) + " of " + std::to_string(size_);
-    const std::string advice = ". Start every rank with the same MASTER_ADDR, MASTER_PORT and WORLD_SIZE; rank 0 "
-                               "serves the rendezvous, so it must be running and its port free";
+    const std::string advice =
+        ". Start every rank with the same MASTER_ADDR, MASTER_PORT and WORLD_SIZE; rank 0 "
+        "serves the rendezvous, so it must be running and its port free";
     const std::string rendezvous = world.master_addr + ":" + std::to_string(world.master_port);
     // A name that does not resolve is said at once, not after distributed.timeout_s of retries.
     addrinfo hints{};
@@ -225,7 +226,8 @@ class C10dProcessGroup final : public ProcessGroup {
     try {
       f();
     } catch (const PeerFailure& failure) {
-      const auto waited = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - start);
+      const auto waited =
+          std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - start);
       // The backends time out after exactly `timeout_`; a tenth less allows for clock granularity.
       const bool timed_out = waited >= timeout_ - timeout_ / 10;
       throw DistributedError(
@@ -255,11 +257,12 @@ std::optional<WorldInfo> world_from_environment() {
   if (world_size == nullptr || *world_size == '\0') return std::nullopt;
   WorldInfo w;
   w.world_size = env_int("WORLD_SIZE", std::nullopt);
-  if (w.world_size < 1) throw ConfigError("the environment variable WORLD_SIZE must be >= 1, got " + std::to_string(w.world_size));
+  if (w.world_size < 1)
+    throw ConfigError("the environment variable WORLD_SIZE must be >= 1, got " + std::to_string(w.world_size));
   w.rank = env_int("RANK", std::nullopt);
   if (w.rank >= w.world_size) {
-    throw ConfigError("the environment variable RANK=" + std::to_string(w.rank) + " must be below WORLD_SIZE=" +
-                      std::to_string(w.world_size));
+    throw ConfigError("the environment variable RANK=" + std::to_string(w.rank) +
+                      " must be below WORLD_SIZE=" + std::to_string(w.world_size));
   }
   w.local_rank = env_int("LOCAL_RANK", w.rank);
   w.local_world_size = env_int("LOCAL_WORLD_SIZE", 1);
@@ -272,29 +275,32 @@ std::optional<WorldInfo> world_from_environment() {
     w.master_addr = addr;
     w.master_port = env_int("MASTER_PORT", std::nullopt);
     if (w.master_port == 0 || w.master_port > 65535) {
-      throw ConfigError("the environment variable MASTER_PORT=" + std::to_string(w.master_port) + " is not a port (1-65535)");
+      throw ConfigError("the environment variable MASTER_PORT=" + std::to_string(w.master_port) +
+                        " is not a port (1-65535)");
     }
   }
   return w;
 }
 
-Options Options::from_config(const config::Node* node) {
+Options Options::from_config(const config::Node& node) {
+  const Options defaults;
   Options o;
-  if (node == nullptr || node->is_null()) return o;
-  o.backend = node->get_string("backend", o.backend);
+  o.backend = node.get_string("backend", defaults.backend);
   if (o.backend != "auto" && o.backend != "gloo" && o.backend != "nccl") {
-    throw ConfigError(node->child("backend").where() + ": distributed.backend must be auto, gloo or nccl, got \"" +
+    throw ConfigError(node.child("backend").where() + ": distributed.backend must be auto, gloo or nccl, got \"" +
                       o.backend + "\"");
   }
   if (o.backend == "nccl" && !compat::kHaveNccl) {
-    throw ConfigError(node->child("backend").where() +
+    throw ConfigError(node.child("backend").where() +
                       ": this LibTorch was built without NCCL; use backend: gloo (or auto)");
   }
-  const double timeout_s = node->get_double_in("timeout_s", 300.0, 0.001, 7 * 24 * 3600.0);
+  const double timeout_s =
+      node.get_double_in("timeout_s", std::chrono::duration<double>(defaults.timeout).count(), 0.001, 7 * 24 * 3600.0);
   o.timeout = std::chrono::milliseconds(static_cast<int64_t>(timeout_s * 1000.0));
-  const double bucket_mb = node->get_double_in("bucket_mb", 25.0, 0.001, 65536.0);
+  const double bucket_mb =
+      node.get_double_in("bucket_mb", static_cast<double>(defaults.bucket_bytes) / (1 << 20), 0.001, 65536.0);
   o.bucket_bytes = static_cast<int64_t>(bucket_mb * (1 << 20));
-  node->check_unknown_keys();
+  node.check_unknown_keys();
   return o;
 }
 
@@ -304,145 +310,6 @@ std::shared_ptr<ProcessGroup> ProcessGroup::create(const WorldInfo& world, const
     throw ConfigError("distributed.backend nccl needs device: cuda; use backend: gloo on the CPU");
   }
   return std::make_shared<C10dProcessGroup>(world, options, device);
-}
-
-// ---- GradientReducer -------------------------------------------------------------------------
-
-struct GradientReducer::Impl {
-  struct Slot {
-    torch::Tensor param;
-    int64_t offset;
-  };
-  struct Bucket {
-    torch::Tensor buffer;  // flat, one dtype and device
-    std::vector<Slot> slots;
-  };
-  std::shared_ptr<ProcessGroup> group;
-  std::vector<Bucket> buckets;
-  int64_t elements = 0;
-};
-
-GradientReducer::GradientReducer(std::shared_ptr<ProcessGroup> group, std::vector<torch::Tensor> params,
-                                 int64_t bucket_bytes)
-    : impl_(std::make_unique<Impl>()) {
-  impl_->group = std::move(group);
-  // Parameters in order, a new bucket when the dtype or device changes or the bucket is full.
-  std::map<std::tuple<int, int, int>, std::size_t> open;  // (dtype, device type, index) -> bucket
-  std::vector<int64_t> sizes;
-  for (auto& p : params) {
-    if (!p.requires_grad()) continue;
-    const auto key = std::make_tuple(static_cast<int>(p.scalar_type()), static_cast<int>(p.device().type()),
-                                     static_cast<int>(p.device().index()));
-    auto it = open.find(key);
-    if (it == open.end() || sizes[it->second] * static_cast<int64_t>(p.element_size()) >= bucket_bytes) {
-      impl_->buckets.push_back({});
-      sizes.push_back(0);
-      it = open.insert_or_assign(key, impl_->buckets.size() - 1).first;
-    }
-    auto& bucket = impl_->buckets[it->second];
-    bucket.slots.push_back({p, sizes[it->second]});
-    sizes[it->second] += p.numel();
-    impl_->elements += p.numel();
-  }
-  for (std::size_t i = 0; i < impl_->buckets.size(); ++i) {
-    const auto& first = impl_->buckets[i].slots.front().param;
-    impl_->buckets[i].buffer = torch::empty({sizes[i]}, first.options().requires_grad(false));
-  }
-}
-
-GradientReducer::~GradientReducer() = default;
-
-int64_t GradientReducer::num_buckets() const { return static_cast<int64_t>(impl_->buckets.size()); }
-int64_t GradientReducer::num_elements() const { return impl_->elements; }
-
-std::vector<double> GradientReducer::reduce(const std::vector<double>& flags) {
-  torch::NoGradGuard no_grad;
-  std::vector<torch::Tensor> tensors;
-  tensors.reserve(impl_->buckets.size() + 1);
-  for (auto& bucket : impl_->buckets) {
-    for (const auto& slot : bucket.slots) {
-      torch::Tensor view = bucket.buffer.narrow(0, slot.offset, slot.param.numel()).view(slot.param.sizes());
-      const torch::Tensor& g = slot.param.grad();
-      if (g.defined()) {
-        view.copy_(g);
-      } else {
-        view.zero_();
-      }
-    }
-    tensors.push_back(bucket.buffer);
-  }
-  const auto device = impl_->buckets.empty() ? c10::Device(c10::kCPU) : impl_->buckets.front().buffer.device();
-  torch::Tensor flag_tensor =
-      torch::tensor(flags.empty() ? std::vector<double>{0.0} : flags, torch::kDouble).to(device);
-  tensors.push_back(flag_tensor);
-  impl_->group->all_reduce_sum(tensors, "the all-reduce of the gradients");
-
-  const double scale = 1.0 / impl_->group->size();
-  for (auto& bucket : impl_->buckets) {
-    bucket.buffer.mul_(scale);
-    for (const auto& slot : bucket.slots) {
-      torch::Tensor view = bucket.buffer.narrow(0, slot.offset, slot.param.numel()).view(slot.param.sizes());
-      torch::Tensor g = slot.param.grad();
-      if (g.defined()) {
-        g.copy_(view);
-      } else {
-        slot.param.mutable_grad() = view.clone();
-      }
-    }
-  }
-  const torch::Tensor summed = flag_tensor.cpu();
-  const double* sums = summed.data_ptr<double>();
-  return std::vector<double>(sums, sums + flags.size());
-}
-
-// ---- Exchanging trees ------------------------------------------------------------------------
-
-// Layout: [u64 length of the msgpack skeleton][skeleton][the tensors' bytes, in order]; a
-// tensor's skeleton entry is [dtype, shape].
-std::string tree_to_bytes(const Tree& tree) {
-  std::vector<torch::Tensor> tensors;
-  const json skeleton = tree_to_json(tree, [&](const torch::Tensor& t) {
-    tensors.push_back(t.detach().cpu().contiguous());
-    return json::array({static_cast<int>(t.scalar_type()), t.sizes().vec()});
-  });
-  const std::vector<std::uint8_t> header = json::to_msgpack(skeleton);
-  std::size_t total = sizeof(std::uint64_t) + header.size();
-  for (const auto& t : tensors) total += static_cast<std::size_t>(t.numel()) * t.element_size();
-  std::string out;
-  out.reserve(total);
-  const std::uint64_t n = header.size();
-  out.append(reinterpret_cast<const char*>(&n), sizeof(n));
-  out.append(reinterpret_cast<const char*>(header.data()), header.size());
-  for (const auto& t : tensors) {
-    out.append(static_cast<const char*>(t.data_ptr()), static_cast<std::size_t>(t.numel()) * t.element_size());
-  }
-  return out;
-}
-
-Tree tree_from_bytes(const std::string& bytes) {
-  std::uint64_t n = 0;
-  if (bytes.size() < sizeof(n)) throw CorruptionError("a state received from another rank is truncated");
-  std::memcpy(&n, bytes.data(), sizeof(n));
-  if (bytes.size() - sizeof(n) < n) throw CorruptionError("a state received from another rank is truncated");
-  const json skeleton =
-      json::from_msgpack(bytes.begin() + sizeof(n), bytes.begin() + static_cast<std::ptrdiff_t>(sizeof(n) + n));
-  const char* data = bytes.data() + sizeof(n) + n;
-  const char* end = bytes.data() + bytes.size();
-  return tree_from_json(skeleton, [&](const json& entry) {
-    torch::Tensor t = torch::empty(entry[1].get<std::vector<int64_t>>(),
-                                   torch::TensorOptions().dtype(static_cast<c10::ScalarType>(entry[0].get<int>())));
-    const auto size = static_cast<std::size_t>(t.numel()) * t.element_size();
-    if (static_cast<std::size_t>(end - data) < size) throw CorruptionError("a state received from another rank is truncated");
-    std::memcpy(t.data_ptr(), data, size);
-    data += size;
-    return t;
-  });
-}
-
-std::vector<Tree> all_gather_trees(ProcessGroup& group, const Tree& tree, const std::string& what) {
-  std::vector<Tree> out;
-  for (const auto& bytes : group.all_gather_bytes(tree_to_bytes(tree), what)) out.push_back(tree_from_bytes(bytes));
-  return out;
 }
 
 }  // namespace kd::distributed

@@ -33,6 +33,7 @@
 #include <c10/core/Device.h>
 #include <torch/types.h>
 
+#include "trainer/distributed/launch.h"
 #include "trainer/tree/tree.h"
 
 namespace kd::config {
@@ -61,8 +62,8 @@ struct Options {
   std::chrono::milliseconds timeout{300'000};
   int64_t bucket_bytes = 25 << 20;
 
-  // The experiment's `distributed:` section (null: the defaults).
-  static Options from_config(const config::Node* node);
+  // The experiment's `distributed:` section (config::Node::section).
+  static Options from_config(const config::Node& node);
 };
 
 // A c10d process group (Gloo or NCCL) with kd's error handling: every collective waits at most

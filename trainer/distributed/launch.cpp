@@ -77,7 +77,8 @@ std::string describe_exit(const Rank& rank) {
 // it, no descriptor leaks, and the launcher's signal dispositions come back.
 struct Job {
   std::vector<Rank> ranks;
-  struct sigaction old_int {}, old_term {}, old_hup {}, old_chld {};
+  struct sigaction old_int {
+  }, old_term{}, old_hup{}, old_chld{};
 
   Job() {
     struct sigaction action {};
@@ -129,7 +130,8 @@ void forward(Stream& s, const std::string& prefix, bool flush_all) {
 
 int launch(const LaunchOptions& options) {
   if (options.nproc < 1) throw ConfigError("--nproc must be >= 1, got " + std::to_string(options.nproc));
-  if (options.args.empty()) throw ConfigError("kd launch needs the kd command to run, e.g. kd launch --nproc=2 -- train --cfg=FILE");
+  if (options.args.empty())
+    throw ConfigError("kd launch needs the kd command to run, e.g. kd launch --nproc=2 -- train --cfg=FILE");
   const std::string program = options.program.empty() ? self_executable() : options.program;
   const int port = options.master_port > 0 ? options.master_port : free_port();
 
@@ -140,7 +142,8 @@ int launch(const LaunchOptions& options) {
   for (int r = 0; r < options.nproc; ++r) {
     auto& rank = ranks[static_cast<std::size_t>(r)];
     int out_pipe[2], err_pipe[2];
-    if (::pipe2(out_pipe, O_CLOEXEC) != 0) throw IOError(std::string("cannot create pipes for the ranks: ") + std::strerror(errno));
+    if (::pipe2(out_pipe, O_CLOEXEC) != 0)
+      throw IOError(std::string("cannot create pipes for the ranks: ") + std::strerror(errno));
     rank.streams[0] = {out_pipe[0], stdout, {}};
     if (::pipe2(err_pipe, O_CLOEXEC) != 0) {
       ::close(out_pipe[1]);

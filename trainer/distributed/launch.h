@@ -21,10 +21,10 @@ namespace kd::distributed {
 
 struct LaunchOptions {
   int nproc = 1;
-  std::string program;             // the kd binary to run (default: this executable)
-  std::vector<std::string> args;   // its arguments, e.g. {"train", "--cfg=..."}
+  std::string program;            // the kd binary to run (default: this executable)
+  std::vector<std::string> args;  // its arguments, e.g. {"train", "--cfg=..."}
   std::string master_addr = "127.0.0.1";
-  int master_port = 0;             // 0: a free port
+  int master_port = 0;  // 0: a free port
   std::chrono::milliseconds grace{30'000};
 };
 

@@ -13,7 +13,8 @@ Evaluator::Evaluator(std::string name, const config::Node& o, int64_t seed,
                      const std::shared_ptr<const train::Auxiliaries>& train_auxiliaries, int64_t num_shards,
                      int64_t shard_index)
     : name_(std::move(name)) {
-  if (name_ == "train") throw ConfigError(o.where() + ": an eval may not be called \"train\" (that collection is the training one)");
+  if (name_ == "train")
+    throw ConfigError(o.where() + ": an eval may not be called \"train\" (that collection is the training one)");
   data::PipelineOptions defaults;
   defaults.shuffle = false;
   defaults.drop_remainder = false;
@@ -30,8 +31,8 @@ Evaluator::Evaluator(std::string name, const config::Node& o, int64_t seed,
   }
   const auto losses = o.find("losses"), metrics = o.find("metrics"), summaries = o.find("summaries");
   if (losses || metrics || summaries) {
-    auxiliaries_ = std::make_shared<train::Auxiliaries>(train::build_auxiliaries(
-        losses ? &*losses : nullptr, metrics ? &*metrics : nullptr, summaries ? &*summaries : nullptr));
+    auxiliaries_ = std::make_shared<train::Auxiliaries>(
+        train::build_auxiliaries(o.section("losses"), o.section("metrics"), o.section("summaries")));
   } else {
     auxiliaries_ = train_auxiliaries;
   }
@@ -54,8 +55,7 @@ train::AuxiliariesState Evaluator::evaluate(train::TrainStep& step, const train:
     ++batches;
     // A shard's slice of a last batch smaller than the number of shards may be empty.
     if (batch->is_dict() && !batch->empty() && data::num_examples(*batch, name_) == 0) continue;
-    const Tree on_device = batch->map([&](const torch::Tensor& t) { return t.to(device, /*non_blocking=*/true); });
-    merged = merge(merged, step.eval_step(state, on_device, auxiliaries_));
+    merged = merge(merged, step.eval_step(state, data::to_device(*batch, device), auxiliaries_));
   }
   return merged;
 }

@@ -43,8 +43,7 @@ class Evaluator {
 
   // One evaluation: the merged state over the dataset (or num_batches of it), or over this
   // shard's slices of it.
-  train::AuxiliariesState evaluate(train::TrainStep& step, const train::TrainState& state,
-                                   const c10::Device& device);
+  train::AuxiliariesState evaluate(train::TrainStep& step, const train::TrainState& state, const c10::Device& device);
 
  private:
   std::string name_;

@@ -5,7 +5,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
+#include <cstdint>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -56,7 +58,8 @@ class PosixFileSystem : public FileSystem {
       ~Closer() { ::close(fd); }
     } closer{fd};
     struct stat st {};
-    if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) throw IOError("reading \"" + path + "\" failed: not a regular file");
+    if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode))
+      throw IOError("reading \"" + path + "\" failed: not a regular file");
     std::string out;
     try {
       if (st.st_size > 0) out.reserve(static_cast<std::size_t>(st.st_size));
@@ -71,7 +74,8 @@ class PosixFileSystem : public FileSystem {
         out.append(buffer, static_cast<std::size_t>(n));
       }
     } catch (const std::bad_alloc&) {
-      throw IOError("reading \"" + path + "\" failed: its " + std::to_string(st.st_size) + " bytes do not fit in memory");
+      throw IOError("reading \"" + path + "\" failed: its " + std::to_string(st.st_size) +
+                    " bytes do not fit in memory");
     }
     return out;
   }
@@ -132,8 +136,9 @@ namespace {
 // Writes `data` to a temporary beside `path` and publishes it with `publish(tmp, path)`.
 template <typename Publish>
 void write_then_publish(FileSystem& fs, const std::string& path, std::string_view data, Publish&& publish) {
-  // The process id keeps two processes writing the same file apart.
-  const std::string tmp = path + ".tmp." + std::to_string(::getpid());
+  // The process id and a count keep two processes, or two threads, writing one file apart.
+  static std::atomic<uint64_t> count{0};
+  const std::string tmp = path + ".tmp." + std::to_string(::getpid()) + "." + std::to_string(count++);
   try {
     fs.write_file(tmp, data);
     publish(tmp, path);

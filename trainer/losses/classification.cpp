@@ -2,8 +2,8 @@
 #include <memory>
 
 #include "trainer/common/error.h"
-#include "trainer/losses/loss.h"
 #include "trainer/context/context.h"
+#include "trainer/losses/loss.h"
 
 namespace kd::losses {
 namespace {
@@ -12,9 +12,7 @@ namespace {
 class SoftmaxCrossEntropy : public Loss {
  public:
   explicit SoftmaxCrossEntropy(const config::Node& o)
-      : Loss(o),
-        logits_(key(o, "logits", "preds.logits")),
-        labels_(key(o, "labels", "batch.label")) {}
+      : Loss(o), logits_(key(o, "logits", "preds.logits")), labels_(key(o, "labels", "batch.label")) {}
 
   torch::Tensor values(const train::Context& ctx) const override {
     const torch::Tensor logits = read(ctx, logits_);
@@ -23,9 +21,8 @@ class SoftmaxCrossEntropy : public Loss {
       throw TypeError(
           "SoftmaxCrossEntropy needs logits [..., C] and labels of the same shape (one-hot "
           "or probabilities), but \"" +
-          logits_.str() + "\" is " + describe_tensor(logits) + " and \"" + labels_.str() +
-          "\" is " + describe_tensor(labels) +
-          " (integer labels: use SoftmaxCrossEntropyWithIntLabels)");
+          logits_.str() + "\" is " + describe_tensor(logits) + " and \"" + labels_.str() + "\" is " +
+          describe_tensor(labels) + " (integer labels: use SoftmaxCrossEntropyWithIntLabels)");
     }
     return -(labels.to(logits.scalar_type()) * torch::log_softmax(logits, -1)).sum(-1);
   }
@@ -38,9 +35,7 @@ class SoftmaxCrossEntropy : public Loss {
 class SoftmaxCrossEntropyWithIntLabels : public Loss {
  public:
   explicit SoftmaxCrossEntropyWithIntLabels(const config::Node& o)
-      : Loss(o),
-        logits_(key(o, "logits", "preds.logits")),
-        labels_(key(o, "labels", "batch.label")) {}
+      : Loss(o), logits_(key(o, "logits", "preds.logits")), labels_(key(o, "labels", "batch.label")) {}
 
   torch::Tensor values(const train::Context& ctx) const override {
     const torch::Tensor logits = read(ctx, logits_);
@@ -64,14 +59,13 @@ class SoftmaxCrossEntropyWithIntLabels : public Loss {
       throw TypeError("\"" + labels_.str() + "\" must hold integer class indices, but it is " +
                       describe_tensor(labels));
     }
-    if (logits.dim() >= 1 && labels.dim() == logits.dim() && labels.size(-1) == 1)
-      labels = labels.squeeze(-1);
+    if (logits.dim() >= 1 && labels.dim() == logits.dim() && labels.size(-1) == 1) labels = labels.squeeze(-1);
     if (logits.dim() == 0 || labels.sizes() != logits.sizes().slice(0, logits.dim() - 1)) {
       throw TypeError(
           "SoftmaxCrossEntropyWithIntLabels needs logits [..., C] and labels [...] or "
           "[..., 1], but \"" +
-          logits_.str() + "\" is " + describe_tensor(logits) + " and \"" + labels_.str() +
-          "\" is " + describe_tensor(labels));
+          logits_.str() + "\" is " + describe_tensor(logits) + " and \"" + labels_.str() + "\" is " +
+          describe_tensor(labels));
     }
     return labels.scalar_type() == torch::kLong ? labels : labels.to(torch::kLong);
   }
@@ -83,17 +77,14 @@ class SoftmaxCrossEntropyWithIntLabels : public Loss {
 class SigmoidBinaryCrossEntropy : public Loss {
  public:
   explicit SigmoidBinaryCrossEntropy(const config::Node& o)
-      : Loss(o),
-        logits_(key(o, "logits", "preds.logits")),
-        labels_(key(o, "labels", "batch.label")) {}
+      : Loss(o), logits_(key(o, "logits", "preds.logits")), labels_(key(o, "labels", "batch.label")) {}
 
   torch::Tensor values(const train::Context& ctx) const override {
     const torch::Tensor logits = read(ctx, logits_);
     const torch::Tensor labels = read(ctx, labels_).to(logits.scalar_type());
     if (labels.sizes() != logits.sizes()) {
-      throw TypeError("SigmoidBinaryCrossEntropy needs labels of the logits' shape, but \"" +
-                      logits_.str() + "\" is " + describe_tensor(logits) + " and \"" +
-                      labels_.str() + "\" is " + describe_tensor(labels));
+      throw TypeError("SigmoidBinaryCrossEntropy needs labels of the logits' shape, but \"" + logits_.str() + "\" is " +
+                      describe_tensor(logits) + " and \"" + labels_.str() + "\" is " + describe_tensor(labels));
     }
     // log_sigmoid is stable for large |logits|, unlike log(sigmoid(x)).
     return -(labels * torch::log_sigmoid(logits) + (1 - labels) * torch::log_sigmoid(-logits));
@@ -103,26 +94,18 @@ class SigmoidBinaryCrossEntropy : public Loss {
   Path logits_, labels_;
 };
 
-template <typename T>
-void add(config::Registry<Loss>& r, const std::string& name, std::string doc) {
-  r.add(
-      name, [](const config::Node& o) { return std::make_shared<T>(o); }, std::move(doc));
-}
-
 }  // namespace
 
 // Called once by registry() (registry.cpp).
 void add_classification_losses(config::Registry<Loss>& r) {
   const std::string common = ", mask, normalize_by=mask, weight=1";
-  add<SoftmaxCrossEntropy>(
-      r, "SoftmaxCrossEntropy",
-      "one-hot/probability labels: logits=preds.logits, labels=batch.label" + common);
-  add<SoftmaxCrossEntropyWithIntLabels>(
-      r, "SoftmaxCrossEntropyWithIntLabels",
+  r.add<SoftmaxCrossEntropy>("SoftmaxCrossEntropy",
+                             "one-hot/probability labels: logits=preds.logits, labels=batch.label" + common);
+  r.add<SoftmaxCrossEntropyWithIntLabels>(
+      "SoftmaxCrossEntropyWithIntLabels",
       "integer labels [B] or [B, 1]: logits=preds.logits, labels=batch.label" + common);
-  add<SigmoidBinaryCrossEntropy>(
-      r, "SigmoidBinaryCrossEntropy",
-      "labels in [0, 1]: logits=preds.logits, labels=batch.label" + common);
+  r.add<SigmoidBinaryCrossEntropy>("SigmoidBinaryCrossEntropy",
+                                   "labels in [0, 1]: logits=preds.logits, labels=batch.label" + common);
 }
 
 }  // namespace kd::losses

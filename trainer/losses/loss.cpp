@@ -1,13 +1,12 @@
 #include "trainer/losses/loss.h"
 
 #include "trainer/common/error.h"
-#include "trainer/metrics/states.h"
 #include "trainer/context/context.h"
+#include "trainer/metrics/states.h"
 
 namespace kd::losses {
 
-Loss::Loss(const config::Node& options)
-    : mask_(optional_key(options, "mask")) {
+Loss::Loss(const config::Node& options) : mask_(optional_key(options, "mask")) {
   if (auto w = options.find("weight"); w && !w->is_null()) {
     weight_ = optim::make_schedule(*w);
   } else {
@@ -19,8 +18,7 @@ Loss::Loss(const config::Node& options)
   } else if (normalize == "values") {
     normalize_by_ = NormalizeBy::kValues;
   } else {
-    throw ConfigError(options.where() + ": normalize_by must be \"mask\" or \"values\", got \"" +
-                      normalize + "\"");
+    throw ConfigError(options.where() + ": normalize_by must be \"mask\" or \"values\", got \"" + normalize + "\"");
   }
 }
 

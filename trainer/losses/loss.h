@@ -14,9 +14,9 @@
 #include <optional>
 
 #include "trainer/config/registry.h"
+#include "trainer/context/auxiliary.h"
 #include "trainer/metrics/states.h"
 #include "trainer/optim/schedules.h"
-#include "trainer/context/auxiliary.h"
 
 namespace kd::losses {
 

@@ -2,26 +2,24 @@
 #include <memory>
 
 #include "trainer/common/error.h"
-#include "trainer/losses/loss.h"
 #include "trainer/context/context.h"
+#include "trainer/losses/loss.h"
 
 namespace kd::losses {
 namespace {
 
 // Throws kd::TypeError when two tensors a loss compares cannot be compared element-wise.
-void check_same_shape(const torch::Tensor& preds, const torch::Tensor& targets, const Path& p,
-                      const Path& t) {
+void check_same_shape(const torch::Tensor& preds, const torch::Tensor& targets, const Path& p, const Path& t) {
   if (preds.sizes() != targets.sizes()) {
-    throw TypeError("\"" + p.str() + "\" is " + describe_tensor(preds) + " but \"" + t.str() +
-                    "\" is " + describe_tensor(targets) + ": the shapes must be equal");
+    throw TypeError("\"" + p.str() + "\" is " + describe_tensor(preds) + " but \"" + t.str() + "\" is " +
+                    describe_tensor(targets) + ": the shapes must be equal");
   }
 }
 
 // The base of losses comparing `preds` with `targets` element by element.
 class PairwiseLoss : public Loss {
  public:
-  explicit PairwiseLoss(const config::Node& o)
-      : Loss(o), preds_(key(o, "preds")), targets_(key(o, "targets")) {}
+  explicit PairwiseLoss(const config::Node& o) : Loss(o), preds_(key(o, "preds")), targets_(key(o, "targets")) {}
 
   torch::Tensor values(const train::Context& ctx) const override {
     const torch::Tensor preds = read(ctx, preds_);
@@ -31,8 +29,7 @@ class PairwiseLoss : public Loss {
   }
 
  protected:
-  virtual torch::Tensor elementwise(const torch::Tensor& preds,
-                                    const torch::Tensor& targets) const = 0;
+  virtual torch::Tensor elementwise(const torch::Tensor& preds, const torch::Tensor& targets) const = 0;
 
  private:
   Path preds_, targets_;
@@ -44,9 +41,7 @@ class L1 : public PairwiseLoss {
   using PairwiseLoss::PairwiseLoss;
 
  protected:
-  torch::Tensor elementwise(const torch::Tensor& p, const torch::Tensor& t) const override {
-    return (p - t).abs();
-  }
+  torch::Tensor elementwise(const torch::Tensor& p, const torch::Tensor& t) const override { return (p - t).abs(); }
 };
 
 // (preds - targets)^2, as Kauldron's L2 (no 1/2 factor).
@@ -55,17 +50,14 @@ class L2 : public PairwiseLoss {
   using PairwiseLoss::PairwiseLoss;
 
  protected:
-  torch::Tensor elementwise(const torch::Tensor& p, const torch::Tensor& t) const override {
-    return (p - t).square();
-  }
+  torch::Tensor elementwise(const torch::Tensor& p, const torch::Tensor& t) const override { return (p - t).square(); }
 };
 
 // optax.huber_loss: 0.5 x^2 for |x| <= delta, else delta (|x| - delta / 2).
 class Huber : public PairwiseLoss {
  public:
   explicit Huber(const config::Node& o) : PairwiseLoss(o), delta_(o.get_double("delta", 1.0)) {
-    if (!(delta_ > 0))
-      throw ConfigError(o.where() + ": delta must be > 0, got " + std::to_string(delta_));
+    if (!(delta_ > 0)) throw ConfigError(o.where() + ": delta must be > 0, got " + std::to_string(delta_));
   }
 
  protected:
@@ -93,9 +85,7 @@ class Value : public Loss {
 class AbsoluteValue : public Loss {
  public:
   explicit AbsoluteValue(const config::Node& o) : Loss(o), values_(key(o, "values")) {}
-  torch::Tensor values(const train::Context& ctx) const override {
-    return read(ctx, values_).abs();
-  }
+  torch::Tensor values(const train::Context& ctx) const override { return read(ctx, values_).abs(); }
 
  private:
   Path values_;
@@ -112,11 +102,9 @@ class NegativeCosineSimilarity : public Loss {
     const torch::Tensor preds = read(ctx, preds_);
     const torch::Tensor targets = read(ctx, targets_).to(preds.scalar_type());
     check_same_shape(preds, targets, preds_, targets_);
-    if (preds.dim() == 0)
-      throw TypeError("\"" + preds_.str() + "\" must have a last axis of vectors");
+    if (preds.dim() == 0) throw TypeError("\"" + preds_.str() + "\" must have a last axis of vectors");
     const torch::Tensor dot = (preds * targets).sum(-1);
-    const torch::Tensor norms =
-        preds.norm(2, {-1}).clamp_min(1e-8) * targets.norm(2, {-1}).clamp_min(1e-8);
+    const torch::Tensor norms = preds.norm(2, {-1}).clamp_min(1e-8) * targets.norm(2, {-1}).clamp_min(1e-8);
     return -(dot / norms);
   }
 
@@ -124,25 +112,18 @@ class NegativeCosineSimilarity : public Loss {
   Path preds_, targets_;
 };
 
-template <typename T>
-void add(config::Registry<Loss>& r, const std::string& name, std::string doc) {
-  r.add(
-      name, [](const config::Node& o) { return std::make_shared<T>(o); }, std::move(doc));
-}
-
 }  // namespace
 
 // Called once by registry() (registry.cpp).
 void add_regression_losses(config::Registry<Loss>& r) {
   const std::string common = ", mask, normalize_by=mask, weight=1";
-  add<L1>(r, "L1", "|preds - targets|: preds, targets" + common);
-  add<L2>(r, "L2", "(preds - targets)^2: preds, targets" + common);
-  add<Huber>(r, "Huber", "optax.huber_loss(preds - targets): preds, targets, delta=1" + common);
-  add<AbsoluteValue>(r, "AbsoluteValue", "|values|: values" + common);
-  add<Value>(r, "Value", "values as is: values" + common);
-  add<NegativeCosineSimilarity>(
-      r, "NegativeCosineSimilarity",
-      "-cos(preds, targets) along the last axis: preds, targets" + common);
+  r.add<L1>("L1", "|preds - targets|: preds, targets" + common);
+  r.add<L2>("L2", "(preds - targets)^2: preds, targets" + common);
+  r.add<Huber>("Huber", "optax.huber_loss(preds - targets): preds, targets, delta=1" + common);
+  r.add<AbsoluteValue>("AbsoluteValue", "|values|: values" + common);
+  r.add<Value>("Value", "values as is: values" + common);
+  r.add<NegativeCosineSimilarity>("NegativeCosineSimilarity",
+                                  "-cos(preds, targets) along the last axis: preds, targets" + common);
 }
 
 }  // namespace kd::losses

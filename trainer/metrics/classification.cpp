@@ -8,8 +8,8 @@
 #include <vector>
 
 #include "trainer/common/error.h"
-#include "trainer/metrics/metric.h"
 #include "trainer/context/context.h"
+#include "trainer/metrics/metric.h"
 
 namespace kd::metrics {
 namespace {
@@ -24,8 +24,8 @@ Tree hit_rate(const torch::Tensor& hits, const std::optional<Path>& mask_key, co
 }
 
 // Class indices [...] from labels that are indices [...] / [..., 1], or one-hot [..., C].
-torch::Tensor class_indices(const torch::Tensor& logits, const torch::Tensor& labels,
-                            const Path& logits_path, const Path& labels_path) {
+torch::Tensor class_indices(const torch::Tensor& logits, const torch::Tensor& labels, const Path& logits_path,
+                            const Path& labels_path) {
   torch::Tensor out = labels;
   if (logits.dim() >= 1 && out.dim() == logits.dim()) {
     if (out.sizes() == logits.sizes() && logits.size(-1) > 1) {
@@ -35,9 +35,9 @@ torch::Tensor class_indices(const torch::Tensor& logits, const torch::Tensor& la
     }
   }
   if (logits.dim() == 0 || out.sizes() != logits.sizes().slice(0, logits.dim() - 1)) {
-    throw TypeError("needs logits [..., C] and labels [...], [..., 1] or one-hot [..., C], but \"" +
-                    logits_path.str() + "\" is " + describe_tensor(logits) + " and \"" +
-                    labels_path.str() + "\" is " + describe_tensor(labels));
+    throw TypeError("needs logits [..., C] and labels [...], [..., 1] or one-hot [..., C], but \"" + logits_path.str() +
+                    "\" is " + describe_tensor(logits) + " and \"" + labels_path.str() + "\" is " +
+                    describe_tensor(labels));
   }
   return out.to(torch::kLong);
 }
@@ -65,7 +65,6 @@ class Accuracy : public LabeledMetric {
     const torch::Tensor labels = class_indices(logits, read(ctx, labels_), logits_, labels_);
     return hit_rate(logits.argmax(-1) == labels, mask_, ctx);
   }
-
 };
 
 // The fraction of elements where (logit > 0) == (label > 0.5).
@@ -77,13 +76,11 @@ class BinaryAccuracy : public LabeledMetric {
     const torch::Tensor logits = read(ctx, logits_).detach();
     const torch::Tensor labels = read(ctx, labels_);
     if (labels.numel() != logits.numel()) {
-      throw TypeError("BinaryAccuracy needs one label per logit, but \"" + logits_.str() +
-                      "\" is " + describe_tensor(logits) + " and \"" + labels_.str() + "\" is " +
-                      describe_tensor(labels));
+      throw TypeError("BinaryAccuracy needs one label per logit, but \"" + logits_.str() + "\" is " +
+                      describe_tensor(logits) + " and \"" + labels_.str() + "\" is " + describe_tensor(labels));
     }
     return hit_rate((logits > 0) == (labels.reshape(logits.sizes()).to(torch::kFloat) > 0.5), mask_, ctx);
   }
-
 };
 
 // Precision@1 with multi-hot labels: the fraction of examples whose arg-max class is positive.
@@ -95,15 +92,13 @@ class Precision1 : public LabeledMetric {
     const torch::Tensor logits = read(ctx, logits_).detach();
     const torch::Tensor labels = read(ctx, labels_);
     if (logits.dim() == 0 || labels.sizes() != logits.sizes()) {
-      throw TypeError(
-          "Precision1 needs logits [..., C] and multi-hot labels of the same shape, but \"" +
-          logits_.str() + "\" is " + describe_tensor(logits) + " and \"" + labels_.str() +
-          "\" is " + describe_tensor(labels));
+      throw TypeError("Precision1 needs logits [..., C] and multi-hot labels of the same shape, but \"" +
+                      logits_.str() + "\" is " + describe_tensor(logits) + " and \"" + labels_.str() + "\" is " +
+                      describe_tensor(labels));
     }
     const torch::Tensor top = logits.argmax(-1, /*keepdim=*/true);
     return hit_rate(labels.gather(-1, top).squeeze(-1).to(torch::kFloat) > 0, mask_, ctx);
   }
-
 };
 
 // The exact binary ROC AUC (Mann-Whitney U, ties counted as one half through average ranks), or
@@ -112,8 +107,7 @@ double binary_auc(const std::vector<double>& scores, const std::vector<bool>& po
   const std::size_t n = scores.size();
   std::vector<std::size_t> order(n);
   std::iota(order.begin(), order.end(), 0);
-  std::sort(order.begin(), order.end(),
-            [&](std::size_t a, std::size_t b) { return scores[a] < scores[b]; });
+  std::sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) { return scores[a] < scores[b]; });
   double rank_sum = 0;  // the sum of the (1-based, tie-averaged) ranks of the positives
   double num_pos = 0;
   for (std::size_t i = 0; i < n;) {
@@ -160,9 +154,8 @@ class RocAuc : public CollectingMetric {
     if (logits.dim() == 0) logits = logits.reshape({1});
     if (labels.dim() == 0) labels = labels.reshape({1});
     if (labels.size(0) != logits.size(0)) {
-      throw TypeError("RocAuc needs one label row per logit row, but \"" + logits_.str() +
-                      "\" is " + describe_tensor(logits) + " and \"" + labels_.str() + "\" is " +
-                      describe_tensor(labels));
+      throw TypeError("RocAuc needs one label row per logit row, but \"" + logits_.str() + "\" is " +
+                      describe_tensor(logits) + " and \"" + labels_.str() + "\" is " + describe_tensor(labels));
     }
     Tree state = Tree::dict({{"logits", logits}, {"labels", labels}});
     if (mask_) {
@@ -173,8 +166,7 @@ class RocAuc : public CollectingMetric {
   }
 
   Tree compute(const Tree& state) const override {
-    if (state.is_none())
-      return torch::full({}, std::numeric_limits<double>::quiet_NaN(), torch::kDouble);
+    if (state.is_none()) return torch::full({}, std::numeric_limits<double>::quiet_NaN(), torch::kDouble);
     torch::Tensor logits = state.at("logits").tensor().to(torch::kCPU, torch::kDouble);
     torch::Tensor labels = state.at("labels").tensor().to(torch::kCPU);
     if (const Tree* mask = state.find("mask")) {
@@ -234,25 +226,17 @@ class RocAuc : public CollectingMetric {
   std::optional<Path> mask_;
 };
 
-template <typename T>
-void add(config::Registry<Metric>& r, const std::string& name, std::string doc) {
-  r.add(
-      name, [](const config::Node& o) { return std::make_shared<T>(o); }, std::move(doc));
-}
-
 }  // namespace
 
 // Called once by registry() (registry.cpp).
 void add_classification_metrics(config::Registry<Metric>& r) {
-  add<Accuracy>(r, "Accuracy", "arg-max accuracy: logits=preds.logits, labels=batch.label, mask");
-  add<BinaryAccuracy>(
-      r, "BinaryAccuracy",
-      "(logit > 0) == (label > 0.5): logits=preds.logits, labels=batch.label, mask");
-  add<Precision1>(r, "Precision1",
-                  "precision@1, multi-hot labels: logits=preds.logits, labels=batch.label, mask");
-  add<RocAuc>(r, "RocAuc",
-              "exact ROC AUC, as Kauldron (one-vs-rest mean over the classes present, probabilities "
-              "renormalised over them; 0 with one class): logits=preds.logits, labels=batch.label, mask");
+  r.add<Accuracy>("Accuracy", "arg-max accuracy: logits=preds.logits, labels=batch.label, mask");
+  r.add<BinaryAccuracy>("BinaryAccuracy",
+                        "(logit > 0) == (label > 0.5): logits=preds.logits, labels=batch.label, mask");
+  r.add<Precision1>("Precision1", "precision@1, multi-hot labels: logits=preds.logits, labels=batch.label, mask");
+  r.add<RocAuc>("RocAuc",
+                "exact ROC AUC, as Kauldron (one-vs-rest mean over the classes present, probabilities "
+                "renormalised over them; 0 with one class): logits=preds.logits, labels=batch.label, mask");
 }
 
 }  // namespace kd::metrics

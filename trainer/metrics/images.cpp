@@ -4,19 +4,17 @@
 #include <vector>
 
 #include "trainer/common/error.h"
-#include "trainer/metrics/metric.h"
 #include "trainer/context/context.h"
+#include "trainer/metrics/metric.h"
 
 namespace kd::metrics {
 namespace {
 
-void check_pair(const torch::Tensor& pred, const torch::Tensor& target, const Path& p,
-                const Path& t, const char* metric) {
+void check_pair(const torch::Tensor& pred, const torch::Tensor& target, const Path& p, const Path& t,
+                const char* metric) {
   if (pred.sizes() != target.sizes() || pred.dim() < 1) {
-    throw TypeError(std::string(metric) +
-                    " needs pred and target images of the same shape [B, ...], but \"" + p.str() +
-                    "\" is " + describe_tensor(pred) + " and \"" + t.str() + "\" is " +
-                    describe_tensor(target));
+    throw TypeError(std::string(metric) + " needs pred and target images of the same shape [B, ...], but \"" + p.str() +
+                    "\" is " + describe_tensor(pred) + " and \"" + t.str() + "\" is " + describe_tensor(target));
   }
 }
 
@@ -25,9 +23,7 @@ void check_pair(const torch::Tensor& pred, const torch::Tensor& target, const Pa
 class Psnr : public AverageMetric {
  public:
   explicit Psnr(const config::Node& o)
-      : pred_(key(o, "pred")),
-        target_(key(o, "target")),
-        range_(o.get_double("dynamic_range", 1.0)) {
+      : pred_(key(o, "pred")), target_(key(o, "target")), range_(o.get_double("dynamic_range", 1.0)) {
     if (!(range_ > 0)) throw ConfigError(o.where() + ": dynamic_range must be > 0");
   }
 
@@ -39,8 +35,7 @@ class Psnr : public AverageMetric {
     const torch::Tensor diff = (pred.to(type) - target.to(type)).reshape({pred.size(0), -1});
     const torch::Tensor mse = diff.square().mean(1);
     const torch::Tensor psnr = 10.0 * torch::log10(range_ * range_ / mse);
-    return AverageState::make(
-        psnr.sum(), torch::scalar_tensor(static_cast<double>(pred.size(0)), psnr.options()));
+    return AverageState::make(psnr.sum(), torch::scalar_tensor(static_cast<double>(pred.size(0)), psnr.options()));
   }
 
  private:
@@ -65,8 +60,7 @@ class Ssim : public AverageMetric {
     if (filter_size_ < 1) throw ConfigError(o.where() + ": filter_size must be >= 1");
     if (!(filter_sigma_ > 0)) throw ConfigError(o.where() + ": filter_sigma must be > 0");
     // The normalized 1-D Gaussian; the 2-D window is its outer product (the filter is separable).
-    const torch::Tensor x =
-        torch::arange(filter_size_, torch::kDouble) - static_cast<double>(filter_size_ - 1) / 2.0;
+    const torch::Tensor x = torch::arange(filter_size_, torch::kDouble) - static_cast<double>(filter_size_ - 1) / 2.0;
     torch::Tensor g = torch::exp(-0.5 * (x / filter_sigma_).square());
     g = g / g.sum();
     window_ = torch::outer(g, g).to(torch::kFloat);
@@ -81,19 +75,16 @@ class Ssim : public AverageMetric {
       target = target.unsqueeze(-1);
     }
     if (pred.dim() != 4 || pred.size(1) < filter_size_ || pred.size(2) < filter_size_) {
-      throw TypeError("Ssim needs images [B, H, W, C] with H, W >= filter_size (" +
-                      std::to_string(filter_size_) + "), but \"" + pred_.str() + "\" is " +
-                      describe_tensor(pred));
+      throw TypeError("Ssim needs images [B, H, W, C] with H, W >= filter_size (" + std::to_string(filter_size_) +
+                      "), but \"" + pred_.str() + "\" is " + describe_tensor(pred));
     }
     const auto type = torch::promote_types(pred.scalar_type(), torch::kFloat);
     const int64_t c = pred.size(3);
     // [B, H, W, C] -> [B, C, H, W]; each channel filtered on its own (groups = C).
     const torch::Tensor x = pred.to(type).permute({0, 3, 1, 2}).contiguous();
     const torch::Tensor y = target.to(type).permute({0, 3, 1, 2}).contiguous();
-    const torch::Tensor weight = window_.to(x.device(), type)
-                                     .reshape({1, 1, filter_size_, filter_size_})
-                                     .expand({c, 1, -1, -1})
-                                     .contiguous();
+    const torch::Tensor weight =
+        window_.to(x.device(), type).reshape({1, 1, filter_size_, filter_size_}).expand({c, 1, -1, -1}).contiguous();
     const std::vector<int64_t> ones{1, 1}, zeros{0, 0};
     auto filter = [&](const torch::Tensor& t) {
       return torch::conv2d(t, weight, torch::Tensor(), ones, zeros, ones, c);
@@ -105,12 +96,11 @@ class Ssim : public AverageMetric {
     const torch::Tensor cov = filter(x * y) - mu_x * mu_y;
     const double c1 = (k1_ * range_) * (k1_ * range_);
     const double c2 = (k2_ * range_) * (k2_ * range_);
-    const torch::Tensor map = ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) /
-                              ((mu_x.square() + mu_y.square() + c1) * (var_x + var_y + c2));
+    const torch::Tensor map =
+        ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / ((mu_x.square() + mu_y.square() + c1) * (var_x + var_y + c2));
     const torch::Tensor per_image = map.reshape({map.size(0), -1}).mean(1);
-    return AverageState::make(
-        per_image.sum(),
-        torch::scalar_tensor(static_cast<double>(per_image.size(0)), per_image.options()));
+    return AverageState::make(per_image.sum(),
+                              torch::scalar_tensor(static_cast<double>(per_image.size(0)), per_image.options()));
   }
 
  private:
@@ -121,22 +111,14 @@ class Ssim : public AverageMetric {
   torch::Tensor window_;  // [filter_size, filter_size], sums to 1
 };
 
-template <typename T>
-void add(config::Registry<Metric>& r, const std::string& name, std::string doc) {
-  r.add(
-      name, [](const config::Node& o) { return std::make_shared<T>(o); }, std::move(doc));
-}
-
 }  // namespace
 
 // Called once by registry() (registry.cpp).
 void add_image_metrics(config::Registry<Metric>& r) {
-  add<Psnr>(r, "Psnr",
-            "peak signal-to-noise ratio in dB, mean over images: pred, target, dynamic_range=1");
-  add<Ssim>(
-      r, "Ssim",
-      "structural similarity, images [B, H, W, C]: pred, target, dynamic_range=1, filter_size=11, "
-      "filter_sigma=1.5, k1=0.01, k2=0.03");
+  r.add<Psnr>("Psnr", "peak signal-to-noise ratio in dB, mean over images: pred, target, dynamic_range=1");
+  r.add<Ssim>("Ssim",
+              "structural similarity, images [B, H, W, C]: pred, target, dynamic_range=1, filter_size=11, "
+              "filter_sigma=1.5, k1=0.01, k2=0.03");
 }
 
 }  // namespace kd::metrics

@@ -7,8 +7,8 @@
 #include <memory>
 
 #include "trainer/config/registry.h"
-#include "trainer/metrics/states.h"
 #include "trainer/context/auxiliary.h"
+#include "trainer/metrics/states.h"
 
 namespace kd::metrics {
 

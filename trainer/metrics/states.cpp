@@ -13,28 +13,25 @@ Tree concat_trees(const Tree& a, const Tree& b, const std::string& where) {
   if (a.is_tensor() && b.is_tensor()) return torch::cat({a.tensor(), b.tensor()}, 0);
   if (a.is_dict() && b.is_dict()) {
     if (a.keys() != b.keys()) {
-      throw Error("cannot merge collected states: at \"" + where + "\" the keys differ (" +
-                  a.describe() + " vs " + b.describe() + ")");
+      throw Error("cannot merge collected states: at \"" + where + "\" the keys differ (" + a.describe() + " vs " +
+                  b.describe() + ")");
     }
     Tree out = Tree::dict();
     for (std::size_t i = 0; i < a.size(); ++i) {
       const std::string& k = a.keys()[i];
-      out.insert(
-          k, concat_trees(a.children()[i], b.children()[i], where.empty() ? k : where + "." + k));
+      out.insert(k, concat_trees(a.children()[i], b.children()[i], where.empty() ? k : where + "." + k));
     }
     return out;
   }
   if (a.is_list() && b.is_list() && a.size() == b.size()) {
     Tree out = Tree::list();
     for (std::size_t i = 0; i < a.size(); ++i) {
-      out.push_back(
-          concat_trees(a.children()[i], b.children()[i], where + "[" + std::to_string(i) + "]"));
+      out.push_back(concat_trees(a.children()[i], b.children()[i], where + "[" + std::to_string(i) + "]"));
     }
     return out;
   }
-  throw Error("cannot merge collected states: at \"" + where + "\" one holds " + a.describe() +
-              " and the other " + b.describe() +
-              " (both must be trees of tensors of the same structure)");
+  throw Error("cannot merge collected states: at \"" + where + "\" one holds " + a.describe() + " and the other " +
+              b.describe() + " (both must be trees of tensors of the same structure)");
 }
 
 }  // namespace
@@ -107,9 +104,7 @@ Tree CollectingState::merge(const Tree& a, const Tree& b) {
 
 Tree CollectFirstState::merge(const Tree& a, const Tree& b, int64_t num) {
   const Tree merged = CollectingState::merge(a, b);
-  return merged.map([num](const torch::Tensor& t) {
-    return t.dim() > 0 && t.size(0) > num ? t.narrow(0, 0, num) : t;
-  });
+  return merged.map([num](const torch::Tensor& t) { return t.dim() > 0 && t.size(0) > num ? t.narrow(0, 0, num) : t; });
 }
 
 }  // namespace kd::metrics

@@ -5,8 +5,8 @@
 #include <vector>
 
 #include "trainer/common/error.h"
-#include "trainer/metrics/metric.h"
 #include "trainer/context/context.h"
+#include "trainer/metrics/metric.h"
 
 namespace kd::metrics {
 namespace {
@@ -105,18 +105,16 @@ class Std : public Metric {
 
   Tree get_state(const train::Context& ctx) const override {
     const torch::Tensor x = read(ctx, values_).detach().to(torch::kDouble);
-    return Tree::dict(
-        {{"sum", x.sum()},
-         {"sum_of_squares", x.square().sum()},
-         {"count", torch::scalar_tensor(static_cast<double>(x.numel()), x.options())}});
+    return Tree::dict({{"sum", x.sum()},
+                       {"sum_of_squares", x.square().sum()},
+                       {"count", torch::scalar_tensor(static_cast<double>(x.numel()), x.options())}});
   }
 
   Tree merge(const Tree& a, const Tree& b) const override {
     if (a.is_none()) return b;
     if (b.is_none()) return a;
     Tree out = Tree::dict();
-    for (const char* k : {"sum", "sum_of_squares", "count"})
-      out.insert(k, a.at(k).tensor() + b.at(k).tensor());
+    for (const char* k : {"sum", "sum_of_squares", "count"}) out.insert(k, a.at(k).tensor() + b.at(k).tensor());
     return out;
   }
 
@@ -135,20 +133,16 @@ class Std : public Metric {
 // The mean of tensor[..., index] (e.g. one coordinate of a prediction).
 class SingleDimension : public AverageMetric {
  public:
-  explicit SingleDimension(const config::Node& o)
-      : tensor_(key(o, "tensor")), index_(o.get_int("index")) {}
+  explicit SingleDimension(const config::Node& o) : tensor_(key(o, "tensor")), index_(o.get_int("index")) {}
 
   Tree get_state(const train::Context& ctx) const override {
     const torch::Tensor t = read(ctx, tensor_).detach();
     if (t.dim() == 0 || index_ >= t.size(-1) || index_ < -t.size(-1)) {
-      throw TypeError("SingleDimension: index " + std::to_string(index_) +
-                      " is out of range of the last axis of \"" + tensor_.str() + "\" (" +
-                      describe_tensor(t) + ")");
+      throw TypeError("SingleDimension: index " + std::to_string(index_) + " is out of range of the last axis of \"" +
+                      tensor_.str() + "\" (" + describe_tensor(t) + ")");
     }
-    const torch::Tensor x =
-        t.select(-1, index_).to(torch::promote_types(t.scalar_type(), torch::kFloat));
-    return AverageState::make(x.sum(),
-                              torch::scalar_tensor(static_cast<double>(x.numel()), x.options()));
+    const torch::Tensor x = t.select(-1, index_).to(torch::promote_types(t.scalar_type(), torch::kFloat));
+    return AverageState::make(x.sum(), torch::scalar_tensor(static_cast<double>(x.numel()), x.options()));
   }
 
  private:
@@ -156,22 +150,15 @@ class SingleDimension : public AverageMetric {
   int64_t index_;
 };
 
-template <typename T>
-void add(config::Registry<Metric>& r, const std::string& name, std::string doc) {
-  r.add(
-      name, [](const config::Node& o) { return std::make_shared<T>(o); }, std::move(doc));
-}
-
 }  // namespace
 
 // Called once by registry() (registry.cpp).
 void add_stats_metrics(config::Registry<Metric>& r) {
-  add<Norm>(
-      r, "Norm",
-      "mean norm over axis (default -1: per row; null: whole tensor; a tree: its global norm): "
-      "tensor, axis=-1, ord=2, mask, aggregation_type=average");
-  add<Std>(r, "Std", "standard deviation of all elements: values");
-  add<SingleDimension>(r, "SingleDimension", "mean of tensor[..., index]: tensor, index");
+  r.add<Norm>("Norm",
+              "mean norm over axis (default -1: per row; null: whole tensor; a tree: its global norm): "
+              "tensor, axis=-1, ord=2, mask, aggregation_type=average");
+  r.add<Std>("Std", "standard deviation of all elements: values");
+  r.add<SingleDimension>("SingleDimension", "mean of tensor[..., index]: tensor, index");
 }
 
 }  // namespace kd::metrics

@@ -6,8 +6,8 @@
 #include <vector>
 
 #include "trainer/common/error.h"
-#include "trainer/metrics/metric.h"
 #include "trainer/context/context.h"
+#include "trainer/metrics/metric.h"
 
 namespace kd::metrics {
 namespace {
@@ -19,17 +19,14 @@ MetricPtr create_inner(const config::Node& o) {
                       "{type: Norm, tensor: grads}");
   }
   const config::Node inner = o.child("metric");
-  if (!inner.is_map())
-    throw ConfigError(inner.where() + ": \"metric\" must be a map with a \"type\"");
+  if (!inner.is_map()) throw ConfigError(inner.where() + ": \"metric\" must be a map with a \"type\"");
   return registry().create(inner);
 }
 
 // A copy of `ctx` whose value at `path` is `value` (the field's tree rebuilt along the path).
 train::Context with_value(const train::Context& ctx, const Path& path, const Tree& value) {
-  if (path.empty() || path.front().kind != PathSegment::Kind::kKey ||
-      ctx.field(path.front().key) == nullptr) {
-    throw ConfigError("cannot map over \"" + path.str() +
-                      "\": the path must start with a tree field of the context");
+  if (path.empty() || path.front().kind != PathSegment::Kind::kKey || ctx.field(path.front().key) == nullptr) {
+    throw ConfigError("cannot map over \"" + path.str() + "\": the path must start with a tree field of the context");
   }
   train::Context out = ctx;
   // `field` returns a pointer into `out`, which is ours to change.
@@ -43,8 +40,7 @@ train::Context with_value(const train::Context& ctx, const Path& path, const Tre
 Path as_keys(const Path& path) {
   std::vector<PathSegment> segments;
   for (const auto& s : path.segments()) {
-    segments.push_back(
-        s.kind == PathSegment::Kind::kIndex ? PathSegment::make_key(std::to_string(s.index)) : s);
+    segments.push_back(s.kind == PathSegment::Kind::kIndex ? PathSegment::make_key(std::to_string(s.index)) : s);
   }
   return Path(std::move(segments));
 }
@@ -89,8 +85,7 @@ class TreeMap : public PerLeaf {
 
   Tree get_state(const train::Context& ctx) const override {
     Tree state = Tree::dict();
-    for (auto& [path, leaf_state] : leaf_states(ctx))
-      state.insert(as_keys(path).str(), std::move(leaf_state));
+    for (auto& [path, leaf_state] : leaf_states(ctx)) state.insert(as_keys(path).str(), std::move(leaf_state));
     return state;
   }
 
@@ -127,8 +122,7 @@ class TreeReduce : public PerLeaf {
 
   Tree get_state(const train::Context& ctx) const override {
     Tree state;
-    for (const auto& [path, leaf_state] : leaf_states(ctx))
-      state = inner_->merge(state, leaf_state);
+    for (const auto& [path, leaf_state] : leaf_states(ctx)) state = inner_->merge(state, leaf_state);
     return state;
   }
   Tree merge(const Tree& a, const Tree& b) const override { return inner_->merge(a, b); }
@@ -154,9 +148,7 @@ class SkipIfMissing : public Metric {
     if (b.is_none()) return a;
     return inner_->merge(a, b);
   }
-  Tree compute(const Tree& state) const override {
-    return state.is_none() ? Tree() : inner_->compute(state);
-  }
+  Tree compute(const Tree& state) const override { return state.is_none() ? Tree() : inner_->compute(state); }
 
  private:
   // A glob key is present when the part before its first glob is.
@@ -170,21 +162,13 @@ class SkipIfMissing : public Metric {
   MetricPtr inner_;
 };
 
-template <typename T>
-void add(config::Registry<Metric>& r, const std::string& name, std::string doc) {
-  r.add(
-      name, [](const config::Node& o) { return std::make_shared<T>(o); }, std::move(doc));
-}
-
 }  // namespace
 
 // Called once by registry() (registry.cpp).
 void add_wrapper_metrics(config::Registry<Metric>& r) {
-  add<TreeMap>(r, "TreeMap", "the inner metric on each leaf of a tree, a value per leaf: metric");
-  add<TreeReduce>(r, "TreeReduce",
-                  "the inner metric on each leaf of a tree, merged into one value: metric");
-  add<SkipIfMissing>(r, "SkipIfMissing",
-                     "the inner metric, skipped on steps missing one of its keys: metric");
+  r.add<TreeMap>("TreeMap", "the inner metric on each leaf of a tree, a value per leaf: metric");
+  r.add<TreeReduce>("TreeReduce", "the inner metric on each leaf of a tree, merged into one value: metric");
+  r.add<SkipIfMissing>("SkipIfMissing", "the inner metric, skipped on steps missing one of its keys: metric");
 }
 
 }  // namespace kd::metrics

@@ -12,7 +12,7 @@
 #include <torch/nn/modules/pooling.h>
 
 #include "trainer/common/error.h"
-#include "trainer/models/builtins.h"
+#include "trainer/models/builtins_internal.h"
 
 namespace kd::models {
 namespace {
@@ -71,8 +71,10 @@ class Cnn : public Model {
 }  // namespace
 
 void detail::register_cnn(config::Registry<Model>& r) {
-  r.add("CNN", [](const config::Node& o) { return std::make_shared<Cnn>(o); },
-        "input_shape [H, W, C], channels=[32, 64], kernel_size=3, hidden_size=0, output_size, dropout=0, output_key=logits");
+  r.add(
+      "CNN", [](const config::Node& o) { return std::make_shared<Cnn>(o); },
+      "input_shape [H, W, C], channels=[32, 64], kernel_size=3, hidden_size=0, output_size, dropout=0, "
+      "output_key=logits");
 }
 
 }  // namespace kd::models

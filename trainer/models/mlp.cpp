@@ -8,7 +8,7 @@
 #include <torch/nn/modules/linear.h>
 
 #include "trainer/common/error.h"
-#include "trainer/models/builtins.h"
+#include "trainer/models/builtins_internal.h"
 
 namespace kd::models {
 namespace {
@@ -56,8 +56,10 @@ class Mlp : public Model {
 }  // namespace
 
 void detail::register_mlp(config::Registry<Model>& r) {
-  r.add("MLP", [](const config::Node& o) { return std::make_shared<Mlp>(o); },
-        "input_size, hidden_sizes=[], output_size, activation=relu, dropout=0, output_key=logits, inputs={x: batch.image}");
+  r.add(
+      "MLP", [](const config::Node& o) { return std::make_shared<Mlp>(o); },
+      "input_size, hidden_sizes=[], output_size, activation=relu, dropout=0, output_key=logits, inputs={x: "
+      "batch.image}");
 }
 
 }  // namespace kd::models

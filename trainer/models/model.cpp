@@ -11,11 +11,11 @@ thread_local IntermsRecorder* current_recorder = nullptr;
 
 }  // namespace
 
-Model::Model(const config::Node& options,
-             std::vector<std::pair<std::string, std::string>> default_inputs) {
+Model::Model(const config::Node& options, std::vector<std::pair<std::string, std::string>> default_inputs) {
   const auto given = options.find("inputs");
   if (given && !given->is_null() && !given->is_map()) {
-    throw ConfigError(given->where() + ": model inputs must be a map of argument -> path, e.g. "
+    throw ConfigError(given->where() +
+                      ": model inputs must be a map of argument -> path, e.g. "
                       "{x: batch.image}");
   }
   for (auto& [name, default_path] : default_inputs) {
@@ -55,8 +55,7 @@ IntermsRecorder::~IntermsRecorder() { current_recorder = previous_; }
 
 IntermsRecorder* IntermsRecorder::current() { return current_recorder; }
 
-void IntermsRecorder::record(const torch::nn::Module* module, const std::string& name,
-                             const torch::Tensor& value) {
+void IntermsRecorder::record(const torch::nn::Module* module, const std::string& name, const torch::Tensor& value) {
   for (const auto& [m, path] : paths_) {
     if (m == module) {
       interms_ = interms_.set(path.key(name), value);

@@ -1,17 +1,14 @@
-#include "trainer/models/builtins.h"
+#include "trainer/models/builtins_internal.h"
 
 namespace kd::models {
 
 config::Registry<Model>& registry() {
-  static config::Registry<Model>* registry = [] {
-    auto* r = new config::Registry<Model>("model");
-    detail::register_mlp(*r);
-    detail::register_cnn(*r);
-    detail::register_transformer(*r);
-    detail::register_torchscript(*r);
-    return r;
-  }();
-  return *registry;
+  return config::Registry<Model>::built_once("model", [](config::Registry<Model>& r) {
+    detail::register_mlp(r);
+    detail::register_cnn(r);
+    detail::register_transformer(r);
+    detail::register_torchscript(r);
+  });
 }
 
 }  // namespace kd::models

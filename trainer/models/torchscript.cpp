@@ -7,7 +7,7 @@
 #include <torch/script.h>
 
 #include "trainer/common/error.h"
-#include "trainer/models/builtins.h"
+#include "trainer/models/builtins_internal.h"
 
 namespace kd::models {
 namespace {
@@ -99,8 +99,9 @@ class TorchScript : public Model {
 }  // namespace
 
 void detail::register_torchscript(config::Registry<Model>& r) {
-  r.add("TorchScript", [](const config::Node& o) { return std::make_shared<TorchScript>(o); },
-        "path, inputs={x: batch.image}, output_key=logits");
+  r.add(
+      "TorchScript", [](const config::Node& o) { return std::make_shared<TorchScript>(o); },
+      "path, inputs={x: batch.image}, output_key=logits");
 }
 
 }  // namespace kd::models

@@ -15,7 +15,7 @@
 #include <torch/nn/modules/transformerlayer.h>
 
 #include "trainer/common/error.h"
-#include "trainer/models/builtins.h"
+#include "trainer/models/builtins_internal.h"
 
 namespace kd::models {
 namespace {
@@ -39,8 +39,8 @@ class Transformer : public Model {
     const int64_t output_size = o.get_int_in("output_size", std::nullopt, 1, kMaxSize);
     const std::string pooling = o.get_string("pooling", "mean");
     if (d_model % heads != 0) {
-      throw ConfigError(o.where() + ": d_model (" + std::to_string(d_model) +
-                        ") must be divisible by num_heads (" + std::to_string(heads) + ")");
+      throw ConfigError(o.where() + ": d_model (" + std::to_string(d_model) + ") must be divisible by num_heads (" +
+                        std::to_string(heads) + ")");
     }
     if ((vocab > 0) == (input_size > 0)) {
       throw ConfigError(o.where() + ": set exactly one of vocab_size (token inputs) and input_size (feature inputs)");
@@ -129,9 +129,10 @@ class Transformer : public Model {
 }  // namespace
 
 void detail::register_transformer(config::Registry<Model>& r) {
-  r.add("Transformer", [](const config::Node& o) { return std::make_shared<Transformer>(o); },
-        "vocab_size | input_size, d_model=64, num_heads=4, num_layers=2, num_decoder_layers=0, "
-        "dim_feedforward=4*d_model, dropout=0.1, max_length=512, output_size, pooling=mean|none");
+  r.add(
+      "Transformer", [](const config::Node& o) { return std::make_shared<Transformer>(o); },
+      "vocab_size | input_size, d_model=64, num_heads=4, num_layers=2, num_decoder_layers=0, "
+      "dim_feedforward=4*d_model, dropout=0.1, max_length=512, output_size, pooling=mean|none");
 }
 
 }  // namespace kd::models

@@ -1,9 +1,9 @@
 #include "trainer/optim/optimizer.h"
 
+#include <cmath>
+#include <limits>
 #include <set>
 #include <sstream>
-#include <limits>
-#include <cmath>
 
 #include <torch/nn/module.h>
 #include <torch/nn/utils/clip_grad.h>
@@ -97,11 +97,11 @@ std::unique_ptr<torch::optim::Optimizer> make_optimizer(const std::string& type,
                                                  as(static_cast<const torch::optim::AdamWOptions*>(&defaults)));
   }
   if (type == "rmsprop") {
-    return std::make_unique<torch::optim::RMSprop>(
-        std::move(groups), as(static_cast<const torch::optim::RMSpropOptions*>(&defaults)));
+    return std::make_unique<torch::optim::RMSprop>(std::move(groups),
+                                                   as(static_cast<const torch::optim::RMSpropOptions*>(&defaults)));
   }
-  return std::make_unique<torch::optim::Adagrad>(
-      std::move(groups), as(static_cast<const torch::optim::AdagradOptions*>(&defaults)));
+  return std::make_unique<torch::optim::Adagrad>(std::move(groups),
+                                                 as(static_cast<const torch::optim::AdagradOptions*>(&defaults)));
 }
 
 // The names ("params.a.b") of the parameters matched by any of the globs.
@@ -172,8 +172,7 @@ void initialize_state(torch::optim::Optimizer& optimizer, const std::string& typ
 
 }  // namespace
 
-Optimizer::Optimizer(const config::Node& o, torch::nn::Module& model)
-    : model_(model), type_(o.get_string("type")) {
+Optimizer::Optimizer(const config::Node& o, torch::nn::Module& model) : model_(model), type_(o.get_string("type")) {
   std::unique_ptr<OptimizerOptions> defaults = make_options(type_, o);
   if (auto lr = o.find("learning_rate"); lr && !lr->is_null()) {
     learning_rate_ = make_schedule(*lr);

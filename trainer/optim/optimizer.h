@@ -28,7 +28,6 @@
 #include "trainer/optim/schedules.h"
 #include "trainer/tree/tree.h"
 
-
 namespace kd::optim {
 
 class Optimizer {
@@ -66,7 +65,7 @@ class Optimizer {
   double ema_decay_ = 0;  // 0: off
   Tree ema_params_;
   std::vector<torch::Tensor> ema_tensors_;  // the leaves of ema_params_, in params_' order
-  std::vector<torch::Tensor> params_;  // in model order, for clipping and EMA
+  std::vector<torch::Tensor> params_;       // in model order, for clipping and EMA
 };
 
 }  // namespace kd::optim

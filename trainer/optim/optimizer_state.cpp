@@ -49,12 +49,13 @@ Tree param_state_tree(const torch::optim::OptimizerParamState& state, const std:
 }
 
 // The tensor `name` of a parameter's state: nullopt when absent; it must fit the parameter.
-std::optional<torch::Tensor> field(const Tree& state, const char* name, const torch::Tensor& param, const std::string& where) {
+std::optional<torch::Tensor> field(const Tree& state, const char* name, const torch::Tensor& param,
+                                   const std::string& where) {
   const Tree* t = state.find(name);
   if (t == nullptr || t->is_none()) return std::nullopt;
   if (!t->is_tensor() || t->tensor().sizes() != param.sizes() || t->tensor().scalar_type() != param.scalar_type()) {
-    throw CorruptionError("the optimizer state " + where + "." + name + " is " + t->describe() + ", but the parameter is " +
-                          describe_tensor(param));
+    throw CorruptionError("the optimizer state " + where + "." + name + " is " + t->describe() +
+                          ", but the parameter is " + describe_tensor(param));
   }
   return t->tensor().detach().clone().to(param.device());
 }
@@ -62,12 +63,14 @@ std::optional<torch::Tensor> field(const Tree& state, const char* name, const to
 int64_t step_of(const Tree& state, const std::string& where) {
   const Tree* t = state.find("step");
   if (t == nullptr) return 0;
-  if (t->kind() != Tree::Kind::kInt || t->to_int() < 0) throw CorruptionError("the optimizer state " + where + ".step is not a count");
+  if (t->kind() != Tree::Kind::kInt || t->to_int() < 0)
+    throw CorruptionError("the optimizer state " + where + ".step is not a count");
   return t->to_int();
 }
 
-std::unique_ptr<torch::optim::OptimizerParamState> make_param_state(const torch::optim::Optimizer& optimizer, const Tree& s,
-                                                                    const torch::Tensor& p, const std::string& where) {
+std::unique_ptr<torch::optim::OptimizerParamState> make_param_state(const torch::optim::Optimizer& optimizer,
+                                                                    const Tree& s, const torch::Tensor& p,
+                                                                    const std::string& where) {
   using namespace torch::optim;
   const auto set_adam = [&](auto state) {
     state->step(step_of(s, where));
@@ -118,7 +121,8 @@ void load_optimizer_state(torch::optim::Optimizer& optimizer, const torch::nn::M
       const std::optional<Tree> s = state.try_get(Path::from_dotted(item.key()));
       if (!s) continue;
       if (!s->is_dict()) throw CorruptionError("the optimizer state of " + item.key() + " is not a dict of fields");
-      states[compat::optimizer_state_key<StateMap>(item.value())] = make_param_state(optimizer, *s, item.value(), item.key());
+      states[compat::optimizer_state_key<StateMap>(item.value())] =
+          make_param_state(optimizer, *s, item.value(), item.key());
       ++loaded;
     }
     // Every entry is a parameter's.
@@ -127,7 +131,8 @@ void load_optimizer_state(torch::optim::Optimizer& optimizer, const torch::nn::M
     for (const auto& [path, leaf] : state.flatten_paths()) {
       const std::string key = path.str();
       const std::string param = key.substr(0, key.rfind('.'));
-      if (!names.count(param)) throw CorruptionError("the optimizer state " + key + " is for no parameter of the model");
+      if (!names.count(param))
+        throw CorruptionError("the optimizer state " + key + " is for no parameter of the model");
     }
     (void)loaded;
   } catch (...) {

@@ -8,7 +8,6 @@
 
 #include "trainer/tree/tree.h"
 
-
 namespace kd::optim {
 
 // One entry per parameter of `module` that has optimizer state (none before the first step).

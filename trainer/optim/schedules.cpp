@@ -45,9 +45,7 @@ double cosine(double from, double to, double t) {
 class CosineDecay : public Schedule {
  public:
   explicit CosineDecay(const config::Node& o)
-      : init_(o.get_double("init_value")),
-        steps_(o.get_int("decay_steps")),
-        alpha_(o.get_double("alpha", 0.0)) {
+      : init_(o.get_double("init_value")), steps_(o.get_int("decay_steps")), alpha_(o.get_double("alpha", 0.0)) {
     if (steps_ <= 0) throw ConfigError(o.where() + ": decay_steps must be > 0");
   }
   double operator()(int64_t step) const override {
@@ -71,8 +69,8 @@ class WarmupCosineDecay : public Schedule {
         decay_(o.get_int("decay_steps")),
         end_(o.get_double("end_value", 0.0)) {
     if (warmup_ < 0 || decay_ <= warmup_) {
-      throw ConfigError(o.where() + ": need 0 <= warmup_steps < decay_steps, got " + std::to_string(warmup_) +
-                        " and " + std::to_string(decay_));
+      throw ConfigError(o.where() + ": need 0 <= warmup_steps < decay_steps, got " + std::to_string(warmup_) + " and " +
+                        std::to_string(decay_));
     }
   }
   double operator()(int64_t step) const override {
@@ -141,28 +139,19 @@ class PiecewiseConstant : public Schedule {
   std::vector<double> scales_;
 };
 
-template <typename T>
-void add(config::Registry<Schedule>& r, const char* name, const char* doc) {
-  r.add(name, [](const config::Node& o) { return std::make_shared<T>(o); }, doc);
-}
-
 }  // namespace
 
 config::Registry<Schedule>& schedule_registry() {
-  static config::Registry<Schedule>* registry = [] {
-    auto* r = new config::Registry<Schedule>("schedule");
-    r->add("Constant", [](const config::Node& o) { return std::make_shared<Constant>(o.get_double("value")); },
-           "value");
-    add<Linear>(*r, "Linear", "init_value, end_value, transition_steps, transition_begin=0");
-    add<CosineDecay>(*r, "CosineDecay", "init_value, decay_steps, alpha=0");
-    add<WarmupCosineDecay>(*r, "WarmupCosineDecay",
-                           "init_value=0, peak_value, warmup_steps, decay_steps, end_value=0");
-    add<ExponentialDecay>(*r, "ExponentialDecay",
-                          "init_value, transition_steps, decay_rate, transition_begin=0, staircase=false, end_value");
-    add<PiecewiseConstant>(*r, "PiecewiseConstant", "init_value, boundaries, scales");
-    return r;
-  }();
-  return *registry;
+  return config::Registry<Schedule>::built_once("schedule", [](config::Registry<Schedule>& r) {
+    r.add(
+        "Constant", [](const config::Node& o) { return std::make_shared<Constant>(o.get_double("value")); }, "value");
+    r.add<Linear>("Linear", "init_value, end_value, transition_steps, transition_begin=0");
+    r.add<CosineDecay>("CosineDecay", "init_value, decay_steps, alpha=0");
+    r.add<WarmupCosineDecay>("WarmupCosineDecay", "init_value=0, peak_value, warmup_steps, decay_steps, end_value=0");
+    r.add<ExponentialDecay>("ExponentialDecay",
+                            "init_value, transition_steps, decay_rate, transition_begin=0, staircase=false, end_value");
+    r.add<PiecewiseConstant>("PiecewiseConstant", "init_value, boundaries, scales");
+  });
 }
 
 SchedulePtr constant_schedule(double value) { return std::make_shared<Constant>(value); }

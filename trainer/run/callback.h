@@ -1,9 +1,7 @@
 // kd::train::Callback: user code that runs at points of the training loop. Callbacks are
 // registered and configured like any component:
 //
-//   kd::train::callback_registry().add("PrintLoss", [](const kd::config::Node& o) {
-//     return std::make_shared<PrintLoss>(o);
-//   });
+//   kd::train::callback_registry().add<PrintLoss>("PrintLoss");  // PrintLoss(const config::Node&)
 //   # YAML:  callbacks: {print: {type: PrintLoss, every: 100}}
 //
 // In a data-parallel job callbacks run on every rank, with the same (global) losses and

@@ -1,4 +1,4 @@
-#include "trainer/run/progress.h"
+#include "trainer/run/progress_internal.h"
 
 #include <sys/ioctl.h>
 #include <unistd.h>
@@ -8,12 +8,13 @@
 #include <fmt/format.h>
 
 namespace kd::train {
-namespace {
 
 std::string format_duration(double seconds) {
   const auto s = static_cast<int64_t>(seconds);
   return fmt::format("{}:{:02}:{:02}", s / 3600, (s / 60) % 60, s % 60);
 }
+
+namespace {
 
 int terminal_columns() {
   winsize w{};

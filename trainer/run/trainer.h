@@ -6,14 +6,12 @@
 //   kd::train::Trainer trainer(cfg);
 //   trainer.train();
 //
-// Experiment keys: seed, workdir, num_train_steps, stop_after_steps, log_metrics_every,
-// log_summaries_every, train_ds, model, train_losses, train_metrics, train_summaries,
-// optimizer, schedules, checkpointer, evals, writer, callbacks, init_transform, nan_policy,
-// allow_config_change, device, num_threads, distributed (see README).
+// The experiment's top-level keys are TrainerOptions' (trainer_options.h); the components read
+// their own sections (see README).
 //
 // Data-parallel: started with the torchrun variables set (by torchrun, srun, a PyTorchJob or
 // `kd launch`), every rank builds the same Trainer; rank 0 alone writes the workdir, the others
-// read its checkpoints. See trainer/distributed/distributed.h.
+// read its checkpoints (data_parallel.h).
 //
 // A workdir that holds checkpoints is resumed from the newest valid one; SIGINT/SIGTERM finish
 // the current step, save a checkpoint and return (a second signal exits at once).
@@ -24,17 +22,16 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
-#include <c10/core/Device.h>
-
 #include "trainer/config/node.h"
-#include "trainer/optim/schedules.h"
-#include "trainer/step/auxiliaries.h"
-#include "trainer/run/callback.h"
+#include "trainer/context/auxiliaries_state.h"
 #include "trainer/context/context.h"
-#include "trainer/run/progress.h"
 #include "trainer/context/train_state.h"
+#include "trainer/optim/schedules.h"
+#include "trainer/run/callback.h"
+#include "trainer/run/trainer_options.h"
 #include "trainer/writers/writer.h"
 
 namespace spdlog {
@@ -46,23 +43,21 @@ class Pipeline;
 namespace kd::checkpoints {
 class Checkpointer;
 struct CheckpointInfo;
-}
+}  // namespace kd::checkpoints
 namespace kd::evals {
 class Evaluator;
 }
 namespace kd::models {
 class Model;
 }
-namespace kd::distributed {
-class ProcessGroup;
-class GradientReducer;
-struct WorldInfo;
-struct Options;
-}
 
 namespace kd::train {
 
+class DataParallel;
+class ProgressConsole;
+class Reporter;
 class TrainStep;
+class Workdir;
 struct Auxiliaries;
 
 class Trainer {
@@ -82,7 +77,8 @@ class Trainer {
   // "layers.0.weight  float32[512, 784]  401408" lines and the total.
   std::string describe_model() const;
 
-  const std::string& workdir() const { return workdir_; }
+  const std::string& workdir() const { return options_.workdir; }
+  const TrainerOptions& options() const { return options_; }
   int64_t step() const { return state_.step; }
   const TrainState& state() const { return state_; }
   TrainStep& train_step() { return *step_; }
@@ -94,18 +90,45 @@ class Trainer {
   bool is_chief() const { return rank() == 0; }
 
  private:
-  // Creates the workdir and the writers; with the first step's context, also records the
-  // experiment, the parameter table and the Context's paths.
-  void open_workdir(const Context* first_context, bool write_config = true);
-  void write_summaries(const std::string& collection, const AuxiliariesState& state);
+  // The losses, metrics and summaries merged since the last log step.
+  struct Interval {
+    AuxiliariesState merged;
+    int64_t steps = 0;
+    std::chrono::steady_clock::time_point start;
+    double wait_at_start = 0;  // the pipeline's wait_seconds() then
+  };
+
+  // Builders of the constructor.
+  void build_data(const config::Node& cfg);
+  void build_components(const config::Node& cfg);
+  int64_t choose_num_threads() const;
+
+  // The loop's stages (trainer.cpp).
+  void record_summaries(AuxiliariesState& aux);
+  // The interval's values (losses, metrics, schedules, perf_stats) written and logged.
+  writers::Scalars log_train_metrics();
+  // Runs the evals due at this step; true when it saved a checkpoint (a new best). `saved`:
+  // this step's checkpoint exists already.
+  bool run_evals(bool last, bool saved);
   // One evaluation at the current step, written and logged.
   writers::Scalars run_eval(evals::Evaluator& evaluator);
-  // Resumes from the newest valid checkpoint of the workdir, if any; the restored interval state.
-  void resume_or_start(AuxiliariesState& merged, int64_t& interval_steps);
+  void finish(int signal);
+  // Opens the workdir; with the first step's context, also records the start of the run.
+  void open_workdir(const Context* first_context, bool write_config = true);
+
+  // Resuming and saving (trainer_checkpoints.cpp).
+  // Resumes from the newest valid checkpoint of the workdir, if any, or starts (init_transform).
+  void resume_or_start();
+  // Rank 0 chooses the checkpoint to resume from and restores it; nullopt when there is none.
+  std::optional<checkpoints::CheckpointInfo> resume_chief(Tree& restored_aux);
+  // With no checkpoint: refuses a workdir that holds another run's logs, or starts this one over.
+  void check_fresh_workdir();
   // Restores `info` into the model, optimizer, data position and step; the interval's states
-  // into `merged` (rank 0). Returns the checkpoint's aux tree. Throws CorruptionError when the
-  // checkpoint does not fit the experiment (then the caller may try the one before it).
-  Tree restore_checkpoint(const checkpoints::CheckpointInfo& info, AuxiliariesState& merged, int64_t& interval_steps);
+  // (rank 0). Returns the checkpoint's aux tree. Throws CorruptionError when the checkpoint does
+  // not fit the experiment (then the caller may try the one before it).
+  Tree restore_checkpoint(const checkpoints::CheckpointInfo& info);
+  // Restores the interval's states saved in `aux` (rank 0), unless they do not fit.
+  void restore_interval(const checkpoints::CheckpointInfo& info, const Tree& aux, int64_t aux_steps);
   // Throws CorruptionError when a restored optimizer state does not fit its parameter.
   void check_optimizer_state(const std::string& path) const;
   // Throws ConfigError listing the differences from `saved_yaml`, the experiment of `what` (e.g.
@@ -114,73 +137,28 @@ class Trainer {
   // Saves the step's checkpoint (rank 0; every rank takes part). In a data-parallel job the
   // interval's states are first merged over the ranks: rank 0 keeps the merged ones, the
   // others start afresh.
-  void save_checkpoint(AuxiliariesState& merged, int64_t interval_steps);
-  // The states of every rank merged (in rank order); `state` itself when alone.
-  // `auxiliaries` are the ones the states belong to.
-  AuxiliariesState merge_across_ranks(const AuxiliariesState& state, const std::shared_ptr<const Auxiliaries>& auxiliaries,
-                                      const std::string& what);
-  // Joins the job (when started as one) and prepares the gradient all-reduce.
-  void join_process_group(const distributed::Options& options);
-  // Rank 0's parameters, buffers and EMA to every rank.
-  void broadcast_parameters();
-  // Rank 0's buffers (e.g. BatchNorm statistics) to every rank, after each step.
-  void broadcast_buffers();
-  // Gives ranks other than 0 their own random streams (CPU and GPU).
-  void seed_rank();
-  // This process's random states (CPU and the training device), by device name, and back.
-  Tree random_states() const;
-  void set_random_states(const Tree& states);
-  // Rank 0's `value` on every rank (`value` itself when alone): for decisions ranks must share.
-  int64_t rank0_value(int64_t value, const std::string& what);
-  writers::Scalars log_train_metrics(const AuxiliariesState& merged, double seconds, int64_t steps,
-                                     double data_wait);
-  // Runs the evals due at this step; true when it saved a checkpoint (a new best). `saved`: this
-  // step's checkpoint exists already.
-  bool run_evals(bool last, AuxiliariesState& merged, int64_t interval_steps, bool saved);
-  // Holds an exclusive lock on WORKDIR/.lock while this trainer uses the workdir.
-  void lock_workdir();
+  void save_checkpoint();
 
   config::Node experiment_;
-  std::string workdir_;
-  int64_t seed_ = 0;
-  int64_t num_train_steps_ = 0;
-  int64_t stop_after_steps_ = 0;
-  int64_t log_metrics_every_ = 100;
+  TrainerOptions options_;
   int64_t num_threads_ = 1;
-  c10::Device device_{c10::kCPU};
-  std::vector<std::pair<std::string, std::shared_ptr<const optim::Schedule>>> schedules_;
+  std::unique_ptr<DataParallel> parallel_;
+  std::shared_ptr<spdlog::logger> log_;
+  std::shared_ptr<ProgressConsole> console_;
+  std::unique_ptr<Workdir> workdir_;
+  std::unique_ptr<Reporter> reporter_;
 
   std::shared_ptr<models::Model> model_;
   std::shared_ptr<const Auxiliaries> auxiliaries_;
   std::unique_ptr<data::Pipeline> pipeline_;
   std::unique_ptr<TrainStep> step_;
+  std::vector<std::pair<std::string, std::shared_ptr<const optim::Schedule>>> schedules_;
   std::vector<std::unique_ptr<evals::Evaluator>> evaluators_;
-  std::vector<std::unique_ptr<writers::MetricWriter>> writers_;
   std::vector<CallbackPtr> callbacks_;
-  bool write_jsonl_ = true;
-  bool write_csv_ = true;
-  bool write_tensorboard_ = true;
-  int64_t log_summaries_every_ = 100;
-  bool allow_config_change_ = false;
   std::unique_ptr<checkpoints::Checkpointer> checkpointer_;
-  std::optional<config::Node> init_transform_;
   TrainState state_;
-
-  std::shared_ptr<spdlog::logger> log_;
-  std::shared_ptr<ProgressConsole> console_;  // the logger's console sink, with the progress bar
-  bool progress_ = false;  // a progress bar on a terminal
-  std::optional<double> last_loss_;  // the latest logged losses/total, for the progress bar
-  bool workdir_open_ = false;
-  bool start_over_ = false;  // the workdir's run stopped before its first checkpoint: rewrite its logs
-  int lock_fd_ = -1;
+  Interval interval_;
   std::chrono::steady_clock::time_point start_;
-
-  // Data-parallel training (null when alone).
-  std::unique_ptr<distributed::WorldInfo> world_;
-  std::shared_ptr<distributed::ProcessGroup> group_;
-  std::unique_ptr<distributed::GradientReducer> reducer_;
-  std::vector<torch::Tensor> buffers_;  // the model's buffers, broadcast after each step
-  bool stop_all_ = false;  // some rank was asked to stop (agreed on during the last step)
 };
 
 }  // namespace kd::train

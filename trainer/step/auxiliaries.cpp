@@ -2,10 +2,10 @@
 
 #include "trainer/common/error.h"
 #include "trainer/config/node.h"
+#include "trainer/context/error_context.h"
 #include "trainer/losses/loss.h"
 #include "trainer/metrics/metric.h"
 #include "trainer/summaries/summary.h"
-#include "trainer/context/error_context.h"
 
 namespace kd::train {
 namespace {
@@ -32,20 +32,19 @@ Tree merge_named(const Named<T>& owners, const Tree& a, const Tree& b) {
 }
 
 template <typename T>
-Named<T> build_named(const config::Node* node, config::Registry<T>& registry) {
+Named<T> build_named(const config::Node& node, config::Registry<T>& registry) {
   Named<T> out;
-  if (node == nullptr || node->is_null()) return out;
-  if (!node->is_map()) {
-    throw ConfigError(node->where() + ": \"" + node->key_path() + "\" must be a map of name -> {type: ..., ...}");
+  if (node.is_null()) return out;
+  if (!node.is_map()) {
+    throw ConfigError(node.where() + ": \"" + node.key_path() + "\" must be a map of name -> {type: ..., ...}");
   }
-  for (const auto& name : node->keys()) out.emplace_back(name, registry.create(node->child(name)));
+  for (const auto& name : node.keys()) out.emplace_back(name, registry.create(node.child(name)));
   return out;
 }
 
 }  // namespace
 
-Auxiliaries build_auxiliaries(const config::Node* losses, const config::Node* metrics,
-                              const config::Node* summaries) {
+Auxiliaries build_auxiliaries(const config::Node& losses, const config::Node& metrics, const config::Node& summaries) {
   return Auxiliaries{.losses = build_named(losses, losses::registry()),
                      .metrics = build_named(metrics, metrics::registry()),
                      .summaries = build_named(summaries, summaries::registry())};
@@ -107,11 +106,13 @@ std::vector<std::pair<std::string, double>> compute_scalars(const AuxiliariesSta
   for (const auto& [name, metric] : auxiliaries->metrics) {
     const Tree* state = metric_states.find(name);
     if (!state || state->empty()) continue;
-    const Tree value = detail::with_context("compute()", "metric", "metrics", name, [&] { return metric->compute(*state); });
+    const Tree value =
+        detail::with_context("compute()", "metric", "metrics", name, [&] { return metric->compute(*state); });
     if (value.is_leaf()) {
       out.emplace_back("metrics/" + name, value.to_double());
     } else {
-      for (const auto& [path, leaf] : value.flatten()) out.emplace_back("metrics/" + name + "/" + path, leaf.to_double());
+      for (const auto& [path, leaf] : value.flatten())
+        out.emplace_back("metrics/" + name + "/" + path, leaf.to_double());
     }
   }
   return out;
@@ -123,7 +124,8 @@ std::vector<SummaryValue> compute_summaries(const AuxiliariesState& states) {
   for (const auto& [name, summary] : states.auxiliaries->summaries) {
     const Tree* state = states.summary_states.find(name);
     if (!state || state->empty()) continue;
-    Tree value = detail::with_context("compute()", "summary", "summaries", name, [&] { return summary->compute(*state); });
+    Tree value =
+        detail::with_context("compute()", "summary", "summaries", name, [&] { return summary->compute(*state); });
     out.push_back({"summaries/" + name, summary.get(), std::move(value)});
   }
   return out;

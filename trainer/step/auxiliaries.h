@@ -43,10 +43,9 @@ struct Auxiliaries {
   std::vector<Path> paths_after_update() const;
 };
 
-// Builds the named losses, metrics and summaries from YAML maps (name -> {type: ..., ...});
-// a null pointer or YAML null means none.
-Auxiliaries build_auxiliaries(const config::Node* losses, const config::Node* metrics,
-                              const config::Node* summaries);
+// Builds the named losses, metrics and summaries from YAML maps (name -> {type: ..., ...}), as
+// config::Node::section gives them (an empty map: none).
+Auxiliaries build_auxiliaries(const config::Node& losses, const config::Node& metrics, const config::Node& summaries);
 
 // True when some path reads the context field `field` (a leading glob reads every field).
 bool reads_field(const std::vector<Path>& paths, std::string_view field);

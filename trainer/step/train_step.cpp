@@ -5,12 +5,12 @@
 #include <torch/torch.h>
 
 #include "trainer/common/error.h"
+#include "trainer/context/error_context.h"
 #include "trainer/losses/loss.h"
 #include "trainer/metrics/metric.h"
 #include "trainer/optim/optimizer.h"
 #include "trainer/optim/optimizer_state.h"
 #include "trainer/summaries/summary.h"
-#include "trainer/context/error_context.h"
 
 namespace kd::train {
 namespace {
@@ -26,8 +26,9 @@ std::vector<Tree> split_batch(const Tree& batch, int64_t k) {
   for (int64_t i = 0; i < k; ++i) {
     parts.push_back(batch.map_with_path([&](const Path& path, const torch::Tensor& t) {
       if (t.dim() == 0 || t.size(0) % k != 0) {
-        throw ConfigError("optimizer.accumulate_steps = " + std::to_string(k) + " must divide the batch size, but batch." +
-                          path.str() + " has " + (t.dim() ? std::to_string(t.size(0)) : std::string("no")) + " rows");
+        throw ConfigError("optimizer.accumulate_steps = " + std::to_string(k) +
+                          " must divide the batch size, but batch." + path.str() + " has " +
+                          (t.dim() ? std::to_string(t.size(0)) : std::string("no")) + " rows");
       }
       const int64_t rows = t.size(0) / k;
       return t.narrow(0, i * rows, rows);
@@ -54,8 +55,7 @@ Context forward(models::Model& model, const Context& ctx, bool record_interms) {
   return ctx.replace({.preds = std::move(preds), .interms = recorder ? recorder->interms() : Tree()});
 }
 
-Context forward_with_loss(models::Model& model, const Auxiliaries& aux, const Context& ctx,
-                          bool record_interms) {
+Context forward_with_loss(models::Model& model, const Auxiliaries& aux, const Context& ctx, bool record_interms) {
   Context out = forward(model, ctx, record_interms);
   Tree loss_states = Tree::dict();
   torch::Tensor total;
@@ -66,8 +66,7 @@ Context forward_with_loss(models::Model& model, const Auxiliaries& aux, const Co
     loss_states.insert(name, loss->get_state(value));
     total = total.defined() ? total + value.loss : std::move(value.loss);
   }
-  return out.replace({.loss_states = std::move(loss_states),
-                      .loss_total = total.defined() ? Tree(total) : Tree()});
+  return out.replace({.loss_states = std::move(loss_states), .loss_total = total.defined() ? Tree(total) : Tree()});
 }
 
 TrainStep::TrainStep(models::ModelPtr model, const config::Node& optimizer_options,
@@ -95,18 +94,36 @@ TrainState TrainStep::init() {
 }
 
 std::pair<TrainState, AuxiliariesState> TrainStep::step(const TrainState& state, const Tree& batch,
-                                                        Context* context_out, bool with_summaries) {
+                                                        const StepOptions& options) {
   if (!model_->is_training()) model_->train();
-  const int64_t k = optimizer_->accumulate_steps();
-  const std::vector<Tree> micro_batches = split_batch(batch, k);
+  const TrainState before = state_before_update(state);
+  std::vector<Context> contexts = forward_and_backward(state, batch);
+  if (skip_non_finite(state, contexts)) {
+    // Nothing to merge: a skipped step's NaN would hide the interval's losses.
+    TrainState same = state;
+    same.step = state.step + 1;
+    return {std::move(same), AuxiliariesState{.auxiliaries = auxiliaries_}};
+  }
+  const Tree grads = reads_.grads ? copy_grads() : Tree();
+  optimizer_->apply(state.step);
+  const Tree updates = reads_.updates ? updates_since(before) : Tree();
+  TrainState next = next_state(state);
+  AuxiliariesState aux = aux_states(contexts, before, grads, updates, options.with_summaries);
+  if (options.context_out) *options.context_out = contexts.back();
+  return {std::move(next), std::move(aux)};
+}
 
-  // What the auxiliaries may read of the state before the update.
+TrainState TrainStep::state_before_update(const TrainState& state) const {
   TrainState before = state;
   if (reads_.opt_state) before.opt_state = clone_tree(state.opt_state);
   if (reads_.params_after_update || reads_.updates) before.params = clone_tree(state.params);
+  return before;
+}
 
-  auto& torch_optimizer = optimizer_->torch_optimizer();
-  torch_optimizer.zero_grad();
+std::vector<Context> TrainStep::forward_and_backward(const TrainState& state, const Tree& batch) {
+  const int64_t k = optimizer_->accumulate_steps();
+  const std::vector<Tree> micro_batches = split_batch(batch, k);
+  optimizer_->torch_optimizer().zero_grad();
   std::vector<Context> contexts;
   contexts.reserve(micro_batches.size());
   for (const Tree& micro_batch : micro_batches) {
@@ -117,64 +134,60 @@ std::pair<TrainState, AuxiliariesState> TrainStep::step(const TrainState& state,
     (k == 1 ? loss : loss / static_cast<double>(k)).backward();
     contexts.push_back(std::move(ctx));
   }
+  return contexts;
+}
 
-  bool non_finite = false;
+bool TrainStep::skip_non_finite(const TrainState& state, const std::vector<Context>& contexts) {
+  bool here = false;
   if (nan_policy_ != NanPolicy::kIgnore) {
     double total = 0;
     for (const Context& ctx : contexts) total += ctx.loss_total.tensor().item<double>();
-    non_finite = !std::isfinite(total);
+    here = !std::isfinite(total);
   }
-  const bool here = non_finite;
-  if (gradient_hook_) non_finite = gradient_hook_(non_finite);
-  if (nan_policy_ != NanPolicy::kIgnore) {
-    if (non_finite) {
-      const std::string what = here ? describe_non_finite(contexts.back())
-                                    : "the loss of another process of the job is not finite (its log names it)";
-      if (nan_policy_ == NanPolicy::kRaise) {
-        throw NonFiniteError("non-finite loss at step " + std::to_string(state.step) + ": " + what +
-                             " (nan_policy: raise; set nan_policy: skip_step to skip such steps)");
-      }
-      torch_optimizer.zero_grad();
-      ++skipped_steps_;
-      AuxiliariesState skipped;  // nothing to merge: a skipped step's NaN would hide the interval's losses
-      skipped.auxiliaries = auxiliaries_;
-      TrainState same = state;
-      same.step = state.step + 1;
-      return {std::move(same), std::move(skipped)};
-    }
+  const bool any = gradient_hook_ ? gradient_hook_(here) : here;
+  if (nan_policy_ == NanPolicy::kIgnore || !any) return false;
+  const std::string what = here ? describe_non_finite(contexts.back())
+                                : "the loss of another process of the job is not finite (its log names it)";
+  if (nan_policy_ == NanPolicy::kRaise) {
+    throw NonFiniteError("non-finite loss at step " + std::to_string(state.step) + ": " + what +
+                         " (nan_policy: raise; set nan_policy: skip_step to skip such steps)");
   }
+  optimizer_->torch_optimizer().zero_grad();
+  ++skipped_steps_;
+  return true;
+}
 
-  Tree grads;
-  if (reads_.grads) {
-    grads = params_.map([](const torch::Tensor& p) {
-      return p.grad().defined() ? p.grad().detach().clone() : torch::zeros_like(p);
-    });
-  }
-  optimizer_->apply(state.step);
-  Tree updates;
-  if (reads_.updates) {
-    torch::NoGradGuard no_grad;
-    updates = params_.map_with_path([&](const Path& path, const torch::Tensor& p) {
-      return p.detach() - before.params.get(path).tensor();
-    });
-  }
+Tree TrainStep::copy_grads() const {
+  return params_.map(
+      [](const torch::Tensor& p) { return p.grad().defined() ? p.grad().detach().clone() : torch::zeros_like(p); });
+}
 
+Tree TrainStep::updates_since(const TrainState& before) const {
+  torch::NoGradGuard no_grad;
+  return params_.map_with_path(
+      [&](const Path& path, const torch::Tensor& p) { return p.detach() - before.params.get(path).tensor(); });
+}
+
+TrainState TrainStep::next_state(const TrainState& state) {
+  const auto& torch_optimizer = optimizer_->torch_optimizer();
   if (reads_.opt_state || torch_optimizer.state().size() != opt_state_entries_) {
     opt_state_ = optim::optimizer_state_tree(torch_optimizer, *model_);
     opt_state_entries_ = torch_optimizer.state().size();
   }
-  TrainState next{.step = state.step + 1, .params = params_, .collections = collections_, .opt_state = opt_state_};
+  return TrainState{.step = state.step + 1, .params = params_, .collections = collections_, .opt_state = opt_state_};
+}
 
-  AuxiliariesState aux_state;
+AuxiliariesState TrainStep::aux_states(std::vector<Context>& contexts, const TrainState& before, const Tree& grads,
+                                       const Tree& updates, bool with_summaries) const {
+  AuxiliariesState merged;
   for (Context& ctx : contexts) {
     ctx = ctx.replace({.params = before.params, .grads = grads, .updates = updates, .opt_state = before.opt_state});
     ctx = fill_metrics_and_summaries(*auxiliaries_, ctx, with_summaries);
     AuxiliariesState s = ctx.get_aux_state({.return_losses = true, .return_metrics = true, .return_summaries = true});
     s.auxiliaries = auxiliaries_;
-    aux_state = merge(aux_state, s);
+    merged = merge(merged, s);
   }
-  if (context_out) *context_out = contexts.back();
-  return {std::move(next), std::move(aux_state)};
+  return merged;
 }
 
 AuxiliariesState TrainStep::eval_step(const TrainState& state, const Tree& batch,
@@ -212,7 +225,8 @@ std::string TrainStep::describe_non_finite(const Context& ctx) const {
 }
 
 NanPolicy parse_nan_policy(const config::Node& experiment) {
-  const std::string policy = experiment.get_string("nan_policy", "raise");
+  const char* names[] = {"ignore", "raise", "skip_step"};  // in NanPolicy's order
+  const std::string policy = experiment.get_string("nan_policy", names[static_cast<int>(kDefaultNanPolicy)]);
   if (policy == "raise") return NanPolicy::kRaise;
   if (policy == "skip_step") return NanPolicy::kSkipStep;
   if (policy == "ignore") return NanPolicy::kIgnore;
@@ -232,9 +246,10 @@ Context TrainStep::fill_metrics_and_summaries(const Auxiliaries& aux, const Cont
   if (!with_summaries) return out;
   Tree summary_states = Tree::dict();
   for (const auto& [name, summary] : aux.summaries) {
-    summary_states.insert(name, detail::with_context(
-                                    "get_state()", "summary", "summaries", name, [&] { return summary->get_state(out); },
-                                    [&] { return detail::describe_inputs(*summary, out); }));
+    summary_states.insert(name,
+                          detail::with_context(
+                              "get_state()", "summary", "summaries", name, [&] { return summary->get_state(out); },
+                              [&] { return detail::describe_inputs(*summary, out); }));
   }
   return out.replace({.summary_states = std::move(summary_states)});
 }

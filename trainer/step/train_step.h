@@ -20,12 +20,13 @@
 #include <functional>
 #include <memory>
 #include <utility>
+#include <vector>
 
 #include "trainer/config/node.h"
-#include "trainer/models/model.h"
-#include "trainer/step/auxiliaries.h"
 #include "trainer/context/context.h"
 #include "trainer/context/train_state.h"
+#include "trainer/models/model.h"
+#include "trainer/step/auxiliaries.h"
 
 namespace kd::optim {
 class Optimizer;
@@ -38,8 +39,7 @@ namespace kd::train {
 Context forward(models::Model& model, const Context& ctx, bool record_interms);
 
 // forward, then every loss: fills loss_states and loss_total (a scalar tensor, with grad).
-Context forward_with_loss(models::Model& model, const Auxiliaries& aux, const Context& ctx,
-                          bool record_interms);
+Context forward_with_loss(models::Model& model, const Auxiliaries& aux, const Context& ctx, bool record_interms);
 
 // What a step does when its loss is NaN or infinite.
 enum class NanPolicy {
@@ -47,7 +47,17 @@ enum class NanPolicy {
   kRaise,     // throw kd::NonFiniteError naming the step, the loss and the first bad gradient
   kSkipStep,  // no update (the step still counts; BatchNorm statistics of its forward remain)
 };
-NanPolicy parse_nan_policy(const config::Node& experiment);  // key `nan_policy`, default raise
+// The one default, for TrainStep and for YAML's `nan_policy`.
+inline constexpr NanPolicy kDefaultNanPolicy = NanPolicy::kRaise;
+NanPolicy parse_nan_policy(const config::Node& experiment);  // key `nan_policy`: raise | skip_step | ignore
+
+// What one call of TrainStep::step does besides the update.
+struct StepOptions {
+  // Receives the Context after every stage (of the last micro-batch), e.g. for `kd inspect`.
+  Context* context_out = nullptr;
+  // Summaries run only when set (the trainer asks on the steps it records them).
+  bool with_summaries = true;
+};
 
 class TrainStep {
  public:
@@ -60,13 +70,10 @@ class TrainStep {
 
   // One optimizer update from `batch` (split into micro-batches when the optimizer
   // accumulates gradients). REQUIRES: `state` came from init() or step() of this object.
-  // When `context_out` is given it receives the Context after every stage (of the last
-  // micro-batch), e.g. for `kd inspect`.
-  // Summaries run only when `with_summaries` (the trainer asks on the steps it records them).
   // The returned state's opt_state is refreshed when an auxiliary reads opt_state or the
   // optimizer created new per-parameter state; its tensors are always the live ones.
   std::pair<TrainState, AuxiliariesState> step(const TrainState& state, const Tree& batch,
-                                               Context* context_out = nullptr, bool with_summaries = true);
+                                               const StepOptions& options = {});
 
   // Losses, metrics and summaries of `batch` in eval mode: no backward, no update.
   // `eval_aux` defaults to the training auxiliaries.
@@ -99,6 +106,21 @@ class TrainStep {
   int64_t skipped_steps() const { return skipped_steps_; }
 
  private:
+  // The stages of step(), in the order they fill the Context.
+  // What the auxiliaries may read of the state before the update (copies only where read).
+  TrainState state_before_update(const TrainState& state) const;
+  // Forward, losses and backward of every micro-batch; their Contexts.
+  std::vector<Context> forward_and_backward(const TrainState& state, const Tree& batch);
+  // Applies the NaN policy (after the gradient hook): true when the update is to be skipped;
+  // throws kd::NonFiniteError under kRaise.
+  bool skip_non_finite(const TrainState& state, const std::vector<Context>& contexts);
+  Tree copy_grads() const;
+  Tree updates_since(const TrainState& before) const;
+  // The state after the update: the live tensors, and the optimizer state tree when refreshed.
+  TrainState next_state(const TrainState& state);
+  // Metrics and summaries of every micro-batch, their states merged.
+  AuxiliariesState aux_states(std::vector<Context>& contexts, const TrainState& before, const Tree& grads,
+                              const Tree& updates, bool with_summaries) const;
   Context fill_metrics_and_summaries(const Auxiliaries& aux, const Context& ctx, bool with_summaries) const;
   // "losses/xent = nan; first non-finite gradient: grads.layers.0.weight".
   std::string describe_non_finite(const Context& ctx) const;
@@ -109,9 +131,9 @@ class TrainStep {
   Reads reads_;
   Tree params_;       // built once; shares the module's tensors
   Tree collections_;  // idem for buffers
-  Tree opt_state_;  // rebuilt only when read or when the optimizer's state set grows
+  Tree opt_state_;    // rebuilt only when read or when the optimizer's state set grows
   std::size_t opt_state_entries_ = 0;
-  NanPolicy nan_policy_ = NanPolicy::kIgnore;
+  NanPolicy nan_policy_ = kDefaultNanPolicy;
   int64_t skipped_steps_ = 0;
   GradientHook gradient_hook_;
 };

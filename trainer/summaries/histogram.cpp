@@ -2,16 +2,15 @@
 #include <memory>
 
 #include "trainer/common/error.h"
-#include "trainer/summaries/summary.h"
 #include "trainer/context/context.h"
+#include "trainer/summaries/summary.h"
 
 namespace kd::summaries {
 namespace {
 
 class Histogram : public Summary {
  public:
-  explicit Histogram(const config::Node& o)
-      : tensor_(key(o, "tensor")), num_buckets_(o.get_int("num_buckets", 30)) {
+  explicit Histogram(const config::Node& o) : tensor_(key(o, "tensor")), num_buckets_(o.get_int("num_buckets", 30)) {
     if (num_buckets_ < 1) throw ConfigError(o.where() + ": num_buckets must be >= 1");
   }
 
@@ -22,8 +21,7 @@ class Histogram : public Summary {
     std::vector<torch::Tensor> parts;
     auto collect = [&](const Tree& tree) {
       for (const auto& [path, leaf] : tree.flatten()) {
-        if (leaf.is_tensor())
-          parts.push_back(leaf.tensor().detach().reshape({-1}).to(torch::kFloat));
+        if (leaf.is_tensor()) parts.push_back(leaf.tensor().detach().reshape({-1}).to(torch::kFloat));
       }
     };
     if (tensor_.has_glob()) {
@@ -35,9 +33,7 @@ class Histogram : public Summary {
     return torch::cat(parts);
   }
 
-  Tree merge(const Tree& a, const Tree& b) const override {
-    return metrics::CollectingState::merge(a, b);
-  }
+  Tree merge(const Tree& a, const Tree& b) const override { return metrics::CollectingState::merge(a, b); }
 
   // Equal-width buckets over [min, max] of the values (the last bucket includes max); a single
   // distinct value v gets the range [v - 0.5, v + 0.5].
@@ -53,9 +49,8 @@ class Histogram : public Summary {
         hi += 0.5;
       }
     }
-    const torch::Tensor counts = values.numel() > 0
-                                     ? torch::histc(values, num_buckets_, lo, hi).to(torch::kCPU)
-                                     : torch::zeros({num_buckets_}, torch::kDouble);
+    const torch::Tensor counts = values.numel() > 0 ? torch::histc(values, num_buckets_, lo, hi).to(torch::kCPU)
+                                                    : torch::zeros({num_buckets_}, torch::kDouble);
     const torch::Tensor edges = torch::linspace(lo, hi, num_buckets_ + 1, torch::kDouble);
     return Tree::dict({{"counts", counts}, {"edges", edges}});
   }

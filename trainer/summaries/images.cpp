@@ -4,8 +4,8 @@
 #include <vector>
 
 #include "trainer/common/error.h"
-#include "trainer/summaries/summary.h"
 #include "trainer/context/context.h"
+#include "trainer/summaries/summary.h"
 
 namespace kd::summaries {
 namespace {
@@ -75,12 +75,9 @@ class ImageGrid : public Summary {
 
 class ShowImages : public ImageGrid {
  public:
-  explicit ShowImages(const config::Node& o)
-      : ImageGrid(o), images_(key(o, "images", "batch.image")) {}
+  explicit ShowImages(const config::Node& o) : ImageGrid(o), images_(key(o, "images", "batch.image")) {}
 
-  Tree get_state(const train::Context& ctx) const override {
-    return first_images(read(ctx, images_), images_);
-  }
+  Tree get_state(const train::Context& ctx) const override { return first_images(read(ctx, images_), images_); }
 
  private:
   Path images_;
@@ -96,8 +93,8 @@ class ShowDifferenceImages : public ImageGrid {
     const torch::Tensor a = read(ctx, images1_);
     const torch::Tensor b = read(ctx, images2_);
     if (a.sizes() != b.sizes()) {
-      throw TypeError("ShowDifferenceImages: \"" + images1_.str() + "\" is " + describe_tensor(a) +
-                      " but \"" + images2_.str() + "\" is " + describe_tensor(b));
+      throw TypeError("ShowDifferenceImages: \"" + images1_.str() + "\" is " + describe_tensor(a) + " but \"" +
+                      images2_.str() + "\" is " + describe_tensor(b));
     }
     return first_images((a.to(torch::kFloat) - b.to(torch::kFloat)).abs(), images1_);
   }
@@ -106,21 +103,13 @@ class ShowDifferenceImages : public ImageGrid {
   Path images1_, images2_;
 };
 
-template <typename T>
-void add(config::Registry<Summary>& r, const std::string& name, std::string doc) {
-  r.add(
-      name, [](const config::Node& o) { return std::make_shared<T>(o); }, std::move(doc));
-}
-
 }  // namespace
 
 // Called once by registry() (registry.cpp).
 void add_image_summaries(config::Registry<Summary>& r) {
-  add<ShowImages>(r, "ShowImages",
-                  "a row of the first images: images=batch.image, num_images=5, in_vrange=[0, 1]");
-  add<ShowDifferenceImages>(
-      r, "ShowDifferenceImages",
-      "a row of |images1 - images2|: images1, images2, num_images=5, in_vrange=[0, 1]");
+  r.add<ShowImages>("ShowImages", "a row of the first images: images=batch.image, num_images=5, in_vrange=[0, 1]");
+  r.add<ShowDifferenceImages>("ShowDifferenceImages",
+                              "a row of |images1 - images2|: images1, images2, num_images=5, in_vrange=[0, 1]");
 }
 
 }  // namespace kd::summaries

@@ -2,16 +2,15 @@
 #include <memory>
 
 #include "trainer/common/error.h"
-#include "trainer/summaries/summary.h"
 #include "trainer/context/context.h"
+#include "trainer/summaries/summary.h"
 
 namespace kd::summaries {
 namespace {
 
 class ShowTexts : public Summary {
  public:
-  explicit ShowTexts(const config::Node& o)
-      : texts_(key(o, "texts")), num_texts_(o.get_int("num_texts", 5)) {
+  explicit ShowTexts(const config::Node& o) : texts_(key(o, "texts")), num_texts_(o.get_int("num_texts", 5)) {
     if (num_texts_ < 1) throw ConfigError(o.where() + ": num_texts must be >= 1");
   }
 
@@ -22,15 +21,13 @@ class ShowTexts : public Summary {
     const Tree value = ctx.get(texts_);
     if (value.kind() == Tree::Kind::kString) return Tree::list({value});
     if (!value.is_list()) {
-      throw TypeError("\"" + texts_.str() +
-                      "\" must hold a string or a list of strings, but it holds " +
+      throw TypeError("\"" + texts_.str() + "\" must hold a string or a list of strings, but it holds " +
                       value.describe());
     }
     Tree out = Tree::list();
     for (const Tree& item : value.children()) {
       if (item.kind() != Tree::Kind::kString) {
-        throw TypeError("\"" + texts_.str() + "\" must hold a list of strings, but one item is " +
-                        item.describe());
+        throw TypeError("\"" + texts_.str() + "\" must hold a list of strings, but one item is " + item.describe());
       }
       if (static_cast<int64_t>(out.size()) == num_texts_) break;
       out.push_back(item);

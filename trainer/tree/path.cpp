@@ -11,8 +11,7 @@ namespace {
 // Characters that end a bare key. Everything else (letters, digits, '_', '-', '/', ':', ...)
 // may appear in a key written without quotes.
 bool ends_bare_key(char c) {
-  return c == '.' || c == '[' || c == ']' || c == '"' || c == '\'' ||
-         std::isspace(static_cast<unsigned char>(c));
+  return c == '.' || c == '[' || c == ']' || c == '"' || c == '\'' || std::isspace(static_cast<unsigned char>(c));
 }
 
 bool needs_quotes(const std::string& key) {
@@ -62,9 +61,8 @@ class Parser {
 
  private:
   [[noreturn]] void fail(std::size_t at, const std::string& why) const {
-    throw PathSyntaxError("invalid path \"" + std::string(text_) + "\": " + why + " at position " +
-                          std::to_string(at) + "\n  " + std::string(text_) + "\n  " +
-                          std::string(at, ' ') + "^");
+    throw PathSyntaxError("invalid path \"" + std::string(text_) + "\": " + why + " at position " + std::to_string(at) +
+                          "\n  " + std::string(text_) + "\n  " + std::string(at, ' ') + "^");
   }
 
   PathSegment bare() {
@@ -75,8 +73,7 @@ class Parser {
     if (key == "*") return PathSegment::star();
     if (key == "**") return PathSegment::double_star();
     if (key.find('*') != std::string::npos) {
-      fail(start, "'*' and '**' must be a whole key (partial globs like \"" + key +
-                      "\" are not supported)");
+      fail(start, "'*' and '**' must be a whole key (partial globs like \"" + key + "\" are not supported)");
     }
     return PathSegment::make_key(key);
   }
@@ -101,8 +98,7 @@ class Parser {
       int64_t index = 0;
       const auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), index);
       if (digits.empty() || ec != std::errc() || end != digits.data() + digits.size()) {
-        fail(start, "an index must be an integer, or a quoted key like [\"" + std::string(digits) +
-                        "\"]");
+        fail(start, "an index must be an integer, or a quoted key like [\"" + std::string(digits) + "\"]");
       }
       segment = PathSegment::make_index(index);
     }

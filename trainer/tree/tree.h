@@ -36,7 +36,7 @@ class Tree {
 
   using Item = std::pair<std::string, Tree>;
 
-  Tree() = default;  // none
+  Tree() = default;            // none
   Tree(torch::Tensor tensor);  // NOLINT: implicit, trees are built from tensors everywhere
   Tree(int64_t value);
   Tree(int value) : Tree(static_cast<int64_t>(value)) {}
@@ -59,8 +59,8 @@ class Tree {
 
   // Leaf access; each throws kd::TypeError naming the kind actually held.
   const torch::Tensor& tensor() const;
-  int64_t to_int() const;     // an int, or a one-element integer tensor
-  double to_double() const;   // an int, a float, or a one-element tensor
+  int64_t to_int() const;    // an int, or a one-element integer tensor
+  double to_double() const;  // an int, a float, or a one-element tensor
   const std::string& str() const;
 
   // Containers (dict or list). For a dict, `keys()[i]` names `children()[i]`.
@@ -107,8 +107,7 @@ class Tree {
 
   // A tree of the same shape with `fn` applied to every tensor leaf (other leaves are kept).
   Tree map(const std::function<torch::Tensor(const torch::Tensor&)>& fn) const;
-  Tree map_with_path(
-      const std::function<torch::Tensor(const Path&, const torch::Tensor&)>& fn) const;
+  Tree map_with_path(const std::function<torch::Tensor(const Path&, const torch::Tensor&)>& fn) const;
 
   // A one-line description of a node: "float32[128, 10]", "int 3", "dict(2)", "list(4)".
   std::string describe() const;

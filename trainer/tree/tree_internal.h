@@ -1,39 +1,45 @@
-// Internal helpers shared by Tree and train::Context: stepping along a path and building the
-// messages of kd::KeyError (what was asked for, the deepest part of the path that exists, what
-// that part holds, and the nearest existing keys). Not part of the public API.
+// Tree's own representation and the walks its parts share (tree.cpp, tree_glob.cpp,
+// tree_print.cpp). Internal to trainer/tree/.
 #pragma once
 
-#include <cstddef>
 #include <string>
-#include <utility>
 #include <vector>
 
-#include "trainer/common/error.h"
-#include "trainer/tree/path.h"
+#include "trainer/tree/tree.h"
 
 namespace kd {
 
-class Tree;
+struct Tree::Node {
+  Kind kind = Kind::kNone;
+  torch::Tensor tensor;
+  int64_t int_value = 0;
+  double float_value = 0;
+  std::string string_value;
+  std::vector<std::string> keys;  // dict only, parallel to children
+  std::vector<Tree> children;     // dict or list
+};
 
 namespace detail {
 
-// The child of `node` named by a non-glob segment, or nullptr. A key of digits indexes a list
-// and an index names the dict key of its digits, so "layers.0" and "layers[0]" both work.
-const Tree* step_into(const Tree& node, const PathSegment& segment);
+// "none", "tensor", "dict", ...
+const char* kind_name(Tree::Kind kind);
 
-// The node at path[start:] below `root`, which itself sits at path[:start]. Throws the
-// KeyError for the full `path`; `where` names the root of `path` ("context", "tree").
-const Tree& get_from(const Tree& root, const Path& path, std::size_t start,
-                     const std::string& where);
+// The text of `prefix` extended by one segment, as Path::str() would write it.
+inline std::string child_string(const std::string& prefix, const PathSegment& segment) {
+  std::string s = segment.str();
+  if (prefix.empty()) return s;
+  return s[0] == '[' ? prefix + s : prefix + "." + s;
+}
 
-// Tree::glob, naming the root `where` in errors.
-std::vector<std::pair<Path, Tree>> glob_in(const Tree& root, const Path& pattern,
-                                           const std::string& where);
-
-// Throws the KeyError for `path` failing at segment `failed_at`: `parent` is the node reached
-// by the first `failed_at` segments.
-[[noreturn]] void throw_key_error(const Path& path, std::size_t failed_at, const Tree& parent,
-                                  const std::string& where);
+// Calls fn(segment, child) for each child of a container, with the segment naming it.
+template <typename Fn>
+void for_each_child(const Tree& node, Fn&& fn) {
+  const auto& children = node.children();
+  for (std::size_t i = 0; i < children.size(); ++i) {
+    fn(node.is_dict() ? PathSegment::make_key(node.keys()[i]) : PathSegment::make_index(static_cast<int64_t>(i)),
+       children[i]);
+  }
+}
 
 }  // namespace detail
 }  // namespace kd

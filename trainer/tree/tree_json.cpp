@@ -10,11 +10,16 @@ using json = nlohmann::ordered_json;
 
 json tree_to_json(const Tree& tree, const std::function<json(const torch::Tensor&)>& on_tensor) {
   switch (tree.kind()) {
-    case Tree::Kind::kNone: return nullptr;
-    case Tree::Kind::kTensor: return json{{"t", on_tensor(tree.tensor())}};
-    case Tree::Kind::kInt: return json{{"i", tree.to_int()}};
-    case Tree::Kind::kFloat: return json{{"f", tree.to_double()}};
-    case Tree::Kind::kString: return json{{"s", tree.str()}};
+    case Tree::Kind::kNone:
+      return nullptr;
+    case Tree::Kind::kTensor:
+      return json{{"t", on_tensor(tree.tensor())}};
+    case Tree::Kind::kInt:
+      return json{{"i", tree.to_int()}};
+    case Tree::Kind::kFloat:
+      return json{{"f", tree.to_double()}};
+    case Tree::Kind::kString:
+      return json{{"s", tree.str()}};
     case Tree::Kind::kDict: {
       json items = json::array();
       for (const auto& [k, v] : tree.items()) items.push_back(json::array({k, tree_to_json(v, on_tensor)}));
@@ -36,9 +41,11 @@ namespace {
 constexpr int kMaxDepth = 64;
 
 Tree from_json(const json& j, const std::function<torch::Tensor(const json&)>& on_tensor, int depth) {
-  if (depth > kMaxDepth) throw CorruptionError("a tree skeleton nested deeper than " + std::to_string(kMaxDepth) + " levels");
+  if (depth > kMaxDepth)
+    throw CorruptionError("a tree skeleton nested deeper than " + std::to_string(kMaxDepth) + " levels");
   if (j.is_null()) return Tree();
-  if (!j.is_object() || j.size() != 1) throw CorruptionError("a tree skeleton node is not {\"t\"|\"i\"|\"f\"|\"s\"|\"d\"|\"l\": ...}");
+  if (!j.is_object() || j.size() != 1)
+    throw CorruptionError("a tree skeleton node is not {\"t\"|\"i\"|\"f\"|\"s\"|\"d\"|\"l\": ...}");
   if (j.contains("t")) return Tree(on_tensor(j["t"]));
   if (j.contains("i")) return Tree(j["i"].get<int64_t>());
   if (j.contains("f")) return Tree(j["f"].get<double>());

@@ -12,8 +12,8 @@
 
 #include <functional>
 
-#include <nlohmann/json.hpp>
 #include <torch/types.h>
+#include <nlohmann/json.hpp>
 
 #include "trainer/tree/tree.h"
 

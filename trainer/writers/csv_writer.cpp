@@ -6,8 +6,8 @@
 
 #include <fmt/format.h>
 
-#include "trainer/io/file_system.h"
 #include "trainer/common/error.h"
+#include "trainer/io/file_system.h"
 #include "trainer/writers/writer.h"
 
 namespace kd::writers {
@@ -63,7 +63,8 @@ void CsvWriter::write_scalars(int64_t step, const std::string& collection, const
   row[0] = std::to_string(step);
   for (const auto& [name, v] : values) {
     const auto at = std::find(t.columns.begin(), t.columns.end(), name) - t.columns.begin();
-    row[static_cast<std::size_t>(at) + 1] = std::isfinite(v) ? fmt::format("{}", v) : (std::isnan(v) ? "nan" : (v > 0 ? "inf" : "-inf"));
+    row[static_cast<std::size_t>(at) + 1] =
+        std::isfinite(v) ? fmt::format("{}", v) : (std::isnan(v) ? "nan" : (v > 0 ? "inf" : "-inf"));
   }
   t.rows.push_back(row);
   if (new_column) {

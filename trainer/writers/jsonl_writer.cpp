@@ -3,8 +3,8 @@
 
 #include <nlohmann/json.hpp>
 
-#include "trainer/io/file_system.h"
 #include "trainer/common/error.h"
+#include "trainer/io/file_system.h"
 #include "trainer/writers/writer.h"
 
 namespace kd::writers {

@@ -63,7 +63,8 @@ std::string encode_png(const torch::Tensor& image) {
     png_set_IHDR(png, info, static_cast<png_uint_32>(w), static_cast<png_uint_32>(h), 8, color, PNG_INTERLACE_NONE,
                  PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
     png_write_info(png, info);
-    for (int y = 0; y < h; ++y) png_write_row(png, const_cast<png_bytep>(data + static_cast<std::ptrdiff_t>(y) * w * c));
+    for (int y = 0; y < h; ++y)
+      png_write_row(png, const_cast<png_bytep>(data + static_cast<std::ptrdiff_t>(y) * w * c));
     png_write_end(png, nullptr);
   }
   png_destroy_write_struct(&png, &info);

@@ -14,6 +14,10 @@
 
 #include "trainer/tree/tree.h"
 
+namespace kd::config {
+class Node;
+}
+
 namespace kd::writers {
 
 using Scalars = std::vector<std::pair<std::string, double>>;
@@ -31,8 +35,10 @@ class MetricWriter {
   virtual ~MetricWriter() = default;
   virtual void write_scalars(int64_t step, const std::string& collection, const Scalars& values) = 0;
   // Writers that cannot show summaries or text ignore them.
-  virtual void write_summaries(int64_t step, const std::string& collection, const std::vector<SummaryRecord>& records) {}
-  virtual void write_text(int64_t step, const std::string& collection, const std::string& tag, const std::string& text) {}
+  virtual void write_summaries(int64_t step, const std::string& collection, const std::vector<SummaryRecord>& records) {
+  }
+  virtual void write_text(int64_t step, const std::string& collection, const std::string& tag,
+                          const std::string& text) {}
   // A resumed run drops what was logged after its checkpoint's step (it is logged again).
   virtual void truncate_after(int64_t step) {}
   virtual void flush() {}
@@ -71,7 +77,7 @@ class CsvWriter : public MetricWriter {
 
  private:
   struct Table {
-    std::vector<std::string> columns;  // after "step"
+    std::vector<std::string> columns;            // after "step"
     std::vector<std::vector<std::string>> rows;  // cells, "step" first
   };
   Table& table(const std::string& collection);
@@ -91,7 +97,8 @@ class TensorBoardWriter : public MetricWriter {
   ~TensorBoardWriter() override;
   void write_scalars(int64_t step, const std::string& collection, const Scalars& values) override;
   void write_summaries(int64_t step, const std::string& collection, const std::vector<SummaryRecord>& records) override;
-  void write_text(int64_t step, const std::string& collection, const std::string& tag, const std::string& text) override;
+  void write_text(int64_t step, const std::string& collection, const std::string& tag,
+                  const std::string& text) override;
   // Writes a SessionLog START at step + 1 to every collection, so TensorBoard drops what an
   // earlier run logged after `step`.
   void truncate_after(int64_t step) override;
@@ -102,5 +109,17 @@ class TensorBoardWriter : public MetricWriter {
   std::string workdir_;
   std::map<std::string, std::unique_ptr<EventFileWriter>> files_;
 };
+
+// The experiment's `writer:` section: which writers a run's workdir gets.
+struct WriterOptions {
+  bool jsonl = true;        // jsonl: WORKDIR/metrics.jsonl
+  bool csv = true;          // csv: WORKDIR/metrics_<collection>.csv
+  bool tensorboard = true;  // tensorboard: event files under WORKDIR/<collection>/
+
+  static WriterOptions from_config(const config::Node& node);
+};
+
+// The writers `options` choose, writing into `workdir`.
+std::vector<std::unique_ptr<MetricWriter>> make_writers(const WriterOptions& options, const std::string& workdir);
 
 }  // namespace kd::writers

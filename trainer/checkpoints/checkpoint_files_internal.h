@@ -12,14 +12,14 @@
 #include <string>
 #include <string_view>
 
-#include <nlohmann/json.hpp>
 #include <torch/serialize.h>
 #include <torch/types.h>
+#include <nlohmann/json.hpp>
 
 #include "trainer/checkpoints/export.h"
-#include "trainer/io/file_system.h"
 #include "trainer/common/error.h"
 #include "trainer/common/torch_fwd.h"
+#include "trainer/io/file_system.h"
 #include "trainer/tree/tree.h"
 #include "trainer/tree/tree_json.h"
 
@@ -78,7 +78,8 @@ class TensorReader {
     if (legacy(fs, path)) {
       if (std::getenv("KD_READ_LEGACY_CHECKPOINTS") == nullptr ||
           std::string(std::getenv("KD_READ_LEGACY_CHECKPOINTS")) != "1") {
-        throw CorruptionError(path + " was written by an older kd (state.pt, read by LibTorch's TorchScript loader, "
+        throw CorruptionError(path +
+                              " was written by an older kd (state.pt, read by LibTorch's TorchScript loader, "
                               "which a crafted file can crash); if it is yours or you trust it, read it with "
                               "KD_READ_LEGACY_CHECKPOINTS=1; the next checkpoint is saved in the current format");
       }

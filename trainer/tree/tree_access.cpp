@@ -1,4 +1,4 @@
-#include "trainer/tree/tree_internal.h"
+#include "trainer/tree/tree_access.h"
 
 #include <optional>
 #include <stdexcept>
@@ -8,8 +8,7 @@
 
 namespace kd::detail {
 
-void throw_key_error(const Path& path, std::size_t failed_at, const Tree& parent,
-                     const std::string& where) {
+void throw_key_error(const Path& path, std::size_t failed_at, const Tree& parent, const std::string& where) {
   const std::string full = path.str();
   const std::string prefix = path.prefix(failed_at).str();
   const std::string parent_name = prefix.empty() ? "the " + where : "\"" + prefix + "\"";
@@ -21,9 +20,7 @@ void throw_key_error(const Path& path, std::size_t failed_at, const Tree& parent
       message += parent_name + " is an empty dict";
     } else {
       message += parent_name + " has: " + join_names(parent.keys());
-      const std::string asked = segment.kind == PathSegment::Kind::kIndex
-                                    ? std::to_string(segment.index)
-                                    : segment.key;
+      const std::string asked = segment.kind == PathSegment::Kind::kIndex ? std::to_string(segment.index) : segment.key;
       const auto close = nearest(asked, parent.keys(), 1);
       if (!close.empty()) {
         std::vector<PathSegment> fixed = path.segments();
@@ -32,8 +29,8 @@ void throw_key_error(const Path& path, std::size_t failed_at, const Tree& parent
       }
     }
   } else if (parent.is_list()) {
-    message += parent_name + " is a list of " + std::to_string(parent.size()) + " item" +
-               (parent.size() == 1 ? "" : "s");
+    message +=
+        parent_name + " is a list of " + std::to_string(parent.size()) + " item" + (parent.size() == 1 ? "" : "s");
     if (segment.kind == PathSegment::Kind::kKey) {
       message += "; index it with a number, e.g. \"" + path.prefix(failed_at).index(0).str() + "\"";
     } else if (parent.size() > 0) {
@@ -87,13 +84,11 @@ const Tree* step_into(const Tree& node, const PathSegment& segment) {
   return nullptr;
 }
 
-const Tree& get_from(const Tree& root, const Path& path, std::size_t start,
-                     const std::string& where) {
+const Tree& get_from(const Tree& root, const Path& path, std::size_t start, const std::string& where) {
   const Tree* node = &root;
   for (std::size_t i = start; i < path.size(); ++i) {
     if (path[i].is_glob()) {
-      throw NotSupportedError("the path \"" + path.str() +
-                              "\" has a glob; read it with glob()/select(), not get()");
+      throw NotSupportedError("the path \"" + path.str() + "\" has a glob; read it with glob()/select(), not get()");
     }
     const Tree* child = step_into(*node, path[i]);
     if (child == nullptr) throw_key_error(path, i, *node, where);

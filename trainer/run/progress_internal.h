@@ -21,6 +21,9 @@
 
 namespace kd::train {
 
+// "H:MM:SS".
+std::string format_duration(double seconds);
+
 class ProgressConsole final : public spdlog::sinks::base_sink<std::mutex> {
  public:
   explicit ProgressConsole(bool bar) : bar_(bar) {}

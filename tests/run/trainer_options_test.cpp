@@ -1,0 +1,95 @@
+#include <catch2/catch.hpp>
+
+#include "trainer/common/error.h"
+#include "trainer/config/node.h"
+#include "trainer/data/pipeline.h"
+#include "trainer/run/data_parallel_internal.h"
+#include "trainer/run/trainer_options.h"
+
+using kd::config::Node;
+using kd::train::TrainerOptions;
+
+TEST_CASE("TrainerOptions: the defaults of a minimal experiment are the struct's") {
+  const Node cfg = Node::parse("workdir: /tmp/w\nnum_train_steps: 10\n", "e.yaml");
+  const TrainerOptions o = TrainerOptions::from_config(cfg);
+  const TrainerOptions defaults;
+  CHECK(o.workdir == "/tmp/w");
+  CHECK(o.num_train_steps == 10);
+  CHECK(o.seed == defaults.seed);
+  CHECK(o.log_metrics_every == defaults.log_metrics_every);
+  CHECK(o.log_summaries_every == o.log_metrics_every);
+  CHECK(o.nan_policy == kd::train::kDefaultNanPolicy);
+  CHECK(o.nan_policy == kd::train::NanPolicy::kRaise);
+  CHECK(o.device.is_cpu());
+  CHECK(!o.num_threads);
+  CHECK(o.writer.jsonl);
+  CHECK(o.writer.csv);
+  CHECK(o.writer.tensorboard);
+  CHECK(o.checkpointer.save_interval_steps == defaults.checkpointer.save_interval_steps);
+  CHECK(o.checkpointer.max_to_keep == defaults.checkpointer.max_to_keep);
+  CHECK(o.distributed.timeout == defaults.distributed.timeout);
+  CHECK(o.distributed.bucket_bytes == defaults.distributed.bucket_bytes);
+  CHECK(!o.init_transform);
+}
+
+TEST_CASE("TrainerOptions reads every top-level key it owns and names the key of a bad value") {
+  const Node cfg = Node::parse(
+      "workdir: w\nseed: 3\nnum_train_steps: 5\nstop_after_steps: 2\nlog_metrics_every: 7\n"
+      "log_summaries_every: 9\nnan_policy: skip_step\nallow_config_change: true\nnum_threads: 1\n"
+      "writer: {csv: false}\ncheckpointer: {max_to_keep: 2}\ndistributed: {timeout_s: 5}\n",
+      "e.yaml");
+  const TrainerOptions o = TrainerOptions::from_config(cfg);
+  CHECK(o.seed == 3);
+  CHECK(o.stop_after_steps == 2);
+  CHECK(o.log_metrics_every == 7);
+  CHECK(o.log_summaries_every == 9);
+  CHECK(o.nan_policy == kd::train::NanPolicy::kSkipStep);
+  CHECK(o.allow_config_change);
+  CHECK(o.num_threads == 1);
+  CHECK(!o.writer.csv);
+  CHECK(o.writer.jsonl);
+  CHECK(o.checkpointer.max_to_keep == 2);
+  CHECK(o.distributed.timeout == std::chrono::milliseconds(5000));
+
+  CHECK_THROWS_WITH(TrainerOptions::from_config(Node::parse("workdir: w\nnum_train_steps: 0\n", "e.yaml")),
+                    Catch::Contains("e.yaml:2:") && Catch::Contains("num_train_steps must be > 0"));
+  CHECK_THROWS_WITH(TrainerOptions::from_config(Node::parse("workdir: w\nlog_metrics_every: 0\n", "e.yaml")),
+                    Catch::Contains("log_metrics_every must be > 0"));
+  CHECK_THROWS_WITH(TrainerOptions::from_config(Node::parse("workdir: w\ndevice: tpu\n", "e.yaml")),
+                    Catch::Contains("e.yaml:2:") && Catch::Contains("device must be"));
+  CHECK_THROWS_WITH(TrainerOptions::from_config(Node::parse("workdir: w\nnum_threads: 0\n", "e.yaml")),
+                    Catch::Contains("num_threads must be auto or in [1, "));
+  CHECK_THROWS_WITH(TrainerOptions::from_config(Node::parse("workdir: w\nwriter: {jsnl: true}\n", "e.yaml")),
+                    Catch::Contains("unknown key \"jsnl\""));
+  CHECK_THROWS_AS(TrainerOptions::from_config(Node::parse("seed: 1\n", "e.yaml")), kd::ConfigError);
+}
+
+TEST_CASE("keys that may change on resume: logging, evals, devices; not the model or the data") {
+  for (const char* key : {"num_train_steps", "evals.test.num_batches", "checkpointer.max_to_keep", "device",
+                          "optimizer.accumulate_steps", "distributed.timeout_s"}) {
+    CHECK(kd::train::may_change_on_resume(key));
+  }
+  for (const char* key : {"seed", "model.hidden_sizes", "train_ds.batch_size", "optimizer.learning_rate", "evalsx"}) {
+    CHECK_FALSE(kd::train::may_change_on_resume(key));
+  }
+}
+
+TEST_CASE("alone, data parallelism is the identity") {
+  const auto alone = kd::train::DataParallel::from_environment();  // ctest sets no torchrun variables
+  CHECK(alone->rank() == 0);
+  CHECK(alone->world_size() == 1);
+  CHECK(alone->is_chief());
+  CHECK(alone->rank0_value(42, "a test") == 42);
+  CHECK(alone->stop_requested(true));
+  CHECK_FALSE(alone->stop_requested(false));
+  kd::train::AuxiliariesState s;
+  s.loss_states = kd::Tree::dict({{"xent", kd::Tree(int64_t{1})}});
+  CHECK(alone->merge(s, nullptr, "a test").loss_states.is_same(s.loss_states));
+  CHECK(alone->gather_random_states(c10::Device(c10::kCPU), "a test").is_none());
+  CHECK(alone->rank_device(c10::Device(c10::kCPU), "e.yaml:1:1").is_cpu());
+}
+
+TEST_CASE("a batch goes to the CPU as it is") {
+  const kd::Tree batch = kd::Tree::dict({{"x", torch::ones({2})}});
+  CHECK(kd::data::to_device(batch, c10::Device(c10::kCPU)).is_same(batch));
+}

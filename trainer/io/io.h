@@ -1,0 +1,4 @@
+// kd::io: the file system kd's durable outputs go through, and atomic writes (the public header).
+#pragma once
+
+#include "trainer/io/file_system.h"

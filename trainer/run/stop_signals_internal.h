@@ -1,0 +1,34 @@
+// kd::train::StopSignals: SIGINT and SIGTERM while a run trains. The first signal asks the loop
+// to finish its step, save a checkpoint and return; a second one, a second or more later, exits
+// at once (one within the second is the same request arriving twice, e.g. a scheduler
+// signalling every process of a job while `kd launch` passes it on too).
+//
+//   StopSignals signals;                       // installs the handlers, for this scope
+//   while (... && !signals.received()) step();
+#pragma once
+
+#include <memory>
+
+namespace kd::train {
+
+class StopSignals {
+ public:
+  StopSignals();
+  // Restores the previous handlers, except while an error propagates: then a signal (e.g. a
+  // launcher stopping the other ranks after a failure) must not kill the process before the
+  // error is reported, so the handler stays and only a second signal exits.
+  ~StopSignals();
+  StopSignals(const StopSignals&) = delete;
+  StopSignals& operator=(const StopSignals&) = delete;
+
+  // The first signal received since construction (0: none).
+  int received() const { return pending(); }
+  // The same, read by code that holds no StopSignals (async-signal-safe to write, cheap to read).
+  static int pending();
+
+ private:
+  struct Saved;
+  std::unique_ptr<Saved> saved_;
+};
+
+}  // namespace kd::train

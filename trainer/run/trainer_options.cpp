@@ -1,0 +1,87 @@
+#include "trainer/run/trainer_options.h"
+
+#include <algorithm>
+#include <thread>
+
+#include <torch/cuda.h>
+
+#include "trainer/common/error.h"
+
+namespace kd::train {
+namespace {
+
+c10::Device parse_device(const config::Node& cfg, const c10::Device& default_device) {
+  const std::string name = cfg.get_string("device", default_device.str());
+  c10::Device device(c10::kCPU);
+  try {
+    device = c10::Device(name);
+  } catch (const c10::Error&) {
+    throw ConfigError(cfg.child("device").where() + ": device must be \"cpu\", \"cuda\" or \"cuda:N\", got \"" + name +
+                      "\"");
+  }
+  if (device.is_cuda()) {
+    if (!torch::cuda::is_available()) {
+      throw ConfigError(cfg.child("device").where() + ": device \"" + name +
+                        "\" requested, but this LibTorch has no CUDA or sees no GPU; use device: cpu");
+    }
+    if (device.has_index() && device.index() >= static_cast<int>(torch::cuda::device_count())) {
+      throw ConfigError(cfg.child("device").where() + ": device \"" + name + "\" does not exist (" +
+                        std::to_string(torch::cuda::device_count()) + " GPUs visible)");
+    }
+  } else if (!device.is_cpu()) {
+    throw ConfigError(cfg.child("device").where() + ": device must be \"cpu\" or \"cuda[:N]\", got \"" + name + "\"");
+  }
+  return device;
+}
+
+}  // namespace
+
+TrainerOptions TrainerOptions::from_config(const config::Node& cfg) {
+  const TrainerOptions defaults;
+  TrainerOptions o;
+  o.seed = cfg.get_int("seed", defaults.seed);
+  o.workdir = cfg.get_string("workdir");
+  if (auto n = cfg.find("num_train_steps"); n && !n->is_null()) {
+    o.num_train_steps = cfg.get_int("num_train_steps");
+    if (o.num_train_steps <= 0) throw ConfigError(n->where() + ": num_train_steps must be > 0");
+  }
+  o.stop_after_steps = cfg.get_int("stop_after_steps", defaults.stop_after_steps);
+  o.log_metrics_every = cfg.get_int("log_metrics_every", defaults.log_metrics_every);
+  if (o.log_metrics_every <= 0) {
+    throw ConfigError(cfg.child("log_metrics_every").where() + ": log_metrics_every must be > 0");
+  }
+  o.device = parse_device(cfg, defaults.device);
+  o.distributed = distributed::Options::from_config(cfg.section("distributed"));
+  o.checkpointer = checkpoints::CheckpointerOptions::from_config(cfg.section("checkpointer"));
+  o.allow_config_change = cfg.get_bool("allow_config_change", defaults.allow_config_change);
+  if (auto n = cfg.find("init_transform"); n && !n->is_null()) o.init_transform = *n;
+  o.log_summaries_every = cfg.get_int("log_summaries_every", o.log_metrics_every);
+  if (o.log_summaries_every <= 0) {
+    throw ConfigError(cfg.child("log_summaries_every").where() + ": log_summaries_every must be > 0");
+  }
+  o.nan_policy = parse_nan_policy(cfg);
+  o.writer = writers::WriterOptions::from_config(cfg.section("writer"));
+  if (auto n = cfg.find("num_threads"); n && !n->is_null() && n->as_string() != "auto") {
+    // More threads than a few per core only contend (and tens of thousands never start).
+    const int64_t most = 4 * std::max<int64_t>(1, std::thread::hardware_concurrency());
+    o.num_threads = n->as_int();
+    if (*o.num_threads <= 0 || *o.num_threads > most) {
+      throw ConfigError(n->where() + ": num_threads must be auto or in [1, " + std::to_string(most) +
+                        "] (4 per core of " + "this machine), got " + std::to_string(*o.num_threads));
+    }
+  }
+  return o;
+}
+
+bool may_change_on_resume(const std::string& key) {
+  for (const char* prefix :
+       {"workdir", "num_train_steps", "stop_after_steps", "log_metrics_every", "log_summaries_every", "evals", "writer",
+        "callbacks", "checkpointer", "allow_config_change", "nan_policy", "num_threads", "device", "init_transform",
+        "distributed", "optimizer.accumulate_steps"}) {
+    const std::string p(prefix);
+    if (key == p || key.rfind(p + ".", 0) == 0) return true;
+  }
+  return false;
+}
+
+}  // namespace kd::train

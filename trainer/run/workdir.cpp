@@ -1,0 +1,95 @@
+#include "trainer/run/workdir_internal.h"
+
+#include <fcntl.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+
+#include <spdlog/sinks/basic_file_sink.h>
+#include <spdlog/sinks/ringbuffer_sink.h>
+#include <spdlog/spdlog.h>
+
+#include "trainer/common/error.h"
+#include "trainer/io/file_system.h"
+#include "trainer/run/progress_internal.h"
+
+namespace kd::train {
+namespace {
+
+namespace fs = std::filesystem;
+
+// Console lines carry no level (warnings and errors say so in words); log.txt lines do.
+constexpr const char* kConsolePattern = "%Y-%m-%d %H:%M:%S %v";
+constexpr const char* kFilePattern = "%Y-%m-%d %H:%M:%S [%l] %v";
+
+}  // namespace
+
+RunLogger make_run_logger() {
+  auto console = std::make_shared<ProgressConsole>(isatty(STDERR_FILENO) != 0);
+  console->set_pattern(kConsolePattern);
+  // Lines logged before the workdir exists, written to its log.txt once it does.
+  auto early = std::make_shared<spdlog::sinks::ringbuffer_sink_mt>(10'000);
+  early->set_pattern(kFilePattern);
+  auto log = std::make_shared<spdlog::logger>("kd", spdlog::sinks_init_list{console, early});
+  log->flush_on(spdlog::level::info);
+  return {std::move(log), std::move(console)};
+}
+
+Workdir::Workdir(std::string path, writers::WriterOptions writers, std::shared_ptr<spdlog::logger> log, bool is_chief)
+    : path_(std::move(path)), writer_options_(writers), log_(std::move(log)), is_chief_(is_chief) {}
+
+Workdir::~Workdir() {
+  if (lock_fd_ >= 0) ::close(lock_fd_);
+}
+
+void Workdir::lock() {
+  if (lock_fd_ >= 0 || !fs::exists(path_)) return;
+  const std::string lock_path = path_ + "/.lock";
+  lock_fd_ = ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (lock_fd_ < 0) throw IOError("cannot create \"" + lock_path + "\": " + std::strerror(errno));
+  if (::flock(lock_fd_, LOCK_EX | LOCK_NB) != 0) {
+    throw ConfigError("another kd process is using the workdir \"" + path_ +
+                      "\"; wait for it to finish, or choose another workdir");
+  }
+}
+
+void Workdir::open(const std::string& experiment_yaml, const std::string& where, bool write_config) {
+  if (open_) return;
+  open_ = true;
+  if (!is_chief_) return;  // rank 0 writes for the job
+  std::error_code ec;
+  fs::create_directories(path_, ec);
+  if (ec) throw IOError(where + ": cannot create the workdir \"" + path_ + "\": " + ec.message());
+  lock();
+  const std::string config_path = path_ + "/config.yaml";
+  if (write_config) {
+    io::write_file_atomically(
+        *io::posix_file_system(), config_path,
+        "# The resolved experiment; run it again with: kd train --cfg=" + config_path + "\n" + experiment_yaml + "\n");
+  }
+  {
+    std::ofstream log_file(path_ + "/log.txt", std::ios::app);
+    auto& sinks = log_->sinks();
+    auto* early = dynamic_cast<spdlog::sinks::ringbuffer_sink_mt*>(sinks.back().get());
+    if (early) {
+      for (const auto& line : early->last_formatted()) log_file << line;
+      sinks.pop_back();
+    }
+  }
+  auto file = std::make_shared<spdlog::sinks::basic_file_sink_mt>(path_ + "/log.txt");
+  file->set_pattern(kFilePattern);
+  log_->sinks().push_back(file);
+  writers_ = writers::make_writers(writer_options_, path_);
+  if (start_over_) truncate_after(-1);  // the records of the run that starts over
+  log_->info("workdir: {}", path_);
+}
+
+void Workdir::truncate_after(int64_t step) {
+  for (auto& w : writers_) w->truncate_after(step);
+}
+
+}  // namespace kd::train
