@@ -12,6 +12,7 @@
 #include "trainer/common/common.h"
 #include "trainer/compat/torch_compat.h"
 #include "trainer/io/io.h"
+#include "trainer/runtime/blas.h"
 #include "trainer/config/config.h"
 #include "trainer/tree/tree.h"
 #include "trainer/tree/tree_json.h"  // apart from tree.h: it brings in nlohmann/json

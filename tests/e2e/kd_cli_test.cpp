@@ -19,6 +19,7 @@
 
 #include "tests/e2e/helpers.h"
 #include "trainer/checkpoints/checkpointer.h"
+#include "trainer/runtime/blas.h"
 #include "trainer/writers/event_file.h"
 #include "trainer/writers/png.h"
 #include "trainer/writers/tensorboard.pb.h"
@@ -128,6 +129,46 @@ TEST_CASE("kd inspect prints the model and every context path") {
   CHECK_THAT(r.output, Catch::Contains("total: 535818 parameters"));
   CHECK_THAT(r.output, Catch::Contains("preds.logits  float32[128, 10]"));
   CHECK_THAT(r.output, Catch::Contains("metric_states.accuracy.total"));
+  CHECK_THAT(r.output, Catch::Contains("blas: ") && Catch::Contains(" GFLOP/s"));
+}
+
+TEST_CASE("kd restarts itself on the CPU's best OpenBLAS kernels, and never over OPENBLAS_CORETYPE") {
+  const auto blas = kd::runtime::blas_info();
+  if (blas.kernel.empty()) {
+    WARN("LibTorch does not run on OpenBLAS here: nothing to test");
+    return;
+  }
+  const std::string best = kd::runtime::best_openblas_kernel(kd::runtime::cpu_features());
+  if (kd::runtime::openblas_kernel_tier(best) <= 1) {
+    WARN("this CPU has no kernels above Prescott's: nothing to test");
+    return;
+  }
+  const std::string train = "train " + small_mlp(fresh_dir()) + " --cfg.num_train_steps=2 --cfg.evals={}";
+
+  // OpenBLAS taking this CPU for an SSE3 one (KD_TEST_BLAS_KERNEL stands in for its choice):
+  // kd starts again with OPENBLAS_CORETYPE set, and the run says so.
+  Result r = run_kd(train, "-u OPENBLAS_CORETYPE KD_TEST_BLAS_KERNEL=Prescott");
+  INFO(r.output);
+  REQUIRE(r.code == 0);
+  CHECK_THAT(r.output, Catch::Contains("BLAS: OpenBLAS") && Catch::Contains("kernel " + best) &&
+                           Catch::Contains("kd restarted itself with OPENBLAS_CORETYPE=" + best +
+                                           "; OpenBLAS had chosen Prescott"));
+  CHECK_THAT(r.output, !Catch::Contains("start the program with"));
+
+  // A value the user set is kept, with a warning naming the fix.
+  r = run_kd(train, "OPENBLAS_CORETYPE=Prescott");
+  INFO(r.output);
+  REQUIRE(r.code == 0);
+  CHECK_THAT(r.output, Catch::Contains("kernel Prescott") && !Catch::Contains("restarted itself"));
+  CHECK_THAT(r.output, Catch::Contains("OPENBLAS_CORETYPE=Prescott is set; kd leaves it as it is") &&
+                           Catch::Contains("start the program with OPENBLAS_CORETYPE=" + best));
+
+  // Kernels as wide as the CPU's: no restart, no warning.
+  r = run_kd(train, "OPENBLAS_CORETYPE=" + best);
+  INFO(r.output);
+  REQUIRE(r.code == 0);
+  CHECK_THAT(r.output, Catch::Contains("kernel " + best) && !Catch::Contains("restarted itself") &&
+                           !Catch::Contains("start the program with"));
 }
 
 TEST_CASE("kd configs lists the registered types and one type's options") {

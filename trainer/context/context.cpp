@@ -56,11 +56,11 @@ const Field& field_of(const Context& ctx, const Path& path, bool require_filled)
     }
   }
   kd::detail::throw_key_error(path, 0, Tree::dict([] {
-                            std::vector<Tree::Item> items;
-                            for (const auto& name : field_names()) items.emplace_back(name, Tree());
-                            return items;
-                          }()),
-                          "context");
+                                std::vector<Tree::Item> items;
+                                for (const auto& name : field_names()) items.emplace_back(name, Tree());
+                                return items;
+                              }()),
+                              "context");
 }
 
 }  // namespace

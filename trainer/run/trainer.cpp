@@ -177,6 +177,7 @@ void Trainer::open_workdir(const Context* first_context, bool write_config) {
 }
 
 Context Trainer::inspect() {
+  torch::set_num_threads(static_cast<int>(num_threads_));
   std::optional<Tree> batch = pipeline_->next();
   if (!batch) throw Error("the training data is empty");
   Context ctx;

@@ -79,6 +79,8 @@ class Trainer {
 
   const std::string& workdir() const { return options_.workdir; }
   const TrainerOptions& options() const { return options_; }
+  // The intra-op threads the run uses (num_threads, or the one chosen for `auto`).
+  int64_t num_threads() const { return num_threads_; }
   int64_t step() const { return state_.step; }
   const TrainState& state() const { return state_; }
   TrainStep& train_step() { return *step_; }

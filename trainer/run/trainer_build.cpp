@@ -18,6 +18,7 @@
 #include "trainer/run/reporter_internal.h"
 #include "trainer/run/trainer.h"
 #include "trainer/run/workdir_internal.h"
+#include "trainer/runtime/blas.h"
 #include "trainer/step/auxiliaries.h"
 #include "trainer/step/train_step.h"
 
@@ -70,6 +71,8 @@ Trainer::Trainer(const config::Node& cfg)
   log_->info("experiment: {} parameters, device {}, {} intra-op thread{}{}", num_parameters(*model_),
              options_.device.str(), num_threads_, num_threads_ == 1 ? "" : "s", options_.num_threads ? "" : " (auto)");
   log_->info("train data: {}", pipeline_->description());
+  log_->info("BLAS: {}", runtime::describe_blas());
+  if (auto warning = runtime::blas_warning()) log_->warn("{}", *warning);
   parallel_->join(options_.distributed, options_.device, *step_, pipeline_->options().batch_size, *log_);
 }
 

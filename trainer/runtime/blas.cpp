@@ -1,0 +1,160 @@
+#include "trainer/runtime/blas.h"
+
+#include <dlfcn.h>
+#include <unistd.h>
+
+#include <cpuid.h>
+
+#include <ATen/ATen.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+#include <vector>
+
+namespace kd::runtime {
+namespace {
+
+// Set in the environment of a re-executed kd, so that it never re-executes twice.
+constexpr const char* kReexecGuard = "KD_BLAS_REEXEC";
+
+template <typename Fn>
+Fn openblas_symbol(const char* name) {
+  return reinterpret_cast<Fn>(dlsym(RTLD_DEFAULT, name));
+}
+
+// The kernel this process's OpenBLAS runs; KD_TEST_BLAS_KERNEL stands in for it in kd's own
+// end-to-end test of the re-execution (no CPU here is misidentified on demand).
+std::string chosen_kernel() {
+  if (const char* forced = std::getenv("KD_TEST_BLAS_KERNEL"); forced && *forced) return forced;
+  const auto corename = openblas_symbol<char* (*)()>("openblas_get_corename");
+  return corename ? std::string(corename()) : std::string();
+}
+
+}  // namespace
+
+CpuFeatures cpu_features() {
+  CpuFeatures f;
+#if defined(__x86_64__) || defined(__i386__)
+  unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+  if (__get_cpuid(0, &eax, &ebx, &ecx, &edx)) {
+    char vendor[13] = {};
+    std::memcpy(vendor, &ebx, 4);
+    std::memcpy(vendor + 4, &edx, 4);
+    std::memcpy(vendor + 8, &ecx, 4);
+    f.amd = std::strcmp(vendor, "AuthenticAMD") == 0;
+  }
+  __builtin_cpu_init();
+  f.sse3 = __builtin_cpu_supports("sse3");
+  f.sse4_2 = __builtin_cpu_supports("sse4.2");
+  // __builtin_cpu_supports also checks that the OS saves the wide registers (XGETBV).
+  f.avx = __builtin_cpu_supports("avx");
+  f.avx2 = __builtin_cpu_supports("avx2");
+  f.fma = __builtin_cpu_supports("fma");
+  f.avx512f = __builtin_cpu_supports("avx512f");
+  f.avx512dq = __builtin_cpu_supports("avx512dq");
+  f.avx512cd = __builtin_cpu_supports("avx512cd");
+  f.avx512bw = __builtin_cpu_supports("avx512bw");
+  f.avx512vl = __builtin_cpu_supports("avx512vl");
+  if (__get_cpuid_count(7, 1, &eax, &ebx, &ecx, &edx)) f.avx512_bf16 = (eax >> 5) & 1;
+#endif
+  return f;
+}
+
+std::string best_openblas_kernel(const CpuFeatures& cpu) {
+  const bool skylakex = cpu.avx512f && cpu.avx512dq && cpu.avx512cd && cpu.avx512bw && cpu.avx512vl;
+  if (skylakex && cpu.avx512_bf16) return "Cooperlake";
+  if (skylakex) return "SkylakeX";
+  if (cpu.avx2 && cpu.fma) return cpu.amd ? "Zen" : "Haswell";
+  if (cpu.avx) return "Sandybridge";
+  if (cpu.sse4_2) return "Nehalem";
+  return "Prescott";
+}
+
+int openblas_kernel_tier(const std::string& kernel) {
+  // Names as openblas_get_corename() writes them (DYNAMIC_ARCH's x86-64 cores).
+  static const std::vector<std::pair<std::vector<const char*>, int>> tiers = {
+      {{"SkylakeX", "Cooperlake", "SapphireRapids"}, 4},
+      {{"Haswell", "Zen"}, 3},
+      {{"Sandybridge"}, 2},
+      {{"Prescott",     "Core2",     "Penryn",     "Dunnington", "Nehalem",    "Atom",        "Opteron",
+        "Opteron_SSE3", "Barcelona", "Bobcat",     "Bulldozer",  "Piledriver", "Steamroller", "Excavator",
+        "Nano",         "Katmai",    "Coppermine", "Northwood",  "Banias",     "Athlon",      "generic"},
+       1},
+  };
+  for (const auto& [names, tier] : tiers) {
+    for (const char* name : names) {
+      if (strcasecmp(name, kernel.c_str()) == 0) return tier;
+    }
+  }
+  return 0;
+}
+
+std::optional<std::string> better_openblas_kernel(const std::string& chosen, const CpuFeatures& cpu) {
+  const int have = openblas_kernel_tier(chosen);
+  if (chosen.empty() || have == 0) return std::nullopt;  // not OpenBLAS, or a kernel kd does not know
+  const std::string best = best_openblas_kernel(cpu);
+  if (openblas_kernel_tier(best) <= have) return std::nullopt;
+  return best;
+}
+
+BlasInfo blas_info() {
+  BlasInfo info;
+  const auto config = openblas_symbol<char* (*)()>("openblas_get_config");
+  const auto threads = openblas_symbol<int (*)()>("openblas_get_num_threads");
+  info.library = config ? std::string(config()) : std::string("not OpenBLAS");
+  info.kernel = config ? chosen_kernel() : std::string();
+  info.threads = threads ? threads() : 0;
+  return info;
+}
+
+void reexec_with_better_blas(char** argv) {
+  if (std::getenv("OPENBLAS_CORETYPE") != nullptr || std::getenv(kReexecGuard) != nullptr) return;
+  const auto better = better_openblas_kernel(blas_info().kernel, cpu_features());
+  if (!better) return;
+  setenv("OPENBLAS_CORETYPE", better->c_str(), 1);
+  setenv(kReexecGuard, blas_info().kernel.c_str(), 1);  // what the first start chose, for the log
+  unsetenv("KD_TEST_BLAS_KERNEL");
+  execv("/proc/self/exe", argv);
+  // Not re-executed (no /proc): go on with the kernels there are; blas_warning names the fix.
+  unsetenv("OPENBLAS_CORETYPE");
+}
+
+std::optional<std::string> blas_warning() {
+  const BlasInfo info = blas_info();
+  const auto better = better_openblas_kernel(info.kernel, cpu_features());
+  if (!better) return std::nullopt;
+  const char* set = std::getenv("OPENBLAS_CORETYPE");
+  return "OpenBLAS runs its " + info.kernel + " kernels on a CPU that supports " + *better +
+         "'s, which run matrix products several times faster" +
+         (set ? " (OPENBLAS_CORETYPE=" + std::string(set) + " is set; kd leaves it as it is)" : std::string()) +
+         ": start the program with OPENBLAS_CORETYPE=" + *better;
+}
+
+std::string describe_blas() {
+  const BlasInfo info = blas_info();
+  if (info.kernel.empty()) return info.library;
+  std::string out = info.library + ", kernel " + info.kernel;
+  if (const char* first = std::getenv(kReexecGuard)) {
+    out += std::string(" (kd restarted itself with OPENBLAS_CORETYPE=") + std::getenv("OPENBLAS_CORETYPE") +
+           "; OpenBLAS had chosen " + first + ")";
+  }
+  return out;
+}
+
+double measure_sgemm_gflops(int64_t n) {
+  const at::Tensor a = at::rand({n, n}), b = at::rand({n, n});
+  at::Tensor c = at::mm(a, b);  // warm-up: threads started, pages touched
+  double best = 0;
+  for (int i = 0; i < 5; ++i) {
+    const auto start = std::chrono::steady_clock::now();
+    at::mm_out(c, a, b);
+    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    best =
+        std::max(best, 2.0 * static_cast<double>(n) * static_cast<double>(n) * static_cast<double>(n) / seconds / 1e9);
+  }
+  return best;
+}
+
+}  // namespace kd::runtime
