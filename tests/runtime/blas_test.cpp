@@ -62,6 +62,8 @@ TEST_CASE("kernels are compared by the instructions they use") {
   CHECK(kd::runtime::openblas_kernel_tier("Prescott") == 1);
   CHECK(kd::runtime::openblas_kernel_tier("NEHALEM") == 1);
   CHECK(kd::runtime::openblas_kernel_tier("Sandybridge") == 2);
+  CHECK(kd::runtime::openblas_kernel_tier("Piledriver") == 2);  // AVX and FMA4/FMA3, no AVX2
+  CHECK(kd::runtime::openblas_kernel_tier("Excavator") == 3);
   CHECK(kd::runtime::openblas_kernel_tier("Haswell") == 3);
   CHECK(kd::runtime::openblas_kernel_tier("Zen") == 3);
   CHECK(kd::runtime::openblas_kernel_tier("SkylakeX") == 4);

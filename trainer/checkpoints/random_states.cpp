@@ -39,7 +39,12 @@ void set_random_states(const Tree& states) {
     }
     auto generator = at::globalContext().defaultGenerator(device);
     std::lock_guard<std::mutex> lock(generator.mutex());
-    generator.set_state(state.tensor());
+    try {
+      generator.set_state(state.tensor());
+    } catch (const c10::Error& e) {
+      throw CorruptionError("the random state of " + name +
+                            " does not fit its generator: " + e.msg().substr(0, e.msg().find('\n')));
+    }
   }
 }
 

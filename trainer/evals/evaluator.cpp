@@ -23,9 +23,10 @@ Evaluator::Evaluator(std::string name, const config::Node& o, int64_t seed,
   defaults.num_shards = num_shards;
   defaults.shard_index = shard_index;
   pipeline_ = std::make_unique<data::Pipeline>(o.child("ds"), seed, defaults);
-  num_batches_ = o.get_int_in("num_batches", 0, 0, std::numeric_limits<int64_t>::max());  // 0: the whole set
+  // The members' initial values are the defaults.
+  num_batches_ = o.get_int_in("num_batches", num_batches_, 0, std::numeric_limits<int64_t>::max());
   if (auto run = o.find("run"); run && !run->is_null()) {
-    every_n_steps_ = run->get_int_in("every_n_steps", 0, 0, std::numeric_limits<int64_t>::max());
+    every_n_steps_ = run->get_int_in("every_n_steps", every_n_steps_, 0, std::numeric_limits<int64_t>::max());
     once_at_end_ = run->get_bool("once_at_end", every_n_steps_ == 0);
     run->check_unknown_keys();
   }

@@ -49,9 +49,9 @@ class Evaluator {
   std::string name_;
   std::unique_ptr<data::Pipeline> pipeline_;
   std::shared_ptr<const train::Auxiliaries> auxiliaries_;
-  int64_t num_batches_ = 0;
-  int64_t every_n_steps_ = 0;
-  bool once_at_end_ = true;
+  int64_t num_batches_ = 0;    // num_batches: 0 is the whole set
+  int64_t every_n_steps_ = 0;  // run.every_n_steps: 0 is never
+  bool once_at_end_ = true;    // run.once_at_end: default true unless every_n_steps is set
 };
 
 }  // namespace kd::evals

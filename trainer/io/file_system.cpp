@@ -92,11 +92,18 @@ class PosixFileSystem : public FileSystem {
 
   void rename_no_replace(const std::string& from, const std::string& to) override {
     // renameat2(RENAME_NOREPLACE) where the file system has it; a hard link, which fails on
-    // an existing name just as atomically, where it does not.
+    // an existing name just as atomically, where it does not; on a file system with neither
+    // (FAT, some FUSE mounts), a check and a rename, which only a concurrent creator can race.
     if (::renameat2(AT_FDCWD, from.c_str(), AT_FDCWD, to.c_str(), RENAME_NOREPLACE) == 0) return;
     if (errno != EINVAL && errno != ENOSYS) fail("renaming to \"" + to + "\" from", from, errno);
-    if (::link(from.c_str(), to.c_str()) != 0) fail("creating \"" + to + "\" from", from, errno);
-    ::unlink(from.c_str());
+    if (::link(from.c_str(), to.c_str()) == 0) {
+      ::unlink(from.c_str());
+      return;
+    }
+    if (errno != EPERM && errno != EOPNOTSUPP && errno != ENOSYS) fail("creating \"" + to + "\" from", from, errno);
+    struct stat st {};
+    if (::lstat(to.c_str(), &st) == 0) fail("creating", to, EEXIST);
+    rename(from, to);
   }
 
   void sync_directory(const std::string& path) override {
@@ -133,12 +140,13 @@ std::shared_ptr<FileSystem> posix_file_system() {
 
 namespace {
 
+std::atomic<uint64_t> g_temporaries{0};
+
 // Writes `data` to a temporary beside `path` and publishes it with `publish(tmp, path)`.
 template <typename Publish>
 void write_then_publish(FileSystem& fs, const std::string& path, std::string_view data, Publish&& publish) {
   // The process id and a count keep two processes, or two threads, writing one file apart.
-  static std::atomic<uint64_t> count{0};
-  const std::string tmp = path + ".tmp." + std::to_string(::getpid()) + "." + std::to_string(count++);
+  const std::string tmp = path + ".tmp." + std::to_string(::getpid()) + "." + std::to_string(g_temporaries++);
   try {
     fs.write_file(tmp, data);
     publish(tmp, path);

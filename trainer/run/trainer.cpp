@@ -1,4 +1,5 @@
 #include "trainer/run/trainer.h"
+#include "trainer/run/trainer_options.h"
 
 #include <algorithm>
 
@@ -33,6 +34,7 @@ Trainer::~Trainer() {
   if (console_) console_->clear();  // an error is printed on a line of its own
 }
 
+const std::string& Trainer::workdir() const { return options_->workdir; }
 int Trainer::rank() const { return parallel_->rank(); }
 int Trainer::world_size() const { return parallel_->world_size(); }
 
@@ -40,9 +42,9 @@ void Trainer::train() {
   torch::set_num_threads(static_cast<int>(num_threads_));
   resume_or_start();
   const bool resumed = state_.step > 0;
-  const int64_t num_train_steps = options_.num_train_steps;
+  const int64_t num_train_steps = options_->num_train_steps;
   const int64_t last_step =
-      options_.stop_after_steps > 0 ? std::min(options_.stop_after_steps, num_train_steps) : num_train_steps;
+      options_->stop_after_steps > 0 ? std::min(options_->stop_after_steps, num_train_steps) : num_train_steps;
   if (resumed) {
     open_workdir(nullptr);
     workdir_->truncate_after(state_.step);  // those steps are logged again
@@ -62,10 +64,10 @@ void Trainer::train() {
       break;
     }
     const bool first = state_.step == first_step && !resumed;
-    const bool summarize = (state_.step + 1) % options_.log_summaries_every == 0 || state_.step + 1 == num_train_steps;
+    const bool summarize = (state_.step + 1) % options_->log_summaries_every == 0 || state_.step + 1 == num_train_steps;
     const int64_t skipped_before = step_->skipped_steps();
     Context first_context;
-    auto [next, aux] = step_->step(state_, data::to_device(*batch, options_.device),
+    auto [next, aux] = step_->step(state_, data::to_device(*batch, options_->device),
                                    {.context_out = first ? &first_context : nullptr,
                                     .with_summaries = summarize && !auxiliaries_->summaries.empty()});
     state_ = std::move(next);
@@ -83,7 +85,7 @@ void Trainer::train() {
 
     // Logged at fixed steps only (and at the very end), so a stopped and resumed run logs
     // exactly what an uninterrupted one does; the interval's states are in its checkpoint.
-    const bool log_step = state_.step % options_.log_metrics_every == 0 || state_.step == num_train_steps;
+    const bool log_step = state_.step % options_->log_metrics_every == 0 || state_.step == num_train_steps;
     const writers::Scalars logged = log_step ? log_train_metrics() : writers::Scalars();
     for (auto& cb : callbacks_) cb->on_step_end(*this, state_.step, log_step ? &logged : nullptr);
     // The checkpoint first: an eval that fails must not cost the steps trained since the last one.
@@ -142,7 +144,7 @@ writers::Scalars Trainer::run_eval(evals::Evaluator& evaluator) {
   const auto start = Clock::now();
   const AuxiliariesState result = detail::with_context(
       ("evaluating at step " + std::to_string(state_.step)).c_str(), "eval", "evals", evaluator.name(), [&] {
-        return parallel_->merge(evaluator.evaluate(*step_, state_, options_.device), evaluator.auxiliaries(),
+        return parallel_->merge(evaluator.evaluate(*step_, state_, options_->device), evaluator.auxiliaries(),
                                 "merging eval " + evaluator.name());
       });
   return reporter_->eval(state_.step, evaluator.name(), result, seconds_since(start));
@@ -162,7 +164,7 @@ void Trainer::finish(int signal) {
           state_.step);
     }
   } else {
-    log_->info("done: step {} of {} in {}", state_.step, options_.num_train_steps,
+    log_->info("done: step {} of {} in {}", state_.step, options_->num_train_steps,
                format_duration(seconds_since(start_)));
   }
   log_->flush();
@@ -181,7 +183,7 @@ Context Trainer::inspect() {
   std::optional<Tree> batch = pipeline_->next();
   if (!batch) throw Error("the training data is empty");
   Context ctx;
-  step_->step(state_, data::to_device(*batch, options_.device), {.context_out = &ctx});
+  step_->step(state_, data::to_device(*batch, options_->device), {.context_out = &ctx});
   return ctx;
 }
 

@@ -31,7 +31,6 @@
 #include "trainer/context/train_state.h"
 #include "trainer/optim/schedules.h"
 #include "trainer/run/callback.h"
-#include "trainer/run/trainer_options.h"
 #include "trainer/writers/writer.h"
 
 namespace spdlog {
@@ -54,6 +53,7 @@ class Model;
 namespace kd::train {
 
 class DataParallel;
+struct TrainerOptions;
 class ProgressConsole;
 class Reporter;
 class TrainStep;
@@ -77,8 +77,9 @@ class Trainer {
   // "layers.0.weight  float32[512, 784]  401408" lines and the total.
   std::string describe_model() const;
 
-  const std::string& workdir() const { return options_.workdir; }
-  const TrainerOptions& options() const { return options_; }
+  const std::string& workdir() const;
+  // The experiment's top-level keys as read (trainer_options.h).
+  const TrainerOptions& options() const { return *options_; }
   // The intra-op threads the run uses (num_threads, or the one chosen for `auto`).
   int64_t num_threads() const { return num_threads_; }
   int64_t step() const { return state_.step; }
@@ -142,7 +143,7 @@ class Trainer {
   void save_checkpoint();
 
   config::Node experiment_;
-  TrainerOptions options_;
+  std::unique_ptr<TrainerOptions> options_;
   int64_t num_threads_ = 1;
   std::unique_ptr<DataParallel> parallel_;
   std::shared_ptr<spdlog::logger> log_;

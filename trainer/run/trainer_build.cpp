@@ -13,10 +13,12 @@
 #include "trainer/data/pipeline.h"
 #include "trainer/evals/evaluator.h"
 #include "trainer/models/model.h"
+#include "trainer/optim/optimizer.h"
 #include "trainer/run/data_parallel_internal.h"
 #include "trainer/run/progress_internal.h"
 #include "trainer/run/reporter_internal.h"
 #include "trainer/run/trainer.h"
+#include "trainer/run/trainer_options.h"
 #include "trainer/run/workdir_internal.h"
 #include "trainer/runtime/blas.h"
 #include "trainer/step/auxiliaries.h"
@@ -39,20 +41,23 @@ int64_t num_parameters(models::Model& model) {
 }  // namespace
 
 Trainer::Trainer(const config::Node& cfg)
-    : experiment_(cfg), options_(TrainerOptions::from_config(cfg)), parallel_(DataParallel::from_environment()) {
+    : experiment_(cfg),
+      options_(std::make_unique<TrainerOptions>(TrainerOptions::from_config(cfg))),
+      parallel_(DataParallel::from_environment()) {
   auto logger = make_run_logger();
   log_ = std::move(logger.log);
   console_ = std::move(logger.console);
   if (!is_chief()) log_->set_level(spdlog::level::warn);  // rank 0 reports for the job
-  options_.device =
-      parallel_->rank_device(options_.device, cfg.has("device") ? cfg.child("device").where() : cfg.where());
-  checkpointer_ = std::make_unique<checkpoints::Checkpointer>(options_.workdir + "/checkpoints", options_.checkpointer);
-  workdir_ = std::make_unique<Workdir>(options_.workdir, options_.writer, log_, is_chief());
+  options_->device =
+      parallel_->rank_device(options_->device, cfg.has("device") ? cfg.child("device").where() : cfg.where());
+  checkpointer_ =
+      std::make_unique<checkpoints::Checkpointer>(options_->workdir + "/checkpoints", options_->checkpointer);
+  workdir_ = std::make_unique<Workdir>(options_->workdir, options_->writer, log_, is_chief());
   reporter_ = std::make_unique<Reporter>(log_, console_, is_chief() && isatty(STDERR_FILENO) != 0, *workdir_);
 
-  torch::manual_seed(static_cast<uint64_t>(options_.seed));
+  torch::manual_seed(static_cast<uint64_t>(options_->seed));
   model_ = models::registry().create(cfg.child("model"));
-  model_->to(options_.device);
+  model_->to(options_->device);
   const auto losses = cfg.find("train_losses");
   if (!losses || losses->is_null() || losses->size() == 0) {
     throw ConfigError(cfg.where() +
@@ -60,20 +65,21 @@ Trainer::Trainer(const config::Node& cfg)
   }
   auxiliaries_ = std::make_shared<Auxiliaries>(
       build_auxiliaries(cfg.section("train_losses"), cfg.section("train_metrics"), cfg.section("train_summaries")));
-  build_data(cfg);
   step_ = std::make_unique<TrainStep>(model_, cfg.child("optimizer"), auxiliaries_);
-  step_->set_nan_policy(options_.nan_policy);
+  step_->set_nan_policy(options_->nan_policy);
+  build_data(cfg);
   build_components(cfg);
   num_threads_ = choose_num_threads();
   cfg.check_unknown_keys();
 
   state_ = step_->init();
   log_->info("experiment: {} parameters, device {}, {} intra-op thread{}{}", num_parameters(*model_),
-             options_.device.str(), num_threads_, num_threads_ == 1 ? "" : "s", options_.num_threads ? "" : " (auto)");
+             options_->device.str(), num_threads_, num_threads_ == 1 ? "" : "s",
+             options_->num_threads ? "" : " (auto)");
   log_->info("train data: {}", pipeline_->description());
   log_->info("BLAS: {}", runtime::describe_blas());
   if (auto warning = runtime::blas_warning()) log_->warn("{}", *warning);
-  parallel_->join(options_.distributed, options_.device, *step_, pipeline_->options().batch_size, *log_);
+  parallel_->join(options_->distributed, options_->device, *step_, pipeline_->options().batch_size, *log_);
 }
 
 void Trainer::build_data(const config::Node& cfg) {
@@ -81,7 +87,7 @@ void Trainer::build_data(const config::Node& cfg) {
   data::PipelineOptions shard;
   shard.num_shards = ranks;
   shard.shard_index = rank();
-  pipeline_ = std::make_unique<data::Pipeline>(cfg.child("train_ds"), options_.seed, shard);
+  pipeline_ = std::make_unique<data::Pipeline>(cfg.child("train_ds"), options_->seed, shard);
   const auto& o = pipeline_->options();
   const std::string where = cfg.child("train_ds").where();
   if (o.batch_size % ranks != 0) {
@@ -89,15 +95,14 @@ void Trainer::build_data(const config::Node& cfg) {
                       std::to_string(o.batch_size) + " (the global batch) must split evenly over the " +
                       std::to_string(ranks) + " ranks; use a multiple of " + std::to_string(ranks));
   }
-  if (const int64_t k = cfg.find("optimizer") ? cfg.child("optimizer").get_int("accumulate_steps", 1) : 1;
-      k > 1 && (o.batch_size / ranks) % k != 0) {
+  if (const int64_t k = step_->optimizer().accumulate_steps(); k > 1 && (o.batch_size / ranks) % k != 0) {
     throw ConfigError(cfg.child("train_ds").child("batch_size").where() + ": each of the " + std::to_string(ranks) +
                       " ranks gets " + std::to_string(o.batch_size / ranks) +
                       " examples of the global batch, which optimizer.accumulate_steps " + std::to_string(k) +
                       " cannot split evenly; use a batch_size divisible by " + std::to_string(ranks * k));
   }
   // The end of the data is the end of training (final evals and checkpoint included).
-  int64_t& num_train_steps = options_.num_train_steps;
+  int64_t& num_train_steps = options_->num_train_steps;
   if (o.num_epochs > 0) {
     const int64_t data_steps = o.num_epochs * pipeline_->batches_per_epoch();
     if (data_steps <= 0) {
@@ -129,15 +134,15 @@ void Trainer::build_components(const config::Node& cfg) {
   for (const auto& name : schedules.keys()) schedules_.emplace_back(name, optim::make_schedule(schedules.child(name)));
   const config::Node evals = cfg.section("evals");
   for (const auto& name : evals.keys()) {
-    evaluators_.push_back(
-        std::make_unique<evals::Evaluator>(name, evals.child(name), options_.seed, auxiliaries_, world_size(), rank()));
+    evaluators_.push_back(std::make_unique<evals::Evaluator>(name, evals.child(name), options_->seed, auxiliaries_,
+                                                             world_size(), rank()));
   }
   const config::Node callbacks = cfg.section("callbacks");
   for (const auto& name : callbacks.keys()) callbacks_.push_back(callback_registry().create(callbacks.child(name)));
 }
 
 int64_t Trainer::choose_num_threads() const {
-  if (options_.num_threads) return *options_.num_threads;
+  if (options_->num_threads) return *options_->num_threads;
   // The cores are shared by the ranks of this machine.
   const int64_t cores = std::max<int64_t>(1, std::thread::hardware_concurrency() / parallel_->local_world_size());
   return num_parameters(*model_) >= kParamsForAllThreads ? cores : 1;

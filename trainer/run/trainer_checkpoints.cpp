@@ -17,6 +17,7 @@
 #include "trainer/run/data_parallel_internal.h"
 #include "trainer/run/reporter_internal.h"
 #include "trainer/run/trainer.h"
+#include "trainer/run/trainer_options.h"
 #include "trainer/run/workdir_internal.h"
 #include "trainer/step/auxiliaries.h"
 #include "trainer/step/train_step.h"
@@ -52,17 +53,17 @@ void Trainer::resume_or_start() {
     if (!latest) throw cannot_read("");
   }
   if (!latest) {
-    if (options_.init_transform) {
+    if (options_->init_transform) {
       const std::string report =
-          checkpoints::apply_init_transform(*options_.init_transform, *model_, &step_->optimizer().torch_optimizer());
+          checkpoints::apply_init_transform(*options_->init_transform, *model_, &step_->optimizer().torch_optimizer());
       log_->info("init_transform: {}", report);
     }
     parallel_->broadcast_parameters();
-    parallel_->seed_rank(options_.seed, state_.step);
+    parallel_->seed_rank(options_->seed, state_.step);
     return;
   }
   // The checkpoint holds every rank's random states (CPU and GPU).
-  parallel_->restore_random_states(restored_aux.find("rank_rng"), options_.seed, state_.step);
+  parallel_->restore_random_states(restored_aux.find("rank_rng"), options_->seed, state_.step);
   parallel_->broadcast_parameters();
   log_->info("resuming from step {} ({})", state_.step, latest->path);
 }
@@ -108,12 +109,12 @@ void Trainer::check_fresh_workdir() {
   // Only a run that cannot have reached a checkpoint yet: one logged past its first due
   // checkpoint (whose checkpoints were deleted, say) keeps its logs.
   const int64_t interval = checkpointer_->options().save_interval_steps;
-  const int64_t first_due = interval > 0 ? std::min(interval, options_.num_train_steps) : options_.num_train_steps;
+  const int64_t first_due = interval > 0 ? std::min(interval, options_->num_train_steps) : options_->num_train_steps;
   int64_t logged = 0;
   if (fs::exists(jsonl)) {
     for (const auto& r : writers::read_jsonl(jsonl.string())) logged = std::max(logged, r.step);
   }
-  const bool allow = options_.allow_config_change;
+  const bool allow = options_->allow_config_change;
   if (fs::exists(config) && (logged >= first_due || allow)) {
     throw ConfigError("the workdir \"" + workdir() + "\" holds a run logged up to step " + std::to_string(logged) +
                       " without a checkpoint to resume from" + (allow ? " (and allow_config_change is set)" : "") +
@@ -145,7 +146,7 @@ Tree Trainer::restore_checkpoint(const CheckpointInfo& info) {
   try {
     pipeline_->restore(snapshot.data);
   } catch (Error& e) {
-    if (!options_.allow_config_change) {
+    if (!options_->allow_config_change) {
       e.add_context(info.path);
       throw;
     }
@@ -172,7 +173,7 @@ void Trainer::restore_interval(const CheckpointInfo& info, const Tree& aux, int6
     const std::string what = e.what();
     const std::string problem = info.path + ": its interval's loss and metric states do not fit the experiment: " +
                                 what.substr(0, what.find('\n'));
-    if (!options_.allow_config_change) throw CorruptionError(problem);
+    if (!options_->allow_config_change) throw CorruptionError(problem);
     // The losses or metrics changed with the experiment: the interval starts afresh.
     log_->warn("{}; the interval's states start afresh", problem);
     interval_.merged = AuxiliariesState{.auxiliaries = auxiliaries_};
@@ -198,7 +199,7 @@ void Trainer::check_optimizer_state(const std::string& path) const {
 }
 
 void Trainer::check_config_unchanged(const std::string& saved_yaml, const std::string& what) const {
-  if (options_.allow_config_change) return;
+  if (options_->allow_config_change) return;
   std::vector<std::pair<std::string, std::string>> before;
   try {
     before = config::Node::parse(saved_yaml, "saved").flatten();
@@ -233,7 +234,7 @@ void Trainer::save_checkpoint() {
   // gathered, for rank 0's checkpoint.
   interval_.merged = parallel_->merge(interval_.merged, auxiliaries_, "merging the training states for a checkpoint");
   const Tree rank_rng =
-      parallel_->gather_random_states(options_.device, "gathering the random states for a checkpoint");
+      parallel_->gather_random_states(options_->device, "gathering the random states for a checkpoint");
   if (!is_chief()) {
     interval_.merged = AuxiliariesState{.auxiliaries = auxiliaries_};  // rank 0 holds the merged states from here on
     return;

@@ -1,9 +1,12 @@
 #include "trainer/runtime/blas.h"
 
 #include <dlfcn.h>
+#include <strings.h>
 #include <unistd.h>
 
+#if defined(__x86_64__) || defined(__i386__)
 #include <cpuid.h>
+#endif
 
 #include <ATen/ATen.h>
 
@@ -16,8 +19,16 @@
 namespace kd::runtime {
 namespace {
 
-// Set in the environment of a re-executed kd, so that it never re-executes twice.
+// Set in the environment of a re-executed kd (to the kernel OpenBLAS had chosen), so that it
+// never re-executes twice; read and removed by the new process, so that its own children (kd
+// launch's ranks) do not take it for theirs.
 constexpr const char* kReexecGuard = "KD_BLAS_REEXEC";
+
+// What the first start chose, in a re-executed kd; empty otherwise.
+std::string& restarted_from() {
+  static std::string kernel;
+  return kernel;
+}
 
 template <typename Fn>
 Fn openblas_symbol(const char* name) {
@@ -76,11 +87,10 @@ int openblas_kernel_tier(const std::string& kernel) {
   // Names as openblas_get_corename() writes them (DYNAMIC_ARCH's x86-64 cores).
   static const std::vector<std::pair<std::vector<const char*>, int>> tiers = {
       {{"SkylakeX", "Cooperlake", "SapphireRapids"}, 4},
-      {{"Haswell", "Zen"}, 3},
-      {{"Sandybridge"}, 2},
-      {{"Prescott",     "Core2",     "Penryn",     "Dunnington", "Nehalem",    "Atom",        "Opteron",
-        "Opteron_SSE3", "Barcelona", "Bobcat",     "Bulldozer",  "Piledriver", "Steamroller", "Excavator",
-        "Nano",         "Katmai",    "Coppermine", "Northwood",  "Banias",     "Athlon",      "generic"},
+      {{"Haswell", "Zen", "Excavator"}, 3},
+      {{"Sandybridge", "Bulldozer", "Piledriver", "Steamroller"}, 2},
+      {{"Prescott", "Core2", "Penryn", "Dunnington", "Nehalem", "Atom", "Opteron", "Opteron_SSE3", "Barcelona",
+        "Bobcat", "Nano", "Katmai", "Coppermine", "Northwood", "Banias", "Athlon", "generic"},
        1},
   };
   for (const auto& [names, tier] : tiers) {
@@ -110,15 +120,27 @@ BlasInfo blas_info() {
 }
 
 void reexec_with_better_blas(char** argv) {
-  if (std::getenv("OPENBLAS_CORETYPE") != nullptr || std::getenv(kReexecGuard) != nullptr) return;
-  const auto better = better_openblas_kernel(blas_info().kernel, cpu_features());
+  if (const char* first = std::getenv(kReexecGuard)) {  // this is the re-executed kd
+    restarted_from() = first;
+    unsetenv(kReexecGuard);
+    return;
+  }
+  if (std::getenv("OPENBLAS_CORETYPE") != nullptr) return;  // the user's or the machine's choice
+  const BlasInfo info = blas_info();
+  // Only an OpenBLAS built with DYNAMIC_ARCH chooses its kernels at run time.
+  if (info.library.find("DYNAMIC_ARCH") == std::string::npos) return;
+  const auto better = better_openblas_kernel(info.kernel, cpu_features());
   if (!better) return;
+  const char* test_kernel = std::getenv("KD_TEST_BLAS_KERNEL");
+  const std::string saved_test_kernel = test_kernel ? test_kernel : "";
   setenv("OPENBLAS_CORETYPE", better->c_str(), 1);
-  setenv(kReexecGuard, blas_info().kernel.c_str(), 1);  // what the first start chose, for the log
+  setenv(kReexecGuard, info.kernel.c_str(), 1);
   unsetenv("KD_TEST_BLAS_KERNEL");
   execv("/proc/self/exe", argv);
   // Not re-executed (no /proc): go on with the kernels there are; blas_warning names the fix.
   unsetenv("OPENBLAS_CORETYPE");
+  unsetenv(kReexecGuard);
+  if (!saved_test_kernel.empty()) setenv("KD_TEST_BLAS_KERNEL", saved_test_kernel.c_str(), 1);
 }
 
 std::optional<std::string> blas_warning() {
@@ -126,9 +148,15 @@ std::optional<std::string> blas_warning() {
   const auto better = better_openblas_kernel(info.kernel, cpu_features());
   if (!better) return std::nullopt;
   const char* set = std::getenv("OPENBLAS_CORETYPE");
+  std::string why;
+  if (!restarted_from().empty()) {
+    why = " (kd restarted itself with OPENBLAS_CORETYPE=" + std::string(set ? set : "") +
+          ", which this OpenBLAS did not take)";
+  } else if (set) {
+    why = " (OPENBLAS_CORETYPE=" + std::string(set) + " is set; kd leaves it as it is)";
+  }
   return "OpenBLAS runs its " + info.kernel + " kernels on a CPU that supports " + *better +
-         "'s, which run matrix products several times faster" +
-         (set ? " (OPENBLAS_CORETYPE=" + std::string(set) + " is set; kd leaves it as it is)" : std::string()) +
+         "'s, which run matrix products several times faster" + why +
          ": start the program with OPENBLAS_CORETYPE=" + *better;
 }
 
@@ -136,9 +164,10 @@ std::string describe_blas() {
   const BlasInfo info = blas_info();
   if (info.kernel.empty()) return info.library;
   std::string out = info.library + ", kernel " + info.kernel;
-  if (const char* first = std::getenv(kReexecGuard)) {
-    out += std::string(" (kd restarted itself with OPENBLAS_CORETYPE=") + std::getenv("OPENBLAS_CORETYPE") +
-           "; OpenBLAS had chosen " + first + ")";
+  if (!restarted_from().empty()) {
+    const char* set = std::getenv("OPENBLAS_CORETYPE");
+    out += " (kd restarted itself with OPENBLAS_CORETYPE=" + std::string(set ? set : "") + "; OpenBLAS had chosen " +
+           restarted_from() + ")";
   }
   return out;
 }

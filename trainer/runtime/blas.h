@@ -52,11 +52,12 @@ BlasInfo blas_info();
 // best (`chosen` against `cpu`); nullopt when the chosen ones are of its tier, or not OpenBLAS's.
 std::optional<std::string> better_openblas_kernel(const std::string& chosen, const CpuFeatures& cpu);
 
-// For the `kd` binary, first thing in main: when OpenBLAS chose kernels of a lower tier than the CPU's
-// and OPENBLAS_CORETYPE is not set (by the user or the machine: kd never overrides it),
-// re-executes this program (/proc/self/exe, same arguments and environment) with
-// OPENBLAS_CORETYPE set to the better kernel. Returns when nothing is to be done, or when the
-// re-execution failed (then the run goes on as it is, and blas_warning says why).
+// For the `kd` binary, first thing in main: when a DYNAMIC_ARCH OpenBLAS chose kernels of a lower
+// tier than the CPU's and OPENBLAS_CORETYPE is not set (by the user or the machine: kd never
+// overrides it), re-executes this program (/proc/self/exe, same arguments and environment) with
+// OPENBLAS_CORETYPE set to the better kernel. Returns when nothing is to be done, in the
+// re-executed process (which then reports the restart in describe_blas), or when the
+// re-execution failed (then the run goes on as it is, and blas_warning names the fix).
 void reexec_with_better_blas(char** argv);
 
 // A warning for the run's log when this process's OpenBLAS kernels are of a lower tier than the CPU's,
