@@ -8,6 +8,7 @@
 #include <torch/torch.h>
 #include <nlohmann/json.hpp>
 
+#include "tests/io/forwarding_file_system.h"
 #include "tests/step/test_helpers.h"
 #include "trainer/checkpoints/checkpointer.h"
 #include "trainer/checkpoints/export.h"
@@ -76,9 +77,9 @@ bool same_tensors(torch::nn::Module& a, torch::nn::Module& b) {
 }
 
 // A file system that fails the n-th write (counting from 1), like a disk that fills up.
-class FailingFileSystem : public kd::io::FileSystem {
+class FailingFileSystem : public kd::testing::ForwardingFileSystem {
  public:
-  explicit FailingFileSystem(int fail_at) : fail_at_(fail_at), base_(kd::io::posix_file_system()) {}
+  explicit FailingFileSystem(int fail_at) : fail_at_(fail_at) {}
   void write_file(const std::string& path, std::string_view data) override {
     if (++writes_ == fail_at_) {
       base_->write_file(path, data.substr(0, data.size() / 2));  // a partial write, then the error
@@ -86,19 +87,10 @@ class FailingFileSystem : public kd::io::FileSystem {
     }
     base_->write_file(path, data);
   }
-  std::string read_file(const std::string& p) override { return base_->read_file(p); }
-  void create_directories(const std::string& p) override { base_->create_directories(p); }
-  void rename(const std::string& a, const std::string& b) override { base_->rename(a, b); }
-  void rename_no_replace(const std::string& a, const std::string& b) override { base_->rename_no_replace(a, b); }
-  void sync_directory(const std::string& p) override { base_->sync_directory(p); }
-  void remove_all(const std::string& p) override { base_->remove_all(p); }
-  bool exists(const std::string& p) override { return base_->exists(p); }
-  std::vector<std::string> list(const std::string& p) override { return base_->list(p); }
 
  private:
   int fail_at_;
   int writes_ = 0;
-  std::shared_ptr<kd::io::FileSystem> base_;
 };
 
 }  // namespace

@@ -7,6 +7,7 @@
 #include <thread>
 #include <vector>
 
+#include "tests/io/forwarding_file_system.h"
 #include "trainer/common/error.h"
 #include "trainer/io/file_system.h"
 
@@ -36,23 +37,12 @@ std::vector<std::string> names(const fs::path& dir) {
 }
 
 // Fails every write, after writing half of it (a disk that fills up).
-class FullDisk : public kd::io::FileSystem {
+class FullDisk : public kd::testing::ForwardingFileSystem {
  public:
   void write_file(const std::string& path, std::string_view data) override {
     base_->write_file(path, data.substr(0, data.size() / 2));
     throw kd::IOError("writing \"" + path + "\" failed: No space left on device");
   }
-  std::string read_file(const std::string& p) override { return base_->read_file(p); }
-  void create_directories(const std::string& p) override { base_->create_directories(p); }
-  void rename(const std::string& a, const std::string& b) override { base_->rename(a, b); }
-  void rename_no_replace(const std::string& a, const std::string& b) override { base_->rename_no_replace(a, b); }
-  void sync_directory(const std::string& p) override { base_->sync_directory(p); }
-  void remove_all(const std::string& p) override { base_->remove_all(p); }
-  bool exists(const std::string& p) override { return base_->exists(p); }
-  std::vector<std::string> list(const std::string& p) override { return base_->list(p); }
-
- private:
-  std::shared_ptr<kd::io::FileSystem> base_ = kd::io::posix_file_system();
 };
 
 }  // namespace

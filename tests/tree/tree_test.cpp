@@ -4,6 +4,7 @@
 
 #include "trainer/common/error.h"
 #include "trainer/tree/tree.h"
+#include "trainer/tree/tree_json.h"
 
 using kd::Path;
 using kd::Tree;
@@ -178,4 +179,19 @@ TEST_CASE("describe and to_string show kinds, dtypes and shapes") {
   CHECK(Tree::list({Tree(1)}).describe() == "list(1)");
   CHECK(Tree::dict({{"a", torch::zeros({2})}, {"b", Tree::dict({{"c", "s"}})}}).to_string() ==
         "a: float32[2]\nb:\n  c: string \"s\"\n");
+}
+
+TEST_CASE("integers read from JSON from outside are checked, not converted with undefined behaviour") {
+  using nlohmann::ordered_json;
+  CHECK(kd::json_int(ordered_json::parse("-3"), "x") == -3);
+  CHECK(kd::json_int(ordered_json::parse("9223372036854775807"), "x") == INT64_MAX);
+  // A step of 1e75 in a crafted meta.json (found by the checkpoint fuzz target).
+  CHECK_THROWS_WITH(kd::json_int(ordered_json::parse("1e75"), "meta.json's step"),
+                    Catch::Contains("meta.json's step is not an integer of 64 bits"));
+  CHECK_THROWS_AS(kd::json_int(ordered_json::parse("9223372036854775808"), "x"), kd::CorruptionError);
+  CHECK_THROWS_AS(kd::json_int(ordered_json::parse("3.5"), "x"), kd::CorruptionError);
+  CHECK_THROWS_AS(kd::json_int(ordered_json::parse("\"3\""), "x"), kd::CorruptionError);
+  CHECK(kd::json_size(ordered_json::parse("18446744073709551615"), "x") == UINT64_MAX);
+  CHECK_THROWS_AS(kd::json_size(ordered_json::parse("-1"), "x"), kd::CorruptionError);
+  CHECK_THROWS_AS(kd::json_size(ordered_json::parse("1e30"), "x"), kd::CorruptionError);
 }

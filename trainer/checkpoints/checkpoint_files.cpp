@@ -61,7 +61,7 @@ std::string optimizer_kind(const torch::optim::Optimizer& o) {
 void check_meta(const json& meta, const std::string& path) {
   if (!meta.is_object()) throw CorruptionError(path + "/meta.json is not a kd checkpoint description");
   const auto dir_step = directory_step(path);
-  const int64_t step = meta.at("step").get<int64_t>();
+  const int64_t step = json_int(meta.at("step"), "meta.json's step");
   if (step < 0 || (dir_step && step != *dir_step)) {
     throw CorruptionError(path + "/meta.json says step " + meta.at("step").dump() + ", not the directory's");
   }
@@ -111,8 +111,15 @@ std::string verify_checkpoint(io::FileSystem& fs, const std::string& path) {
     if (!files.contains(name)) return std::string("MANIFEST.json does not list ") + name;
   }
   const auto step = directory_step(path);
-  if (!manifest.contains("step") || !manifest["step"].is_number_integer() ||
-      (step && manifest["step"].get<int64_t>() != *step)) {
+  const auto manifest_step = [&]() -> std::optional<int64_t> {
+    if (!manifest.contains("step")) return std::nullopt;
+    try {
+      return json_int(manifest["step"], "MANIFEST.json's step");
+    } catch (const CorruptionError&) {
+      return std::nullopt;
+    }
+  }();
+  if (!manifest_step || (step && *manifest_step != *step)) {
     return "MANIFEST.json's step " + (manifest.contains("step") ? manifest["step"].dump() : std::string("(none)")) +
            " is not the directory's";
   }
@@ -120,7 +127,8 @@ std::string verify_checkpoint(io::FileSystem& fs, const std::string& path) {
     const json& entry = files[name];
     std::error_code ec;
     const auto on_disk = std::filesystem::file_size(path + "/" + name, ec);
-    if (!ec && on_disk != entry["size"].get<uint64_t>()) {  // said before reading a file of any size
+    if (!ec && on_disk != json_size(entry["size"], std::string("MANIFEST.json's size of ") +
+                                                       name)) {  // said before reading a file of any size
       return std::string(name) + " has " + std::to_string(on_disk) + " bytes, the manifest says " +
              entry["size"].dump();
     }
@@ -130,7 +138,7 @@ std::string verify_checkpoint(io::FileSystem& fs, const std::string& path) {
     } catch (const IOError& e) {
       return std::string(name) + " is missing or not a regular file";
     }
-    if (data.size() != entry["size"].get<uint64_t>()) {
+    if (data.size() != json_size(entry["size"], std::string("MANIFEST.json's size of ") + name)) {
       return std::string(name) + " has " + std::to_string(data.size()) + " bytes, the manifest says " +
              entry["size"].dump();
     }

@@ -60,11 +60,13 @@ Checkpointer::Checkpointer(std::string directory, CheckpointerOptions options, s
     try {
       const json j = json::parse(fs_->read_file(best));
       if (j.value("metric", "") == options_.best_metric_path) {
-        best_step_ = j.at("step").get<int64_t>();
+        best_step_ = json_int(j.at("step"), "best.json's step");
         best_value_ = j.at("value").get<double>();
       }
     } catch (const json::exception&) {
       // A damaged best.json only loses the record of the best step; it is rewritten later.
+    } catch (const CorruptionError&) {
+      // The same for a step that is not an integer.
     }
   }
 }
@@ -266,9 +268,10 @@ void Checkpointer::restore(const std::string& path, Snapshot& s) const {
       // would give a wrong average, so the interval's losses restart here.
       s.aux.erase("loss_states");
     }
-    s.aux_steps = meta.at("aux_steps").get<int64_t>();
-    s.step = meta.at("step").get<int64_t>();
-    s.data = {meta.at("data").at("epoch").get<int64_t>(), meta.at("data").at("index").get<int64_t>()};
+    s.aux_steps = json_int(meta.at("aux_steps"), path + "/meta.json's aux_steps");
+    s.step = json_int(meta.at("step"), path + "/meta.json's step");
+    s.data = {json_int(meta.at("data").at("epoch"), path + "/meta.json's data epoch"),
+              json_int(meta.at("data").at("index"), path + "/meta.json's data index")};
     Tree rng = Tree::dict();
     for (const auto& entry : meta.at("rng")) rng.insert(entry.at(0).get<std::string>(), tensors.get(entry.at(1)));
     set_random_states(rng);

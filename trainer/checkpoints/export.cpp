@@ -13,6 +13,7 @@
 
 #include "trainer/common/error.h"
 #include "trainer/io/file_system.h"
+#include "trainer/tree/tree_json.h"
 
 namespace kd::checkpoints {
 namespace {
@@ -94,7 +95,8 @@ NamedTensors tensors_from_safetensors(const std::string& bytes, const std::strin
       numel *= size;
       shape.push_back(static_cast<int64_t>(size));
     }
-    const uint64_t begin = entry["data_offsets"][0].get<uint64_t>(), end = entry["data_offsets"][1].get<uint64_t>();
+    const uint64_t begin = json_size(entry["data_offsets"][0], "a data offset");
+    const uint64_t end = json_size(entry["data_offsets"][1], "a data offset");
     const uint64_t element = static_cast<uint64_t>(c10::elementSize(*type));
     if (begin > end || end > data_size || end - begin != numel * element) {
       throw fail("its data [" + std::to_string(begin) + ", " + std::to_string(end) + ") does not fit the " +

@@ -47,7 +47,7 @@ Tree from_json(const json& j, const std::function<torch::Tensor(const json&)>& o
   if (!j.is_object() || j.size() != 1)
     throw CorruptionError("a tree skeleton node is not {\"t\"|\"i\"|\"f\"|\"s\"|\"d\"|\"l\": ...}");
   if (j.contains("t")) return Tree(on_tensor(j["t"]));
-  if (j.contains("i")) return Tree(j["i"].get<int64_t>());
+  if (j.contains("i")) return Tree(json_int(j["i"], "an int leaf"));
   if (j.contains("f")) return Tree(j["f"].get<double>());
   if (j.contains("s")) return Tree(j["s"].get<std::string>());
   if (j.contains("d")) {
