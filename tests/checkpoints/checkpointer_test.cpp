@@ -3,6 +3,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <random>
 
 #include <torch/torch.h>
@@ -129,6 +130,71 @@ TEST_CASE("a checkpoint round-trips params, buffers, optimizer state, data posit
   }
   CHECK(same_tensors(*source.net, *target.net));
   fs::remove_all(dir);
+}
+
+// Counts the reads of each file.
+class CountingReads : public kd::testing::ForwardingFileSystem {
+ public:
+  std::string read_file(const std::string& path) override {
+    ++reads[fs::path(path).filename().string()];
+    return ForwardingFileSystem::read_file(path);
+  }
+  std::map<std::string, int> reads;
+};
+
+TEST_CASE("a restore reads each file once and keeps no more of it than the state it restores") {
+  const fs::path dir = fresh_dir();
+  torch::manual_seed(0);
+  Trained source(3);
+  const std::string path = Checkpointer(dir.string(), CheckpointerOptions{}).save(snapshot_of(source, 3));
+
+  auto counting = std::make_shared<CountingReads>();
+  Checkpointer ckpt(dir.string(), CheckpointerOptions{}, counting);
+  Trained target(1);
+  const torch::Tensor old_weight = target.net->fc->weight;
+  Snapshot restored;
+  restored.model = target.net.get();
+  restored.optimizer = &target.adam;
+  ckpt.restore(path, restored);
+  CHECK(counting->reads == std::map<std::string, int>{
+                               {"MANIFEST.json", 1}, {"state.safetensors", 1}, {"meta.json", 1}, {"config.yaml", 1}});
+  CHECK(same_tensors(*source.net, *target.net));
+  CHECK(old_weight.equal(source.net->fc->weight));  // the same tensor object holds the restored values
+  // What the caller keeps is its own: the interval's states hold their bytes only, not the file.
+  const torch::Tensor total = restored.aux.get("loss.total").tensor();
+  CHECK(total.storage().nbytes() == total.element_size());
+  // Training on changes nothing in the checkpoint, and both continue identically.
+  const torch::Tensor x = torch::randn({4, 3});
+  for (Trained* t : {&source, &target}) {
+    t->adam.zero_grad();
+    t->net->forward(x).pow(2).mean().backward();
+    t->adam.step();
+  }
+  CHECK(same_tensors(*source.net, *target.net));
+  Trained again(1);
+  Snapshot second;
+  second.model = again.net.get();
+  second.optimizer = &again.adam;
+  Checkpointer(dir.string(), CheckpointerOptions{}).restore(path, second);
+  CHECK(!same_tensors(*again.net, *target.net));  // the checkpoint still holds step 3's values
+  fs::remove_all(dir);
+}
+
+TEST_CASE("safetensors read from a buffer: views into it where aligned, copies where not, the same values") {
+  const torch::Tensor a = torch::arange(6, torch::kFloat).reshape({2, 3});
+  const torch::Tensor flag = torch::tensor({true}, torch::kBool);  // 1 byte: what follows is misaligned
+  const torch::Tensor b = torch::arange(3, torch::kDouble);
+  const std::string file = kd::checkpoints::safetensors_bytes({{"a", a}, {"flag", flag}, {"b", b}});
+  const torch::Tensor bytes = torch::empty({static_cast<int64_t>(file.size())}, torch::kByte);
+  std::memcpy(bytes.data_ptr(), file.data(), file.size());
+  const auto tensors = kd::checkpoints::tensors_from_safetensors(bytes, "test");
+  REQUIRE(tensors.size() == 3);
+  CHECK(tensors[0].second.equal(a));
+  CHECK(tensors[1].second.equal(flag));
+  CHECK(tensors[2].second.equal(b));
+  CHECK(tensors[0].second.is_alias_of(bytes));   // aligned for float: a view
+  CHECK(!tensors[2].second.is_alias_of(bytes));  // a double after 25 bytes of data: copied
+  CHECK(kd::checkpoints::tensors_from_safetensors(file, "test")[2].second.equal(b));
 }
 
 TEST_CASE("a damaged checkpoint is reported by name and the previous valid one is used") {

@@ -4,6 +4,8 @@
 #include <fstream>
 #include <random>
 #include <sstream>
+#include <string>
+#include <string_view>
 #include <thread>
 #include <vector>
 
@@ -101,5 +103,68 @@ TEST_CASE("create_file_atomically never replaces a file, even one made meanwhile
   }
   REQUIRE(winners == 1);
   CHECK(read(raced) == std::string(1000, static_cast<char>('a' + winner)));
+  fs::remove_all(dir);
+}
+
+TEST_CASE("a file written from parts holds them joined, past writev's limit on buffers, and reads back exactly") {
+  const fs::path dir = fresh_dir();
+  auto fsys = kd::io::posix_file_system();
+  std::vector<std::string> pieces;
+  std::string joined;
+  for (int i = 0; i < 3000; ++i) {  // IOV_MAX is 1024 on Linux
+    pieces.push_back(i % 7 == 0 ? std::string()
+                                : std::string(static_cast<std::size_t>(i % 50), static_cast<char>('a' + i % 26)));
+    joined += pieces.back();
+  }
+  const std::vector<std::string_view> parts(pieces.begin(), pieces.end());
+  const std::string path = (dir / "parts.bin").string();
+  fsys->write_file_parts(path, parts);
+  CHECK(read(path) == joined);
+  fsys->write_file_parts(path, {});
+  CHECK(read(path).empty());
+
+  fsys->write_file(path, joined);
+  std::vector<char> into;
+  std::size_t asked = 0;
+  fsys->read_file_into(path, [&](std::size_t size) {
+    asked = size;
+    into.resize(size);
+    return into.data();
+  });
+  CHECK(asked == joined.size());
+  CHECK(std::string(into.begin(), into.end()) == joined);
+  CHECK_THROWS_AS(fsys->read_file_into((dir / "missing").string(), [&](std::size_t) { return into.data(); }),
+                  kd::IOError);
+  fs::remove_all(dir);
+}
+
+// Records every write_file and read_file (the operations a test double overrides).
+class Recording : public kd::testing::ForwardingFileSystem {
+ public:
+  void write_file(const std::string& path, std::string_view data) override {
+    written.emplace_back(data);
+    ForwardingFileSystem::write_file(path, data);
+  }
+  std::string read_file(const std::string& path) override {
+    ++reads;
+    return ForwardingFileSystem::read_file(path);
+  }
+  std::vector<std::string> written;
+  int reads = 0;
+};
+
+TEST_CASE("by default, parts are written through write_file and reads into memory go through read_file") {
+  const fs::path dir = fresh_dir();
+  Recording fsys;  // overrides neither write_file_parts nor read_file_into
+  const std::string path = (dir / "f").string();
+  fsys.write_file_parts(path, {"ab", "", "cde"});
+  CHECK(fsys.written == std::vector<std::string>{"abcde"});
+  std::string into;
+  fsys.read_file_into(path, [&](std::size_t size) {
+    into.resize(size);
+    return into.data();
+  });
+  CHECK(fsys.reads == 1);
+  CHECK(into == "abcde");
   fs::remove_all(dir);
 }

@@ -28,6 +28,16 @@ std::string hex64(uint64_t v) {
 
 std::string checksum(std::string_view data) { return hex64(XXH3_64bits(data.data(), data.size())); }
 
+std::string checksum(const std::vector<std::string_view>& parts) {
+  struct Free {
+    void operator()(XXH3_state_t* s) const { XXH3_freeState(s); }
+  };
+  const std::unique_ptr<XXH3_state_t, Free> state(XXH3_createState());
+  if (!state || XXH3_64bits_reset(state.get()) != XXH_OK) throw std::bad_alloc();
+  for (const auto& part : parts) XXH3_64bits_update(state.get(), part.data(), part.size());
+  return hex64(XXH3_64bits_digest(state.get()));
+}
+
 std::optional<int64_t> step_of(const std::string& name) {
   if (name.rfind(kPrefix, 0) != 0) return std::nullopt;
   const std::string digits = name.substr(std::char_traits<char>::length(kPrefix));
@@ -83,6 +93,10 @@ void check_optimizer_type(const json& meta, const torch::optim::Optimizer& optim
 using namespace detail;
 
 std::string verify_checkpoint(io::FileSystem& fs, const std::string& path) {
+  return verify_checkpoint(fs, path, nullptr);
+}
+
+std::string detail::verify_checkpoint(io::FileSystem& fs, const std::string& path, CheckpointContents* contents) {
   json manifest;
   try {
     manifest = json::parse(fs.read_file(path + "/" + kManifest));
@@ -132,17 +146,32 @@ std::string verify_checkpoint(io::FileSystem& fs, const std::string& path) {
       return std::string(name) + " has " + std::to_string(on_disk) + " bytes, the manifest says " +
              entry["size"].dump();
     }
-    std::string data;
+    // The tensor file into a tensor (no copy when its tensors are read), the others as text.
+    const bool tensor_file = std::string_view(name) == kTensorFile;
+    torch::Tensor tensor_bytes;
+    std::string text;
     try {
-      data = fs.read_file(path + "/" + name);
+      if (tensor_file) {
+        fs.read_file_into(path + "/" + name, [&](std::size_t size) {
+          tensor_bytes = torch::empty({static_cast<int64_t>(size)}, torch::kByte);
+          return static_cast<char*>(tensor_bytes.data_ptr());
+        });
+      } else {
+        text = fs.read_file(path + "/" + name);
+      }
     } catch (const IOError& e) {
       return std::string(name) + " is missing or not a regular file";
     }
+    const std::string_view data = tensor_file ? std::string_view(static_cast<const char*>(tensor_bytes.data_ptr()),
+                                                                 static_cast<std::size_t>(tensor_bytes.numel()))
+                                              : std::string_view(text);
     if (data.size() != json_size(entry["size"], std::string("MANIFEST.json's size of ") + name)) {
       return std::string(name) + " has " + std::to_string(data.size()) + " bytes, the manifest says " +
              entry["size"].dump();
     }
     if (checksum(data) != entry["xxh3_64"].get<std::string>()) return std::string(name) + " fails its checksum";
+    if (contents && tensor_file) contents->tensor_bytes = std::move(tensor_bytes);
+    if (contents && !tensor_file) contents->files[name] = std::move(text);
   }
   return "";
 }
@@ -150,13 +179,14 @@ std::string verify_checkpoint(io::FileSystem& fs, const std::string& path) {
 std::vector<std::pair<std::string, torch::Tensor>> read_checkpoint_tensors(const std::string& path,
                                                                            const std::string& group) {
   auto fs = io::posix_file_system();
-  const std::string problem = verify_checkpoint(*fs, path);
+  CheckpointContents contents;
+  const std::string problem = verify_checkpoint(*fs, path, &contents);
   if (!problem.empty()) throw CorruptionError("checkpoint \"" + path + "\" is damaged: " + problem);
   std::vector<std::pair<std::string, torch::Tensor>> out;
   try {
-    const json meta = json::parse(fs->read_file(path + "/meta.json"));
+    const json meta = json::parse(contents.files.at("meta.json"));
     check_meta(meta, path);
-    TensorReader tensors(*fs, path);
+    TensorReader tensors(contents, path);
     const json& entries = meta.at(group);
     if (!entries.is_array()) throw CorruptionError(path + "/meta.json: \"" + group + "\" is not a list");
     for (const auto& e : entries) out.emplace_back(e.at(0).get<std::string>(), tensors.get(e.at(1)));
@@ -171,20 +201,21 @@ std::vector<std::pair<std::string, torch::Tensor>> read_checkpoint_tensors(const
 void read_checkpoint_optimizer_state(const std::string& path, torch::optim::Optimizer& optimizer,
                                      const torch::nn::Module& model) {
   auto fs = io::posix_file_system();
-  const std::string problem = verify_checkpoint(*fs, path);
+  CheckpointContents contents;
+  const std::string problem = verify_checkpoint(*fs, path, &contents);
   if (!problem.empty()) throw CorruptionError("checkpoint \"" + path + "\" is damaged: " + problem);
   try {
-    const json meta = json::parse(fs->read_file(path + "/meta.json"));
+    const json meta = json::parse(contents.files.at("meta.json"));
     check_meta(meta, path);
     check_optimizer_type(meta, optimizer, path, "leave out opt_state: true");
-    TensorReader tensors(*fs, path);
+    TensorReader tensors(contents, path);
     if (tensors.archive()) {
       torch::serialize::InputArchive optimizer_archive;
       tensors.archive()->read("optimizer", optimizer_archive);
       optimizer.state().clear();
       optimizer.load(optimizer_archive);
     } else {
-      optim::load_optimizer_state(optimizer, model, tensors.get_tree(meta.at("optimizer")));
+      optim::load_optimizer_state(optimizer, model, tensors.view_tree(meta.at("optimizer")));  // copied there
     }
   } catch (const json::exception& e) {
     throw CorruptionError(path + "/meta.json: " + e.what());

@@ -11,6 +11,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include <torch/serialize.h>
 #include <torch/types.h>
@@ -35,8 +36,18 @@ inline constexpr const char* kTensorFile = "state.safetensors";
 inline constexpr const char* kFiles[] = {kTensorFile, "meta.json", "config.yaml"};
 inline constexpr const char* kLegacyFiles[] = {"state.pt", "meta.json", "config.yaml"};
 
-// XXH3-64 of `data`, as 16 hex digits.
+// XXH3-64 of `data` (of the parts joined), as 16 hex digits.
 std::string checksum(std::string_view data);
+std::string checksum(const std::vector<std::string_view>& parts);
+
+// A checkpoint's files as verify_checkpoint read them, so that restoring reads each once: the
+// tensor file's bytes in a uint8 tensor (its tensors are views into it), the others as text.
+struct CheckpointContents {
+  torch::Tensor tensor_bytes;                // state.safetensors
+  std::map<std::string, std::string> files;  // meta.json, config.yaml, format 1's state.pt
+};
+// verify_checkpoint, keeping what it read in `contents` when the checkpoint is valid.
+std::string verify_checkpoint(io::FileSystem& fs, const std::string& path, CheckpointContents* contents);
 // The step of a directory named "ckpt_<step>", or nullopt.
 std::optional<int64_t> step_of(const std::string& name);
 // The step in the name of a checkpoint directory ("ckpt_200", with or without a trailing
@@ -63,7 +74,8 @@ class TensorWriter {
   json add_tree(const Tree& tree) {
     return tree_to_json(tree, [this](const torch::Tensor& t) { return add(t); });
   }
-  std::string bytes() const { return safetensors_bytes(tensors_); }
+  // The file as pieces in the tensors' own memory (written and checksummed without a copy).
+  SafetensorsParts parts() const { return safetensors_parts(tensors_); }
 
  private:
   NamedTensors tensors_;
@@ -74,8 +86,9 @@ class TensorWriter {
 // LibTorch's archive reader can abort the process on a crafted file.
 class TensorReader {
  public:
-  TensorReader(io::FileSystem& fs, const std::string& path) : where_(path) {
-    if (legacy(fs, path)) {
+  // From the files verify_checkpoint read (`contents`) of the checkpoint at `path`.
+  TensorReader(const CheckpointContents& contents, const std::string& path) : where_(path) {
+    if (legacy(contents)) {
       if (std::getenv("KD_READ_LEGACY_CHECKPOINTS") == nullptr ||
           std::string(std::getenv("KD_READ_LEGACY_CHECKPOINTS")) != "1") {
         throw CorruptionError(path +
@@ -83,7 +96,7 @@ class TensorReader {
                               "which a crafted file can crash); if it is yours or you trust it, read it with "
                               "KD_READ_LEGACY_CHECKPOINTS=1; the next checkpoint is saved in the current format");
       }
-      const std::string bytes = fs.read_file(path + "/state.pt");
+      const std::string& bytes = contents.files.at("state.pt");
       try {
         archive_ = std::make_unique<torch::serialize::InputArchive>();
         archive_->load_from(bytes.data(), bytes.size());
@@ -92,14 +105,18 @@ class TensorReader {
       }
       return;
     }
-    for (auto& [name, t] : tensors_from_safetensors(fs.read_file(path + "/" + kTensorFile), path + "/" + kTensorFile)) {
+    for (auto& [name, t] : tensors_from_safetensors(contents.tensor_bytes, path + "/" + kTensorFile)) {
       tensors_.emplace(name, std::move(t));
     }
   }
-  static bool legacy(io::FileSystem& fs, const std::string& path) {
-    return !fs.exists(path + "/" + kTensorFile) && fs.exists(path + "/state.pt");
-  }
+  static bool legacy(const CheckpointContents& contents) { return contents.files.count("state.pt") != 0; }
+  // A tensor of its own (safe to keep).
   torch::Tensor get(const json& key) {
+    torch::Tensor t = view(key);
+    return archive_ ? t : t.clone();
+  }
+  // A view into the file's bytes, for a tensor copied right away (it keeps all the bytes alive).
+  torch::Tensor view(const json& key) {
     const std::string name = key.get<std::string>();
     if (archive_) {
       torch::Tensor t;
@@ -116,6 +133,9 @@ class TensorReader {
   }
   Tree get_tree(const json& j) {
     return tree_from_json(j, [this](const json& key) { return get(key); });
+  }
+  Tree view_tree(const json& j) {
+    return tree_from_json(j, [this](const json& key) { return view(key); });
   }
   torch::serialize::InputArchive* archive() { return archive_.get(); }
 

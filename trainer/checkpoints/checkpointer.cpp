@@ -103,11 +103,18 @@ std::string Checkpointer::save(const Snapshot& s) {
   }
   meta["rng"] = rng;
 
-  const std::vector<std::pair<std::string, std::string>> files = {
-      {kTensorFile, tensors.bytes()}, {"meta.json", meta.dump(1)}, {"config.yaml", s.config_yaml}};
+  // Each file as the buffers it is written from: the tensors' bytes in their own memory.
+  const SafetensorsParts tensor_parts = tensors.parts();
+  const std::string meta_text = meta.dump(1);
+  const std::vector<std::pair<std::string, std::vector<std::string_view>>> files = {
+      {kTensorFile, tensor_parts.views()}, {"meta.json", {meta_text}}, {"config.yaml", {s.config_yaml}}};
   json manifest;
   manifest["step"] = s.step;
-  for (const auto& [name, data] : files) manifest["files"][name] = {{"size", data.size()}, {"xxh3_64", checksum(data)}};
+  for (const auto& [name, parts] : files) {
+    std::size_t size = 0;
+    for (const auto& part : parts) size += part.size();
+    manifest["files"][name] = {{"size", size}, {"xxh3_64", checksum(parts)}};
+  }
 
   const std::string final_path = directory_ + "/" + kPrefix + std::to_string(s.step);
   const std::string tmp = directory_ + "/tmp." + kPrefix + std::to_string(s.step) + "." + std::to_string(::getpid());
@@ -115,7 +122,7 @@ std::string Checkpointer::save(const Snapshot& s) {
   try {
     fs_->remove_all(tmp);
     fs_->create_directories(tmp);
-    for (const auto& [name, data] : files) fs_->write_file(tmp + "/" + name, data);
+    for (const auto& [name, parts] : files) fs_->write_file_parts(tmp + "/" + name, parts);
     fs_->write_file(tmp + "/" + kManifest, manifest.dump(1));
     fs_->sync_directory(tmp);
     if (fs_->exists(final_path)) {
@@ -182,15 +189,16 @@ std::optional<CheckpointInfo> Checkpointer::choose(const std::vector<CheckpointI
 }
 
 void Checkpointer::restore(const std::string& path, Snapshot& s) const {
-  const std::string problem = verify_checkpoint(*fs_, path);
+  CheckpointContents contents;  // every file read once, checked, then parsed from memory
+  const std::string problem = verify_checkpoint(*fs_, path, &contents);
   if (!problem.empty()) throw CorruptionError("checkpoint \"" + path + "\" is damaged: " + problem);
   json meta;
   try {
-    meta = json::parse(fs_->read_file(path + "/meta.json"));
+    meta = json::parse(contents.files.at("meta.json"));
   } catch (const json::exception& e) {
     throw CorruptionError(path + "/meta.json: " + e.what());
   }
-  TensorReader tensors(*fs_, path);
+  TensorReader tensors(contents, path);
   torch::NoGradGuard no_grad;
   auto copy_named = [&](const json& entries, const torch::OrderedDict<std::string, torch::Tensor>& live,
                         const char* group) {
@@ -210,13 +218,19 @@ void Checkpointer::restore(const std::string& path, Snapshot& s) const {
         missing.push_back(item.key());
         continue;
       }
-      const torch::Tensor saved = tensors.get((*found)[1]);
+      const torch::Tensor saved = tensors.view((*found)[1]);
       if (saved.sizes() != item.value().sizes() || saved.scalar_type() != item.value().scalar_type() ||
           saved.layout() != item.value().layout()) {
         throw CorruptionError(path + ": " + group + "." + item.key() + " is " + describe_tensor(saved) +
                               " in the checkpoint but " + describe_tensor(item.value()) + " in the model");
       }
-      item.value().copy_(saved);
+      // The checkpoint's memory becomes the tensor's (no copy) where it can; `saved` is
+      // nobody else's (a view into the bytes read, which nothing else keeps).
+      if (saved.device() == item.value().device() && saved.is_contiguous()) {
+        item.value().set_data(saved);
+      } else {
+        item.value().copy_(saved);
+      }
     }
     if (!missing.empty() || entries.size() != live.size()) {
       throw CorruptionError(path + ": the checkpoint's " + group + " do not match the model (" +
@@ -244,10 +258,12 @@ void Checkpointer::restore(const std::string& path, Snapshot& s) const {
         s.optimizer->load(optimizer_archive);
       } else {
         if (!s.model) throw Error("restoring an optimizer's state needs its model (Snapshot::model)");
-        optim::load_optimizer_state(*s.optimizer, *s.model, tensors.get_tree(meta.at("optimizer")));
+        // Adopted as they are (views into the bytes read; no copy) where on the parameters' device.
+        optim::load_optimizer_state(*s.optimizer, *s.model, tensors.view_tree(meta.at("optimizer")),
+                                    /*adopt=*/true);
       }
     }
-    const Tree ema = tensors.get_tree(meta.at("ema"));
+    const Tree ema = tensors.view_tree(meta.at("ema"));  // copied into s.ema's tensors
     if (!s.ema.is_none()) {
       const auto live = s.ema.flatten(), saved = ema.flatten();
       if (live.size() != saved.size())
@@ -275,7 +291,7 @@ void Checkpointer::restore(const std::string& path, Snapshot& s) const {
     Tree rng = Tree::dict();
     for (const auto& entry : meta.at("rng")) rng.insert(entry.at(0).get<std::string>(), tensors.get(entry.at(1)));
     set_random_states(rng);
-    s.config_yaml = fs_->read_file(path + "/config.yaml");
+    s.config_yaml = contents.files.at("config.yaml");
   } catch (const json::exception& e) {
     throw CorruptionError(path + "/meta.json is not a kd checkpoint description: " + e.what());
   } catch (const c10::Error& e) {

@@ -46,8 +46,10 @@ struct CheckpointerOptions {
 };
 
 // The training state a checkpoint holds. For save, every pointer and tree is read; for
-// restore, the module, optimizer and `ema` tensors are overwritten in place and the other
-// fields are filled.
+// restore, the module's parameters and buffers and the optimizer's state take the checkpoint's
+// values (the same tensor objects, whose storage becomes the memory the checkpoint was read into
+// when on the same device, with no copy; copied otherwise), `ema`'s tensors are overwritten in
+// place, and the other fields are filled.
 struct Snapshot {
   int64_t step = 0;
   torch::nn::Module* model = nullptr;            // params and buffers (collections)

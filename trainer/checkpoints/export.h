@@ -9,6 +9,7 @@
 
 #include <map>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -18,7 +19,18 @@ namespace kd::checkpoints {
 
 using NamedTensors = std::vector<std::pair<std::string, torch::Tensor>>;
 
-// The bytes of a safetensors file.
+// A safetensors file as the pieces it is written from: the header (its length and JSON), then
+// every tensor's bytes in their own memory (contiguous CPU tensors kept here), so that it is
+// written without a copy of the data (io::FileSystem::write_file_parts).
+struct SafetensorsParts {
+  std::string header;
+  std::vector<torch::Tensor> data;
+  std::vector<std::string_view> views() const;  // header, then each tensor's bytes
+};
+SafetensorsParts safetensors_parts(const NamedTensors& tensors,
+                                   const std::map<std::string, std::string>& metadata = {});
+
+// The bytes of a safetensors file (its parts joined).
 std::string safetensors_bytes(const NamedTensors& tensors, const std::map<std::string, std::string>& metadata = {});
 
 // Writes `bytes` to `path` through a temporary file; throws kd::IOError, or kd::ConfigError
@@ -27,6 +39,9 @@ std::string safetensors_bytes(const NamedTensors& tensors, const std::map<std::s
 // it is read (header size, JSON, dtypes, shapes, that each tensor's bytes lie inside the data):
 // kd::CorruptionError naming `where` otherwise.
 NamedTensors tensors_from_safetensors(const std::string& bytes, const std::string& where);
+// The same from the file's bytes in a uint8 CPU tensor: each tensor is a view into it (no copy)
+// where its data is aligned for its dtype, a copy otherwise. The views keep `bytes` alive.
+NamedTensors tensors_from_safetensors(const torch::Tensor& bytes, const std::string& where);
 
 void write_new_file(const std::string& path, const std::string& bytes);
 

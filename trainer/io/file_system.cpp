@@ -3,10 +3,13 @@
 #include <fcntl.h>
 #include <stdio.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
+#include <climits>
 #include <cstdint>
 #include <cstring>
 #include <filesystem>
@@ -24,60 +27,119 @@ namespace fs = std::filesystem;
   throw IOError(what + " \"" + path + "\" failed: " + std::strerror(err));
 }
 
+// Opens a regular file for reading: not through a symbolic link, and not a FIFO or a device,
+// which would block or never end (a link could make a crafted checkpoint read files outside its
+// directory).
+int open_regular(const std::string& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+  if (fd < 0) fail("reading", path, errno == ELOOP ? EINVAL : errno);
+  struct stat st {};
+  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    ::close(fd);
+    throw IOError("reading \"" + path + "\" failed: not a regular file");
+  }
+  return fd;
+}
+
+std::size_t file_size(int fd) {
+  struct stat st {};
+  ::fstat(fd, &st);
+  return static_cast<std::size_t>(st.st_size);
+}
+
+// Reads until `size` bytes or the end of the file; the number read.
+std::size_t read_up_to(int fd, char* data, std::size_t size, const std::string& path) {
+  std::size_t done = 0;
+  while (done < size) {
+    const ssize_t n = ::read(fd, data + done, size - done);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      fail("reading", path, errno);
+    }
+    if (n == 0) break;
+    done += static_cast<std::size_t>(n);
+  }
+  return done;
+}
+
 class PosixFileSystem : public FileSystem {
  public:
-  void write_file(const std::string& path, std::string_view data) override {
+  void write_file(const std::string& path, std::string_view data) override { write_file_parts(path, {data}); }
+
+  void write_file_parts(const std::string& path, const std::vector<std::string_view>& parts) override {
     const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd < 0) fail("creating", path, errno);
-    std::size_t done = 0;
-    while (done < data.size()) {
-      const ssize_t n = ::write(fd, data.data() + done, data.size() - done);
+    struct Closer {
+      int fd;
+      ~Closer() {
+        if (fd >= 0) ::close(fd);
+      }
+    } closer{fd};
+    // writev, IOV_MAX buffers at a time, resumed after a short write.
+    std::vector<iovec> pending;
+    for (const auto& part : parts) {
+      if (!part.empty()) pending.push_back({const_cast<char*>(part.data()), part.size()});
+    }
+    std::size_t first = 0;
+    while (first < pending.size()) {
+      const int count = static_cast<int>(std::min<std::size_t>(pending.size() - first, IOV_MAX));
+      const ssize_t n = ::writev(fd, pending.data() + first, count);
       if (n < 0) {
         if (errno == EINTR) continue;
-        const int err = errno;
-        ::close(fd);
-        fail("writing", path, err);
+        fail("writing", path, errno);
       }
-      done += static_cast<std::size_t>(n);
+      auto done = static_cast<std::size_t>(n);
+      while (first < pending.size() && done >= pending[first].iov_len) done -= pending[first++].iov_len;
+      if (done > 0) {
+        pending[first].iov_base = static_cast<char*>(pending[first].iov_base) + done;
+        pending[first].iov_len -= done;
+      }
     }
-    if (::fsync(fd) != 0) {
-      const int err = errno;
-      ::close(fd);
-      fail("syncing", path, err);
-    }
+    if (::fsync(fd) != 0) fail("syncing", path, errno);
+    closer.fd = -1;
     if (::close(fd) != 0) fail("closing", path, errno);
   }
 
   std::string read_file(const std::string& path) override {
-    // Regular files only, and not through a symbolic link: a FIFO or a device would block or
-    // never end, and a link could make a crafted checkpoint read files outside its directory.
-    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
-    if (fd < 0) fail("reading", path, errno == ELOOP ? EINVAL : errno);
+    const int fd = open_regular(path);
     struct Closer {
       int fd;
       ~Closer() { ::close(fd); }
     } closer{fd};
-    struct stat st {};
-    if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode))
-      throw IOError("reading \"" + path + "\" failed: not a regular file");
     std::string out;
     try {
-      if (st.st_size > 0) out.reserve(static_cast<std::size_t>(st.st_size));
-      char buffer[1 << 16];
-      while (true) {
-        const ssize_t n = ::read(fd, buffer, sizeof(buffer));
-        if (n < 0) {
-          if (errno == EINTR) continue;
-          fail("reading", path, errno);
-        }
-        if (n == 0) break;
-        out.append(buffer, static_cast<std::size_t>(n));
+      const std::size_t size = file_size(fd);
+      out.resize(size);
+      const std::size_t done = read_up_to(fd, out.data(), size, path);
+      out.resize(done);
+      if (done == size) {  // it may have grown since: read on to its end
+        char buffer[1 << 16];
+        while (std::size_t n = read_up_to(fd, buffer, sizeof buffer, path)) out.append(buffer, n);
       }
     } catch (const std::bad_alloc&) {
-      throw IOError("reading \"" + path + "\" failed: its " + std::to_string(st.st_size) +
-                    " bytes do not fit in memory");
+      throw IOError("reading \"" + path + "\" failed: it does not fit in memory");
     }
     return out;
+  }
+
+  void read_file_into(const std::string& path, const std::function<char*(std::size_t)>& allocate) override {
+    const int fd = open_regular(path);
+    struct Closer {
+      int fd;
+      ~Closer() { ::close(fd); }
+    } closer{fd};
+    const std::size_t size = file_size(fd);
+    char* data = nullptr;
+    try {
+      data = allocate(size);
+    } catch (const std::bad_alloc&) {
+      throw IOError("reading \"" + path + "\" failed: its " + std::to_string(size) + " bytes do not fit in memory");
+    }
+    char extra = 0;
+    if (read_up_to(fd, data, size, path) != size || read_up_to(fd, &extra, 1, path) != 0) {
+      throw IOError("reading \"" + path + "\" failed: it changed size while being read (" + std::to_string(size) +
+                    " bytes when opened)");
+    }
   }
 
   void create_directories(const std::string& path) override {
@@ -132,6 +194,20 @@ class PosixFileSystem : public FileSystem {
 };
 
 }  // namespace
+
+void FileSystem::write_file_parts(const std::string& path, const std::vector<std::string_view>& parts) {
+  std::string joined;
+  for (const auto& part : parts) joined += part;
+  write_file(path, joined);
+}
+
+void FileSystem::read_file_into(const std::string& path, const std::function<char*(std::size_t)>& allocate) {
+  const std::string data = read_file(path);
+  if (!data.empty())
+    std::memcpy(allocate(data.size()), data.data(), data.size());
+  else
+    allocate(0);
+}
 
 std::shared_ptr<FileSystem> posix_file_system() {
   static auto fs = std::make_shared<PosixFileSystem>();

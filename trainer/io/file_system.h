@@ -7,6 +7,8 @@
 //   io::create_file_atomically(*fs, out, bytes);   // kd::IOError if `out` exists; never replaces
 #pragma once
 
+#include <cstddef>
+#include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -19,8 +21,14 @@ class FileSystem {
   virtual ~FileSystem() = default;
   // Creates or replaces `path` with `data` and fsyncs it. Throws kd::IOError.
   virtual void write_file(const std::string& path, std::string_view data) = 0;
+  // The same for a file made of several buffers, written in order without joining them (a
+  // checkpoint's tensors, from their own memory). By default joined and given to write_file.
+  virtual void write_file_parts(const std::string& path, const std::vector<std::string_view>& parts);
   // The contents of a regular file (not a symbolic link, FIFO or device). Throws kd::IOError.
   virtual std::string read_file(const std::string& path) = 0;
+  // The same, read into the memory `allocate(size)` returns for the file's size (a tensor's, say:
+  // no copy through a string), which is left in the caller's hands. By default through read_file.
+  virtual void read_file_into(const std::string& path, const std::function<char*(std::size_t)>& allocate);
   virtual void create_directories(const std::string& path) = 0;
   // Atomic rename (same file system); throws kd::IOError.
   virtual void rename(const std::string& from, const std::string& to) = 0;

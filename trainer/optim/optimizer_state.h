@@ -17,7 +17,10 @@ Tree optimizer_state_tree(const torch::optim::Optimizer& optimizer, const torch:
 // Replaces the optimizer's state by `state` (as optimizer_state_tree gives it; e.g. from a
 // checkpoint). Every entry must name a parameter of `module` and hold the fields of this
 // optimizer's type with the parameter's shape and dtype: kd::CorruptionError otherwise, and then
-// the optimizer's state is left empty.
-void load_optimizer_state(torch::optim::Optimizer& optimizer, const torch::nn::Module& module, const Tree& state);
+// the optimizer's state is left empty. The values are copied (never aliased): into the tensors
+// of the state being replaced where they fit (no allocation), else into new ones. With `adopt`,
+// `state`'s tensors are the caller's to give away: one on its parameter's device is kept as it is.
+void load_optimizer_state(torch::optim::Optimizer& optimizer, const torch::nn::Module& module, const Tree& state,
+                          bool adopt = false);
 
 }  // namespace kd::optim
