@@ -1,8 +1,9 @@
 // TrainStep against a hand-written LibTorch loop on the flagship MLP (784-512-256-10, Adam
 // 1e-3, batch 128, softmax cross-entropy, accuracy), in one process, interleaved.
 //
-//   build/tests/bench/train_step_bench [--rounds 10] [--steps 50] [--threads 1]
+//   build/tests/bench/train_step_bench [--rounds 10] [--steps 50] [--threads 1] [--tiny]
 //
+// --tiny: the MLP 16-64-64-4 at batch 32 instead, where the per-step overhead shows.
 // Prints the median step time of each, the ratio of steps/s (TrainStep / raw), and the CPU
 // tensor allocations per step of each, with and without grads/updates/opt_state being read.
 #include <algorithm>
@@ -30,20 +31,44 @@ struct Batch {
   torch::Tensor image, label;
 };
 
+// The model's layer sizes (input, hidden..., output) and the batch size.
+struct Shape {
+  std::vector<int64_t> sizes;
+  int64_t batch_size;
+};
+Shape shape;
+
 std::vector<Batch> make_batches(int n) {
   torch::manual_seed(0);
   std::vector<Batch> out;
-  for (int i = 0; i < n; ++i) out.push_back({torch::rand({128, 28, 28}), torch::randint(0, 10, {128})});
+  for (int i = 0; i < n; ++i) {
+    out.push_back({torch::rand({shape.batch_size, shape.sizes.front()}),
+                   torch::randint(0, shape.sizes.back(), {shape.batch_size})});
+  }
   return out;
+}
+
+torch::nn::Sequential make_net() {
+  torch::nn::Sequential net;
+  for (std::size_t i = 0; i + 1 < shape.sizes.size(); ++i) {
+    net->push_back(torch::nn::Linear(shape.sizes[i], shape.sizes[i + 1]));
+    if (i + 2 < shape.sizes.size()) net->push_back(torch::nn::ReLU());
+  }
+  return net;
+}
+
+std::string mlp_yaml() {
+  std::string hidden;
+  for (std::size_t i = 1; i + 1 < shape.sizes.size(); ++i)
+    hidden += (hidden.empty() ? "" : ", ") + std::to_string(shape.sizes[i]);
+  return "{type: MLP, input_size: " + std::to_string(shape.sizes.front()) + ", hidden_sizes: [" + hidden +
+         "], output_size: " + std::to_string(shape.sizes.back()) + "}";
 }
 
 // The loop a LibTorch user writes by hand, keeping the same loss and accuracy sums as kd.
 class RawLoop {
  public:
-  RawLoop()
-      : net_(torch::nn::Linear(784, 512), torch::nn::ReLU(), torch::nn::Linear(512, 256), torch::nn::ReLU(),
-             torch::nn::Linear(256, 10)),
-        adam_(net_->parameters(), torch::optim::AdamOptions(1e-3)) {}
+  RawLoop() : net_(make_net()), adam_(net_->parameters(), torch::optim::AdamOptions(1e-3)) {}
 
   void step(const Batch& b) {
     adam_.zero_grad();
@@ -65,7 +90,8 @@ class RawLoop {
 
 class KdLoop {
  public:
-  explicit KdLoop(const std::vector<std::string>& extra_metric_keys = {}) {
+  explicit KdLoop(const std::vector<std::string>& extra_metric_keys = {},
+                  kd::train::NanPolicy nan_policy = kd::train::NanPolicy::kIgnore) {
     auto aux = std::make_shared<kd::train::Auxiliaries>();
     aux->losses.emplace_back(
         "xent", kd::losses::registry().create(kd::config::Node::parse(
@@ -75,11 +101,10 @@ class KdLoop {
       aux->metrics.emplace_back(
           "norm_" + key, kd::metrics::registry().create(kd::config::Node::parse("{type: Norm, tensor: " + key + "}")));
     }
-    auto model = kd::models::registry().create(
-        kd::config::Node::parse("{type: MLP, input_size: 784, hidden_sizes: [512, 256], output_size: 10}"));
+    auto model = kd::models::registry().create(kd::config::Node::parse(mlp_yaml()));
     step_ = std::make_unique<kd::train::TrainStep>(model, kd::config::Node::parse("{type: adam, learning_rate: 1e-3}"),
                                                    aux);
-    step_->set_nan_policy(kd::train::NanPolicy::kIgnore);  // as the hand-written loop: no check of the loss
+    step_->set_nan_policy(nan_policy);  // kIgnore: as the hand-written loop, no check of the loss
     state_ = step_->init();
   }
 
@@ -128,6 +153,8 @@ int main(int argc, char** argv) {
   const int rounds = arg(argc, argv, "--rounds", 10);
   const int steps = arg(argc, argv, "--steps", 50);
   const int threads = arg(argc, argv, "--threads", 1);
+  const bool tiny = std::string(argc > 1 ? argv[argc - 1] : "") == "--tiny";
+  shape = tiny ? Shape{{16, 64, 64, 4}, 32} : Shape{{784, 512, 256, 10}, 128};
   torch::set_num_threads(threads);
   allocator = new kd::compat::CountingCpuAllocator();
   allocator->install();
@@ -137,29 +164,39 @@ int main(int argc, char** argv) {
   RawLoop raw;
   torch::manual_seed(0);
   KdLoop kd_loop;
-  seconds_per_step(raw, batches, 10);  // warm up
+  torch::manual_seed(0);
+  KdLoop kd_checked({}, kd::train::NanPolicy::kRaise);  // kd train's default: the loss checked every step
+  seconds_per_step(raw, batches, 10);                   // warm up
   seconds_per_step(kd_loop, batches, 10);
+  seconds_per_step(kd_checked, batches, 10);
 
-  std::vector<double> raw_times, kd_times, ratios;
+  std::vector<double> raw_times, kd_times, checked_times, ratios, checked_ratios;
   for (int r = 0; r < rounds; ++r) {
-    double t_raw, t_kd;
+    double t_raw, t_kd, t_checked;
     if (r % 2 == 0) {
       t_raw = seconds_per_step(raw, batches, steps);
       t_kd = seconds_per_step(kd_loop, batches, steps);
+      t_checked = seconds_per_step(kd_checked, batches, steps);
     } else {
+      t_checked = seconds_per_step(kd_checked, batches, steps);
       t_kd = seconds_per_step(kd_loop, batches, steps);
       t_raw = seconds_per_step(raw, batches, steps);
     }
     raw_times.push_back(t_raw);
     kd_times.push_back(t_kd);
+    checked_times.push_back(t_checked);
     ratios.push_back(t_raw / t_kd);
-    std::printf("round %2d: raw %.3f ms/step, TrainStep %.3f ms/step, steps/s ratio %.3f\n", r, t_raw * 1e3, t_kd * 1e3,
-                t_raw / t_kd);
+    checked_ratios.push_back(t_raw / t_checked);
+    std::printf("round %2d: raw %.3f ms/step, TrainStep %.3f ms/step (ratio %.3f), with the loss check %.3f (%.3f)\n",
+                r, t_raw * 1e3, t_kd * 1e3, t_raw / t_kd, t_checked * 1e3, t_raw / t_checked);
   }
-  std::printf("\nthreads %d, %d rounds x %d steps, batch 128\n", threads, rounds, steps);
+  std::printf("\nthreads %d, %d rounds x %d steps, batch %lld\n", threads, rounds, steps,
+              static_cast<long long>(shape.batch_size));
   std::printf("median raw loop:  %.3f ms/step (%.1f steps/s)\n", median(raw_times) * 1e3, 1 / median(raw_times));
   std::printf("median TrainStep: %.3f ms/step (%.1f steps/s)\n", median(kd_times) * 1e3, 1 / median(kd_times));
-  std::printf("TrainStep / raw steps/s: median of per-round ratios %.3f\n", median(ratios));
+  std::printf("median TrainStep, nan_policy raise: %.3f ms/step\n", median(checked_times) * 1e3);
+  std::printf("TrainStep / raw steps/s: median of per-round ratios %.3f (with the loss check %.3f)\n", median(ratios),
+              median(checked_ratios));
 
   torch::manual_seed(0);
   RawLoop raw2;

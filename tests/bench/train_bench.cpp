@@ -1,0 +1,404 @@
+// `kd train` end to end against the loop a LibTorch user writes by hand and against the same loop
+// in PyTorch's Python, on the same data and model, each a fresh process, interleaved over rounds.
+//
+//   build/tests/bench/train_bench [--rounds 3] [--cases flagship,tiny] [--threads 1,2]
+//                                 [--scale 1.0] [--python python3]
+//
+// Cases:
+//   flagship  the MLP 784-512-256-10 on Fashion-MNIST's training set, Adam 1e-3, batch 128,
+//             ValueRange [0, 255] -> [0, 1], softmax cross-entropy and accuracy; 1000 steps
+//   tiny      an MLP 16-64-64-4 on kd's Synthetic data (4096 examples), Adam 1e-3, batch 32,
+//             the same loss and metric; 20000 steps
+// Every program shuffles each epoch, logs the loss and accuracy every 200 steps and is timed as a
+// whole process (start-up, data loading, the end's checkpoint for kd included). The Python loop's
+// figure is its training loop alone, timed inside it (its interpreter's and torch's import
+// excluded), so the kd/Python ratio is a lower bound. Peak RSS is the process's ru_maxrss.
+// The Python loop needs a python3 with torch (Debian: apt-get install python3-torch, the same
+// LibTorch and OpenBLAS as kd's); without one its columns are left out.
+//
+// `train_bench --hand-loop CASE --threads N --steps N` runs the hand-written loop alone.
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include <torch/torch.h>
+
+#include "trainer/config/node.h"
+#include "trainer/data/source.h"
+
+namespace {
+
+namespace fs = std::filesystem;
+using Clock = std::chrono::steady_clock;
+
+constexpr int64_t kLogEvery = 200;
+
+struct Case {
+  std::string name;
+  int64_t steps;
+  int64_t batch_size;
+  std::vector<int64_t> sizes;       // input, hidden..., output
+  std::vector<std::string> source;  // kd's data source: its keys, "key: value"
+  bool scale_images;                // ValueRange [0, 255] -> [0, 1] on the uint8 images
+};
+
+const std::vector<Case>& cases() {
+  static const std::vector<Case> all = {
+      {"flagship", 1000, 128, {784, 512, 256, 10}, {"type: FashionMnist", "split: train"}, true},
+      {"tiny",
+       20000,
+       32,
+       {16, 64, 64, 4},
+       {"type: Synthetic", "num_examples: 4096", "num_features: 16", "num_classes: 4"},
+       false},
+  };
+  return all;
+}
+
+const Case& find_case(const std::string& name) {
+  for (const auto& c : cases()) {
+    if (c.name == name) return c;
+  }
+  std::fprintf(stderr, "train_bench: no case named %s (flagship, tiny)\n", name.c_str());
+  std::exit(2);
+}
+
+std::string sizes_yaml(const std::vector<int64_t>& v, std::size_t from, std::size_t to) {
+  std::string out = "[";
+  for (std::size_t i = from; i < to; ++i) out += (i > from ? ", " : "") + std::to_string(v[i]);
+  return out + "]";
+}
+
+std::string kd_experiment(const Case& c, int64_t steps) {
+  std::ostringstream y;
+  y << "seed: 0\n"
+    << "num_train_steps: " << steps << "\n"
+    << "log_metrics_every: " << kLogEvery << "\n"
+    << "checkpointer: {save_interval_steps: 0}\n"
+    << "train_ds:\n";
+  for (const auto& key : c.source) y << "  " << key << "\n";
+  y << "  batch_size: " << c.batch_size << "\n";
+  if (c.scale_images) y << "  transforms: [{type: ValueRange, key: image, in_vrange: [0, 255], vrange: [0, 1]}]\n";
+  y << "model:\n"
+    << "  type: MLP\n"
+    << "  input_size: " << c.sizes.front() << "\n"
+    << "  hidden_sizes: " << sizes_yaml(c.sizes, 1, c.sizes.size() - 1) << "\n"
+    << "  output_size: " << c.sizes.back() << "\n"
+    << "  inputs: {x: batch.image}\n"
+    << "train_losses:\n"
+    << "  xent: {type: SoftmaxCrossEntropyWithIntLabels, logits: preds.logits, labels: batch.label}\n"
+    << "train_metrics:\n"
+    << "  accuracy: {type: Accuracy, logits: preds.logits, labels: batch.label}\n"
+    << "optimizer: {type: adam, learning_rate: 1e-3}\n";
+  return y.str();
+}
+
+std::string source_yaml(const Case& c) {
+  std::string out = "{";
+  for (const auto& key : c.source) out += (out.size() > 1 ? ", " : "") + key;
+  return out + "}";
+}
+
+// ---- the hand-written loop ------------------------------------------------------------------
+
+int hand_loop(const Case& c, int threads, int64_t steps) {
+  torch::set_num_threads(threads);
+  torch::manual_seed(0);
+  // The data as kd's source reads it (the decoding of IDX files is not what is compared).
+  const kd::Tree examples = kd::data::source_registry().create(kd::config::Node::parse(source_yaml(c)))->load();
+  const torch::Tensor images = examples.at("image").tensor();
+  const torch::Tensor labels = examples.at("label").tensor();
+  const int64_t n = images.size(0);
+  const int64_t per_epoch = n / c.batch_size;
+
+  torch::nn::Sequential net;
+  for (std::size_t i = 0; i + 1 < c.sizes.size(); ++i) {
+    net->push_back(torch::nn::Linear(c.sizes[i], c.sizes[i + 1]));
+    if (i + 2 < c.sizes.size()) net->push_back(torch::nn::ReLU());
+  }
+  torch::optim::Adam adam(net->parameters(), torch::optim::AdamOptions(1e-3));
+
+  torch::Tensor order, loss_sum, correct;
+  for (int64_t step = 0; step < steps; ++step) {
+    const int64_t index = step % per_epoch;
+    if (index == 0) order = torch::randperm(n);
+    const torch::Tensor rows = order.slice(0, index * c.batch_size, (index + 1) * c.batch_size);
+    torch::Tensor x = images.index_select(0, rows);
+    x = c.scale_images ? x.to(torch::kFloat).div_(255) : x;
+    const torch::Tensor y = labels.index_select(0, rows);
+
+    adam.zero_grad();
+    const torch::Tensor logits = net->forward(x.reshape({x.size(0), -1}));
+    const torch::Tensor loss = torch::nn::functional::cross_entropy(logits, y);
+    loss.backward();
+    adam.step();
+    {
+      torch::NoGradGuard no_grad;
+      const torch::Tensor right = (logits.argmax(-1) == y).sum();
+      loss_sum = loss_sum.defined() ? loss_sum + loss.detach() : loss.detach();
+      correct = correct.defined() ? correct + right : right;
+    }
+    if ((step + 1) % kLogEvery == 0 || step + 1 == steps) {
+      const int64_t logged = (step + 1) % kLogEvery == 0 ? kLogEvery : (step + 1) % kLogEvery;
+      std::printf("step %lld: loss %.4f accuracy %.4f\n", static_cast<long long>(step + 1),
+                  loss_sum.item<double>() / static_cast<double>(logged),
+                  correct.item<double>() / static_cast<double>(logged * c.batch_size));
+      loss_sum = torch::Tensor();
+      correct = torch::Tensor();
+    }
+  }
+  return 0;
+}
+
+// ---- the Python loop --------------------------------------------------------------------------
+
+// The same loop in PyTorch's Python; prints "loop_seconds S" (its loop alone).
+constexpr const char* kPythonLoop = R"PY(
+import gzip, sys, time
+import numpy as np
+import torch
+
+case, threads, steps = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+torch.set_num_threads(threads)
+torch.manual_seed(0)
+if case == "flagship":
+    root = "/usr/share/datasets/fashion-mnist/"
+    with gzip.open(root + "train-images-idx3-ubyte.gz") as f:
+        images = torch.from_numpy(np.frombuffer(f.read(), np.uint8, offset=16).reshape(-1, 28, 28).copy())
+    with gzip.open(root + "train-labels-idx1-ubyte.gz") as f:
+        labels = torch.from_numpy(np.frombuffer(f.read(), np.uint8, offset=8).astype(np.int64))
+    sizes, batch_size, scale = [784, 512, 256, 10], 128, True
+else:
+    images = torch.randn(4096, 16)
+    w = torch.arange(64, dtype=torch.float32).reshape(16, 4).sin()
+    labels = (images @ w).argmax(1)
+    sizes, batch_size, scale = [16, 64, 64, 4], 32, False
+
+layers = []
+for i in range(len(sizes) - 1):
+    layers.append(torch.nn.Linear(sizes[i], sizes[i + 1]))
+    if i + 2 < len(sizes):
+        layers.append(torch.nn.ReLU())
+net = torch.nn.Sequential(*layers)
+adam = torch.optim.Adam(net.parameters(), lr=1e-3)
+n = images.shape[0]
+per_epoch = n // batch_size
+loss_sum = correct = None
+start = time.perf_counter()
+for step in range(steps):
+    index = step % per_epoch
+    if index == 0:
+        order = torch.randperm(n)
+    rows = order[index * batch_size:(index + 1) * batch_size]
+    x = images.index_select(0, rows)
+    if scale:
+        x = x.float().div_(255)
+    y = labels.index_select(0, rows)
+    adam.zero_grad()
+    logits = net(x.reshape(x.shape[0], -1))
+    loss = torch.nn.functional.cross_entropy(logits, y)
+    loss.backward()
+    adam.step()
+    with torch.no_grad():
+        right = (logits.argmax(-1) == y).sum()
+        loss_sum = loss.detach() if loss_sum is None else loss_sum + loss.detach()
+        correct = right if correct is None else correct + right
+    if (step + 1) % 200 == 0 or step + 1 == steps:
+        logged = 200 if (step + 1) % 200 == 0 else (step + 1) % 200
+        print(f"step {step + 1}: loss {loss_sum.item() / logged:.4f} accuracy {correct.item() / (logged * batch_size):.4f}")
+        loss_sum = correct = None
+print(f"loop_seconds {time.perf_counter() - start}")
+)PY";
+
+// ---- the driver -------------------------------------------------------------------------------
+
+struct Run {
+  double seconds = 0;  // wall clock of the whole process
+  double peak_rss_mb = 0;
+  std::string output;  // its stdout and stderr
+};
+
+Run run_process(const std::vector<std::string>& argv, const fs::path& log,
+                const std::map<std::string, std::string>& env = {}) {
+  const auto start = Clock::now();
+  const pid_t pid = fork();
+  if (pid < 0) {
+    std::perror("fork");
+    std::exit(1);
+  }
+  if (pid == 0) {
+    std::FILE* out = std::fopen(log.c_str(), "w");
+    if (out) {
+      dup2(fileno(out), 1);
+      dup2(fileno(out), 2);
+    }
+    for (const auto& [key, value] : env) setenv(key.c_str(), value.c_str(), 1);
+    std::vector<char*> args;
+    for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+    args.push_back(nullptr);
+    execvp(args[0], args.data());
+    std::perror("exec");
+    _exit(127);
+  }
+  int status = 0;
+  rusage usage{};
+  wait4(pid, &status, 0, &usage);
+  Run run{.seconds = std::chrono::duration<double>(Clock::now() - start).count(),
+          .peak_rss_mb = static_cast<double>(usage.ru_maxrss) / 1024.0};
+  std::ifstream in(log);
+  run.output.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+    std::fprintf(stderr, "train_bench: %s failed (status %d):\n%s\n", argv[0].c_str(), status, run.output.c_str());
+    std::exit(1);
+  }
+  return run;
+}
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  const std::size_t n = v.size();
+  return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
+std::vector<std::string> split(const std::string& s) {
+  std::vector<std::string> out;
+  std::stringstream in(s);
+  for (std::string item; std::getline(in, item, ',');) out.push_back(item);
+  return out;
+}
+
+std::string flag(int argc, char** argv, const char* name, const std::string& def) {
+  for (int i = 1; i + 1 < argc; ++i) {
+    if (std::strcmp(argv[i], name) == 0) return argv[i + 1];
+  }
+  return def;
+}
+
+bool python_has_torch(const std::string& python, const fs::path& dir) {
+  if (python.empty()) return false;
+  const pid_t pid = fork();
+  if (pid == 0) {
+    std::FILE* out = std::fopen((dir / "python-check.txt").c_str(), "w");
+    if (out) {
+      dup2(fileno(out), 1);
+      dup2(fileno(out), 2);
+    }
+    execlp(python.c_str(), python.c_str(), "-c", "import torch", static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  int status = 0;
+  waitpid(pid, &status, 0);
+  return WIFEXITED(status) && WEXITSTATUS(status) == 0;
+}
+
+double python_loop_seconds(const std::string& output) {
+  const auto at = output.rfind("loop_seconds ");
+  return at == std::string::npos ? 0 : std::stod(output.substr(at + 13));
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (const std::string only = flag(argc, argv, "--hand-loop", ""); !only.empty()) {
+    return hand_loop(find_case(only), std::stoi(flag(argc, argv, "--threads", "1")),
+                     std::stoll(flag(argc, argv, "--steps", "1000")));
+  }
+  const int rounds = std::stoi(flag(argc, argv, "--rounds", "3"));
+  const double scale = std::stod(flag(argc, argv, "--scale", "1"));
+  const std::vector<std::string> case_names = split(flag(argc, argv, "--cases", "flagship,tiny"));
+  const std::vector<std::string> thread_counts = split(flag(argc, argv, "--threads", "1,2"));
+  std::string python = flag(argc, argv, "--python", "");
+  const std::string self = fs::read_symlink("/proc/self/exe").string();
+  const std::string kd = KD_BENCH_KD_BINARY;
+
+  const fs::path dir = fs::temp_directory_path() / ("kd-train-bench-" + std::to_string(getpid()));
+  fs::create_directories(dir);
+  if (python.empty()) {  // the first python3 on PATH with torch, else Debian's
+    python = python_has_torch("python3", dir) ? "python3" : "/usr/bin/python3";
+  }
+  const bool with_python = python_has_torch(python, dir);
+  if (!with_python) {
+    std::printf("(no Python loop: %s cannot import torch; apt-get install python3-torch, or pass --python)\n",
+                python.c_str());
+  }
+  const fs::path script = dir / "loop.py";
+  std::ofstream(script) << kPythonLoop;
+
+  std::printf("%-9s %-7s %-11s %-11s %-11s %-9s %-9s %-9s %-9s %-9s\n", "case", "threads", "kd steps/s", "hand st/s",
+              "python st/s", "kd/hand", "kd/python", "kd MB", "hand MB", "python MB");
+  for (const auto& name : case_names) {
+    const Case& c = find_case(name);
+    const int64_t steps = std::max<int64_t>(1, static_cast<int64_t>(static_cast<double>(c.steps) * scale));
+    const fs::path experiment = dir / (c.name + ".yaml");
+    std::ofstream(experiment) << kd_experiment(c, steps);
+    for (const auto& threads : thread_counts) {
+      std::vector<double> kd_rate, hand_rate, py_rate, kd_vs_hand, kd_vs_py, kd_mb, hand_mb, py_mb;
+      for (int r = 0; r < rounds; ++r) {
+        const fs::path workdir = dir / ("workdir-" + c.name + "-" + threads + "-" + std::to_string(r));
+        auto run_kd = [&] {
+          Run run = run_process({kd, "train", "--cfg=" + experiment.string(), "--cfg.workdir=" + workdir.string(),
+                                 "--cfg.num_threads=" + threads},
+                                dir / "kd.log");
+          fs::remove_all(workdir);
+          return run;
+        };
+        auto run_hand = [&] {
+          return run_process({self, "--hand-loop", c.name, "--threads", threads, "--steps", std::to_string(steps)},
+                             dir / "hand.log");
+        };
+        auto run_python = [&] {
+          return run_process({python, script.string(), c.name, threads, std::to_string(steps)}, dir / "python.log");
+        };
+        // Alternate which goes first, so that neither always runs on a cooler or warmer machine.
+        Run k, h, p;
+        if (r % 2 == 0) {
+          k = run_kd();
+          h = run_hand();
+          if (with_python) p = run_python();
+        } else {
+          if (with_python) p = run_python();
+          h = run_hand();
+          k = run_kd();
+        }
+        const double steps_d = static_cast<double>(steps);
+        kd_rate.push_back(steps_d / k.seconds);
+        hand_rate.push_back(steps_d / h.seconds);
+        kd_vs_hand.push_back(h.seconds / k.seconds);
+        kd_mb.push_back(k.peak_rss_mb);
+        hand_mb.push_back(h.peak_rss_mb);
+        if (with_python) {
+          const double loop = python_loop_seconds(p.output);
+          py_rate.push_back(steps_d / loop);
+          kd_vs_py.push_back(loop / k.seconds);
+          py_mb.push_back(p.peak_rss_mb);
+        }
+      }
+      auto show = [](const std::vector<double>& v, const char* format) {
+        static char buffer[32];
+        if (v.empty()) return std::string("-");
+        std::snprintf(buffer, sizeof buffer, format, median(v));
+        return std::string(buffer);
+      };
+      std::printf("%-9s %-7s %-11s %-11s %-11s %-9s %-9s %-9s %-9s %-9s\n", c.name.c_str(), threads.c_str(),
+                  show(kd_rate, "%.1f").c_str(), show(hand_rate, "%.1f").c_str(), show(py_rate, "%.1f").c_str(),
+                  show(kd_vs_hand, "%.3f").c_str(), show(kd_vs_py, "%.3f").c_str(), show(kd_mb, "%.0f").c_str(),
+                  show(hand_mb, "%.0f").c_str(), show(py_mb, "%.0f").c_str());
+      std::fflush(stdout);
+    }
+  }
+  fs::remove_all(dir);
+  std::printf("(medians of %d interleaved rounds; ratios are medians of per-round ratios of steps/s)\n", rounds);
+  return 0;
+}
