@@ -12,6 +12,7 @@
 #include "trainer/common/error.h"
 #include "trainer/common/suggest.h"
 #include "trainer/compat/torch_compat.h"
+#include "trainer/optim/fused_adam.h"
 #include "trainer/tree/tree.h"
 
 namespace kd::optim {
@@ -228,7 +229,11 @@ void Optimizer::apply(int64_t step) {
   const double lr = learning_rate(step);
   for (auto& group : optimizer_->param_groups()) group.options().set_lr(lr);
   if (clip_global_norm_ > 0) torch::nn::utils::clip_grad_norm_(params_, clip_global_norm_);
-  optimizer_->step();
+  if (fused_adam_applies(*optimizer_)) {
+    fused_adam_step(*optimizer_);
+  } else {
+    optimizer_->step();
+  }
   if (has_ema()) update_ema();
 }
 

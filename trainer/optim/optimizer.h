@@ -14,6 +14,9 @@
 // Other keys are the torch optimizer's own options: b1, b2, eps, amsgrad (adam, adamw);
 // momentum, nesterov, dampening (sgd); alpha, centered, momentum (rmsprop); lr_decay,
 // initial_accumulator_value (adagrad).
+//
+// Adam and AdamW on float32 CPU parameters take kd's fused step (fused_adam.h: one pass over each
+// parameter, torch's state and options); every other case takes the torch optimizer's own step.
 #pragma once
 
 #include "trainer/common/torch_fwd.h"

@@ -1,0 +1,120 @@
+#include <catch2/catch.hpp>
+
+#include <cmath>
+#include <memory>
+#include <vector>
+
+#include <torch/torch.h>
+
+#include "trainer/optim/fused_adam.h"
+
+using kd::optim::fused_adam_applies;
+using kd::optim::fused_adam_step;
+
+namespace {
+
+// Parameters of several shapes (odd sizes exercise every vector width's tail), one without a
+// gradient, each given the same gradients in both copies.
+std::vector<torch::Tensor> make_params() {
+  torch::manual_seed(7);
+  std::vector<torch::Tensor> out;
+  for (const auto& shape : std::vector<std::vector<int64_t>>{{37, 19}, {1}, {300}, {5, 5, 5}, {2}}) {
+    out.push_back(torch::randn(shape).requires_grad_());
+  }
+  return out;
+}
+
+std::vector<torch::Tensor> copy_of(const std::vector<torch::Tensor>& params) {
+  std::vector<torch::Tensor> out;
+  for (const auto& p : params) out.push_back(p.detach().clone().requires_grad_());
+  return out;
+}
+
+void give_gradients(std::vector<torch::Tensor>& a, std::vector<torch::Tensor>& b, int step) {
+  torch::manual_seed(100 + step);
+  for (std::size_t i = 0; i + 1 < a.size(); ++i) {  // the last parameter gets no gradient
+    const torch::Tensor g = torch::randn_like(a[i]) * (1 + step % 3);
+    a[i].mutable_grad() = g.clone();
+    b[i].mutable_grad() = g.clone();
+  }
+}
+
+// Runs torch's step on one copy and the fused step on the other, `steps` times; returns the
+// largest difference of the parameters relative to max(1, |p|).
+template <typename Optimizer, typename Options>
+double largest_difference(const Options& options, int steps) {
+  std::vector<torch::Tensor> a = make_params(), b = copy_of(a);
+  Optimizer reference(a, options), fused(b, options);
+  for (int s = 0; s < steps; ++s) {
+    give_gradients(a, b, s);
+    reference.step();
+    REQUIRE(fused_adam_applies(fused));
+    fused_adam_step(fused);
+  }
+  double worst = 0;
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    const torch::Tensor scale = a[i].detach().abs().clamp_min(1);
+    worst = std::max(worst, ((a[i] - b[i]).abs() / scale).max().item<double>());
+  }
+  CHECK(b.back().equal(a.back()));  // no gradient, no change (and no state)
+  CHECK(fused.state().size() == a.size() - 1);
+  return worst;
+}
+
+}  // namespace
+
+// Each step changes a parameter by at most about lr (Adam's update is lr * m / (sqrt(v) + eps)
+// with |m| <= sqrt(v) up to bias correction), and the two implementations round each of their few
+// float32 operations differently, by at most a few float32 ulps (1.2e-7 relative) of the update
+// and of the parameter. Over n steps that is far below n * 1e-6 relative to max(1, |p|), which
+// is the bound: it holds for any correct float32 implementation on any CPU.
+TEST_CASE("the fused Adam and AdamW steps agree with torch's to float rounding") {
+  const int steps = 25;
+  const double bound = steps * 1e-6;
+  CHECK(largest_difference<torch::optim::Adam>(torch::optim::AdamOptions(1e-2), steps) < bound);
+  CHECK(largest_difference<torch::optim::Adam>(torch::optim::AdamOptions(1e-2).weight_decay(0.1), steps) < bound);
+  CHECK(largest_difference<torch::optim::Adam>(torch::optim::AdamOptions(1e-2).amsgrad(true).betas({0.8, 0.99}),
+                                               steps) < bound);
+  CHECK(largest_difference<torch::optim::AdamW>(torch::optim::AdamWOptions(1e-2).weight_decay(0.05), steps) < bound);
+  CHECK(largest_difference<torch::optim::AdamW>(torch::optim::AdamWOptions(1e-2).amsgrad(true), steps) < bound);
+}
+
+TEST_CASE("one fused Adam step by hand: m = 0.05, v = 0.00025, bias-corrected to 0.5 and 0.25") {
+  // p = 1, g = 0.5, lr = 0.1: the update is lr * 0.5 / (sqrt(0.25) + eps) = 0.1 (less 2e-9).
+  torch::Tensor p = torch::ones({3}).requires_grad_();
+  p.mutable_grad() = torch::full({3}, 0.5);
+  torch::optim::Adam adam({p}, torch::optim::AdamOptions(0.1));
+  fused_adam_step(adam);
+  const auto& state = static_cast<torch::optim::AdamParamState&>(*adam.state().begin()->second);
+  CHECK(state.step() == 1);
+  CHECK(state.exp_avg()[0].item<float>() == Approx(0.05).epsilon(1e-6));
+  CHECK(state.exp_avg_sq()[0].item<float>() == Approx(0.00025).epsilon(1e-6));
+  CHECK(p[0].item<float>() == Approx(0.9).epsilon(1e-6));
+}
+
+TEST_CASE("the fused step is bit-for-bit repeatable") {
+  std::vector<torch::Tensor> a = make_params(), b = copy_of(a);
+  torch::optim::Adam x(a, torch::optim::AdamOptions(1e-3)), y(b, torch::optim::AdamOptions(1e-3));
+  for (int s = 0; s < 5; ++s) {
+    give_gradients(a, b, s);
+    fused_adam_step(x);
+    fused_adam_step(y);
+  }
+  for (std::size_t i = 0; i < a.size(); ++i) CHECK(a[i].equal(b[i]));
+}
+
+TEST_CASE("the fused step applies only to Adam and AdamW on contiguous float32 CPU tensors") {
+  torch::Tensor p = torch::randn({4, 3}).requires_grad_();
+  p.mutable_grad() = torch::randn({4, 3});
+  CHECK(fused_adam_applies(torch::optim::Adam({p}, torch::optim::AdamOptions(1e-3))));
+  CHECK_FALSE(fused_adam_applies(torch::optim::SGD({p}, torch::optim::SGDOptions(1e-3))));
+  torch::Tensor d = torch::randn({4}, torch::kDouble).requires_grad_();
+  d.mutable_grad() = torch::randn({4}, torch::kDouble);
+  CHECK_FALSE(fused_adam_applies(torch::optim::Adam({d}, torch::optim::AdamOptions(1e-3))));
+  torch::Tensor strided = torch::randn({3, 4}).t().requires_grad_();  // not contiguous
+  strided.mutable_grad() = torch::randn({4, 3});
+  CHECK_FALSE(fused_adam_applies(torch::optim::Adam({strided}, torch::optim::AdamOptions(1e-3))));
+  torch::Tensor q = torch::randn({5}).requires_grad_();
+  q.mutable_grad() = torch::randn({10}).slice(0, 0, 10, 2);  // a strided gradient
+  CHECK_FALSE(fused_adam_applies(torch::optim::Adam({q}, torch::optim::AdamOptions(1e-3))));
+}

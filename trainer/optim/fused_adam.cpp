@@ -1,0 +1,155 @@
+#include "trainer/optim/fused_adam.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+
+#include <torch/optim.h>
+
+#include "trainer/compat/torch_compat.h"
+
+namespace kd::optim {
+namespace {
+
+using torch::optim::Adam;
+using torch::optim::AdamOptions;
+using torch::optim::AdamParamState;
+using torch::optim::AdamW;
+using torch::optim::AdamWOptions;
+using torch::optim::AdamWParamState;
+
+// The constants of one parameter's step, as torch computes them (in double, then float where
+// torch's kernels take them as float scalars).
+struct Step {
+  float beta1, beta2, one_minus_beta1, one_minus_beta2;
+  float weight_decay;     // Adam: added to the gradient (0: none)
+  float decoupled_decay;  // AdamW: 1 - lr * weight_decay, multiplies the parameter (1: none)
+  float bias_correction2_sqrt;
+  float eps;
+  float neg_step_size;  // -lr / bias_correction1
+  bool amsgrad;
+};
+
+bool fits(const torch::Tensor& t, const torch::Tensor& p) {
+  return t.defined() && t.device().is_cpu() && t.scalar_type() == torch::kFloat && t.layout() == torch::kStrided &&
+         t.is_contiguous() && t.sizes() == p.sizes();
+}
+
+// The elements [begin, end) of one parameter. Written so that the compiler vectorises it for the
+// CPU at hand (the file is built without floating-point contraction: the same bits everywhere).
+#if defined(__x86_64__)
+#define KD_CPU_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define KD_CPU_CLONES
+#endif
+
+KD_CPU_CLONES void update(const Step& s, float* __restrict p, const float* __restrict g, float* __restrict m,
+                          float* __restrict v, float* __restrict vmax, int64_t begin, int64_t end) {
+  for (int64_t i = begin; i < end; ++i) {
+    float grad = g[i];
+    if (s.weight_decay != 0.0f) grad = grad + s.weight_decay * p[i];    // grad.add(p, weight_decay)
+    const float param = p[i] * s.decoupled_decay;                       // p.mul_(1 - lr * weight_decay)
+    const float mi = m[i] * s.beta1 + s.one_minus_beta1 * grad;         // exp_avg.mul_(b1).add_(grad, 1 - b1)
+    const float vi = v[i] * s.beta2 + s.one_minus_beta2 * grad * grad;  // .mul_(b2).addcmul_(grad, grad, 1 - b2)
+    m[i] = mi;
+    v[i] = vi;
+    float second = vi;
+    if (s.amsgrad) {
+      second = std::max(vmax[i], vi);  // max_out(max_exp_avg_sq, exp_avg_sq, max_exp_avg_sq)
+      vmax[i] = second;
+    }
+    const float denom = std::sqrt(second) / s.bias_correction2_sqrt + s.eps;  // (sqrt / sqrt(bc2)).add_(eps)
+    p[i] = param + s.neg_step_size * (mi / denom);                            // p.addcdiv_(m, denom, -step_size)
+  }
+}
+
+template <typename Options, typename State>
+void step_group(torch::optim::OptimizerParamGroup& group, torch::optim::Optimizer& optimizer, bool decoupled) {
+  auto& states = optimizer.state();
+  using StateMap = std::decay_t<decltype(states)>;
+  const auto& o = static_cast<const Options&>(group.options());
+  for (auto& p : group.params()) {
+    if (!p.grad().defined()) continue;
+    auto& slot = states[compat::optimizer_state_key<StateMap>(p)];
+    if (!slot) {  // created at the first step, as torch does
+      auto fresh = std::make_unique<State>();
+      fresh->step(0);
+      fresh->exp_avg(torch::zeros_like(p, torch::MemoryFormat::Preserve));
+      fresh->exp_avg_sq(torch::zeros_like(p, torch::MemoryFormat::Preserve));
+      if (o.amsgrad()) fresh->max_exp_avg_sq(torch::zeros_like(p, torch::MemoryFormat::Preserve));
+      slot = std::move(fresh);
+    }
+    auto& state = static_cast<State&>(*slot);
+    state.step(state.step() + 1);
+    const double beta1 = std::get<0>(o.betas()), beta2 = std::get<1>(o.betas());
+    const double bias_correction1 = 1 - std::pow(beta1, static_cast<double>(state.step()));
+    const double bias_correction2 = 1 - std::pow(beta2, static_cast<double>(state.step()));
+    const Step s{.beta1 = static_cast<float>(beta1),
+                 .beta2 = static_cast<float>(beta2),
+                 .one_minus_beta1 = static_cast<float>(1 - beta1),
+                 .one_minus_beta2 = static_cast<float>(1 - beta2),
+                 .weight_decay = decoupled ? 0.0f : static_cast<float>(o.weight_decay()),
+                 .decoupled_decay = decoupled ? static_cast<float>(1 - o.lr() * o.weight_decay()) : 1.0f,
+                 .bias_correction2_sqrt = static_cast<float>(std::sqrt(bias_correction2)),
+                 .eps = static_cast<float>(o.eps()),
+                 .neg_step_size = static_cast<float>(-(o.lr() / bias_correction1)),
+                 .amsgrad = o.amsgrad()};
+    float* param = p.data_ptr<float>();
+    const float* grad = p.grad().data_ptr<float>();
+    float* m = state.exp_avg().template data_ptr<float>();
+    float* v = state.exp_avg_sq().template data_ptr<float>();
+    float* vmax = o.amsgrad() ? state.max_exp_avg_sq().template data_ptr<float>() : nullptr;
+    // One pass on this thread: the update is memory-bound, a fraction of a millisecond even
+    // for millions of elements, and LibTorch's intra-op pool is not reachable outside its headers
+    // without building against its OpenMP runtime.
+    update(s, param, grad, m, v, vmax, 0, p.numel());
+    // As in-place tensor operations would, so autograd sees the tensors changed.
+    for (const torch::Tensor& t : {p, state.exp_avg(), state.exp_avg_sq()}) t.unsafeGetTensorImpl()->bump_version();
+    if (o.amsgrad()) state.max_exp_avg_sq().unsafeGetTensorImpl()->bump_version();
+  }
+}
+
+template <typename Options, typename State>
+bool group_fits(const torch::optim::OptimizerParamGroup& group, const torch::optim::Optimizer& optimizer) {
+  const auto& states = optimizer.state();
+  using StateMap = std::decay_t<decltype(states)>;
+  const auto& o = static_cast<const Options&>(group.options());
+  for (const auto& p : group.params()) {
+    if (!p.grad().defined()) continue;
+    if (!fits(p, p) || !fits(p.grad(), p) || p.grad().is_sparse()) return false;
+    const auto it = states.find(compat::optimizer_state_key<StateMap>(p));
+    if (it == states.end()) continue;
+    const auto* state = dynamic_cast<const State*>(it->second.get());
+    if (!state || !fits(state->exp_avg(), p) || !fits(state->exp_avg_sq(), p)) return false;
+    if (o.amsgrad() && !fits(state->max_exp_avg_sq(), p)) return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+bool fused_adam_applies(const torch::optim::Optimizer& optimizer) {
+  const bool adamw = dynamic_cast<const AdamW*>(&optimizer) != nullptr;
+  if (!adamw && dynamic_cast<const Adam*>(&optimizer) == nullptr) return false;
+  for (const auto& group : optimizer.param_groups()) {
+    if (adamw ? !group_fits<AdamWOptions, AdamWParamState>(group, optimizer)
+              : !group_fits<AdamOptions, AdamParamState>(group, optimizer)) {
+      return false;
+    }
+  }
+  return true;
+}
+
+void fused_adam_step(torch::optim::Optimizer& optimizer) {
+  torch::NoGradGuard no_grad;
+  const bool adamw = dynamic_cast<const AdamW*>(&optimizer) != nullptr;
+  for (auto& group : optimizer.param_groups()) {
+    if (adamw) {
+      step_group<AdamWOptions, AdamWParamState>(group, optimizer, /*decoupled=*/true);
+    } else {
+      step_group<AdamOptions, AdamParamState>(group, optimizer, /*decoupled=*/false);
+    }
+  }
+}
+
+}  // namespace kd::optim

@@ -1,0 +1,25 @@
+// Adam and AdamW on the CPU in one pass over each parameter's memory instead of torch's eight
+// tensor operations per parameter (each a dispatch, an allocation or a full pass), which on a
+// small model cost more than the gradients themselves.
+//
+// The step reads and writes torch's own state (AdamParamState / AdamWParamState: step,
+// exp_avg, exp_avg_sq, max_exp_avg_sq) and options (lr, betas, eps, weight_decay, amsgrad), so
+// checkpoints, opt_state, schedules and anything else that reads the torch optimizer see it as
+// ever. The arithmetic is torch::optim::Adam(W)::step's, element by element in float32, without
+// fused multiply-adds, so it gives the same bits on every CPU (torch's own kernels differ between
+// their vector and scalar paths); it agrees with torch's step to float rounding.
+#pragma once
+
+#include "trainer/common/torch_fwd.h"
+
+namespace kd::optim {
+
+// True when `optimizer` is Adam or AdamW and every parameter with a gradient is a dense,
+// contiguous float32 CPU tensor, as are its gradient and its state: then fused_adam_step
+// applies. A state not created yet (torch creates it lazily) is created as torch would.
+bool fused_adam_applies(const torch::optim::Optimizer& optimizer);
+
+// One step of `optimizer` (REQUIRES: fused_adam_applies(optimizer)), as its step() would take.
+void fused_adam_step(torch::optim::Optimizer& optimizer);
+
+}  // namespace kd::optim
