@@ -13,6 +13,7 @@
 #include "trainer/compat/torch_compat.h"
 #include "trainer/io/io.h"
 #include "trainer/runtime/blas.h"
+#include "trainer/runtime/cores.h"
 #include "trainer/config/config.h"
 #include "trainer/tree/tree.h"
 #include "trainer/tree/tree_json.h"  // apart from tree.h: it brings in nlohmann/json

@@ -99,6 +99,19 @@ TEST_CASE("restoring a saved iterator state continues exactly the same stream") 
   CHECK(rest == std::vector<std::vector<int64_t>>(expected.begin() + 11, expected.end()));
 }
 
+TEST_CASE("switching prefetching on or off mid-stream changes nothing in the stream") {
+  Pipeline full(ids(30), {}, options(4, true, 0, true, 9));
+  const auto expected = take(full, 20);
+  Pipeline switched(ids(30), {}, options(4, true, 0, true, 9));
+  auto got = take(switched, 5);
+  switched.set_prefetch(0);  // the worker had made batches ahead: they are not skipped
+  for (const auto& b : take(switched, 6)) got.push_back(b);
+  switched.set_prefetch(3);
+  for (const auto& b : take(switched, 9)) got.push_back(b);
+  CHECK(got == expected);
+  CHECK_THROWS_AS(switched.set_prefetch(-1), kd::Error);
+}
+
 TEST_CASE("random transforms depend only on the batch position, so they resume too") {
   auto flip = kd::data::transform_registry().create(Node::parse("{type: RandomFlip, key: x}"));
   auto data = kd::data::in_memory_source(Tree::dict({{"x", torch::rand({40, 2, 3})}}));

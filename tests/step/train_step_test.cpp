@@ -261,6 +261,29 @@ TEST_CASE("optimizer state exists from step 0 and training matches torch's lazy 
   }
 }
 
+TEST_CASE("a deferred loss check (an accelerator's) reports the first non-finite step when read, not before") {
+  const Tree good = Tree::dict({{"image", torch::rand({4, 8})}, {"target", torch::zeros({4, 3})}});
+  const Tree bad = Tree::dict({{"image", torch::rand({4, 8})}, {"target", torch::full({4, 3}, std::nan(""))}});
+  torch::manual_seed(0);
+  TrainStep step(make_model(kMlp), yaml("{type: sgd, learning_rate: 0.1}"),
+                 aux_with("{type: L2, preds: preds.logits, targets: batch.target}"));
+  step.set_nan_check(TrainStep::NanCheck::kDeferred);  // what kAuto does on CUDA
+  auto state = step.init();
+  state = step.step(state, good).first;
+  step.check_deferred_non_finite();  // all finite so far: nothing
+  state = step.step(state, good).first;
+  state = step.step(state, bad).first;   // step 2: not finite, but not read yet
+  state = step.step(state, good).first;  // runs on, as an accelerator's queue would
+  CHECK(state.step == 4);
+  CHECK_THROWS_WITH(step.check_deferred_non_finite(), Catch::StartsWith("non-finite loss at step 2 "));
+  step.check_deferred_non_finite();  // reported once
+  // On the CPU kAuto reads the loss every step, as before.
+  torch::manual_seed(0);
+  TrainStep cpu(make_model(kMlp), yaml("{type: sgd, learning_rate: 0.1}"),
+                aux_with("{type: L2, preds: preds.logits, targets: batch.target}"));
+  CHECK_THROWS_WITH(cpu.step(cpu.init(), bad), Catch::StartsWith("non-finite loss at step 0"));
+}
+
 TEST_CASE("nan_policy raise names the step, the loss and the first bad gradient; skip_step leaves params alone") {
   const Tree batch = Tree::dict({{"image", torch::rand({4, 8})}, {"target", torch::full({4, 3}, std::nan(""))}});
   const std::string l2 = "{type: L2, preds: preds.logits, targets: batch.target}";

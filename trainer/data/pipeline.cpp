@@ -197,6 +197,13 @@ std::optional<Tree> Pipeline::next() {
   return batch;
 }
 
+void Pipeline::set_prefetch(int64_t prefetch) {
+  if (prefetch < 0) throw Error("the pipeline's prefetch must be >= 0, got " + std::to_string(prefetch));
+  stop_worker();
+  options_.prefetch = prefetch;
+  start_worker();  // from position_: the batches prefetched so far are made again
+}
+
 void Pipeline::restore(const PipelineState& state) {
   if (state.epoch < 0 || state.index < 0 || state.index >= batches_per_epoch()) {
     throw CorruptionError("the data position (epoch " + std::to_string(state.epoch) + ", batch " +

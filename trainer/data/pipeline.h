@@ -73,6 +73,10 @@ class Pipeline {
   // the data is a kd::CorruptionError.
   void restore(const PipelineState& state);
 
+  // Prepares up to `prefetch` batches ahead on the worker thread from now on (0: on the caller's
+  // thread, in next()); the stream of batches is the same either way.
+  void set_prefetch(int64_t prefetch);
+
   int64_t num_examples() const { return num_examples_; }
   int64_t batches_per_epoch() const;
   const PipelineOptions& options() const { return options_; }

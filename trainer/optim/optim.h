@@ -1,6 +1,7 @@
 // kd::optim: the optimizer, its state as a tree, and schedules (the public header).
 #pragma once
 
+#include "trainer/optim/fused_adam.h"
 #include "trainer/optim/optimizer.h"
 #include "trainer/optim/optimizer_state.h"
 #include "trainer/optim/schedules.h"

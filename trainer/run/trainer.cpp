@@ -39,8 +39,8 @@ int Trainer::rank() const { return parallel_->rank(); }
 int Trainer::world_size() const { return parallel_->world_size(); }
 
 void Trainer::train() {
-  torch::set_num_threads(static_cast<int>(num_threads_));
   resume_or_start();
+  settle_threads();
   const bool resumed = state_.step > 0;
   const int64_t num_train_steps = options_->num_train_steps;
   const int64_t last_step =
@@ -86,6 +86,7 @@ void Trainer::train() {
     // Logged at fixed steps only (and at the very end), so a stopped and resumed run logs
     // exactly what an uninterrupted one does; the interval's states are in its checkpoint.
     const bool log_step = state_.step % options_->log_metrics_every == 0 || state_.step == num_train_steps;
+    if (log_step) step_->check_deferred_non_finite();  // an accelerator's loss checks, read here
     const writers::Scalars logged = log_step ? log_train_metrics() : writers::Scalars();
     for (auto& cb : callbacks_) cb->on_step_end(*this, state_.step, log_step ? &logged : nullptr);
     // The checkpoint first: an eval that fails must not cost the steps trained since the last one.
@@ -179,7 +180,7 @@ void Trainer::open_workdir(const Context* first_context, bool write_config) {
 }
 
 Context Trainer::inspect() {
-  torch::set_num_threads(static_cast<int>(num_threads_));
+  settle_threads();
   std::optional<Tree> batch = pipeline_->next();
   if (!batch) throw Error("the training data is empty");
   Context ctx;

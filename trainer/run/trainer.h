@@ -80,7 +80,8 @@ class Trainer {
   const std::string& workdir() const;
   // The experiment's top-level keys as read (trainer_options.h).
   const TrainerOptions& options() const { return *options_; }
-  // The intra-op threads the run uses (num_threads, or the one chosen for `auto`).
+  // The intra-op threads the run uses (num_threads, or the one chosen for `auto`; 0 until training
+  // or inspect() starts when `auto` measures them).
   int64_t num_threads() const { return num_threads_; }
   int64_t step() const { return state_.step; }
   const TrainState& state() const { return state_; }
@@ -104,7 +105,16 @@ class Trainer {
   // Builders of the constructor.
   void build_data(const config::Node& cfg);
   void build_components(const config::Node& cfg);
+  // num_threads, or for `auto` 1 (small models), every core (accelerators), or 0: measured when
+  // training starts (settle_threads).
   int64_t choose_num_threads() const;
+  // The cores of this machine's affinity mask over its ranks.
+  int64_t cores_for_rank() const;
+
+  // Intra-op threads (trainer_threads.cpp): fixes num_threads_ (measuring, or reusing the count
+  // the resumed run chose), sets them, and keeps the data worker off a core the threads need.
+  void settle_threads(bool measure = true);
+  int64_t measure_num_threads();
 
   // The loop's stages (trainer.cpp).
   void record_summaries(AuxiliariesState& aux);
@@ -144,7 +154,9 @@ class Trainer {
 
   config::Node experiment_;
   std::unique_ptr<TrainerOptions> options_;
-  int64_t num_threads_ = 1;
+  int64_t num_threads_ = 0;           // 0 until settle_threads() when `auto` is measured
+  int64_t resumed_num_threads_ = 0;   // what `auto` chose in the run resumed (its checkpoint), or 0
+  bool prefetch_configured_ = false;  // train_ds.prefetch set in the experiment
   std::unique_ptr<DataParallel> parallel_;
   std::shared_ptr<spdlog::logger> log_;
   std::shared_ptr<ProgressConsole> console_;

@@ -21,6 +21,7 @@
 #include "trainer/run/trainer_options.h"
 #include "trainer/run/workdir_internal.h"
 #include "trainer/runtime/blas.h"
+#include "trainer/runtime/cores.h"
 #include "trainer/step/auxiliaries.h"
 #include "trainer/step/train_step.h"
 
@@ -28,9 +29,9 @@ namespace kd::train {
 namespace {
 
 // Models with fewer parameters than this run faster on one thread: the per-op threading
-// overhead outweighs the work (measured: a tiny MLP 1.6x slower on 2 threads, the 784-512-256
-// MLP 1.7x faster).
-constexpr int64_t kParamsForAllThreads = 100'000;
+// overhead outweighs the work (measured: a tiny MLP 1.6x slower on 2 threads). Larger ones are
+// measured (settle_threads).
+constexpr int64_t kParamsWorthMeasuring = 100'000;
 
 int64_t num_parameters(models::Model& model) {
   int64_t n = 0;
@@ -73,9 +74,14 @@ Trainer::Trainer(const config::Node& cfg)
   cfg.check_unknown_keys();
 
   state_ = step_->init();
-  log_->info("experiment: {} parameters, device {}, {} intra-op thread{}{}", num_parameters(*model_),
-             options_->device.str(), num_threads_, num_threads_ == 1 ? "" : "s",
-             options_->num_threads ? "" : " (auto)");
+  if (num_threads_ > 0) {
+    log_->info("experiment: {} parameters, device {}, {} intra-op thread{}{}", num_parameters(*model_),
+               options_->device.str(), num_threads_, num_threads_ == 1 ? "" : "s",
+               options_->num_threads ? "" : " (auto)");
+  } else {
+    log_->info("experiment: {} parameters, device {}, intra-op threads chosen when training starts (auto)",
+               num_parameters(*model_), options_->device.str());
+  }
   log_->info("train data: {}", pipeline_->description());
   log_->info("BLAS: {}", runtime::describe_blas());
   if (auto warning = runtime::blas_warning()) log_->warn("{}", *warning);
@@ -88,6 +94,7 @@ void Trainer::build_data(const config::Node& cfg) {
   shard.num_shards = ranks;
   shard.shard_index = rank();
   pipeline_ = std::make_unique<data::Pipeline>(cfg.child("train_ds"), options_->seed, shard);
+  prefetch_configured_ = cfg.child("train_ds").find("prefetch").has_value();
   const auto& o = pipeline_->options();
   const std::string where = cfg.child("train_ds").where();
   if (o.batch_size % ranks != 0) {
@@ -143,9 +150,14 @@ void Trainer::build_components(const config::Node& cfg) {
 
 int64_t Trainer::choose_num_threads() const {
   if (options_->num_threads) return *options_->num_threads;
-  // The cores are shared by the ranks of this machine.
-  const int64_t cores = std::max<int64_t>(1, std::thread::hardware_concurrency() / parallel_->local_world_size());
-  return num_parameters(*model_) >= kParamsForAllThreads ? cores : 1;
+  if (cores_for_rank() == 1 || num_parameters(*model_) < kParamsWorthMeasuring) return 1;
+  // On an accelerator the intra-op threads only prepare data: every core of this rank's share.
+  if (!options_->device.is_cpu()) return cores_for_rank();
+  return 0;  // measured when training starts
+}
+
+int64_t Trainer::cores_for_rank() const {
+  return std::max<int64_t>(1, runtime::available_cores() / parallel_->local_world_size());
 }
 
 }  // namespace kd::train

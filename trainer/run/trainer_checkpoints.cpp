@@ -158,6 +158,8 @@ Tree Trainer::restore_checkpoint(const CheckpointInfo& info) {
   state_.step = snapshot.step;
   check_optimizer_state(info.path);  // format 1's archive is loaded by LibTorch unchecked
   restore_interval(info, snapshot.aux, snapshot.aux_steps);
+  const Tree* threads = snapshot.aux.find("num_threads");
+  resumed_num_threads_ = threads && threads->kind() == Tree::Kind::kInt ? std::max<int64_t>(0, threads->to_int()) : 0;
   return snapshot.aux;
 }
 
@@ -230,6 +232,7 @@ void Trainer::check_config_unchanged(const std::string& saved_yaml, const std::s
 }
 
 void Trainer::save_checkpoint() {
+  step_->check_deferred_non_finite();  // never a checkpoint of a non-finite update
   // In a job the interval's states of every rank are merged, and every rank's random states
   // gathered, for rank 0's checkpoint.
   interval_.merged = parallel_->merge(interval_.merged, auxiliaries_, "merging the training states for a checkpoint");
@@ -247,6 +250,7 @@ void Trainer::save_checkpoint() {
   snapshot.data = pipeline_->state();
   snapshot.aux = interval_.merged.to_tree();
   if (!rank_rng.is_none()) snapshot.aux.insert("rank_rng", rank_rng);
+  if (!options_->num_threads) snapshot.aux.insert("num_threads", num_threads_);  // what `auto` chose
   snapshot.aux_steps = interval_.steps;
   snapshot.config_yaml = experiment_.to_yaml();
   const std::string path = checkpointer_->save(snapshot);

@@ -31,8 +31,9 @@ constexpr const char* kFilePattern = "%Y-%m-%d %H:%M:%S [%l] %v";
 RunLogger make_run_logger() {
   auto console = std::make_shared<ProgressConsole>(isatty(STDERR_FILENO) != 0);
   console->set_pattern(kConsolePattern);
-  // Lines logged before the workdir exists, written to its log.txt once it does.
-  auto early = std::make_shared<spdlog::sinks::ringbuffer_sink_mt>(10'000);
+  // Lines logged before the workdir exists, written to its log.txt once it does: the run's
+  // header and its warnings, a few dozen (spdlog allocates every slot up front, ~400 bytes each).
+  auto early = std::make_shared<spdlog::sinks::ringbuffer_sink_mt>(1'000);
   early->set_pattern(kFilePattern);
   auto log = std::make_shared<spdlog::logger>("kd", spdlog::sinks_init_list{console, early});
   log->flush_on(spdlog::level::info);

@@ -138,6 +138,22 @@ std::vector<Context> TrainStep::forward_and_backward(const TrainState& state, co
 }
 
 bool TrainStep::skip_non_finite(const TrainState& state, const std::vector<Context>& contexts) {
+  const torch::Tensor& first_loss = contexts.front().loss_total.tensor();
+  const bool deferred =
+      nan_policy_ == NanPolicy::kRaise && !gradient_hook_ &&
+      (nan_check_ == NanCheck::kDeferred || (nan_check_ == NanCheck::kAuto && !first_loss.device().is_cpu()));
+  if (deferred) {
+    // On the device, no sync: the step's number where the loss is not finite and none was before.
+    torch::NoGradGuard no_grad;
+    torch::Tensor finite = torch::ones({}, first_loss.options().dtype(torch::kBool));
+    for (const Context& ctx : contexts) finite = finite.logical_and(torch::isfinite(ctx.loss_total.tensor().detach()));
+    if (!first_non_finite_step_.defined()) {
+      first_non_finite_step_ = torch::full({}, -1, first_loss.options().dtype(torch::kLong));
+    }
+    first_non_finite_step_ = torch::where(finite.logical_or(first_non_finite_step_ >= 0), first_non_finite_step_,
+                                          torch::full({}, state.step, first_non_finite_step_.options()));
+    return false;
+  }
   bool here = false;
   if (nan_policy_ != NanPolicy::kIgnore) {
     double total = 0;
@@ -155,6 +171,16 @@ bool TrainStep::skip_non_finite(const TrainState& state, const std::vector<Conte
   optimizer_->torch_optimizer().zero_grad();
   ++skipped_steps_;
   return true;
+}
+
+void TrainStep::check_deferred_non_finite() {
+  if (!first_non_finite_step_.defined()) return;
+  const int64_t step = first_non_finite_step_.item<int64_t>();  // the one sync
+  if (step < 0) return;
+  first_non_finite_step_ = torch::Tensor();
+  throw NonFiniteError("non-finite loss at step " + std::to_string(step) +
+                       " (checked on the device without a sync each step, so later steps ran on; "
+                       "nan_policy: raise; set nan_policy: skip_step to skip such steps)");
 }
 
 Tree TrainStep::copy_grads() const {

@@ -96,6 +96,21 @@ class TrainStep {
 
   void set_nan_policy(NanPolicy policy) { nan_policy_ = policy; }
 
+  // When NanPolicy::kRaise reads the loss. Reading it on the host every step makes an
+  // accelerator wait for the step to finish (a sync that empties its queue of work), so there
+  // the loss is checked on the device and the result read only by check_deferred_non_finite()
+  // (the trainer calls it at logged steps and before every checkpoint): the error then names the
+  // first step whose loss was not finite, and the steps after it ran with its non-finite update.
+  // kSkipStep must decide before the update and reads the loss every step everywhere.
+  enum class NanCheck {
+    kAuto,  // deferred on an accelerator, every step on the CPU (where reading costs nothing)
+    kEveryStep,
+    kDeferred,
+  };
+  void set_nan_check(NanCheck check) { nan_check_ = check; }
+  // Throws kd::NonFiniteError when a deferred check found a non-finite loss; a no-op otherwise.
+  void check_deferred_non_finite();
+
   // Runs after the backward pass(es) and before the NaN check and the optimizer step, e.g. to
   // average the gradients over processes (kd::distributed::GradientReducer). It is given
   // whether this process's loss is non-finite (always false under NanPolicy::kIgnore) and
@@ -134,6 +149,9 @@ class TrainStep {
   Tree opt_state_;    // rebuilt only when read or when the optimizer's state set grows
   std::size_t opt_state_entries_ = 0;
   NanPolicy nan_policy_ = kDefaultNanPolicy;
+  NanCheck nan_check_ = NanCheck::kAuto;
+  // The deferred check, on the loss's device: the first step whose loss was not finite, or -1.
+  torch::Tensor first_non_finite_step_;
   int64_t skipped_steps_ = 0;
   GradientHook gradient_hook_;
 };

@@ -1,0 +1,124 @@
+// The Trainer's intra-op threads: `num_threads: auto` measures, for the model at hand, a
+// training pass (forward and backward on the first batch) on 1, 2, 4, ... and all of this rank's
+// cores, interleaved, and takes the fastest; the measuring leaves no trace (random states,
+// buffers and gradients are put back). A resumed run keeps the count its start chose, so its
+// arithmetic (parallel reductions split by thread) stays the uninterrupted run's. The data
+// worker runs only where a core is left over for it.
+#include <algorithm>
+#include <chrono>
+#include <limits>
+#include <string>
+#include <vector>
+
+#include <spdlog/spdlog.h>
+#include <torch/torch.h>
+
+#include "trainer/checkpoints/random_states.h"
+#include "trainer/context/context.h"
+#include "trainer/data/pipeline.h"
+#include "trainer/models/model.h"
+#include "trainer/optim/optimizer.h"
+#include "trainer/run/trainer.h"
+#include "trainer/run/trainer_options.h"
+#include "trainer/step/auxiliaries.h"
+#include "trainer/step/train_step.h"
+
+namespace kd::train {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point start) { return std::chrono::duration<double>(Clock::now() - start).count(); }
+
+// Measured rounds after one to warm up; more only while under the time budget.
+constexpr int kMinRounds = 3;
+constexpr int kMaxRounds = 8;
+constexpr double kBudgetSeconds = 1.0;
+
+}  // namespace
+
+void Trainer::settle_threads(bool measure) {
+  if (num_threads_ == 0) {
+    if (resumed_num_threads_ > 0 && resumed_num_threads_ <= cores_for_rank()) {
+      num_threads_ = resumed_num_threads_;
+      log_->info("intra-op threads: {} (auto: as the run chose when it started)", num_threads_);
+    } else if (measure) {
+      num_threads_ = measure_num_threads();
+    } else {
+      num_threads_ = cores_for_rank();
+    }
+  }
+  torch::set_num_threads(static_cast<int>(num_threads_));
+  // With every core computing, a worker preparing batches alongside would take one from the
+  // threads the step waits for: the batches are then prepared between steps instead.
+  const int64_t cores = cores_for_rank();
+  if (!prefetch_configured_ && options_->device.is_cpu() && num_threads_ >= cores &&
+      pipeline_->options().prefetch > 0) {
+    pipeline_->set_prefetch(0);
+    log_->info(
+        "train data: prepared between steps ({} intra-op thread{} on {} core{}; set train_ds.prefetch to "
+        "prepare them on a worker thread anyway)",
+        num_threads_, num_threads_ == 1 ? "" : "s", cores, cores == 1 ? "" : "s");
+  }
+}
+
+int64_t Trainer::measure_num_threads() {
+  const int64_t cores = cores_for_rank();
+  std::vector<int64_t> candidates;
+  for (int64_t t = 1; t < cores; t *= 2) candidates.push_back(t);
+  candidates.push_back(cores);
+
+  const Tree batch = data::to_device(pipeline_->batch_at(pipeline_->state()), options_->device);
+  // What a training pass changes besides gradients: random states (dropout) and buffers
+  // (BatchNorm statistics), put back afterwards.
+  const Tree random = checkpoints::random_states(checkpoints::generator_devices());
+  std::vector<torch::Tensor> buffers, saved;
+  for (const auto& b : model_->buffers()) {
+    buffers.push_back(b);
+    saved.push_back(b.detach().clone());
+  }
+  if (!model_->is_training()) model_->train();
+  const auto pass = [&] {
+    const Context ctx = forward_with_loss(*model_, *auxiliaries_, Context::from_state_and_batch(state_, batch),
+                                          /*record_interms=*/false);
+    if (ctx.loss_total.is_none()) throw ConfigError("no training loss is configured: set train_losses");
+    ctx.loss_total.tensor().backward();
+  };
+  std::vector<double> best(candidates.size(), std::numeric_limits<double>::infinity());
+  const auto start = Clock::now();
+  for (int round = 0; round <= kMaxRounds; ++round) {
+    for (std::size_t j = 0; j < candidates.size(); ++j) {
+      const std::size_t i = round % 2 == 0 ? j : candidates.size() - 1 - j;  // alternate the order
+      torch::set_num_threads(static_cast<int>(candidates[i]));
+      const auto t0 = Clock::now();
+      pass();
+      if (round > 0) best[i] = std::min(best[i], seconds_since(t0));
+    }
+    if (round >= kMinRounds && seconds_since(start) > kBudgetSeconds) break;
+  }
+  step_->optimizer().torch_optimizer().zero_grad();
+  {
+    torch::NoGradGuard no_grad;
+    for (std::size_t i = 0; i < buffers.size(); ++i) buffers[i].copy_(saved[i]);
+  }
+  checkpoints::set_random_states(random);
+
+  // The fastest, or fewer threads when within 2% of it (they leave cores to the rest).
+  const std::size_t fastest = static_cast<std::size_t>(std::min_element(best.begin(), best.end()) - best.begin());
+  std::size_t chosen = fastest;
+  for (std::size_t i = 0; i < fastest; ++i) {
+    if (best[i] <= 1.02 * best[fastest]) {
+      chosen = i;
+      break;
+    }
+  }
+  std::string timings;
+  for (std::size_t i = 0; i < candidates.size(); ++i) {
+    timings += fmt::format("{}{} thread{} {:.2f} ms", i ? ", " : "", candidates[i], candidates[i] == 1 ? "" : "s",
+                           best[i] * 1e3);
+  }
+  log_->info("intra-op threads: {} (auto; a forward and backward pass measured: {})", candidates[chosen], timings);
+  return candidates[chosen];
+}
+
+}  // namespace kd::train
