@@ -43,7 +43,12 @@ class ValueRange : public KeyTransform {
       : KeyTransform(o, "image"), in_(range(o, "in_vrange", {0, 255})), out_(range(o, "vrange", {0, 1})) {}
   torch::Tensor map(const torch::Tensor& x, at::Generator&) const override {
     const double scale = (out_.second - out_.first) / (in_.second - in_.first);
-    return (x.to(torch::kFloat) - in_.first) * scale + out_.first;
+    // In place on the one new float tensor; the steps that change nothing are left out.
+    torch::Tensor y = x.to(torch::kFloat, /*non_blocking=*/false, /*copy=*/true);
+    if (in_.first != 0) y.sub_(in_.first);
+    if (scale != 1) y.mul_(scale);
+    if (out_.first != 0) y.add_(out_.first);
+    return y;
   }
 
  private:

@@ -30,12 +30,15 @@ using Clock = std::chrono::steady_clock;
 
 double seconds_since(Clock::time_point start) { return std::chrono::duration<double>(Clock::now() - start).count(); }
 
-// Measured rounds after one to warm up: until a quarter of a second has passed (a VM's other
-// tenants take whole milliseconds from a pass now and then; the best of many is the machine's
-// speed), at least 3 and at most 30.
-constexpr int kMinRounds = 3;
-constexpr int kMaxRounds = 30;
-constexpr double kBudgetSeconds = 0.25;
+// Each count is measured in blocks of passes, in the order 1, 2, ..., all, all, ..., 2, 1 and
+// again (kBlocks blocks of each), so that few changes of count happen (a change restarts
+// LibTorch's thread pools, whose new threads spin for milliseconds) and each count meets the
+// machine early and late. A block: two untimed passes, then timed ones for kBlockSeconds (at
+// least kMinTimed); each count's best pass is its speed (a VM's other tenants take whole
+// milliseconds from a pass now and then).
+constexpr int kBlocks = 4;
+constexpr int kMinTimed = 3;
+constexpr double kBlockSeconds = 0.03;
 
 }  // namespace
 
@@ -91,19 +94,19 @@ int64_t Trainer::measure_num_threads() {
     ctx.loss_total.tensor().backward();
   };
   std::vector<double> best(candidates.size(), std::numeric_limits<double>::infinity());
-  const auto start = Clock::now();
-  for (int round = 0; round <= kMaxRounds; ++round) {
+  for (int block = 0; block < kBlocks; ++block) {
     for (std::size_t j = 0; j < candidates.size(); ++j) {
-      const std::size_t i = round % 2 == 0 ? j : candidates.size() - 1 - j;  // alternate the order
-      // A change of count (re)starts LibTorch's thread pools, whose new threads spin a few
-      // milliseconds before they sleep: one untimed pass lets them settle.
+      const std::size_t i = block % 2 == 0 ? j : candidates.size() - 1 - j;
       torch::set_num_threads(static_cast<int>(candidates[i]));
       pass();
-      const auto t0 = Clock::now();
       pass();
-      if (round > 0) best[i] = std::min(best[i], seconds_since(t0));
+      const auto start = Clock::now();
+      for (int timed = 0; timed < kMinTimed || seconds_since(start) < kBlockSeconds; ++timed) {
+        const auto t0 = Clock::now();
+        pass();
+        best[i] = std::min(best[i], seconds_since(t0));
+      }
     }
-    if (round >= kMinRounds && seconds_since(start) > kBudgetSeconds) break;
   }
   step_->optimizer().torch_optimizer().zero_grad();
   {
