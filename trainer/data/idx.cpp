@@ -13,7 +13,7 @@ namespace kd::data {
 
 torch::Tensor read_idx(const std::string& path) {
   // gzread reads plain files too, so one code path serves both. The values are decompressed
-  // straight into the tensor, whose size the header gives (no buffer of the whole file).
+  // straight into the tensor (no buffer of the whole file).
   gzFile file = gzopen(path.c_str(), "rb");
   if (file == nullptr) {
     throw IOError("cannot open the dataset file \"" + path + "\": " + std::strerror(errno) +
@@ -61,19 +61,32 @@ torch::Tensor read_idx(const std::string& path) {
     if (size != 0 && count > kMaxBytes / size) throw corrupt("the header's sizes multiply past 4 GiB");
     count *= size;
   }
-  torch::Tensor out;
+  // Into a tensor that grows as values arrive (from at most 64 MiB, doubling), so that a header
+  // promising more than the file holds costs no more memory than the file's values.
+  int64_t capacity = std::min<int64_t>(count, int64_t{64} << 20);
+  torch::Tensor flat;
+  int64_t got = 0;
   try {
-    out = torch::empty(shape, torch::kUInt8);  // pages are only taken as they are written
+    flat = torch::empty({capacity}, torch::kUInt8);
+    while (true) {
+      got += static_cast<int64_t>(
+          read(static_cast<unsigned char*>(flat.data_ptr()) + got, static_cast<std::size_t>(capacity - got)));
+      if (got < capacity || capacity == count) break;
+      capacity = std::min(count, capacity * 2);
+      torch::Tensor bigger = torch::empty({capacity}, torch::kUInt8);
+      std::memcpy(bigger.data_ptr(), flat.data_ptr(), static_cast<std::size_t>(got));
+      flat = std::move(bigger);
+    }
   } catch (const c10::Error&) {
     throw CorruptionError("\"" + path + "\" promises " + std::to_string(count) + " values, which do not fit in memory");
   }
-  const std::size_t got = count > 0 ? read(out.data_ptr(), static_cast<std::size_t>(count)) : 0;
   unsigned char extra;
   const bool more = read(&extra, 1) != 0;
-  if (got != static_cast<std::size_t>(count) || more) {
+  if (got != count || more) {
     throw corrupt("the header promises " + std::to_string(count) + " values but the file holds " +
                   (more ? "more" : std::to_string(got) + " (truncated download?)"));
   }
+  torch::Tensor out = flat.view(shape);
   return out;
 }
 
