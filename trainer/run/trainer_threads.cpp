@@ -1,9 +1,9 @@
 // The Trainer's intra-op threads: `num_threads: auto` measures, for the model at hand, a
-// training pass (forward and backward on the first batch) on 1, 2, 4, ... and all of this rank's
-// cores, interleaved over rounds, and keeps every core unless fewer are clearly faster; the
-// measuring leaves no trace (random states, buffers and gradients are put back). A resumed run keeps the count its
-// start chose, so its arithmetic (parallel reductions split by thread) stays the uninterrupted run's. The data worker
-// runs only where a core is left over for it.
+// training pass (forward and backward on the first batch) on 1, 2, 4, ... and all of this
+// rank's cores, in blocks of passes per count, and keeps every core unless fewer are clearly
+// faster; the measuring leaves no trace (random states, buffers and gradients are put back). A
+// resumed run keeps the count its start chose, so its arithmetic (parallel reductions split by
+// thread) stays the uninterrupted run's. The data worker runs only where a core is left over.
 #include <algorithm>
 #include <chrono>
 #include <limits>
