@@ -65,6 +65,24 @@ Snapshot snapshot_of(Trained& t, int64_t step) {
   return s;
 }
 
+// One more optimizer step of both on the same batch.
+void step_both(Trained& a, Trained& b) {
+  const torch::Tensor x = torch::randn({4, 3});
+  for (Trained* t : {&a, &b}) {
+    t->adam.zero_grad();
+    t->net->forward(x).pow(2).mean().backward();
+    t->adam.step();
+  }
+}
+
+// A snapshot to restore into `t`'s model and optimizer.
+Snapshot target_of(Trained& t) {
+  Snapshot s;
+  s.model = t.net.get();
+  s.optimizer = &t.adam;
+  return s;
+}
+
 bool same_tensors(torch::nn::Module& a, torch::nn::Module& b) {
   const auto pa = a.named_parameters(), pb = b.named_parameters();
   const auto ba = a.named_buffers(), bb = b.named_buffers();
@@ -108,9 +126,7 @@ TEST_CASE("a checkpoint round-trips params, buffers, optimizer state, data posit
 
   torch::manual_seed(99);
   Trained target(0);
-  Snapshot restored;
-  restored.model = target.net.get();
-  restored.optimizer = &target.adam;
+  Snapshot restored = target_of(target);
   ckpt.restore(path, restored);
   CHECK(same_tensors(*source.net, *target.net));
   CHECK(torch::rand({5}).equal(next_random));  // the generator continues where it was saved
@@ -122,12 +138,7 @@ TEST_CASE("a checkpoint round-trips params, buffers, optimizer state, data posit
   CHECK(restored.aux_steps == 3);
   CHECK(restored.config_yaml == "seed: 0\n");
   // The optimizer continues identically: one more step on both gives the same parameters.
-  const torch::Tensor x = torch::randn({4, 3});
-  for (Trained* t : {&source, &target}) {
-    t->adam.zero_grad();
-    t->net->forward(x).pow(2).mean().backward();
-    t->adam.step();
-  }
+  step_both(source, target);
   CHECK(same_tensors(*source.net, *target.net));
   fs::remove_all(dir);
 }
@@ -152,9 +163,7 @@ TEST_CASE("a restore reads each file once and keeps no more of it than the state
   Checkpointer ckpt(dir.string(), CheckpointerOptions{}, counting);
   Trained target(1);
   const torch::Tensor old_weight = target.net->fc->weight;
-  Snapshot restored;
-  restored.model = target.net.get();
-  restored.optimizer = &target.adam;
+  Snapshot restored = target_of(target);
   ckpt.restore(path, restored);
   CHECK(counting->reads == std::map<std::string, int>{
                                {"MANIFEST.json", 1}, {"state.safetensors", 1}, {"meta.json", 1}, {"config.yaml", 1}});
@@ -164,17 +173,10 @@ TEST_CASE("a restore reads each file once and keeps no more of it than the state
   const torch::Tensor total = restored.aux.get("loss.total").tensor();
   CHECK(total.storage().nbytes() == total.element_size());
   // Training on changes nothing in the checkpoint, and both continue identically.
-  const torch::Tensor x = torch::randn({4, 3});
-  for (Trained* t : {&source, &target}) {
-    t->adam.zero_grad();
-    t->net->forward(x).pow(2).mean().backward();
-    t->adam.step();
-  }
+  step_both(source, target);
   CHECK(same_tensors(*source.net, *target.net));
   Trained again(1);
-  Snapshot second;
-  second.model = again.net.get();
-  second.optimizer = &again.adam;
+  Snapshot second = target_of(again);
   Checkpointer(dir.string(), CheckpointerOptions{}).restore(path, second);
   CHECK(!same_tensors(*again.net, *target.net));  // the checkpoint still holds step 3's values
   fs::remove_all(dir);
