@@ -145,13 +145,14 @@ bool TrainStep::skip_non_finite(const TrainState& state, const std::vector<Conte
   if (deferred) {
     // On the device, no sync: the step's number where the loss is not finite and none was before.
     torch::NoGradGuard no_grad;
-    torch::Tensor finite = torch::ones({}, first_loss.options().dtype(torch::kBool));
-    for (const Context& ctx : contexts) finite = finite.logical_and(torch::isfinite(ctx.loss_total.tensor().detach()));
+    torch::Tensor bad = torch::isfinite(contexts.front().loss_total.tensor().detach()).logical_not();
+    for (std::size_t i = 1; i < contexts.size(); ++i) {
+      bad.logical_or_(torch::isfinite(contexts[i].loss_total.tensor().detach()).logical_not());
+    }
     if (!first_non_finite_step_.defined()) {
       first_non_finite_step_ = torch::full({}, -1, first_loss.options().dtype(torch::kLong));
     }
-    first_non_finite_step_ = torch::where(finite.logical_or(first_non_finite_step_ >= 0), first_non_finite_step_,
-                                          torch::full({}, state.step, first_non_finite_step_.options()));
+    first_non_finite_step_.masked_fill_(bad.logical_and_(first_non_finite_step_ < 0), state.step);
     return false;
   }
   bool here = false;
