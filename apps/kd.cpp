@@ -75,7 +75,7 @@ int run_eval(const std::string& workdir, int64_t step, const std::vector<std::st
 }
 
 int run_export(const std::string& workdir, int64_t step, const std::string& out, const std::string& format,
-               bool collections) {
+               bool collections, bool ema) {
   kd::checkpoints::Checkpointer checkpointer(workdir + "/checkpoints", {});
   // The checkpoint of --step, or the newest that reads (a damaged one is skipped).
   kd::checkpoints::NamedTensors tensors;
@@ -84,7 +84,9 @@ int run_export(const std::string& workdir, int64_t step, const std::string& out,
     tensors.clear();
     for (const char* group : {"params", "collections"}) {
       if (std::string(group) == "collections" && !collections) continue;
-      for (auto& [name, t] : kd::checkpoints::read_checkpoint_tensors(info.path, group)) {
+      // --ema: the EMA of the params, under the params' names (it loads where they do).
+      const std::string read_group = ema && std::string(group) == "params" ? "ema" : group;
+      for (auto& [name, t] : kd::checkpoints::read_checkpoint_tensors(info.path, read_group)) {
         tensors.emplace_back(std::string(group) + "." + name, t);
       }
     }
@@ -173,6 +175,8 @@ int main(int argc, char** argv) {
   exp->add_option("--out", export_out, "The file to write (never replaced)")->required();
   exp->add_option("--format", export_format, "safetensors (default) or torch");
   exp->add_flag("--collections", export_collections, "Also write the buffers (e.g. BatchNorm statistics)");
+  bool export_ema = false;
+  exp->add_flag("--ema", export_ema, "Write the EMA of the params (optimizer.ema_decay) as the params");
 
   kd::distributed::LaunchOptions launch_options;
   double launch_grace_s = 30;
@@ -222,7 +226,7 @@ int main(int argc, char** argv) {
     if (*train) return run_train(cfg, train->remaining());
     if (*inspect) return run_inspect(inspect_cfg, inspect->remaining());
     if (*eval) return run_eval(eval_workdir, eval_step, eval->remaining());
-    if (*exp) return run_export(export_workdir, export_step, export_out, export_format, export_collections);
+    if (*exp) return run_export(export_workdir, export_step, export_out, export_format, export_collections, export_ema);
     if (*configs) return run_configs(type_name);
     if (*launch) {
       launch_options.args = launch->remaining();

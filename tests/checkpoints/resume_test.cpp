@@ -2,6 +2,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <random>
 
 #include <torch/torch.h>
@@ -149,6 +150,69 @@ TEST_CASE("init_transform loads params from another run, renamed, and reports mi
   CHECK(loaded[4].first == "layers.6.weight");
   CHECK(loaded[4].second.equal(saved[2].second));  // from the source's layers.3.weight
   CHECK(loaded[5].second.equal(saved[3].second));
+  fs::remove_all(source);
+  fs::remove_all(target);
+}
+
+TEST_CASE("the EMA of the params is evaluated (use_ema), checkpointed and loaded by init_transform") {
+  const fs::path source = fresh_dir(), target = fresh_dir();
+  const std::string eval_ds =
+      "{type: Synthetic, num_examples: 60, num_features: 8, num_classes: 3, seed: 9, "
+      "batch_size: 20}";
+  kd::train::Trainer(
+      experiment(source, {{"num_train_steps", "3"},
+                          {"checkpointer", "{save_interval_steps: 1, max_to_keep: 5}"},
+                          {"evals", "{ema: {ds: " + eval_ds + ", use_ema: true, run: {type: Once, step: 2}}}"}}))
+      .train();
+  auto group = [&](int64_t step, const char* name) {
+    return kd::checkpoints::read_checkpoint_tensors(
+        (source / "wd" / "checkpoints" / ("ckpt_" + std::to_string(step))).string(), name);
+  };
+  // ema_3 = 0.9 ema_2 + 0.1 params_3 (ema_decay 0.9), computed here in double; the eval at step 2
+  // swapped the EMA in and must have put the params back, or step 3 would have updated the EMA.
+  const auto ema2 = group(2, "ema"), ema3 = group(3, "ema"), params3 = group(3, "params");
+  REQUIRE(ema3.size() == params3.size());
+  for (std::size_t i = 0; i < ema3.size(); ++i) {
+    INFO(ema3[i].first);
+    CHECK(ema3[i].first == params3[i].first);
+    const torch::Tensor expected = 0.9 * ema2[i].second.to(torch::kDouble) + 0.1 * params3[i].second.to(torch::kDouble);
+    // Two float roundings of values below 1: well within 1e-6.
+    CHECK((ema3[i].second.to(torch::kDouble) - expected).abs().max().item<double>() <= 1e-6);
+    CHECK(!ema3[i].second.equal(params3[i].second));
+  }
+  // A run started from the EMA of step 2 (lr 0: the params stay) evaluates at step 0 what the
+  // use_ema eval of step 2 evaluated.
+  kd::train::Trainer(
+      experiment(target, {{"init_transform", "{checkpoint: " + (source / "wd").string() + ", step: 2, use_ema: true}"},
+                          {"num_train_steps", "1"},
+                          {"optimizer.learning_rate", "0.0"},
+                          {"optimizer.ema_decay", "0.0"},
+                          {"evals", "{ema: {ds: " + eval_ds + ", run: {type: EveryNSteps, n: 100}}}"}}))
+      .train();
+  const auto loaded = final_params(target, 1);
+  for (std::size_t i = 0; i < loaded.size(); ++i) CHECK(loaded[i].second.equal(ema2[i].second));
+  auto eval_values = [](const fs::path& dir, int64_t step) {
+    std::map<std::string, double> out;
+    for (const auto& r : kd::writers::read_jsonl((dir / "wd" / "metrics.jsonl").string())) {
+      if (r.collection == "ema" && r.step == step) out.insert(r.values.begin(), r.values.end());
+    }
+    return out;
+  };
+  const auto a = eval_values(source, 2), b = eval_values(target, 0);
+  REQUIRE(a.count("losses/xent") == 1);
+  REQUIRE(b.count("losses/xent") == 1);
+  CHECK(a.at("losses/xent") == b.at("losses/xent"));
+  CHECK(a.at("metrics/accuracy") == b.at("metrics/accuracy"));
+  // Without an EMA: use_ema and init_transform's use_ema say what to set.
+  CHECK_THROWS_WITH(
+      kd::train::Trainer(experiment(
+          fresh_dir(), {{"optimizer.ema_decay", "0.0"}, {"evals", "{e: {ds: " + eval_ds + ", use_ema: true}}"}})),
+      Catch::Contains("evals.e.use_ema") && Catch::Contains("optimizer.ema_decay"));
+  CHECK_THROWS_WITH(
+      kd::train::Trainer(experiment(fresh_dir(), {{"init_transform",
+                                                   "{checkpoint: " + (target / "wd").string() + ", use_ema: true}"}}))
+          .train(),
+      Catch::Contains("use_ema") && Catch::Contains("holds no EMA"));
   fs::remove_all(source);
   fs::remove_all(target);
 }

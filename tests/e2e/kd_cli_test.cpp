@@ -19,6 +19,7 @@
 
 #include "tests/e2e/helpers.h"
 #include "trainer/checkpoints/checkpointer.h"
+#include "trainer/checkpoints/export.h"
 #include "trainer/runtime/blas.h"
 #include "trainer/writers/event_file.h"
 #include "trainer/writers/png.h"
@@ -257,6 +258,36 @@ TEST_CASE("kd eval reproduces the logged test accuracy and kd export writes safe
   CHECK_THAT(bytes.substr(8, n), Catch::Contains("\"params.layers.0.weight\":{\"dtype\":\"F32\",\"shape\":[512,784]"));
   // Never written over.
   CHECK(run_kd("export --workdir=" + workdir.string() + " --out=" + out.string()).code == 2);
+  fs::remove_all(workdir);
+}
+
+TEST_CASE("kd export --ema writes the EMA of the params under the params' names") {
+  const fs::path workdir = fresh_dir();
+  REQUIRE(run_kd("train " + small_mlp(workdir) + " --cfg.num_train_steps=20 --cfg.optimizer.ema_decay=0.9").code == 0);
+  const fs::path out = workdir / "ema.safetensors", plain = workdir / "params.safetensors";
+  const Result exported = run_kd("export --ema --workdir=" + workdir.string() + " --out=" + out.string());
+  INFO(exported.output);
+  REQUIRE(exported.code == 0);
+  REQUIRE(run_kd("export --workdir=" + workdir.string() + " --out=" + plain.string()).code == 0);
+  const auto ema = kd::checkpoints::tensors_from_safetensors(read_text(out), out.string());
+  const auto params = kd::checkpoints::tensors_from_safetensors(read_text(plain), plain.string());
+  const auto saved = kd::checkpoints::read_checkpoint_tensors((workdir / "checkpoints" / "ckpt_20").string(), "ema");
+  REQUIRE(ema.size() == 6);
+  REQUIRE(saved.size() == ema.size());
+  for (std::size_t i = 0; i < ema.size(); ++i) {
+    INFO(ema[i].first);
+    CHECK(ema[i].first == "params." + saved[i].first);
+    CHECK(ema[i].first == params[i].first);
+    CHECK(ema[i].second.equal(saved[i].second));
+    CHECK(!ema[i].second.equal(params[i].second));
+  }
+  fs::remove_all(workdir);
+  // A run without ema_decay has none to export.
+  REQUIRE(run_kd("train " + small_mlp(workdir) + " --cfg.num_train_steps=1").code == 0);
+  const Result none = run_kd("export --ema --workdir=" + workdir.string() + " --out=" + out.string());
+  CHECK(none.code != 0);
+  CHECK_THAT(none.output, Catch::Contains("holds no EMA") && Catch::Contains("optimizer.ema_decay"));
+  CHECK(!fs::exists(out));
   fs::remove_all(workdir);
 }
 

@@ -187,6 +187,15 @@ std::vector<std::pair<std::string, torch::Tensor>> read_checkpoint_tensors(const
     const json meta = json::parse(contents.files.at("meta.json"));
     check_meta(meta, path);
     TensorReader tensors(contents, path);
+    if (group == "ema") {  // a tree like TrainState::params, none without optimizer.ema_decay
+      const Tree ema = meta.contains("ema") ? tensors.view_tree(meta.at("ema")) : Tree();
+      if (ema.is_none() || ema.flatten().empty()) {
+        throw ConfigError("checkpoint \"" + path +
+                          "\" holds no EMA of the params (its run did not set optimizer.ema_decay)");
+      }
+      for (const auto& [name, leaf] : ema.flatten_paths()) out.emplace_back(name.str(), leaf.tensor().clone());
+      return out;
+    }
     const json& entries = meta.at(group);
     if (!entries.is_array()) throw CorruptionError(path + "/meta.json: \"" + group + "\" is not a list");
     for (const auto& e : entries) out.emplace_back(e.at(0).get<std::string>(), tensors.get(e.at(1)));

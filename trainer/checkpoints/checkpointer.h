@@ -130,8 +130,9 @@ class Checkpointer {
   double best_value_ = 0;
 };
 
-// The tensors of one group ("params" or "collections") of a checkpoint, by dotted name, in the
-// model's order, without building a model (for export). Throws kd::CorruptionError.
+// The tensors of one group of a checkpoint ("params", "collections", or "ema": the EMA of the
+// params, named as they are), by dotted name, in the model's order, without building a model
+// (for export). Throws kd::CorruptionError, or kd::ConfigError for "ema" when the run kept none.
 std::vector<std::pair<std::string, torch::Tensor>> read_checkpoint_tensors(const std::string& path,
                                                                            const std::string& group);
 

@@ -68,12 +68,19 @@ std::string apply_init_transform(const config::Node& o, torch::nn::Module& model
   }
   const bool strict = o.get_bool("strict", true);
   const bool opt_state = o.get_bool("opt_state", false);
+  const bool use_ema = o.get_bool("use_ema", false);
   o.check_unknown_keys();
 
-  // The checkpoint's tensors by full path ("params.a.b").
+  // The checkpoint's tensors by full path ("params.a.b"); with use_ema the EMA of the params
+  // stands for the params.
   std::map<std::string, torch::Tensor> source;
-  for (const char* group : {"params", "collections"}) {
-    for (auto& [name, t] : read_checkpoint_tensors(path, group)) source[std::string(group) + "." + name] = t;
+  for (const std::string group : {"params", "collections"}) {
+    const std::string read = use_ema && group == "params" ? "ema" : group;
+    try {
+      for (auto& [name, t] : read_checkpoint_tensors(path, read)) source[group + "." + name] = t;
+    } catch (const ConfigError& e) {
+      throw ConfigError(o.child("use_ema").where() + ": init_transform.use_ema: " + e.what());
+    }
   }
   // The model's tensors by full path.
   std::vector<std::pair<std::string, torch::Tensor>> targets;

@@ -6,6 +6,7 @@
 //     select: ["params.**"]               # what to load (default params.**; add "collections.**")
 //     rename: {"params.encoder.**": "params.backbone.**"}   # target <- source, by path prefix
 //     opt_state: false                    # also load the optimizer state (same parameter names)
+//     use_ema: false                      # load the EMA of the params (optimizer.ema_decay) as the params
 //     strict: true                        # every selected model tensor must be loaded, and
 //                                         # every selected checkpoint tensor used
 //

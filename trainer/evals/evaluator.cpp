@@ -5,9 +5,13 @@
 #include <torch/torch.h>
 
 #include "trainer/common/error.h"
+#include "trainer/common/suggest.h"
 #include "trainer/step/train_step.h"
 
 namespace kd::evals {
+
+using train::Auxiliaries;
+using train::build_auxiliaries;
 
 Evaluator::Evaluator(std::string name, const config::Node& o, int64_t seed,
                      const std::shared_ptr<const train::Auxiliaries>& train_auxiliaries, int64_t num_shards,
@@ -25,24 +29,60 @@ Evaluator::Evaluator(std::string name, const config::Node& o, int64_t seed,
   pipeline_ = std::make_unique<data::Pipeline>(o.child("ds"), seed, defaults);
   // The members' initial values are the defaults.
   num_batches_ = o.get_int_in("num_batches", num_batches_, 0, std::numeric_limits<int64_t>::max());
-  if (auto run = o.find("run"); run && !run->is_null()) {
-    every_n_steps_ = run->get_int_in("every_n_steps", every_n_steps_, 0, std::numeric_limits<int64_t>::max());
-    once_at_end_ = run->get_bool("once_at_end", every_n_steps_ == 0);
-    run->check_unknown_keys();
-  }
+  if (auto run = o.find("run"); run && !run->is_null()) read_run(*run);
+  use_ema_ = o.get_bool("use_ema", false);
+  if (use_ema_) use_ema_where_ = o.child("use_ema").where();
+  // Each of the three defaults to the training one unless the eval sets it.
+  const Auxiliaries& train = *train_auxiliaries;
   const auto losses = o.find("losses"), metrics = o.find("metrics"), summaries = o.find("summaries");
   if (losses || metrics || summaries) {
-    auxiliaries_ = std::make_shared<train::Auxiliaries>(
-        train::build_auxiliaries(o.section("losses"), o.section("metrics"), o.section("summaries")));
+    const Auxiliaries own = build_auxiliaries(losses ? o.section("losses") : config::Node(),
+                                              metrics ? o.section("metrics") : config::Node(),
+                                              summaries ? o.section("summaries") : config::Node());
+    auxiliaries_ = std::make_shared<Auxiliaries>(Auxiliaries{.losses = losses ? own.losses : train.losses,
+                                                             .metrics = metrics ? own.metrics : train.metrics,
+                                                             .summaries = summaries ? own.summaries : train.summaries});
   } else {
     auxiliaries_ = train_auxiliaries;
   }
   o.check_unknown_keys();
 }
 
+void Evaluator::read_run(const config::Node& run) {
+  constexpr int64_t kMax = std::numeric_limits<int64_t>::max();
+  if (!run.is_map()) {
+    throw ConfigError(run.where() + ": run is a map, e.g. {type: EveryNSteps, n: 1000}, {type: Once, step: 500} or " +
+                      "{type: AtEnd}");
+  }
+  if (!run.has("type")) {  // kd's own spelling
+    every_n_steps_ = run.get_int_in("every_n_steps", every_n_steps_, 0, kMax);
+    once_at_end_ = run.get_bool("once_at_end", every_n_steps_ == 0);
+    run.check_unknown_keys();
+    return;
+  }
+  const std::string type = run.get_string("type");
+  if (type == "EveryNSteps") {
+    every_n_steps_ = run.get_int_in("n", std::nullopt, 1, kMax);
+    skip_first_ = run.get_bool("skip_first", false);
+    once_at_end_ = run.get_bool("once_at_end", false);
+  } else if (type == "Once") {
+    once_at_step_ = run.get_int_in("step", std::nullopt, 0, kMax);
+    once_at_end_ = run.get_bool("once_at_end", false);
+  } else if (type == "AtEnd") {
+    once_at_end_ = true;
+  } else {
+    const std::vector<std::string> close = nearest(type, {"EveryNSteps", "Once", "AtEnd"}, 1);
+    throw ConfigError(run.child("type").where() + ": unknown run strategy \"" + type + "\"" +
+                      (close.empty() ? "" : " (did you mean \"" + close.front() + "\"?)") +
+                      "; the strategies are EveryNSteps, Once and AtEnd");
+  }
+  run.check_unknown_keys();
+}
+
 bool Evaluator::should_run(int64_t step, bool last) const {
   if (last && once_at_end_) return true;
-  return every_n_steps_ > 0 && step % every_n_steps_ == 0;
+  if (step == once_at_step_) return true;
+  return every_n_steps_ > 0 && step % every_n_steps_ == 0 && !(step == 0 && skip_first_);
 }
 
 train::AuxiliariesState Evaluator::evaluate(train::TrainStep& step, const train::TrainState& state,

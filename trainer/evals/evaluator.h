@@ -5,8 +5,21 @@
 //     test:
 //       ds: {type: FashionMnist, split: test, batch_size: 1000}   # shuffle off, all examples
 //       num_batches: 0          # 0: one full pass
-//       run: {every_n_steps: 1000, once_at_end: true}
-//       metrics: {accuracy: {type: Accuracy}}   # default: the training losses/metrics/summaries
+//       run: {type: EveryNSteps, n: 1000, skip_first: true, once_at_end: true}
+//       use_ema: false          # true: evaluate the EMA of the params (optimizer.ema_decay)
+//       metrics: {accuracy: {type: Accuracy}}
+//
+// losses, metrics and summaries each default to the training ones: an eval that sets only
+// `metrics` still computes the training losses and summaries (`losses: {}` turns them off).
+//
+// When it runs (`run`, Kauldron's run strategies; steps count the updates done, 0 is before the
+// first):
+//   {type: EveryNSteps, n: N, skip_first: false}  at steps 0, N, 2N, ... (skip_first: not at 0)
+//   {type: Once, step: S}                          at step S only
+//   {type: AtEnd}                                  after the last step (the default)
+//   once_at_end: true (any type)                   also after the last step
+//   {every_n_steps: N, once_at_end: B}            at N, 2N, ... (never at 0), and at the end
+//                                                  if B (default: when every_n_steps is 0)
 #pragma once
 
 #include <cstdint>
@@ -38,20 +51,31 @@ class Evaluator {
   const std::string& name() const { return name_; }
   // The losses, metrics and summaries it computes (its own, or the training ones).
   const std::shared_ptr<const train::Auxiliaries>& auxiliaries() const { return auxiliaries_; }
-  // Whether to run after training step `step` (the number of steps done); `last` at the end.
+  // Whether to run after training step `step` (the number of steps done; 0 before the first);
+  // `last` after the run's last step.
   bool should_run(int64_t step, bool last) const;
+  // Whether it evaluates the EMA of the params rather than the params (`use_ema`).
+  bool use_ema() const { return use_ema_; }
+  // Where `use_ema` was set, for errors.
+  const std::string& use_ema_where() const { return use_ema_where_; }
 
   // One evaluation: the merged state over the dataset (or num_batches of it), or over this
   // shard's slices of it.
   train::AuxiliariesState evaluate(train::TrainStep& step, const train::TrainState& state, const c10::Device& device);
 
  private:
+  void read_run(const config::Node& run);
+
   std::string name_;
   std::unique_ptr<data::Pipeline> pipeline_;
   std::shared_ptr<const train::Auxiliaries> auxiliaries_;
   int64_t num_batches_ = 0;    // num_batches: 0 is the whole set
-  int64_t every_n_steps_ = 0;  // run.every_n_steps: 0 is never
-  bool once_at_end_ = true;    // run.once_at_end: default true unless every_n_steps is set
+  int64_t every_n_steps_ = 0;  // EveryNSteps.n / every_n_steps: 0 is never
+  bool skip_first_ = true;     // not at step 0 (EveryNSteps.skip_first; always for every_n_steps)
+  int64_t once_at_step_ = -1;  // Once.step: -1 is none
+  bool once_at_end_ = true;    // once_at_end
+  bool use_ema_ = false;
+  std::string use_ema_where_;
 };
 
 }  // namespace kd::evals

@@ -244,6 +244,21 @@ void Optimizer::update_ema() {
   }
 }
 
+Optimizer::EmaParamsGuard::EmaParamsGuard(Optimizer& optimizer) : optimizer_(optimizer) {
+  if (!optimizer.has_ema()) throw Error("evaluating the EMA params of an optimizer without ema_decay");
+  torch::NoGradGuard no_grad;
+  own_.reserve(optimizer.params_.size());
+  for (std::size_t i = 0; i < optimizer.params_.size(); ++i) {
+    own_.push_back(optimizer.params_[i].detach());  // a second tensor on the same storage
+    optimizer.params_[i].set_data(optimizer.ema_tensors_[i]);
+  }
+}
+
+Optimizer::EmaParamsGuard::~EmaParamsGuard() {
+  torch::NoGradGuard no_grad;
+  for (std::size_t i = 0; i < own_.size(); ++i) optimizer_.params_[i].set_data(own_[i]);
+}
+
 std::vector<std::pair<std::string, double>> Optimizer::schedules(int64_t step) const {
   return {{"learning_rate", learning_rate(step)}};
 }

@@ -52,6 +52,21 @@ class Optimizer {
   // The EMA of the params (a tree like TrainState::params); empty without `ema_decay`.
   const Tree& ema_params() const { return ema_params_; }
 
+  // While it lives, the model's parameters hold the EMA (Kauldron's UseEmaParams): each
+  // parameter takes the EMA's storage (set_data, no copy) and gets its own back when the guard
+  // ends. For evaluation only: nothing may update the parameters meanwhile. REQUIRES has_ema().
+  class EmaParamsGuard {
+   public:
+    explicit EmaParamsGuard(Optimizer& optimizer);
+    ~EmaParamsGuard();
+    EmaParamsGuard(const EmaParamsGuard&) = delete;
+    EmaParamsGuard& operator=(const EmaParamsGuard&) = delete;
+
+   private:
+    Optimizer& optimizer_;
+    std::vector<torch::Tensor> own_;  // each parameter's own data
+  };
+
   torch::optim::Optimizer& torch_optimizer() { return *optimizer_; }
   const torch::optim::Optimizer& torch_optimizer() const { return *optimizer_; }
   const std::string& type() const { return type_; }

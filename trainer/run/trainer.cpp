@@ -2,6 +2,9 @@
 #include "trainer/run/trainer_options.h"
 
 #include <algorithm>
+#include <optional>
+#include <utility>
+#include <vector>
 
 #include <spdlog/spdlog.h>
 #include <torch/torch.h>
@@ -57,6 +60,21 @@ void Trainer::train() {
   interval_.wait_at_start = pipeline_->wait_seconds();
   const int64_t first_step = state_.step;
   int64_t last_saved = resumed ? state_.step : -1;  // a resumed step's checkpoint exists
+  // Evals due at step 0 see the initial params; they are written once the workdir opens (after
+  // the first step, which records the run's start).
+  std::vector<std::pair<evals::Evaluator*, std::pair<AuxiliariesState, double>>> initial_evals;
+  if (!resumed) {
+    for (auto& evaluator : evaluators_) {
+      if (evaluator->should_run(0, false)) initial_evals.emplace_back(evaluator.get(), evaluate(*evaluator));
+    }
+  }
+  const auto report_initial_evals = [&] {
+    for (auto& [evaluator, result] : initial_evals) {
+      const writers::Scalars values = report_eval(*evaluator, 0, result.first, result.second);
+      for (auto& cb : callbacks_) cb->on_eval_end(*this, evaluator->name(), 0, values);
+    }
+    initial_evals.clear();
+  };
   while (state_.step < last_step && !parallel_->stop_requested(signals.received() != 0)) {
     std::optional<Tree> batch = pipeline_->next();
     if (!batch) {  // not expected: the run's length was bounded by the data's (see build_data)
@@ -81,7 +99,10 @@ void Trainer::train() {
     }
     interval_.merged = merge(interval_.merged, aux);
     ++interval_.steps;
-    if (state_.step == first_step + 1) open_workdir(first ? &first_context : nullptr);  // the first step worked
+    if (state_.step == first_step + 1) {  // the first step worked
+      open_workdir(first ? &first_context : nullptr);
+      report_initial_evals();
+    }
 
     // Logged at fixed steps only (and at the very end), so a stopped and resumed run logs
     // exactly what an uninterrupted one does; the interval's states are in its checkpoint.
@@ -98,6 +119,7 @@ void Trainer::train() {
     reporter_->progress(state_.step, last_step, state_.step - first_step, seconds_since(start_), logged);
   }
   open_workdir(nullptr);
+  report_initial_evals();
   reporter_->clear();
   if (last_saved != state_.step) save_checkpoint();
   finish(signals.received());
@@ -142,13 +164,25 @@ bool Trainer::run_evals(bool last, bool saved) {
 }
 
 writers::Scalars Trainer::run_eval(evals::Evaluator& evaluator) {
+  const auto [result, seconds] = evaluate(evaluator);
+  return report_eval(evaluator, state_.step, result, seconds);
+}
+
+std::pair<AuxiliariesState, double> Trainer::evaluate(evals::Evaluator& evaluator) {
   const auto start = Clock::now();
-  const AuxiliariesState result = detail::with_context(
+  AuxiliariesState result = detail::with_context(
       ("evaluating at step " + std::to_string(state_.step)).c_str(), "eval", "evals", evaluator.name(), [&] {
+        std::optional<optim::Optimizer::EmaParamsGuard> ema;
+        if (evaluator.use_ema()) ema.emplace(step_->optimizer());
         return parallel_->merge(evaluator.evaluate(*step_, state_, options_->device), evaluator.auxiliaries(),
                                 "merging eval " + evaluator.name());
       });
-  return reporter_->eval(state_.step, evaluator.name(), result, seconds_since(start));
+  return {std::move(result), seconds_since(start)};
+}
+
+writers::Scalars Trainer::report_eval(evals::Evaluator& evaluator, int64_t step, const AuxiliariesState& result,
+                                      double seconds) {
+  return reporter_->eval(step, evaluator.name(), result, seconds);
 }
 
 void Trainer::finish(int signal) {

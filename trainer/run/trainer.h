@@ -125,6 +125,11 @@ class Trainer {
   bool run_evals(bool last, bool saved);
   // One evaluation at the current step, written and logged.
   writers::Scalars run_eval(evals::Evaluator& evaluator);
+  // The merged states of one evaluation (of the EMA params with use_ema), and its seconds.
+  std::pair<AuxiliariesState, double> evaluate(evals::Evaluator& evaluator);
+  // Writes and logs an evaluation's result as of `step`.
+  writers::Scalars report_eval(evals::Evaluator& evaluator, int64_t step, const AuxiliariesState& result,
+                               double seconds);
   void finish(int signal);
   // Opens the workdir; with the first step's context, also records the start of the run.
   void open_workdir(const Context* first_context, bool write_config = true);

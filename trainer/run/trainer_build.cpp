@@ -143,6 +143,10 @@ void Trainer::build_components(const config::Node& cfg) {
   for (const auto& name : evals.keys()) {
     evaluators_.push_back(std::make_unique<evals::Evaluator>(name, evals.child(name), options_->seed, auxiliaries_,
                                                              world_size(), rank()));
+    if (evaluators_.back()->use_ema() && !step_->optimizer().has_ema()) {
+      throw ConfigError(evaluators_.back()->use_ema_where() + ": evals." + name +
+                        ".use_ema: true needs an EMA of the params; set optimizer.ema_decay (e.g. 0.999)");
+    }
   }
   const config::Node callbacks = cfg.section("callbacks");
   for (const auto& name : callbacks.keys()) callbacks_.push_back(callback_registry().create(callbacks.child(name)));
