@@ -93,3 +93,24 @@ TEST_CASE("a batch goes to the CPU as it is") {
   const kd::Tree batch = kd::Tree::dict({{"x", torch::ones({2})}});
   CHECK(kd::data::to_device(batch, c10::Device(c10::kCPU)).is_same(batch));
 }
+
+TEST_CASE("stop_after_time reads HH:MM:SS, D-HH:MM:SS, M:SS and seconds, and names the key of anything else") {
+  using kd::train::parse_duration;
+  CHECK(parse_duration("23:30:00", "w") == 23 * 3600 + 30 * 60);
+  CHECK(parse_duration("100:00:01", "w") == 100 * 3600 + 1);
+  CHECK(parse_duration("1-12:00:00", "w") == 36 * 3600);
+  CHECK(parse_duration("1:30", "w") == 90);
+  CHECK(parse_duration("90", "w") == 90);
+  CHECK(parse_duration("0.5", "w") == 0.5);
+  for (const char* bad : {"", "abc", "1:60:00", "1:00:60", "1-30", "1:2:3:4", "-5", "1.5:00", "1..2", ".", "::"}) {
+    INFO(bad);
+    CHECK_THROWS_WITH(parse_duration(bad, "e.yaml:3:18: stop_after_time"),
+                      Catch::Contains("e.yaml:3:18: stop_after_time") && Catch::Contains("HH:MM:SS"));
+  }
+  const Node cfg = Node::parse("workdir: w\nnum_train_steps: 5\nstop_after_time: '02:00:00'\n", "e.yaml");
+  CHECK(TrainerOptions::from_config(cfg).stop_after_seconds == 7200);
+  CHECK(TrainerOptions::from_config(Node::parse("workdir: w\nnum_train_steps: 5\n", "e.yaml")).stop_after_seconds == 0);
+  CHECK_THROWS_WITH(
+      TrainerOptions::from_config(Node::parse("workdir: w\nnum_train_steps: 5\nstop_after_time: 2h\n", "e.yaml")),
+      Catch::Contains("e.yaml:3:18") && Catch::Contains("\"2h\" is not a duration"));
+}

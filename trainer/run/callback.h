@@ -7,6 +7,12 @@
 // In a data-parallel job callbacks run on every rank, with the same (global) losses and
 // metrics (perf_stats are each rank's own); `trainer.is_chief()` tells rank 0, the one that
 // should write files. on_checkpoint runs on rank 0 only, which alone saves.
+//
+// A callback stops the run with trainer.request_stop(reason): after the current step, with a
+// checkpoint and the evals that run at the end. Its state() is saved in every checkpoint (under
+// its name in `callbacks`) and given back to restore() when the run resumes.
+//
+// Built in: EarlyStopping (early_stopping.h).
 #pragma once
 
 #include <cstdint>
@@ -14,6 +20,7 @@
 #include <string>
 
 #include "trainer/config/registry.h"
+#include "trainer/tree/tree.h"
 #include "trainer/writers/writer.h"
 
 namespace kd::train {
@@ -30,6 +37,10 @@ class Callback {
                            const writers::Scalars& values) {}
   virtual void on_checkpoint(Trainer& trainer, int64_t step, const std::string& path) {}
   virtual void on_train_end(Trainer& trainer, int64_t step) {}
+
+  // What a resumed run needs (ints, floats, strings, tensors in a Tree); none: nothing.
+  virtual Tree state() const { return Tree(); }
+  virtual void restore(const Tree& state) {}
 };
 
 using CallbackPtr = std::shared_ptr<Callback>;

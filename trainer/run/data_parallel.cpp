@@ -34,7 +34,7 @@ class SingleProcess final : public DataParallel {
                          const std::string&) override {
     return state;
   }
-  bool stop_requested(bool signalled) const override { return signalled; }
+  bool stop_requested(bool signalled) const override { return signalled || stop_asked_; }
   Tree gather_random_states(const c10::Device&, const std::string&) override { return Tree(); }
   void restore_random_states(const Tree*, int64_t, int64_t) override {}
   void seed_rank(int64_t, int64_t) override {}
@@ -79,7 +79,7 @@ class Job final : public DataParallel {
     // and "I was asked to stop", so that every rank skips, raises or stops at the same step.
     step.set_gradient_hook([this](bool non_finite) {
       const std::vector<double> any =
-          reducer_->reduce({non_finite ? 1.0 : 0.0, StopSignals::pending() != 0 ? 1.0 : 0.0});
+          reducer_->reduce({non_finite ? 1.0 : 0.0, StopSignals::pending() != 0 || stop_asked_ ? 1.0 : 0.0});
       stop_all_ = any[1] > 0;
       return any[0] > 0;
     });

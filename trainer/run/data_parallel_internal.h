@@ -70,6 +70,9 @@ class DataParallel {
   // Whether to stop after this step: alone, `signalled` (this process's stop signal); in a job,
   // whether any rank was signalled, as agreed during the last step.
   virtual bool stop_requested(bool signalled) const = 0;
+  // Asks to stop (a callback, stop_after_time): alone at once, in a job with the step after
+  // (the request travels with the next step's flags, so every rank stops at the same step).
+  void request_stop() { stop_asked_ = true; }
 
   // Every rank's random states (CPU and the training device) as a list in rank order, for rank
   // 0's checkpoint; none when alone.
@@ -80,6 +83,9 @@ class DataParallel {
   // Ranks other than 0 get their own random streams (dropout masks differ); rank 0 keeps the
   // experiment's. Alone, nothing.
   virtual void seed_rank(int64_t seed, int64_t step) = 0;
+
+ protected:
+  bool stop_asked_ = false;  // request_stop()
 };
 
 }  // namespace kd::train

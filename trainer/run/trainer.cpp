@@ -53,9 +53,13 @@ void Trainer::train() {
     workdir_->truncate_after(state_.step);  // those steps are logged again
   }
   for (auto& cb : callbacks_) cb->on_train_start(*this);
+  // A callback may stop the run before its first step (EarlyStopping resumed after it stopped);
+  // rank 0 decides for a job.
+  const bool stop_at_start = parallel_->rank0_value(stop_reason_.empty() ? 0 : 1, "agreeing to stop at the start") != 0;
 
   StopSignals signals;
   start_ = Clock::now();
+  const double time_limit = options_->stop_after_seconds;
   interval_.start = start_;
   interval_.wait_at_start = pipeline_->wait_seconds();
   const int64_t first_step = state_.step;
@@ -75,7 +79,7 @@ void Trainer::train() {
     }
     initial_evals.clear();
   };
-  while (state_.step < last_step && !parallel_->stop_requested(signals.received() != 0)) {
+  while (!stop_at_start && state_.step < last_step && !parallel_->stop_requested(signals.received() != 0)) {
     std::optional<Tree> batch = pipeline_->next();
     if (!batch) {  // not expected: the run's length was bounded by the data's (see build_data)
       log_->warn("the training data ended at step {}, before step {}", state_.step, num_train_steps);
@@ -117,12 +121,33 @@ void Trainer::train() {
     }
     if (run_evals(state_.step == num_train_steps, last_saved == state_.step)) last_saved = state_.step;
     reporter_->progress(state_.step, last_step, state_.step - first_step, seconds_since(start_), logged);
+    if (time_limit > 0 && stop_reason_.empty() && seconds_since(start_) >= time_limit) {
+      request_stop("stop_after_time " + format_duration(time_limit) + " reached");
+      stop_for_time_ = true;
+    }
   }
   open_workdir(nullptr);
   report_initial_evals();
   reporter_->clear();
+  if (stop_at_start && stop_reason_.empty()) stop_reason_ = "rank 0 stopped the run at its start";
+  const bool stopped_early = state_.step < last_step && !stop_reason_.empty() && signals.received() == 0;
   if (last_saved != state_.step) save_checkpoint();
+  last_saved = state_.step;
+  // A run a callback ended is done: it gets the evals of its end (once, by the process that
+  // trained its last step). A time limit leaves them to the resumed run.
+  if (stopped_early && !stop_for_time_ && state_.step > first_step) run_evals(/*last=*/true, /*saved=*/true, true);
   finish(signals.received());
+}
+
+void Trainer::request_stop(const std::string& reason) {
+  if (stop_reason_.empty()) stop_reason_ = reason;
+  parallel_->request_stop();
+}
+
+std::vector<std::string> Trainer::eval_names() const {
+  std::vector<std::string> out;
+  for (const auto& e : evaluators_) out.push_back(e->name());
+  return out;
 }
 
 void Trainer::record_summaries(AuxiliariesState& aux) {
@@ -148,9 +173,10 @@ writers::Scalars Trainer::log_train_metrics() {
   return values;
 }
 
-bool Trainer::run_evals(bool last, bool saved) {
+bool Trainer::run_evals(bool last, bool saved, bool only_end) {
   for (auto& evaluator : evaluators_) {
     if (!evaluator->should_run(state_.step, last)) continue;
+    if (only_end && evaluator->should_run(state_.step, false)) continue;  // it ran at this step
     const writers::Scalars values = run_eval(*evaluator);
     for (auto& cb : callbacks_) cb->on_eval_end(*this, evaluator->name(), state_.step, values);
     // A new best is kept as a checkpoint. Rank 0 decides for the job (its timings differ).
@@ -188,7 +214,10 @@ writers::Scalars Trainer::report_eval(evals::Evaluator& evaluator, int64_t step,
 void Trainer::finish(int signal) {
   reporter_->flush();
   for (auto& cb : callbacks_) cb->on_train_end(*this, state_.step);
-  if (parallel_->stop_requested(signal != 0)) {
+  if (!stop_reason_.empty() && signal == 0) {
+    log_->info("stopped at step {} of {}: {}; checkpoint saved.{}", state_.step, options_->num_train_steps,
+               stop_reason_, stop_for_time_ ? " Run the same command again to resume." : "");
+  } else if (parallel_->stop_requested(signal != 0)) {
     if (signal != 0) {
       log_->info("stopped by signal {} at step {}; checkpoint saved. Run the same command again to resume.", signal,
                  state_.step);

@@ -65,8 +65,17 @@ class Trainer {
   explicit Trainer(const config::Node& experiment);
   ~Trainer();
 
-  // Trains until num_train_steps (or stop_after_steps). Throws kd::Error on bad input.
+  // Trains until num_train_steps (or stop_after_steps, stop_after_time, a stop signal, or a
+  // callback's request_stop). Throws kd::Error on bad input.
   void train();
+  // Stops the run after the current step (alone; in a data-parallel job after the next one, on
+  // every rank), with a checkpoint and the evals that run at the end; `reason` is logged. For
+  // callbacks. The first reason given is kept.
+  void request_stop(const std::string& reason);
+  // Why the run was asked to stop (empty: it was not).
+  const std::string& stop_reason() const { return stop_reason_; }
+  // The names of the experiment's evals (the collections of their metrics).
+  std::vector<std::string> eval_names() const;
 
   // Runs one training step without writing anything and returns its Context (kd inspect).
   Context inspect();
@@ -122,7 +131,8 @@ class Trainer {
   writers::Scalars log_train_metrics();
   // Runs the evals due at this step; true when it saved a checkpoint (a new best). `saved`:
   // this step's checkpoint exists already.
-  bool run_evals(bool last, bool saved);
+  // `only_end`: only those that run at the end and not already at this step.
+  bool run_evals(bool last, bool saved, bool only_end = false);
   // One evaluation at the current step, written and logged.
   writers::Scalars run_eval(evals::Evaluator& evaluator);
   // The merged states of one evaluation (of the EMA params with use_ema), and its seconds.
@@ -175,6 +185,9 @@ class Trainer {
   std::vector<std::pair<std::string, std::shared_ptr<const optim::Schedule>>> schedules_;
   std::vector<std::unique_ptr<evals::Evaluator>> evaluators_;
   std::vector<CallbackPtr> callbacks_;
+  std::vector<std::string> callback_names_;  // their keys under `callbacks`, for their states
+  std::string stop_reason_;                  // request_stop's
+  bool stop_for_time_ = false;               // stop_after_time: no final evals
   std::unique_ptr<checkpoints::Checkpointer> checkpointer_;
   TrainState state_;
   Interval interval_;

@@ -149,7 +149,10 @@ void Trainer::build_components(const config::Node& cfg) {
     }
   }
   const config::Node callbacks = cfg.section("callbacks");
-  for (const auto& name : callbacks.keys()) callbacks_.push_back(callback_registry().create(callbacks.child(name)));
+  for (const auto& name : callbacks.keys()) {
+    callbacks_.push_back(callback_registry().create(callbacks.child(name)));
+    callback_names_.push_back(name);
+  }
 }
 
 int64_t Trainer::choose_num_threads() const {

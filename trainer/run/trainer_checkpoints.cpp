@@ -9,6 +9,7 @@
 #include "trainer/checkpoints/checkpointer.h"
 #include "trainer/checkpoints/init_transform.h"
 #include "trainer/common/error.h"
+#include "trainer/context/error_context.h"
 #include "trainer/data/pipeline.h"
 #include "trainer/io/file_system.h"
 #include "trainer/models/model.h"
@@ -158,6 +159,14 @@ Tree Trainer::restore_checkpoint(const CheckpointInfo& info) {
   state_.step = snapshot.step;
   check_optimizer_state(info.path);  // format 1's archive is loaded by LibTorch unchecked
   restore_interval(info, snapshot.aux, snapshot.aux_steps);
+  if (const Tree* states = snapshot.aux.find("callbacks"); states && states->is_dict()) {
+    for (std::size_t i = 0; i < callbacks_.size(); ++i) {
+      if (const Tree* s = states->find(callback_names_[i])) {
+        detail::with_context(("restoring callback " + callback_names_[i] + " from " + info.path).c_str(), "callback",
+                             "callbacks", callback_names_[i], [&] { callbacks_[i]->restore(*s); });
+      }
+    }
+  }
   const Tree* threads = snapshot.aux.find("num_threads");
   resumed_num_threads_ = threads && threads->kind() == Tree::Kind::kInt ? std::max<int64_t>(0, threads->to_int()) : 0;
   return snapshot.aux;
@@ -251,6 +260,12 @@ void Trainer::save_checkpoint() {
   snapshot.aux = interval_.merged.to_tree();
   if (!rank_rng.is_none()) snapshot.aux.insert("rank_rng", rank_rng);
   if (!options_->num_threads) snapshot.aux.insert("num_threads", num_threads_);  // what `auto` chose
+  Tree callback_states = Tree::dict();
+  for (std::size_t i = 0; i < callbacks_.size(); ++i) {
+    Tree s = callbacks_[i]->state();
+    if (!s.is_none()) callback_states.insert(callback_names_[i], std::move(s));
+  }
+  if (!callback_states.empty()) snapshot.aux.insert("callbacks", std::move(callback_states));
   snapshot.aux_steps = interval_.steps;
   snapshot.config_yaml = experiment_.to_yaml();
   const std::string path = checkpointer_->save(snapshot);

@@ -1,7 +1,9 @@
 #include "trainer/run/trainer_options.h"
 
 #include <algorithm>
+#include <string>
 #include <thread>
+#include <vector>
 
 #include <torch/cuda.h>
 
@@ -46,6 +48,9 @@ TrainerOptions TrainerOptions::from_config(const config::Node& cfg) {
     if (o.num_train_steps <= 0) throw ConfigError(n->where() + ": num_train_steps must be > 0");
   }
   o.stop_after_steps = cfg.get_int("stop_after_steps", defaults.stop_after_steps);
+  if (auto t = cfg.find("stop_after_time"); t && !t->is_null()) {
+    o.stop_after_seconds = parse_duration(t->as_string(), t->where() + ": stop_after_time");
+  }
   o.log_metrics_every = cfg.get_int("log_metrics_every", defaults.log_metrics_every);
   if (o.log_metrics_every <= 0) {
     throw ConfigError(cfg.child("log_metrics_every").where() + ": log_metrics_every must be > 0");
@@ -73,11 +78,48 @@ TrainerOptions TrainerOptions::from_config(const config::Node& cfg) {
   return o;
 }
 
+double parse_duration(const std::string& text, const std::string& where) {
+  const auto bad = [&] {
+    return ConfigError(where + ": \"" + text +
+                       "\" is not a duration; write HH:MM:SS (e.g. 23:30:00), D-HH:MM:SS (e.g. 1-12:00:00) or "
+                       "seconds");
+  };
+  std::string rest = text;
+  double days = 0;
+  if (const auto dash = rest.find('-'); dash != std::string::npos) {
+    const std::string d = rest.substr(0, dash);
+    if (d.empty() || d.find_first_not_of("0123456789") != std::string::npos || d.size() > 6) throw bad();
+    days = std::stod(d);
+    rest = rest.substr(dash + 1);
+  }
+  std::vector<std::string> fields;
+  for (std::size_t start = 0;;) {
+    const auto colon = rest.find(':', start);
+    fields.push_back(rest.substr(start, colon == std::string::npos ? std::string::npos : colon - start));
+    if (colon == std::string::npos) break;
+    start = colon + 1;
+  }
+  if (fields.size() > 3 || (days > 0 && fields.size() != 3)) throw bad();
+  double seconds = 0;
+  for (std::size_t i = 0; i < fields.size(); ++i) {
+    const std::string& f = fields[i];
+    // A plain number of seconds may have a fraction; the fields of H:MM:SS are whole numbers.
+    const std::string digits = fields.size() == 1 ? "0123456789." : "0123456789";
+    if (f.empty() || f.size() > 9 || f.find_first_not_of(digits) != std::string::npos ||
+        std::count(f.begin(), f.end(), '.') > 1 || f == ".")
+      throw bad();
+    const double v = std::stod(f);
+    if (i > 0 && v >= 60) throw bad();  // minutes and seconds below 60
+    seconds = seconds * 60 + v;
+  }
+  return days * 86400 + seconds;
+}
+
 bool may_change_on_resume(const std::string& key) {
   for (const char* prefix :
-       {"workdir", "num_train_steps", "stop_after_steps", "log_metrics_every", "log_summaries_every", "evals", "writer",
-        "callbacks", "checkpointer", "allow_config_change", "nan_policy", "num_threads", "device", "init_transform",
-        "distributed", "optimizer.accumulate_steps"}) {
+       {"workdir", "num_train_steps", "stop_after_steps", "stop_after_time", "log_metrics_every", "log_summaries_every",
+        "evals", "writer", "callbacks", "checkpointer", "allow_config_change", "nan_policy", "num_threads", "device",
+        "init_transform", "distributed", "optimizer.accumulate_steps"}) {
     const std::string p(prefix);
     if (key == p || key.rfind(p + ".", 0) == 0) return true;
   }

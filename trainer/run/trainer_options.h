@@ -28,6 +28,10 @@ struct TrainerOptions {
   int64_t num_train_steps = 0;
   // stop_after_steps: stop (with a checkpoint) at this step, to resume later; 0: never.
   int64_t stop_after_steps = 0;
+  // stop_after_time: "HH:MM:SS" (or Slurm's "D-HH:MM:SS"): stop (with a checkpoint, without the
+  // final evals) after the first step that ends this long after `kd train` started training in
+  // this process, to resume later; for schedulers with wall-clock limits. 0: never.
+  double stop_after_seconds = 0;
   // log_metrics_every: log the training losses, metrics and perf_stats every this many steps.
   int64_t log_metrics_every = 100;
   // log_summaries_every: record the training summaries every this many steps (default:
@@ -55,6 +59,10 @@ struct TrainerOptions {
   // Reads the keys above from the experiment (marking them known); ConfigError naming the key.
   static TrainerOptions from_config(const config::Node& experiment);
 };
+
+// Seconds of a duration "[D-]H:MM:SS" (or "M:SS", or a number of seconds); ConfigError naming
+// `where` otherwise.
+double parse_duration(const std::string& text, const std::string& where);
 
 // Keys that may change between a run and its resumption: how long and how it logs, and where and
 // in how many pieces the same global batch is computed (ranks, accumulate_steps).
