@@ -133,8 +133,8 @@ TEST_CASE("EarlyStopping names a metric that no eval logs, with the fix") {
 
 TEST_CASE("EarlyStopping: an improvement is by more than min_delta, in the mode's direction") {
   auto make = [](const std::string& mode, double min_delta) {
-    kd::train::EarlyStopping e(kd::config::Node::parse("{metric: test/metrics/accuracy, mode: " +
-                                                       mode + ", min_delta: " + std::to_string(min_delta) + "}"));
+    kd::train::EarlyStopping e(kd::config::Node::parse("{metric: test/metrics/accuracy, mode: " + mode +
+                                                       ", min_delta: " + std::to_string(min_delta) + "}"));
     e.restore(kd::Tree::dict({{"has_best", kd::Tree(int64_t{1})},
                               {"best", kd::Tree(0.5)},
                               {"best_step", kd::Tree(int64_t{10})},

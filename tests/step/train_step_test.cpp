@@ -311,3 +311,52 @@ TEST_CASE("nan_policy raise names the step, the loss and the first bad gradient;
   CHECK_THROWS_WITH(kd::train::parse_nan_policy(yaml("{nan_policy: skip}")),
                     Catch::Contains("raise, skip_step or ignore"));
 }
+
+TEST_CASE("freeze: the selected params get no gradient, no update and no optimizer state; the others train as usual") {
+  torch::manual_seed(0);
+  auto model = make_model(kMlp);
+  auto reference = make_model(kMlp);
+  {
+    torch::NoGradGuard no_grad;
+    for (std::size_t i = 0; i < model->parameters().size(); ++i)
+      reference->parameters()[i].copy_(model->parameters()[i]);
+  }
+  TrainStep step(model, yaml("{type: adam, learning_rate: 0.01, ema_decay: 0.9, freeze: ['params.layers.0.**']}"),
+                 aux_with(kXent));
+  TrainStep plain(reference, yaml("{type: adam, learning_rate: 0.01}"), aux_with(kXent));
+  auto state = step.init();
+  auto plain_state = plain.init();
+  const Tree before = state.params.map([](const torch::Tensor& t) { return t.detach().clone(); });
+  for (int i = 0; i < 3; ++i) {
+    state = step.step(state, blobs(8, 20 + i)).first;
+    plain_state = plain.step(plain_state, blobs(8, 20 + i)).first;
+    // The reference's first layer must match for its second layer's gradients to be the same.
+    torch::NoGradGuard no_grad;
+    reference->parameters()[0].copy_(model->parameters()[0]);
+    reference->parameters()[1].copy_(model->parameters()[1]);
+  }
+  for (const char* name : {"layers.0.weight", "layers.0.bias"}) {
+    INFO(name);
+    CHECK(state.params.get(name).tensor().equal(before.get(name).tensor()));
+    CHECK(!state.params.get(name).tensor().requires_grad());
+    CHECK(step.optimizer().ema_params().get(name).tensor().equal(before.get(name).tensor()));
+  }
+  for (const char* name : {"layers.2.weight", "layers.2.bias"}) {
+    INFO(name);
+    CHECK(!state.params.get(name).tensor().equal(before.get(name).tensor()));
+    CHECK(torch::allclose(state.params.get(name).tensor(), plain_state.params.get(name).tensor(), 1e-6, 1e-6));
+  }
+  const auto& groups = step.optimizer().torch_optimizer().param_groups();
+  REQUIRE(groups.size() == 1);
+  CHECK(groups[0].params().size() == 2);
+  const auto opt_state = state.opt_state.flatten();
+  CHECK(!opt_state.empty());
+  for (const auto& [path, leaf] : opt_state) CHECK(path.rfind("layers.2.", 0) == 0);
+
+  CHECK_THROWS_WITH(TrainStep(make_model(kMlp), yaml("{type: sgd, learning_rate: 0.5, freeze: ['params.layer.**']}"),
+                              aux_with(kXent)),
+                    Catch::Contains("freeze \"params.layer.**\"") && Catch::Contains("params.layers.**"));
+  CHECK_THROWS_WITH(
+      TrainStep(make_model(kMlp), yaml("{type: sgd, learning_rate: 0.5, freeze: ['params.**']}"), aux_with(kXent)),
+      Catch::Contains("freeze selects every parameter"));
+}

@@ -106,20 +106,22 @@ std::unique_ptr<torch::optim::Optimizer> make_optimizer(const std::string& type,
 }
 
 // The names ("params.a.b") of the parameters matched by any of the globs.
-std::set<std::string> excluded_names(const torch::nn::Module& model, const config::Node& o) {
+// The "params.<name>" of the parameters that the path globs of list `key` select.
+std::set<std::string> selected_names(const torch::nn::Module& model, const config::Node& o, const char* key) {
   std::set<std::string> out;
-  const auto patterns = o.get_string_list("weight_decay_exclude", std::vector<std::string>{});
+  const auto patterns = o.get_string_list(key, std::vector<std::string>{});
   if (patterns.empty()) return out;
   const Tree root = Tree::dict({{"params", params_tree(model)}});
   for (const auto& pattern : patterns) {
     Path path;
     try {
       path = Path::parse(pattern);
+      for (const auto& [name, leaf] : root.select(path).flatten()) out.insert(name);
     } catch (Error& e) {
-      e.add_context(o.where() + ": weight_decay_exclude");
+      e.add_context(o.child(key).where() + ": " + (o.key_path().empty() ? "" : o.key_path() + ".") + key + " \"" +
+                    pattern + "\"");
       throw;
     }
-    for (const auto& [name, leaf] : root.select(path).flatten()) out.insert(name);
   }
   return out;
 }
@@ -193,11 +195,23 @@ Optimizer::Optimizer(const config::Node& o, torch::nn::Module& model) : model_(m
   ema_decay_ = o.get_double("ema_decay", 0.0);
   if (ema_decay_ < 0 || ema_decay_ >= 1) throw ConfigError(o.where() + ": ema_decay must be in [0, 1)");
 
-  const std::set<std::string> excluded = excluded_names(model, o);
+  const std::set<std::string> excluded = selected_names(model, o, "weight_decay_exclude");
+  // Frozen (Kauldron's partial_updates): no gradient, no update, no optimizer state.
+  const std::set<std::string> frozen = selected_names(model, o, "freeze");
   std::vector<torch::Tensor> decayed, not_decayed;
   for (const auto& item : model.named_parameters(/*recurse=*/true)) {
     params_.push_back(item.value());
+    if (frozen.count("params." + item.key())) {
+      item.value().requires_grad_(false);
+      frozen_.push_back(true);
+      continue;
+    }
+    frozen_.push_back(false);
     (excluded.count("params." + item.key()) ? not_decayed : decayed).push_back(item.value());
+  }
+  if (!params_.empty() && decayed.empty() && not_decayed.empty()) {
+    throw ConfigError(o.child("freeze").where() + ": " + (o.key_path().empty() ? "" : o.key_path() + ".") +
+                      "freeze selects every parameter: nothing would train");
   }
   std::vector<OptimizerParamGroup> groups;
   if (!decayed.empty()) groups.emplace_back(decayed, defaults->clone());
@@ -240,6 +254,7 @@ void Optimizer::apply(int64_t step) {
 void Optimizer::update_ema() {
   torch::NoGradGuard no_grad;
   for (std::size_t i = 0; i < ema_tensors_.size(); ++i) {
+    if (frozen_[i]) continue;  // equal to the parameter, which does not change
     ema_tensors_[i].mul_(ema_decay_).add_(params_[i].detach(), 1.0 - ema_decay_);
   }
 }

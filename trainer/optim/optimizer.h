@@ -7,6 +7,8 @@
 //                     decay_steps: 5000}     # or a number
 //     weight_decay: 1e-4
 //     weight_decay_exclude: ["params.**.bias"]   # path globs that get no decay
+//     freeze: ["params.encoder.**"]   # path globs of parameters that are not trained: no
+//                                     # gradient (requires_grad off), no update, no state
 //     clip_global_norm: 1.0      # optional
 //     accumulate_steps: 4        # optional: one update per 4 micro-batches of each batch
 //     ema_decay: 0.999           # optional: keep an exponential moving average of params
@@ -84,6 +86,7 @@ class Optimizer {
   Tree ema_params_;
   std::vector<torch::Tensor> ema_tensors_;  // the leaves of ema_params_, in params_' order
   std::vector<torch::Tensor> params_;       // in model order, for clipping and EMA
+  std::vector<bool> frozen_;                // per params_ entry: selected by `freeze`
 };
 
 }  // namespace kd::optim

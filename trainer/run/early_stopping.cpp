@@ -50,8 +50,8 @@ void EarlyStopping::on_train_start(Trainer& trainer) {
                       (evals.empty() ? "; add one under evals" : "; its evals: " + join_names(evals)));
   }
   if (stopped_) {
-    trainer.request_stop("EarlyStopping stopped this run at an earlier start (best " + eval_ + "/" + value_name_ +
-                         " " + number(best_) + " at step " + std::to_string(best_step_) + ")");
+    trainer.request_stop("EarlyStopping stopped this run at an earlier start (best " + eval_ + "/" + value_name_ + " " +
+                         number(best_) + " at step " + std::to_string(best_step_) + ")");
   }
 }
 
