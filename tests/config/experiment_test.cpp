@@ -51,7 +51,7 @@ TEST_CASE("command-line overrides set values by dotted key, as YAML") {
   CHECK(cfg.child("evals").keys().empty());
   CHECK(cfg.child("train_ds").get_int("batch_size") == 8);
   CHECK_THROWS_WITH(load_experiment(top.string(), {{"optimizer.learning_rate.x", "1"}}),
-                    Catch::Contains("\"learning_rate\" is not a map"));
+                    Catch::Contains("\"optimizer.learning_rate\" is not a map"));
   const auto bad = load_experiment(top.string(), {{"optimizer.learning_rate", "fast"}});
   CHECK_THROWS_WITH(bad.child("optimizer").get_double("learning_rate"),
                     "--cfg.optimizer.learning_rate: \"optimizer.learning_rate\" must be a number, but it is \"fast\"");
@@ -90,4 +90,45 @@ TEST_CASE("an override that adds an unknown key is blamed on the override, not o
                         Catch::Contains("Did you mean \"learning_rate\""));
   CHECK_THROWS_WITH(load_experiment(file.string(), {{"seed", "&a [*a]"}}),
                     Catch::Contains("--cfg.seed") && Catch::Contains("nested deeper"));
+}
+
+TEST_CASE("overrides reach into lists by index, and name the list of a bad index") {
+  const fs::path dir = fs::temp_directory_path() / "kd_experiment_test_lists";
+  const auto top = write(dir, "top.yaml",
+                         "train_ds:\n  transforms:\n    - {type: ValueRange, vrange: [0, 1]}\n"
+                         "    - {type: RandomFlip, key: image}\nmodel: {hidden_sizes: [64, 32]}\n");
+  const auto cfg = load_experiment(top.string(), {{"train_ds.transforms[0].vrange", "[0, 2]"},
+                                                  {"model.hidden_sizes[1]", "16"},
+                                                  {"train_ds.transforms[1]", "{type: RandomCrop, size: 8}"}});
+  const auto transforms = cfg.child("train_ds").child("transforms").elements();
+  REQUIRE(transforms.size() == 2);
+  CHECK(transforms[0].get_double_list("vrange") == std::vector<double>{0, 2});
+  CHECK(transforms[0].get_string("type") == "ValueRange");
+  CHECK(transforms[1].get_string("type") == "RandomCrop");
+  CHECK(cfg.child("model").get_int_list("hidden_sizes") == std::vector<int64_t>{64, 16});
+  // A value set through an index is blamed on the override.
+  CHECK_THROWS_WITH(transforms[1].get_bool("size"), Catch::StartsWith("--cfg.train_ds.transforms[1]"));
+  CHECK_THROWS_WITH(load_experiment(top.string(), {{"train_ds.transforms[2].vrange", "[0, 2]"}}),
+                    Catch::Contains("\"train_ds.transforms\" has 2 elements (indices 0 to 1), not [2]"));
+  CHECK_THROWS_WITH(load_experiment(top.string(), {{"model[0]", "1"}}), Catch::Contains("\"model\" is not a list"));
+  CHECK_THROWS_WITH(load_experiment(top.string(), {{"train_ds.transforms.vrange", "1"}}),
+                    Catch::Contains("\"train_ds.transforms\" is not a map"));
+  CHECK_THROWS_WITH(load_experiment(top.string(), {{"evals[0]", "1"}}), Catch::Contains("no list \"evals\""));
+  for (const char* bad : {"a[", "a]", "a[x]", "a[-1]", "a[0]b", "[0]", "a..b", "a."}) {
+    INFO(bad);
+    CHECK_THROWS_AS(load_experiment(top.string(), {{bad, "1"}}), kd::ConfigError);
+  }
+  fs::remove_all(dir);
+}
+
+TEST_CASE("an override's value may be the next argument, as Kauldron's command line accepts") {
+  std::vector<std::string> rest;
+  const auto o = kd::config::parse_overrides({"--cfg.seed", "3", "--cfg.a.b=1", "--cfg.l[0]", "{x: 1}", "y"}, &rest);
+  REQUIRE(o.size() == 3);
+  CHECK(o[0] == kd::config::Override{"seed", "3"});
+  CHECK(o[1] == kd::config::Override{"a.b", "1"});
+  CHECK(o[2] == kd::config::Override{"l[0]", "{x: 1}"});
+  CHECK(rest == std::vector<std::string>{"y"});
+  CHECK_THROWS_WITH(kd::config::parse_overrides({"--cfg.seed", "--cfg.a=1"}, nullptr),
+                    Catch::Contains("--cfg.seed=VALUE or --cfg.seed VALUE"));
 }

@@ -96,6 +96,43 @@ YAML::Node load_with_bases(const std::string& file, Origins& origins, std::vecto
   return result;
 }
 
+// One step of an override's key: a map key, or an index into a list ("transforms[0]").
+struct KeyStep {
+  std::string key;  // when index < 0
+  int64_t index = -1;
+  std::string text() const { return index < 0 ? key : "[" + std::to_string(index) + "]"; }
+};
+
+// "a.b[0].c" -> a, b, [0], c. ConfigError naming `source` for an empty key or a bad index.
+std::vector<KeyStep> parse_key(const std::string& text, const std::string& source) {
+  std::vector<KeyStep> steps;
+  std::stringstream s(text);
+  const auto bad = [&](const std::string& why) {
+    return ConfigError(source + ": " + why + " (write --cfg.a.b=value, or --cfg.a.list[0].b=value)");
+  };
+  if (text.empty() || text.back() == '.') throw bad("empty key in the override");
+  for (std::string part; std::getline(s, part, '.');) {
+    const auto bracket = part.find('[');
+    const std::string key = part.substr(0, bracket);
+    if (key.empty()) throw bad("empty key in the override");
+    if (key.find(']') != std::string::npos) throw bad("\"]\" without \"[\" in \"" + part + "\"");
+    steps.push_back({key});
+    for (std::size_t at = bracket; at != std::string::npos;) {
+      const auto close = part.find(']', at);
+      if (close == std::string::npos) throw bad("\"[\" without \"]\" in \"" + part + "\"");
+      const std::string digits = part.substr(at + 1, close - at - 1);
+      if (digits.empty() || digits.size() > 9 || digits.find_first_not_of("0123456789") != std::string::npos) {
+        throw bad("the index in \"" + part + "\" must be a number >= 0");
+      }
+      steps.push_back({"", std::stoll(digits)});
+      at = close + 1;
+      if (at == part.size()) break;
+      if (part[at] != '[') throw bad("unexpected \"" + part.substr(at) + "\" after \"]\" in \"" + part + "\"");
+    }
+  }
+  return steps;
+}
+
 void apply_override(YAML::Node root, const Override& o, Origins& origins) {
   const std::string source = "--cfg." + o.first;
   YAML::Node value;
@@ -104,34 +141,61 @@ void apply_override(YAML::Node root, const Override& o, Origins& origins) {
   } catch (const YAML::Exception& e) {
     throw ConfigError(source + "=" + o.second + ": the value is not valid YAML: " + e.msg);
   }
-  std::vector<std::string> keys;
-  std::stringstream s(o.first);
-  for (std::string k; std::getline(s, k, '.');) keys.push_back(k);
-  if (o.first.empty() || o.first.back() == '.' ||
-      std::any_of(keys.begin(), keys.end(), [](const std::string& k) { return k.empty(); })) {
-    throw ConfigError(source + ": empty key in the override (write --cfg.a.b=value)");
-  }
+  const std::vector<KeyStep> steps = parse_key(o.first, source);
+  std::string walked;  // the key so far, for errors
   YAML::Node node;
   node.reset(root);
-  for (std::size_t i = 0; i + 1 < keys.size(); ++i) {
-    YAML::Node child = node[keys[i]];
-    if (!child.IsDefined() || child.IsNull()) {
-      node[keys[i]] = YAML::Node(YAML::NodeType::Map);
-      child.reset(node[keys[i]]);
-      for (auto it = node.begin(); it != node.end(); ++it) {
-        if (it->first.Scalar() == keys[i] && it->first.Mark().is_null()) origins.emplace_back(it->first, source);
+  for (std::size_t i = 0; i < steps.size(); ++i) {
+    const KeyStep& step = steps[i];
+    const bool last = i + 1 == steps.size();
+    if (step.index >= 0) {
+      if (!node.IsSequence()) {
+        throw ConfigError(source + ": \"" + walked + "\" is not a list in the experiment, so it has no element " +
+                          step.text());
       }
-    } else if (!child.IsMap()) {
-      throw ConfigError(source + ": \"" + keys[i] + "\" is not a map in the experiment, so it has no key \"" +
-                        keys[i + 1] + "\"");
+      if (static_cast<std::size_t>(step.index) >= node.size()) {
+        throw ConfigError(source + ": \"" + walked + "\" has " + std::to_string(node.size()) + " element" +
+                          (node.size() == 1 ? "" : "s") +
+                          (node.size() == 0 ? "" : " (indices 0 to " + std::to_string(node.size() - 1) + ")") +
+                          ", not " + step.text());
+      }
+      if (last) {
+        node[static_cast<std::size_t>(step.index)] = value;
+      } else {
+        YAML::Node child = node[static_cast<std::size_t>(step.index)];
+        node.reset(child);
+      }
+    } else {
+      if (!node.IsMap()) {
+        throw ConfigError(source + ": \"" + walked + "\" is not a map in the experiment, so it has no key \"" +
+                          step.key + "\"");
+      }
+      if (last) {
+        node[step.key] = value;
+      } else {
+        YAML::Node child = node[step.key];
+        if (!child.IsDefined() || child.IsNull()) {
+          if (steps[i + 1].index >= 0) {
+            throw ConfigError(source + ": the experiment has no list \"" + walked + (walked.empty() ? "" : ".") +
+                              step.key + "\" to index");
+          }
+          node[step.key] = YAML::Node(YAML::NodeType::Map);
+          child.reset(node[step.key]);
+          for (auto it = node.begin(); it != node.end(); ++it) {
+            if (it->first.Scalar() == step.key && it->first.Mark().is_null()) origins.emplace_back(it->first, source);
+          }
+        }
+        node.reset(child);
+      }
     }
-    node.reset(child);
+    walked += (step.index < 0 && !walked.empty() ? "." : "") + step.text();
   }
-  node[keys.back()] = value;
   record_origins(value, source, origins);
   // A key the override adds is the override's (an unknown one is then blamed on it, not on the file).
-  for (auto it = node.begin(); it != node.end(); ++it) {
-    if (it->first.Scalar() == keys.back() && it->first.Mark().is_null()) origins.emplace_back(it->first, source);
+  if (steps.back().index < 0) {
+    for (auto it = node.begin(); it != node.end(); ++it) {
+      if (it->first.Scalar() == steps.back().key && it->first.Mark().is_null()) origins.emplace_back(it->first, source);
+    }
   }
 }
 
@@ -147,11 +211,18 @@ Node load_experiment(const std::string& file, const std::vector<Override>& overr
 
 std::vector<Override> parse_overrides(const std::vector<std::string>& args, std::vector<std::string>* rest) {
   std::vector<Override> out;
-  for (const auto& a : args) {
+  for (std::size_t i = 0; i < args.size(); ++i) {
+    const std::string& a = args[i];
     if (a.rfind("--cfg.", 0) == 0) {
       const auto eq = a.find('=');
-      if (eq == std::string::npos) throw ConfigError(a + ": an override needs a value: " + a + "=VALUE");
-      out.emplace_back(a.substr(6, eq - 6), a.substr(eq + 1));
+      if (eq != std::string::npos) {
+        out.emplace_back(a.substr(6, eq - 6), a.substr(eq + 1));
+      } else if (i + 1 < args.size() && args[i + 1].rfind("--", 0) != 0) {  // --cfg.key value
+        out.emplace_back(a.substr(6), args[i + 1]);
+        ++i;
+      } else {
+        throw ConfigError(a + ": an override needs a value: " + a + "=VALUE or " + a + " VALUE");
+      }
     } else if (rest) {
       rest->push_back(a);
     }
