@@ -100,7 +100,12 @@ YAML::Node load_with_bases(const std::string& file, Origins& origins, std::vecto
 struct KeyStep {
   std::string key;  // when index < 0
   int64_t index = -1;
-  std::string text() const { return index < 0 ? key : "[" + std::to_string(index) + "]"; }
+  std::string text() const {
+    if (index < 0) return key;
+    std::string out = "[";
+    out.append(std::to_string(index)).push_back(']');
+    return out;
+  }
 };
 
 // "a.b[0].c" -> a, b, [0], c. ConfigError naming `source` for an empty key or a bad index.
@@ -188,7 +193,8 @@ void apply_override(YAML::Node root, const Override& o, Origins& origins) {
         node.reset(child);
       }
     }
-    walked += (step.index < 0 && !walked.empty() ? "." : "") + step.text();
+    if (step.index < 0 && !walked.empty()) walked.push_back('.');
+    walked.append(step.text());
   }
   record_origins(value, source, origins);
   // A key the override adds is the override's (an unknown one is then blamed on it, not on the file).

@@ -3,8 +3,8 @@
 // `type` differs from the base's replaces it whole), plus command-line
 // overrides in Kauldron's form:
 //
-//   kd train --cfg=configs/fashion_mnist_cnn.yaml --cfg.optimizer.learning_rate=3e-4 \
-//            --cfg.workdir=/tmp/x --cfg.evals={} --cfg.train_ds.transforms[0].vrange=[0,2] \
+//   kd train --cfg=configs/fashion_mnist_cnn.yaml --cfg.optimizer.learning_rate=3e-4
+//            --cfg.workdir=/tmp/x --cfg.evals={} --cfg.train_ds.transforms[0].vrange=[0,2]
 //            --cfg.seed 3        # "--cfg.key value" as well as "--cfg.key=value"
 //
 // A key descends through maps by name and through lists by index ("transforms[0]"); a missing
