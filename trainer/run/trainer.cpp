@@ -135,7 +135,11 @@ void Trainer::train() {
   last_saved = state_.step;
   // A run a callback ended is done: it gets the evals of its end (once, by the process that
   // trained its last step). A time limit leaves them to the resumed run.
-  if (stopped_early && !stop_for_time_ && state_.step > first_step) run_evals(/*last=*/true, /*saved=*/true, true);
+  // Rank 0 decides for a job (the evals are collective; a callback may have asked on one rank).
+  const bool final_evals = stopped_early && !stop_for_time_ && state_.step > first_step;
+  if (parallel_->rank0_value(final_evals ? 1 : 0, "agreeing on the final evals") != 0) {
+    run_evals(/*last=*/true, /*saved=*/true, /*only_end=*/true);
+  }
   finish(signals.received());
 }
 
