@@ -1,5 +1,7 @@
 #include <catch2/catch.hpp>
 
+#include <tuple>
+
 #include <torch/torch.h>
 
 #include "tests/step/test_helpers.h"
@@ -359,4 +361,59 @@ TEST_CASE("freeze: the selected params get no gradient, no update and no optimiz
   CHECK_THROWS_WITH(
       TrainStep(make_model(kMlp), yaml("{type: sgd, learning_rate: 0.5, freeze: ['params.**']}"), aux_with(kXent)),
       Catch::Contains("freeze selects every parameter"));
+}
+
+TEST_CASE("param_groups: each group's params take its learning rate (a schedule) and weight decay") {
+  torch::manual_seed(0);
+  auto model = make_model(kMlp);
+  TrainStep step(model,
+                 yaml("{type: sgd, learning_rate: 0.1, weight_decay: 0.01, param_groups: [{name: head, select: "
+                      "['params.layers.2.**'], weight_decay: 0.5, learning_rate: {type: Linear, init_value: 1.0, "
+                      "end_value: 0.0, transition_steps: 10}}]}"),
+                 aux_with(kXent, {"grads.**"}));
+  auto state = step.init();
+  for (int i = 0; i < 2; ++i) {
+    const Tree before = state.params.map([](const torch::Tensor& t) { return t.detach().clone(); });
+    Context ctx;
+    const int64_t at = state.step;
+    state = step.step(state, blobs(16, 30 + i), {.context_out = &ctx}).first;
+    // Plain SGD: p' = p - lr * (g + wd * p), each group with its own lr and wd.
+    const double head_lr = 1.0 - 0.1 * static_cast<double>(at);
+    for (const auto& [name, lr, wd] : {std::tuple<const char*, double, double>{"layers.0.weight", 0.1, 0.01},
+                                       {"layers.0.bias", 0.1, 0.01},
+                                       {"layers.2.weight", head_lr, 0.5},
+                                       {"layers.2.bias", head_lr, 0.5}}) {
+      INFO(name << " at step " << at);
+      const torch::Tensor p = before.get(name).tensor().to(torch::kDouble);
+      const torch::Tensor g = ctx.get(std::string("grads.") + name).tensor().to(torch::kDouble);
+      const torch::Tensor expected = p - lr * (g + wd * p);
+      CHECK((state.params.get(name).tensor().to(torch::kDouble) - expected).abs().max().item<double>() <= 1e-6);
+    }
+  }
+  const auto logged = step.optimizer().schedules(5);
+  REQUIRE(logged.size() == 2);
+  CHECK(logged[0] == std::pair<std::string, double>{"learning_rate", 0.1});
+  CHECK(logged[1].first == "learning_rate/head");
+  CHECK(logged[1].second == Approx(0.5));
+
+  CHECK_THROWS_WITH(
+      TrainStep(make_model(kMlp),
+                yaml("{type: sgd, learning_rate: 0.1, param_groups: [{name: a, select: ['params.layers.**']}, "
+                     "{name: b, select: ['params.layers.2.**']}]}"),
+                aux_with(kXent)),
+      Catch::Contains("selected by param groups \"a\" and \"b\""));
+  CHECK_THROWS_WITH(
+      TrainStep(make_model(kMlp), yaml("{type: sgd, learning_rate: 0.1, param_groups: [{learning_rate: 0.2}]}"),
+                aux_with(kXent)),
+      Catch::Contains("needs `select`"));
+  CHECK_THROWS_WITH(TrainStep(make_model(kMlp),
+                              yaml("{type: sgd, learning_rate: 0.1, freeze: ['params.layers.2.**'], param_groups: "
+                                   "[{select: ['params.layers.2.**'], learning_rate: 0.2}]}"),
+                              aux_with(kXent)),
+                    Catch::Contains("selects no trained param"));
+  CHECK_THROWS_WITH(TrainStep(make_model(kMlp),
+                              yaml("{type: sgd, learning_rate: 0.1, param_groups: [{select: ['params.layers.2.**'], "
+                                   "lr: 0.2}]}"),
+                              aux_with(kXent)),
+                    Catch::Contains("unknown key \"lr\""));
 }

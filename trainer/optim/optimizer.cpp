@@ -2,6 +2,7 @@
 
 #include <cmath>
 #include <limits>
+#include <optional>
 #include <set>
 #include <sstream>
 
@@ -173,6 +174,32 @@ void initialize_state(torch::optim::Optimizer& optimizer, const std::string& typ
   }
 }
 
+// Each options type has its own weight_decay setter.
+void set_weight_decay(OptimizerOptions& options, double weight_decay) {
+  if (auto* s = dynamic_cast<torch::optim::SGDOptions*>(&options)) s->weight_decay(weight_decay);
+  if (auto* s = dynamic_cast<torch::optim::AdamOptions*>(&options)) s->weight_decay(weight_decay);
+  if (auto* s = dynamic_cast<torch::optim::AdamWOptions*>(&options)) s->weight_decay(weight_decay);
+  if (auto* s = dynamic_cast<torch::optim::RMSpropOptions*>(&options)) s->weight_decay(weight_decay);
+  if (auto* s = dynamic_cast<torch::optim::AdagradOptions*>(&options)) s->weight_decay(weight_decay);
+}
+
+// The learning rate of `schedule` at step 0, checked finite and >= 0 (ConfigError at `node`).
+void check_initial_learning_rate(const Schedule& schedule, const config::Node& node, const std::string& key) {
+  if (const double lr = schedule(0); !(lr >= 0 && std::isfinite(lr))) {
+    std::ostringstream got;
+    got << lr;
+    throw ConfigError(node.where() + ": \"" + key + "\" must be a finite number >= 0, got " + got.str() + " at step 0");
+  }
+}
+
+// One entry of `param_groups`: the params it selects and its own learning rate / weight decay.
+struct GroupSpec {
+  std::string name;
+  std::set<std::string> selected;      // "params.<name>"
+  SchedulePtr learning_rate;           // null: the optimizer's
+  std::optional<double> weight_decay;  // none: the optimizer's
+};
+
 }  // namespace
 
 Optimizer::Optimizer(const config::Node& o, torch::nn::Module& model) : model_(model), type_(o.get_string("type")) {
@@ -182,12 +209,8 @@ Optimizer::Optimizer(const config::Node& o, torch::nn::Module& model) : model_(m
   } else {
     throw ConfigError(o.where() + ": the optimizer needs a learning_rate (a number or a schedule)");
   }
-  if (const double lr = learning_rate(0); !(lr >= 0 && std::isfinite(lr))) {
-    std::ostringstream got;
-    got << lr;
-    throw ConfigError(o.child("learning_rate").where() + ": \"" + o.key_path() +
-                      ".learning_rate\" must be a finite number >= 0, got " + got.str() + " at step 0");
-  }
+  check_initial_learning_rate(*learning_rate_, o.child("learning_rate"),
+                              (o.key_path().empty() ? "" : o.key_path() + ".") + "learning_rate");
   defaults->set_lr(learning_rate(0));
   clip_global_norm_ = o.get_double_in("clip_global_norm", 0.0, 0, kInf);
   accumulate_steps_ = o.get_int("accumulate_steps", 1);
@@ -198,33 +221,88 @@ Optimizer::Optimizer(const config::Node& o, torch::nn::Module& model) : model_(m
   const std::set<std::string> excluded = selected_names(model, o, "weight_decay_exclude");
   // Frozen (Kauldron's partial_updates): no gradient, no update, no optimizer state.
   const std::set<std::string> frozen = selected_names(model, o, "freeze");
-  std::vector<torch::Tensor> decayed, not_decayed;
+  // param_groups: their own learning rate and weight decay for the params they select.
+  std::vector<GroupSpec> specs;
+  if (auto pg = o.find("param_groups"); pg && !pg->is_null()) {
+    if (!pg->is_sequence()) {
+      throw ConfigError(pg->where() +
+                        ": param_groups is a list of {select: [params.head.**], learning_rate, "
+                        "weight_decay}");
+    }
+    const auto nodes = pg->elements();
+    for (std::size_t i = 0; i < nodes.size(); ++i) {
+      const config::Node& g = nodes[i];
+      GroupSpec spec;
+      spec.name = g.get_string("name", "group" + std::to_string(i));
+      spec.selected = selected_names(model, g, "select");
+      if (!g.has("select")) throw ConfigError(g.where() + ": a param group needs `select` (path globs of params)");
+      if (auto lr = g.find("learning_rate"); lr && !lr->is_null()) {
+        spec.learning_rate = make_schedule(*lr);
+        check_initial_learning_rate(*spec.learning_rate, *lr, g.key_path() + ".learning_rate");
+      }
+      if (g.has("weight_decay")) spec.weight_decay = g.get_double_in("weight_decay", std::nullopt, 0, kInf);
+      g.check_unknown_keys();
+      specs.push_back(std::move(spec));
+    }
+  }
+  // Each torch group: its params, its weight decay and its learning rate schedule. The params of
+  // no param group are in the first one or two (weight_decay_exclude: decay 0).
+  struct Bucket {
+    std::vector<torch::Tensor> params;
+    SchedulePtr learning_rate;
+    std::optional<double> weight_decay;
+  };
+  std::vector<Bucket> buckets(2 * (specs.size() + 1));  // [decayed, not decayed] per group
+  for (std::size_t g = 0; g <= specs.size(); ++g) {
+    const bool own = g > 0;
+    buckets[2 * g].learning_rate = own && specs[g - 1].learning_rate ? specs[g - 1].learning_rate : learning_rate_;
+    buckets[2 * g + 1].learning_rate = buckets[2 * g].learning_rate;
+    if (own) buckets[2 * g].weight_decay = specs[g - 1].weight_decay;
+    buckets[2 * g + 1].weight_decay = 0.0;
+  }
   for (const auto& item : model.named_parameters(/*recurse=*/true)) {
+    const std::string name = "params." + item.key();
     params_.push_back(item.value());
-    if (frozen.count("params." + item.key())) {
+    if (frozen.count(name)) {
       item.value().requires_grad_(false);
       frozen_.push_back(true);
       continue;
     }
     frozen_.push_back(false);
-    (excluded.count("params." + item.key()) ? not_decayed : decayed).push_back(item.value());
+    std::size_t group = 0;
+    for (std::size_t i = 0; i < specs.size(); ++i) {
+      if (!specs[i].selected.count(name)) continue;
+      if (group != 0) {
+        throw ConfigError(o.child("param_groups").where() + ": " + name + " is selected by param groups \"" +
+                          specs[group - 1].name + "\" and \"" + specs[i].name + "\"; a param belongs to one");
+      }
+      group = i + 1;
+    }
+    buckets[2 * group + (excluded.count(name) ? 1 : 0)].params.push_back(item.value());
   }
-  if (!params_.empty() && decayed.empty() && not_decayed.empty()) {
+  std::size_t trained = 0;
+  for (const auto& b : buckets) trained += b.params.size();
+  if (!params_.empty() && trained == 0) {
     throw ConfigError(o.child("freeze").where() + ": " + (o.key_path().empty() ? "" : o.key_path() + ".") +
                       "freeze selects every parameter: nothing would train");
   }
+  for (std::size_t i = 0; i < specs.size(); ++i) {
+    if (buckets[2 * (i + 1)].params.empty() && buckets[2 * (i + 1) + 1].params.empty()) {
+      throw ConfigError(o.child("param_groups").where() + ": param group \"" + specs[i].name +
+                        "\" selects no trained param (every one it selects is frozen)");
+    }
+  }
   std::vector<OptimizerParamGroup> groups;
-  if (!decayed.empty()) groups.emplace_back(decayed, defaults->clone());
-  if (!not_decayed.empty()) {
-    std::unique_ptr<OptimizerOptions> no_decay = make_options(type_, o);
-    no_decay->set_lr(learning_rate(0));
-    // Each options type has its own weight_decay setter; rebuild through the same path.
-    if (auto* s = dynamic_cast<torch::optim::SGDOptions*>(no_decay.get())) s->weight_decay(0);
-    if (auto* s = dynamic_cast<torch::optim::AdamOptions*>(no_decay.get())) s->weight_decay(0);
-    if (auto* s = dynamic_cast<torch::optim::AdamWOptions*>(no_decay.get())) s->weight_decay(0);
-    if (auto* s = dynamic_cast<torch::optim::RMSpropOptions*>(no_decay.get())) s->weight_decay(0);
-    if (auto* s = dynamic_cast<torch::optim::AdagradOptions*>(no_decay.get())) s->weight_decay(0);
-    groups.emplace_back(not_decayed, std::move(no_decay));
+  for (auto& b : buckets) {
+    if (b.params.empty()) continue;
+    std::unique_ptr<OptimizerOptions> options = make_options(type_, o);
+    if (b.weight_decay) set_weight_decay(*options, *b.weight_decay);
+    options->set_lr((*b.learning_rate)(0));
+    groups.emplace_back(std::move(b.params), std::move(options));
+    group_learning_rates_.push_back(b.learning_rate);
+  }
+  for (const auto& spec : specs) {
+    if (spec.learning_rate) named_group_learning_rates_.emplace_back(spec.name, spec.learning_rate);
   }
   optimizer_ = make_optimizer(type_, std::move(groups), *defaults);
   initialize_state(*optimizer_, type_);
@@ -240,8 +318,12 @@ Optimizer::Optimizer(const config::Node& o, torch::nn::Module& model) : model_(m
 Optimizer::~Optimizer() = default;
 
 void Optimizer::apply(int64_t step) {
+  auto& groups = optimizer_->param_groups();
   const double lr = learning_rate(step);
-  for (auto& group : optimizer_->param_groups()) group.options().set_lr(lr);
+  for (std::size_t i = 0; i < groups.size(); ++i) {
+    const Schedule* own = group_learning_rates_[i].get();
+    groups[i].options().set_lr(own == learning_rate_.get() ? lr : (*own)(step));
+  }
   if (clip_global_norm_ > 0) torch::nn::utils::clip_grad_norm_(params_, clip_global_norm_);
   if (fused_adam_applies(*optimizer_)) {
     fused_adam_step(*optimizer_);
@@ -275,7 +357,10 @@ Optimizer::EmaParamsGuard::~EmaParamsGuard() {
 }
 
 std::vector<std::pair<std::string, double>> Optimizer::schedules(int64_t step) const {
-  return {{"learning_rate", learning_rate(step)}};
+  std::vector<std::pair<std::string, double>> out = {{"learning_rate", learning_rate(step)}};
+  for (const auto& [name, schedule] : named_group_learning_rates_)
+    out.emplace_back("learning_rate/" + name, (*schedule)(step));
+  return out;
 }
 
 }  // namespace kd::optim

@@ -9,6 +9,10 @@
 //     weight_decay_exclude: ["params.**.bias"]   # path globs that get no decay
 //     freeze: ["params.encoder.**"]   # path globs of parameters that are not trained: no
 //                                     # gradient (requires_grad off), no update, no state
+//     param_groups:                   # params with their own learning rate / weight decay
+//       - {select: ["params.head.**"], learning_rate: 1e-2, weight_decay: 0, name: head}
+//                                     # (a number or a schedule, logged as
+//                                     # schedules/learning_rate/<name>; a param is in one group)
 //     clip_global_norm: 1.0      # optional
 //     accumulate_steps: 4        # optional: one update per 4 micro-batches of each batch
 //     ema_decay: 0.999           # optional: keep an exponential moving average of params
@@ -46,7 +50,8 @@ class Optimizer {
   void apply(int64_t step);
 
   double learning_rate(int64_t step) const { return (*learning_rate_)(step); }
-  // The schedules evaluated at `step`, reported as "schedules/<name>".
+  // The schedules evaluated at `step`, reported as "schedules/<name>" (param groups' own learning
+  // rates as "learning_rate/<group name>").
   std::vector<std::pair<std::string, double>> schedules(int64_t step) const;
 
   int64_t accumulate_steps() const { return accumulate_steps_; }
@@ -84,9 +89,11 @@ class Optimizer {
   int64_t accumulate_steps_ = 1;
   double ema_decay_ = 0;  // 0: off
   Tree ema_params_;
-  std::vector<torch::Tensor> ema_tensors_;  // the leaves of ema_params_, in params_' order
-  std::vector<torch::Tensor> params_;       // in model order, for clipping and EMA
-  std::vector<bool> frozen_;                // per params_ entry: selected by `freeze`
+  std::vector<torch::Tensor> ema_tensors_;         // the leaves of ema_params_, in params_' order
+  std::vector<torch::Tensor> params_;              // in model order, for clipping and EMA
+  std::vector<bool> frozen_;                       // per params_ entry: selected by `freeze`
+  std::vector<SchedulePtr> group_learning_rates_;  // per torch param group
+  std::vector<std::pair<std::string, SchedulePtr>> named_group_learning_rates_;  // param_groups' own
 };
 
 }  // namespace kd::optim

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <numbers>
 #include <vector>
 
@@ -139,6 +140,112 @@ class PiecewiseConstant : public Schedule {
   std::vector<double> scales_;
 };
 
+// optax.polynomial_schedule: init_value -> end_value over transition_steps (from
+// transition_begin) as (init - end) * (1 - t)^power + end.
+class Polynomial : public Schedule {
+ public:
+  explicit Polynomial(const config::Node& o)
+      : init_(o.get_double("init_value")),
+        end_(o.get_double("end_value")),
+        power_(o.get_double("power")),
+        steps_(o.get_int_in("transition_steps", std::nullopt, 1, std::numeric_limits<int64_t>::max())),
+        begin_(o.get_int_in("transition_begin", 0, 0, std::numeric_limits<int64_t>::max())) {}
+  double operator()(int64_t step) const override {
+    const double count = static_cast<double>(std::clamp<int64_t>(step - begin_, 0, steps_));
+    return (init_ - end_) * std::pow(1.0 - count / static_cast<double>(steps_), power_) + end_;
+  }
+
+ private:
+  double init_, end_, power_;
+  int64_t steps_, begin_;
+};
+
+// optax.join_schedules: schedules[0] before boundaries[0], then schedules[i + 1] from
+// boundaries[i] on, each given the steps since its boundary.
+class JoinSchedules : public Schedule {
+ public:
+  explicit JoinSchedules(const config::Node& o) : boundaries_(o.get_int_list("boundaries")) {
+    for (const auto& s : o.child("schedules").elements()) schedules_.push_back(make_schedule(s));
+    if (schedules_.empty() || boundaries_.size() + 1 != schedules_.size()) {
+      throw ConfigError(o.where() + ": JoinSchedules needs one boundary fewer than schedules, got " +
+                        std::to_string(schedules_.size()) + " schedules and " + std::to_string(boundaries_.size()) +
+                        " boundaries");
+    }
+    for (std::size_t i = 0; i < boundaries_.size(); ++i) {
+      if (boundaries_[i] < 0 || (i > 0 && boundaries_[i] <= boundaries_[i - 1])) {
+        throw ConfigError(o.child("boundaries").where() + ": boundaries must increase from >= 0");
+      }
+    }
+  }
+  double operator()(int64_t step) const override {
+    std::size_t i = 0;
+    while (i < boundaries_.size() && step >= boundaries_[i]) ++i;
+    return (*schedules_[i])(i == 0 ? step : step - boundaries_[i - 1]);
+  }
+
+ private:
+  std::vector<int64_t> boundaries_;
+  std::vector<SchedulePtr> schedules_;
+};
+
+// optax.cosine_onecycle_schedule (optax's piecewise_interpolate_schedule with cosine
+// interpolation): peak_value / div_factor up to peak_value at pct_start of transition_steps,
+// then down to peak_value / (div_factor * final_div_factor) at transition_steps, and that after.
+class CosineOneCycle : public Schedule {
+ public:
+  explicit CosineOneCycle(const config::Node& o) {
+    const int64_t steps = o.get_int_in("transition_steps", std::nullopt, 1, std::numeric_limits<int64_t>::max());
+    const double peak = o.get_double("peak_value");
+    const double pct_start = o.get_double_in("pct_start", 0.3, 0.0, 1.0);
+    const double div = o.get_double_in("div_factor", 25.0, 0.0, std::numeric_limits<double>::max());
+    const double final_div = o.get_double_in("final_div_factor", 1e4, 0.0, std::numeric_limits<double>::max());
+    if (div == 0 || final_div == 0) throw ConfigError(o.where() + ": div_factor and final_div_factor must be > 0");
+    const auto middle = static_cast<int64_t>(pct_start * static_cast<double>(steps));
+    if (middle <= 0 || middle >= steps) {
+      throw ConfigError(o.where() + ": pct_start * transition_steps must fall strictly inside (0, transition_steps)");
+    }
+    // optax's bounds start at -1: the first interval is [-1, middle).
+    bounds_ = {-1, middle, steps};
+    values_ = {peak / div, peak, peak / (div * final_div)};
+  }
+  double operator()(int64_t step) const override {
+    if (step >= bounds_[2]) return values_[2];
+    const std::size_t i = step < bounds_[1] ? 0 : 1;
+    const double t = static_cast<double>(step - bounds_[i]) / static_cast<double>(bounds_[i + 1] - bounds_[i]);
+    return values_[i + 1] + (values_[i] - values_[i + 1]) / 2.0 * (std::cos(std::numbers::pi * t) + 1.0);
+  }
+
+ private:
+  std::vector<int64_t> bounds_;
+  std::vector<double> values_;
+};
+
+// optax.sgdr_schedule: cosine decay with warm restarts, one WarmupCosineDecay per cycle, each
+// starting where the last one's decay_steps end.
+class Sgdr : public Schedule {
+ public:
+  explicit Sgdr(const config::Node& o) {
+    int64_t start = 0;
+    const auto cycles = o.child("cycles").elements();
+    if (cycles.empty()) throw ConfigError(o.where() + ": Sgdr needs at least one cycle");
+    for (const auto& c : cycles) {
+      starts_.push_back(start);
+      cycles_.push_back(std::make_shared<WarmupCosineDecay>(c));
+      start += c.get_int("decay_steps");
+      c.check_unknown_keys();
+    }
+  }
+  double operator()(int64_t step) const override {
+    std::size_t i = 0;
+    while (i + 1 < starts_.size() && step >= starts_[i + 1]) ++i;
+    return (*cycles_[i])(step - starts_[i]);
+  }
+
+ private:
+  std::vector<int64_t> starts_;  // each cycle's first step
+  std::vector<SchedulePtr> cycles_;
+};
+
 }  // namespace
 
 config::Registry<Schedule>& schedule_registry() {
@@ -151,6 +258,11 @@ config::Registry<Schedule>& schedule_registry() {
     r.add<ExponentialDecay>("ExponentialDecay",
                             "init_value, transition_steps, decay_rate, transition_begin=0, staircase=false, end_value");
     r.add<PiecewiseConstant>("PiecewiseConstant", "init_value, boundaries, scales");
+    r.add<Polynomial>("Polynomial", "init_value, end_value, power, transition_steps, transition_begin=0");
+    r.add<JoinSchedules>("JoinSchedules", "schedules: [schedule, ...], boundaries: [step, ...] (one fewer)");
+    r.add<CosineOneCycle>("CosineOneCycle",
+                          "transition_steps, peak_value, pct_start=0.3, div_factor=25, final_div_factor=1e4");
+    r.add<Sgdr>("Sgdr", "cycles: [{init_value, peak_value, warmup_steps, decay_steps, end_value}, ...]");
   });
 }
 

@@ -22,7 +22,9 @@ class Schedule {
 
 using SchedulePtr = std::shared_ptr<const Schedule>;
 
-// Constant(value), Linear, CosineDecay, ExponentialDecay, PiecewiseConstant, WarmupCosineDecay.
+// Constant(value), Linear, CosineDecay, ExponentialDecay, PiecewiseConstant, WarmupCosineDecay,
+// Polynomial, JoinSchedules, CosineOneCycle, Sgdr (optax's polynomial_schedule, join_schedules,
+// cosine_onecycle_schedule, sgdr_schedule).
 config::Registry<Schedule>& schedule_registry();
 
 // A schedule from a YAML number (constant) or a map with a `type`.
