@@ -21,6 +21,7 @@
 #include "trainer/losses/loss.h"
 #include "trainer/metrics/metric.h"
 #include "trainer/models/model.h"
+#include "trainer/optim/optimizer_type.h"
 #include "trainer/optim/schedules.h"
 #include "trainer/run/callback.h"
 #include "trainer/run/trainer.h"
@@ -132,10 +133,8 @@ int run_configs(const std::string& name) {
   list("data sources (train_ds:, evals.*.ds:)", kd::data::source_registry(), name);
   list("transforms (train_ds.transforms:)", kd::data::transform_registry(), name);
   list("callbacks (callbacks:)", kd::train::callback_registry(), name);
-  if (name.empty()) {
-    std::cout
-        << "optimizers (optimizer.type:):\n  sgd, adam, adamw, rmsprop, adagrad  (see trainer/optim/optimizer.h)\n";
-  }
+  list("optimizers (optimizer.type:; the keys every optimizer has are in trainer/optim/optimizer.h)",
+       kd::optim::optimizer_registry(), name);
   return 0;
 }
 

@@ -12,6 +12,7 @@
 #include "trainer/checkpoints/checkpointer.h"
 #include "trainer/common/error.h"
 #include "trainer/optim/optimizer_state.h"
+#include "trainer/optim/optimizer_type.h"
 #include "trainer/tree/tree_json.h"
 
 namespace kd::checkpoints {
@@ -63,6 +64,7 @@ std::string optimizer_kind(const torch::optim::Optimizer& o) {
   if (dynamic_cast<const torch::optim::RMSprop*>(&o)) return "rmsprop";
   if (dynamic_cast<const torch::optim::Adagrad*>(&o)) return "adagrad";
   if (dynamic_cast<const torch::optim::LBFGS*>(&o)) return "lbfgs";
+  if (const auto* per = dynamic_cast<const optim::PerParameterOptimizer*>(&o)) return per->name();
   return typeid(o).name();
 }
 

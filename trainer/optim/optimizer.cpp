@@ -14,6 +14,8 @@
 #include "trainer/common/suggest.h"
 #include "trainer/compat/torch_compat.h"
 #include "trainer/optim/fused_adam.h"
+#include "trainer/optim/optax_optimizers_internal.h"
+#include "trainer/optim/optimizer_type.h"
 #include "trainer/tree/tree.h"
 
 namespace kd::optim {
@@ -200,10 +202,44 @@ struct GroupSpec {
   std::optional<double> weight_decay;  // none: the optimizer's
 };
 
+// torch.optim's optimizers, built from the YAML map by make_options / make_optimizer.
+class TorchOptimizerType final : public OptimizerType {
+ public:
+  TorchOptimizerType(std::string type, const config::Node& o)
+      : type_(std::move(type)), prototype_(make_options(type_, o)) {}
+  std::unique_ptr<OptimizerOptions> options() const override { return prototype_->clone(); }
+  void set_weight_decay(OptimizerOptions& options, double weight_decay) const override {
+    optim::set_weight_decay(options, weight_decay);
+  }
+  std::unique_ptr<torch::optim::Optimizer> create(std::vector<OptimizerParamGroup> groups) const override {
+    return make_optimizer(type_, std::move(groups), *prototype_);
+  }
+
+ private:
+  std::string type_;
+  std::unique_ptr<OptimizerOptions> prototype_;
+};
+
 }  // namespace
 
+config::Registry<OptimizerType>& optimizer_registry() {
+  return config::Registry<OptimizerType>::built_once("optimizer", [](config::Registry<OptimizerType>& r) {
+    const std::pair<const char*, const char*> torch_types[] = {
+        {"sgd", "torch.optim.SGD: momentum = 0, nesterov = false, dampening = 0, weight_decay = 0"},
+        {"adam", "torch.optim.Adam: b1 = 0.9, b2 = 0.999, eps = 1e-8, amsgrad = false, weight_decay = 0 (L2)"},
+        {"adamw", "torch.optim.AdamW: b1 = 0.9, b2 = 0.999, eps = 1e-8, amsgrad = false, weight_decay = 1e-2"},
+        {"rmsprop", "torch.optim.RMSprop: alpha = 0.99, eps = 1e-8, momentum = 0, centered = false, weight_decay = 0"},
+        {"adagrad", "torch.optim.Adagrad: lr_decay = 0, eps = 1e-10, initial_accumulator_value = 0, weight_decay = 0"}};
+    for (const auto& [name, doc] : torch_types) {
+      const std::string type = name;
+      r.add(
+          type, [type](const config::Node& o) { return std::make_shared<TorchOptimizerType>(type, o); }, doc);
+    }
+    detail::add_optax_optimizers(r);
+  });
+}
+
 Optimizer::Optimizer(const config::Node& o, torch::nn::Module& model) : model_(model), type_(o.get_string("type")) {
-  std::unique_ptr<OptimizerOptions> defaults = make_options(type_, o);
   if (auto lr = o.find("learning_rate"); lr && !lr->is_null()) {
     learning_rate_ = make_schedule(*lr);
   } else {
@@ -211,7 +247,6 @@ Optimizer::Optimizer(const config::Node& o, torch::nn::Module& model) : model_(m
   }
   check_initial_learning_rate(*learning_rate_, o.child("learning_rate"),
                               (o.key_path().empty() ? "" : o.key_path() + ".") + "learning_rate");
-  defaults->set_lr(learning_rate(0));
   clip_global_norm_ = o.get_double_in("clip_global_norm", 0.0, 0, kInf);
   accumulate_steps_ = o.get_int("accumulate_steps", 1);
   if (accumulate_steps_ < 1) throw ConfigError(o.where() + ": accumulate_steps must be >= 1");
@@ -245,6 +280,8 @@ Optimizer::Optimizer(const config::Node& o, torch::nn::Module& model) : model_(m
       specs.push_back(std::move(spec));
     }
   }
+  // Every key of the optimizer's own is read: the type reads (and checks) the rest.
+  kind_ = optimizer_registry().create(o);
   // Each torch group: its params, its weight decay and its learning rate schedule. The params of
   // no param group are in the first one or two (weight_decay_exclude: decay 0).
   struct Bucket {
@@ -295,8 +332,8 @@ Optimizer::Optimizer(const config::Node& o, torch::nn::Module& model) : model_(m
   std::vector<OptimizerParamGroup> groups;
   for (auto& b : buckets) {
     if (b.params.empty()) continue;
-    std::unique_ptr<OptimizerOptions> options = make_options(type_, o);
-    if (b.weight_decay) set_weight_decay(*options, *b.weight_decay);
+    std::unique_ptr<OptimizerOptions> options = kind_->options();
+    if (b.weight_decay) kind_->set_weight_decay(*options, *b.weight_decay);
     options->set_lr((*b.learning_rate)(0));
     groups.emplace_back(std::move(b.params), std::move(options));
     group_learning_rates_.push_back(b.learning_rate);
@@ -304,9 +341,8 @@ Optimizer::Optimizer(const config::Node& o, torch::nn::Module& model) : model_(m
   for (const auto& spec : specs) {
     if (spec.learning_rate) named_group_learning_rates_.emplace_back(spec.name, spec.learning_rate);
   }
-  optimizer_ = make_optimizer(type_, std::move(groups), *defaults);
+  optimizer_ = kind_->create(std::move(groups));
   initialize_state(*optimizer_, type_);
-  o.check_unknown_keys();
   if (has_ema()) {
     torch::NoGradGuard no_grad;
     ema_params_ = params_tree(model).map([](const torch::Tensor& t) { return t.detach().clone(); });

@@ -2,7 +2,8 @@
 // all configured from the experiment's `optimizer:` map:
 //
 //   optimizer:
-//     type: adamw                 # sgd | adam | adamw | rmsprop | adagrad
+//     type: adamw                 # sgd | adam | adamw | rmsprop | adagrad | lion | lamb, or one
+//                                 # registered (optimizer_type.h)
 //     learning_rate: {type: WarmupCosineDecay, peak_value: 1e-3, warmup_steps: 100,
 //                     decay_steps: 5000}     # or a number
 //     weight_decay: 1e-4
@@ -38,6 +39,8 @@
 #include "trainer/tree/tree.h"
 
 namespace kd::optim {
+
+class OptimizerType;
 
 class Optimizer {
  public:
@@ -83,6 +86,7 @@ class Optimizer {
 
   torch::nn::Module& model_;
   std::string type_;
+  std::shared_ptr<OptimizerType> kind_;  // optimizer_registry()'s, for `type`
   std::unique_ptr<torch::optim::Optimizer> optimizer_;
   SchedulePtr learning_rate_;
   double clip_global_norm_ = 0;  // 0: off

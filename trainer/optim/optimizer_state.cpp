@@ -10,6 +10,7 @@
 
 #include "trainer/common/error.h"
 #include "trainer/compat/torch_compat.h"
+#include "trainer/optim/optimizer_type.h"
 
 namespace kd::optim {
 namespace {
@@ -41,9 +42,13 @@ Tree param_state_tree(const torch::optim::OptimizerParamState& state, const std:
   } else if (const auto* s = dynamic_cast<const AdagradParamState*>(&state)) {
     out.insert("step", static_cast<int64_t>(s->step()));
     put(out, "sum", s->sum());
+  } else if (const auto* s = dynamic_cast<const NamedParamState*>(&state)) {
+    out.insert("step", s->step);
+    for (const auto& [name, t] : s->tensors) put(out, name.c_str(), t);
   } else {
     throw NotSupportedError("cannot read the optimizer state of parameter \"" + param +
-                            "\": only SGD, Adam, AdamW, RMSprop and Adagrad states are supported");
+                            "\": only SGD, Adam, AdamW, RMSprop, Adagrad and kd::optim::PerParameterOptimizer states "
+                            "are supported");
   }
   return out;
 }
@@ -126,6 +131,23 @@ std::unique_ptr<torch::optim::OptimizerParamState> make_param_state(const torch:
     state->step(step_of(s, where));
     if (auto t = field(s, "sum", p, where, old ? old->sum() : torch::Tensor(), adopt)) state->sum(*t);
     if (!state->sum().defined()) throw CorruptionError("the optimizer state " + where + " lacks sum");
+    return state;
+  }
+  if (const auto* per = dynamic_cast<const PerParameterOptimizer*>(&optimizer)) {
+    auto state = std::make_unique<NamedParamState>();
+    auto* old = dynamic_cast<NamedParamState*>(before);
+    state->step = step_of(s, where);
+    for (const auto& name : per->state_names()) {
+      torch::Tensor reuse;
+      if (old) {
+        for (const auto& [n, t] : old->tensors) {
+          if (n == name) reuse = t;
+        }
+      }
+      auto t = field(s, name.c_str(), p, where, reuse, adopt);
+      if (!t) throw CorruptionError("the optimizer state " + where + " lacks " + name);
+      state->tensors.emplace_back(name, *t);
+    }
     return state;
   }
   throw NotSupportedError("cannot restore the optimizer state of parameter \"" + where +
