@@ -98,7 +98,8 @@ class Lion final : public OptimizerType {
   std::unique_ptr<torch::optim::OptimizerOptions> options() const override {
     return std::make_unique<HyperParams>(prototype_);
   }
-  std::unique_ptr<torch::optim::Optimizer> create(std::vector<torch::optim::OptimizerParamGroup> groups) const override {
+  std::unique_ptr<torch::optim::Optimizer> create(
+      std::vector<torch::optim::OptimizerParamGroup> groups) const override {
     return std::make_unique<PerParameterOptimizer>(
         "lion", std::move(groups), options(), std::vector<std::string>{"mu"},
         [](torch::Tensor& p, const torch::Tensor& g, NamedParamState& s, const HyperParams& h) {
@@ -130,7 +131,8 @@ class Lamb final : public OptimizerType {
   std::unique_ptr<torch::optim::OptimizerOptions> options() const override {
     return std::make_unique<HyperParams>(prototype_);
   }
-  std::unique_ptr<torch::optim::Optimizer> create(std::vector<torch::optim::OptimizerParamGroup> groups) const override {
+  std::unique_ptr<torch::optim::Optimizer> create(
+      std::vector<torch::optim::OptimizerParamGroup> groups) const override {
     return std::make_unique<PerParameterOptimizer>(
         "lamb", std::move(groups), options(), std::vector<std::string>{"mu", "nu"},
         [](torch::Tensor& p, const torch::Tensor& g, NamedParamState& s, const HyperParams& h) {

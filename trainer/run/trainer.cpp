@@ -17,6 +17,7 @@
 #include "trainer/models/model.h"
 #include "trainer/optim/optimizer.h"
 #include "trainer/run/data_parallel_internal.h"
+#include "trainer/run/profiler_internal.h"
 #include "trainer/run/progress_internal.h"
 #include "trainer/run/reporter_internal.h"
 #include "trainer/run/stop_signals_internal.h"
@@ -80,6 +81,7 @@ void Trainer::train() {
     initial_evals.clear();
   };
   while (!stop_at_start && state_.step < last_step && !parallel_->stop_requested(signals.received() != 0)) {
+    if (profiler_) profiler_->before_step(state_.step);
     std::optional<Tree> batch = pipeline_->next();
     if (!batch) {  // not expected: the run's length was bounded by the data's (see build_data)
       log_->warn("the training data ended at step {}, before step {}", state_.step, num_train_steps);
@@ -93,6 +95,7 @@ void Trainer::train() {
                                    {.context_out = first ? &first_context : nullptr,
                                     .with_summaries = summarize && !auxiliaries_->summaries.empty()});
     state_ = std::move(next);
+    if (profiler_) profiler_->after_step(state_.step - 1);
     parallel_->broadcast_buffers();  // BatchNorm statistics: rank 0's everywhere, for evals and checkpoints
     if (step_->skipped_steps() != skipped_before) {
       log_->warn("step {}: non-finite loss, update skipped (nan_policy: skip_step)", state_.step - 1);
@@ -126,6 +129,7 @@ void Trainer::train() {
       stop_for_time_ = true;
     }
   }
+  if (profiler_) profiler_->finish(state_.step - 1);
   open_workdir(nullptr);
   report_initial_evals();
   reporter_->clear();

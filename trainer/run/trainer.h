@@ -52,6 +52,8 @@ class Model;
 
 namespace kd::train {
 
+class Profiler;
+
 class DataParallel;
 struct TrainerOptions;
 class ProgressConsole;
@@ -185,6 +187,7 @@ class Trainer {
   std::vector<std::pair<std::string, std::shared_ptr<const optim::Schedule>>> schedules_;
   std::vector<std::unique_ptr<evals::Evaluator>> evaluators_;
   std::vector<CallbackPtr> callbacks_;
+  std::unique_ptr<Profiler> profiler_;       // the `profiler` section's, on rank 0
   std::vector<std::string> callback_names_;  // their keys under `callbacks`, for their states
   std::string stop_reason_;                  // request_stop's
   bool stop_for_time_ = false;               // stop_after_time: no final evals

@@ -15,6 +15,7 @@
 #include "trainer/models/model.h"
 #include "trainer/optim/optimizer.h"
 #include "trainer/run/data_parallel_internal.h"
+#include "trainer/run/profiler_internal.h"
 #include "trainer/run/progress_internal.h"
 #include "trainer/run/reporter_internal.h"
 #include "trainer/run/trainer.h"
@@ -147,6 +148,10 @@ void Trainer::build_components(const config::Node& cfg) {
       throw ConfigError(evaluators_.back()->use_ema_where() + ": evals." + name +
                         ".use_ema: true needs an EMA of the params; set optimizer.ema_decay (e.g. 0.999)");
     }
+  }
+  // Read on every rank (its keys are checked); rank 0 profiles.
+  if (const auto profiler = ProfilerOptions::from_config(cfg); profiler && is_chief()) {
+    profiler_ = std::make_unique<Profiler>(*profiler, options_->workdir + "/profile", log_);
   }
   const config::Node callbacks = cfg.section("callbacks");
   for (const auto& name : callbacks.keys()) {
