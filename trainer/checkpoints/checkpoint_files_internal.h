@@ -67,7 +67,8 @@ void check_meta(const json& meta, const std::string& path);
 class TensorWriter {
  public:
   json add(const torch::Tensor& t) {
-    const std::string key = "t" + std::to_string(tensors_.size());
+    std::string key = "t";  // appended, not concatenated: GCC 12 misreads the latter as an overflow
+    key.append(std::to_string(tensors_.size()));
     tensors_.emplace_back(key, t.detach().cpu());
     return key;
   }

@@ -71,11 +71,12 @@ void Profiler::stop(int64_t last_step) {
   recording_state_.reset();
   recording_ = false;
   // The next one: every_steps after this one's start, or the first step every_secs from now.
-  const int64_t by_steps = options_.every_steps > 0 ? first_ + options_.every_steps : std::numeric_limits<int64_t>::max();
+  const int64_t by_steps =
+      options_.every_steps > 0 ? first_ + options_.every_steps : std::numeric_limits<int64_t>::max();
   next_ = by_steps;
   by_time_ = options_.every_secs > 0;
-  due_ = std::chrono::steady_clock::now() +
-         std::chrono::duration_cast<std::chrono::steady_clock::duration>(std::chrono::duration<double>(options_.every_secs));
+  due_ = std::chrono::steady_clock::now() + std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+                                                std::chrono::duration<double>(options_.every_secs));
 }
 
 void Profiler::finish(int64_t last_step) {

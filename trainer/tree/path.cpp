@@ -129,8 +129,11 @@ std::string PathSegment::str() const {
   switch (kind) {
     case Kind::kKey:
       return needs_quotes(key) ? quote(key) : key;
-    case Kind::kIndex:
-      return "[" + std::to_string(index) + "]";
+    case Kind::kIndex: {
+      std::string out = "[";  // appended, not concatenated: GCC 12 misreads the latter as an overflow
+      out.append(std::to_string(index)).push_back(']');
+      return out;
+    }
     case Kind::kStar:
       return "*";
     case Kind::kDoubleStar:
