@@ -148,6 +148,12 @@ TEST_CASE("a user's own optimizer type is registered, built from YAML, and its s
   CHECK_THROWS_WITH(kd::optim::load_optimizer_state(restored.torch_optimizer(), *other,
                                                     kd::Tree::dict({{"weight", kd::Tree::dict({{"step", 1}})}})),
                     Catch::Contains("lacks seen"));
+  // The refused load left no state: the next update starts each parameter's afresh.
+  for (auto& p : other->parameters()) p.mutable_grad() = torch::ones_like(p);
+  restored.apply(1);
+  const kd::Tree fresh = kd::optim::optimizer_state_tree(restored.torch_optimizer(), *other);
+  CHECK(fresh.get("weight.step").to_int() == 1);
+  CHECK(fresh.get("weight.seen").tensor().equal(torch::ones({2, 3})));
 }
 
 TEST_CASE("an unknown optimizer type names the nearest registered ones") {

@@ -42,12 +42,14 @@ PerParameterOptimizer::PerParameterOptimizer(std::string name, std::vector<torch
     if (dynamic_cast<const HyperParams*>(&group.options()) == nullptr) {
       throw Error("optimizer " + name_ + ": a PerParameterOptimizer's groups take kd::optim::HyperParams");
     }
-    for (const auto& p : group.params()) {
-      auto state = std::make_unique<NamedParamState>();
-      for (const auto& n : state_names_) state->tensors.emplace_back(n, torch::zeros_like(p));
-      state_[compat::optimizer_state_key<decltype(state_)>(p)] = std::move(state);
-    }
+    for (const auto& p : group.params()) state_[compat::optimizer_state_key<decltype(state_)>(p)] = fresh_state(p);
   }
+}
+
+std::unique_ptr<NamedParamState> PerParameterOptimizer::fresh_state(const torch::Tensor& param) const {
+  auto state = std::make_unique<NamedParamState>();
+  for (const auto& n : state_names_) state->tensors.emplace_back(n, torch::zeros_like(param));
+  return state;
 }
 
 torch::Tensor PerParameterOptimizer::step(LossClosure closure) {
@@ -61,7 +63,9 @@ torch::Tensor PerParameterOptimizer::step(LossClosure closure) {
     const auto& options = static_cast<const HyperParams&>(group.options());
     for (auto& p : group.params()) {
       if (!p.grad().defined()) continue;
-      auto& state = static_cast<NamedParamState&>(*state_.at(compat::optimizer_state_key<decltype(state_)>(p)));
+      auto& slot = state_[compat::optimizer_state_key<decltype(state_)>(p)];
+      if (!slot) slot = fresh_state(p);  // e.g. a loaded state that had none for this parameter
+      auto& state = static_cast<NamedParamState&>(*slot);
       ++state.step;
       update_(p, p.grad(), state, options);
     }

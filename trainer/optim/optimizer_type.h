@@ -98,6 +98,8 @@ class PerParameterOptimizer : public torch::optim::Optimizer {
   const std::vector<std::string>& state_names() const { return state_names_; }
 
  private:
+  std::unique_ptr<NamedParamState> fresh_state(const torch::Tensor& param) const;
+
   std::string name_;
   std::vector<std::string> state_names_;
   Update update_;
