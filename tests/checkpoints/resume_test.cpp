@@ -3,10 +3,10 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
-#include <random>
 
 #include <torch/torch.h>
 
+#include "tests/temp_dir.h"
 #include "trainer/checkpoints/checkpointer.h"
 #include "trainer/common/error.h"
 #include "trainer/config/experiment.h"
@@ -17,12 +17,7 @@ namespace fs = std::filesystem;
 
 namespace {
 
-fs::path fresh_dir() {
-  std::random_device rd;
-  const fs::path dir = fs::temp_directory_path() / ("kd_resume_test_" + std::to_string(rd()));
-  fs::remove_all(dir);
-  return dir;
-}
+fs::path fresh_dir() { return kd::testing::fresh_dir("kd_resume_test_"); }
 
 // A small experiment with everything that must survive a restart: shuffled data, dropout,
 // Adam, an EMA, and a checkpoint interval that does not divide the logging interval.

@@ -3,10 +3,10 @@
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
-#include <random>
 #include <string>
 #include <vector>
 
+#include "tests/temp_dir.h"
 #include "trainer/common/error.h"
 #include "trainer/config/experiment.h"
 #include "trainer/run/early_stopping.h"
@@ -17,12 +17,7 @@ namespace fs = std::filesystem;
 
 namespace {
 
-fs::path fresh_dir() {
-  std::random_device rd;
-  const fs::path dir = fs::temp_directory_path() / ("kd_early_stopping_test_" + std::to_string(rd()));
-  fs::remove_all(dir);
-  return dir;
-}
+fs::path fresh_dir() { return kd::testing::fresh_dir("kd_early_stopping_test_"); }
 
 // Learning rate 0: the eval's loss is the same at every eval, so it never improves after the
 // first, and EarlyStopping's decisions are known in advance.

@@ -2,12 +2,12 @@
 
 #include <filesystem>
 #include <fstream>
-#include <random>
 #include <set>
 #include <string>
 
 #include <nlohmann/json.hpp>
 
+#include "tests/temp_dir.h"
 #include "trainer/common/error.h"
 #include "trainer/config/experiment.h"
 #include "trainer/run/trainer.h"
@@ -16,12 +16,7 @@ namespace fs = std::filesystem;
 
 namespace {
 
-fs::path fresh_dir() {
-  std::random_device rd;
-  const fs::path dir = fs::temp_directory_path() / ("kd_profiler_test_" + std::to_string(rd()));
-  fs::remove_all(dir);
-  return dir;
-}
+fs::path fresh_dir() { return kd::testing::fresh_dir("kd_profiler_test_"); }
 
 kd::config::Node experiment(const fs::path& dir, const std::string& profiler) {
   fs::create_directories(dir);

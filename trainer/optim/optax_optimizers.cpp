@@ -7,8 +7,8 @@
 
 #include "trainer/common/error.h"
 #include "trainer/compat/torch_compat.h"
-#include "trainer/optim/optax_optimizers_internal.h"
 #include "trainer/optim/optimizer_type.h"
+#include "trainer/optim/optimizer_types_internal.h"
 
 namespace kd::optim {
 
@@ -85,11 +85,7 @@ namespace {
 
 constexpr double kInf = std::numeric_limits<double>::infinity();
 
-double beta(const config::Node& o, const char* key, double def) {
-  const double v = o.get_double_in(key, def, 0, 1);
-  if (v == 1) throw ConfigError(o.child(key).where() + ": \"" + o.key_path() + "." + key + "\" must be below 1, got 1");
-  return v;
-}
+using detail::beta;
 
 // optax.lion: u = sign(b1 m + (1 - b1) g); m <- b2 m + (1 - b2) g; p <- p - lr (u + wd p).
 // optax's defaults: b1 0.9, b2 0.99, weight_decay 1e-3.
