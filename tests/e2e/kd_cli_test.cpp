@@ -82,6 +82,23 @@ TEST_CASE("kd train learns Fashion-MNIST far above chance and writes its workdir
     if (rec.collection == "train") steps.push_back(rec.step);
   }
   CHECK(steps == std::vector<int64_t>{100, 200, 300, 400});
+
+  // perf_stats: Kauldron's names; the training time goes on over the resumption; a checkpoint
+  // saved in an interval is timed apart from its steps.
+  double hours = 0;
+  for (const auto& rec : kd::writers::read_jsonl((workdir / "metrics.jsonl").string())) {
+    if (rec.collection != "train") continue;
+    INFO("step " << rec.step);
+    const double steps_per_sec = value_of(rec, "perf_stats/steps_per_sec");
+    CHECK(value_of(rec, "perf_stats/data_points_per_sec_global") == Approx(128 * steps_per_sec));
+    CHECK(value_of(rec, "perf_stats/data_points_per_sec_per_device") == Approx(128 * steps_per_sec));  // one process
+    CHECK(value_of(rec, "perf_stats/total_training_time_hours") > hours);
+    hours = value_of(rec, "perf_stats/total_training_time_hours");
+    CHECK(value_of(rec, "perf_stats/peak_host_memory_mb") > 10);  // LibTorch alone is more
+    CHECK(value_of(rec, "perf_stats/eval_time_sec") == 0);        // the only eval runs at the end
+    // The checkpoint of step 300 is saved after step 300 is logged: the resumed run has none to time.
+    if (rec.step == 400) CHECK(value_of(rec, "perf_stats/checkpoint_time_sec") == 0);
+  }
   fs::remove_all(workdir);
   fs::remove_all(again);
 }

@@ -9,6 +9,7 @@
 #include "trainer/context/context.h"
 #include "trainer/run/progress_internal.h"
 #include "trainer/run/workdir_internal.h"
+#include "trainer/runtime/memory.h"
 #include "trainer/step/auxiliaries.h"
 #include "trainer/summaries/summary.h"
 
@@ -45,12 +46,22 @@ void Reporter::record_start(const Context& first_context, const std::string& exp
 }
 
 writers::Scalars Reporter::train_metrics(int64_t step, writers::Scalars values, const IntervalTiming& interval) {
-  const double seconds = std::max(interval.seconds, 1e-9);
+  const double seconds =
+      std::max(interval.seconds - interval.checkpoint_seconds - interval.eval_seconds, 1e-9);  // the steps'
   const double steps_per_sec = static_cast<double>(interval.steps) / seconds;
+  const double examples_per_sec = steps_per_sec * static_cast<double>(interval.batch_size);
   values.emplace_back("perf_stats/steps_per_sec", steps_per_sec);
-  values.emplace_back("perf_stats/examples_per_sec", steps_per_sec * static_cast<double>(interval.batch_size));
+  values.emplace_back("perf_stats/examples_per_sec", examples_per_sec);
+  values.emplace_back("perf_stats/data_points_per_sec_global", examples_per_sec);
+  values.emplace_back("perf_stats/data_points_per_sec_per_device",
+                      examples_per_sec / static_cast<double>(std::max(interval.world_size, 1)));
   values.emplace_back("perf_stats/step_time_ms", 1e3 / steps_per_sec);
-  values.emplace_back("perf_stats/data_wait_fraction", interval.data_wait_seconds / seconds);
+  values.emplace_back("perf_stats/data_wait_fraction", std::min(interval.data_wait_seconds / seconds, 1.0));
+  values.emplace_back("perf_stats/checkpoint_time_sec", interval.checkpoint_seconds);
+  values.emplace_back("perf_stats/eval_time_sec", interval.eval_seconds);
+  values.emplace_back("perf_stats/total_training_time_hours", interval.training_seconds / 3600.0);
+  values.emplace_back("perf_stats/peak_host_memory_mb",
+                      static_cast<double>(runtime::peak_host_memory_bytes()) / (1024.0 * 1024.0));
   for (auto& w : workdir_.writers()) w->write_scalars(step, "train", values);
 
   std::string line;

@@ -28,9 +28,13 @@ struct Context;
 // The steps of a logging interval and how long they took.
 struct IntervalTiming {
   int64_t steps = 0;
-  double seconds = 0;
-  double data_wait_seconds = 0;  // of `seconds`, waiting for the data pipeline
-  int64_t batch_size = 0;        // the global batch
+  double seconds = 0;             // the interval's wall time, checkpoints and evals included
+  double data_wait_seconds = 0;   // of `seconds`, waiting for the data pipeline
+  double checkpoint_seconds = 0;  // of `seconds`, saving checkpoints
+  double eval_seconds = 0;        // of `seconds`, running evals
+  int64_t batch_size = 0;         // the global batch
+  int world_size = 1;             // the processes that share it
+  double training_seconds = 0;    // the run's wall time so far, over all its resumptions
 };
 
 // "  params.layers.0.weight  float32[512, 784]  401408" lines, the buffers
@@ -48,7 +52,8 @@ class Reporter {
   void record_start(const Context& first_context, const std::string& experiment_yaml, const std::string& model_table);
 
   // A log step: `values` (losses, metrics, schedules) and the interval's perf_stats, written
-  // and logged as one line. Returns everything written.
+  // and logged as one line. Returns everything written. The speeds count the time of the
+  // steps only (Kauldron's Chrono pauses for checkpoints and evals), which are reported apart.
   writers::Scalars train_metrics(int64_t step, writers::Scalars values, const IntervalTiming& interval);
   // An eval's values and its perf_stats/eval_time_sec, written and logged. Returns them.
   writers::Scalars eval(int64_t step, const std::string& name, const AuxiliariesState& result, double seconds);

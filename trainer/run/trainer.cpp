@@ -60,6 +60,7 @@ void Trainer::train() {
 
   StopSignals signals;
   start_ = Clock::now();
+  training_ = true;
   const double time_limit = options_->stop_after_seconds;
   interval_.start = start_;
   interval_.wait_at_start = pipeline_->wait_seconds();
@@ -168,7 +169,11 @@ writers::Scalars Trainer::log_train_metrics() {
   const IntervalTiming timing{.steps = interval_.steps,
                               .seconds = seconds_since(interval_.start),
                               .data_wait_seconds = pipeline_->wait_seconds() - interval_.wait_at_start,
-                              .batch_size = pipeline_->options().batch_size};
+                              .checkpoint_seconds = interval_.checkpoint_seconds,
+                              .eval_seconds = interval_.eval_seconds,
+                              .batch_size = pipeline_->options().batch_size,
+                              .world_size = world_size(),
+                              .training_seconds = training_seconds()};
   writers::Scalars values =
       compute_scalars(parallel_->merge(interval_.merged, auxiliaries_, "merging the training metrics"));
   for (const auto& [name, value] : step_->optimizer().schedules(state_.step - 1)) {
@@ -211,7 +216,13 @@ std::pair<AuxiliariesState, double> Trainer::evaluate(evals::Evaluator& evaluato
         return parallel_->merge(evaluator.evaluate(*step_, state_, options_->device), evaluator.auxiliaries(),
                                 "merging eval " + evaluator.name());
       });
-  return {std::move(result), seconds_since(start)};
+  const double seconds = seconds_since(start);
+  interval_.eval_seconds += seconds;
+  return {std::move(result), seconds};
+}
+
+double Trainer::training_seconds() const {
+  return training_seconds_before_ + (training_ ? seconds_since(start_) : 0.0);
 }
 
 writers::Scalars Trainer::report_eval(evals::Evaluator& evaluator, int64_t step, const AuxiliariesState& result,

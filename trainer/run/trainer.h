@@ -110,7 +110,9 @@ class Trainer {
     AuxiliariesState merged;
     int64_t steps = 0;
     std::chrono::steady_clock::time_point start;
-    double wait_at_start = 0;  // the pipeline's wait_seconds() then
+    double wait_at_start = 0;       // the pipeline's wait_seconds() then
+    double checkpoint_seconds = 0;  // spent saving checkpoints since `start`
+    double eval_seconds = 0;        // spent in evals since `start`
   };
 
   // Builders of the constructor.
@@ -143,6 +145,8 @@ class Trainer {
   writers::Scalars report_eval(evals::Evaluator& evaluator, int64_t step, const AuxiliariesState& result,
                                double seconds);
   void finish(int signal);
+  // The run's wall time: this process's training so far plus that of the runs it resumes.
+  double training_seconds() const;
   // Opens the workdir; with the first step's context, also records the start of the run.
   void open_workdir(const Context* first_context, bool write_config = true);
 
@@ -195,6 +199,8 @@ class Trainer {
   TrainState state_;
   Interval interval_;
   std::chrono::steady_clock::time_point start_;
+  double training_seconds_before_ = 0;  // the wall time of the runs this one resumes (their checkpoints')
+  bool training_ = false;               // train() is running: start_ is set
 };
 
 }  // namespace kd::train

@@ -1,5 +1,6 @@
 // The Trainer's resuming and saving: which checkpoint a run resumes from, what it restores and
 // checks, what a checkpoint holds, and kd eval's choice of checkpoint.
+#include <cmath>
 #include <filesystem>
 #include <map>
 
@@ -167,6 +168,11 @@ Tree Trainer::restore_checkpoint(const CheckpointInfo& info) {
       }
     }
   }
+  const Tree* seconds = snapshot.aux.find("training_seconds");
+  training_seconds_before_ = seconds && (seconds->kind() == Tree::Kind::kFloat || seconds->kind() == Tree::Kind::kInt)
+                                 ? seconds->to_double()
+                                 : 0.0;
+  if (!std::isfinite(training_seconds_before_) || training_seconds_before_ < 0) training_seconds_before_ = 0;
   const Tree* threads = snapshot.aux.find("num_threads");
   resumed_num_threads_ = threads && threads->kind() == Tree::Kind::kInt ? std::max<int64_t>(0, threads->to_int()) : 0;
   return snapshot.aux;
@@ -241,14 +247,19 @@ void Trainer::check_config_unchanged(const std::string& saved_yaml, const std::s
 }
 
 void Trainer::save_checkpoint() {
+  const auto start = std::chrono::steady_clock::now();
   step_->check_deferred_non_finite();  // never a checkpoint of a non-finite update
   // In a job the interval's states of every rank are merged, and every rank's random states
   // gathered, for rank 0's checkpoint.
   interval_.merged = parallel_->merge(interval_.merged, auxiliaries_, "merging the training states for a checkpoint");
   const Tree rank_rng =
       parallel_->gather_random_states(options_->device, "gathering the random states for a checkpoint");
+  const auto add_time = [&] {
+    interval_.checkpoint_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  };
   if (!is_chief()) {
     interval_.merged = AuxiliariesState{.auxiliaries = auxiliaries_};  // rank 0 holds the merged states from here on
+    add_time();
     return;
   }
   checkpoints::Snapshot snapshot;
@@ -260,6 +271,7 @@ void Trainer::save_checkpoint() {
   snapshot.aux = interval_.merged.to_tree();
   if (!rank_rng.is_none()) snapshot.aux.insert("rank_rng", rank_rng);
   if (!options_->num_threads) snapshot.aux.insert("num_threads", num_threads_);  // what `auto` chose
+  snapshot.aux.insert("training_seconds", training_seconds());
   Tree callback_states = Tree::dict();
   for (std::size_t i = 0; i < callbacks_.size(); ++i) {
     Tree s = callbacks_[i]->state();
@@ -269,6 +281,7 @@ void Trainer::save_checkpoint() {
   snapshot.aux_steps = interval_.steps;
   snapshot.config_yaml = experiment_.to_yaml();
   const std::string path = checkpointer_->save(snapshot);
+  add_time();
   for (auto& cb : callbacks_) cb->on_checkpoint(*this, state_.step, path);
 }
 
