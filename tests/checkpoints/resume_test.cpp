@@ -64,17 +64,19 @@ std::vector<std::string> records(const fs::path& dir) {
 }  // namespace
 
 TEST_CASE("a run stopped and resumed ends with bit-identical params and identical metrics") {
+  const std::string precision = GENERATE("fp32", "bf16");
+  INFO("precision " << precision);
   const fs::path straight = fresh_dir(), resumed = fresh_dir();
-  kd::train::Trainer(experiment(straight)).train();
+  kd::train::Trainer(experiment(straight, {{"precision", precision}})).train();
   {
-    kd::train::Trainer first(experiment(resumed, {{"stop_after_steps", "17"}}));
+    kd::train::Trainer first(experiment(resumed, {{"stop_after_steps", "17"}, {"precision", precision}}));
     first.train();
     CHECK(first.step() == 17);
   }
   // As if killed between step 15's checkpoint and step 17's: the resumed run starts at 15 and
   // must log step 16 again, once.
   fs::remove_all(resumed / "wd" / "checkpoints" / "ckpt_17");
-  kd::train::Trainer second(experiment(resumed));
+  kd::train::Trainer second(experiment(resumed, {{"precision", precision}}));
   second.train();
   CHECK(second.step() == 40);
   const auto a = final_params(straight, 40), b = final_params(resumed, 40);

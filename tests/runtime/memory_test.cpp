@@ -21,8 +21,7 @@ int64_t proc_status_bytes(const std::string& field) {
 
 }  // namespace
 
-TEST_CASE("peak_host_memory_bytes is the kernel's peak resident set and grows with touched memory",
-          "[runtime]") {
+TEST_CASE("peak_host_memory_bytes is the kernel's peak resident set and grows with touched memory", "[runtime]") {
   const int64_t before = kd::runtime::peak_host_memory_bytes();
   const int64_t hwm = proc_status_bytes("VmHWM");
   const int64_t rss = proc_status_bytes("VmRSS");

@@ -158,3 +158,41 @@ inline c10::intrusive_ptr<Backend> make_process_group(const std::string& backend
 }  // namespace kd::compat
 
 #endif  // KD_COMPAT_C10D
+
+// ---- autocast ----------------------------------------------------------------------------------
+// Only for the translation units that define KD_COMPAT_AUTOCAST before including this header.
+// LibTorch 1.13 has one pair of functions per device (set_cpu_enabled, set_autocast_gpu_dtype);
+// 2.4 took the device type as an argument and deprecated the others.
+#ifdef KD_COMPAT_AUTOCAST
+
+#include <ATen/autocast_mode.h>
+
+namespace kd::compat {
+
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
+inline bool autocast_enabled(c10::DeviceType device) { return at::autocast::is_autocast_enabled(device); }
+inline void set_autocast_enabled(c10::DeviceType device, bool on) { at::autocast::set_autocast_enabled(device, on); }
+inline c10::ScalarType autocast_dtype(c10::DeviceType device) { return at::autocast::get_autocast_dtype(device); }
+inline void set_autocast_dtype(c10::DeviceType device, c10::ScalarType dtype) {
+  at::autocast::set_autocast_dtype(device, dtype);
+}
+#else
+inline bool autocast_enabled(c10::DeviceType device) {
+  return device == c10::DeviceType::CUDA ? at::autocast::is_enabled() : at::autocast::is_cpu_enabled();
+}
+inline void set_autocast_enabled(c10::DeviceType device, bool on) {
+  device == c10::DeviceType::CUDA ? at::autocast::set_enabled(on) : at::autocast::set_cpu_enabled(on);
+}
+inline c10::ScalarType autocast_dtype(c10::DeviceType device) {
+  return device == c10::DeviceType::CUDA ? at::autocast::get_autocast_gpu_dtype()
+                                         : at::autocast::get_autocast_cpu_dtype();
+}
+inline void set_autocast_dtype(c10::DeviceType device, c10::ScalarType dtype) {
+  device == c10::DeviceType::CUDA ? at::autocast::set_autocast_gpu_dtype(dtype)
+                                  : at::autocast::set_autocast_cpu_dtype(dtype);
+}
+#endif
+
+}  // namespace kd::compat
+
+#endif  // KD_COMPAT_AUTOCAST

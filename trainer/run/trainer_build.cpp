@@ -69,6 +69,8 @@ Trainer::Trainer(const config::Node& cfg)
       build_auxiliaries(cfg.section("train_losses"), cfg.section("train_metrics"), cfg.section("train_summaries")));
   step_ = std::make_unique<TrainStep>(model_, cfg.child("optimizer"), auxiliaries_);
   step_->set_nan_policy(options_->nan_policy);
+  step_->set_autocast({.precision = options_->precision, .device = options_->device.type()});
+  if (options_->precision == Precision::kFp16) step_->set_grad_scaler(options_->grad_scaler);
   build_data(cfg);
   build_components(cfg);
   num_threads_ = choose_num_threads();
@@ -76,12 +78,13 @@ Trainer::Trainer(const config::Node& cfg)
 
   state_ = step_->init();
   if (num_threads_ > 0) {
-    log_->info("experiment: {} parameters, device {}, {} intra-op thread{}{}", num_parameters(*model_),
-               options_->device.str(), num_threads_, num_threads_ == 1 ? "" : "s",
+    log_->info("experiment: {} parameters, device {}, precision {}, {} intra-op thread{}{}", num_parameters(*model_),
+               options_->device.str(), precision_name(options_->precision), num_threads_, num_threads_ == 1 ? "" : "s",
                options_->num_threads ? "" : " (auto)");
   } else {
-    log_->info("experiment: {} parameters, device {}, intra-op threads chosen when training starts (auto)",
-               num_parameters(*model_), options_->device.str());
+    log_->info(
+        "experiment: {} parameters, device {}, precision {}, intra-op threads chosen when training starts (auto)",
+        num_parameters(*model_), options_->device.str(), precision_name(options_->precision));
   }
   log_->info("train data: {}", pipeline_->description());
   log_->info("BLAS: {}", runtime::describe_blas());

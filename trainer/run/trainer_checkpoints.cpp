@@ -168,6 +168,10 @@ Tree Trainer::restore_checkpoint(const CheckpointInfo& info) {
       }
     }
   }
+  if (GradScaler* scaler = step_->grad_scaler()) {
+    *scaler = GradScaler(scaler->options());  // a checkpoint of another precision has none: it starts afresh
+    if (const Tree* s = snapshot.aux.find("grad_scaler")) scaler->restore(*s, info.path);
+  }
   const Tree* seconds = snapshot.aux.find("training_seconds");
   training_seconds_before_ = seconds && (seconds->kind() == Tree::Kind::kFloat || seconds->kind() == Tree::Kind::kInt)
                                  ? seconds->to_double()
@@ -272,6 +276,7 @@ void Trainer::save_checkpoint() {
   if (!rank_rng.is_none()) snapshot.aux.insert("rank_rng", rank_rng);
   if (!options_->num_threads) snapshot.aux.insert("num_threads", num_threads_);  // what `auto` chose
   snapshot.aux.insert("training_seconds", training_seconds());
+  if (const GradScaler* scaler = step_->grad_scaler()) snapshot.aux.insert("grad_scaler", scaler->state());
   Tree callback_states = Tree::dict();
   for (std::size_t i = 0; i < callbacks_.size(); ++i) {
     Tree s = callbacks_[i]->state();

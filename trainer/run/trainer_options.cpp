@@ -56,6 +56,8 @@ TrainerOptions TrainerOptions::from_config(const config::Node& cfg) {
     throw ConfigError(cfg.child("log_metrics_every").where() + ": log_metrics_every must be > 0");
   }
   o.device = parse_device(cfg, defaults.device);
+  o.precision = parse_precision(cfg, o.device);
+  o.grad_scaler = GradScalerOptions::from_config(cfg.section("grad_scaler"));
   o.distributed = distributed::Options::from_config(cfg.section("distributed"));
   o.checkpointer = checkpoints::CheckpointerOptions::from_config(cfg.section("checkpointer"));
   o.allow_config_change = cfg.get_bool("allow_config_change", defaults.allow_config_change);

@@ -13,6 +13,7 @@
 #include "trainer/checkpoints/checkpointer.h"
 #include "trainer/config/node.h"
 #include "trainer/distributed/distributed.h"
+#include "trainer/step/precision.h"
 #include "trainer/step/train_step.h"
 #include "trainer/writers/writer.h"
 
@@ -46,6 +47,10 @@ struct TrainerOptions {
   std::optional<config::Node> init_transform;
   // device: cpu | cuda | cuda:N (in a data-parallel job, `cuda` is each rank's LOCAL_RANK).
   c10::Device device{c10::kCPU};
+  // precision: fp32 | bf16 (autocast, CPU or CUDA) | fp16 (autocast and loss scaling, CUDA);
+  // grad_scaler: fp16's loss scaling (precision.h).
+  Precision precision = Precision::kFp32;
+  GradScalerOptions grad_scaler;
   // num_threads: intra-op threads; nullopt for `auto` (one for small models, else every core
   // of this rank's share of the machine).
   std::optional<int64_t> num_threads;

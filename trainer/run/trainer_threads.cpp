@@ -89,7 +89,7 @@ int64_t Trainer::measure_num_threads() {
   if (!model_->is_training()) model_->train();
   const auto pass = [&] {
     const Context ctx = forward_with_loss(*model_, *auxiliaries_, Context::from_state_and_batch(state_, batch),
-                                          /*record_interms=*/false);
+                                          /*record_interms=*/false, step_->autocast());
     if (ctx.loss_total.is_none()) throw ConfigError("no training loss is configured: set train_losses");
     ctx.loss_total.tensor().backward();
   };

@@ -39,7 +39,7 @@ std::vector<Tree> split_batch(const Tree& batch, int64_t k) {
 
 }  // namespace
 
-Context forward(models::Model& model, const Context& ctx, bool record_interms) {
+Context forward(models::Model& model, const Context& ctx, bool record_interms, const Autocast& autocast) {
   Tree inputs = Tree::dict();
   for (const auto& [name, path] : model.input_keys()) {
     try {
@@ -51,12 +51,21 @@ Context forward(models::Model& model, const Context& ctx, bool record_interms) {
   }
   std::optional<models::IntermsRecorder> recorder;  // sow() records only while one exists
   if (record_interms) recorder.emplace(model);
-  Tree preds = detail::with_context("forward()", "model", "", "model", [&] { return model.forward(inputs); });
-  return ctx.replace({.preds = std::move(preds), .interms = recorder ? recorder->interms() : Tree()});
+  Tree preds = detail::with_context("forward()", "model", "", "model", [&] {
+    const AutocastGuard guard(autocast);
+    return model.forward(inputs);
+  });
+  Tree interms = recorder ? recorder->interms() : Tree();
+  if (autocast.precision != Precision::kFp32) {  // losses and metrics in float32
+    preds = to_float32(preds);
+    interms = to_float32(interms);
+  }
+  return ctx.replace({.preds = std::move(preds), .interms = std::move(interms)});
 }
 
-Context forward_with_loss(models::Model& model, const Auxiliaries& aux, const Context& ctx, bool record_interms) {
-  Context out = forward(model, ctx, record_interms);
+Context forward_with_loss(models::Model& model, const Auxiliaries& aux, const Context& ctx, bool record_interms,
+                          const Autocast& autocast) {
+  Context out = forward(model, ctx, record_interms, autocast);
   Tree loss_states = Tree::dict();
   torch::Tensor total;
   for (const auto& [name, loss] : aux.losses) {
@@ -98,11 +107,21 @@ std::pair<TrainState, AuxiliariesState> TrainStep::step(const TrainState& state,
   if (!model_->is_training()) model_->train();
   const TrainState before = state_before_update(state);
   std::vector<Context> contexts = forward_and_backward(state, batch);
-  if (skip_non_finite(state, contexts)) {
+  const auto skipped = [&] {
     // Nothing to merge: a skipped step's NaN would hide the interval's losses.
     TrainState same = state;
     same.step = state.step + 1;
-    return {std::move(same), AuxiliariesState{.auxiliaries = auxiliaries_}};
+    return std::pair{std::move(same), AuxiliariesState{.auxiliaries = auxiliaries_}};
+  };
+  if (skip_non_finite(state, contexts)) return skipped();
+  if (scaler_) {
+    const bool overflow = scaler_->unscale(model_->parameters());
+    scaler_->update(overflow);
+    if (overflow) {  // the scale was too large for these gradients: no update, a smaller scale
+      optimizer_->torch_optimizer().zero_grad();
+      ++scaler_skipped_steps_;
+      return skipped();
+    }
   }
   const Tree grads = reads_.grads ? copy_grads() : Tree();
   optimizer_->apply(state.step);
@@ -128,10 +147,11 @@ std::vector<Context> TrainStep::forward_and_backward(const TrainState& state, co
   contexts.reserve(micro_batches.size());
   for (const Tree& micro_batch : micro_batches) {
     Context ctx = Context::from_state_and_batch(state, micro_batch);
-    ctx = forward_with_loss(*model_, *auxiliaries_, ctx, reads_.interms);
+    ctx = forward_with_loss(*model_, *auxiliaries_, ctx, reads_.interms, autocast_);
     if (ctx.loss_total.is_none()) throw ConfigError("no training loss is configured: set train_losses");
-    const torch::Tensor loss = ctx.loss_total.tensor();
-    (k == 1 ? loss : loss / static_cast<double>(k)).backward();
+    const torch::Tensor& loss = ctx.loss_total.tensor();
+    const torch::Tensor part = k == 1 ? loss : loss / static_cast<double>(k);
+    (scaler_ ? scaler_->scale(part) : part).backward();
     contexts.push_back(std::move(ctx));
   }
   return contexts;
@@ -224,7 +244,7 @@ AuxiliariesState TrainStep::eval_step(const TrainState& state, const Tree& batch
   if (was_training) model_->eval();
   torch::NoGradGuard no_grad;
   Context ctx = Context::from_state_and_batch(state, batch);
-  ctx = forward_with_loss(*model_, *aux, ctx, reads_field(aux->paths(), "interms"));
+  ctx = forward_with_loss(*model_, *aux, ctx, reads_field(aux->paths(), "interms"), autocast_);
   ctx = fill_metrics_and_summaries(*aux, ctx, /*with_summaries=*/true);
   if (was_training) model_->train();
   AuxiliariesState s = ctx.get_aux_state({.return_losses = true, .return_metrics = true, .return_summaries = true});

@@ -19,6 +19,7 @@
 
 #include <functional>
 #include <memory>
+#include <optional>
 #include <utility>
 #include <vector>
 
@@ -27,6 +28,7 @@
 #include "trainer/context/train_state.h"
 #include "trainer/models/model.h"
 #include "trainer/step/auxiliaries.h"
+#include "trainer/step/precision.h"
 
 namespace kd::optim {
 class Optimizer;
@@ -35,11 +37,14 @@ class Optimizer;
 namespace kd::train {
 
 // The model forward: resolves the model's input keys in `ctx` and fills preds, interms (when
-// `record_interms`) and collections.
-Context forward(models::Model& model, const Context& ctx, bool record_interms);
+// `record_interms`) and collections. Under `autocast` (bf16, fp16) the model runs in the low
+// precision and its preds and interms are cast back to float32.
+Context forward(models::Model& model, const Context& ctx, bool record_interms, const Autocast& autocast = {});
 
-// forward, then every loss: fills loss_states and loss_total (a scalar tensor, with grad).
-Context forward_with_loss(models::Model& model, const Auxiliaries& aux, const Context& ctx, bool record_interms);
+// forward, then every loss (in float32): fills loss_states and loss_total (a scalar tensor,
+// with grad).
+Context forward_with_loss(models::Model& model, const Auxiliaries& aux, const Context& ctx, bool record_interms,
+                          const Autocast& autocast = {});
 
 // What a step does when its loss is NaN or infinite.
 enum class NanPolicy {
@@ -95,6 +100,16 @@ class TrainStep {
   const Reads& reads() const { return reads_; }
 
   void set_nan_policy(NanPolicy policy) { nan_policy_ = policy; }
+
+  // The forward passes (training and evals) run under `autocast`; the default is float32.
+  void set_autocast(const Autocast& autocast) { autocast_ = autocast; }
+  const Autocast& autocast() const { return autocast_; }
+  // Loss scaling (fp16): the loss is scaled for backward, the gradients unscaled after the
+  // gradient hook, and a step whose gradients overflowed is skipped (counted by
+  // grad_scaler_skipped_steps(), not by skipped_steps()). Works at any precision.
+  void set_grad_scaler(const GradScalerOptions& options) { scaler_.emplace(options); }
+  GradScaler* grad_scaler() { return scaler_ ? &*scaler_ : nullptr; }
+  int64_t grad_scaler_skipped_steps() const { return scaler_skipped_steps_; }
 
   // When NanPolicy::kRaise reads the loss. Reading it on the host every step makes an
   // accelerator wait for the step to finish (a sync that empties its queue of work), so there
@@ -154,6 +169,9 @@ class TrainStep {
   torch::Tensor first_non_finite_step_;
   int64_t skipped_steps_ = 0;
   GradientHook gradient_hook_;
+  Autocast autocast_;
+  std::optional<GradScaler> scaler_;
+  int64_t scaler_skipped_steps_ = 0;
 };
 
 }  // namespace kd::train
