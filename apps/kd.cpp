@@ -1,10 +1,12 @@
 // The `kd` command line. Only argument parsing lives here; the work is done by the library.
 // Every kd::Error is caught once, below, and printed as one message with exit code 2.
 #include <algorithm>
+#include <chrono>
 #include <cstdlib>
 #include <filesystem>
 #include <iostream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <c10/util/Exception.h>
@@ -72,6 +74,28 @@ kd::config::Node workdir_experiment(const std::string& workdir, const std::vecto
 int run_eval(const std::string& workdir, int64_t step, const std::vector<std::string>& extras) {
   kd::train::Trainer trainer(workdir_experiment(workdir, extras));
   trainer.evaluate_checkpoint(step >= 0 ? std::optional<int64_t>(step) : std::nullopt);
+  return 0;
+}
+
+// kd eval --follow: waits for the workdir's experiment (written after a run's first step), then
+// evaluates its checkpoints as they appear.
+int run_follow(const std::string& workdir, const kd::train::Trainer::FollowOptions& follow,
+               const std::vector<std::string>& extras) {
+  if (!(follow.poll_seconds > 0) || !(follow.timeout_seconds >= 0)) {
+    throw kd::ConfigError("--poll must be > 0 and --timeout >= 0 (seconds)");
+  }
+  const std::string config = workdir + "/config.yaml";
+  const auto start = std::chrono::steady_clock::now();
+  while (!std::filesystem::exists(config)) {
+    if (std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() >= follow.timeout_seconds) {
+      throw kd::ConfigError("\"" + config + "\" did not appear within --timeout=" +
+                            std::to_string(static_cast<int64_t>(follow.timeout_seconds)) +
+                            " s: is a training run writing to --workdir=" + workdir + "?");
+    }
+    std::this_thread::sleep_for(std::chrono::duration<double>(follow.poll_seconds));
+  }
+  kd::train::Trainer trainer(workdir_experiment(workdir, extras));
+  trainer.follow_checkpoints(follow);
   return 0;
 }
 
@@ -162,7 +186,18 @@ int main(int argc, char** argv) {
   int64_t eval_step = -1;
   auto* eval = app.add_subcommand("eval", "Evaluate a saved checkpoint with the experiment's evals");
   eval->add_option("--workdir", eval_workdir, "The workdir of a training run")->required();
-  eval->add_option("--step", eval_step, "The checkpoint's step (default: the newest valid one)");
+  auto* eval_step_option =
+      eval->add_option("--step", eval_step, "The checkpoint's step (default: the newest valid one)");
+  bool eval_follow = false;
+  kd::train::Trainer::FollowOptions follow;
+  eval->add_flag("--follow", eval_follow,
+                 "Evaluate each new checkpoint as a training run writes it, with the evals whose run is "
+                 "StandaloneEveryCheckpoint or StandaloneLastCheckpoint, until the run's final checkpoint")
+      ->excludes(eval_step_option);
+  eval->add_option("--poll", follow.poll_seconds, "--follow: seconds between looks for new checkpoints (default 2)");
+  eval->add_option("--timeout", follow.timeout_seconds,
+                   "--follow: seconds to wait for something new while no training process holds the workdir "
+                   "(default 600)");
   eval->allow_extras();
 
   std::string export_workdir, export_out, export_format = "safetensors";
@@ -224,6 +259,7 @@ int main(int argc, char** argv) {
   try {
     if (*train) return run_train(cfg, train->remaining());
     if (*inspect) return run_inspect(inspect_cfg, inspect->remaining());
+    if (*eval && eval_follow) return run_follow(eval_workdir, follow, eval->remaining());
     if (*eval) return run_eval(eval_workdir, eval_step, eval->remaining());
     if (*exp) return run_export(export_workdir, export_step, export_out, export_format, export_collections, export_ema);
     if (*configs) return run_configs(type_name);

@@ -110,4 +110,15 @@ TEST_CASE("eval run strategies: EveryNSteps with skip_first, Once, AtEnd and kd'
   CHECK_THROWS_WITH(eval_with("run: {type: Once, step: 3, n: 2}"),
                     Catch::Contains("unknown key") && Catch::Contains("n"));
   CHECK_THROWS_WITH(eval_with("run: 5"), Catch::Contains("run is a map"));
+  // The standalone strategies never run in training: kd eval --follow runs them.
+  using Standalone = kd::evals::Evaluator::Standalone;
+  const auto every = eval_with("run: {type: StandaloneEveryCheckpoint}");
+  CHECK(steps_run(every, 10).empty());
+  CHECK(every.standalone() == Standalone::kEveryCheckpoint);
+  CHECK(eval_with("run: {type: StandaloneLastCheckpoint}").standalone() == Standalone::kLastCheckpoint);
+  CHECK(eval_with("run: {type: AtEnd}").standalone() == Standalone::kNo);
+  CHECK_THROWS_WITH(eval_with("run: {type: StandaloneEveryCheckpoint, once_at_end: true}"),
+                    Catch::Contains("unknown key") && Catch::Contains("once_at_end"));
+  CHECK_THROWS_WITH(eval_with("run: {type: StandaloneLastCheckpont}"),
+                    Catch::Contains("did you mean \"StandaloneLastCheckpoint\"?"));
 }

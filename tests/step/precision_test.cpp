@@ -91,8 +91,8 @@ TEST_CASE("a bf16 forward gives float32 preds within bfloat16's rounding of the 
 }
 
 TEST_CASE("GradScaler: scale, unscale, overflow detection, backoff and growth as torch.amp.GradScaler") {
-  GradScaler scaler(GradScalerOptions{.init_scale = 1024, .growth_factor = 2, .backoff_factor = 0.5,
-                                      .growth_interval = 3});
+  GradScaler scaler(
+      GradScalerOptions{.init_scale = 1024, .growth_factor = 2, .backoff_factor = 0.5, .growth_interval = 3});
   const torch::Tensor loss = torch::tensor(0.75);
   CHECK(scaler.scale(loss).item<double>() == 768.0);
   torch::Tensor p = torch::zeros({3}, torch::requires_grad());

@@ -150,10 +150,12 @@ std::string Checkpointer::save(const Snapshot& s) {
   return final_path;
 }
 
-std::vector<CheckpointInfo> Checkpointer::probe() const {
+std::vector<CheckpointInfo> Checkpointer::probe() const { return probe_after(-1); }
+
+std::vector<CheckpointInfo> Checkpointer::probe_after(int64_t after) const {
   std::vector<CheckpointInfo> out;
   for (const auto& name : fs_->list(directory_)) {
-    if (auto step = step_of(name)) {
+    if (auto step = step_of(name); step && *step > after) {
       const std::string path = directory_ + "/" + name;
       out.push_back({*step, path, verify_checkpoint(*fs_, path)});
     }

@@ -86,6 +86,8 @@ class Checkpointer {
 
   // Every ckpt_<step> directory, newest first, each checked against its manifest.
   std::vector<CheckpointInfo> probe() const;
+  // probe()'s, of the checkpoints after `step` only (the others are not read).
+  std::vector<CheckpointInfo> probe_after(int64_t step) const;
   // The newest valid checkpoint, or nullopt.
   std::optional<CheckpointInfo> latest_valid() const;
 

@@ -70,16 +70,22 @@ void Evaluator::read_run(const config::Node& run) {
     once_at_end_ = run.get_bool("once_at_end", false);
   } else if (type == "AtEnd") {
     once_at_end_ = true;
+  } else if (type == "StandaloneEveryCheckpoint" || type == "StandaloneLastCheckpoint") {
+    once_at_end_ = false;
+    standalone_ = type == "StandaloneEveryCheckpoint" ? Standalone::kEveryCheckpoint : Standalone::kLastCheckpoint;
   } else {
-    const std::vector<std::string> close = nearest(type, {"EveryNSteps", "Once", "AtEnd"}, 1);
+    const std::vector<std::string> close =
+        nearest(type, {"EveryNSteps", "Once", "AtEnd", "StandaloneEveryCheckpoint", "StandaloneLastCheckpoint"}, 1);
     throw ConfigError(run.child("type").where() + ": unknown run strategy \"" + type + "\"" +
                       (close.empty() ? "" : " (did you mean \"" + close.front() + "\"?)") +
-                      "; the strategies are EveryNSteps, Once and AtEnd");
+                      "; the strategies are EveryNSteps, Once, AtEnd, StandaloneEveryCheckpoint and "
+                      "StandaloneLastCheckpoint");
   }
   run.check_unknown_keys();
 }
 
 bool Evaluator::should_run(int64_t step, bool last) const {
+  if (standalone_ != Standalone::kNo) return false;
   if (last && once_at_end_) return true;
   if (step == once_at_step_) return true;
   return every_n_steps_ > 0 && step % every_n_steps_ == 0 && !(step == 0 && skip_first_);

@@ -20,6 +20,10 @@
 //   once_at_end: true (any type)                   also after the last step
 //   {every_n_steps: N, once_at_end: B}            at N, 2N, ... (never at 0), and at the end
 //                                                  if B (default: when every_n_steps is 0)
+//   {type: StandaloneEveryCheckpoint}              never in training: `kd eval --follow`
+//                                                  evaluates each new checkpoint beside it
+//   {type: StandaloneLastCheckpoint}               never in training: `kd eval --follow`
+//                                                  evaluates the run's final checkpoint
 #pragma once
 
 #include <cstdint>
@@ -42,6 +46,9 @@ namespace kd::evals {
 
 class Evaluator {
  public:
+  // Kauldron's standalone strategies: evaluations by a process of their own (kd eval --follow).
+  enum class Standalone { kNo, kEveryCheckpoint, kLastCheckpoint };
+
   // With `num_shards` > 1 (data-parallel training) this process evaluates shard `shard_index`
   // of every batch; the caller merges the states of all shards.
   Evaluator(std::string name, const config::Node& options, int64_t seed,
@@ -54,6 +61,8 @@ class Evaluator {
   // Whether to run after training step `step` (the number of steps done; 0 before the first);
   // `last` after the run's last step.
   bool should_run(int64_t step, bool last) const;
+  // Whether it runs beside training rather than in it (then should_run is always false).
+  Standalone standalone() const { return standalone_; }
   // Whether it evaluates the EMA of the params rather than the params (`use_ema`).
   bool use_ema() const { return use_ema_; }
   // Where `use_ema` was set, for errors.
@@ -74,6 +83,7 @@ class Evaluator {
   bool skip_first_ = true;     // not at step 0 (EveryNSteps.skip_first; always for every_n_steps)
   int64_t once_at_step_ = -1;  // Once.step: -1 is none
   bool once_at_end_ = true;    // once_at_end
+  Standalone standalone_ = Standalone::kNo;
   bool use_ema_ = false;
   std::string use_ema_where_;
 };

@@ -85,6 +85,18 @@ class Trainer {
   // kd eval: restores checkpoint `step` (the newest valid one when nullopt) of the workdir and
   // runs every eval once, writing to the workdir's writers. Returns the step evaluated.
   int64_t evaluate_checkpoint(std::optional<int64_t> step);
+  // kd eval --follow (Kauldron's standalone evaluator), beside the process that trains the
+  // workdir: evaluates each new checkpoint (the newest, when several appeared since the last
+  // look) with the evals whose run is StandaloneEveryCheckpoint, and the last one with those
+  // whose run is StandaloneLastCheckpoint, writing to the workdir's writers. Ends after the
+  // checkpoint of num_train_steps, when the training process it saw ends, when none holds the
+  // workdir and nothing new appears for `timeout_seconds`, or on SIGINT/SIGTERM (then without
+  // the last-checkpoint evals). Returns the steps evaluated, in order.
+  struct FollowOptions {
+    double poll_seconds = 2;
+    double timeout_seconds = 600;
+  };
+  std::vector<int64_t> follow_checkpoints(const FollowOptions& follow);
   // "layers.0.weight  float32[512, 784]  401408" lines and the total.
   std::string describe_model() const;
 
@@ -145,6 +157,10 @@ class Trainer {
   writers::Scalars report_eval(evals::Evaluator& evaluator, int64_t step, const AuxiliariesState& result,
                                double seconds);
   void finish(int signal);
+  // Restores the params (and EMA) of checkpoint `info` and its step, for evaluating it.
+  void restore_params(const checkpoints::CheckpointInfo& info);
+  // Evaluates every one of `evaluators` at the current step, then writes their results.
+  void evaluate_and_report(const std::vector<evals::Evaluator*>& evaluators);
   // The run's wall time: this process's training so far plus that of the runs it resumes.
   double training_seconds() const;
   // Opens the workdir; with the first step's context, also records the start of the run.

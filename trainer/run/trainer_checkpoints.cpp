@@ -290,17 +290,19 @@ void Trainer::save_checkpoint() {
   for (auto& cb : callbacks_) cb->on_checkpoint(*this, state_.step, path);
 }
 
+void Trainer::restore_params(const CheckpointInfo& info) {
+  if (!info.valid()) throw CorruptionError("checkpoint " + info.path + " is damaged: " + info.problem);
+  checkpoints::Snapshot snapshot;
+  snapshot.model = model_.get();
+  snapshot.ema = step_->optimizer().ema_params();
+  checkpointer_->restore(info.path, snapshot);
+  state_ = step_->init();
+  state_.step = snapshot.step;
+}
+
 int64_t Trainer::evaluate_checkpoint(std::optional<int64_t> step) {
   // The checkpoint of `step`, or the newest that restores; rank 0 chooses for the job.
-  const auto restore = [&](const CheckpointInfo& info) {
-    if (!info.valid()) throw CorruptionError("checkpoint " + info.path + " is damaged: " + info.problem);
-    checkpoints::Snapshot snapshot;
-    snapshot.model = model_.get();
-    snapshot.ema = step_->optimizer().ema_params();
-    checkpointer_->restore(info.path, snapshot);
-    state_ = step_->init();
-    state_.step = snapshot.step;
-  };
+  const auto restore = [&](const CheckpointInfo& info) { restore_params(info); };
   std::optional<CheckpointInfo> chosen;
   std::exception_ptr failed;  // rank 0's error with the checkpoint asked for, raised after the others heard of it
   if (is_chief()) {

@@ -44,6 +44,7 @@ Workdir::Workdir(std::string path, writers::WriterOptions writers, std::shared_p
     : path_(std::move(path)), writer_options_(writers), log_(std::move(log)), is_chief_(is_chief) {}
 
 Workdir::~Workdir() {
+  if (writers_lock_fd_ >= 0) ::close(writers_lock_fd_);
   if (lock_fd_ >= 0) ::close(lock_fd_);
 }
 
@@ -52,10 +53,65 @@ void Workdir::lock() {
   const std::string lock_path = path_ + "/.lock";
   lock_fd_ = ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
   if (lock_fd_ < 0) throw IOError("cannot create \"" + lock_path + "\": " + std::strerror(errno));
-  if (::flock(lock_fd_, LOCK_EX | LOCK_NB) != 0) {
-    throw ConfigError("another kd process is using the workdir \"" + path_ +
-                      "\"; wait for it to finish, or choose another workdir");
+  // A follower's training_running() holds the lock shared for a moment: wait that out.
+  for (int attempt = 0; ::flock(lock_fd_, LOCK_EX | LOCK_NB) != 0; ++attempt) {
+    if (attempt == 50) {
+      ::close(lock_fd_);
+      lock_fd_ = -1;
+      throw ConfigError("another kd process is using the workdir \"" + path_ +
+                        "\"; wait for it to finish, or choose another workdir");
+    }
+    ::usleep(10'000);
   }
+}
+
+bool Workdir::training_running(const std::string& path) {
+  const std::string lock_path = path + "/.lock";
+  const int fd = ::open(lock_path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return false;  // no run ever opened the workdir
+  const bool held = ::flock(fd, LOCK_SH | LOCK_NB) != 0;
+  ::close(fd);  // releases the look's own lock
+  return held;
+}
+
+void Workdir::open_for_follow() {
+  if (open_) return;
+  const std::string lock_path = path_ + "/.eval.lock";
+  lock_fd_ = ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (lock_fd_ < 0) throw IOError("cannot create \"" + lock_path + "\": " + std::strerror(errno));
+  if (::flock(lock_fd_, LOCK_EX | LOCK_NB) != 0) {
+    ::close(lock_fd_);
+    lock_fd_ = -1;
+    throw ConfigError("another kd eval --follow is following the workdir \"" + path_ + "\"; stop it first");
+  }
+  open_ = true;
+  auto& sinks = log_->sinks();
+  if (dynamic_cast<spdlog::sinks::ringbuffer_sink_mt*>(sinks.back().get())) {
+    std::ofstream log_file(path_ + "/log_eval.txt", std::ios::app);
+    for (const auto& line : dynamic_cast<spdlog::sinks::ringbuffer_sink_mt&>(*sinks.back()).last_formatted()) {
+      log_file << line;
+    }
+    sinks.pop_back();
+  }
+  auto file = std::make_shared<spdlog::sinks::basic_file_sink_mt>(path_ + "/log_eval.txt");
+  file->set_pattern(kFilePattern);
+  sinks.push_back(file);
+  log_->info("following the workdir: {}", path_);
+}
+
+void Workdir::begin_writes() {
+  const std::string lock_path = path_ + "/.writers.lock";
+  writers_lock_fd_ = ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (writers_lock_fd_ < 0) throw IOError("cannot create \"" + lock_path + "\": " + std::strerror(errno));
+  ::flock(writers_lock_fd_, LOCK_EX);  // held by a training run only while it rewrites the records
+  writers_ = writers::make_writers(writer_options_, path_);
+}
+
+void Workdir::end_writes() {
+  for (auto& w : writers_) w->flush();
+  writers_.clear();
+  if (writers_lock_fd_ >= 0) ::close(writers_lock_fd_);
+  writers_lock_fd_ = -1;
 }
 
 void Workdir::open(const std::string& experiment_yaml, const std::string& where, bool write_config) {
@@ -90,7 +146,18 @@ void Workdir::open(const std::string& experiment_yaml, const std::string& where,
 }
 
 void Workdir::truncate_after(int64_t step) {
-  for (auto& w : writers_) w->truncate_after(step);
+  if (writers_.empty()) return;
+  // A follower (kd eval --follow) appends its records under the same lock.
+  const std::string lock_path = path_ + "/.writers.lock";
+  const int fd = ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (fd >= 0) ::flock(fd, LOCK_EX);
+  try {
+    for (auto& w : writers_) w->truncate_after(step);
+  } catch (...) {
+    if (fd >= 0) ::close(fd);
+    throw;
+  }
+  if (fd >= 0) ::close(fd);
 }
 
 }  // namespace kd::train

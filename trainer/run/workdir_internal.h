@@ -34,10 +34,21 @@ class Workdir {
   // Takes the exclusive lock when the directory exists (kd::ConfigError when another process
   // holds it); idempotent.
   void lock();
+  // Whether a training process holds the lock of the workdir at `path` (a look that takes
+  // nothing a starting run needs: lock() waits out such a look).
+  static bool training_running(const std::string& path);
   // Creates the directory (kd::IOError naming `where` on failure), locks it, writes config.yaml
   // (unless !write_config, e.g. kd eval), log.txt and makes the writers. Only the first call
   // does anything, and only on rank 0.
   void open(const std::string& experiment_yaml, const std::string& where, bool write_config = true);
+  // For `kd eval --follow`, beside a training process: takes WORKDIR/.eval.lock (one follower
+  // per workdir; kd::ConfigError when another holds it) instead of the training lock, and logs
+  // to WORKDIR/log_eval.txt. The writers exist only between begin_writes() and end_writes(),
+  // made afresh each time, so that a training run's rewrite of the records (when it resumes)
+  // never loses the follower's: both take WORKDIR/.writers.lock for it.
+  void open_for_follow();
+  void begin_writes();
+  void end_writes();
   // The records of the run in this workdir are rewritten (it starts over): set before open().
   void start_over() { start_over_ = true; }
   // Drops what the writers hold after `step` (a resumed run logs those steps again).
@@ -54,6 +65,7 @@ class Workdir {
   bool open_ = false;
   bool start_over_ = false;
   int lock_fd_ = -1;
+  int writers_lock_fd_ = -1;  // WORKDIR/.writers.lock, held while records are rewritten or followed
   std::vector<std::unique_ptr<writers::MetricWriter>> writers_;
 };
 
