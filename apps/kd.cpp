@@ -5,6 +5,8 @@
 #include <cstdlib>
 #include <filesystem>
 #include <iostream>
+#include <map>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -20,6 +22,7 @@
 #include "trainer/data/source.h"
 #include "trainer/data/transforms.h"
 #include "trainer/distributed/launch.h"
+#include "trainer/io/file_system.h"
 #include "trainer/losses/loss.h"
 #include "trainer/metrics/metric.h"
 #include "trainer/models/model.h"
@@ -99,8 +102,50 @@ int run_follow(const std::string& workdir, const kd::train::Trainer::FollowOptio
   return 0;
 }
 
+// The tensors' names with the first of `prefixes` each starts with removed (e.g. "params.", so that
+// a PyTorch nn.Module's load_state_dict takes them). ConfigError for a prefix that matches no
+// name, a name left empty, and two names made one.
+kd::checkpoints::NamedTensors strip_prefixes(kd::checkpoints::NamedTensors tensors,
+                                             const std::vector<std::string>& prefixes) {
+  if (prefixes.empty()) return tensors;
+  std::map<std::string, std::string> seen;  // stripped name -> original
+  std::set<std::string> used;
+  for (auto& [name, t] : tensors) {
+    const std::string original = name;
+    for (const auto& prefix : prefixes) {
+      if (prefix.empty() || name.rfind(prefix, 0) != 0) continue;
+      if (name.size() == prefix.size()) {
+        throw kd::ConfigError("--strip-prefix=" + prefix + " leaves the tensor " + original + " no name");
+      }
+      name = name.substr(prefix.size());
+      used.insert(prefix);
+      break;
+    }
+    const auto [it, fresh] = seen.emplace(name, original);
+    if (!fresh) {
+      throw kd::ConfigError("--strip-prefix makes " + it->second + " and " + original + " both \"" + name +
+                            "\"; strip less");
+    }
+  }
+  for (const auto& prefix : prefixes) {
+    if (!used.count(prefix)) {
+      std::set<std::string> firsts;
+      for (const auto& [name, original] : seen) firsts.insert(original.substr(0, original.find('.') + 1));
+      throw kd::ConfigError("--strip-prefix=" + prefix + " matches no tensor name (they start with " +
+                            kd::join_names(std::vector<std::string>(firsts.begin(), firsts.end())) + ")");
+    }
+  }
+  return tensors;
+}
+
 int run_export(const std::string& workdir, int64_t step, const std::string& out, const std::string& format,
-               bool collections, bool ema) {
+               bool collections, bool ema, bool overwrite, const std::vector<std::string>& prefixes) {
+  if (format != "safetensors" && format != "torch") {
+    throw kd::ConfigError("--format must be safetensors or torch, got \"" + format + "\"");
+  }
+  if (std::error_code ec; std::filesystem::is_directory(out, ec)) {
+    throw kd::ConfigError("--out=" + out + " is a directory; give the file to write");
+  }
   kd::checkpoints::Checkpointer checkpointer(workdir + "/checkpoints", {});
   // The checkpoint of --step, or the newest that reads (a damaged one is skipped).
   kd::checkpoints::NamedTensors tensors;
@@ -126,13 +171,15 @@ int run_export(const std::string& workdir, int64_t step, const std::string& out,
     throw kd::ConfigError("no " +
                           (step >= 0 ? "checkpoint of step " + std::to_string(step) : std::string("valid checkpoint")) +
                           " in \"" + checkpointer.directory() + "\"");
-  if (format == "safetensors") {
-    kd::checkpoints::write_new_file(
-        out, kd::checkpoints::safetensors_bytes(tensors, {{"format", "pt"}, {"step", std::to_string(chosen->step)}}));
-  } else if (format == "torch") {
-    kd::checkpoints::write_new_file(out, kd::checkpoints::torch_pickle_bytes(tensors));
+  tensors = strip_prefixes(std::move(tensors), prefixes);
+  const std::string bytes =
+      format == "safetensors"
+          ? kd::checkpoints::safetensors_bytes(tensors, {{"format", "pt"}, {"step", std::to_string(chosen->step)}})
+          : kd::checkpoints::torch_pickle_bytes(tensors);
+  if (overwrite) {
+    kd::io::write_file_atomically(*kd::io::posix_file_system(), out, bytes);  // replaced whole, or left as it was
   } else {
-    throw kd::ConfigError("--format must be safetensors or torch, got \"" + format + "\"");
+    kd::checkpoints::write_new_file(out, bytes);
   }
   std::cout << "wrote " << tensors.size() << " tensors of step " << chosen->step << " to " << out << "\n";
   return 0;
@@ -206,19 +253,30 @@ int main(int argc, char** argv) {
   auto* exp = app.add_subcommand("export", "Write a checkpoint's params as safetensors (or a torch.load file)");
   exp->add_option("--workdir", export_workdir, "The workdir of a training run")->required();
   exp->add_option("--step", export_step, "The checkpoint's step (default: the newest valid one)");
-  exp->add_option("--out", export_out, "The file to write (never replaced)")->required();
+  exp->add_option("--out", export_out, "The file to write (never replaced without --overwrite)")->required();
   exp->add_option("--format", export_format, "safetensors (default) or torch");
   exp->add_flag("--collections", export_collections, "Also write the buffers (e.g. BatchNorm statistics)");
   bool export_ema = false;
   exp->add_flag("--ema", export_ema, "Write the EMA of the params (optimizer.ema_decay) as the params");
+  bool export_overwrite = false;
+  exp->add_flag("--overwrite", export_overwrite, "Replace --out if it exists (atomically)");
+  std::vector<std::string> export_prefixes;
+  exp->add_option("--strip-prefix", export_prefixes,
+                  "Remove this prefix from the names, e.g. params. (repeatable): the names of a PyTorch "
+                  "nn.Module's state_dict");
 
   kd::distributed::LaunchOptions launch_options;
   double launch_grace_s = 30;
   auto* launch = app.add_subcommand(
       "launch", "Run a kd command on N local ranks (data-parallel): kd launch --nproc=2 -- train --cfg=FILE");
-  launch->add_option("--nproc", launch_options.nproc, "Number of ranks (processes) to start")->required();
-  launch->add_option("--master_addr", launch_options.master_addr, "Rendezvous host (default 127.0.0.1)");
-  launch->add_option("--master_port", launch_options.master_port, "Rendezvous port (default: a free one)");
+  // torchrun's spellings too: --nproc-per-node / --nproc_per_node, --master-addr, --master-port.
+  launch
+      ->add_option("--nproc,--nproc-per-node,--nproc_per_node", launch_options.nproc,
+                   "Number of ranks (processes) to start")
+      ->required();
+  launch->add_option("--master_addr,--master-addr", launch_options.master_addr, "Rendezvous host (default 127.0.0.1)");
+  launch->add_option("--master_port,--master-port", launch_options.master_port,
+                     "Rendezvous port (default: a free one)");
   launch->add_option("--grace", launch_grace_s,
                      "Seconds a rank may take to stop after SIGTERM before SIGKILL (default 30)");
   launch->prefix_command();  // everything after the options (or after --) is the kd command
@@ -261,7 +319,10 @@ int main(int argc, char** argv) {
     if (*inspect) return run_inspect(inspect_cfg, inspect->remaining());
     if (*eval && eval_follow) return run_follow(eval_workdir, follow, eval->remaining());
     if (*eval) return run_eval(eval_workdir, eval_step, eval->remaining());
-    if (*exp) return run_export(export_workdir, export_step, export_out, export_format, export_collections, export_ema);
+    if (*exp) {
+      return run_export(export_workdir, export_step, export_out, export_format, export_collections, export_ema,
+                        export_overwrite, export_prefixes);
+    }
     if (*configs) return run_configs(type_name);
     if (*launch) {
       launch_options.args = launch->remaining();
