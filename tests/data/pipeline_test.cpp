@@ -186,43 +186,6 @@ TEST_CASE("Fashion-MNIST loads from the Debian dataset with its known shapes and
   CHECK(batch.get("label").tensor()[0].item<int64_t>() == 9);  // the first test image is an ankle boot
 }
 
-TEST_CASE("a CSV table becomes features and labels, with bad cells reported by line") {
-  const auto file = std::filesystem::temp_directory_path() / "kd_csv_test.csv";
-  std::ofstream(file) << "a,b,y\n1,2,0\n3,4.5,1\n";
-  Pipeline p(Node::parse("{type: Csv, path: " + file.string() + ", label_column: y, batch_size: 2, shuffle: false}"),
-             0);
-  const Tree batch = *p.next();
-  CHECK(batch.get("features").tensor().equal(torch::tensor({{1.0f, 2.0f}, {3.0f, 4.5f}})));
-  CHECK(batch.get("label").tensor().equal(torch::tensor({0, 1})));
-  std::ofstream(file) << "a,b,y\n1,x,0\n";
-  CHECK_THROWS_WITH(
-      Pipeline(Node::parse("{type: Csv, path: " + file.string() + ", label_column: y, batch_size: 1}"), 0),
-      Catch::Contains(":2: column 2 is not a number: \"x\""));
-  std::filesystem::remove(file);
-}
-
-TEST_CASE("a CSV with only the label column, a header that does not fit its rows, or no rows is a clear error") {
-  const auto file = std::filesystem::temp_directory_path() / "kd_csv_test_bad.csv";
-  const auto load = [&] {
-    return Pipeline(Node::parse("{type: Csv, path: " + file.string() + ", label_column: y, batch_size: 1}"), 0);
-  };
-  std::ofstream(file) << "y\n0\n1\n";
-  CHECK_THROWS_AS(load(), kd::ConfigError);
-  CHECK_THROWS_WITH(load(), Catch::Contains("no feature column besides the label column \"y\""));
-  std::ofstream(file) << "a,y\n1,0,5\n";
-  CHECK_THROWS_WITH(load(), Catch::Contains(":2: the header names 2 columns but this row has 3"));
-  std::ofstream(file) << "a,y\n";
-  CHECK_THROWS_WITH(load(), Catch::Contains("holds no rows"));
-  // Windows line ends, blanks and quotes around the names: the column is found.
-  std::ofstream(file) << "\"a\", y \r\n1,0\r\n2,1\r\n";
-  Pipeline p = load();
-  CHECK(p.num_examples() == 2);
-  CHECK(p.next()->get("features").tensor().sizes() == torch::IntArrayRef({1, 1}));
-  std::ofstream(file) << "a,b\n1,0\n";
-  CHECK_THROWS_WITH(load(), Catch::Contains("has no column \"y\"") && Catch::Contains("names: a, b"));
-  std::filesystem::remove(file);
-}
-
 TEST_CASE("the shards of a pipeline read disjoint slices that together make each global batch") {
   // 10 examples, batches of 4 (the last one of 2 when not dropped), in 3 shards: slices of 1, 1, 2.
   for (bool drop : {true, false}) {

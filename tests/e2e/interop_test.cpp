@@ -30,7 +30,8 @@ torch::Tensor kd_logits(const fs::path& workdir, int64_t step) {
 
 }  // namespace
 
-TEST_CASE("kd export --strip-prefix=params. loads into a PyTorch nn.Module, in both formats, and --overwrite replaces") {
+TEST_CASE(
+    "kd export --strip-prefix=params. loads into a PyTorch nn.Module, in both formats, and --overwrite replaces") {
   const fs::path workdir = fresh_dir();
   REQUIRE(run_kd("train " + small_mlp(workdir) + " --cfg.num_train_steps=30 '--cfg.evals={}'").code == 0);
   const torch::Tensor expected = kd_logits(workdir, 30);
@@ -51,7 +52,8 @@ TEST_CASE("kd export --strip-prefix=params. loads into a PyTorch nn.Module, in b
     const double scale = 1 + expected.abs().max().item<double>();
     for (int64_t i = 0; i < 2; ++i) {
       REQUIRE(rows[i].size() == 10);
-      for (int64_t j = 0; j < 10; ++j) CHECK(std::abs(rows[i][j].get<double>() - expected[i][j].item<double>()) < 1e-3 * scale);
+      for (int64_t j = 0; j < 10; ++j)
+        CHECK(std::abs(rows[i][j].get<double>() - expected[i][j].item<double>()) < 1e-3 * scale);
     }
   }
   // --overwrite replaces a file; without it kd refuses.
@@ -65,8 +67,8 @@ TEST_CASE("kd export --strip-prefix=params. loads into a PyTorch nn.Module, in b
   CHECK_THAT(bytes, Catch::Contains("\"params.layers.0.weight\""));  // no prefix stripped this time
   CHECK(fs::last_write_time(out) >= before);
   // Prefixes that strip nothing, or make two names one, are refused.
-  Result r = run_kd("export --workdir=" + workdir.string() + " --out=" + (workdir / "a").string() +
-                    " --strip-prefix=param.");
+  Result r =
+      run_kd("export --workdir=" + workdir.string() + " --out=" + (workdir / "a").string() + " --strip-prefix=param.");
   CHECK(r.code == 2);
   CHECK_THAT(r.output, Catch::Contains("--strip-prefix=param. matches no tensor name (they start with params.)"));
   r = run_kd("export --workdir=" + workdir.string() + " --out=" + (workdir / "b").string() +

@@ -26,6 +26,31 @@ void record_origins(const YAML::Node& node, const std::string& source, Origins& 
   }
 }
 
+// `value` made absolute relative to `dir` when it is a relative file name.
+void absolutize(YAML::Node value, const std::filesystem::path& dir) {
+  if (!value.IsScalar()) return;
+  const std::string text = value.Scalar();
+  if (text.empty() || std::filesystem::path(text).is_absolute()) return;
+  value = (dir / text).lexically_normal().string();  // writes through: the node keeps its place
+}
+
+// Every `path` key's value in `node` (a data source's file, a TorchScript model) is relative to
+// `dir`, the directory of the file it is written in (as `base:` is) or, on the command line, the
+// current one; made absolute here, so that the experiment saved in a workdir finds them too.
+void absolutize_paths(YAML::Node node, const std::filesystem::path& dir) {
+  if (node.IsMap()) {
+    for (auto it = node.begin(); it != node.end(); ++it) {
+      if (it->first.IsScalar() && it->first.Scalar() == "path") {
+        absolutize(it->second, dir);
+      } else {
+        absolutize_paths(it->second, dir);
+      }
+    }
+  } else if (node.IsSequence()) {
+    for (std::size_t i = 0; i < node.size(); ++i) absolutize_paths(node[i], dir);
+  }
+}
+
 // A component map whose `type` differs from the base's is a different component: it replaces
 // the base's map instead of inheriting its options.
 bool same_component(const YAML::Node& a, const YAML::Node& b) {
@@ -74,6 +99,7 @@ YAML::Node load_with_bases(const std::string& file, Origins& origins, std::vecto
   // yaml-cpp's Node::operator= writes through to the node referred to; rebinding a handle
   // takes reset().
   YAML::Node doc = parse_file(file);
+  absolutize_paths(doc, std::filesystem::absolute(file).parent_path());
   YAML::Node result;
   result.reset(doc);
   if (doc["base"]) {
@@ -147,6 +173,11 @@ void apply_override(YAML::Node root, const Override& o, Origins& origins) {
     throw ConfigError(source + "=" + o.second + ": the value is not valid YAML: " + e.msg);
   }
   const std::vector<KeyStep> steps = parse_key(o.first, source);
+  if (steps.back().index < 0 && steps.back().key == "path") {
+    absolutize(value, std::filesystem::current_path());
+  } else {
+    absolutize_paths(value, std::filesystem::current_path());
+  }
   std::string walked;  // the key so far, for errors
   YAML::Node node;
   node.reset(root);

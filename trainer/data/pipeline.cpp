@@ -52,6 +52,7 @@ void Pipeline::init() {
                 std::to_string(options_.num_shards) + " does not exist");
   }
   examples_ = source_->load();
+  warnings_ = source_->warnings();
   num_examples_ = data::num_examples(examples_, source_->describe());
   description_ = source_->describe() + " (" + std::to_string(num_examples_) + " examples, batch " +
                  std::to_string(options_.batch_size) + ")";

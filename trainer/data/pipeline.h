@@ -81,6 +81,8 @@ class Pipeline {
   int64_t batches_per_epoch() const;
   const PipelineOptions& options() const { return options_; }
   const std::string& description() const { return description_; }
+  // The source's warnings about its data (Source::warnings), for the run's log.
+  const std::vector<std::string>& warnings() const { return warnings_; }
   // Seconds next() spent waiting for the worker since construction.
   double wait_seconds() const { return wait_seconds_; }
 
@@ -99,6 +101,7 @@ class Pipeline {
   std::vector<std::string> transform_types_;  // for errors: "transforms[1] (OneHot)"
   PipelineOptions options_;
   std::string description_;
+  std::vector<std::string> warnings_;
   Tree examples_;
   int64_t num_examples_ = 0;
   PipelineState position_;

@@ -4,13 +4,15 @@
 //
 //   train_ds: {type: FashionMnist, split: train, batch_size: 128, ...}
 //
-// Built-ins: FashionMnist and Mnist (IDX files, gzipped or not), Csv (a numeric table),
+// Built-ins: FashionMnist and Mnist (IDX files, gzipped or not), Csv (a table of the user's,
+// csv_source_internal.h),
 // Synthetic (random features and a learnable label, for tests), and InMemory (tensors given
 // from C++ through `in_memory_source`).
 #pragma once
 
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "trainer/config/node.h"
 #include "trainer/config/registry.h"
@@ -25,6 +27,8 @@ class Source {
   virtual Tree load() const = 0;
   // A short description for logs ("FashionMnist train (60000 examples)").
   virtual std::string describe() const = 0;
+  // What the run should warn about the data (after load()), e.g. a column that looks misread.
+  virtual std::vector<std::string> warnings() const { return {}; }
 };
 
 using SourcePtr = std::shared_ptr<const Source>;

@@ -63,6 +63,8 @@ class Evaluator {
   bool should_run(int64_t step, bool last) const;
   // Whether it runs beside training rather than in it (then should_run is always false).
   Standalone standalone() const { return standalone_; }
+  // The warnings of its data source (data::Pipeline::warnings).
+  const std::vector<std::string>& data_warnings() const { return pipeline_->warnings(); }
   // Whether it evaluates the EMA of the params rather than the params (`use_ema`).
   bool use_ema() const { return use_ema_; }
   // Where `use_ema` was set, for errors.

@@ -87,6 +87,10 @@ Trainer::Trainer(const config::Node& cfg)
         num_parameters(*model_), options_->device.str(), precision_name(options_->precision));
   }
   log_->info("train data: {}", pipeline_->description());
+  for (const auto& warning : pipeline_->warnings()) log_->warn("train data: {}", warning);
+  for (const auto& evaluator : evaluators_) {
+    for (const auto& warning : evaluator->data_warnings()) log_->warn("evals.{} data: {}", evaluator->name(), warning);
+  }
   log_->info("BLAS: {}", runtime::describe_blas());
   if (auto warning = runtime::blas_warning()) log_->warn("{}", *warning);
   parallel_->join(options_->distributed, options_->device, *step_, pipeline_->options().batch_size, *log_);

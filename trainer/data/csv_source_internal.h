@@ -1,0 +1,50 @@
+// The Csv data source (registered as `Csv`): a table of numbers with a header, a row per example.
+//
+//   train_ds: {type: Csv, path: data.csv, label_column: species, split: train, test_fraction: 0.2}
+//
+// Every column but the label column becomes `batch.features` (float32 [N, F]); the label column
+// becomes `batch.label`: int64 class indices when its cells are whole numbers or words (words map
+// to indices in the order of `classes`, or in sorted order: the same for both splits of a file),
+// float32 otherwise. `label_column` is a header name or a 0-based index (-1: the last).
+// `split: train | test` divides one file by a seeded shuffle of its rows (the same on every
+// machine), `test_fraction` of them for test. Errors name the file, line and column.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "trainer/config/node.h"
+#include "trainer/data/source.h"
+
+namespace kd::data {
+
+class CsvSource : public Source {
+ public:
+  explicit CsvSource(const config::Node& options);
+  Tree load() const override;
+  std::string describe() const override;
+  std::vector<std::string> warnings() const override { return warnings_; }
+
+ private:
+  std::string fmt_fraction() const;
+
+  std::string path_, where_, label_where_;
+  bool header_ = true;
+  std::string label_name_;
+  std::optional<int64_t> label_index_;
+  std::vector<std::string> classes_;  // `classes`
+  std::string split_ = "all";
+  double test_fraction_ = 0.2;
+  int64_t split_seed_ = 0;
+  mutable std::vector<std::string> warnings_;
+  mutable std::vector<std::string> classes_used_;  // the index order of string labels, once loaded
+};
+
+// The rows of one side of a split of `rows` rows: a Fisher-Yates shuffle seeded by `seed` (a
+// sequence of its own, the same everywhere), the first round(test_fraction * rows) of it for
+// test; in the file's order.
+std::vector<int64_t> split_rows(int64_t rows, double test_fraction, uint64_t seed, bool test);
+
+}  // namespace kd::data
