@@ -50,8 +50,8 @@ evals:
                                /*with_stderr=*/true);
   INFO(r.output);
   REQUIRE(r.code == 0);
-  CHECK_THAT(r.output, Catch::Contains("classes circle=0, square=1, triangle=2") &&
-                           Catch::Contains("split train") && Catch::Contains("240 examples"));
+  CHECK_THAT(r.output, Catch::Contains("classes circle=0, square=1, triangle=2") && Catch::Contains("split train") &&
+                           Catch::Contains("240 examples"));
   CHECK_THAT(r.output, Catch::Contains("the first column has no name"));  // pandas' index, read as a feature
   double accuracy = 0;
   for (const auto& rec : kd::writers::read_jsonl((dir / "wd" / "metrics.jsonl").string())) {

@@ -124,11 +124,10 @@ Tree CsvSource::load() const {
     }
     const std::size_t expected = !names.empty() ? names.size() : !rows.empty() ? rows.front().size() : cells.size();
     if (cells.size() != expected) {
-      throw CorruptionError(path_ + ":" + std::to_string(line_no) + ": " + std::to_string(cells.size()) +
-                            " columns, but " +
-                            (names.empty() ? "the first row has "
-                                           : "the header (line " + std::to_string(header_line) + ") names ") +
-                            std::to_string(expected) + "; every row needs one cell per column");
+      throw CorruptionError(
+          path_ + ":" + std::to_string(line_no) + ": " + std::to_string(cells.size()) + " columns, but " +
+          (names.empty() ? "the first row has " : "the header (line " + std::to_string(header_line) + ") names ") +
+          std::to_string(expected) + "; every row needs one cell per column");
     }
     rows.push_back(std::move(cells));
     line_of.push_back(line_no);
@@ -164,8 +163,9 @@ Tree CsvSource::load() const {
   // pandas' to_csv writes its index as a first column without a name.
   warnings_.clear();
   if (!names.empty() && names.front().empty() && label != 0) {
-    warnings_.push_back(path_ + ": the first column has no name (pandas' index, written by to_csv without "
-                                "index=False?); it is read as a feature");
+    warnings_.push_back(path_ +
+                        ": the first column has no name (pandas' index, written by to_csv without "
+                        "index=False?); it is read as a feature");
   }
 
   // String labels: class indices in `classes` order, or in sorted order of the file's labels
@@ -187,10 +187,9 @@ Tree CsvSource::load() const {
     classes_used_ = order;
   }
 
-  const std::vector<int64_t> kept =
-      split_ == "all" ? split_rows(static_cast<int64_t>(rows.size()), 0.0, 0, false)
-                      : split_rows(static_cast<int64_t>(rows.size()), test_fraction_,
-                                   static_cast<uint64_t>(split_seed_), split_ == "test");
+  const std::vector<int64_t> kept = split_ == "all" ? split_rows(static_cast<int64_t>(rows.size()), 0.0, 0, false)
+                                                    : split_rows(static_cast<int64_t>(rows.size()), test_fraction_,
+                                                                 static_cast<uint64_t>(split_seed_), split_ == "test");
   if (kept.empty()) {
     throw ConfigError(where_ + ": split " + split_ + " of \"" + path_ + "\" holds no rows (" +
                       std::to_string(rows.size()) + " rows, test_fraction " + std::to_string(test_fraction_) + ")");
@@ -214,7 +213,8 @@ Tree CsvSource::load() const {
       }
       float v = 0;
       if (!parse_number(cell, v)) {
-        throw CorruptionError(at + column_name(c) + (cell.empty() ? " is empty" : " is not a number: \"" + cell + "\"") +
+        throw CorruptionError(at + column_name(c) +
+                              (cell.empty() ? " is empty" : " is not a number: \"" + cell + "\"") +
                               "; every feature cell needs a number");
       }
       (c == label ? labels : features).push_back(v);

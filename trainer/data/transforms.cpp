@@ -4,6 +4,7 @@
 
 #include "trainer/common/error.h"
 #include "trainer/common/suggest.h"
+#include "trainer/data/image_transforms_internal.h"
 
 namespace kd::data {
 namespace {
@@ -228,6 +229,11 @@ config::Registry<Transform>& transform_registry() {
     r.add<RandomFlip>("RandomFlip", "key=image, axis=width|height, probability=0.5");
     r.add<RandomCrop>("RandomCrop", "key=image, size [H, W], padding=0");
     r.add<Elements>("Elements", "keep | drop (lists of keys), rename {old: new}");
+    r.add<Resize>("Resize", "key=image, size [H, W], method=bilinear|nearest|bicubic|area, antialias=true");
+    r.add<CenterCrop>("CenterCrop", "key=image, size [H, W]");
+    r.add<Rearrange>("Rearrange",
+                     "key=image, pattern (einops, per example: \"h w c -> c h w\", \"h w c -> (h w c)\"), "
+                     "axes_lengths {name: length} for split axes");
   });
 }
 

@@ -27,7 +27,8 @@ class Transform {
 
 using TransformPtr = std::shared_ptr<const Transform>;
 
-// ValueRange, Normalize, Cast, Reshape, OneHot, RandomFlip, RandomCrop, Elements.
+// ValueRange, Normalize, Cast, Reshape, OneHot, RandomFlip, RandomCrop, Elements, and the image
+// transforms Resize, CenterCrop, Rearrange (image_transforms_internal.h).
 config::Registry<Transform>& transform_registry();
 
 }  // namespace kd::data

@@ -1,0 +1,57 @@
+// Image transforms (registered in transform_registry()), on images [B, H, W] or [B, H, W, C]:
+//
+//   - {type: Resize, key: image, size: [224, 224], method: bilinear, antialias: true}
+//       bilinear | nearest | bicubic | area; integer images stay integers (rounded, clamped)
+//   - {type: CenterCrop, key: image, size: [200, 200]}
+//   - {type: Rearrange, key: image, pattern: "h w c -> c h w"}
+//       Kauldron's (einops) patterns, per example (the batch axis stays first): axes moved,
+//       merged "(h w)" on the right, split on the left with axes_lengths: {h: 28}; "..." for the rest
+#pragma once
+
+#include <map>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "trainer/data/transforms.h"
+
+namespace kd::data {
+
+// `x` [B, H, W] or [B, H, W, C] resized to `size` (height, width) with LibTorch's interpolate.
+torch::Tensor resize_images(const torch::Tensor& x, std::pair<int64_t, int64_t> size, const std::string& method,
+                            bool antialias);
+
+class Resize : public Transform {
+ public:
+  explicit Resize(const config::Node& options);
+  Tree apply(const Tree& batch, at::Generator& gen) const override;
+
+ private:
+  std::string key_;
+  std::pair<int64_t, int64_t> size_;
+  std::string method_;
+  bool antialias_;
+};
+
+class CenterCrop : public Transform {
+ public:
+  explicit CenterCrop(const config::Node& options);
+  Tree apply(const Tree& batch, at::Generator& gen) const override;
+
+ private:
+  std::string key_;
+  std::pair<int64_t, int64_t> size_;
+};
+
+class Rearrange : public Transform {
+ public:
+  explicit Rearrange(const config::Node& options);
+  Tree apply(const Tree& batch, at::Generator& gen) const override;
+
+ private:
+  std::string key_, pattern_;
+  std::vector<std::vector<std::string>> left_, right_;
+  std::map<std::string, int64_t> lengths_;
+};
+
+}  // namespace kd::data
