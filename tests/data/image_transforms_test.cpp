@@ -23,10 +23,12 @@ TEST_CASE("Resize: nearest repeats pixels, area averages them, integer images st
   const torch::Tensor x = torch::tensor({{1, 2}, {3, 4}}, torch::kByte).reshape({1, 2, 2});
   const torch::Tensor up = run_transform("{type: Resize, size: [4, 4], method: nearest}", x);
   CHECK(up.scalar_type() == torch::kByte);
-  CHECK(up.equal(torch::tensor({{1, 1, 2, 2}, {1, 1, 2, 2}, {3, 3, 4, 4}, {3, 3, 4, 4}}, torch::kByte).reshape({1, 4, 4})));
+  CHECK(up.equal(
+      torch::tensor({{1, 1, 2, 2}, {1, 1, 2, 2}, {3, 3, 4, 4}, {3, 3, 4, 4}}, torch::kByte).reshape({1, 4, 4})));
   // Halving a ramp by area: each output pixel is the mean of a 2x2 block.
   const torch::Tensor ramp = torch::arange(16, torch::kFloat).reshape({1, 4, 4});
-  CHECK(run_transform("{type: Resize, size: [2, 2], method: area}", ramp).equal(torch::tensor({{2.5f, 4.5f}, {10.5f, 12.5f}}).reshape({1, 2, 2})));
+  CHECK(run_transform("{type: Resize, size: [2, 2], method: area}", ramp)
+            .equal(torch::tensor({{2.5f, 4.5f}, {10.5f, 12.5f}}).reshape({1, 2, 2})));
   // Channels last keep their place; a constant image stays constant under bilinear and bicubic.
   const torch::Tensor rgb = torch::full({2, 5, 7, 3}, 200, torch::kByte);
   for (const char* method : {"bilinear", "bicubic"}) {
@@ -43,7 +45,8 @@ TEST_CASE("Resize: nearest repeats pixels, area averages them, integer images st
 
 TEST_CASE("CenterCrop takes the middle window") {
   const torch::Tensor x = torch::arange(25).reshape({1, 5, 5});
-  CHECK(run_transform("{type: CenterCrop, size: [3, 3]}", x).equal(torch::tensor({{6, 7, 8}, {11, 12, 13}, {16, 17, 18}}).reshape({1, 3, 3})));
+  CHECK(run_transform("{type: CenterCrop, size: [3, 3]}", x)
+            .equal(torch::tensor({{6, 7, 8}, {11, 12, 13}, {16, 17, 18}}).reshape({1, 3, 3})));
   // An even margin that does not halve: the extra row and column are cut at the end.
   CHECK(run_transform("{type: CenterCrop, size: [4, 4]}", x).equal(x.narrow(1, 0, 4).narrow(2, 0, 4)));
   CHECK_THROWS_WITH(run_transform("{type: CenterCrop, size: [6, 2]}", x), Catch::Contains("larger than the images"));
@@ -53,16 +56,20 @@ TEST_CASE("Rearrange moves, merges and splits axes of each example as einops doe
   const torch::Tensor x = torch::arange(2 * 3 * 4 * 5).reshape({2, 3, 4, 5});
   CHECK(run_transform("{type: Rearrange, pattern: 'h w c -> c h w'}", x).equal(x.permute({0, 3, 1, 2})));
   CHECK(run_transform("{type: Rearrange, pattern: 'h w c -> (h w c)'}", x).equal(x.reshape({2, 60})));
-  CHECK(run_transform("{type: Rearrange, pattern: 'h w c -> (w h) c'}", x).equal(x.permute({0, 2, 1, 3}).reshape({2, 12, 5})));
+  CHECK(run_transform("{type: Rearrange, pattern: 'h w c -> (w h) c'}", x)
+            .equal(x.permute({0, 2, 1, 3}).reshape({2, 12, 5})));
   CHECK(run_transform("{type: Rearrange, pattern: '... c -> c ...'}", x).equal(x.permute({0, 3, 1, 2})));
   CHECK(run_transform("{type: Rearrange, pattern: '(h w) c -> h w c', axes_lengths: {h: 2}}", x.reshape({2, 12, 5}))
             .equal(x.reshape({2, 2, 6, 5})));
-  CHECK_THROWS_WITH(run_transform("{type: Rearrange, pattern: 'h w c'}", x), Catch::Contains("a pattern is \"left -> right\""));
-  CHECK_THROWS_WITH(run_transform("{type: Rearrange, pattern: 'h w c -> h w'}", x), Catch::Contains("must name the same axes"));
+  CHECK_THROWS_WITH(run_transform("{type: Rearrange, pattern: 'h w c'}", x),
+                    Catch::Contains("a pattern is \"left -> right\""));
+  CHECK_THROWS_WITH(run_transform("{type: Rearrange, pattern: 'h w c -> h w'}", x),
+                    Catch::Contains("must name the same axes"));
   CHECK_THROWS_WITH(run_transform("{type: Rearrange, pattern: 'h w -> w h'}", x),
                     Catch::Contains("its left side names 2 axes, but each example of \"image\" has 3"));
   CHECK_THROWS_WITH(run_transform("{type: Rearrange, pattern: '(h w) c -> h w c'}", x.reshape({2, 12, 5})),
                     Catch::Contains("give axes_lengths"));
-  CHECK_THROWS_WITH(run_transform("{type: Rearrange, pattern: '(h w) c -> h w c', axes_lengths: {h: 5}}", x.reshape({2, 12, 5})),
-                    Catch::Contains("cannot be split"));
+  CHECK_THROWS_WITH(
+      run_transform("{type: Rearrange, pattern: '(h w) c -> h w c', axes_lengths: {h: 5}}", x.reshape({2, 12, 5})),
+      Catch::Contains("cannot be split"));
 }

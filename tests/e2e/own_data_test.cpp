@@ -7,6 +7,7 @@
 #include <fstream>
 
 #include "tests/e2e/helpers.h"
+#include "trainer/writers/png.h"
 #include "trainer/writers/writer.h"
 
 using namespace kd_e2e;
@@ -64,5 +65,45 @@ evals:
                                   /*with_stderr=*/true);
   INFO(eval.output);
   CHECK(eval.code == 0);
+  fs::remove_all(dir);
+}
+
+TEST_CASE("kd train learns the CNN on a folder of PNG pictures of two sizes, resized as they are read") {
+  const fs::path dir = fresh_dir();
+  // Two classes: light and dark pictures with noise, of 20 x 16 and 24 x 30 pixels.
+  uint32_t state = 7;
+  const auto noise = [&] {
+    state = state * 1664525u + 1013904223u;
+    return static_cast<int64_t>(state >> 27);  // 0..31
+  };
+  for (int i = 0; i < 80; ++i) {
+    const bool light = i % 2 == 0;
+    const int64_t h = i % 4 < 2 ? 20 : 24, w = i % 4 < 2 ? 16 : 30;
+    torch::Tensor image = torch::empty({h, w, 3}, torch::kByte);
+    auto* p = image.data_ptr<uint8_t>();
+    for (int64_t k = 0; k < h * w * 3; ++k) p[k] = static_cast<uint8_t>((light ? 180 : 60) + noise());
+    const fs::path file = dir / "pictures" / (light ? "light" : "dark") / (std::to_string(i) + ".png");
+    fs::create_directories(file.parent_path());
+    std::ofstream(file, std::ios::binary) << kd::writers::encode_png(image);
+  }
+  const std::string ds =
+      "{type: ImageFolder, path: pictures, size: [28, 28], channels: 1, test_fraction: 0.25, "
+      "split_seed: 1, transforms: [{type: ValueRange, key: image, in_vrange: [0, 255], "
+      "vrange: [0, 1]}]";
+  std::ofstream(dir / "exp.yaml") << "base: " << std::string(KD_SOURCE_DIR) << "/configs/fashion_mnist_cnn.yaml\n"
+                                  << "num_train_steps: 40\nlog_metrics_every: 20\nnum_threads: 1\n"
+                                  << "train_ds: " << ds << ", split: train, batch_size: 20}\n"
+                                  << "model: {output_size: 2}\n"
+                                  << "evals: {test: {ds: " << ds << ", split: test, batch_size: 20}}}\n";
+  const Result r = run_kd("train --cfg=" + (dir / "exp.yaml").string() + " --cfg.workdir=" + (dir / "wd").string());
+  INFO(r.output);
+  REQUIRE(r.code == 0);
+  CHECK_THAT(r.output, Catch::Contains("ImageFolder") && Catch::Contains("classes dark=0, light=1") &&
+                           Catch::Contains("60 examples"));
+  double accuracy = 0;
+  for (const auto& rec : kd::writers::read_jsonl((dir / "wd" / "metrics.jsonl").string())) {
+    if (rec.collection == "test") accuracy = value_of(rec, "metrics/accuracy");
+  }
+  CHECK(accuracy > 0.9);  // chance is 0.5; the classes are 120 grey levels apart
   fs::remove_all(dir);
 }

@@ -8,6 +8,7 @@
 #include "trainer/common/suggest.h"
 #include "trainer/data/csv_source_internal.h"
 #include "trainer/data/idx.h"
+#include "trainer/data/image_folder_internal.h"
 
 namespace kd::data {
 namespace {
@@ -108,6 +109,12 @@ config::Registry<Source>& source_registry() {
         "the last; none: no label), classes (the order of word labels; default: sorted), split=all|train|test, "
         "test_fraction=0.2, split_seed=0. Gives batch.features (float32 [N, columns but the label]) and "
         "batch.label (int64 class indices for whole numbers or words, else float32)");
+    r.add(
+        "ImageFolder", [](const config::Node& o) { return std::make_shared<ImageFolder>(o); },
+        "path (PATH/<class>/<image>.png|jpg, relative to the experiment file), size [H, W] (resize as read; "
+        "default: every image one size), channels=3|1, classes (default: the folders, sorted), "
+        "split=all|train|test, test_fraction=0.2, split_seed=0. Gives batch.image (uint8 [N, H, W, C]) and "
+        "batch.label (int64)");
     r.add(
         "Synthetic", [](const config::Node& o) { return std::make_shared<Synthetic>(o); },
         "num_examples=1024, num_features=16, num_classes=4, seed=0");
