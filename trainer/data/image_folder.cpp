@@ -90,10 +90,9 @@ Tree ImageFolder::load() const {
     std::sort(names.begin(), names.end());
     for (auto& n : names) files.emplace_back(std::move(n), static_cast<int64_t>(k));
   }
-  const std::vector<int64_t> kept =
-      split_ == "all" ? split_rows(static_cast<int64_t>(files.size()), 0.0, 0, false)
-                      : split_rows(static_cast<int64_t>(files.size()), test_fraction_,
-                                   static_cast<uint64_t>(split_seed_), split_ == "test");
+  const std::vector<int64_t> kept = split_ == "all" ? split_rows(static_cast<int64_t>(files.size()), 0.0, 0, false)
+                                                    : split_rows(static_cast<int64_t>(files.size()), test_fraction_,
+                                                                 static_cast<uint64_t>(split_seed_), split_ == "test");
   if (kept.empty()) throw ConfigError(where_ + ": split " + split_ + " of \"" + path_ + "\" holds no images");
   std::vector<torch::Tensor> images;
   std::vector<int64_t> labels;
@@ -107,8 +106,9 @@ Tree ImageFolder::load() const {
       image = resize_images(image.unsqueeze(0), *size_, "bilinear", /*antialias=*/true).squeeze(0);
     } else if (!images.empty() && image.sizes() != images.front().sizes()) {
       throw ConfigError(where_ + ": \"" + file + "\" is " + std::to_string(image.size(1)) + " x " +
-                        std::to_string(image.size(0)) + " pixels but \"" + files[static_cast<std::size_t>(kept[0])].first +
-                        "\" " + std::to_string(images.front().size(1)) + " x " + std::to_string(images.front().size(0)) +
+                        std::to_string(image.size(0)) + " pixels but \"" +
+                        files[static_cast<std::size_t>(kept[0])].first + "\" " +
+                        std::to_string(images.front().size(1)) + " x " + std::to_string(images.front().size(0)) +
                         ": give size: [height, width] to resize every image as it is read");
     }
     images.push_back(image);
