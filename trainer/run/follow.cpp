@@ -3,6 +3,7 @@
 // process that trains it.
 #include <chrono>
 #include <filesystem>
+#include <set>
 #include <thread>
 
 #include <spdlog/spdlog.h>
@@ -63,6 +64,7 @@ std::vector<int64_t> Trainer::follow_checkpoints(const FollowOptions& follow) {
   StopSignals signals;
   const int64_t final_step = options_->num_train_steps;  // 0: the data bounds the run
   std::vector<int64_t> evaluated;
+  std::set<int64_t> skipped;  // damaged or gone: warned about once
   bool seen_training = false;
   auto idle_since = Clock::now();
   while (signals.received() == 0) {
@@ -72,8 +74,10 @@ std::vector<int64_t> Trainer::follow_checkpoints(const FollowOptions& follow) {
     const int64_t after = evaluated.empty() ? -1 : evaluated.back();
     bool restored = false;
     for (const auto& info : checkpointer_->probe_after(after)) {  // the newest first
+      if (skipped.count(info.step)) continue;
       if (!info.valid()) {
         log_->warn("checkpoint {} is damaged ({}); skipping it", info.path, info.problem);
+        skipped.insert(info.step);
         continue;
       }
       try {
@@ -84,6 +88,7 @@ std::vector<int64_t> Trainer::follow_checkpoints(const FollowOptions& follow) {
         } else {
           log_->warn("checkpoint {} cannot be evaluated ({}); skipping it", info.path, e.what());
         }
+        skipped.insert(info.step);
         continue;
       }
       restored = true;

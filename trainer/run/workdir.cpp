@@ -104,7 +104,12 @@ void Workdir::begin_writes() {
   writers_lock_fd_ = ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
   if (writers_lock_fd_ < 0) throw IOError("cannot create \"" + lock_path + "\": " + std::strerror(errno));
   ::flock(writers_lock_fd_, LOCK_EX);  // held by a training run only while it rewrites the records
-  writers_ = writers::make_writers(writer_options_, path_);
+  try {
+    writers_ = writers::make_writers(writer_options_, path_);
+  } catch (...) {
+    end_writes();
+    throw;
+  }
 }
 
 void Workdir::end_writes() {
