@@ -196,3 +196,26 @@ inline void set_autocast_dtype(c10::DeviceType device, c10::ScalarType dtype) {
 }  // namespace kd::compat
 
 #endif  // KD_COMPAT_AUTOCAST
+
+// ---- CUDA memory statistics --------------------------------------------------------------------
+// Only where LibTorch is built with CUDA (KD_WITH_CUDA, set by trainer/CMakeLists.txt when its
+// CMake package lists CUDA libraries). The stats struct moved from c10::cuda::CUDACachingAllocator
+// to c10::CachingDeviceAllocator in 2.5; getDeviceStats and the layout of its arrays did not.
+#if defined(KD_COMPAT_CUDA_MEMORY) && defined(KD_WITH_CUDA)
+
+#include <c10/cuda/CUDACachingAllocator.h>
+#include <c10/cuda/CUDAFunctions.h>
+
+namespace kd::compat {
+
+// The most bytes LibTorch's caching allocator has held in tensors on CUDA device `index` (< 0:
+// the current device).
+inline int64_t cuda_peak_allocated_bytes(int index) {
+  const auto device = static_cast<c10::DeviceIndex>(index < 0 ? c10::cuda::current_device() : index);
+  const auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(device);
+  return stats.allocated_bytes[0].peak;  // [0]: StatType::AGGREGATE in every version
+}
+
+}  // namespace kd::compat
+
+#endif  // KD_COMPAT_CUDA_MEMORY && KD_WITH_CUDA

@@ -62,6 +62,10 @@ writers::Scalars Reporter::train_metrics(int64_t step, writers::Scalars values, 
   values.emplace_back("perf_stats/total_training_time_hours", interval.training_seconds / 3600.0);
   values.emplace_back("perf_stats/peak_host_memory_mb",
                       static_cast<double>(runtime::peak_host_memory_bytes()) / (1024.0 * 1024.0));
+  if (interval.device_peak_bytes >= 0) {
+    values.emplace_back("perf_stats/peak_device_memory_mb",
+                        static_cast<double>(interval.device_peak_bytes) / (1024.0 * 1024.0));
+  }
   for (auto& w : workdir_.writers()) w->write_scalars(step, "train", values);
 
   std::string line;

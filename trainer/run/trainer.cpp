@@ -22,6 +22,7 @@
 #include "trainer/run/reporter_internal.h"
 #include "trainer/run/stop_signals_internal.h"
 #include "trainer/run/workdir_internal.h"
+#include "trainer/runtime/memory.h"
 #include "trainer/step/auxiliaries.h"
 #include "trainer/step/train_step.h"
 
@@ -173,7 +174,10 @@ writers::Scalars Trainer::log_train_metrics() {
                               .eval_seconds = interval_.eval_seconds,
                               .batch_size = pipeline_->options().batch_size,
                               .world_size = world_size(),
-                              .training_seconds = training_seconds()};
+                              .training_seconds = training_seconds(),
+                              .device_peak_bytes = options_->device.is_cuda()
+                                                       ? runtime::peak_device_memory_bytes(options_->device.index())
+                                                       : -1};
   writers::Scalars values =
       compute_scalars(parallel_->merge(interval_.merged, auxiliaries_, "merging the training metrics"));
   for (const auto& [name, value] : step_->optimizer().schedules(state_.step - 1)) {
