@@ -28,13 +28,13 @@ struct Context;
 // The steps of a logging interval and how long they took.
 struct IntervalTiming {
   int64_t steps = 0;
-  double seconds = 0;             // the interval's wall time, checkpoints and evals included
-  double data_wait_seconds = 0;   // of `seconds`, waiting for the data pipeline
-  double checkpoint_seconds = 0;  // of `seconds`, saving checkpoints
-  double eval_seconds = 0;        // of `seconds`, running evals
-  int64_t batch_size = 0;         // the global batch
-  int world_size = 1;             // the processes that share it
-  double training_seconds = 0;    // the run's wall time so far, over all its resumptions
+  double seconds = 0;              // the interval's wall time, checkpoints and evals included
+  double data_wait_seconds = 0;    // of `seconds`, waiting for the data pipeline
+  double checkpoint_seconds = 0;   // of `seconds`, saving checkpoints
+  double eval_seconds = 0;         // of `seconds`, running evals
+  int64_t batch_size = 0;          // the global batch
+  int world_size = 1;              // the processes that share it
+  double training_seconds = 0;     // the run's wall time so far, over all its resumptions
   int64_t device_peak_bytes = -1;  // LibTorch's CUDA allocator's peak on the run's device; -1: not CUDA
 };
 
