@@ -1,4 +1,5 @@
-// Decoding image files (PNG with libpng, JPEG with libjpeg-turbo) for the ImageFolder source.
+// Decoding image files for the ImageFolder source: PNG (writers::decode_png, libpng) and JPEG
+// (libjpeg-turbo), told apart by their first bytes.
 #pragma once
 
 #include <string>

@@ -4,6 +4,7 @@
 
 #include <csetjmp>
 #include <cstring>
+#include <memory>
 #include <vector>
 
 #include <torch/torch.h>
@@ -40,6 +41,8 @@ void on_error(png_structp png, png_const_charp message) {
 
 void on_warning(png_structp, png_const_charp) {}
 
+constexpr int64_t kMaxPngPixels = int64_t{1} << 28;  // a crafted header must not make a huge tensor
+
 }  // namespace
 
 std::string encode_png(const torch::Tensor& image) {
@@ -71,35 +74,45 @@ std::string encode_png(const torch::Tensor& image) {
   return out;
 }
 
-torch::Tensor decode_png(const std::string& bytes) {
+torch::Tensor decode_png(const std::string& bytes, const std::string& where) {
   if (bytes.size() < 8 || png_sig_cmp(reinterpret_cast<png_const_bytep>(bytes.data()), 0, 8) != 0) {
-    throw CorruptionError("not a PNG image");
+    throw CorruptionError(where + ": not a PNG image");
   }
   std::string error;
   png_structp png = png_create_read_struct(PNG_LIBPNG_VER_STRING, &error, on_error, on_warning);
+  if (!png) throw CorruptionError(where + ": cannot start the PNG decoder");
   png_infop info = png_create_info_struct(png);
   Reader reader{&bytes, 0};
-  torch::Tensor out;
-  png_bytep rows = nullptr;
-  int w = 0, h = 0, c = 0;
+  // Set before setjmp and not changed after it (only what it points to): defined after a longjmp.
+  const auto out = std::make_unique<torch::Tensor>();
   if (setjmp(png_jmpbuf(png))) {
     png_destroy_read_struct(&png, &info, nullptr);
-    throw CorruptionError("PNG decoding failed: " + error);
+    throw CorruptionError(where + ": not a readable PNG image (" + error + ")");
   }
   png_set_read_fn(png, &reader, read_from_string);
   png_read_info(png, info);
-  w = static_cast<int>(png_get_image_width(png, info));
-  h = static_cast<int>(png_get_image_height(png, info));
-  c = png_get_channels(png, info);
-  if (png_get_bit_depth(png, info) != 8) {
-    error = "only 8-bit images are supported";
+  const auto w = static_cast<int64_t>(png_get_image_width(png, info));
+  const auto h = static_cast<int64_t>(png_get_image_height(png, info));
+  if (h <= 0 || w <= 0 || h * w > kMaxPngPixels) {
+    error = "an image of " + std::to_string(w) + " x " + std::to_string(h) + " pixels; at most 2^28 are read";
     png_longjmp(png, 1);
   }
-  out = torch::empty({h, w, c}, torch::kByte);
-  rows = out.data_ptr<uint8_t>();
-  for (int y = 0; y < h; ++y) png_read_row(png, rows + static_cast<std::ptrdiff_t>(y) * w * c, nullptr);
+  // Everything to 8 bits per channel, gray or RGB, with alpha where the file has it.
+  const int color = png_get_color_type(png, info);
+  if (color == PNG_COLOR_TYPE_PALETTE) png_set_palette_to_rgb(png);
+  if (color == PNG_COLOR_TYPE_GRAY && png_get_bit_depth(png, info) < 8) png_set_expand_gray_1_2_4_to_8(png);
+  if (png_get_valid(png, info, PNG_INFO_tRNS)) png_set_tRNS_to_alpha(png);
+  if (png_get_bit_depth(png, info) == 16) png_set_strip_16(png);
+  const int passes = png_set_interlace_handling(png);
+  png_read_update_info(png, info);
+  const int c = png_get_channels(png, info);
+  *out = torch::empty({h, w, c}, torch::kByte);
+  auto* data = out->data_ptr<uint8_t>();
+  for (int pass = 0; pass < passes; ++pass) {
+    for (int64_t y = 0; y < h; ++y) png_read_row(png, data + y * w * c, nullptr);
+  }
   png_destroy_read_struct(&png, &info, nullptr);
-  return out;
+  return *out;
 }
 
 }  // namespace kd::writers

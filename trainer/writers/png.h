@@ -1,4 +1,4 @@
-// PNG encoding for image summaries (libpng), and decoding for tests and tools.
+// PNG encoding for image summaries (libpng), and decoding (ImageFolder's PNG files, tests).
 #pragma once
 
 #include <string>
@@ -9,7 +9,9 @@ namespace kd::writers {
 
 // `image`: uint8 [H, W, C] with C 1 (gray), 3 (RGB) or 4 (RGBA). Throws kd::TypeError.
 std::string encode_png(const torch::Tensor& image);
-// The uint8 [H, W, C] image of PNG bytes. Throws kd::CorruptionError.
-torch::Tensor decode_png(const std::string& bytes);
+// The uint8 [H, W, C] image of PNG bytes (C: 1 gray, 2 gray + alpha, 3 RGB, 4 RGBA; palettes,
+// transparency, 16-bit and low bit depths become 8-bit channels). kd::CorruptionError naming
+// `where` for a damaged file or more than 2^28 pixels.
+torch::Tensor decode_png(const std::string& bytes, const std::string& where = "PNG image");
 
 }  // namespace kd::writers
