@@ -4,6 +4,7 @@
 //   #include "trainer/kd.h"
 //   kd::models::registry().add<MyModel>("MyModel");
 //   kd::train::Trainer(kd::config::load_experiment("exp.yaml", {})).train();
+//   // or every kd command: return kd::cli::run(argc, argv);
 //
 // Each concept's public header, from the bottom floor up (docs/architecture.md).
 #pragma once
@@ -30,4 +31,5 @@
 #include "trainer/step/step.h"
 #include "trainer/evals/evals.h"
 #include "trainer/run/run.h"
+#include "trainer/cli/cli.h"
 // clang-format on

@@ -103,14 +103,16 @@ void Reporter::summaries(int64_t step, const std::string& collection, const Auxi
 
 void Reporter::progress(int64_t step, int64_t last_step, int64_t steps_this_run, double seconds,
                         const writers::Scalars& logged) {
-  if (!progress_) return;
+  if (!progress_ || !console_) return;
   for (const auto& [name, value] : logged) {
     if (name == "losses/total") last_loss_ = value;
   }
   console_->update(step, last_step, steps_this_run, seconds, last_loss_);
 }
 
-void Reporter::clear() { console_->clear(); }
+void Reporter::clear() {
+  if (console_) console_->clear();
+}
 
 void Reporter::flush() {
   for (auto& w : workdir_.writers()) w->flush();

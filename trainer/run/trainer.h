@@ -64,7 +64,10 @@ struct Auxiliaries;
 
 class Trainer {
  public:
-  explicit Trainer(const config::Node& experiment);
+  // `log`: a logger of the caller's for the run's lines (its level, pattern and sinks apply);
+  // by default they go to stderr, with a progress bar on a terminal. WORKDIR/log.txt keeps
+  // every line at info and above either way.
+  explicit Trainer(const config::Node& experiment, std::shared_ptr<spdlog::logger> log = nullptr);
   ~Trainer();
 
   // Trains until num_train_steps (or stop_after_steps, stop_after_time, a stop signal, or a

@@ -42,11 +42,11 @@ int64_t num_parameters(models::Model& model) {
 
 }  // namespace
 
-Trainer::Trainer(const config::Node& cfg)
+Trainer::Trainer(const config::Node& cfg, std::shared_ptr<spdlog::logger> log)
     : experiment_(cfg),
       options_(std::make_unique<TrainerOptions>(TrainerOptions::from_config(cfg))),
       parallel_(DataParallel::from_environment()) {
-  auto logger = make_run_logger();
+  auto logger = make_run_logger(std::move(log));
   log_ = std::move(logger.log);
   console_ = std::move(logger.console);
   if (!is_chief()) log_->set_level(spdlog::level::warn);  // rank 0 reports for the job
@@ -55,7 +55,8 @@ Trainer::Trainer(const config::Node& cfg)
   checkpointer_ =
       std::make_unique<checkpoints::Checkpointer>(options_->workdir + "/checkpoints", options_->checkpointer);
   workdir_ = std::make_unique<Workdir>(options_->workdir, options_->writer, log_, is_chief());
-  reporter_ = std::make_unique<Reporter>(log_, console_, is_chief() && isatty(STDERR_FILENO) != 0, *workdir_);
+  reporter_ =
+      std::make_unique<Reporter>(log_, console_, console_ && is_chief() && isatty(STDERR_FILENO) != 0, *workdir_);
 
   torch::manual_seed(static_cast<uint64_t>(options_->seed));
   model_ = models::registry().create(cfg.child("model"));

@@ -9,6 +9,8 @@
 #include <filesystem>
 #include <fstream>
 
+#include <spdlog/details/null_mutex.h>
+#include <spdlog/sinks/base_sink.h>
 #include <spdlog/sinks/basic_file_sink.h>
 #include <spdlog/sinks/ringbuffer_sink.h>
 #include <spdlog/spdlog.h>
@@ -26,16 +28,39 @@ namespace fs = std::filesystem;
 constexpr const char* kConsolePattern = "%Y-%m-%d %H:%M:%S %v";
 constexpr const char* kFilePattern = "%Y-%m-%d %H:%M:%S [%l] %v";
 
+// Passes each line, unformatted and with its level and time, to a caller's logger, whose own
+// level, pattern and sinks then apply.
+class ForwardingSink final : public spdlog::sinks::base_sink<spdlog::details::null_mutex> {
+ public:
+  explicit ForwardingSink(std::shared_ptr<spdlog::logger> to) : to_(std::move(to)) {}
+
+ protected:
+  void sink_it_(const spdlog::details::log_msg& msg) override {
+    to_->log(msg.time, msg.source, msg.level, msg.payload);
+  }
+  void flush_() override { to_->flush(); }
+
+ private:
+  std::shared_ptr<spdlog::logger> to_;
+};
+
 }  // namespace
 
-RunLogger make_run_logger() {
-  auto console = std::make_shared<ProgressConsole>(isatty(STDERR_FILENO) != 0);
-  console->set_pattern(kConsolePattern);
+RunLogger make_run_logger(std::shared_ptr<spdlog::logger> output) {
+  std::shared_ptr<ProgressConsole> console;
+  spdlog::sink_ptr first;
+  if (output) {
+    first = std::make_shared<ForwardingSink>(std::move(output));
+  } else {
+    console = std::make_shared<ProgressConsole>(isatty(STDERR_FILENO) != 0);
+    console->set_pattern(kConsolePattern);
+    first = console;
+  }
   // Lines logged before the workdir exists, written to its log.txt once it does: the run's
   // header and its warnings, a few dozen (spdlog allocates every slot up front, ~400 bytes each).
   auto early = std::make_shared<spdlog::sinks::ringbuffer_sink_mt>(1'000);
   early->set_pattern(kFilePattern);
-  auto log = std::make_shared<spdlog::logger>("kd", spdlog::sinks_init_list{console, early});
+  auto log = std::make_shared<spdlog::logger>("kd", spdlog::sinks_init_list{first, early});
   log->flush_on(spdlog::level::info);
   return {std::move(log), std::move(console)};
 }

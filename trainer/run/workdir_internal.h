@@ -71,12 +71,13 @@ class Workdir {
 
 // The run's logger: a console sink `console` (stderr, with a progress bar on a terminal) and a
 // ring buffer of the lines before the workdir exists; every line of info or above is flushed at
-// once, so a killed run keeps its whole log.
+// once, so a killed run keeps its whole log. Given `output` (a caller's logger), the lines go to
+// it instead of stderr, each with its level, and `console` is null (no progress bar).
 class ProgressConsole;
 struct RunLogger {
   std::shared_ptr<spdlog::logger> log;
   std::shared_ptr<ProgressConsole> console;
 };
-RunLogger make_run_logger();
+RunLogger make_run_logger(std::shared_ptr<spdlog::logger> output = nullptr);
 
 }  // namespace kd::train

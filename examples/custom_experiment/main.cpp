@@ -1,7 +1,9 @@
-// A user program that links the kd library, registers its own model, loss and callback, and
-// runs an experiment that uses them by name. Build target: kd_custom_example.
+// A user program that links the kd library, registers its own model, loss and callback, and has
+// every kd command with them (kd::cli::run). CMakeLists.txt builds it in kd's tree or against an
+// installed kd.
 //
-//   build/apps/kd_custom_example --cfg=apps/examples/custom_experiment.yaml [--cfg.k=v ...]
+//   build/examples/custom_experiment/kd_custom_example train --cfg=examples/custom_experiment/experiment.yaml
+//   build/examples/custom_experiment/kd_custom_example configs ResidualMlp
 #include <iostream>
 
 #include <torch/torch.h>
@@ -65,21 +67,6 @@ int main(int argc, char** argv) {
   kd::losses::registry().add<LogitNormPenalty>("LogitNormPenalty");
   kd::train::callback_registry().add<PrintEval>("PrintEval");
 
-  std::string cfg;
-  std::vector<std::string> args(argv + 1, argv + argc);
-  for (const auto& a : args) {
-    if (a.rfind("--cfg=", 0) == 0) cfg = a.substr(6);
-  }
-  if (cfg.empty()) {
-    std::cerr << "usage: kd_custom_example --cfg=FILE [--cfg.key=value ...]\n";
-    return 2;
-  }
-  try {
-    kd::train::Trainer trainer(kd::config::load_experiment(cfg, kd::config::parse_overrides(args, nullptr)));
-    trainer.train();
-  } catch (const kd::Error& e) {
-    std::cerr << "error: " << e.what() << "\n";
-    return 2;
-  }
-  return 0;
+  // Every kd command (train, eval, export, inspect, configs, launch), with the components above.
+  return kd::cli::run(argc, argv, {.name = "kd_custom_example"});
 }

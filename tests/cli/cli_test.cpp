@@ -1,0 +1,133 @@
+#include <catch2/catch.hpp>
+
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <memory>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include <spdlog/sinks/ostream_sink.h>
+#include <spdlog/spdlog.h>
+#include <torch/torch.h>
+
+#include "tests/temp_dir.h"
+#include "trainer/cli/cli.h"
+#include "trainer/common/version.h"
+#include "trainer/config/node.h"
+#include "trainer/models/model.h"
+
+namespace fs = std::filesystem;
+
+namespace {
+
+// Runs kd::cli::run in this process with `args` (no re-execution for OpenBLAS: that would start
+// the test binary again); returns the exit code, with stdout and stderr in `out` and `err`.
+int run_cli(std::vector<std::string> args, std::string* out = nullptr, std::string* err = nullptr,
+            kd::cli::Options options = {}) {
+  options.reexec_for_blas = false;
+  args.insert(args.begin(), options.name);
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  std::ostringstream captured_out, captured_err;
+  auto* old_out = std::cout.rdbuf(captured_out.rdbuf());
+  auto* old_err = std::cerr.rdbuf(captured_err.rdbuf());
+  int code = -1;
+  try {
+    code = kd::cli::run(static_cast<int>(args.size()), argv.data(), options);
+  } catch (...) {
+    std::cout.rdbuf(old_out);
+    std::cerr.rdbuf(old_err);
+    throw;
+  }
+  std::cout.rdbuf(old_out);
+  std::cerr.rdbuf(old_err);
+  if (out) *out = captured_out.str();
+  if (err) *err = captured_err.str();
+  return code;
+}
+
+const char* kExperiment = R"(
+seed: 0
+num_train_steps: 20
+log_metrics_every: 10
+num_threads: 1
+train_ds: {type: Synthetic, num_examples: 64, num_features: 4, num_classes: 2, batch_size: 16}
+model: {type: MLP, input_size: 4, hidden_sizes: [8], output_size: 2}
+train_losses: {xent: {type: SoftmaxCrossEntropyWithIntLabels}}
+optimizer: {type: sgd, learning_rate: 0.1}
+)";
+
+// A model of a "user's own": a linear map, registered under a name no built-in has.
+class ProbeModel : public kd::models::Model {
+ public:
+  explicit ProbeModel(const kd::config::Node& o) : Model(o, {{"x", "batch.image"}}) {
+    linear_ = register_module("linear", torch::nn::Linear(o.get_int("input_size"), o.get_int("output_size")));
+  }
+  kd::Tree forward(const kd::Tree& inputs) override {
+    return kd::Tree::dict({{"logits", linear_(inputs.at("x").tensor().flatten(1).to(torch::kFloat))}});
+  }
+
+ private:
+  torch::nn::Linear linear_{nullptr};
+};
+
+}  // namespace
+
+TEST_CASE("kd::cli::run trains with a component the program registered, logging to the caller's logger") {
+  if (!kd::models::registry().contains("CliTestProbe")) {
+    kd::models::registry().add<ProbeModel>("CliTestProbe", "input_size, output_size (a test's model)");
+  }
+  const fs::path dir = kd::testing::fresh_dir("kd_cli_test_");
+  fs::create_directories(dir);
+  std::ofstream(dir / "exp.yaml") << kExperiment;
+
+  std::ostringstream lines;
+  auto sink = std::make_shared<spdlog::sinks::ostream_sink_mt>(lines);
+  sink->set_pattern("<%l> %v");
+  auto logger = std::make_shared<spdlog::logger>("caller", sink);
+
+  std::string out, err;
+  const int code = run_cli({"train", "--cfg=" + (dir / "exp.yaml").string(), "--cfg.workdir=" + (dir / "wd").string(),
+                            "--cfg.model={type: CliTestProbe, input_size: 4, output_size: 2}"},
+                           &out, &err, {.name = "my_trainer", .log = logger});
+  INFO(err);
+  REQUIRE(code == 0);
+  const std::string logged = lines.str();
+  INFO(logged);
+  // Every line reached the caller's logger with its level, in its pattern.
+  CHECK_THAT(logged, Catch::Contains("<info> workdir: " + (dir / "wd").string()) &&
+                         Catch::Contains("<info> done: step 20 of 20"));
+  // The workdir's log keeps them too, in kd's own pattern.
+  std::ifstream log_txt(dir / "wd" / "log.txt");
+  const std::string saved((std::istreambuf_iterator<char>(log_txt)), std::istreambuf_iterator<char>());
+  CHECK_THAT(saved, Catch::Contains("[info] done: step 20 of 20"));
+  CHECK(fs::exists(dir / "wd" / "checkpoints" / "ckpt_20"));
+  fs::remove_all(dir);
+}
+
+TEST_CASE("kd::cli::run names the program in its errors and suggests the nearest command or type") {
+  std::string out, err;
+  CHECK(run_cli({"trian"}, &out, &err, {.name = "my_trainer"}) == 2);
+  CHECK_THAT(err, Catch::StartsWith("my_trainer: error: unknown command \"trian\". Did you mean \"train\"?"));
+
+  CHECK(run_cli({"configs", "Acuracy"}, &out, &err) == 2);
+  CHECK_THAT(err, Catch::Contains("kd: error: no component type \"Acuracy\"; did you mean \"Accuracy\"?"));
+
+  CHECK(run_cli({"train", "--cfg=" + kd::testing::fresh_dir("kd_cli_missing_").string() + ".yaml"}, &out, &err) == 2);
+  CHECK_THAT(err, Catch::StartsWith("kd: error: "));
+
+  CHECK(run_cli({"train"}, &out, &err) == 2);  // --cfg is required: CLI11's message, exit code 2
+  CHECK_THAT(err, Catch::Contains("--cfg"));
+}
+
+TEST_CASE("kd --version names kd's version and the LibTorch it was built with") {
+  std::string out;
+  REQUIRE(run_cli({"--version"}, &out) == 0);
+  CHECK_THAT(out, Catch::StartsWith(std::string("kd ") + KD_VERSION + " (LibTorch "));
+  CHECK(kd::cli::version() == out.substr(0, out.find('\n')));
+  REQUIRE(run_cli({"--version"}, &out, nullptr, {.name = "my_trainer"}) == 0);
+  CHECK_THAT(out, Catch::StartsWith("my_trainer on kd " + std::string(KD_VERSION)));
+}

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# tests/package/installed_consumer.sh BUILD_DIR SOURCE_DIR WORK_DIR CXX GENERATOR [LAUNCHER]
+#
+# Installs the kd of BUILD_DIR into WORK_DIR/prefix, builds examples/custom_experiment on its own
+# against that copy (find_package(kd CONFIG REQUIRED) and kd::kd, nothing of kd's source tree),
+# and trains with the program: its own model, loss and callback, by name.
+set -euo pipefail
+build=$1 source=$2 work=$3 cxx=$4 generator=$5 launcher=${6:-}
+rm -rf "$work"
+mkdir -p "$work"
+prefix=$work/prefix
+
+cmake --install "$build" --prefix "$prefix" >"$work/install.log"
+# What a package holds: the library, the public headers (no internal ones), the binary, the config.
+for f in lib/libkd.a include/kd/trainer/kd.h include/kd/trainer/cli/cli.h include/kd/trainer/common/version.h \
+  bin/kd lib/cmake/kd/kdConfig.cmake lib/cmake/kd/kdConfigVersion.cmake share/kd/configs/fashion_mnist_mlp.yaml; do
+  [[ -e "$prefix/$f" ]] || { echo "not installed: $f"; exit 1; }
+done
+if find "$prefix/include" -name '*_internal.h' | grep -q .; then
+  echo "internal headers were installed:"; find "$prefix/include" -name '*_internal.h'; exit 1
+fi
+"$prefix/bin/kd" --version
+
+# The example, on its own: a copy outside kd's tree, so no relative path can reach kd's sources.
+cp -r "$source/examples/custom_experiment" "$work/example"
+cmake -S "$work/example" -B "$work/example-build" -G "$generator" -DCMAKE_BUILD_TYPE=Release \
+  -DCMAKE_CXX_COMPILER="$cxx" ${launcher:+-DCMAKE_CXX_COMPILER_LAUNCHER="$launcher"} \
+  -DCMAKE_PREFIX_PATH="$prefix" >"$work/configure.log" || { cat "$work/configure.log"; exit 1; }
+cmake --build "$work/example-build" >"$work/build.log" || { cat "$work/build.log"; exit 1; }
+program=$work/example-build/kd_custom_example
+
+"$program" --version
+"$program" configs ResidualMlp
+"$program" train --cfg="$work/example/experiment.yaml" --cfg.workdir="$work/workdir" --cfg.num_train_steps=300

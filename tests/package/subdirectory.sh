@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# tests/package/subdirectory.sh SOURCE_DIR WORK_DIR CXX GENERATOR
+#
+# Configures a parent project that adds kd with add_subdirectory and sets no build type: kd must
+# give it kd::kd, build none of its tests or binaries, and leave the build type unset.
+set -euo pipefail
+source=$1 work=$2 cxx=$3 generator=$4
+rm -rf "$work"
+mkdir -p "$work/parent"
+cat >"$work/parent/CMakeLists.txt" <<CMAKE
+cmake_minimum_required(VERSION 3.21)
+project(parent LANGUAGES CXX)
+add_subdirectory("$source" kd)
+add_executable(parent_app main.cpp)
+target_link_libraries(parent_app PRIVATE kd::kd)
+message(STATUS "parent build type: [\${CMAKE_BUILD_TYPE}]")
+CMAKE
+printf '#include "trainer/cli/cli.h"\nint main(int argc, char** argv) { return kd::cli::run(argc, argv); }\n' \
+  >"$work/parent/main.cpp"
+cmake -S "$work/parent" -B "$work/build" -G "$generator" -DCMAKE_CXX_COMPILER="$cxx" >"$work/configure.log" ||
+  { cat "$work/configure.log"; exit 1; }
+grep -q "parent build type: \[\]" "$work/configure.log" || { echo "kd set the parent's build type:"; grep "build type" "$work/configure.log"; exit 1; }
+if [[ $generator == Ninja* ]]; then
+  targets=$(cmake --build "$work/build" -- -t targets all)  # every target, not only the top ones
+else
+  targets=$(cmake --build "$work/build" --target help)
+fi
+for want in parent_app kd_trainer; do
+  grep -qw "$want" <<<"$targets" || { echo "no target $want"; exit 1; }
+done
+for unwanted in kd_tests kd_e2e_tests kd_custom_example train_bench apps/kd install; do
+  if grep -Eq "(^|[ /])$unwanted(:| |$)" <<<"$targets"; then echo "kd added a target $unwanted to its parent"; exit 1; fi
+done
+echo "kd as a subdirectory: kd::kd, no tests, binaries or install rules, the parent's build type kept"

@@ -1,0 +1,42 @@
+// kd::cli: the `kd` command line as a library call. A program that registers components of its
+// own gets every kd command (train, eval, export, inspect, configs, launch) with them:
+//
+//   #include "trainer/kd.h"
+//   int main(int argc, char** argv) {
+//     kd::models::registry().add<MyModel>("MyModel", "width=64");
+//     return kd::cli::run(argc, argv, {.name = "my_trainer"});
+//   }
+//
+//   $ my_trainer train --cfg=exp.yaml --cfg.model.width=128
+//
+// run() returns the process's exit code: 0, 2 for a mistake in the input (printed as one
+// "NAME: error: ..." line on stderr, the fix named), 1 for anything else.
+#pragma once
+
+#include <memory>
+#include <string>
+
+namespace spdlog {
+class logger;
+}  // namespace spdlog
+
+namespace kd::cli {
+
+struct Options {
+  // The program's name in its help and its error lines.
+  std::string name = "kd";
+  // Where train, eval and inspect log (Trainer's `log`); by default stderr, with a progress bar
+  // on a terminal. WORKDIR/log.txt keeps the lines either way.
+  std::shared_ptr<spdlog::logger> log;
+  // OpenBLAS chose its kernels when the process loaded: when they are narrower than the CPU's,
+  // start the program again with OPENBLAS_CORETYPE set (never over a value set; see
+  // trainer/runtime/blas.h). Off: the run's header warns instead.
+  bool reexec_for_blas = true;
+};
+
+int run(int argc, char** argv, const Options& options = {});
+
+// "kd 0.1.0 (LibTorch 2.5.1, CUDA)": what `kd --version` prints.
+std::string version();
+
+}  // namespace kd::cli

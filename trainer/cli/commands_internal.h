@@ -1,0 +1,39 @@
+// The work of each `kd` command, once its arguments are parsed (cli.cpp parses them). Each
+// returns the exit code and throws kd::Error for a mistake in the input.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "trainer/run/trainer.h"
+
+namespace kd::cli {
+
+// The experiment of --cfg=FILE with the --cfg.key=value overrides in `extras`.
+config::Node load(const std::string& cfg, const std::vector<std::string>& extras);
+
+int run_train(const std::string& cfg, const std::vector<std::string>& extras, std::shared_ptr<spdlog::logger> log);
+int run_inspect(const std::string& cfg, const std::vector<std::string>& extras, std::shared_ptr<spdlog::logger> log);
+// kd eval: checkpoint `step` of the workdir (the newest valid one when < 0).
+int run_eval(const std::string& workdir, int64_t step, const std::vector<std::string>& extras,
+             std::shared_ptr<spdlog::logger> log);
+// kd eval --follow: waits for the workdir's experiment (written after a run's first step), then
+// evaluates its checkpoints as they appear.
+int run_follow(const std::string& workdir, const train::Trainer::FollowOptions& follow,
+               const std::vector<std::string>& extras, std::shared_ptr<spdlog::logger> log);
+
+struct ExportOptions {
+  std::string workdir, out, format = "safetensors";
+  std::string program = "kd";  // the program's name in its warnings
+  int64_t step = -1;           // < 0: the newest valid checkpoint
+  bool collections = false, ema = false, overwrite = false;
+  std::vector<std::string> strip_prefixes;
+};
+int run_export(const ExportOptions& options);
+
+// kd configs [NAME]: the registered component types (or one), with their options.
+int run_configs(const std::string& name);
+
+}  // namespace kd::cli
