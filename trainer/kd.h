@@ -30,6 +30,7 @@
 #include "trainer/summaries/summaries.h"
 #include "trainer/step/step.h"
 #include "trainer/evals/evals.h"
+#include "trainer/report/report.h"
 #include "trainer/run/run.h"
 #include "trainer/cli/cli.h"
 // clang-format on

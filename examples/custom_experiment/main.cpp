@@ -67,6 +67,6 @@ int main(int argc, char** argv) {
   kd::losses::registry().add<LogitNormPenalty>("LogitNormPenalty");
   kd::train::callback_registry().add<PrintEval>("PrintEval");
 
-  // Every kd command (train, eval, export, inspect, configs, launch), with the components above.
+  // Every kd command (train, eval, export, inspect, configs, launch, report), with the components above.
   return kd::cli::run(argc, argv, {.name = "kd_custom_example"});
 }

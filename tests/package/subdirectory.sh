@@ -3,8 +3,17 @@
 #
 # Configures a parent project that adds kd with add_subdirectory and sets no build type: kd must
 # give it kd::kd, build none of its tests or binaries, and leave the build type unset.
+# KD_PARENT_PREFIX_PATH (":"-separated) and KD_TORCH_DIR are where the parent build found kd's
+# dependencies and LibTorch, when not in the system's paths. Exits 77 (skipped) with CMake older than 3.24, which kd needs for this.
 set -euo pipefail
+parent_prefix=${KD_PARENT_PREFIX_PATH:-}
+parent_prefix=${parent_prefix//:/;}
 source=$1 work=$2 cxx=$3 generator=$4
+version=$(cmake --version | head -1 | awk '{print $3}')
+if [[ $(printf '%s\n' 3.24 "$version" | sort -V | head -1) != 3.24 ]]; then
+  echo "CMake $version is older than 3.24: kd as a subdirectory needs 3.24"
+  exit 77
+fi
 rm -rf "$work"
 mkdir -p "$work/parent"
 cat >"$work/parent/CMakeLists.txt" <<CMAKE
@@ -17,9 +26,12 @@ message(STATUS "parent build type: [\${CMAKE_BUILD_TYPE}]")
 CMAKE
 printf '#include "trainer/cli/cli.h"\nint main(int argc, char** argv) { return kd::cli::run(argc, argv); }\n' \
   >"$work/parent/main.cpp"
-cmake -S "$work/parent" -B "$work/build" -G "$generator" -DCMAKE_CXX_COMPILER="$cxx" >"$work/configure.log" ||
+cmake -S "$work/parent" -B "$work/build" -G "$generator" -DCMAKE_CXX_COMPILER="$cxx" \
+  ${parent_prefix:+-DCMAKE_PREFIX_PATH="$parent_prefix"} ${KD_TORCH_DIR:+-DTorch_DIR="$KD_TORCH_DIR"} \
+  >"$work/configure.log" 2>&1 ||
   { cat "$work/configure.log"; exit 1; }
-grep -q "parent build type: \[\]" "$work/configure.log" || { echo "kd set the parent's build type:"; grep "build type" "$work/configure.log"; exit 1; }
+grep -q "parent build type: \[\]" "$work/configure.log" ||
+  { echo "kd set the parent's build type:"; grep "build type" "$work/configure.log"; exit 1; }
 if [[ $generator == Ninja* ]]; then
   targets=$(cmake --build "$work/build" -- -t targets all)  # every target, not only the top ones
 else
@@ -29,6 +41,9 @@ for want in parent_app kd_trainer; do
   grep -qw "$want" <<<"$targets" || { echo "no target $want"; exit 1; }
 done
 for unwanted in kd_tests kd_e2e_tests kd_custom_example train_bench apps/kd install; do
-  if grep -Eq "(^|[ /])$unwanted(:| |$)" <<<"$targets"; then echo "kd added a target $unwanted to its parent"; exit 1; fi
+  if grep -Eq "(^|[ /])$unwanted(:| |$)" <<<"$targets"; then
+    echo "kd added a target $unwanted to its parent"
+    exit 1
+  fi
 done
 echo "kd as a subdirectory: kd::kd, no tests, binaries or install rules, the parent's build type kept"

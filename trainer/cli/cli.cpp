@@ -104,6 +104,15 @@ int run(int argc, char** argv, const Options& options) {
                      "Seconds a rank may take to stop after SIGTERM before SIGKILL (default 30)");
   launch->prefix_command();  // everything after the options (or after --) is the kd command
 
+  std::vector<std::string> report_workdirs;
+  std::string report_out;
+  bool report_overwrite = false;
+  auto* report = app.add_subcommand(
+      "report", "Write one self-contained HTML page of runs: charts, latest values, experiment, model, images");
+  report->add_option("--workdir", report_workdirs, "A run's workdir (repeatable: the runs side by side)")->required();
+  report->add_option("--out", report_out, "The page to write (default for one workdir: WORKDIR/report.html)");
+  report->add_flag("--overwrite", report_overwrite, "Replace --out even when it is not a kd report");
+
   std::string type_name;
   auto* configs = app.add_subcommand("configs", "List the registered component types, or one type's options");
   configs->add_option("name", type_name, "A component type, e.g. Accuracy");
@@ -146,6 +155,7 @@ int run(int argc, char** argv, const Options& options) {
       return run_export(export_options);
     }
     if (*configs) return run_configs(type_name);
+    if (*report) return run_report(report_workdirs, report_out, report_overwrite);
     if (*launch) {
       launch_options.args = launch->remaining();
       launch_options.args.insert(launch_options.args.end(), launched.begin(), launched.end());

@@ -1,5 +1,5 @@
 // kd::cli: the `kd` command line as a library call. A program that registers components of its
-// own gets every kd command (train, eval, export, inspect, configs, launch) with them:
+// own gets every kd command (train, eval, export, inspect, configs, launch, report) with them:
 //
 //   #include "trainer/kd.h"
 //   int main(int argc, char** argv) {

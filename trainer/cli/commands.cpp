@@ -21,6 +21,7 @@
 #include "trainer/models/model.h"
 #include "trainer/optim/optimizer_type.h"
 #include "trainer/optim/schedules.h"
+#include "trainer/report/report.h"
 #include "trainer/run/callback.h"
 #include "trainer/runtime/blas.h"
 #include "trainer/summaries/summary.h"
@@ -181,6 +182,16 @@ int run_export(const ExportOptions& options) {
     checkpoints::write_new_file(out, bytes);
   }
   std::cout << "wrote " << tensors.size() << " tensors of step " << chosen->step << " to " << out << "\n";
+  return 0;
+}
+
+int run_report(const std::vector<std::string>& workdirs, std::string out, bool overwrite) {
+  if (out.empty()) {
+    if (workdirs.size() != 1) throw ConfigError("kd report with several --workdir needs --out=FILE.html");
+    out = workdirs.front() + "/report.html";
+  }
+  report::write(workdirs, out, overwrite);
+  std::cout << "wrote " << out << " (" << workdirs.size() << " run" << (workdirs.size() == 1 ? "" : "s") << ")\n";
   return 0;
 }
 

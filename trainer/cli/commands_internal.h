@@ -33,6 +33,9 @@ struct ExportOptions {
 };
 int run_export(const ExportOptions& options);
 
+// kd report: the page of `workdirs` written to `out` (for one workdir by default its report.html).
+int run_report(const std::vector<std::string>& workdirs, std::string out, bool overwrite);
+
 // kd configs [NAME]: the registered component types (or one), with their options.
 int run_configs(const std::string& name);
 

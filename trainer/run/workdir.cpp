@@ -17,6 +17,7 @@
 
 #include "trainer/common/error.h"
 #include "trainer/io/file_system.h"
+#include "trainer/report/report.h"
 #include "trainer/run/progress_internal.h"
 
 namespace kd::train {
@@ -49,6 +50,8 @@ class ForwardingSink final : public spdlog::sinks::base_sink<spdlog::details::nu
 RunLogger make_run_logger(std::shared_ptr<spdlog::logger> output) {
   std::shared_ptr<ProgressConsole> console;
   spdlog::sink_ptr first;
+  // A caller's logger at debug gets kd's debug lines too; the workdir's files keep info and above.
+  const auto level = output ? std::min(spdlog::level::info, output->level()) : spdlog::level::info;
   if (output) {
     first = std::make_shared<ForwardingSink>(std::move(output));
   } else {
@@ -60,13 +63,23 @@ RunLogger make_run_logger(std::shared_ptr<spdlog::logger> output) {
   // header and its warnings, a few dozen (spdlog allocates every slot up front, ~400 bytes each).
   auto early = std::make_shared<spdlog::sinks::ringbuffer_sink_mt>(1'000);
   early->set_pattern(kFilePattern);
+  early->set_level(spdlog::level::info);
   auto log = std::make_shared<spdlog::logger>("kd", spdlog::sinks_init_list{first, early});
+  log->set_level(level);
   log->flush_on(spdlog::level::info);
   return {std::move(log), std::move(console)};
 }
 
 Workdir::Workdir(std::string path, writers::WriterOptions writers, std::shared_ptr<spdlog::logger> log, bool is_chief)
     : path_(std::move(path)), writer_options_(writers), log_(std::move(log)), is_chief_(is_chief) {}
+
+std::vector<std::unique_ptr<writers::MetricWriter>> Workdir::make_writers() const {
+  auto out = writers::make_writers(writer_options_, path_);
+  if (writer_options_.report) {  // last: it reads what the others wrote
+    out.push_back(report::make_report_writer(path_, [log = log_](const std::string& why) { log->warn("{}", why); }));
+  }
+  return out;
+}
 
 Workdir::~Workdir() {
   if (writers_lock_fd_ >= 0) ::close(writers_lock_fd_);
@@ -120,6 +133,7 @@ void Workdir::open_for_follow() {
   }
   auto file = std::make_shared<spdlog::sinks::basic_file_sink_mt>(path_ + "/log_eval.txt");
   file->set_pattern(kFilePattern);
+  file->set_level(spdlog::level::info);
   sinks.push_back(file);
   log_->info("following the workdir: {}", path_);
 }
@@ -130,7 +144,7 @@ void Workdir::begin_writes() {
   if (writers_lock_fd_ < 0) throw IOError("cannot create \"" + lock_path + "\": " + std::strerror(errno));
   ::flock(writers_lock_fd_, LOCK_EX);  // held by a training run only while it rewrites the records
   try {
-    writers_ = writers::make_writers(writer_options_, path_);
+    writers_ = make_writers();
   } catch (...) {
     end_writes();
     throw;
@@ -169,8 +183,9 @@ void Workdir::open(const std::string& experiment_yaml, const std::string& where,
   }
   auto file = std::make_shared<spdlog::sinks::basic_file_sink_mt>(path_ + "/log.txt");
   file->set_pattern(kFilePattern);
+  file->set_level(spdlog::level::info);
   log_->sinks().push_back(file);
-  writers_ = writers::make_writers(writer_options_, path_);
+  writers_ = make_writers();
   if (start_over_) truncate_after(-1);  // the records of the run that starts over
   log_->info("workdir: {}", path_);
 }

@@ -58,6 +58,9 @@ class Workdir {
   std::vector<std::unique_ptr<writers::MetricWriter>>& writers() { return writers_; }
 
  private:
+  // The writers of writer_options_, WORKDIR/report.html's last.
+  std::vector<std::unique_ptr<writers::MetricWriter>> make_writers() const;
+
   std::string path_;
   writers::WriterOptions writer_options_;
   std::shared_ptr<spdlog::logger> log_;

@@ -49,15 +49,24 @@ void JsonlWriter::truncate_after(int64_t step) {
   if (!out_) throw IOError("cannot open \"" + path_ + "\" for writing");
 }
 
-std::vector<JsonlRecord> read_jsonl(const std::string& path) {
+std::vector<JsonlRecord> read_jsonl(const std::string& path, bool* torn_tail) {
   std::ifstream in(path);
   if (!in) throw IOError("cannot read \"" + path + "\"");
+  if (torn_tail) *torn_tail = false;
   std::vector<JsonlRecord> out;
   std::string line;
   int64_t line_no = 0;
   while (std::getline(in, line)) {
     ++line_no;
     if (line.empty()) continue;
+    if (torn_tail && in.eof()) {  // the last line, without its newline: a writer was stopped within it
+      try {
+        (void)nlohmann::ordered_json::parse(line);
+      } catch (const nlohmann::json::exception&) {
+        *torn_tail = true;
+        break;
+      }
+    }
     try {
       const auto j = nlohmann::ordered_json::parse(line);
       JsonlRecord r{j.at("step").get<int64_t>(), j.at("collection").get<std::string>(), {}};

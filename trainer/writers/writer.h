@@ -2,6 +2,7 @@
 // collection ("train", or an eval's name) and step.
 //
 //   writer: {jsonl: true, csv: true, tensorboard: true}   # each on by default
+//   writer: {report: true}        # also WORKDIR/report.html, kept current (trainer/report/report.h)
 #pragma once
 
 #include <cstdint>
@@ -58,14 +59,16 @@ class JsonlWriter : public MetricWriter {
   std::ofstream out_;
 };
 
-// Reads a metrics.jsonl file back (for tests and `kd eval`): one (step, collection, values)
-// per line. Throws kd::CorruptionError naming the line of a malformed record.
+// Reads a metrics.jsonl file back (for tests, `kd eval` and `kd report`): one (step, collection,
+// values) per line. Throws kd::CorruptionError naming the line of a malformed record; with
+// `torn_tail`, a last line cut short (no newline, not JSON: a writer killed within it) is left out
+// and *torn_tail set instead.
 struct JsonlRecord {
   int64_t step;
   std::string collection;
   Scalars values;
 };
-std::vector<JsonlRecord> read_jsonl(const std::string& path);
+std::vector<JsonlRecord> read_jsonl(const std::string& path, bool* torn_tail = nullptr);
 
 // WORKDIR/metrics_<collection>.csv: a header row ("step" and every value's name), then one row
 // per logged step. A name that appears later adds a column (the file is rewritten with it).
@@ -115,6 +118,7 @@ struct WriterOptions {
   bool jsonl = true;        // jsonl: WORKDIR/metrics.jsonl
   bool csv = true;          // csv: WORKDIR/metrics_<collection>.csv
   bool tensorboard = true;  // tensorboard: event files under WORKDIR/<collection>/
+  bool report = false;      // report: WORKDIR/report.html (made by the run: trainer/report/)
 
   static WriterOptions from_config(const config::Node& node);
 };

@@ -1,3 +1,4 @@
+#include "trainer/common/error.h"
 #include "trainer/config/node.h"
 #include "trainer/writers/writer.h"
 
@@ -9,6 +10,11 @@ WriterOptions WriterOptions::from_config(const config::Node& node) {
   o.jsonl = node.get_bool("jsonl", defaults.jsonl);
   o.csv = node.get_bool("csv", defaults.csv);
   o.tensorboard = node.get_bool("tensorboard", defaults.tensorboard);
+  o.report = node.get_bool("report", defaults.report);
+  if (o.report && !o.jsonl) {
+    throw ConfigError(node.child("report").where() +
+                      ": writer.report draws its charts from metrics.jsonl: set writer.jsonl: true, or report: false");
+  }
   node.check_unknown_keys();
   return o;
 }
