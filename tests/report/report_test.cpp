@@ -139,6 +139,20 @@ TEST_CASE("kd report shows several runs side by side, told apart by name, or by 
   fs::remove_all(root);
 }
 
+TEST_CASE("the latest values are those of the highest step, whatever the order of the records") {
+  const fs::path root = kd::testing::fresh_dir("kd_report_test_");
+  const fs::path run = make_workdir(root / "run", 1.0);
+  {  // kd eval --step=10 after the run: its record comes last in the file
+    kd::writers::JsonlWriter jsonl((run / "metrics.jsonl").string());
+    jsonl.write_scalars(10, "test", {{"metrics/accuracy", 0.5}});
+  }
+  const std::string html = kd::report::render({run.string()});
+  CHECK_THAT(html,
+             Catch::Contains("<tr><td>metrics/accuracy</td><td class=\"num\">0.75</td><td class=\"num\">30</td>"));
+  CHECK_THROWS_WITH(kd::report::render({run.string(), (run / ".").string()}), Catch::Contains("is given twice"));
+  fs::remove_all(root);
+}
+
 TEST_CASE("a tag or an experiment with markup cannot break out of the page") {
   const fs::path root = kd::testing::fresh_dir("kd_report_test_");
   fs::create_directories(root);
@@ -208,6 +222,7 @@ writer: {report: true}
       .train();
   const fs::path page = root / "wd" / "report.html";
   REQUIRE(kd::report::is_report(page.string()));
+  std::vector<std::string> warnings;
   const std::string html = read_text(page);
   const auto data = page_data(html);
   INFO(data.dump());
@@ -217,6 +232,17 @@ writer: {report: true}
   // The model table: MLP 4-8-2's params (4*8 + 8 + 8*2 + 2 = 58).
   CHECK_THAT(html, Catch::Contains("<td>layers.0.weight</td><td>float32[8, 4]</td>") &&
                        Catch::Contains("<td class=\"num\">58</td>"));
+
+  // A report.html that is not a kd report is left alone, with one warning.
+  fs::create_directories(root / "wd3");
+  std::ofstream(root / "wd3" / "report.html") << "my notes";
+  auto writer =
+      kd::report::make_report_writer((root / "wd3").string(), [&](const std::string& w) { warnings.push_back(w); });
+  writer->write_scalars(1, "train", {{"losses/xent", 1.0}});
+  writer->flush();
+  CHECK(read_text(root / "wd3" / "report.html") == "my notes");
+  REQUIRE(warnings.size() == 1);
+  CHECK_THAT(warnings[0], Catch::Contains("is not a kd report"));
 
   CHECK_THROWS_WITH(
       kd::train::Trainer(kd::config::load_experiment(
