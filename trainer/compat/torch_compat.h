@@ -82,6 +82,9 @@ class CountingCpuAllocator : public c10::Allocator {
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 #include <torch/csrc/distributed/c10d/Work.hpp>
+#if TORCH_VERSION_MAJOR >= 2
+#include <torch/csrc/distributed/c10d/Backend.hpp>  // not only through Gloo's header, which may be absent
+#endif
 
 #if defined(USE_C10D_GLOO) && __has_include(<gloo/config.h>)
 #define KD_HAVE_GLOO 1
