@@ -1,17 +1,38 @@
 # Shared by scripts/kd and scripts/test: set up once, then configure and build incrementally.
 # Sourced, not run. Build output goes to stderr so `scripts/kd` prints only what kd prints.
 
+# KD_LIBTORCH picks the LibTorch: debian (default; Debian's libtorch-dev 1.13, CPU, built in
+# build/) or pypi (the one inside PyPI's torch wheel, 2.x with CUDA, built in build-pypi/).
+
 KD_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-KD_BUILD_DIR=${KD_BUILD_DIR:-$KD_ROOT/build}
+export KD_LIBTORCH=${KD_LIBTORCH:-debian}
+case "$KD_LIBTORCH" in
+  pypi) KD_BUILD_DIR=${KD_BUILD_DIR:-$KD_ROOT/build-pypi} ;;
+  *) KD_BUILD_DIR=${KD_BUILD_DIR:-$KD_ROOT/build} ;;
+esac
 
 kd_setup() {
   "$KD_ROOT/scripts/setup" >&2
 }
 
+# The CMake prefix of the chosen LibTorch (empty for Debian's, which CMake finds itself): the
+# wheel's torch/ folder itself, so that its config finds its own libraries before the system's.
+kd_libtorch_prefix() {
+  [[ "$KD_LIBTORCH" == pypi ]] || return 0
+  local venv=${KD_LIBTORCH_VENV:-$KD_ROOT/.venv-libtorch} dir
+  for dir in "$venv"/lib/python3*/site-packages/torch; do
+    [[ -f "$dir/share/cmake/Torch/TorchConfig.cmake" ]] && echo "$dir" && return 0
+  done
+  echo "kd: no LibTorch in $venv; run KD_LIBTORCH=pypi scripts/setup" >&2
+  return 1
+}
+
 # kd_build [TARGET...]: configure when needed, then build the given targets (default: all).
 kd_build() {
   if [[ ! -f "$KD_BUILD_DIR/build.ninja" ]]; then
-    cmake -S "$KD_ROOT" -B "$KD_BUILD_DIR" -G Ninja ${KD_CMAKE_ARGS:-} >&2
+    local prefix
+    prefix=$(kd_libtorch_prefix)
+    cmake -S "$KD_ROOT" -B "$KD_BUILD_DIR" -G Ninja ${prefix:+-DCMAKE_PREFIX_PATH="$prefix"} ${KD_CMAKE_ARGS:-} >&2
   fi
   local targets=()
   for t in "$@"; do targets+=(--target "$t"); done

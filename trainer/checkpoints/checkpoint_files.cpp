@@ -223,8 +223,8 @@ void read_checkpoint_optimizer_state(const std::string& path, torch::optim::Opti
     if (tensors.archive()) {
       torch::serialize::InputArchive optimizer_archive;
       tensors.archive()->read("optimizer", optimizer_archive);
-      optimizer.state().clear();
-      optimizer.load(optimizer_archive);
+      optim::load_optimizer_state(optimizer, model,
+                                  optim::optimizer_state_from_archive(optimizer_archive, optimizer, model));
     } else {
       optim::load_optimizer_state(optimizer, model, tensors.view_tree(meta.at("optimizer")));  // copied there
     }

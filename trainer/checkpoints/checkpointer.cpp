@@ -253,13 +253,13 @@ void Checkpointer::restore(const std::string& path, Snapshot& s) const {
       copy_named(meta.at("collections"), s.model->named_buffers(true), "collections");
     }
     if (s.optimizer) {
+      if (!s.model) throw Error("restoring an optimizer's state needs its model (Snapshot::model)");
       if (tensors.archive()) {  // format 1
         torch::serialize::InputArchive optimizer_archive;
         tensors.archive()->read("optimizer", optimizer_archive);
-        s.optimizer->state().clear();  // load() only sets the states the archive holds
-        s.optimizer->load(optimizer_archive);
+        optim::load_optimizer_state(*s.optimizer, *s.model,
+                                    optim::optimizer_state_from_archive(optimizer_archive, *s.optimizer, *s.model));
       } else {
-        if (!s.model) throw Error("restoring an optimizer's state needs its model (Snapshot::model)");
         // Adopted as they are (views into the bytes read; no copy) where on the parameters' device.
         optim::load_optimizer_state(*s.optimizer, *s.model, tensors.view_tree(meta.at("optimizer")),
                                     /*adopt=*/true);
