@@ -24,16 +24,21 @@ struct Trained {
   }
 };
 
-// The archive Optimizer::save writes, read back as a file would be.
-torch::serialize::InputArchive saved(const torch::optim::Optimizer& optimizer) {
-  torch::serialize::OutputArchive out;
-  optimizer.save(out);
+// `out` read back as a file would be.
+torch::serialize::InputArchive reloaded(torch::serialize::OutputArchive& out) {
   std::ostringstream bytes;
   out.save_to(bytes);
   std::istringstream in(bytes.str());
   torch::serialize::InputArchive archive;
   archive.load_from(in);
   return archive;
+}
+
+// The archive Optimizer::save writes, read back.
+torch::serialize::InputArchive saved(const torch::optim::Optimizer& optimizer) {
+  torch::serialize::OutputArchive out;
+  optimizer.save(out);
+  return reloaded(out);
 }
 
 }  // namespace
@@ -88,11 +93,7 @@ TEST_CASE("torch::optim's archive of other parameter groups is refused by count"
 TEST_CASE("an archive that is not an optimizer's is refused") {
   torch::serialize::OutputArchive out;
   out.write("something", torch::ones({2}));
-  std::ostringstream bytes;
-  out.save_to(bytes);
-  std::istringstream in(bytes.str());
-  torch::serialize::InputArchive archive;
-  archive.load_from(in);
+  auto archive = reloaded(out);
   Trained a;
   CHECK_THROWS_WITH(kd::optim::optimizer_state_from_archive(archive, a.adam, *a.model),
                     Catch::Contains("has no state"));
