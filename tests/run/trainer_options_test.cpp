@@ -1,3 +1,4 @@
+#include <torch/cuda.h>
 #include <catch2/catch.hpp>
 
 #include "trainer/common/error.h"
@@ -62,6 +63,21 @@ TEST_CASE("TrainerOptions reads every top-level key it owns and names the key of
   CHECK_THROWS_WITH(TrainerOptions::from_config(Node::parse("workdir: w\nwriter: {jsnl: true}\n", "e.yaml")),
                     Catch::Contains("unknown key \"jsnl\""));
   CHECK_THROWS_AS(TrainerOptions::from_config(Node::parse("seed: 1\n", "e.yaml")), kd::ConfigError);
+}
+
+TEST_CASE("device: cuda without a GPU says which is missing, CUDA in LibTorch or the GPU itself") {
+  const auto parse = [] { return TrainerOptions::from_config(Node::parse("workdir: w\ndevice: cuda:0\n", "e.yaml")); };
+#ifndef KD_WITH_CUDA  // Debian's LibTorch
+  CHECK_THROWS_WITH(parse(), Catch::Contains("e.yaml:2:") && Catch::Contains("a LibTorch without CUDA") &&
+                                 Catch::Contains("use device: cpu"));
+#else
+  if (torch::cuda::device_count() > 0) {  // a GPU machine
+    CHECK(parse().device == c10::Device(c10::kCUDA, 0));
+  } else {  // PyPI's LibTorch on a machine without a GPU
+    CHECK_THROWS_WITH(parse(), Catch::Contains("e.yaml:2:") && Catch::Contains("has CUDA but sees no GPU") &&
+                                   Catch::Contains("use device: cpu"));
+  }
+#endif
 }
 
 TEST_CASE("keys that may change on resume: logging, evals, devices; not the model or the data") {

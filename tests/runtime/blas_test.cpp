@@ -1,3 +1,5 @@
+#include <ATen/Context.h>
+#include <ATen/Parallel.h>
 #include <catch2/catch.hpp>
 
 #include "trainer/runtime/blas.h"
@@ -97,5 +99,12 @@ TEST_CASE("this process's BLAS is described") {
     CHECK(info.library.rfind("OpenBLAS", 0) == 0);
     CHECK(info.threads >= 1);
     CHECK_THAT(kd::runtime::describe_blas(), Catch::Contains("kernel " + info.kernel));
+  } else if (at::hasMKL()) {  // PyPI's LibTorch
+    // MKL's own version string (mkl_get_version_string), named as Intel documents it.
+    CHECK_THAT(info.library, Catch::Contains("Math Kernel Library"));
+    CHECK(info.threads == at::get_num_threads());
+    CHECK(kd::runtime::describe_blas() == info.library);
+  } else {
+    CHECK_THAT(info.library, Catch::StartsWith("neither OpenBLAS nor MKL"));
   }
 }

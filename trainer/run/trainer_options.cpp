@@ -1,6 +1,7 @@
 #include "trainer/run/trainer_options.h"
 
 #include <algorithm>
+#include <cstdlib>
 #include <string>
 #include <thread>
 #include <vector>
@@ -12,6 +13,12 @@
 namespace kd::train {
 namespace {
 
+#ifdef KD_WITH_CUDA  // trainer/CMakeLists.txt: LibTorch's CMake config has CUDA
+constexpr bool kBuiltWithCuda = true;
+#else
+constexpr bool kBuiltWithCuda = false;
+#endif
+
 c10::Device parse_device(const config::Node& cfg, const c10::Device& default_device) {
   const std::string name = cfg.get_string("device", default_device.str());
   c10::Device device(c10::kCPU);
@@ -22,9 +29,18 @@ c10::Device parse_device(const config::Node& cfg, const c10::Device& default_dev
                       "\"");
   }
   if (device.is_cuda()) {
-    if (!torch::cuda::is_available()) {
+    if (!kBuiltWithCuda) {
       throw ConfigError(cfg.child("device").where() + ": device \"" + name +
-                        "\" requested, but this LibTorch has no CUDA or sees no GPU; use device: cpu");
+                        "\" requested, but kd was built against a LibTorch without CUDA (Debian's libtorch-dev is "
+                        "CPU-only; README: \"Building against another LibTorch\"); use device: cpu");
+    }
+    if (torch::cuda::device_count() == 0) {
+      const char* visible = std::getenv("CUDA_VISIBLE_DEVICES");
+      throw ConfigError(cfg.child("device").where() + ": device \"" + name +
+                        "\" requested; this LibTorch has CUDA but sees no GPU (" +
+                        (visible ? "CUDA_VISIBLE_DEVICES is \"" + std::string(visible) + "\""
+                                 : std::string("no NVIDIA GPU or driver on this machine")) +
+                        "); use device: cpu");
     }
     if (device.has_index() && device.index() >= static_cast<int>(torch::cuda::device_count())) {
       throw ConfigError(cfg.child("device").where() + ": device \"" + name + "\" does not exist (" +

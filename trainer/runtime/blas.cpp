@@ -9,6 +9,8 @@
 #endif
 
 #include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <ATen/Version.h>
 
 #include <algorithm>
 #include <chrono>
@@ -113,9 +115,17 @@ BlasInfo blas_info() {
   BlasInfo info;
   const auto config = openblas_symbol<char* (*)()>("openblas_get_config");
   const auto threads = openblas_symbol<int (*)()>("openblas_get_num_threads");
-  info.library = config ? std::string(config()) : std::string("not OpenBLAS");
-  info.kernel = config ? chosen_kernel() : std::string();
-  info.threads = threads ? threads() : 0;
+  if (config) {
+    info.library = config();
+    info.kernel = chosen_kernel();
+    info.threads = threads ? threads() : 0;
+  } else if (at::hasMKL()) {  // PyPI's LibTorch: MKL linked in, on LibTorch's intra-op threads
+    info.library = at::get_mkl_version();
+    info.library.erase(info.library.find_last_not_of(" \n") + 1);
+    info.threads = at::get_num_threads();
+  } else {
+    info.library = "neither OpenBLAS nor MKL (another BLAS, or LibTorch's own kernels)";
+  }
   return info;
 }
 

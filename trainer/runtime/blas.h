@@ -42,9 +42,11 @@ int openblas_kernel_tier(const std::string& kernel);
 
 // What this process's BLAS is.
 struct BlasInfo {
-  std::string library;  // openblas_get_config() ("OpenBLAS 0.3.21 DYNAMIC_ARCH ..."), or "not OpenBLAS"
-  std::string kernel;   // openblas_get_corename() ("SkylakeX"); empty when not OpenBLAS
-  int threads = 0;      // openblas_get_num_threads(); 0 when not OpenBLAS
+  // openblas_get_config() ("OpenBLAS 0.3.21 DYNAMIC_ARCH ..."), MKL's version string ("Intel(R)
+  // oneAPI Math Kernel Library Version ..."), or a line saying it is neither.
+  std::string library;
+  std::string kernel;  // openblas_get_corename() ("SkylakeX"); empty when not OpenBLAS
+  int threads = 0;     // openblas_get_num_threads(), MKL's (LibTorch's intra-op threads); 0 when neither
 };
 BlasInfo blas_info();
 
