@@ -1,7 +1,11 @@
 #include <catch2/catch.hpp>
 
+#include <atomic>
+#include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <memory>
+#include <thread>
 
 #include <torch/torch.h>
 #include <zlib.h>
@@ -112,6 +116,44 @@ TEST_CASE("switching prefetching on or off mid-stream changes nothing in the str
   CHECK_THROWS_AS(switched.set_prefetch(-1), kd::Error);
 }
 
+namespace {
+
+// Counts the batches made (each goes through apply once).
+class Counting : public kd::data::Transform {
+ public:
+  explicit Counting(std::shared_ptr<std::atomic<int>> made) : made_(std::move(made)) {}
+  Tree apply(const Tree& batch, at::Generator&) const override {
+    ++*made_;
+    return batch;
+  }
+
+ private:
+  std::shared_ptr<std::atomic<int>> made_;
+};
+
+// Waits (up to 20 s) until `made` reaches `n`; returns its value then.
+int wait_for(const std::atomic<int>& made, int n) {
+  for (int i = 0; i < 2000 && made.load() < n; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  return made.load();
+}
+
+}  // namespace
+
+TEST_CASE("the worker makes `prefetch` batches ahead of the one in use, counting the one it is making, and no more") {
+  for (const int64_t prefetch : {1, 2, 5}) {
+    auto made = std::make_shared<std::atomic<int>>(0);
+    Pipeline p(ids(100), {std::make_shared<Counting>(made)}, options(2, false, 0, true, 0, prefetch));
+    CHECK(wait_for(*made, static_cast<int>(prefetch)) == prefetch);
+    for (int taken = 1; taken <= 3; ++taken) {
+      REQUIRE(p.next().has_value());
+      CHECK(wait_for(*made, static_cast<int>(taken + prefetch)) == taken + prefetch);
+    }
+    // Given time, it makes none beyond that (each batch held ahead costs its memory).
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    CHECK(made->load() == 3 + prefetch);
+  }
+}
+
 TEST_CASE("random transforms depend only on the batch position, so they resume too") {
   auto flip = kd::data::transform_registry().create(Node::parse("{type: RandomFlip, key: x}"));
   auto data = kd::data::in_memory_source(Tree::dict({{"x", torch::rand({40, 2, 3})}}));
@@ -135,6 +177,14 @@ TEST_CASE("a pipeline from YAML reads its source, options and transforms") {
                     Catch::Contains("unknown key \"shufle\". Did you mean \"shuffle\"?"));
   CHECK_THROWS_WITH(Pipeline(Node::parse("{type: Synthetic, num_examples: 4, batch_size: 16}"), 0),
                     Catch::Contains("no batch to make"));
+  // prefetch: a number of batches, or auto (the owner's default: the Trainer's choice, or an eval's).
+  PipelineOptions owner;
+  owner.prefetch = 3;
+  CHECK(Pipeline(Node::parse("{type: Synthetic, batch_size: 16, prefetch: auto}"), 0, owner).options().prefetch == 3);
+  CHECK(Pipeline(Node::parse("{type: Synthetic, batch_size: 16}"), 0, owner).options().prefetch == 3);
+  CHECK(Pipeline(Node::parse("{type: Synthetic, batch_size: 16, prefetch: 0}"), 0, owner).options().prefetch == 0);
+  CHECK_THROWS_WITH(Pipeline(Node::parse("{type: Synthetic, batch_size: 16, prefetch: soon}", "d.yaml"), 0),
+                    Catch::StartsWith("d.yaml:1:") && Catch::Contains("(prefetch is auto or a number of batches)"));
 }
 
 TEST_CASE("IDX files are read gzipped or plain, and damaged ones are reported") {

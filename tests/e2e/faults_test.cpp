@@ -121,6 +121,7 @@ TEST_CASE("experiments and command lines a user gets wrong are refused with the 
       {"--cfg.model.hidden_sizes=[0]", "element 0 is 0"},
       {"--cfg.num_threads=100000", "num_threads must be auto or in [1, "},
       {"--cfg.train_ds.prefetch=1000000000", "\"train_ds.prefetch\" must be in [0, 64]"},
+      {"--cfg.train_ds.prefetch=fast", "(prefetch is auto or a number of batches)"},
       {"--cfg.optimizer.learnig_rate=1", "--cfg.optimizer.learnig_rate: unknown key \"learnig_rate\""},
       {"'--cfg.seed=&a [*a]'", "nested deeper than 64 levels"},
       {"--cfg.distributed.timeout_s=.inf", "\"distributed.timeout_s\" must be in"},

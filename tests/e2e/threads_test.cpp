@@ -1,6 +1,7 @@
 // num_threads: auto end to end: the measuring leaves no trace in the run, and a resumed run keeps
 // the count its start chose.
 #include <algorithm>
+#include <fstream>
 #include <regex>
 #include <string>
 
@@ -67,5 +68,43 @@ TEST_CASE("with every core computing, batches are prepared between steps unless 
   INFO(kept.output);
   REQUIRE(kept.code == 0);
   CHECK_THAT(kept.output, !Catch::Contains("prepared between steps"));
+  fs::remove_all(dir);
+}
+
+TEST_CASE(
+    "prefetch auto with a core left over: the first steps decide whether a worker thread pays, changing no value") {
+  if (std::thread::hardware_concurrency() < 2) return;  // one core: batches are prepared between steps, above
+  const fs::path dir = fresh_dir();
+  fs::create_directories(dir);
+  const fs::path experiment = dir / "mlp.yaml";
+  std::ofstream(experiment) << "train_ds: {type: Synthetic, num_examples: 4096, num_features: 16, num_classes: 4,"
+                               " batch_size: 32}\n"
+                               "model: {type: MLP, input_size: 16, hidden_sizes: [64, 64], output_size: 4,"
+                               " inputs: {x: batch.image}}\n"
+                               "train_losses: {xent: {type: SoftmaxCrossEntropyWithIntLabels, logits: preds.logits,"
+                               " labels: batch.label}}\n"
+                               "optimizer: {type: adam, learning_rate: 1e-3}\n"
+                               "num_threads: 1\n";
+  const std::string train = "train --cfg=" + experiment.string() + " --cfg.workdir=";
+  // 16 features: a batch takes microseconds, less than handing it from one thread to another.
+  const Result between = run_kd(train + (dir / "small").string() + " --cfg.num_train_steps=600");
+  INFO(between.output);
+  REQUIRE(between.code == 0);
+  CHECK_THAT(between.output, Catch::Contains("train data: prepared between steps (auto: a batch took"));
+
+  // 20000 features into 4 outputs: making a batch (10 MB gathered) is a large part of a step.
+  const std::string wide =
+      " --cfg.num_train_steps=200 --cfg.log_metrics_every=50 --cfg.train_ds.num_examples=1024"
+      " --cfg.train_ds.num_features=20000 --cfg.model.input_size=20000"
+      " --cfg.train_ds.batch_size=128 --cfg.model.hidden_sizes=[4]";
+  const Result worker = run_kd(train + (dir / "worker").string() + wide);
+  INFO(worker.output);
+  REQUIRE(worker.code == 0);
+  CHECK_THAT(worker.output, Catch::Contains("batches ahead on a worker thread from step"));
+  const Result given = run_kd(train + (dir / "given").string() + wide + " --cfg.train_ds.prefetch=0");
+  INFO(given.output);
+  REQUIRE(given.code == 0);
+  CHECK_THAT(given.output, !Catch::Contains("(auto: a batch took"));
+  CHECK(same_params(dir / "worker", dir / "given", 200));  // the worker's batches are those made between steps
   fs::remove_all(dir);
 }

@@ -28,8 +28,17 @@ Pipeline::Pipeline(const config::Node& o, int64_t seed, PipelineOptions defaults
   options_.shuffle = o.get_bool("shuffle", defaults.shuffle);
   options_.num_epochs = o.get_int_in("num_epochs", defaults.num_epochs, 0, 1'000'000'000);  // 0: endless
   options_.drop_remainder = o.get_bool("drop_remainder", defaults.drop_remainder);
-  // Prefetched batches wait in memory; a few keep the worker ahead of any step.
-  options_.prefetch = o.get_int_in("prefetch", defaults.prefetch, 0, 64);
+  // Prefetched batches wait in memory; a few keep the worker ahead of any step. `auto` leaves
+  // the choice to the owner (`defaults.prefetch`; the Trainer measures, see trainer_threads.cpp).
+  if (const auto p = o.find("prefetch"); p && p->is_scalar() && p->as_string() == "auto") {
+    options_.prefetch = defaults.prefetch;
+  } else {
+    try {
+      options_.prefetch = o.get_int_in("prefetch", defaults.prefetch, 0, 64);
+    } catch (const ConfigError& e) {
+      throw ConfigError(std::string(e.what()) + " (prefetch is auto or a number of batches)");
+    }
+  }
   if (options_.batch_size <= 0) throw ConfigError(o.where() + ": batch_size must be > 0");
   if (auto list = o.find("transforms"); list && !list->is_null()) {
     for (const config::Node& t : list->elements()) {
@@ -145,10 +154,16 @@ void Pipeline::start_worker() {
   worker_ = std::thread([this, at = position_]() mutable {
     try {
       while (true) {
+        {
+          // Room first, then the batch: at most `prefetch` batches exist ahead of the one in use,
+          // counting the one being made.
+          std::unique_lock lock(mutex_);
+          changed_.wait(lock, [&] { return stop_ || static_cast<int64_t>(ready_.size()) < options_.prefetch; });
+          if (stop_) return;
+        }
         std::optional<Tree> batch;
         if (valid(at)) batch = batch_at(at);
-        std::unique_lock lock(mutex_);
-        changed_.wait(lock, [&] { return stop_ || static_cast<int64_t>(ready_.size()) < options_.prefetch; });
+        std::lock_guard lock(mutex_);
         if (stop_) return;
         const bool end = !batch.has_value();
         ready_.push_back(std::move(batch));

@@ -10,7 +10,8 @@
 //     shuffle: true             # a new order every epoch, from the experiment's seed
 //     num_epochs: 0             # 0: endless
 //     drop_remainder: true      # false: the last batch of an epoch may be smaller
-//     prefetch: 2               # batches prepared ahead on a worker thread (0: none)
+//     prefetch: auto            # batches prepared ahead on a worker thread (0: none; auto: the
+//                               # Trainer times a batch against a step; evals: 1)
 //     transforms: [...]
 #pragma once
 

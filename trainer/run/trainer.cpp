@@ -97,6 +97,7 @@ void Trainer::train() {
                                    {.context_out = first ? &first_context : nullptr,
                                     .with_summaries = summarize && !auxiliaries_->summaries.empty()});
     state_ = std::move(next);
+    if (prefetch_probe_.active) settle_prefetch();
     if (profiler_) profiler_->after_step(state_.step - 1);
     parallel_->broadcast_buffers();  // BatchNorm statistics: rank 0's everywhere, for evals and checkpoints
     if (step_->skipped_steps() != skipped_before) {

@@ -102,8 +102,13 @@ void Trainer::build_data(const config::Node& cfg) {
   data::PipelineOptions shard;
   shard.num_shards = ranks;
   shard.shard_index = rank();
+  const auto prefetch = cfg.child("train_ds").find("prefetch");
+  prefetch_configured_ =
+      prefetch && !prefetch->is_null() && !(prefetch->is_scalar() && prefetch->as_string() == "auto");
+  // `auto` on the CPU: batches are prepared between steps until the first steps have shown
+  // whether a worker thread pays (settle_prefetch); on an accelerator, a worker from the start.
+  if (!prefetch_configured_ && options_->device.is_cpu()) shard.prefetch = 0;
   pipeline_ = std::make_unique<data::Pipeline>(cfg.child("train_ds"), options_->seed, shard);
-  prefetch_configured_ = cfg.child("train_ds").find("prefetch").has_value();
   const auto& o = pipeline_->options();
   const std::string where = cfg.child("train_ds").where();
   if (o.batch_size % ranks != 0) {

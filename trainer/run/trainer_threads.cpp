@@ -3,7 +3,8 @@
 // rank's cores, in blocks of passes per count, and keeps every core unless fewer are clearly
 // faster; the measuring leaves no trace (random states, buffers and gradients are put back). A
 // resumed run keeps the count its start chose, so its arithmetic (parallel reductions split by
-// thread) stays the uninterrupted run's. The data worker runs only where a core is left over.
+// thread) stays the uninterrupted run's. The data worker runs only where a core is left over,
+// and with `train_ds.prefetch: auto` only where the first steps show that it pays.
 #include <algorithm>
 #include <chrono>
 #include <limits>
@@ -40,6 +41,20 @@ constexpr int kBlocks = 4;
 constexpr int kMinTimed = 3;
 constexpr double kBlockSeconds = 0.03;
 
+// settle_prefetch: after kProbeWarmupSteps untimed steps, the batches of at least kProbeMinSteps
+// steps and kProbeSeconds (or kProbeMaxSteps steps) are timed. A worker thread takes a batch's
+// making off the step, but every batch then costs a hand-off between threads (measured at about
+// 20 us on a 2-core VM, more than a small batch takes to make) and the worker's memory (its
+// malloc arena and the batches held ahead: about 2.5 MB for the flagship MLP). It runs when a
+// batch takes at least kWorkerMinBatchSeconds and kWorkerMinShare of a step's time.
+constexpr int64_t kProbeWarmupSteps = 3;
+constexpr int64_t kProbeMinSteps = 10;
+constexpr int64_t kProbeMaxSteps = 500;
+constexpr double kProbeSeconds = 0.2;
+constexpr double kWorkerMinBatchSeconds = 2e-4;
+constexpr double kWorkerMinShare = 0.05;
+constexpr int64_t kWorkerPrefetch = 2;
+
 }  // namespace
 
 void Trainer::settle_threads(bool measure) {
@@ -61,14 +76,45 @@ void Trainer::settle_threads(bool measure) {
   // With every core computing, a worker preparing batches alongside would take one from the
   // threads the step waits for: the batches are then prepared between steps instead.
   const int64_t cores = cores_for_rank();
-  if (!prefetch_configured_ && options_->device.is_cpu() && num_threads_ >= cores &&
-      pipeline_->options().prefetch > 0) {
-    pipeline_->set_prefetch(0);
-    log_->info(
-        "train data: prepared between steps ({} intra-op thread{} on {} core{}; set train_ds.prefetch to "
-        "prepare them on a worker thread anyway)",
-        num_threads_, num_threads_ == 1 ? "" : "s", cores, cores == 1 ? "" : "s");
+  if (!prefetch_configured_ && options_->device.is_cpu()) {
+    prefetch_probe_ = {};
+    if (num_threads_ >= cores) {
+      pipeline_->set_prefetch(0);
+      log_->info(
+          "train data: prepared between steps ({} intra-op thread{} on {} core{}; set train_ds.prefetch to "
+          "prepare them on a worker thread anyway)",
+          num_threads_, num_threads_ == 1 ? "" : "s", cores, cores == 1 ? "" : "s");
+    } else {
+      prefetch_probe_.active = true;  // a core is left over: the first steps tell whether a worker pays
+    }
   }
+}
+
+void Trainer::settle_prefetch() {
+  PrefetchProbe& probe = prefetch_probe_;
+  if (++probe.steps <= kProbeWarmupSteps) {
+    if (probe.steps == kProbeWarmupSteps) {
+      probe.start = Clock::now();
+      probe.wait_at_start = pipeline_->wait_seconds();
+    }
+    return;
+  }
+  const int64_t n = probe.steps - kProbeWarmupSteps;
+  const double elapsed = seconds_since(probe.start);
+  if (n < kProbeMinSteps || (elapsed < kProbeSeconds && n < kProbeMaxSteps)) return;
+  probe.active = false;
+  // With the batches prepared between steps, the pipeline's wait is the time spent making them.
+  const double batch_seconds = (pipeline_->wait_seconds() - probe.wait_at_start) / static_cast<double>(n);
+  const double share = batch_seconds * static_cast<double>(n) / std::max(elapsed, 1e-9);
+  const bool worker = batch_seconds >= kWorkerMinBatchSeconds && share >= kWorkerMinShare;
+  if (worker) pipeline_->set_prefetch(kWorkerPrefetch);
+  log_->info(
+      "train data: {} (auto: a batch took {:.3f} ms, {:.1f}% of the time of a step, over {} steps; set "
+      "train_ds.prefetch to choose)",
+      worker ? "prepared " + std::to_string(kWorkerPrefetch) + " batches ahead on a worker thread from step " +
+                   std::to_string(state_.step)
+             : std::string("prepared between steps"),
+      batch_seconds * 1e3, share * 100, n);
 }
 
 int64_t Trainer::measure_num_threads() {
