@@ -82,7 +82,7 @@ TEST_CASE("device: cuda without a GPU says which is missing, CUDA in LibTorch or
 
 TEST_CASE("keys that may change on resume: logging, evals, devices; not the model or the data") {
   for (const char* key : {"num_train_steps", "evals.test.num_batches", "checkpointer.max_to_keep", "device",
-                          "optimizer.accumulate_steps", "distributed.timeout_s"}) {
+                          "optimizer.accumulate_steps", "distributed.timeout_s", "train_ds.prefetch"}) {
     CHECK(kd::train::may_change_on_resume(key));
   }
   for (const char* key : {"seed", "model.hidden_sizes", "train_ds.batch_size", "optimizer.learning_rate", "evalsx"}) {

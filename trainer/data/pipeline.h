@@ -10,8 +10,10 @@
 //     shuffle: true             # a new order every epoch, from the experiment's seed
 //     num_epochs: 0             # 0: endless
 //     drop_remainder: true      # false: the last batch of an epoch may be smaller
-//     prefetch: auto            # batches prepared ahead on a worker thread (0: none; auto: the
-//                               # Trainer times a batch against a step; evals: 1)
+//     prefetch: auto            # batches prepared ahead on a worker thread (0: none). auto: for
+//                               # training on the CPU, none when the intra-op threads use every
+//                               # core, else the Trainer times the first steps' batches against
+//                               # the steps and uses 2 if they are dear; 2 on accelerators; evals 1
 //     transforms: [...]
 #pragma once
 

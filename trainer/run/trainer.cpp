@@ -93,11 +93,12 @@ void Trainer::train() {
     const bool summarize = (state_.step + 1) % options_->log_summaries_every == 0 || state_.step + 1 == num_train_steps;
     const int64_t skipped_before = step_->skipped_steps();
     Context first_context;
+    const auto step_start = prefetch_probe_.active ? Clock::now() : Clock::time_point();
     auto [next, aux] = step_->step(state_, data::to_device(*batch, options_->device),
                                    {.context_out = first ? &first_context : nullptr,
                                     .with_summaries = summarize && !auxiliaries_->summaries.empty()});
     state_ = std::move(next);
-    if (prefetch_probe_.active) settle_prefetch();
+    if (prefetch_probe_.active) settle_prefetch(seconds_since(step_start));
     if (profiler_) profiler_->after_step(state_.step - 1);
     parallel_->broadcast_buffers();  // BatchNorm statistics: rank 0's everywhere, for evals and checkpoints
     if (step_->skipped_steps() != skipped_before) {

@@ -143,10 +143,10 @@ class Trainer {
   // the resumed run chose), sets them, and keeps the data worker off a core the threads need.
   void settle_threads(bool measure = true);
   int64_t measure_num_threads();
-  // `train_ds.prefetch: auto` on the CPU with a core left over: after each of the first steps,
-  // until their batches (prepared between steps) have been timed against the steps; then starts
-  // the worker thread if it pays, and logs the choice.
-  void settle_prefetch();
+  // `train_ds.prefetch: auto` on the CPU with a core left over: after each of the first steps
+  // (`step_seconds`: its TrainStep), until their batches (prepared between steps) have been timed
+  // against the steps; then starts the worker thread if it pays, and logs the choice.
+  void settle_prefetch(double step_seconds);
 
   // The loop's stages (trainer.cpp).
   void record_summaries(AuxiliariesState& aux);
@@ -201,11 +201,12 @@ class Trainer {
   int64_t num_threads_ = 0;           // 0 until settle_threads() when `auto` is measured
   int64_t resumed_num_threads_ = 0;   // what `auto` chose in the run resumed (its checkpoint), or 0
   bool prefetch_configured_ = false;  // train_ds.prefetch set in the experiment (not auto)
-  // settle_prefetch's measurement: steps seen, and the clock and pipeline wait when it began.
+  // settle_prefetch's measurement: steps seen, their TrainStep seconds once timed, and the
+  // pipeline's wait when the timing began.
   struct PrefetchProbe {
     bool active = false;
     int64_t steps = 0;
-    std::chrono::steady_clock::time_point start;
+    double step_seconds = 0;
     double wait_at_start = 0;
   } prefetch_probe_;
   std::unique_ptr<DataParallel> parallel_;

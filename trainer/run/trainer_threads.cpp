@@ -41,12 +41,12 @@ constexpr int kBlocks = 4;
 constexpr int kMinTimed = 3;
 constexpr double kBlockSeconds = 0.03;
 
-// settle_prefetch: after kProbeWarmupSteps untimed steps, the batches of at least kProbeMinSteps
-// steps and kProbeSeconds (or kProbeMaxSteps steps) are timed. A worker thread takes a batch's
-// making off the step, but every batch then costs a hand-off between threads (measured at about
-// 20 us on a 2-core VM, more than a small batch takes to make) and the worker's memory (its
-// malloc arena and the batches held ahead: about 2.5 MB for the flagship MLP). It runs when a
-// batch takes at least kWorkerMinBatchSeconds and kWorkerMinShare of a step's time.
+// settle_prefetch: after kProbeWarmupSteps untimed steps, the batches and TrainSteps of at least
+// kProbeMinSteps steps and kProbeSeconds together (or of kProbeMaxSteps steps) are timed. A worker thread takes a
+// batch's making off the step, but every batch then costs a hand-off between threads (measured at about 20 us on a
+// 2-core VM, more than a small batch takes to make) and the worker's memory (its malloc arena and the batches held
+// ahead: about 2.5 MB for the flagship MLP). It runs when a batch takes at least kWorkerMinBatchSeconds and
+// kWorkerMinShare of its step's time with it.
 constexpr int64_t kProbeWarmupSteps = 3;
 constexpr int64_t kProbeMinSteps = 10;
 constexpr int64_t kProbeMaxSteps = 500;
@@ -85,31 +85,33 @@ void Trainer::settle_threads(bool measure) {
           "prepare them on a worker thread anyway)",
           num_threads_, num_threads_ == 1 ? "" : "s", cores, cores == 1 ? "" : "s");
     } else {
-      prefetch_probe_.active = true;  // a core is left over: the first steps tell whether a worker pays
+      // A core is left over: the first steps, their batches made between them, tell whether a
+      // worker pays (a worker started by an earlier decision is stopped to time them again).
+      if (pipeline_->options().prefetch > 0) pipeline_->set_prefetch(0);
+      prefetch_probe_.active = true;
     }
   }
 }
 
-void Trainer::settle_prefetch() {
+void Trainer::settle_prefetch(double step_seconds) {
   PrefetchProbe& probe = prefetch_probe_;
   if (++probe.steps <= kProbeWarmupSteps) {
-    if (probe.steps == kProbeWarmupSteps) {
-      probe.start = Clock::now();
-      probe.wait_at_start = pipeline_->wait_seconds();
-    }
+    if (probe.steps == kProbeWarmupSteps) probe.wait_at_start = pipeline_->wait_seconds();
     return;
   }
+  probe.step_seconds += step_seconds;
   const int64_t n = probe.steps - kProbeWarmupSteps;
-  const double elapsed = seconds_since(probe.start);
-  if (n < kProbeMinSteps || (elapsed < kProbeSeconds && n < kProbeMaxSteps)) return;
-  probe.active = false;
   // With the batches prepared between steps, the pipeline's wait is the time spent making them.
-  const double batch_seconds = (pipeline_->wait_seconds() - probe.wait_at_start) / static_cast<double>(n);
-  const double share = batch_seconds * static_cast<double>(n) / std::max(elapsed, 1e-9);
+  const double batch_total = pipeline_->wait_seconds() - probe.wait_at_start;
+  const double total = batch_total + probe.step_seconds;  // evals, checkpoints and logging left out
+  if (n < kProbeMinSteps || (total < kProbeSeconds && n < kProbeMaxSteps)) return;
+  probe.active = false;
+  const double batch_seconds = batch_total / static_cast<double>(n);
+  const double share = batch_total / std::max(total, 1e-9);
   const bool worker = batch_seconds >= kWorkerMinBatchSeconds && share >= kWorkerMinShare;
   if (worker) pipeline_->set_prefetch(kWorkerPrefetch);
   log_->info(
-      "train data: {} (auto: a batch took {:.3f} ms, {:.1f}% of the time of a step, over {} steps; set "
+      "train data: {} (auto: a batch took {:.3f} ms, {:.1f}% of a step with its batch, over {} steps; set "
       "train_ds.prefetch to choose)",
       worker ? "prepared " + std::to_string(kWorkerPrefetch) + " batches ahead on a worker thread from step " +
                    std::to_string(state_.step)
