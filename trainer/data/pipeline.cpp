@@ -30,7 +30,7 @@ Pipeline::Pipeline(const config::Node& o, int64_t seed, PipelineOptions defaults
   options_.drop_remainder = o.get_bool("drop_remainder", defaults.drop_remainder);
   // Prefetched batches wait in memory; a few keep the worker ahead of any step. `auto` leaves
   // the choice to the owner (`defaults.prefetch`; the Trainer measures, see trainer_threads.cpp).
-  if (const auto p = o.find("prefetch"); p && p->is_scalar() && p->as_string() == "auto") {
+  if (prefetch_is_auto(o)) {
     options_.prefetch = defaults.prefetch;
   } else {
     try {
@@ -229,6 +229,11 @@ void Pipeline::restore(const PipelineState& state) {
   stop_worker();
   position_ = state;
   start_worker();
+}
+
+bool prefetch_is_auto(const config::Node& ds) {
+  const auto p = ds.find("prefetch");
+  return !p || p->is_null() || (p->is_scalar() && p->as_string() == "auto");
 }
 
 Tree to_device(const Tree& batch, const c10::Device& device) {

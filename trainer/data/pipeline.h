@@ -124,6 +124,10 @@ class Pipeline {
   double wait_seconds_ = 0;
 };
 
+// Whether `ds` (a pipeline's YAML) leaves prefetching to its owner: `prefetch` absent, null or
+// `auto`.
+bool prefetch_is_auto(const config::Node& ds);
+
 // The one way a batch reaches the training device: every tensor copied with non_blocking (it
 // overlaps the step on a GPU); the batch itself on the CPU, where the pipeline makes it.
 Tree to_device(const Tree& batch, const c10::Device& device);

@@ -102,9 +102,7 @@ void Trainer::build_data(const config::Node& cfg) {
   data::PipelineOptions shard;
   shard.num_shards = ranks;
   shard.shard_index = rank();
-  const auto prefetch = cfg.child("train_ds").find("prefetch");
-  prefetch_configured_ =
-      prefetch && !prefetch->is_null() && !(prefetch->is_scalar() && prefetch->as_string() == "auto");
+  prefetch_configured_ = !data::prefetch_is_auto(cfg.child("train_ds"));
   // `auto` on the CPU: batches are prepared between steps until the first steps have shown
   // whether a worker thread pays (settle_prefetch); on an accelerator, a worker from the start.
   if (!prefetch_configured_ && options_->device.is_cpu()) shard.prefetch = 0;
