@@ -2,4 +2,5 @@
 // with components of its own has them too.
 #include "trainer/cli/cli.h"
 
-int main(int argc, char** argv) { return kd::cli::run(argc, argv); }
+// The process ends without the shared libraries' static destructors (kd::cli::end_process).
+int main(int argc, char** argv) { kd::cli::end_process(kd::cli::run(argc, argv)); }

@@ -1,5 +1,9 @@
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <catch2/catch.hpp>
 
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
@@ -130,4 +134,41 @@ TEST_CASE("kd --version names kd's version and the LibTorch it was built with") 
   CHECK(kd::cli::version() == out.substr(0, out.find('\n')));
   REQUIRE(run_cli({"--version"}, &out, nullptr, {.name = "my_trainer"}) == 0);
   CHECK_THAT(out, Catch::StartsWith("my_trainer on kd " + std::string(KD_VERSION)));
+}
+
+TEST_CASE("kd::cli::end_process flushes what is buffered and exits with the code") {
+  const fs::path dir = kd::testing::fresh_dir("kd_cli_end_");
+  fs::create_directories(dir);
+  const fs::path file = dir / "unclosed.txt";
+  int fds[2];
+  REQUIRE(pipe(fds) == 0);
+  const std::string big(10000, 'x');  // more than one stdio buffer
+  std::fflush(nullptr);               // the child must not inherit this process's buffers
+  const pid_t pid = fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    close(fds[0]);
+    dup2(fds[1], STDOUT_FILENO);
+    std::printf("printf %s\n", big.c_str());
+    std::cout << "cout end" << std::endl << "cout unflushed";
+    std::FILE* f = std::fopen(file.c_str(), "w");  // left open: end_process flushes every FILE
+    std::fputs("kept", f);
+    kd::cli::end_process(3);
+  }
+  close(fds[1]);
+  std::string out;
+  char buffer[4096];
+  for (ssize_t n; (n = read(fds[0], buffer, sizeof buffer)) > 0;) out.append(buffer, static_cast<size_t>(n));
+  close(fds[0]);
+  int status = 0;
+  REQUIRE(waitpid(pid, &status, 0) == pid);
+  REQUIRE(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 3);
+  const std::string expected = "printf " + big + "\ncout end\ncout unflushed";
+  CHECK(out.size() == expected.size());
+  CHECK((out == expected));
+  std::ifstream in(file);
+  const std::string kept((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  CHECK(kept == "kept");
+  fs::remove_all(dir);
 }

@@ -215,6 +215,12 @@ TEST_CASE("kd configs lists the registered types and one type's options") {
                            Catch::Contains("WarmupCosineDecay"));
   r = run_kd("configs MLP");
   CHECK_THAT(r.output, Catch::Contains("input_size") && !Catch::Contains("Accuracy"));
+  // Into a pipe (more than a stdio buffer): whole, up to the last optimizer's line, although kd
+  // ends without the libraries' static destructors (kd::cli::end_process).
+  r = run_command(std::string(KD_BINARY) + " configs");
+  REQUIRE(r.code == 0);
+  CHECK(r.output.size() > 4096);
+  CHECK_THAT(r.output, Catch::EndsWith("eps_root = 0, weight_decay = 0)\n"));
 }
 
 TEST_CASE("a run killed with SIGKILL and restarted ends with the params of an uninterrupted run") {

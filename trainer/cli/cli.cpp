@@ -4,12 +4,16 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdio>
 #include <cstdlib>
 #include <iostream>
 #include <string>
 #include <vector>
 
+#include <unistd.h>
+
 #include <c10/util/Exception.h>
+#include <spdlog/spdlog.h>
 #include <torch/version.h>
 #include <CLI/CLI.hpp>
 
@@ -26,6 +30,27 @@ namespace {
 constexpr int kUserError = 2;
 
 }  // namespace
+
+void end_process(int code) {
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+  constexpr bool kSanitized = true;
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer) || __has_feature(memory_sanitizer)
+  constexpr bool kSanitized = true;
+#else
+  constexpr bool kSanitized = false;
+#endif
+#else
+  constexpr bool kSanitized = false;
+#endif
+  if constexpr (kSanitized) std::exit(code);
+  spdlog::shutdown();
+  std::cout.flush();
+  std::cerr.flush();
+  std::clog.flush();
+  std::fflush(nullptr);
+  ::_exit(code);
+}
 
 std::string version() {
 #ifdef KD_WITH_CUDA
