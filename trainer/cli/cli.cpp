@@ -24,26 +24,32 @@
 #include "trainer/distributed/launch.h"
 #include "trainer/runtime/blas.h"
 
+// Defined only by the runtimes of instrumented builds (weak: null otherwise).
+extern "C" {
+[[gnu::weak]] void __asan_init();
+[[gnu::weak]] void __tsan_init();
+[[gnu::weak]] void __msan_init();
+[[gnu::weak]] void __lsan_do_leak_check();
+[[gnu::weak]] void __gcov_dump();
+[[gnu::weak]] int __llvm_profile_write_file();
+}
+
 namespace kd::cli {
 namespace {
 
 constexpr int kUserError = 2;
 
+bool instrumented() {
+  return __asan_init != nullptr || __tsan_init != nullptr || __msan_init != nullptr ||
+         __lsan_do_leak_check != nullptr || __gcov_dump != nullptr || __llvm_profile_write_file != nullptr;
+}
+
 }  // namespace
 
 void end_process(int code) {
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-  constexpr bool kSanitized = true;
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer) || __has_feature(memory_sanitizer)
-  constexpr bool kSanitized = true;
-#else
-  constexpr bool kSanitized = false;
-#endif
-#else
-  constexpr bool kSanitized = false;
-#endif
-  if constexpr (kSanitized) std::exit(code);
+  // A sanitizer checks for leaks at exit, a coverage or profile runtime writes its data then:
+  // such a process ends with std::exit.
+  if (instrumented()) std::exit(code);
   spdlog::shutdown();
   std::cout.flush();
   std::cerr.flush();

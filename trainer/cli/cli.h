@@ -37,12 +37,12 @@ struct Options {
 int run(int argc, char** argv, const Options& options = {});
 
 // Ends the process with `code`, as `kd`'s main does after run(): flushes C's and C++'s standard
-// streams and spdlog's registered loggers, then leaves without the static destructors of the
-// ~300 shared libraries a LibTorch process loads (Debian's pulls in OpenCV, FFmpeg, Qt...).
+// streams and the loggers registered with spdlog, then leaves without the static destructors of
+// the ~300 shared libraries a LibTorch process loads (Debian's pulls in OpenCV, FFmpeg, Qt...).
 // Those destructors free nothing the system would not, yet page in several MB of the libraries'
 // code, the process's peak RSS, and take milliseconds. Call it only once everything of yours
-// that writes a file is closed; built with a sanitizer, it is std::exit (whose leak checks run
-// at exit).
+// that writes is closed or flushed (a logger given as Options::log is not spdlog's to flush). In
+// a build with a sanitizer, coverage or profile runtime it is std::exit, whose work they need.
 [[noreturn]] void end_process(int code);
 
 // "kd 0.1.0 (LibTorch 2.5.1, CUDA)": what `kd --version` prints.
