@@ -2,6 +2,8 @@
 // commands.cpp. Every kd::Error is caught once, below, and printed as one line with exit code 2.
 #include "trainer/cli/cli.h"
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -9,8 +11,6 @@
 #include <iostream>
 #include <string>
 #include <vector>
-
-#include <unistd.h>
 
 #include <c10/util/Exception.h>
 #include <spdlog/spdlog.h>
