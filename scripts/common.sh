@@ -11,8 +11,9 @@ case "$KD_LIBTORCH" in
   *) KD_BUILD_DIR=${KD_BUILD_DIR:-$KD_ROOT/build} ;;
 esac
 
+# kd_setup [--tests]: training's packages, or the tests' too.
 kd_setup() {
-  "$KD_ROOT/scripts/setup" >&2
+  "$KD_ROOT/scripts/setup" "$@" >&2
 }
 
 # The CMake prefix of the chosen LibTorch (empty for Debian's, which CMake finds itself): the
@@ -28,11 +29,16 @@ kd_libtorch_prefix() {
 }
 
 # kd_build [TARGET...]: configure when needed, then build the given targets (default: all).
+# KD_WITH_TESTS=ON (scripts/test) configures the tests in; otherwise a new build folder is
+# configured without them (Catch2 is a test package) and an existing one is left as it is.
 kd_build() {
-  if [[ ! -f "$KD_BUILD_DIR/build.ninja" ]]; then
+  local cache="$KD_BUILD_DIR/CMakeCache.txt" tests=${KD_WITH_TESTS:-OFF}
+  if [[ ! -f "$KD_BUILD_DIR/build.ninja" ]] ||
+    { [[ $tests == ON ]] && ! grep -qx 'KD_BUILD_TESTS:BOOL=ON' "$cache"; }; then
     local prefix
     prefix=$(kd_libtorch_prefix)
-    cmake -S "$KD_ROOT" -B "$KD_BUILD_DIR" -G Ninja ${prefix:+-DCMAKE_PREFIX_PATH="$prefix"} ${KD_CMAKE_ARGS:-} >&2
+    cmake -S "$KD_ROOT" -B "$KD_BUILD_DIR" -G Ninja ${prefix:+-DCMAKE_PREFIX_PATH="$prefix"} \
+      -DKD_BUILD_TESTS="$tests" ${KD_CMAKE_ARGS:-} >&2
   fi
   local targets=()
   for t in "$@"; do targets+=(--target "$t"); done

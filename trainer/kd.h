@@ -30,7 +30,9 @@
 #include "trainer/summaries/summaries.h"
 #include "trainer/step/step.h"
 #include "trainer/evals/evals.h"
+#ifdef KD_WITH_REPORT  // built with the report (the KD_WITH_REPORT option, on in kd's own build)
 #include "trainer/report/report.h"
+#endif
 #include "trainer/run/run.h"
 #include "trainer/cli/cli.h"
 // clang-format on

@@ -15,12 +15,9 @@
 #include <torch/torch.h>
 
 #include "trainer/checkpoints/checkpointer.h"
+#include "trainer/common/clock.h"
 
 namespace {
-
-using Clock = std::chrono::steady_clock;
-
-double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
 
 std::string arg(int argc, char** argv, const char* name, const char* def) {
   for (int i = 1; i + 1 < argc; ++i) {
@@ -54,9 +51,9 @@ int main(int argc, char** argv) {
     snapshot.step = r + 1;
     snapshot.model = model.get();
     snapshot.optimizer = &adam;
-    auto t = Clock::now();
+    auto t = kd::Clock::now();
     const std::string path = checkpointer.save(snapshot);
-    save = std::min(save, seconds_since(t));
+    save = std::min(save, kd::seconds_since(t));
     bytes = 0;
     for (const auto& entry : std::filesystem::directory_iterator(path))
       bytes += std::filesystem::file_size(entry.path());
@@ -64,21 +61,21 @@ int main(int argc, char** argv) {
     kd::checkpoints::Snapshot target;
     target.model = model.get();
     target.optimizer = &adam;
-    t = Clock::now();
+    t = kd::Clock::now();
     checkpointer.restore(path, target);
-    restore = std::min(restore, seconds_since(t));
+    restore = std::min(restore, kd::seconds_since(t));
 
     const std::string blob(bytes, 'x');
-    t = Clock::now();
+    t = kd::Clock::now();
     fs->write_file(dir + "/raw.bin", blob);
-    raw_write = std::min(raw_write, seconds_since(t));
-    t = Clock::now();
+    raw_write = std::min(raw_write, kd::seconds_since(t));
+    t = kd::Clock::now();
     std::unique_ptr<char[]> back;  // uninitialised memory, read() straight into it
     fs->read_file_into(dir + "/raw.bin", [&](std::size_t size) {
       back.reset(new char[size]);
       return back.get();
     });
-    raw_read = std::min(raw_read, seconds_since(t));
+    raw_read = std::min(raw_read, kd::seconds_since(t));
   }
   std::printf("checkpoint of %.1f MB (params 100 MB + Adam state 200 MB), best of %d rounds, 1 thread\n", bytes / 1e6,
               rounds);

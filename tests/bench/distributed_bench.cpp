@@ -20,6 +20,7 @@
 
 #include <torch/torch.h>
 
+#include "trainer/common/clock.h"
 #include "trainer/config/node.h"
 #include "trainer/distributed/distributed.h"
 #include "trainer/distributed/launch.h"
@@ -30,10 +31,7 @@
 
 namespace {
 
-using Clock = std::chrono::steady_clock;
 namespace dist = kd::distributed;
-
-double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
 
 std::shared_ptr<dist::ProcessGroup> join(int world_size) {
   const auto world = dist::world_from_environment();
@@ -49,9 +47,9 @@ double time_reduce(int64_t numel, int reduces) {
   dist::GradientReducer reducer(group, {p}, dist::Options{}.bucket_bytes);
   for (int i = 0; i < 3; ++i) reducer.reduce({0.0, 0.0});
   group->barrier("start");
-  const auto start = Clock::now();
+  const auto start = kd::Clock::now();
   for (int i = 0; i < reduces; ++i) reducer.reduce({0.0, 0.0});
-  return seconds_since(start) / reduces;
+  return kd::seconds_since(start) / reduces;
 }
 
 // Worker: steps/s of the flagship MLP's TrainStep on this rank's share of a global batch of 128.
@@ -84,10 +82,10 @@ double time_steps(int world_size, int steps) {
   for (int i = 0; i < 10; ++i)
     state = step.step(state, batches[static_cast<std::size_t>(i) % 8], {.with_summaries = false}).first;
   if (group) group->barrier("start");
-  const auto start = Clock::now();
+  const auto start = kd::Clock::now();
   for (int i = 0; i < steps; ++i)
     state = step.step(state, batches[static_cast<std::size_t>(i) % 8], {.with_summaries = false}).first;
-  return steps / seconds_since(start);
+  return steps / kd::seconds_since(start);
 }
 
 // Runs `args` as `nproc` worker processes of this program; returns rank 0's printed number.

@@ -11,6 +11,7 @@
 
 #include "tests/io/forwarding_file_system.h"
 #include "tests/step/test_helpers.h"
+#include "tests/temp_dir.h"
 #include "trainer/checkpoints/checkpointer.h"
 #include "trainer/checkpoints/export.h"
 #include "trainer/common/error.h"
@@ -23,12 +24,7 @@ using kd::checkpoints::Snapshot;
 
 namespace {
 
-fs::path fresh_dir() {
-  std::random_device rd;
-  const fs::path dir = fs::temp_directory_path() / ("kd_ckpt_test_" + std::to_string(rd()));
-  fs::remove_all(dir);
-  return dir;
-}
+using kd::testing::fresh_dir;
 
 struct Net : torch::nn::Module {
   Net() {

@@ -17,11 +17,11 @@ namespace fs = std::filesystem;
 
 namespace {
 
-fs::path fresh_dir() { return kd::testing::fresh_dir("kd_resume_test_"); }
+using kd::testing::fresh_dir;
 
 // A small experiment with everything that must survive a restart: shuffled data, dropout,
 // Adam, an EMA, and a checkpoint interval that does not divide the logging interval.
-const char* kExperiment = R"(
+const char* kResumeExperiment = R"(
 seed: 3
 num_train_steps: 40
 log_metrics_every: 8
@@ -35,9 +35,9 @@ optimizer: {type: adam, learning_rate: 0.01, ema_decay: 0.9}
 checkpointer: {save_interval_steps: 5, max_to_keep: 2}
 )";
 
-kd::config::Node experiment(const fs::path& dir, const std::vector<kd::config::Override>& overrides = {}) {
+kd::config::Node resume_experiment(const fs::path& dir, const std::vector<kd::config::Override>& overrides = {}) {
   fs::create_directories(dir);
-  std::ofstream(dir / "exp.yaml") << kExperiment;
+  std::ofstream(dir / "exp.yaml") << kResumeExperiment;
   std::vector<kd::config::Override> all = {{"workdir", (dir / "wd").string()}};
   all.insert(all.end(), overrides.begin(), overrides.end());
   return kd::config::load_experiment((dir / "exp.yaml").string(), all);
@@ -67,16 +67,16 @@ TEST_CASE("a run stopped and resumed ends with bit-identical params and identica
   const std::string precision = GENERATE("fp32", "bf16");
   INFO("precision " << precision);
   const fs::path straight = fresh_dir(), resumed = fresh_dir();
-  kd::train::Trainer(experiment(straight, {{"precision", precision}})).train();
+  kd::train::Trainer(resume_experiment(straight, {{"precision", precision}})).train();
   {
-    kd::train::Trainer first(experiment(resumed, {{"stop_after_steps", "17"}, {"precision", precision}}));
+    kd::train::Trainer first(resume_experiment(resumed, {{"stop_after_steps", "17"}, {"precision", precision}}));
     first.train();
     CHECK(first.step() == 17);
   }
   // As if killed between step 15's checkpoint and step 17's: the resumed run starts at 15 and
   // must log step 16 again, once.
   fs::remove_all(resumed / "wd" / "checkpoints" / "ckpt_17");
-  kd::train::Trainer second(experiment(resumed, {{"precision", precision}}));
+  kd::train::Trainer second(resume_experiment(resumed, {{"precision", precision}}));
   second.train();
   CHECK(second.step() == 40);
   const auto a = final_params(straight, 40), b = final_params(resumed, 40);
@@ -93,10 +93,11 @@ TEST_CASE("a run stopped and resumed ends with bit-identical params and identica
 
 TEST_CASE("resuming with a changed experiment is refused with the differences, unless allowed") {
   const fs::path dir = fresh_dir();
-  kd::train::Trainer(experiment(dir, {{"stop_after_steps", "10"}})).train();
-  CHECK_THROWS_WITH(kd::train::Trainer(experiment(dir, {{"optimizer.learning_rate", "0.02"}})).train(),
+  kd::train::Trainer(resume_experiment(dir, {{"stop_after_steps", "10"}})).train();
+  CHECK_THROWS_WITH(kd::train::Trainer(resume_experiment(dir, {{"optimizer.learning_rate", "0.02"}})).train(),
                     Catch::Contains("optimizer.learning_rate: 0.01 -> 0.02") && Catch::Contains("allow_config_change"));
-  kd::train::Trainer allowed(experiment(dir, {{"optimizer.learning_rate", "0.02"}, {"allow_config_change", "true"}}));
+  kd::train::Trainer allowed(
+      resume_experiment(dir, {{"optimizer.learning_rate", "0.02"}, {"allow_config_change", "true"}}));
   allowed.train();
   CHECK(allowed.step() == 40);
   fs::remove_all(dir);
@@ -104,43 +105,44 @@ TEST_CASE("resuming with a changed experiment is refused with the differences, u
 
 TEST_CASE("a workdir whose checkpoints are all damaged is not touched") {
   const fs::path dir = fresh_dir();
-  kd::train::Trainer(experiment(dir, {{"stop_after_steps", "5"}})).train();
+  kd::train::Trainer(resume_experiment(dir, {{"stop_after_steps", "5"}})).train();
   const fs::path ckpt = dir / "wd" / "checkpoints" / "ckpt_5";
   fs::resize_file(ckpt / "state.safetensors", 100);
-  CHECK_THROWS_WITH(kd::train::Trainer(experiment(dir)).train(), Catch::Contains("none is valid"));
+  CHECK_THROWS_WITH(kd::train::Trainer(resume_experiment(dir)).train(), Catch::Contains("none is valid"));
   CHECK(fs::file_size(ckpt / "state.safetensors") == 100);
   fs::remove_all(dir);
 }
 
 TEST_CASE("init_transform loads params from another run, renamed, and reports mismatches") {
   const fs::path source = fresh_dir(), target = fresh_dir();
-  kd::train::Trainer(experiment(source, {{"stop_after_steps", "5"}})).train();
+  kd::train::Trainer(resume_experiment(source, {{"stop_after_steps", "5"}})).train();
   const auto saved = final_params(source, 5);
   // Same model: a strict load of every param.
   {
-    kd::train::Trainer t(experiment(target, {{"init_transform", "{checkpoint: " + (source / "wd").string() + "}"},
-                                             {"stop_after_steps", "1"},
-                                             {"optimizer.learning_rate", "0.0"}}));
+    kd::train::Trainer t(
+        resume_experiment(target, {{"init_transform", "{checkpoint: " + (source / "wd").string() + "}"},
+                                   {"stop_after_steps", "1"},
+                                   {"optimizer.learning_rate", "0.0"}}));
     t.train();
     const auto loaded = final_params(target, 1);
     CHECK(loaded[0].second.equal(saved[0].second));  // lr 0: still the loaded values
   }
   fs::remove_all(target);
   // A wider hidden layer: strict mode lists the shape mismatches and loads nothing.
-  CHECK_THROWS_WITH(
-      kd::train::Trainer(experiment(target, {{"init_transform", "{checkpoint: " + (source / "wd").string() + "}"},
-                                             {"model.hidden_sizes", "[32]"}}))
-          .train(),
-      Catch::Contains("shape mismatch (3)") && Catch::Contains("params.layers.0.weight"));
+  CHECK_THROWS_WITH(kd::train::Trainer(
+                        resume_experiment(target, {{"init_transform", "{checkpoint: " + (source / "wd").string() + "}"},
+                                                   {"model.hidden_sizes", "[32]"}}))
+                        .train(),
+                    Catch::Contains("shape mismatch (3)") && Catch::Contains("params.layers.0.weight"));
   fs::remove_all(target);
   // A deeper model: its last layer is loaded from the source's last layer under another name.
   kd::train::Trainer renamed(
-      experiment(target, {{"init_transform", "{checkpoint: " + (source / "wd").string() +
-                                                 ", select: [params.layers.6.**], "
-                                                 "rename: {params.layers.6.**: params.layers.3.**}}"},
-                          {"model.hidden_sizes", "[16, 16]"},
-                          {"stop_after_steps", "1"},
-                          {"optimizer.learning_rate", "0.0"}}));
+      resume_experiment(target, {{"init_transform", "{checkpoint: " + (source / "wd").string() +
+                                                        ", select: [params.layers.6.**], "
+                                                        "rename: {params.layers.6.**: params.layers.3.**}}"},
+                                 {"model.hidden_sizes", "[16, 16]"},
+                                 {"stop_after_steps", "1"},
+                                 {"optimizer.learning_rate", "0.0"}}));
   renamed.train();
   const auto loaded = final_params(target, 1);
   REQUIRE(loaded.size() == 6);
@@ -157,9 +159,9 @@ TEST_CASE("the EMA of the params is evaluated (use_ema), checkpointed and loaded
       "{type: Synthetic, num_examples: 60, num_features: 8, num_classes: 3, seed: 9, "
       "batch_size: 20}";
   kd::train::Trainer(
-      experiment(source, {{"num_train_steps", "3"},
-                          {"checkpointer", "{save_interval_steps: 1, max_to_keep: 5}"},
-                          {"evals", "{ema: {ds: " + eval_ds + ", use_ema: true, run: {type: Once, step: 2}}}"}}))
+      resume_experiment(source, {{"num_train_steps", "3"},
+                                 {"checkpointer", "{save_interval_steps: 1, max_to_keep: 5}"},
+                                 {"evals", "{ema: {ds: " + eval_ds + ", use_ema: true, run: {type: Once, step: 2}}}"}}))
       .train();
   auto group = [&](int64_t step, const char* name) {
     return kd::checkpoints::read_checkpoint_tensors(
@@ -180,11 +182,12 @@ TEST_CASE("the EMA of the params is evaluated (use_ema), checkpointed and loaded
   // A run started from the EMA of step 2 (lr 0: the params stay) evaluates at step 0 what the
   // use_ema eval of step 2 evaluated.
   kd::train::Trainer(
-      experiment(target, {{"init_transform", "{checkpoint: " + (source / "wd").string() + ", step: 2, use_ema: true}"},
-                          {"num_train_steps", "1"},
-                          {"optimizer.learning_rate", "0.0"},
-                          {"optimizer.ema_decay", "0.0"},
-                          {"evals", "{ema: {ds: " + eval_ds + ", run: {type: EveryNSteps, n: 100}}}"}}))
+      resume_experiment(target,
+                        {{"init_transform", "{checkpoint: " + (source / "wd").string() + ", step: 2, use_ema: true}"},
+                         {"num_train_steps", "1"},
+                         {"optimizer.learning_rate", "0.0"},
+                         {"optimizer.ema_decay", "0.0"},
+                         {"evals", "{ema: {ds: " + eval_ds + ", run: {type: EveryNSteps, n: 100}}}"}}))
       .train();
   const auto loaded = final_params(target, 1);
   for (std::size_t i = 0; i < loaded.size(); ++i) CHECK(loaded[i].second.equal(ema2[i].second));
@@ -202,12 +205,12 @@ TEST_CASE("the EMA of the params is evaluated (use_ema), checkpointed and loaded
   CHECK(a.at("metrics/accuracy") == b.at("metrics/accuracy"));
   // Without an EMA: use_ema and init_transform's use_ema say what to set.
   CHECK_THROWS_WITH(
-      kd::train::Trainer(experiment(
+      kd::train::Trainer(resume_experiment(
           fresh_dir(), {{"optimizer.ema_decay", "0.0"}, {"evals", "{e: {ds: " + eval_ds + ", use_ema: true}}"}})),
       Catch::Contains("evals.e.use_ema") && Catch::Contains("optimizer.ema_decay"));
   CHECK_THROWS_WITH(
-      kd::train::Trainer(experiment(fresh_dir(), {{"init_transform",
-                                                   "{checkpoint: " + (target / "wd").string() + ", use_ema: true}"}}))
+      kd::train::Trainer(resume_experiment(fresh_dir(), {{"init_transform", "{checkpoint: " + (target / "wd").string() +
+                                                                                ", use_ema: true}"}}))
           .train(),
       Catch::Contains("use_ema") && Catch::Contains("holds no EMA"));
   fs::remove_all(source);

@@ -26,11 +26,10 @@ namespace fs = std::filesystem;
 
 namespace {
 
-// Runs kd::cli::run in this process with `args` (no re-execution for OpenBLAS: that would start
-// the test binary again); returns the exit code, with stdout and stderr in `out` and `err`.
+// Runs kd::cli::run in this process with `args`; returns the exit code, with stdout and stderr in
+// `out` and `err`.
 int run_cli(std::vector<std::string> args, std::string* out = nullptr, std::string* err = nullptr,
             kd::cli::Options options = {}) {
-  options.reexec_for_blas = false;
   args.insert(args.begin(), options.name);
   std::vector<char*> argv;
   for (auto& a : args) argv.push_back(a.data());
@@ -53,7 +52,7 @@ int run_cli(std::vector<std::string> args, std::string* out = nullptr, std::stri
   return code;
 }
 
-const char* kExperiment = R"(
+const char* kCliExperiment = R"(
 seed: 0
 num_train_steps: 20
 log_metrics_every: 10
@@ -86,7 +85,7 @@ TEST_CASE("kd::cli::run trains with a component the program registered, logging 
   }
   const fs::path dir = kd::testing::fresh_dir("kd_cli_test_");
   fs::create_directories(dir);
-  std::ofstream(dir / "exp.yaml") << kExperiment;
+  std::ofstream(dir / "exp.yaml") << kCliExperiment;
 
   std::ostringstream lines;
   auto sink = std::make_shared<spdlog::sinks::ostream_sink_mt>(lines);

@@ -22,7 +22,7 @@ struct NetImpl : torch::nn::Module {
 };
 TORCH_MODULE(Net);
 
-std::vector<std::string> paths(const Tree& t) {
+std::vector<std::string> state_paths(const Tree& t) {
   std::vector<std::string> out;
   for (const auto& [p, leaf] : t.flatten()) out.push_back(p);
   return out;
@@ -34,9 +34,9 @@ TEST_CASE("a TrainState from a module nests its parameters and buffers by module
   Net net;
   const TrainState state = TrainState::from_module(*net);
   CHECK(state.step == 0);
-  CHECK(paths(state.params) == std::vector<std::string>{"encoder.0.weight", "encoder.0.bias", "encoder.2.weight",
-                                                        "encoder.2.bias", "norm.weight", "norm.bias"});
-  CHECK(paths(state.collections) ==
+  CHECK(state_paths(state.params) == std::vector<std::string>{"encoder.0.weight", "encoder.0.bias", "encoder.2.weight",
+                                                              "encoder.2.bias", "norm.weight", "norm.bias"});
+  CHECK(state_paths(state.collections) ==
         std::vector<std::string>{"norm.running_mean", "norm.running_var", "norm.num_batches_tracked"});
   CHECK(state.params.get("encoder.2.weight").tensor().sizes() == torch::IntArrayRef({3, 8}));
   CHECK(state.opt_state.empty());
@@ -62,7 +62,8 @@ TEST_CASE("the TrainState holds the optimizer's per-parameter state after a step
   adam.step();
   const TrainState state = TrainState::from_module(*net, &adam, /*step=*/1);
   CHECK(state.step == 1);
-  CHECK(paths(state.opt_state.get("encoder.0.weight")) == std::vector<std::string>{"step", "exp_avg", "exp_avg_sq"});
+  CHECK(state_paths(state.opt_state.get("encoder.0.weight")) ==
+        std::vector<std::string>{"step", "exp_avg", "exp_avg_sq"});
   CHECK(state.opt_state.get("encoder.0.weight.step").to_int() == 1);
   // After one Adam step, exp_avg = (1 - beta1) * grad.
   const torch::Tensor grad = net->encoder[0]->as<torch::nn::Linear>()->weight.grad();
@@ -78,6 +79,6 @@ TEST_CASE("SGD momentum buffers appear under their parameter") {
   lin->forward(torch::ones({1, 2})).sum().backward();
   sgd.step();
   const TrainState state = TrainState::from_module(*lin, &sgd);
-  CHECK(paths(state.opt_state) == std::vector<std::string>{"weight.momentum_buffer", "bias.momentum_buffer"});
+  CHECK(state_paths(state.opt_state) == std::vector<std::string>{"weight.momentum_buffer", "bias.momentum_buffer"});
   CHECK(state.opt_state.get("bias.momentum_buffer").tensor().item<float>() == 1.0f);
 }

@@ -118,17 +118,24 @@ TEST_CASE("switching prefetching on or off mid-stream changes nothing in the str
 
 namespace {
 
-// Counts the batches made (each goes through apply once).
+// Counts the batches made (each goes through apply once) and, when given the batches the test
+// has asked for (`taken`, counted before each next()) and a bound, each batch begun beyond
+// `taken + ahead` (`over`).
 class Counting : public kd::data::Transform {
  public:
-  explicit Counting(std::shared_ptr<std::atomic<int>> made) : made_(std::move(made)) {}
+  explicit Counting(std::shared_ptr<std::atomic<int>> made, std::shared_ptr<std::atomic<int>> taken = nullptr,
+                    int ahead = 0, std::shared_ptr<std::atomic<int>> over = nullptr)
+      : made_(std::move(made)), taken_(std::move(taken)), ahead_(ahead), over_(std::move(over)) {}
   Tree apply(const Tree& batch, at::Generator&) const override {
-    ++*made_;
+    const int number = ++*made_;
+    if (taken_ && number > taken_->load() + ahead_) ++*over_;
     return batch;
   }
 
  private:
-  std::shared_ptr<std::atomic<int>> made_;
+  std::shared_ptr<std::atomic<int>> made_, taken_;
+  int ahead_ = 0;
+  std::shared_ptr<std::atomic<int>> over_;
 };
 
 // Waits (up to 20 s) until `made` reaches `n`; returns its value then.
@@ -141,16 +148,23 @@ int wait_for(const std::atomic<int>& made, int n) {
 
 TEST_CASE("the worker makes `prefetch` batches ahead of the one in use, counting the one it is making, and no more") {
   for (const int64_t prefetch : {1, 2, 5}) {
-    auto made = std::make_shared<std::atomic<int>>(0);
-    Pipeline p(ids(100), {std::make_shared<Counting>(made)}, options(2, false, 0, true, 0, prefetch));
-    CHECK(wait_for(*made, static_cast<int>(prefetch)) == prefetch);
-    for (int taken = 1; taken <= 3; ++taken) {
-      REQUIRE(p.next().has_value());
-      CHECK(wait_for(*made, static_cast<int>(taken + prefetch)) == taken + prefetch);
-    }
-    // Given time, it makes none beyond that (each batch held ahead costs its memory).
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
-    CHECK(made->load() == 3 + prefetch);
+    INFO("prefetch " << prefetch);
+    auto made = std::make_shared<std::atomic<int>>(0), taken = std::make_shared<std::atomic<int>>(0),
+         over = std::make_shared<std::atomic<int>>(0);
+    {
+      Pipeline p(ids(100), {std::make_shared<Counting>(made, taken, static_cast<int>(prefetch), over)},
+                 options(2, false, 0, true, 0, prefetch));
+      CHECK(wait_for(*made, static_cast<int>(prefetch)) == prefetch);
+      for (int i = 1; i <= 3; ++i) {
+        ++*taken;  // before next(): from here the worker may begin batch taken + prefetch
+        REQUIRE(p.next().has_value());
+        CHECK(wait_for(*made, static_cast<int>(i + prefetch)) == i + prefetch);
+      }
+    }  // the worker stopped and joined
+    // Every batch the worker began, it began within the bound (each batch held ahead costs its
+    // memory): checked as each was begun, not after a pause.
+    CHECK(over->load() == 0);
+    CHECK(made->load() >= 3 + prefetch);
   }
 }
 

@@ -20,6 +20,7 @@
 
 #include <catch2/catch.hpp>
 
+#include "tests/temp_dir.h"
 #include "trainer/checkpoints/checkpointer.h"
 #include "trainer/writers/writer.h"
 
@@ -49,12 +50,7 @@ inline Result run_kd(const std::string& args, const std::string& env = "") {
   return run_command((env.empty() ? "" : "env " + env + " ") + KD_BINARY + " " + args, /*with_stderr=*/true);
 }
 
-inline fs::path fresh_dir() {
-  std::random_device rd;
-  const fs::path dir = fs::temp_directory_path() / ("kd_e2e_" + std::to_string(rd()));
-  fs::remove_all(dir);
-  return dir;
-}
+inline fs::path fresh_dir() { return kd::testing::fresh_dir("kd_e2e_"); }
 
 inline const std::string kMlp = std::string(KD_SOURCE_DIR) + "/configs/fashion_mnist_mlp.yaml";
 

@@ -59,7 +59,10 @@ TEST_CASE(
   // --overwrite replaces a file; without it kd refuses.
   const fs::path out = workdir / "model.safetensors";
   const auto before = fs::last_write_time(out);
-  CHECK(run_kd("export --workdir=" + workdir.string() + " --out=" + out.string()).code == 2);
+  const Result refused = run_kd("export --workdir=" + workdir.string() + " --out=" + out.string());
+  CHECK(refused.code == 2);
+  CHECK_THAT(refused.output, Catch::Contains("already exists") && Catch::Contains("--overwrite"));
+  CHECK(fs::last_write_time(out) == before);
   const Result replaced = run_kd("export --workdir=" + workdir.string() + " --out=" + out.string() + " --overwrite");
   INFO(replaced.output);
   CHECK(replaced.code == 0);

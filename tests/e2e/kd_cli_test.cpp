@@ -169,7 +169,7 @@ TEST_CASE("kd inspect prints the model and every context path") {
   CHECK_THAT(r.output, Catch::Contains("blas: ") && Catch::Contains(" GFLOP/s"));
 }
 
-TEST_CASE("kd restarts itself on the CPU's best OpenBLAS kernels, and never over OPENBLAS_CORETYPE") {
+TEST_CASE("kd never replaces OPENBLAS_CORETYPE, and warns when it is below the CPU") {
   const auto blas = kd::runtime::blas_info();
   if (blas.kernel.empty()) {
     WARN("LibTorch does not run on OpenBLAS here: nothing to test");
@@ -182,18 +182,9 @@ TEST_CASE("kd restarts itself on the CPU's best OpenBLAS kernels, and never over
   }
   const std::string train = "train " + small_mlp(fresh_dir()) + " --cfg.num_train_steps=2 --cfg.evals={}";
 
-  // OpenBLAS taking this CPU for an SSE3 one (KD_TEST_BLAS_KERNEL stands in for its choice):
-  // kd starts again with OPENBLAS_CORETYPE set, and the run says so.
-  Result r = run_kd(train, "-u OPENBLAS_CORETYPE KD_TEST_BLAS_KERNEL=Prescott");
-  INFO(r.output);
-  REQUIRE(r.code == 0);
-  CHECK_THAT(r.output, Catch::Contains("BLAS: OpenBLAS") && Catch::Contains("kernel " + best) &&
-                           Catch::Contains("kd restarted itself with OPENBLAS_CORETYPE=" + best +
-                                           "; OpenBLAS had chosen Prescott"));
-  CHECK_THAT(r.output, !Catch::Contains("start the program with"));
-
+  // (When kd starts again is blas_restart_kernel's, tested in tests/runtime/blas_test.cpp.)
   // A value the user set is kept, with a warning naming the fix.
-  r = run_kd(train, "OPENBLAS_CORETYPE=Prescott");
+  Result r = run_kd(train, "OPENBLAS_CORETYPE=Prescott");
   INFO(r.output);
   REQUIRE(r.code == 0);
   CHECK_THAT(r.output, Catch::Contains("kernel Prescott") && !Catch::Contains("restarted itself"));
@@ -248,7 +239,7 @@ TEST_CASE("a run killed with SIGKILL and restarted ends with the params of an un
   fs::remove_all(killed);
 }
 
-TEST_CASE("SIGTERM finishes the step, writes a checkpoint and exits 0; the run then resumes") {
+TEST_CASE("SIGTERM finishes the step, writes a checkpoint and exits 0, and the run then resumes") {
   const std::string common = " --cfg.num_threads=1 --cfg.evals={}";
   const fs::path workdir = fresh_dir();
   const fs::path log = fs::temp_directory_path() / "kd_e2e_sigterm.log";

@@ -68,6 +68,40 @@ evals:
   fs::remove_all(dir);
 }
 
+TEST_CASE("kd eval neither builds nor reads the training data: it works once the training file is gone") {
+  const fs::path dir = fresh_dir();
+  fs::create_directories(dir);
+  for (const char* name : {"train.csv", "test.csv"}) {
+    std::ofstream csv(dir / name);
+    csv << "x1,x2,label\n";
+    for (int i = 0; i < 60; ++i) csv << (i % 2 ? 1.0 : -1.0) + 0.01 * i << "," << 0.5 << "," << i % 2 << "\n";
+  }
+  std::ofstream(dir / "exp.yaml") << R"(seed: 0
+num_train_steps: 20
+num_threads: 1
+train_ds: {type: Csv, path: train.csv, label_column: label, batch_size: 10}
+model: {type: MLP, input_size: 2, hidden_sizes: [8], output_size: 2, inputs: {x: batch.features}}
+train_losses: {xent: {type: SoftmaxCrossEntropyWithIntLabels, logits: preds.logits, labels: batch.label}}
+train_metrics: {accuracy: {type: Accuracy, logits: preds.logits, labels: batch.label}}
+optimizer: {type: adam, learning_rate: 0.01}
+evals:
+  test:
+    ds: {type: Csv, path: test.csv, label_column: label, batch_size: 30}
+)";
+  const Result trained =
+      run_kd("train --cfg=" + (dir / "exp.yaml").string() + " --cfg.workdir=" + (dir / "wd").string());
+  INFO(trained.output);
+  REQUIRE(trained.code == 0);
+  CHECK_THAT(trained.output, Catch::Contains("train data:"));
+  fs::remove(dir / "train.csv");
+  const Result eval = run_kd("eval --workdir=" + (dir / "wd").string());
+  INFO(eval.output);
+  CHECK(eval.code == 0);
+  CHECK_THAT(eval.output, Catch::Contains("eval test at step 20") && !Catch::Contains("train data:") &&
+                              !Catch::Contains("train.csv"));
+  fs::remove_all(dir);
+}
+
 TEST_CASE("kd train learns the CNN on a folder of PNG pictures of two sizes, resized as they are read") {
   const fs::path dir = fresh_dir();
   // Two classes: light and dark pictures with noise, of 20 x 16 and 24 x 30 pixels.

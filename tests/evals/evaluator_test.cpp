@@ -100,7 +100,8 @@ TEST_CASE("eval run strategies: EveryNSteps with skip_first, Once, AtEnd and kd'
   CHECK(steps_run(eval_with("run: {type: Once, step: 3}"), 10) == V{3});
   CHECK(steps_run(eval_with("run: {type: Once, step: 0}"), 10) == V{0});
   CHECK(steps_run(eval_with("run: {type: AtEnd}"), 10) == V{10});
-  CHECK(steps_run(eval_with(""), 10) == V{10});  // the default: at the end
+  CHECK(steps_run(eval_with("run: {type: Final}"), 10) == V{10});  // Kauldron's name
+  CHECK(steps_run(eval_with(""), 10) == V{10});                    // the default: at the end
   CHECK(steps_run(eval_with("run: {every_n_steps: 4}"), 10) == V{4, 8});
   CHECK(steps_run(eval_with("run: {every_n_steps: 4, once_at_end: true}"), 10) == V{4, 8, 10});
   CHECK_THROWS_WITH(eval_with("run: {type: EveryNStep, n: 4}"),

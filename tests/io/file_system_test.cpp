@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "tests/io/forwarding_file_system.h"
+#include "tests/temp_dir.h"
 #include "trainer/common/error.h"
 #include "trainer/io/file_system.h"
 
@@ -17,13 +18,7 @@ namespace fs = std::filesystem;
 
 namespace {
 
-fs::path fresh_dir() {
-  std::random_device rd;
-  const fs::path dir = fs::temp_directory_path() / ("kd_io_test_" + std::to_string(rd()));
-  fs::remove_all(dir);
-  fs::create_directories(dir);
-  return dir;
-}
+using kd::testing::made_fresh_dir;
 
 std::string read(const fs::path& p) {
   std::ifstream in(p);
@@ -50,7 +45,7 @@ class FullDisk : public kd::testing::ForwardingFileSystem {
 }  // namespace
 
 TEST_CASE("write_file_atomically creates or replaces a file and leaves no temporary") {
-  const fs::path dir = fresh_dir();
+  const fs::path dir = made_fresh_dir();
   auto fsys = kd::io::posix_file_system();
   const std::string path = (dir / "config.yaml").string();
   kd::io::write_file_atomically(*fsys, path, "a: 1\n");
@@ -62,7 +57,7 @@ TEST_CASE("write_file_atomically creates or replaces a file and leaves no tempor
 }
 
 TEST_CASE("a failed atomic write keeps the old file whole and removes its temporary") {
-  const fs::path dir = fresh_dir();
+  const fs::path dir = made_fresh_dir();
   const std::string path = (dir / "best.json").string();
   kd::io::write_file_atomically(*kd::io::posix_file_system(), path, "{\"step\": 100}");
   FullDisk full;
@@ -74,7 +69,7 @@ TEST_CASE("a failed atomic write keeps the old file whole and removes its tempor
 }
 
 TEST_CASE("create_file_atomically never replaces a file, even one made meanwhile") {
-  const fs::path dir = fresh_dir();
+  const fs::path dir = made_fresh_dir();
   auto fsys = kd::io::posix_file_system();
   const std::string path = (dir / "params.safetensors").string();
   kd::io::create_file_atomically(*fsys, path, "first");
@@ -107,7 +102,7 @@ TEST_CASE("create_file_atomically never replaces a file, even one made meanwhile
 }
 
 TEST_CASE("a file written from parts holds them joined, past writev's limit on buffers, and reads back exactly") {
-  const fs::path dir = fresh_dir();
+  const fs::path dir = made_fresh_dir();
   auto fsys = kd::io::posix_file_system();
   std::vector<std::string> pieces;
   std::string joined;
@@ -154,7 +149,7 @@ class Recording : public kd::testing::ForwardingFileSystem {
 };
 
 TEST_CASE("by default, parts are written through write_file and reads into memory go through read_file") {
-  const fs::path dir = fresh_dir();
+  const fs::path dir = made_fresh_dir();
   Recording fsys;  // overrides neither write_file_parts nor read_file_into
   const std::string path = (dir / "f").string();
   fsys.write_file_parts(path, {"ab", "", "cde"});

@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "tests/step/test_helpers.h"
 #include "trainer/common/error.h"
 #include "trainer/config/node.h"
 #include "trainer/context/context.h"
@@ -23,7 +24,7 @@ kd::losses::LossPtr make_loss(const std::string& yaml) {
 
 double loss_value(const std::string& yaml, const Context& ctx) { return make_loss(yaml)->value(ctx).item<double>(); }
 
-torch::Tensor f64(std::vector<double> values) { return torch::tensor(values, torch::kDouble); }
+using kd::testing::f64;
 
 // preds.x = [1, 2, 3], batch.y = [0, 2, 5]: errors 1, 0, -2.
 Context regression_ctx() {

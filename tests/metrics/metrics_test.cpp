@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 
+#include "tests/step/test_helpers.h"
 #include "trainer/common/error.h"
 #include "trainer/config/node.h"
 #include "trainer/context/context.h"
@@ -15,9 +16,7 @@ using kd::train::Context;
 
 namespace {
 
-kd::metrics::MetricPtr make_metric(const std::string& yaml) {
-  return kd::metrics::registry().create(kd::config::Node::parse(yaml));
-}
+using kd::testing::make_metric;
 
 double value_of(const kd::metrics::Metric& metric, const Tree& state) {
   return metric.compute(state).tensor().item<double>();
@@ -32,7 +31,7 @@ Context classification_ctx(const torch::Tensor& logits, const torch::Tensor& lab
   return Context{.batch = Tree::dict({{"label", labels}}), .preds = Tree::dict({{"logits", logits}})};
 }
 
-torch::Tensor f64(std::vector<double> values) { return torch::tensor(values, torch::kDouble); }
+using kd::testing::f64;
 
 }  // namespace
 

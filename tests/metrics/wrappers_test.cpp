@@ -4,6 +4,7 @@
 #include <cmath>
 #include <string>
 
+#include "tests/step/test_helpers.h"
 #include "trainer/common/error.h"
 #include "trainer/config/node.h"
 #include "trainer/context/context.h"
@@ -14,11 +15,9 @@ using kd::train::Context;
 
 namespace {
 
-kd::metrics::MetricPtr make_metric(const std::string& yaml) {
-  return kd::metrics::registry().create(kd::config::Node::parse(yaml));
-}
+using kd::testing::make_metric;
 
-torch::Tensor f64(std::vector<double> values) { return torch::tensor(values, torch::kDouble); }
+using kd::testing::f64;
 
 // grads: encoder.weight has norm 5, encoder.bias norm 1, head norm 3.
 Context grads_ctx() {

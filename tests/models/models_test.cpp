@@ -125,8 +125,17 @@ TEST_CASE("a TorchScript module is trained through kd and shares its parameters"
   std::remove(file.c_str());
 }
 
-TEST_CASE("a missing TorchScript file is an IO error naming it") {
-  CHECK_THROWS_AS(make_model("{type: TorchScript, path: /nonexistent/model.pt}"), kd::IOError);
+TEST_CASE("a missing TorchScript file is an IO error naming it and the key, in kd's words") {
+  CHECK_THROWS_MATCHES(make_model("{type: TorchScript, path: /nonexistent/model.pt}"), kd::IOError,
+                       Catch::Matchers::Predicate<kd::IOError>([](const kd::IOError& e) {
+                         const std::string what = e.what();
+                         return what.find("test.yaml:") != std::string::npos &&
+                                what.find("\"/nonexistent/model.pt\" does not exist") != std::string::npos &&
+                                what.find("torch.jit.save") != std::string::npos &&
+                                what.find("No such file") == std::string::npos;  // not LibTorch's errno text
+                       }));
+  const std::string dir = std::filesystem::temp_directory_path().string();
+  CHECK_THROWS_WITH(make_model("{type: TorchScript, path: " + dir + "}"), Catch::Contains("is not a regular file"));
 }
 
 TEST_CASE("a user model registered from C++ is built by name like the built-ins") {

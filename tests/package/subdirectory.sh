@@ -2,7 +2,8 @@
 # tests/package/subdirectory.sh SOURCE_DIR WORK_DIR CXX GENERATOR
 #
 # Configures a parent project that adds kd with add_subdirectory and sets no build type: kd must
-# give it kd::kd, build none of its tests or binaries, and leave the build type unset.
+# give it kd::kd, build none of its tests or binaries, leave the build type unset, and need no
+# libjs-dygraphs (the report is kd's own build's option, KD_WITH_REPORT).
 # KD_PARENT_PREFIX_PATH (":"-separated) and KD_TORCH_DIR are where the parent build found kd's
 # dependencies and LibTorch, when not in the system's paths. Exits 77 (skipped) with CMake older than 3.24, which kd needs for this.
 set -euo pipefail
@@ -26,7 +27,9 @@ message(STATUS "parent build type: [\${CMAKE_BUILD_TYPE}]")
 CMAKE
 printf '#include "trainer/cli/cli.h"\nint main(int argc, char** argv) { return kd::cli::run(argc, argv); }\n' \
   >"$work/parent/main.cpp"
+mkdir -p "$work/no-dygraphs"  # where kd would fail to find dygraph.min.js, were it looking
 cmake -S "$work/parent" -B "$work/build" -G "$generator" -DCMAKE_CXX_COMPILER="$cxx" \
+  -DKD_DYGRAPHS_DIR="$work/no-dygraphs" \
   ${parent_prefix:+-DCMAKE_PREFIX_PATH="$parent_prefix"} ${KD_TORCH_DIR:+-DTorch_DIR="$KD_TORCH_DIR"} \
   >"$work/configure.log" 2>&1 ||
   { cat "$work/configure.log"; exit 1; }
@@ -46,4 +49,8 @@ for unwanted in kd_tests kd_e2e_tests kd_custom_example train_bench apps/kd inst
     exit 1
   fi
 done
-echo "kd as a subdirectory: kd::kd, no tests, binaries or install rules, the parent's build type kept"
+if grep -q "report/report.cpp\|report/assets.cpp" "$work/build/build.ninja"; then
+  echo "kd built its report for a parent (KD_WITH_REPORT is kd's own build's)"
+  exit 1
+fi
+echo "kd as a subdirectory: kd::kd, no tests, binaries, install rules or report, the parent's build type kept"

@@ -69,7 +69,7 @@ fs::path make_workdir(const fs::path& dir, double scale) {
   return dir;
 }
 
-std::string read_text(const fs::path& path) {
+std::string read_page_text(const fs::path& path) {
   std::ifstream in(path, std::ios::binary);
   return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
 }
@@ -195,7 +195,7 @@ TEST_CASE("kd report refuses what is not a workdir, and never replaces a file th
   const fs::path mine = root / "notes.html";
   std::ofstream(mine) << "my own notes";
   CHECK_THROWS_WITH(kd::report::write({run.string()}, mine.string()), Catch::Contains("not a kd report"));
-  CHECK(read_text(mine) == "my own notes");
+  CHECK(read_page_text(mine) == "my own notes");
   kd::report::write({run.string()}, mine.string(), /*overwrite=*/true);
   CHECK(kd::report::is_report(mine.string()));
   kd::report::write({run.string()}, mine.string());  // a report is replaced
@@ -223,7 +223,7 @@ writer: {report: true}
   const fs::path page = root / "wd" / "report.html";
   REQUIRE(kd::report::is_report(page.string()));
   std::vector<std::string> warnings;
-  const std::string html = read_text(page);
+  const std::string html = read_page_text(page);
   const auto data = page_data(html);
   INFO(data.dump());
   const auto& xent = data["runs"][0]["series"]["train"]["losses/xent"];
@@ -240,7 +240,7 @@ writer: {report: true}
       kd::report::make_report_writer((root / "wd3").string(), [&](const std::string& w) { warnings.push_back(w); });
   writer->write_scalars(1, "train", {{"losses/xent", 1.0}});
   writer->flush();
-  CHECK(read_text(root / "wd3" / "report.html") == "my notes");
+  CHECK(read_page_text(root / "wd3" / "report.html") == "my notes");
   REQUIRE(warnings.size() == 1);
   CHECK_THAT(warnings[0], Catch::Contains("is not a kd report"));
 

@@ -17,11 +17,11 @@ namespace fs = std::filesystem;
 
 namespace {
 
-fs::path fresh_dir() { return kd::testing::fresh_dir("kd_early_stopping_test_"); }
+using kd::testing::fresh_dir;
 
 // Learning rate 0: the eval's loss is the same at every eval, so it never improves after the
 // first, and EarlyStopping's decisions are known in advance.
-const char* kExperiment = R"(
+const char* kEarlyStoppingExperiment = R"(
 seed: 1
 num_train_steps: 40
 log_metrics_every: 2
@@ -45,7 +45,7 @@ callbacks:
 
 kd::config::Node experiment(const fs::path& dir, const std::vector<kd::config::Override>& overrides = {}) {
   fs::create_directories(dir);
-  std::ofstream(dir / "exp.yaml") << kExperiment;
+  std::ofstream(dir / "exp.yaml") << kEarlyStoppingExperiment;
   std::vector<kd::config::Override> all = {{"workdir", (dir / "wd").string()}};
   all.insert(all.end(), overrides.begin(), overrides.end());
   return kd::config::load_experiment((dir / "exp.yaml").string(), all);
@@ -100,6 +100,29 @@ TEST_CASE("EarlyStopping stops after `patience` evals without improvement, with 
   fs::remove_all(dir);
 }
 
+TEST_CASE("EarlyStopping stays stopped when its eval falls on a checkpoint step") {
+  // A checkpoint at every eval step: the checkpoint of step 6 is written before the eval that
+  // stops the run, and must hold the stop.
+  for (const char* interval : {"2", "6"}) {
+    INFO("save_interval_steps " << interval);
+    const fs::path dir = fresh_dir();
+    {
+      kd::train::Trainer trainer(experiment(dir, {{"checkpointer.save_interval_steps", interval}}));
+      trainer.train();
+      CHECK(trainer.step() == 6);
+    }
+    for (int again = 0; again < 2; ++again) {
+      kd::train::Trainer rerun(experiment(dir, {{"checkpointer.save_interval_steps", interval}}));
+      rerun.train();
+      CHECK(rerun.step() == 6);
+      CHECK_THAT(rerun.stop_reason(), Catch::Contains("EarlyStopping stopped this run"));
+    }
+    CHECK(records(dir, "test") == Strings{"0", "2", "4", "6"});
+    CHECK(checkpoint_steps(dir).back() == 6);
+    fs::remove_all(dir);
+  }
+}
+
 TEST_CASE("EarlyStopping's count survives a resumption") {
   const fs::path dir = fresh_dir();
   kd::train::Trainer(experiment(dir, {{"stop_after_steps", "3"}})).train();  // evals at 0 and 2
@@ -123,6 +146,40 @@ TEST_CASE("EarlyStopping names a metric that no eval logs, with the fix") {
                     Catch::Contains("<eval name>/<logged value>"));
   CHECK_THROWS_WITH(kd::train::Trainer(experiment(dir, {{"callbacks.early.mode", "lowest"}})),
                     Catch::Contains("mode is max or min"));
+  fs::remove_all(dir);
+}
+
+TEST_CASE("a metric no eval will log is refused before the first step, and a mode is inferred only for losses") {
+  const fs::path dir = fresh_dir();
+  const auto refused_before_training = [&](const std::vector<kd::config::Override>& overrides, const char* what) {
+    INFO(what);
+    CHECK_THROWS_AS(kd::train::Trainer(experiment(dir, overrides)).train(), kd::ConfigError);
+    CHECK(!fs::exists(dir / "wd" / "metrics.jsonl"));  // no step was taken
+    fs::remove_all(dir);
+  };
+  refused_before_training({{"callbacks.early.metric", "test/metrics/acuracy"}}, "a misspelt metric");
+  refused_before_training({{"evals.test.run", "{type: StandaloneEveryCheckpoint}"}}, "a standalone eval");
+  CHECK_THROWS_WITH(
+      kd::train::Trainer(experiment(dir, {{"evals.test.run", "{type: StandaloneEveryCheckpoint}"}})).train(),
+      Catch::Contains("runs beside training (kd eval --follow") && Catch::Contains("EveryNSteps"));
+  fs::remove_all(dir);
+  // The checkpointer's best_metric_path, when the Trainer is built.
+  CHECK_THROWS_WITH(
+      kd::train::Trainer(experiment(
+          dir, {{"checkpointer.best_metric_path", "test/metrics/acuracy"}, {"checkpointer.best_mode", "max"}})),
+      Catch::Contains("checkpointer.best_metric_path") && Catch::Contains("logs no \"metrics/acuracy\"") &&
+          Catch::Contains("did you mean \"test/metrics/accuracy\""));
+  CHECK_THROWS_WITH(kd::train::Trainer(experiment(dir, {{"checkpointer.best_metric_path", "tset/losses/xent"}})),
+                    Catch::Contains("no eval named \"tset\""));
+  // A metric's direction is asked for; a loss's is min.
+  CHECK_THROWS_WITH(kd::train::Trainer(experiment(dir, {{"checkpointer.best_metric_path", "test/metrics/accuracy"}})),
+                    Catch::Contains("checkpointer.best_mode is needed") && Catch::Contains("max if larger is better"));
+  CHECK_NOTHROW(kd::train::Trainer(experiment(dir, {{"checkpointer.best_metric_path", "test/losses/xent"}})));
+  CHECK_THROWS_WITH(kd::train::Trainer(
+                        experiment(dir, {{"callbacks.early", "{type: EarlyStopping, metric: test/metrics/accuracy}"}})),
+                    Catch::Contains("callbacks.early.mode is needed"));
+  CHECK_NOTHROW(
+      kd::train::Trainer(experiment(dir, {{"callbacks.early", "{type: EarlyStopping, metric: test/losses/xent}"}})));
   fs::remove_all(dir);
 }
 

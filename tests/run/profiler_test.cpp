@@ -16,7 +16,7 @@ namespace fs = std::filesystem;
 
 namespace {
 
-fs::path fresh_dir() { return kd::testing::fresh_dir("kd_profiler_test_"); }
+using kd::testing::fresh_dir;
 
 kd::config::Node experiment(const fs::path& dir, const std::string& profiler) {
   fs::create_directories(dir);

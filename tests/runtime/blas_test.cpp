@@ -92,6 +92,28 @@ TEST_CASE("a better kernel is proposed only when the chosen one is of a lower ti
   CHECK(!kd::runtime::better_openblas_kernel("NEOVERSEN1", cooperlake));
 }
 
+TEST_CASE("the kd binary starts again only for a DYNAMIC_ARCH OpenBLAS below the CPU, never over OPENBLAS_CORETYPE") {
+  const kd::runtime::BlasInfo prescott{.library = "OpenBLAS 0.3.21 DYNAMIC_ARCH NO_AFFINITY Prescott MAX_THREADS=64",
+                                       .kernel = "Prescott",
+                                       .threads = 2};
+  // The case seen in the field: an AVX-512 CPU taken for an SSE3 one.
+  CHECK(kd::runtime::blas_restart_kernel(prescott, avx512(), nullptr) == "SkylakeX");
+  CHECK(kd::runtime::blas_restart_kernel(prescott, avx2(), nullptr) == "Haswell");
+  // A value the user or the machine set is kept, even an empty or a worse one.
+  CHECK(!kd::runtime::blas_restart_kernel(prescott, avx512(), "Prescott"));
+  CHECK(!kd::runtime::blas_restart_kernel(prescott, avx512(), ""));
+  // Kernels of the CPU's tier: nothing to do.
+  kd::runtime::BlasInfo haswell = prescott;
+  haswell.kernel = "Haswell";
+  CHECK(!kd::runtime::blas_restart_kernel(haswell, avx2(), nullptr));
+  // An OpenBLAS built for one architecture chooses nothing at run time; MKL has no kernel to choose.
+  kd::runtime::BlasInfo fixed = prescott;
+  fixed.library = "OpenBLAS 0.3.21 NO_AFFINITY Prescott MAX_THREADS=64";
+  CHECK(!kd::runtime::blas_restart_kernel(fixed, avx512(), nullptr));
+  const kd::runtime::BlasInfo mkl{.library = "Intel(R) oneAPI Math Kernel Library Version 2024.2", .threads = 2};
+  CHECK(!kd::runtime::blas_restart_kernel(mkl, avx512(), nullptr));
+}
+
 TEST_CASE("this process's BLAS is described") {
   const auto info = kd::runtime::blas_info();
   CHECK(!info.library.empty());

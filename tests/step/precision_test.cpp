@@ -24,8 +24,8 @@ using kd::train::TrainStep;
 
 namespace {
 
-const char* kMlp = "{type: MLP, input_size: 8, hidden_sizes: [16], output_size: 3}";
-const char* kXent = "{type: SoftmaxCrossEntropyWithIntLabels}";
+using kd::testing::kMlp;
+using kd::testing::kXent;
 
 std::vector<torch::Tensor> param_copies(TrainStep& step) {
   std::vector<torch::Tensor> out;

@@ -3,6 +3,7 @@
 
 #include <memory>
 #include <string>
+#include <vector>
 
 #include <torch/torch.h>
 
@@ -17,6 +18,15 @@ namespace kd::testing {
 inline config::Node yaml(const std::string& text) { return config::Node::parse(text, "test.yaml"); }
 
 inline models::ModelPtr make_model(const std::string& text) { return models::registry().create(yaml(text)); }
+
+inline metrics::MetricPtr make_metric(const std::string& text) { return metrics::registry().create(yaml(text)); }
+
+// A float64 tensor of `values`.
+inline torch::Tensor f64(const std::vector<double>& values) { return torch::tensor(values, torch::kDouble); }
+
+// The small MLP and loss of the step tests (8 features, 3 classes: blobs()).
+inline constexpr const char* kMlp = "{type: MLP, input_size: 8, hidden_sizes: [16], output_size: 3}";
+inline constexpr const char* kXent = "{type: SoftmaxCrossEntropyWithIntLabels}";
 
 // A metric that reads the given paths and keeps nothing: it makes the step fill those stages.
 class Probe : public metrics::Metric {

@@ -19,8 +19,8 @@ using kd::train::TrainStep;
 
 namespace {
 
-const char* kMlp = "{type: MLP, input_size: 8, hidden_sizes: [16], output_size: 3}";
-const char* kXent = "{type: SoftmaxCrossEntropyWithIntLabels}";
+using kd::testing::kMlp;
+using kd::testing::kXent;
 
 bool trees_close(const Tree& a, const Tree& b, double tol = 1e-6) {
   const auto fa = a.flatten(), fb = b.flatten();

@@ -6,6 +6,7 @@
 
 #include <torch/torch.h>
 
+#include "tests/temp_dir.h"
 #include "trainer/common/error.h"
 #include "trainer/writers/event_file.h"
 #include "trainer/writers/png.h"
@@ -18,13 +19,7 @@ namespace tb = kd::tensorboard;
 
 namespace {
 
-fs::path fresh_dir() {
-  std::random_device rd;
-  const fs::path dir = fs::temp_directory_path() / ("kd_writers_test_" + std::to_string(rd()));
-  fs::remove_all(dir);
-  fs::create_directories(dir);
-  return dir;
-}
+using kd::testing::made_fresh_dir;
 
 // The events of the one event file in `dir`, decoded.
 std::vector<tb::Event> events_in(const fs::path& dir) {
@@ -55,7 +50,7 @@ TEST_CASE("crc32c matches the Castagnoli check value and TFRecord's masking") {
 }
 
 TEST_CASE("an event file starts with the file_version event and holds scalars record by record") {
-  const fs::path dir = fresh_dir();
+  const fs::path dir = made_fresh_dir();
   {
     kd::writers::TensorBoardWriter writer(dir.string());
     writer.write_scalars(10, "train", {{"losses/xent", 0.5}, {"metrics/accuracy", 0.75}});
@@ -79,7 +74,7 @@ TEST_CASE("the purge marker of a resumed run has TensorFlow's field numbers: Eve
   // log_message = 6; SessionLog session_log = 7; }, SessionLog { SessionStatus status = 1; },
   // START = 1. A SessionLog under field 6 reaches TensorBoard as a log message, and the
   // replayed steps of a resumed run then show twice.
-  const fs::path dir = fresh_dir();
+  const fs::path dir = made_fresh_dir();
   {
     kd::writers::TensorBoardWriter writer(dir.string());
     writer.write_scalars(10, "train", {{"losses/xent", 0.5}});
@@ -100,7 +95,7 @@ TEST_CASE("the purge marker of a resumed run has TensorFlow's field numbers: Eve
 }
 
 TEST_CASE("a damaged record fails its CRC and a torn last record is dropped") {
-  const fs::path dir = fresh_dir();
+  const fs::path dir = made_fresh_dir();
   std::string path;
   {
     kd::writers::EventFileWriter file(dir.string());
@@ -123,7 +118,7 @@ TEST_CASE("a damaged record fails its CRC and a torn last record is dropped") {
 }
 
 TEST_CASE("an image summary is a PNG that decodes to the exact pixels") {
-  const fs::path dir = fresh_dir();
+  const fs::path dir = made_fresh_dir();
   const torch::Tensor image = torch::tensor({0, 50, 100, 150, 200, 255}, torch::kByte).reshape({2, 3, 1});
   {
     kd::writers::TensorBoardWriter writer(dir.string());
@@ -145,7 +140,7 @@ TEST_CASE("an image summary is a PNG that decodes to the exact pixels") {
 }
 
 TEST_CASE("histogram and text summaries use TensorBoard's histogram and text-plugin layouts") {
-  const fs::path dir = fresh_dir();
+  const fs::path dir = made_fresh_dir();
   const Tree hist = Tree::dict({{"counts", torch::tensor({1.0, 3.0})}, {"edges", torch::tensor({0.0, 1.0, 2.0})}});
   const Tree texts = Tree::list({Tree("first"), Tree("second")});
   {
@@ -174,7 +169,7 @@ TEST_CASE("histogram and text summaries use TensorBoard's histogram and text-plu
 }
 
 TEST_CASE("JSONL and CSV records parse back to the same numbers, and truncate after a step") {
-  const fs::path dir = fresh_dir();
+  const fs::path dir = made_fresh_dir();
   {
     kd::writers::JsonlWriter jsonl((dir / "metrics.jsonl").string());
     kd::writers::CsvWriter csv(dir.string());

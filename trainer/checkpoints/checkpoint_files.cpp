@@ -111,9 +111,12 @@ std::string detail::verify_checkpoint(io::FileSystem& fs, const std::string& pat
     return "MANIFEST.json lists no files";
   }
   const json& files = manifest["files"];
+  if (files.contains("state.pt") && !files.contains(kTensorFile)) {
+    return "written in checkpoint format 1 (state.pt) by a kd from before 2026-11-29, which this kd does not read "
+           "(README: \"Checkpoints of format 1\")";
+  }
   // Exactly the files kd writes: a name of another file (say "../../x") is never read.
-  const bool legacy = files.contains("state.pt") && !files.contains(kTensorFile);
-  const auto& expected = legacy ? kLegacyFiles : kFiles;
+  const auto& expected = kFiles;
   for (const auto& [name, entry] : files.items()) {
     if (std::find(std::begin(expected), std::end(expected), name) == std::end(expected)) {
       return "MANIFEST.json lists \"" + name + "\", which is not a file of a kd checkpoint";
@@ -220,14 +223,7 @@ void read_checkpoint_optimizer_state(const std::string& path, torch::optim::Opti
     check_meta(meta, path);
     check_optimizer_type(meta, optimizer, path, "leave out opt_state: true");
     TensorReader tensors(contents, path);
-    if (tensors.archive()) {
-      torch::serialize::InputArchive optimizer_archive;
-      tensors.archive()->read("optimizer", optimizer_archive);
-      optim::load_optimizer_state(optimizer, model,
-                                  optim::optimizer_state_from_archive(optimizer_archive, optimizer, model));
-    } else {
-      optim::load_optimizer_state(optimizer, model, tensors.view_tree(meta.at("optimizer")));  // copied there
-    }
+    optim::load_optimizer_state(optimizer, model, tensors.view_tree(meta.at("optimizer")));  // copied there
   } catch (const json::exception& e) {
     throw CorruptionError(path + "/meta.json: " + e.what());
   } catch (const c10::Error& e) {

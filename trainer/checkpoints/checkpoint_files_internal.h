@@ -1,19 +1,16 @@
 // The files of a checkpoint directory, for the checkpoints module itself (internal): names,
-// the tensor file (state.safetensors, or format 1's TorchScript archive state.pt), meta.json's
+// the tensor file (state.safetensors), meta.json's
 // checks and the manifest's verification. Everything read here comes from outside and is checked
 // before use; problems are kd::CorruptionError (or ConfigError for an experiment that does not fit).
 #pragma once
 
 #include <cstdint>
-#include <cstdlib>
 #include <map>
-#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
 
-#include <torch/serialize.h>
 #include <torch/types.h>
 #include <nlohmann/json.hpp>
 
@@ -30,11 +27,11 @@ using json = nlohmann::ordered_json;
 
 inline constexpr const char* kManifest = "MANIFEST.json";
 inline constexpr const char* kPrefix = "ckpt_";
-// The files of a checkpoint, all listed in its manifest; checkpoints of format 1 have state.pt
-// (a TorchScript archive) instead of state.safetensors.
+// The files of a checkpoint, all listed in its manifest. (Checkpoints of format 1, written by kd
+// before 2026-11-29, had a TorchScript archive, state.pt, instead of state.safetensors: kd no
+// longer reads them, and verify_checkpoint says so.)
 inline constexpr const char* kTensorFile = "state.safetensors";
 inline constexpr const char* kFiles[] = {kTensorFile, "meta.json", "config.yaml"};
-inline constexpr const char* kLegacyFiles[] = {"state.pt", "meta.json", "config.yaml"};
 
 // XXH3-64 of `data` (of the parts joined), as 16 hex digits.
 std::string checksum(std::string_view data);
@@ -44,7 +41,7 @@ std::string checksum(const std::vector<std::string_view>& parts);
 // tensor file's bytes in a uint8 tensor (its tensors are views into it), the others as text.
 struct CheckpointContents {
   torch::Tensor tensor_bytes;                // state.safetensors
-  std::map<std::string, std::string> files;  // meta.json, config.yaml, format 1's state.pt
+  std::map<std::string, std::string> files;  // meta.json, config.yaml
 };
 // verify_checkpoint, keeping what it read in `contents` when the checkpoint is valid.
 std::string verify_checkpoint(io::FileSystem& fs, const std::string& path, CheckpointContents* contents);
@@ -82,52 +79,20 @@ class TensorWriter {
   NamedTensors tensors_;
 };
 
-// Reads the tensors of a checkpoint: state.safetensors, or the TorchScript archive state.pt of
-// checkpoints written before it (format 1), only when KD_READ_LEGACY_CHECKPOINTS=1, because
-// LibTorch's archive reader can abort the process on a crafted file.
+// Reads the tensors of a checkpoint's state.safetensors.
 class TensorReader {
  public:
   // From the files verify_checkpoint read (`contents`) of the checkpoint at `path`.
   TensorReader(const CheckpointContents& contents, const std::string& path) : where_(path) {
-    if (legacy(contents)) {
-      if (std::getenv("KD_READ_LEGACY_CHECKPOINTS") == nullptr ||
-          std::string(std::getenv("KD_READ_LEGACY_CHECKPOINTS")) != "1") {
-        throw CorruptionError(path +
-                              " was written by an older kd (state.pt, read by LibTorch's TorchScript loader, "
-                              "which a crafted file can crash); if it is yours or you trust it, read it with "
-                              "KD_READ_LEGACY_CHECKPOINTS=1; the next checkpoint is saved in the current format");
-      }
-      const std::string& bytes = contents.files.at("state.pt");
-      try {
-        archive_ = std::make_unique<torch::serialize::InputArchive>();
-        archive_->load_from(bytes.data(), bytes.size());
-      } catch (const c10::Error& e) {
-        throw CorruptionError(path + ": state.pt cannot be read: " + e.msg().substr(0, e.msg().find('\n')));
-      }
-      return;
-    }
     for (auto& [name, t] : tensors_from_safetensors(contents.tensor_bytes, path + "/" + kTensorFile)) {
       tensors_.emplace(name, std::move(t));
     }
   }
-  static bool legacy(const CheckpointContents& contents) { return contents.files.count("state.pt") != 0; }
   // A tensor of its own (safe to keep).
-  torch::Tensor get(const json& key) {
-    torch::Tensor t = view(key);
-    return archive_ ? t : t.clone();
-  }
+  torch::Tensor get(const json& key) { return view(key).clone(); }
   // A view into the file's bytes, for a tensor copied right away (it keeps all the bytes alive).
   torch::Tensor view(const json& key) {
     const std::string name = key.get<std::string>();
-    if (archive_) {
-      torch::Tensor t;
-      try {
-        archive_->read(name, t);
-      } catch (const std::exception& e) {
-        throw CorruptionError(where_ + ": state.pt has no tensor " + key.dump());
-      }
-      return t;
-    }
     const auto it = tensors_.find(name);
     if (it == tensors_.end()) throw CorruptionError(where_ + ": " + kTensorFile + " has no tensor " + key.dump());
     return it->second;
@@ -138,12 +103,10 @@ class TensorReader {
   Tree view_tree(const json& j) {
     return tree_from_json(j, [this](const json& key) { return view(key); });
   }
-  torch::serialize::InputArchive* archive() { return archive_.get(); }
 
  private:
   std::string where_;
   std::map<std::string, torch::Tensor> tensors_;
-  std::unique_ptr<torch::serialize::InputArchive> archive_;
 };
 
 }  // namespace kd::checkpoints::detail

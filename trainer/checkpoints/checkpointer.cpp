@@ -38,9 +38,7 @@ CheckpointerOptions CheckpointerOptions::from_config(const config::Node& node) {
   o.max_to_keep = node.get_int("max_to_keep", defaults.max_to_keep);
   o.keep_period = node.get_int("keep_period", defaults.keep_period);
   o.best_metric_path = node.get_string("best_metric_path", defaults.best_metric_path);
-  const std::string mode = node.get_string("best_mode", defaults.best_is_max ? "max" : "min");
-  if (mode != "max" && mode != "min") throw ConfigError(node.where() + ": best_mode must be \"max\" or \"min\"");
-  o.best_is_max = mode == "max";
+  if (!o.best_metric_path.empty()) o.best_is_max = read_metric_mode(node, "best_mode", o.best_metric_path);
   if (o.max_to_keep < 1)
     throw ConfigError(node.where() + ": max_to_keep must be >= 1 (the newest checkpoint is always kept)");
   if (o.save_interval_steps < 0 || o.keep_period < 0) {
@@ -51,6 +49,22 @@ CheckpointerOptions CheckpointerOptions::from_config(const config::Node& node) {
   }
   node.check_unknown_keys();
   return o;
+}
+
+bool read_metric_mode(const config::Node& node, const char* key, const std::string& metric) {
+  if (!node.has(key)) {
+    const auto slash = metric.find('/');
+    if (slash != std::string::npos && metric.compare(slash + 1, 7, "losses/") == 0) return false;
+    throw ConfigError(node.where() + ": " + node.key_path() + "." + key + " is needed for \"" + metric +
+                      "\": max if larger is better (an accuracy), min if smaller is (an error rate); kd infers min "
+                      "only for losses/");
+  }
+  const std::string mode = node.get_string(key);
+  if (mode != "max" && mode != "min") {
+    throw ConfigError(node.child(key).where() + ": " + node.key_path() + "." + key + " is max or min, got \"" + mode +
+                      "\"");
+  }
+  return mode == "max";
 }
 
 Checkpointer::Checkpointer(std::string directory, CheckpointerOptions options, std::shared_ptr<io::FileSystem> fs)
@@ -254,16 +268,9 @@ void Checkpointer::restore(const std::string& path, Snapshot& s) const {
     }
     if (s.optimizer) {
       if (!s.model) throw Error("restoring an optimizer's state needs its model (Snapshot::model)");
-      if (tensors.archive()) {  // format 1
-        torch::serialize::InputArchive optimizer_archive;
-        tensors.archive()->read("optimizer", optimizer_archive);
-        optim::load_optimizer_state(*s.optimizer, *s.model,
-                                    optim::optimizer_state_from_archive(optimizer_archive, *s.optimizer, *s.model));
-      } else {
-        // Adopted as they are (views into the bytes read; no copy) where on the parameters' device.
-        optim::load_optimizer_state(*s.optimizer, *s.model, tensors.view_tree(meta.at("optimizer")),
-                                    /*adopt=*/true);
-      }
+      // Adopted as they are (views into the bytes read; no copy) where on the parameters' device.
+      optim::load_optimizer_state(*s.optimizer, *s.model, tensors.view_tree(meta.at("optimizer")),
+                                  /*adopt=*/true);
     }
     const Tree ema = tensors.view_tree(meta.at("ema"));  // copied into s.ema's tensors
     if (!s.ema.is_none()) {

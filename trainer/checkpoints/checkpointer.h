@@ -6,7 +6,7 @@
 //     max_to_keep: 3              # the newest N
 //     keep_period: 5000           # also keep every checkpoint whose step is a multiple of this
 //     best_metric_path: test/metrics/accuracy   # also keep the best one by an eval metric
-//     best_mode: max              # or min
+//     best_mode: max              # or min; the default is min for losses/..., required otherwise
 //
 // A checkpoint is written into a temporary directory (files fsync'ed), then renamed into place;
 // MANIFEST.json, written last, records each file's size and XXH64 checksum. Older checkpoints
@@ -44,6 +44,11 @@ struct CheckpointerOptions {
   // From the experiment's `checkpointer:` section (config::Node::section).
   static CheckpointerOptions from_config(const config::Node& node);
 };
+
+// Whether a logged value `metric` ("test/metrics/accuracy") is better larger, from `node`'s
+// `key` (max or min): absent, min for a loss ("<eval>/losses/..."), and a ConfigError asking
+// for it otherwise (an accuracy is maximized, an error rate minimized: kd does not guess).
+bool read_metric_mode(const config::Node& node, const char* key, const std::string& metric);
 
 // The training state a checkpoint holds. For save, every pointer and tree is read; for
 // restore, the module's parameters and buffers and the optimizer's state take the checkpoint's

@@ -68,9 +68,6 @@ std::string version() {
 }
 
 int run(int argc, char** argv, const Options& options) {
-  // Before anything else: OpenBLAS chose its kernels when it loaded; a narrower choice than the
-  // CPU's is fixed by starting again with OPENBLAS_CORETYPE set (never over a value set).
-  if (options.reexec_for_blas) runtime::reexec_with_better_blas(argv);
   const std::string& name = options.name;
   CLI::App app{name + ": Kauldron-style training on LibTorch", name};
   app.set_version_flag("--version", name == "kd" ? version() : name + " on " + version());

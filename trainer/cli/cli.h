@@ -28,10 +28,6 @@ struct Options {
   // Where train, eval and inspect log (Trainer's `log`); by default stderr, with a progress bar
   // on a terminal. WORKDIR/log.txt keeps the lines either way.
   std::shared_ptr<spdlog::logger> log;
-  // OpenBLAS chose its kernels when the process loaded: when they are narrower than the CPU's,
-  // start the program again with OPENBLAS_CORETYPE set (never over a value set; see
-  // trainer/runtime/blas.h). Off: the run's header warns instead.
-  bool reexec_for_blas = true;
 };
 
 int run(int argc, char** argv, const Options& options = {});

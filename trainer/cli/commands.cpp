@@ -21,7 +21,9 @@
 #include "trainer/models/model.h"
 #include "trainer/optim/optimizer_type.h"
 #include "trainer/optim/schedules.h"
+#ifdef KD_WITH_REPORT
 #include "trainer/report/report.h"
+#endif
 #include "trainer/run/callback.h"
 #include "trainer/runtime/blas.h"
 #include "trainer/summaries/summary.h"
@@ -71,7 +73,8 @@ config::Node workdir_experiment(const std::string& workdir, const std::vector<st
 
 int run_eval(const std::string& workdir, int64_t step, const std::vector<std::string>& extras,
              std::shared_ptr<spdlog::logger> log) {
-  train::Trainer trainer(workdir_experiment(workdir, extras), std::move(log));
+  // The training data is neither built nor read: it may be large, or gone.
+  train::Trainer trainer(workdir_experiment(workdir, extras), std::move(log), train::Trainer::Purpose::kEvaluate);
   trainer.evaluate_checkpoint(step >= 0 ? std::optional<int64_t>(step) : std::nullopt);
   return 0;
 }
@@ -179,6 +182,10 @@ int run_export(const ExportOptions& options) {
   if (options.overwrite) {
     io::write_file_atomically(*io::posix_file_system(), out, bytes);  // replaced whole, or left as it was
   } else {
+    if (std::filesystem::exists(out)) {
+      throw ConfigError("\"" + out + "\" already exists; add --overwrite to replace it (atomically), or choose " +
+                        "another --out");
+    }
     checkpoints::write_new_file(out, bytes);
   }
   std::cout << "wrote " << tensors.size() << " tensors of step " << chosen->step << " to " << out << "\n";
@@ -190,7 +197,14 @@ int run_report(const std::vector<std::string>& workdirs, std::string out, bool o
     if (workdirs.size() != 1) throw ConfigError("kd report with several --workdir needs --out=FILE.html");
     out = workdirs.front() + "/report.html";
   }
+#ifdef KD_WITH_REPORT
   report::write(workdirs, out, overwrite);
+#else
+  throw ConfigError(
+      "kd report: this kd was built without the report (-DKD_WITH_REPORT=OFF); configure kd with "
+      "-DKD_WITH_REPORT=ON (it needs Debian's libjs-dygraphs) to write " +
+      out);
+#endif
   std::cout << "wrote " << out << " (" << workdirs.size() << " run" << (workdirs.size() == 1 ? "" : "s") << ")\n";
   return 0;
 }

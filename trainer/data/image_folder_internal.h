@@ -5,7 +5,7 @@
 //
 //   pictures/cat/1.jpg, pictures/cat/2.png, pictures/dog/a.jpeg, ...
 //
-// Gives batch.image (uint8 [N, H, W, C], channels last as Fashion-MNIST's) and batch.label (int64:
+// Gives batch.image (uint8 [N, H, W, C], channels last, C also when 1) and batch.label (int64:
 // the class folders in sorted order, or in the order of `classes`). PNG and JPEG files are read
 // (other files are skipped); gray, RGB and RGBA become `channels` (1 or 3); `size` resizes each
 // image as it is read (bilinear, antialiased), otherwise every image must have one size.

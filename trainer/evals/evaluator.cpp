@@ -1,4 +1,5 @@
 #include "trainer/evals/evaluator.h"
+#include <algorithm>
 
 #include <limits>
 
@@ -68,20 +69,38 @@ void Evaluator::read_run(const config::Node& run) {
   } else if (type == "Once") {
     once_at_step_ = run.get_int_in("step", std::nullopt, 0, kMax);
     once_at_end_ = run.get_bool("once_at_end", false);
-  } else if (type == "AtEnd") {
+  } else if (type == "AtEnd" || type == "Final") {  // Final: Kauldron's current name
     once_at_end_ = true;
   } else if (type == "StandaloneEveryCheckpoint" || type == "StandaloneLastCheckpoint") {
     once_at_end_ = false;
     standalone_ = type == "StandaloneEveryCheckpoint" ? Standalone::kEveryCheckpoint : Standalone::kLastCheckpoint;
   } else {
-    const std::vector<std::string> close =
-        nearest(type, {"EveryNSteps", "Once", "AtEnd", "StandaloneEveryCheckpoint", "StandaloneLastCheckpoint"}, 1);
+    const std::vector<std::string> close = nearest(
+        type, {"EveryNSteps", "Once", "AtEnd", "Final", "StandaloneEveryCheckpoint", "StandaloneLastCheckpoint"}, 1);
     throw ConfigError(run.child("type").where() + ": unknown run strategy \"" + type + "\"" +
                       (close.empty() ? "" : " (did you mean \"" + close.front() + "\"?)") +
-                      "; the strategies are EveryNSteps, Once, AtEnd, StandaloneEveryCheckpoint and "
+                      "; the strategies are EveryNSteps, Once, AtEnd (or Final), StandaloneEveryCheckpoint and "
                       "StandaloneLastCheckpoint");
   }
   run.check_unknown_keys();
+}
+
+std::vector<std::string> Evaluator::logged_names() const {
+  std::vector<std::string> out;
+  for (const auto& [name, loss] : auxiliaries_->losses) out.push_back("losses/" + name);
+  if (!auxiliaries_->losses.empty()) out.emplace_back("losses/total");
+  for (const auto& [name, metric] : auxiliaries_->metrics) out.push_back("metrics/" + name);
+  out.emplace_back("perf_stats/eval_time_sec");
+  return out;
+}
+
+bool Evaluator::may_log(const std::string& value) const {
+  const std::vector<std::string> names = logged_names();
+  if (std::find(names.begin(), names.end(), value) != names.end()) return true;
+  for (const auto& [name, metric] : auxiliaries_->metrics) {
+    if (value.rfind("metrics/" + name + "/", 0) == 0) return true;
+  }
+  return false;
 }
 
 bool Evaluator::should_run(int64_t step, bool last) const {

@@ -16,7 +16,7 @@
 // first):
 //   {type: EveryNSteps, n: N, skip_first: false}  at steps 0, N, 2N, ... (skip_first: not at 0)
 //   {type: Once, step: S}                          at step S only
-//   {type: AtEnd}                                  after the last step (the default)
+//   {type: AtEnd} or {type: Final} (Kauldron)      after the last step (the default)
 //   once_at_end: true (any type)                   also after the last step
 //   {every_n_steps: N, once_at_end: B}            at N, 2N, ... (never at 0), and at the end
 //                                                  if B (default: when every_n_steps is 0)
@@ -65,6 +65,12 @@ class Evaluator {
   Standalone standalone() const { return standalone_; }
   // The warnings of its data source (data::Pipeline::warnings).
   const std::vector<std::string>& data_warnings() const { return pipeline_->warnings(); }
+  // The values each evaluation logs, known before it runs: losses/<name> and losses/total (with
+  // losses), metrics/<name>, perf_stats/eval_time_sec. A metric whose value is a tree logs
+  // metrics/<name>/<leaf> instead, known only once computed.
+  std::vector<std::string> logged_names() const;
+  // Whether `value` ("metrics/accuracy") is one of logged_names, or a leaf of a metric's tree.
+  bool may_log(const std::string& value) const;
   // Whether it evaluates the EMA of the params rather than the params (`use_ema`).
   bool use_ema() const { return use_ema_; }
   // Where `use_ema` was set, for errors.

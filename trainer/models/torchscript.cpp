@@ -4,6 +4,10 @@
 // (sharing storage), so params/collections, optimizers and checkpoints see them as for any
 // other model. A tensor output becomes preds.<output_key>; a dict output (str -> tensor)
 // becomes preds itself; a tuple or list becomes a list.
+#include <filesystem>
+#include <string>
+#include <system_error>
+
 #include <torch/script.h>
 
 #include "trainer/common/error.h"
@@ -51,6 +55,13 @@ class TorchScript : public Model {
       : Model(o, {{"x", "batch.image"}}),
         path_(o.get_string("path")),
         output_key_(o.get_string("output_key", "logits")) {
+    std::error_code error;
+    if (!std::filesystem::is_regular_file(path_, error)) {
+      throw IOError(o.child("path").where() + ": the TorchScript file \"" + path_ + "\" " +
+                    (std::filesystem::exists(path_, error) ? "is not a regular file" : "does not exist") +
+                    " (a relative path is from the directory kd runs in, " +
+                    std::filesystem::current_path(error).string() + "); save one with torch.jit.save");
+    }
     try {
       module_ = torch::jit::load(path_);
     } catch (const c10::Error& e) {

@@ -83,7 +83,7 @@ void PerParameterOptimizer::load(torch::serialize::InputArchive&) {
 
 namespace {
 
-constexpr double kInf = std::numeric_limits<double>::infinity();
+using detail::kInf;
 
 using detail::beta;
 

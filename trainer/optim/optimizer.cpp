@@ -14,6 +14,7 @@
 #include "trainer/compat/torch_compat.h"
 #include "trainer/optim/fused_adam.h"
 #include "trainer/optim/optimizer_type.h"
+#include "trainer/optim/optimizer_types_internal.h"
 #include "trainer/tree/tree.h"
 
 namespace kd::optim {
@@ -22,7 +23,7 @@ namespace {
 using torch::optim::OptimizerOptions;
 using torch::optim::OptimizerParamGroup;
 
-constexpr double kInf = std::numeric_limits<double>::infinity();
+using detail::kInf;
 
 // The "params.<name>" of the parameters that the path globs of list `key` select.
 std::set<std::string> selected_names(const torch::nn::Module& model, const config::Node& o, const char* key) {

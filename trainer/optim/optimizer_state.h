@@ -8,10 +8,6 @@
 
 #include "trainer/tree/tree.h"
 
-namespace torch::serialize {
-class InputArchive;
-}  // namespace torch::serialize
-
 namespace kd::optim {
 
 // One entry per parameter of `module` that has optimizer state (none before the first step).
@@ -26,13 +22,5 @@ Tree optimizer_state_tree(const torch::optim::Optimizer& optimizer, const torch:
 // `state`'s tensors are the caller's to give away: one on its parameter's device is kept as it is.
 void load_optimizer_state(torch::optim::Optimizer& optimizer, const torch::nn::Module& module, const Tree& state,
                           bool adopt = false);
-
-// The state torch::optim's own archive of `optimizer` holds (Optimizer::save, as kd's
-// checkpoints of format 1 kept it), as optimizer_state_tree lays it out, for load_optimizer_state.
-// The archive names parameters by their addresses in the process that saved it, which LibTorch
-// 2.x's Optimizer::load misreads for an archive of 1.13; they are matched here by position in the
-// parameter groups, which must be those of `optimizer` (kd::CorruptionError otherwise).
-Tree optimizer_state_from_archive(torch::serialize::InputArchive& archive, const torch::optim::Optimizer& optimizer,
-                                  const torch::nn::Module& module);
 
 }  // namespace kd::optim

@@ -3,11 +3,16 @@
 // of Adam-like betas.
 #pragma once
 
+#include <limits>
+
 #include "trainer/config/node.h"
 #include "trainer/config/registry.h"
 #include "trainer/optim/optimizer_type.h"
 
 namespace kd::optim::detail {
+
+// The upper bound of ranges that have none.
+inline constexpr double kInf = std::numeric_limits<double>::infinity();
 
 // lion (optax.lion) and lamb (optax.lamb).
 void add_optax_optimizers(config::Registry<OptimizerType>& registry);

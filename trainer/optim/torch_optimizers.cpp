@@ -27,7 +27,7 @@ using detail::beta;
 using torch::optim::OptimizerOptions;
 using torch::optim::OptimizerParamGroup;
 
-constexpr double kInf = std::numeric_limits<double>::infinity();
+using detail::kInf;
 
 // Builds the torch options of `type` from YAML (the learning rate, and a param group's own weight
 // decay, are set by the caller).

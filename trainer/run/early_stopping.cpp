@@ -6,6 +6,7 @@
 #include <sstream>
 #include <vector>
 
+#include "trainer/checkpoints/checkpointer.h"
 #include "trainer/common/error.h"
 #include "trainer/common/suggest.h"
 #include "trainer/run/trainer.h"
@@ -22,33 +23,23 @@ std::string number(double v) {
 }  // namespace
 
 EarlyStopping::EarlyStopping(const config::Node& o) {
-  const std::string metric = o.get_string("metric");
+  metric_ = o.get_string("metric");
   where_ = o.child("metric").where() + ": " + o.key_path() + ".metric";
-  const auto slash = metric.find('/');
-  if (slash == std::string::npos || slash == 0 || slash + 1 == metric.size()) {
-    throw ConfigError(where_ + " is \"<eval name>/<logged value>\", e.g. test/metrics/accuracy, got \"" + metric +
+  const auto slash = metric_.find('/');
+  if (slash == std::string::npos || slash == 0 || slash + 1 == metric_.size()) {
+    throw ConfigError(where_ + " is \"<eval name>/<logged value>\", e.g. test/metrics/accuracy, got \"" + metric_ +
                       "\"");
   }
-  eval_ = metric.substr(0, slash);
-  value_name_ = metric.substr(slash + 1);
-  const std::string mode = o.get_string("mode", "max");
-  if (mode != "max" && mode != "min") {
-    throw ConfigError(o.child("mode").where() + ": " + o.key_path() + ".mode is max or min, got \"" + mode + "\"");
-  }
-  maximize_ = mode == "max";
+  eval_ = metric_.substr(0, slash);
+  value_name_ = metric_.substr(slash + 1);
+  maximize_ = checkpoints::read_metric_mode(o, "mode", metric_);
   patience_ = o.get_int_in("patience", 3, 1, std::numeric_limits<int64_t>::max());
   min_delta_ = o.get_double_in("min_delta", 0.0, 0.0, std::numeric_limits<double>::max());
   o.check_unknown_keys();
 }
 
 void EarlyStopping::on_train_start(Trainer& trainer) {
-  const std::vector<std::string> evals = trainer.eval_names();
-  if (std::find(evals.begin(), evals.end(), eval_) == evals.end()) {
-    const std::vector<std::string> close = nearest(eval_, evals, 1);
-    throw ConfigError(where_ + ": the experiment has no eval named \"" + eval_ + "\"" +
-                      (close.empty() ? "" : " (did you mean \"" + close.front() + "\"?)") +
-                      (evals.empty() ? "; add one under evals" : "; its evals: " + join_names(evals)));
-  }
+  trainer.check_eval_value(metric_, where_);  // before the first step, not at the first eval
   if (stopped_) {
     trainer.request_stop("EarlyStopping stopped this run at an earlier start (best " + eval_ + "/" + value_name_ + " " +
                          number(best_) + " at step " + std::to_string(best_step_) + ")");

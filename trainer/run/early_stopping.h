@@ -5,7 +5,7 @@
 //     early:
 //       type: EarlyStopping
 //       metric: test/metrics/accuracy   # <eval name>/<a logged value of that eval>
-//       mode: max                       # max | min
+//       mode: max                       # max | min (default: min for losses/, required otherwise)
 //       patience: 3                     # evals without improvement before stopping
 //       min_delta: 0.0                  # an improvement is more than this
 //
@@ -35,6 +35,7 @@ class EarlyStopping final : public Callback {
   bool improves(double value) const;
 
  private:
+  std::string metric_;      // "<eval name>/<logged value>"
   std::string where_;       // of `metric`, for errors
   std::string eval_;        // the eval's name
   std::string value_name_;  // the logged value's name ("metrics/accuracy")

@@ -9,6 +9,7 @@
 #include <spdlog/spdlog.h>
 
 #include "trainer/checkpoints/checkpointer.h"
+#include "trainer/common/clock.h"
 #include "trainer/common/error.h"
 #include "trainer/evals/evaluator.h"
 #include "trainer/run/reporter_internal.h"
@@ -20,10 +21,7 @@
 namespace kd::train {
 namespace {
 
-using Clock = std::chrono::steady_clock;
 using Standalone = evals::Evaluator::Standalone;
-
-double seconds_since(Clock::time_point start) { return std::chrono::duration<double>(Clock::now() - start).count(); }
 
 }  // namespace
 
@@ -44,6 +42,7 @@ void Trainer::evaluate_and_report(const std::vector<evals::Evaluator*>& evaluato
 }
 
 std::vector<int64_t> Trainer::follow_checkpoints(const FollowOptions& follow) {
+  require_training_data("follow_checkpoints()");  // its end is num_train_steps, which the data may set
   if (world_size() > 1) {
     throw ConfigError("kd eval --follow runs as one process: start it without the torchrun variables");
   }

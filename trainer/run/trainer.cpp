@@ -10,6 +10,7 @@
 #include <torch/torch.h>
 
 #include "trainer/checkpoints/checkpointer.h"
+#include "trainer/common/clock.h"
 #include "trainer/common/error.h"
 #include "trainer/context/error_context.h"
 #include "trainer/data/pipeline.h"
@@ -27,13 +28,6 @@
 #include "trainer/step/train_step.h"
 
 namespace kd::train {
-namespace {
-
-using Clock = std::chrono::steady_clock;
-
-double seconds_since(Clock::time_point start) { return std::chrono::duration<double>(Clock::now() - start).count(); }
-
-}  // namespace
 
 Trainer::~Trainer() {
   if (console_) console_->clear();  // an error is printed on a line of its own
@@ -44,6 +38,7 @@ int Trainer::rank() const { return parallel_->rank(); }
 int Trainer::world_size() const { return parallel_->world_size(); }
 
 void Trainer::train() {
+  require_training_data("train()");
   resume_or_start();
   settle_threads();
   const bool resumed = state_.step > 0;
@@ -127,6 +122,7 @@ void Trainer::train() {
       last_saved = state_.step;
     }
     if (run_evals(state_.step == num_train_steps, last_saved == state_.step)) last_saved = state_.step;
+    if (last_saved == state_.step) save_again_after_evals();
     reporter_->progress(state_.step, last_step, state_.step - first_step, seconds_since(start_), logged);
     if (time_limit > 0 && stop_reason_.empty() && seconds_since(start_) >= time_limit) {
       request_stop("stop_after_time " + format_duration(time_limit) + " reached");
@@ -147,8 +143,14 @@ void Trainer::train() {
   const bool final_evals = stopped_early && !stop_for_time_ && state_.step > first_step;
   if (parallel_->rank0_value(final_evals ? 1 : 0, "agreeing on the final evals") != 0) {
     run_evals(/*last=*/true, /*saved=*/true, /*only_end=*/true);
+    save_again_after_evals();
   }
   finish(signals.received());
+}
+
+void Trainer::require_training_data(const char* what) const {
+  if (!pipeline_)
+    throw Error(std::string("Trainer::") + what + " needs the training data: build the Trainer with Purpose::kTrain");
 }
 
 void Trainer::request_stop(const std::string& reason) {
@@ -198,6 +200,7 @@ bool Trainer::run_evals(bool last, bool saved, bool only_end) {
     if (only_end && evaluator->should_run(state_.step, false)) continue;  // it ran at this step
     const writers::Scalars values = run_eval(*evaluator);
     for (auto& cb : callbacks_) cb->on_eval_end(*this, evaluator->name(), state_.step, values);
+    callbacks_saw_evals_ = true;
     // A new best is kept as a checkpoint. Rank 0 decides for the job (its timings differ).
     const bool best = checkpointer_->report(state_.step, evaluator->name(), values);
     if (parallel_->rank0_value(best ? 1 : 0, "agreeing on the best checkpoint") == 0) continue;
@@ -206,6 +209,13 @@ bool Trainer::run_evals(bool last, bool saved, bool only_end) {
     if (is_chief()) checkpointer_->write_best();
   }
   return saved;
+}
+
+void Trainer::save_again_after_evals() {
+  if (!callbacks_saw_evals_) return;
+  const bool stateful =
+      std::any_of(callbacks_.begin(), callbacks_.end(), [](const CallbackPtr& cb) { return !cb->state().is_none(); });
+  if (stateful) save_checkpoint();
 }
 
 writers::Scalars Trainer::run_eval(evals::Evaluator& evaluator) {
@@ -268,6 +278,7 @@ void Trainer::open_workdir(const Context* first_context, bool write_config) {
 }
 
 Context Trainer::inspect() {
+  require_training_data("inspect()");
   settle_threads();
   std::optional<Tree> batch = pipeline_->next();
   if (!batch) throw Error("the training data is empty");

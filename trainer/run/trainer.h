@@ -67,7 +67,13 @@ class Trainer {
   // `log`: a logger of the caller's for the run's lines (its level, pattern and sinks apply);
   // by default they go to stderr, with a progress bar on a terminal. WORKDIR/log.txt keeps
   // every line at info and above either way.
-  explicit Trainer(const config::Node& experiment, std::shared_ptr<spdlog::logger> log = nullptr);
+  // What a Trainer is built for: training (train, inspect, follow_checkpoints), or evaluating a
+  // saved checkpoint (evaluate_checkpoint alone, as `kd eval` does), which neither builds nor
+  // reads train_ds: the run that trained checked it, and its files may be gone.
+  enum class Purpose { kTrain, kEvaluate };
+
+  explicit Trainer(const config::Node& experiment, std::shared_ptr<spdlog::logger> log = nullptr,
+                   Purpose purpose = Purpose::kTrain);
   ~Trainer();
 
   // Trains until num_train_steps (or stop_after_steps, stop_after_time, a stop signal, or a
@@ -81,6 +87,12 @@ class Trainer {
   const std::string& stop_reason() const { return stop_reason_; }
   // The names of the experiment's evals (the collections of their metrics).
   std::vector<std::string> eval_names() const;
+
+  // For what reads an eval's logged value by "<eval name>/<value>" (EarlyStopping's metric, the
+  // checkpointer's best_metric_path), before training: ConfigError naming `where` (a YAML
+  // position and key) and the fix unless an eval of that name runs in training and logs that
+  // value. Returns the eval's name and the value's.
+  std::pair<std::string, std::string> check_eval_value(const std::string& path, const std::string& where) const;
 
   // Runs one training step without writing anything and returns its Context (kd inspect).
   Context inspect();
@@ -130,6 +142,8 @@ class Trainer {
     double eval_seconds = 0;        // spent in evals since `start`
   };
 
+  // Error unless built with Purpose::kTrain (`what`: the member function called).
+  void require_training_data(const char* what) const;
   // Builders of the constructor.
   void build_data(const config::Node& cfg);
   void build_components(const config::Node& cfg);
@@ -156,6 +170,10 @@ class Trainer {
   // this step's checkpoint exists already.
   // `only_end`: only those that run at the end and not already at this step.
   bool run_evals(bool last, bool saved, bool only_end = false);
+  // After evals at a step whose checkpoint was saved before them: callbacks that keep state
+  // (EarlyStopping) saw their results, so the checkpoint is saved again with that state (a run
+  // stopped at that step stays stopped when started again). Every rank calls it.
+  void save_again_after_evals();
   // One evaluation at the current step, written and logged.
   writers::Scalars run_eval(evals::Evaluator& evaluator);
   // The merged states of one evaluation (of the EMA params with use_ema), and its seconds.
@@ -186,8 +204,6 @@ class Trainer {
   Tree restore_checkpoint(const checkpoints::CheckpointInfo& info);
   // Restores the interval's states saved in `aux` (rank 0), unless they do not fit.
   void restore_interval(const checkpoints::CheckpointInfo& info, const Tree& aux, int64_t aux_steps);
-  // Throws CorruptionError when a restored optimizer state does not fit its parameter.
-  void check_optimizer_state(const std::string& path) const;
   // Throws ConfigError listing the differences from `saved_yaml`, the experiment of `what` (e.g.
   // "the checkpoints in") the workdir, unless allow_config_change.
   void check_config_unchanged(const std::string& saved_yaml, const std::string& what) const;
@@ -232,6 +248,7 @@ class Trainer {
   std::chrono::steady_clock::time_point start_;
   double training_seconds_before_ = 0;  // the wall time of the runs this one resumes (their checkpoints')
   bool training_ = false;               // train() is running: start_ is set
+  bool callbacks_saw_evals_ = false;    // since the last checkpoint (save_again_after_evals)
 };
 
 }  // namespace kd::train

@@ -10,6 +10,7 @@
 
 #include "trainer/checkpoints/checkpointer.h"
 #include "trainer/common/error.h"
+#include "trainer/common/suggest.h"
 #include "trainer/data/pipeline.h"
 #include "trainer/evals/evaluator.h"
 #include "trainer/models/model.h"
@@ -42,7 +43,7 @@ int64_t num_parameters(models::Model& model) {
 
 }  // namespace
 
-Trainer::Trainer(const config::Node& cfg, std::shared_ptr<spdlog::logger> log)
+Trainer::Trainer(const config::Node& cfg, std::shared_ptr<spdlog::logger> log, Purpose purpose)
     : experiment_(cfg),
       options_(std::make_unique<TrainerOptions>(TrainerOptions::from_config(cfg))),
       parallel_(DataParallel::from_environment()) {
@@ -72,7 +73,11 @@ Trainer::Trainer(const config::Node& cfg, std::shared_ptr<spdlog::logger> log)
   step_->set_nan_policy(options_->nan_policy);
   step_->set_autocast({.precision = options_->precision, .device = options_->device.type()});
   if (options_->precision == Precision::kFp16) step_->set_grad_scaler(options_->grad_scaler);
-  build_data(cfg);
+  if (purpose == Purpose::kTrain) {
+    build_data(cfg);
+  } else {
+    cfg.has("train_ds");  // known, and left unread
+  }
   build_components(cfg);
   num_threads_ = choose_num_threads();
   cfg.check_unknown_keys();
@@ -87,14 +92,17 @@ Trainer::Trainer(const config::Node& cfg, std::shared_ptr<spdlog::logger> log)
         "experiment: {} parameters, device {}, precision {}, intra-op threads chosen when training starts (auto)",
         num_parameters(*model_), options_->device.str(), precision_name(options_->precision));
   }
-  log_->info("train data: {}", pipeline_->description());
-  for (const auto& warning : pipeline_->warnings()) log_->warn("train data: {}", warning);
+  if (pipeline_) {
+    log_->info("train data: {}", pipeline_->description());
+    for (const auto& warning : pipeline_->warnings()) log_->warn("train data: {}", warning);
+  }
   for (const auto& evaluator : evaluators_) {
     for (const auto& warning : evaluator->data_warnings()) log_->warn("evals.{} data: {}", evaluator->name(), warning);
   }
   log_->info("BLAS: {}", runtime::describe_blas());
   if (auto warning = runtime::blas_warning()) log_->warn("{}", *warning);
-  parallel_->join(options_->distributed, options_->device, *step_, pipeline_->options().batch_size, *log_);
+  parallel_->join(options_->distributed, options_->device, *step_, pipeline_ ? pipeline_->options().batch_size : 0,
+                  *log_);
 }
 
 void Trainer::build_data(const config::Node& cfg) {
@@ -160,6 +168,10 @@ void Trainer::build_components(const config::Node& cfg) {
                         ".use_ema: true needs an EMA of the params; set optimizer.ema_decay (e.g. 0.999)");
     }
   }
+  if (const std::string& best = options_->checkpointer.best_metric_path; !best.empty()) {
+    const config::Node checkpointer = cfg.child("checkpointer");
+    check_eval_value(best, checkpointer.child("best_metric_path").where() + ": checkpointer.best_metric_path");
+  }
   // Read on every rank (its keys are checked); rank 0 profiles.
   if (const auto profiler = ProfilerOptions::from_config(cfg); profiler && is_chief()) {
     profiler_ = std::make_unique<Profiler>(*profiler, options_->workdir + "/profile", log_);
@@ -169,6 +181,38 @@ void Trainer::build_components(const config::Node& cfg) {
     callbacks_.push_back(callback_registry().create(callbacks.child(name)));
     callback_names_.push_back(name);
   }
+}
+
+std::pair<std::string, std::string> Trainer::check_eval_value(const std::string& path, const std::string& where) const {
+  const auto slash = path.find('/');
+  if (slash == std::string::npos || slash == 0 || slash + 1 == path.size()) {
+    throw ConfigError(where + " is \"<eval name>/<logged value>\", e.g. test/metrics/accuracy, got \"" + path + "\"");
+  }
+  const std::string eval = path.substr(0, slash), value = path.substr(slash + 1);
+  const std::vector<std::string> names = eval_names();
+  const auto it =
+      std::find_if(evaluators_.begin(), evaluators_.end(), [&](const auto& e) { return e->name() == eval; });
+  if (it == evaluators_.end()) {
+    const std::vector<std::string> close = nearest(eval, names, 1);
+    throw ConfigError(where + ": the experiment has no eval named \"" + eval + "\"" +
+                      (close.empty() ? "" : " (did you mean \"" + close.front() + "\"?)") +
+                      (names.empty() ? "; add one under evals" : "; its evals: " + join_names(names)));
+  }
+  const evals::Evaluator& evaluator = **it;
+  if (evaluator.standalone() != evals::Evaluator::Standalone::kNo) {
+    throw ConfigError(where + ": eval \"" + eval +
+                      "\" runs beside training (kd eval --follow, a standalone run strategy), so training never sees "
+                      "its values: give it a run strategy of training (e.g. {type: EveryNSteps, n: 1000}), or read "
+                      "another eval");
+  }
+  if (!evaluator.may_log(value)) {
+    const std::vector<std::string> logged = evaluator.logged_names();
+    const std::vector<std::string> close = nearest(value, logged, 1);
+    throw ConfigError(where + ": eval \"" + eval + "\" logs no \"" + value + "\"" +
+                      (close.empty() ? "" : " (did you mean \"" + eval + "/" + close.front() + "\"?)") +
+                      "; it logs: " + join_names(logged));
+  }
+  return {eval, value};
 }
 
 int64_t Trainer::choose_num_threads() const {

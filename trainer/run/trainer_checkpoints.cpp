@@ -158,7 +158,6 @@ Tree Trainer::restore_checkpoint(const CheckpointInfo& info) {
   }
   state_ = step_->init();
   state_.step = snapshot.step;
-  check_optimizer_state(info.path);  // format 1's archive is loaded by LibTorch unchecked
   restore_interval(info, snapshot.aux, snapshot.aux_steps);
   if (const Tree* states = snapshot.aux.find("callbacks"); states && states->is_dict()) {
     for (std::size_t i = 0; i < callbacks_.size(); ++i) {
@@ -202,23 +201,6 @@ void Trainer::restore_interval(const CheckpointInfo& info, const Tree& aux, int6
   }
 }
 
-void Trainer::check_optimizer_state(const std::string& path) const {
-  std::map<std::string, torch::Tensor> params;
-  for (const auto& item : model_->named_parameters(/*recurse=*/true)) params.emplace(item.key(), item.value());
-  const Tree state = optim::optimizer_state_tree(step_->optimizer().torch_optimizer(), *model_);
-  for (const auto& [key, leaf] : state.flatten_paths()) {
-    if (!leaf.is_tensor() || leaf.tensor().dim() == 0) continue;  // step counters
-    const std::string name = key.str().substr(0, key.str().rfind('.'));
-    const auto it = params.find(name);
-    if (it == params.end() || leaf.tensor().sizes() != it->second.sizes() ||
-        leaf.tensor().scalar_type() != it->second.scalar_type()) {
-      throw CorruptionError(path + ": the optimizer state " + key.str() + " is " + describe_tensor(leaf.tensor()) +
-                            (it == params.end() ? ", for no parameter of the model"
-                                                : ", but the parameter is " + describe_tensor(it->second)));
-    }
-  }
-}
-
 void Trainer::check_config_unchanged(const std::string& saved_yaml, const std::string& what) const {
   if (options_->allow_config_change) return;
   std::vector<std::pair<std::string, std::string>> before;
@@ -252,6 +234,7 @@ void Trainer::check_config_unchanged(const std::string& saved_yaml, const std::s
 
 void Trainer::save_checkpoint() {
   const auto start = std::chrono::steady_clock::now();
+  callbacks_saw_evals_ = false;
   step_->check_deferred_non_finite();  // never a checkpoint of a non-finite update
   // In a job the interval's states of every rank are merged, and every rank's random states
   // gathered, for rank 0's checkpoint.

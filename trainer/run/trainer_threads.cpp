@@ -15,6 +15,7 @@
 #include <torch/torch.h>
 
 #include "trainer/checkpoints/random_states.h"
+#include "trainer/common/clock.h"
 #include "trainer/context/context.h"
 #include "trainer/data/pipeline.h"
 #include "trainer/models/model.h"
@@ -26,10 +27,6 @@
 
 namespace kd::train {
 namespace {
-
-using Clock = std::chrono::steady_clock;
-
-double seconds_since(Clock::time_point start) { return std::chrono::duration<double>(Clock::now() - start).count(); }
 
 // Each count is measured in blocks of passes, in the order 1, 2, ..., all, all, ..., 2, 1 and
 // again (kBlocks blocks of each), so that few changes of count happen (a change restarts

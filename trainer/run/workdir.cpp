@@ -17,7 +17,9 @@
 
 #include "trainer/common/error.h"
 #include "trainer/io/file_system.h"
+#ifdef KD_WITH_REPORT
 #include "trainer/report/report.h"
+#endif
 #include "trainer/run/progress_internal.h"
 
 namespace kd::train {
@@ -75,9 +77,11 @@ Workdir::Workdir(std::string path, writers::WriterOptions writers, std::shared_p
 
 std::vector<std::unique_ptr<writers::MetricWriter>> Workdir::make_writers() const {
   auto out = writers::make_writers(writer_options_, path_);
+#ifdef KD_WITH_REPORT
   if (writer_options_.report) {  // last: it reads what the others wrote
     out.push_back(report::make_report_writer(path_, [log = log_](const std::string& why) { log->warn("{}", why); }));
   }
+#endif
   return out;
 }
 

@@ -2,7 +2,6 @@
 
 #include <dlfcn.h>
 #include <strings.h>
-#include <unistd.h>
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <cpuid.h>
@@ -16,15 +15,11 @@
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
+#include <utility>
 #include <vector>
 
 namespace kd::runtime {
 namespace {
-
-// Set in the environment of a re-executed kd (to the kernel OpenBLAS had chosen), so that it
-// never re-executes twice; read and removed by the new process, so that its own children (kd
-// launch's ranks) do not take it for theirs.
-constexpr const char* kReexecGuard = "KD_BLAS_REEXEC";
 
 // What the first start chose, in a re-executed kd; empty otherwise.
 std::string& restarted_from() {
@@ -37,10 +32,8 @@ Fn openblas_symbol(const char* name) {
   return reinterpret_cast<Fn>(dlsym(RTLD_DEFAULT, name));
 }
 
-// The kernel this process's OpenBLAS runs; KD_TEST_BLAS_KERNEL stands in for it in kd's own
-// end-to-end test of the re-execution (no CPU here is misidentified on demand).
+// The kernel this process's OpenBLAS runs.
 std::string chosen_kernel() {
-  if (const char* forced = std::getenv("KD_TEST_BLAS_KERNEL"); forced && *forced) return forced;
   const auto corename = openblas_symbol<char* (*)()>("openblas_get_corename");
   return corename ? std::string(corename()) : std::string();
 }
@@ -129,29 +122,14 @@ BlasInfo blas_info() {
   return info;
 }
 
-void reexec_with_better_blas(char** argv) {
-  if (const char* first = std::getenv(kReexecGuard)) {  // this is the re-executed kd
-    restarted_from() = first;
-    unsetenv(kReexecGuard);
-    return;
-  }
-  if (std::getenv("OPENBLAS_CORETYPE") != nullptr) return;  // the user's or the machine's choice
-  const BlasInfo info = blas_info();
+std::optional<std::string> blas_restart_kernel(const BlasInfo& info, const CpuFeatures& cpu, const char* coretype) {
+  if (coretype != nullptr) return std::nullopt;  // the user's or the machine's choice
   // Only an OpenBLAS built with DYNAMIC_ARCH chooses its kernels at run time.
-  if (info.library.find("DYNAMIC_ARCH") == std::string::npos) return;
-  const auto better = better_openblas_kernel(info.kernel, cpu_features());
-  if (!better) return;
-  const char* test_kernel = std::getenv("KD_TEST_BLAS_KERNEL");
-  const std::string saved_test_kernel = test_kernel ? test_kernel : "";
-  setenv("OPENBLAS_CORETYPE", better->c_str(), 1);
-  setenv(kReexecGuard, info.kernel.c_str(), 1);
-  unsetenv("KD_TEST_BLAS_KERNEL");
-  execv("/proc/self/exe", argv);
-  // Not re-executed (no /proc): go on with the kernels there are; blas_warning names the fix.
-  unsetenv("OPENBLAS_CORETYPE");
-  unsetenv(kReexecGuard);
-  if (!saved_test_kernel.empty()) setenv("KD_TEST_BLAS_KERNEL", saved_test_kernel.c_str(), 1);
+  if (info.library.find("DYNAMIC_ARCH") == std::string::npos) return std::nullopt;
+  return better_openblas_kernel(info.kernel, cpu);
 }
+
+void set_blas_restarted_from(std::string kernel) { restarted_from() = std::move(kernel); }
 
 std::optional<std::string> blas_warning() {
   const BlasInfo info = blas_info();

@@ -2,9 +2,9 @@
 // kernels the CPU supports. Debian's OpenBLAS (DYNAMIC_ARCH) picks its kernels when the library
 // loads, from the CPU model; on a CPU model it does not know it falls back to SSE3 ("Prescott")
 // kernels even where AVX-512 exists, and every matrix product runs several times slower. The
-// kernel cannot change once loaded, so the `kd` binary re-executes itself with
-// OPENBLAS_CORETYPE set (reexec_with_better_blas); a program that embeds kd gets a warning
-// naming the fix (blas_warning).
+// kernel cannot change once loaded, so the `kd` binary's main starts the process again with
+// OPENBLAS_CORETYPE set (blas_restart_kernel says when and with what); a program that embeds kd
+// gets a warning naming the fix (blas_warning). The library itself never restarts a process.
 #pragma once
 
 #include <cstdint>
@@ -54,13 +54,15 @@ BlasInfo blas_info();
 // best (`chosen` against `cpu`); nullopt when the chosen ones are of its tier, or not OpenBLAS's.
 std::optional<std::string> better_openblas_kernel(const std::string& chosen, const CpuFeatures& cpu);
 
-// For the `kd` binary, first thing in main: when a DYNAMIC_ARCH OpenBLAS chose kernels of a lower
-// tier than the CPU's and OPENBLAS_CORETYPE is not set (by the user or the machine: kd never
-// overrides it), re-executes this program (/proc/self/exe, same arguments and environment) with
-// OPENBLAS_CORETYPE set to the better kernel. Returns when nothing is to be done, in the
-// re-executed process (which then reports the restart in describe_blas), or when the
-// re-execution failed (then the run goes on as it is, and blas_warning names the fix).
-void reexec_with_better_blas(char** argv);
+// The OPENBLAS_CORETYPE a program should start again with: when `info` is a DYNAMIC_ARCH OpenBLAS
+// that chose kernels of a lower tier than `cpu`'s best and `coretype` (the process's
+// OPENBLAS_CORETYPE, null when unset) is not set, by the user or the machine: kd never overrides
+// it. nullopt when nothing is to be done. The `kd` binary's main asks this first thing.
+std::optional<std::string> blas_restart_kernel(const BlasInfo& info, const CpuFeatures& cpu, const char* coretype);
+
+// In a process started again for its BLAS: the kernel OpenBLAS had chosen at the first start,
+// which describe_blas and blas_warning then name.
+void set_blas_restarted_from(std::string kernel);
 
 // A warning for the run's log when this process's OpenBLAS kernels are of a lower tier than the CPU's,
 // naming the fix; nullopt when they are not.

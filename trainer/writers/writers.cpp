@@ -11,6 +11,13 @@ WriterOptions WriterOptions::from_config(const config::Node& node) {
   o.csv = node.get_bool("csv", defaults.csv);
   o.tensorboard = node.get_bool("tensorboard", defaults.tensorboard);
   o.report = node.get_bool("report", defaults.report);
+#ifndef KD_WITH_REPORT
+  if (o.report) {
+    throw ConfigError(node.child("report").where() +
+                      ": writer.report: this kd was built without the report (-DKD_WITH_REPORT=OFF); set report: "
+                      "false, or configure kd with -DKD_WITH_REPORT=ON (it needs Debian's libjs-dygraphs)");
+  }
+#endif
   if (o.report && !o.jsonl) {
     throw ConfigError(node.child("report").where() +
                       ": writer.report draws its charts from metrics.jsonl: set writer.jsonl: true, or report: false");
