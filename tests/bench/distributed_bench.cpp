@@ -23,7 +23,6 @@
 #include "trainer/common/clock.h"
 #include "trainer/config/node.h"
 #include "trainer/distributed/distributed.h"
-#include "trainer/distributed/launch.h"
 #include "trainer/losses/loss.h"
 #include "trainer/metrics/metric.h"
 #include "trainer/models/model.h"

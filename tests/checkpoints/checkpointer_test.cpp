@@ -14,6 +14,7 @@
 #include "tests/temp_dir.h"
 #include "trainer/checkpoints/checkpointer.h"
 #include "trainer/checkpoints/export.h"
+#include "trainer/checkpoints/safetensors.h"
 #include "trainer/common/error.h"
 
 namespace fs = std::filesystem;
@@ -259,10 +260,10 @@ TEST_CASE("pruning keeps the newest, every keep_period-th and the best checkpoin
   for (int64_t step = 1; step <= 9; ++step) {
     ckpt.save(snapshot_of(t, step));
     if (step == 3) {
-      CHECK(ckpt.report(step, "test", {{"metrics/accuracy", 0.9}}));
+      CHECK(ckpt.track_best(step, "test", {{"metrics/accuracy", 0.9}}));
       ckpt.write_best();
     }
-    if (step == 5) CHECK_FALSE(ckpt.report(step, "test", {{"metrics/accuracy", 0.8}}));
+    if (step == 5) CHECK_FALSE(ckpt.track_best(step, "test", {{"metrics/accuracy", 0.8}}));
   }
   std::vector<int64_t> kept;
   for (const auto& info : ckpt.probe()) kept.push_back(info.step);

@@ -12,7 +12,7 @@
 #include "trainer/common/error.h"
 #include "trainer/data/image_files.h"
 #include "trainer/data/image_folder_internal.h"
-#include "trainer/writers/png.h"
+#include "trainer/io/png.h"
 
 namespace fs = std::filesystem;
 using kd::Tree;
@@ -68,8 +68,8 @@ Tree load(const fs::path& dir, const std::string& options = "") {
 
 TEST_CASE("ImageFolder: a folder per class, sorted; PNG and JPEG; gray, RGB and RGBA to the channels asked") {
   const fs::path dir = kd::testing::fresh_dir("kd_image_folder_");
-  write_file(dir / "dog" / "a.png", kd::writers::encode_png(solid(4, 6, {100, 150, 200, 255})));  // RGBA
-  write_file(dir / "dog" / "b.jpg", kd::writers::encode_png(solid(4, 6, {10})));  // gray PNG named .jpg: by content
+  write_file(dir / "dog" / "a.png", kd::io::encode_png(solid(4, 6, {100, 150, 200, 255})));  // RGBA
+  write_file(dir / "dog" / "b.jpg", kd::io::encode_png(solid(4, 6, {10})));  // gray PNG named .jpg: by content
   write_file(dir / "cat" / "c.jpeg", encode_jpeg(solid(4, 6, {40, 80, 120})));
   write_file(dir / "cat" / "notes.txt", "not an image");  // skipped
   const Tree rgb = load(dir);
@@ -113,8 +113,8 @@ TEST_CASE("decode_image converts palettes, transparency, 2-bit gray and 16-bit P
 
 TEST_CASE("ImageFolder: images of other sizes, damaged files and empty folders are named in the error") {
   const fs::path dir = kd::testing::fresh_dir("kd_image_folder_");
-  write_file(dir / "a" / "1.png", kd::writers::encode_png(solid(4, 6, {1, 2, 3})));
-  write_file(dir / "a" / "2.png", kd::writers::encode_png(solid(5, 6, {1, 2, 3})));
+  write_file(dir / "a" / "1.png", kd::io::encode_png(solid(4, 6, {1, 2, 3})));
+  write_file(dir / "a" / "2.png", kd::io::encode_png(solid(5, 6, {1, 2, 3})));
   CHECK_THROWS_WITH(load(dir), Catch::Contains("2.png\" is 6 x 5 pixels but") && Catch::Contains("give size:"));
   CHECK(load(dir, ", size: [4, 4]").get("image").tensor().size(0) == 2);
   write_file(dir / "a" / "3.png", "\x89PNG\r\n\x1a\n but then nothing");
@@ -135,7 +135,7 @@ TEST_CASE("ImageFolder: split train/test divides the sorted files, disjoint and 
   const fs::path dir = kd::testing::fresh_dir("kd_image_folder_");
   for (int i = 0; i < 10; ++i) {
     write_file(dir / (i % 2 ? "odd" : "even") / (std::to_string(i) + ".png"),
-               kd::writers::encode_png(solid(2, 2, {i * 10, 0, 0})));
+               kd::io::encode_png(solid(2, 2, {i * 10, 0, 0})));
   }
   const auto reds = [](const Tree& t) {
     std::set<int> out;

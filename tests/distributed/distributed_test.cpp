@@ -13,7 +13,6 @@
 #include "trainer/common/error.h"
 #include "trainer/config/node.h"
 #include "trainer/distributed/distributed.h"
-#include "trainer/distributed/launch.h"
 
 using kd::Tree;
 namespace dist = kd::distributed;

@@ -9,7 +9,7 @@
 #include <sstream>
 
 #include "tests/e2e/helpers.h"
-#include "trainer/distributed/launch.h"
+#include "trainer/distributed/distributed.h"
 
 using namespace kd_e2e;
 

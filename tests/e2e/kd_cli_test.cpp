@@ -11,6 +11,7 @@
 #include <chrono>
 #include <thread>
 
+#include <algorithm>
 #include <array>
 #include <cstdio>
 #include <filesystem>
@@ -20,9 +21,9 @@
 #include "tests/e2e/helpers.h"
 #include "trainer/checkpoints/checkpointer.h"
 #include "trainer/checkpoints/export.h"
+#include "trainer/io/png.h"
 #include "trainer/runtime/blas.h"
 #include "trainer/writers/event_file.h"
-#include "trainer/writers/png.h"
 #include "trainer/writers/tensorboard.pb.h"
 #include "trainer/writers/writer.h"
 
@@ -280,6 +281,15 @@ TEST_CASE("kd eval reproduces the logged test accuracy and kd export writes safe
   CHECK(records.back().collection == "test");
   CHECK(records.back().step == 300);
   CHECK(value_of(records.back(), "metrics/accuracy") == logged);
+  // Step 300 was evaluated by the run and twice by kd eval: its records are replaced, never repeated.
+  REQUIRE(run_kd("eval --workdir=" + workdir.string()).code == 0);
+  int test_300 = 0;
+  for (const auto& r : kd::writers::read_jsonl((workdir / "metrics.jsonl").string())) {
+    test_300 += r.collection == "test" && r.step == 300;
+  }
+  CHECK(test_300 == 1);
+  const std::string csv = read_text(workdir / "metrics_test.csv");
+  CHECK(std::count(csv.begin(), csv.end(), '\n') == 2);  // the header and step 300
 
   const fs::path out = workdir / "model.safetensors";
   const Result exported = run_kd("export --workdir=" + workdir.string() + " --out=" + out.string());
@@ -347,7 +357,7 @@ TEST_CASE("kd train records scalars, the experiment and image summaries in Tenso
         config = e.step() == 0 && v.tensor().string_val(0).find("num_train_steps: 100") != std::string::npos;
       if (v.tag() == "losses/xent") loss = e.step() == 100;
       if (v.tag() == "summaries/images") {
-        const torch::Tensor grid = kd::writers::decode_png(v.image().encoded_image_string());
+        const torch::Tensor grid = kd::io::decode_png(v.image().encoded_image_string());
         image = e.step() == 100 && grid.size(0) == 28 && grid.size(1) == 3 * 28 + 2;
       }
     }

@@ -7,7 +7,7 @@
 #include <fstream>
 
 #include "tests/e2e/helpers.h"
-#include "trainer/writers/png.h"
+#include "trainer/io/png.h"
 #include "trainer/writers/writer.h"
 
 using namespace kd_e2e;
@@ -118,7 +118,7 @@ TEST_CASE("kd train learns the CNN on a folder of PNG pictures of two sizes, res
     for (int64_t k = 0; k < h * w * 3; ++k) p[k] = static_cast<uint8_t>((light ? 180 : 60) + noise());
     const fs::path file = dir / "pictures" / (light ? "light" : "dark") / (std::to_string(i) + ".png");
     fs::create_directories(file.parent_path());
-    std::ofstream(file, std::ios::binary) << kd::writers::encode_png(image);
+    std::ofstream(file, std::ios::binary) << kd::io::encode_png(image);
   }
   const std::string ds =
       "{type: ImageFolder, path: pictures, size: [28, 28], channels: 1, test_fraction: 0.25, "

@@ -5,7 +5,7 @@
 #include <nlohmann/json.hpp>
 
 #include "tests/e2e/helpers.h"
-#include "trainer/writers/png.h"
+#include "trainer/io/png.h"
 
 using namespace kd_e2e;
 
@@ -79,7 +79,7 @@ TEST_CASE("kd report draws a chart per logged tag for two runs, in headless Chro
   REQUIRE(chromium(page, "--screenshot=" + shot.string(), root / "profile2").code == 0);
   std::ifstream in(shot, std::ios::binary);
   const std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  const torch::Tensor pixels = kd::writers::decode_png(bytes).to(torch::kInt);  // [H, W, C]
+  const torch::Tensor pixels = kd::io::decode_png(bytes).to(torch::kInt);  // [H, W, C]
   REQUIRE(pixels.size(2) >= 3);
   const torch::Tensor rgb = pixels.narrow(2, 0, 3);
   const double non_white = (rgb < 240).any(2).to(torch::kDouble).mean().item<double>();

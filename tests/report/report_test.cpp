@@ -11,10 +11,10 @@
 #include "tests/temp_dir.h"
 #include "trainer/common/error.h"
 #include "trainer/config/experiment.h"
+#include "trainer/io/png.h"
 #include "trainer/report/report.h"
 #include "trainer/report/report_internal.h"
 #include "trainer/run/trainer.h"
-#include "trainer/writers/png.h"
 #include "trainer/writers/writer.h"
 
 namespace fs = std::filesystem;
@@ -119,7 +119,7 @@ TEST_CASE("kd report's page holds every logged value, the latest ones, the exper
   CHECK(images.find(uri, at + 1) == std::string::npos);  // one image: the newest of the tag
   const std::string png =
       from_base64(images.substr(at + uri.size(), images.find('"', at + uri.size()) - at - uri.size()));
-  const torch::Tensor image = kd::writers::decode_png(png);
+  const torch::Tensor image = kd::io::decode_png(png);
   REQUIRE(image.sizes() == torch::IntArrayRef({2, 3, 1}));
   CHECK(image.flatten()[0].item<int>() == 30);
   CHECK_THAT(html, Catch::Contains("train · summaries/images · step 30"));

@@ -8,8 +8,8 @@
 
 #include "tests/temp_dir.h"
 #include "trainer/common/error.h"
+#include "trainer/io/png.h"
 #include "trainer/writers/event_file.h"
-#include "trainer/writers/png.h"
 #include "trainer/writers/tensorboard.pb.h"
 #include "trainer/writers/writer.h"
 
@@ -131,11 +131,11 @@ TEST_CASE("an image summary is a PNG that decodes to the exact pixels") {
   CHECK(img.height() == 2);
   CHECK(img.width() == 3);
   CHECK(img.colorspace() == 1);
-  CHECK(kd::writers::decode_png(img.encoded_image_string()).equal(image));
+  CHECK(kd::io::decode_png(img.encoded_image_string()).equal(image));
   const torch::Tensor rgb = torch::randint(0, 256, {4, 5, 3}, torch::kByte);
-  CHECK(kd::writers::decode_png(kd::writers::encode_png(rgb)).equal(rgb));
-  CHECK_THROWS_AS(kd::writers::encode_png(torch::zeros({2, 2})), kd::TypeError);
-  CHECK_THROWS_AS(kd::writers::decode_png("not a png"), kd::CorruptionError);
+  CHECK(kd::io::decode_png(kd::io::encode_png(rgb)).equal(rgb));
+  CHECK_THROWS_AS(kd::io::encode_png(torch::zeros({2, 2})), kd::TypeError);
+  CHECK_THROWS_AS(kd::io::decode_png("not a png"), kd::CorruptionError);
   fs::remove_all(dir);
 }
 
@@ -195,5 +195,50 @@ TEST_CASE("JSONL and CSV records parse back to the same numbers, and truncate af
   CHECK(kd::writers::read_jsonl((dir / "metrics.jsonl").string()).size() == 2);
   CHECK(read_text(dir / "metrics_train.csv") ==
         "step,losses/xent,metrics/accuracy,perf_stats/x\n100,0.123456789,0.5,\n200,0.1,0.625,3\n");
+  fs::remove_all(dir);
+}
+
+TEST_CASE("with replace_existing, a step's record of a collection replaces the one there, in step order") {
+  const fs::path dir = made_fresh_dir();
+  kd::writers::JsonlWriter jsonl((dir / "metrics.jsonl").string());
+  kd::writers::CsvWriter csv(dir.string());
+  kd::writers::TensorBoardWriter tensorboard(dir.string());
+  const std::vector<kd::writers::MetricWriter*> writers = {&jsonl, &csv, &tensorboard};
+  for (auto* w : writers) {
+    w->write_scalars(100, "test", {{"metrics/accuracy", 0.5}});
+    w->write_scalars(100, "train", {{"losses/xent", 0.9}});
+    w->write_scalars(200, "test", {{"metrics/accuracy", 0.6}});
+    w->write_scalars(300, "test", {{"metrics/accuracy", 0.7}});
+    w->write_text(300, "test", "summaries/note", "kept");  // another tag at the same step
+  }
+  for (auto* w : writers) {
+    w->replace_existing(true);
+    w->write_scalars(200, "test", {{"metrics/accuracy", 0.65}});  // evaluated again
+    w->write_scalars(300, "test", {{"metrics/accuracy", 0.75}});
+    w->write_scalars(250, "test", {{"metrics/accuracy", 0.62}});  // new, between two steps
+  }
+  jsonl.flush();
+  std::vector<std::string> seen;
+  for (const auto& r : kd::writers::read_jsonl((dir / "metrics.jsonl").string())) {
+    seen.push_back(r.collection + " " + std::to_string(r.step) + " " + std::to_string(r.values[0].second));
+  }
+  CHECK(seen == std::vector<std::string>{"test 100 0.500000", "train 100 0.900000", "test 200 0.650000",
+                                         "test 250 0.620000", "test 300 0.750000"});
+  CHECK(read_text(dir / "metrics_test.csv") == "step,metrics/accuracy\n100,0.5\n200,0.65\n250,0.62\n300,0.75\n");
+  CHECK(read_text(dir / "metrics_train.csv") == "step,losses/xent\n100,0.9\n");
+  // TensorBoard: one file, steps in order, each tag once per step, the other tag of step 300 kept.
+  std::vector<std::string> events;
+  for (const auto& e : events_in(dir / "test")) {
+    if (e.has_file_version()) continue;
+    for (const auto& v : e.summary().value()) {
+      std::string line = std::to_string(e.step()) + " " + v.tag();
+      if (v.has_simple_value()) line += " " + std::to_string(v.simple_value());
+      events.push_back(line);
+    }
+  }
+  CHECK(events == std::vector<std::string>{"100 metrics/accuracy 0.500000", "200 metrics/accuracy 0.650000",
+                                           "250 metrics/accuracy 0.620000", "300 summaries/note",
+                                           "300 metrics/accuracy 0.750000"});
+  CHECK(std::distance(fs::directory_iterator(dir / "test"), fs::directory_iterator()) == 1);
   fs::remove_all(dir);
 }

@@ -98,6 +98,49 @@ std::string verify_checkpoint(io::FileSystem& fs, const std::string& path) {
   return verify_checkpoint(fs, path, nullptr);
 }
 
+namespace {
+
+// One file of a checkpoint against its manifest entry (size, then checksum): "" when it holds,
+// kept in `contents` (when given), the problem otherwise.
+std::string verify_file(io::FileSystem& fs, const std::string& path, const char* name, const json& entry,
+                        CheckpointContents* contents) {
+  std::error_code ec;
+  const auto on_disk = std::filesystem::file_size(path + "/" + name, ec);
+  if (!ec && on_disk != json_size(entry["size"], std::string("MANIFEST.json's size of ") +
+                                                     name)) {  // said before reading a file of any size
+    return std::string(name) + " has " + std::to_string(on_disk) + " bytes, the manifest says " + entry["size"].dump();
+  }
+  // The tensor file into a tensor (no copy when its tensors are read), the others as text.
+  const bool tensor_file = std::string_view(name) == kTensorFile;
+  torch::Tensor tensor_bytes;
+  std::string text;
+  try {
+    if (tensor_file) {
+      fs.read_file_into(path + "/" + name, [&](std::size_t size) {
+        tensor_bytes = torch::empty({static_cast<int64_t>(size)}, torch::kByte);
+        return static_cast<char*>(tensor_bytes.data_ptr());
+      });
+    } else {
+      text = fs.read_file(path + "/" + name);
+    }
+  } catch (const IOError& e) {
+    return std::string(name) + " is missing or not a regular file";
+  }
+  const std::string_view data = tensor_file ? std::string_view(static_cast<const char*>(tensor_bytes.data_ptr()),
+                                                               static_cast<std::size_t>(tensor_bytes.numel()))
+                                            : std::string_view(text);
+  if (data.size() != json_size(entry["size"], std::string("MANIFEST.json's size of ") + name)) {
+    return std::string(name) + " has " + std::to_string(data.size()) + " bytes, the manifest says " +
+           entry["size"].dump();
+  }
+  if (checksum(data) != entry["xxh3_64"].get<std::string>()) return std::string(name) + " fails its checksum";
+  if (contents && tensor_file) contents->tensor_bytes = std::move(tensor_bytes);
+  if (contents && !tensor_file) contents->files[name] = std::move(text);
+  return "";
+}
+
+}  // namespace
+
 std::string detail::verify_checkpoint(io::FileSystem& fs, const std::string& path, CheckpointContents* contents) {
   json manifest;
   try {
@@ -143,40 +186,7 @@ std::string detail::verify_checkpoint(io::FileSystem& fs, const std::string& pat
            " is not the directory's";
   }
   for (const char* name : expected) {
-    const json& entry = files[name];
-    std::error_code ec;
-    const auto on_disk = std::filesystem::file_size(path + "/" + name, ec);
-    if (!ec && on_disk != json_size(entry["size"], std::string("MANIFEST.json's size of ") +
-                                                       name)) {  // said before reading a file of any size
-      return std::string(name) + " has " + std::to_string(on_disk) + " bytes, the manifest says " +
-             entry["size"].dump();
-    }
-    // The tensor file into a tensor (no copy when its tensors are read), the others as text.
-    const bool tensor_file = std::string_view(name) == kTensorFile;
-    torch::Tensor tensor_bytes;
-    std::string text;
-    try {
-      if (tensor_file) {
-        fs.read_file_into(path + "/" + name, [&](std::size_t size) {
-          tensor_bytes = torch::empty({static_cast<int64_t>(size)}, torch::kByte);
-          return static_cast<char*>(tensor_bytes.data_ptr());
-        });
-      } else {
-        text = fs.read_file(path + "/" + name);
-      }
-    } catch (const IOError& e) {
-      return std::string(name) + " is missing or not a regular file";
-    }
-    const std::string_view data = tensor_file ? std::string_view(static_cast<const char*>(tensor_bytes.data_ptr()),
-                                                                 static_cast<std::size_t>(tensor_bytes.numel()))
-                                              : std::string_view(text);
-    if (data.size() != json_size(entry["size"], std::string("MANIFEST.json's size of ") + name)) {
-      return std::string(name) + " has " + std::to_string(data.size()) + " bytes, the manifest says " +
-             entry["size"].dump();
-    }
-    if (checksum(data) != entry["xxh3_64"].get<std::string>()) return std::string(name) + " fails its checksum";
-    if (contents && tensor_file) contents->tensor_bytes = std::move(tensor_bytes);
-    if (contents && !tensor_file) contents->files[name] = std::move(text);
+    if (std::string problem = verify_file(fs, path, name, files[name], contents); !problem.empty()) return problem;
   }
   return "";
 }

@@ -14,7 +14,7 @@
 #include <torch/types.h>
 #include <nlohmann/json.hpp>
 
-#include "trainer/checkpoints/export.h"
+#include "trainer/checkpoints/safetensors.h"
 #include "trainer/common/error.h"
 #include "trainer/common/torch_fwd.h"
 #include "trainer/io/file_system.h"

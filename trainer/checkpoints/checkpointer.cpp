@@ -17,8 +17,8 @@
 #include <nlohmann/json.hpp>
 
 #include "trainer/checkpoints/checkpoint_files_internal.h"
-#include "trainer/checkpoints/export.h"
 #include "trainer/checkpoints/random_states.h"
+#include "trainer/checkpoints/safetensors.h"
 #include "trainer/common/error.h"
 #include "trainer/config/node.h"
 #include "trainer/optim/optimizer_state.h"
@@ -204,6 +204,67 @@ std::optional<CheckpointInfo> Checkpointer::choose(const std::vector<CheckpointI
   return std::nullopt;
 }
 
+namespace {
+
+// Gives the live tensors of `group` (the model's parameters or buffers, `live`) the checkpoint's
+// values of the same names (`entries`: meta.json's [name, tensor] list): every name, shape and
+// dtype must match, kd::CorruptionError naming the first that does not.
+void adopt_named(const json& entries, const torch::OrderedDict<std::string, torch::Tensor>& live, const char* group,
+                 TensorReader& tensors, const std::string& path) {
+  std::vector<std::string> missing;
+  if (!entries.is_array()) throw CorruptionError(path + "/meta.json: \"" + group + "\" is not a list");
+  for (const auto& e : entries) {
+    if (!e.is_array() || e.size() != 2 || !e[0].is_string()) {
+      throw CorruptionError(path + "/meta.json: an entry of \"" + group + "\" is not [name, tensor]");
+    }
+  }
+  for (const auto& item : live) {
+    const json* found = nullptr;
+    for (const auto& e : entries) {
+      if (e[0] == item.key()) found = &e;
+    }
+    if (!found) {
+      missing.push_back(item.key());
+      continue;
+    }
+    const torch::Tensor saved = tensors.view((*found)[1]);
+    if (saved.sizes() != item.value().sizes() || saved.scalar_type() != item.value().scalar_type() ||
+        saved.layout() != item.value().layout()) {
+      throw CorruptionError(path + ": " + group + "." + item.key() + " is " + describe_tensor(saved) +
+                            " in the checkpoint but " + describe_tensor(item.value()) + " in the model");
+    }
+    // The checkpoint's memory becomes the tensor's (no copy) where it can; `saved` is
+    // nobody else's (a view into the bytes read, which nothing else keeps).
+    if (saved.device() == item.value().device() && saved.is_contiguous()) {
+      item.value().set_data(saved);
+    } else {
+      item.value().copy_(saved);
+    }
+  }
+  if (!missing.empty() || entries.size() != live.size()) {
+    throw CorruptionError(path + ": the checkpoint's " + group + " do not match the model (" +
+                          std::to_string(entries.size()) + " saved, " + std::to_string(live.size()) + " in the model" +
+                          (missing.empty() ? "" : ", missing " + missing.front()) + ")");
+  }
+}
+
+// The EMA of the params (`ema`, the model's tree of them) takes the checkpoint's values.
+void restore_ema(const Tree& saved_ema, const Tree& ema, const std::string& path) {
+  const auto live = ema.flatten(), saved = saved_ema.flatten();
+  if (live.size() != saved.size()) throw CorruptionError(path + ": the checkpoint's EMA params do not match the model");
+  for (std::size_t i = 0; i < live.size(); ++i) {
+    const Tree& from = saved[i].second;
+    const torch::Tensor& to = live[i].second.tensor();
+    if (live[i].first != saved[i].first || !from.is_tensor() || from.tensor().sizes() != to.sizes() ||
+        from.tensor().scalar_type() != to.scalar_type()) {
+      throw CorruptionError(path + ": the checkpoint's EMA of " + live[i].first + " does not match the model");
+    }
+    to.copy_(from.tensor());
+  }
+}
+
+}  // namespace
+
 void Checkpointer::restore(const std::string& path, Snapshot& s) const {
   CheckpointContents contents;  // every file read once, checked, then parsed from memory
   const std::string problem = verify_checkpoint(*fs_, path, &contents);
@@ -216,44 +277,6 @@ void Checkpointer::restore(const std::string& path, Snapshot& s) const {
   }
   TensorReader tensors(contents, path);
   torch::NoGradGuard no_grad;
-  auto copy_named = [&](const json& entries, const torch::OrderedDict<std::string, torch::Tensor>& live,
-                        const char* group) {
-    std::vector<std::string> missing;
-    if (!entries.is_array()) throw CorruptionError(path + "/meta.json: \"" + group + "\" is not a list");
-    for (const auto& e : entries) {
-      if (!e.is_array() || e.size() != 2 || !e[0].is_string()) {
-        throw CorruptionError(path + "/meta.json: an entry of \"" + group + "\" is not [name, tensor]");
-      }
-    }
-    for (const auto& item : live) {
-      const json* found = nullptr;
-      for (const auto& e : entries) {
-        if (e[0] == item.key()) found = &e;
-      }
-      if (!found) {
-        missing.push_back(item.key());
-        continue;
-      }
-      const torch::Tensor saved = tensors.view((*found)[1]);
-      if (saved.sizes() != item.value().sizes() || saved.scalar_type() != item.value().scalar_type() ||
-          saved.layout() != item.value().layout()) {
-        throw CorruptionError(path + ": " + group + "." + item.key() + " is " + describe_tensor(saved) +
-                              " in the checkpoint but " + describe_tensor(item.value()) + " in the model");
-      }
-      // The checkpoint's memory becomes the tensor's (no copy) where it can; `saved` is
-      // nobody else's (a view into the bytes read, which nothing else keeps).
-      if (saved.device() == item.value().device() && saved.is_contiguous()) {
-        item.value().set_data(saved);
-      } else {
-        item.value().copy_(saved);
-      }
-    }
-    if (!missing.empty() || entries.size() != live.size()) {
-      throw CorruptionError(path + ": the checkpoint's " + group + " do not match the model (" +
-                            std::to_string(entries.size()) + " saved, " + std::to_string(live.size()) +
-                            " in the model" + (missing.empty() ? "" : ", missing " + missing.front()) + ")");
-    }
-  };
   try {
     check_meta(meta, path);
     if (s.optimizer) {
@@ -263,8 +286,8 @@ void Checkpointer::restore(const std::string& path, Snapshot& s) const {
                                std::filesystem::path(path).parent_path().parent_path().string() + "}");
     }
     if (s.model) {
-      copy_named(meta.at("params"), s.model->named_parameters(true), "params");
-      copy_named(meta.at("collections"), s.model->named_buffers(true), "collections");
+      adopt_named(meta.at("params"), s.model->named_parameters(true), "params", tensors, path);
+      adopt_named(meta.at("collections"), s.model->named_buffers(true), "collections", tensors, path);
     }
     if (s.optimizer) {
       if (!s.model) throw Error("restoring an optimizer's state needs its model (Snapshot::model)");
@@ -273,20 +296,7 @@ void Checkpointer::restore(const std::string& path, Snapshot& s) const {
                                   /*adopt=*/true);
     }
     const Tree ema = tensors.view_tree(meta.at("ema"));  // copied into s.ema's tensors
-    if (!s.ema.is_none()) {
-      const auto live = s.ema.flatten(), saved = ema.flatten();
-      if (live.size() != saved.size())
-        throw CorruptionError(path + ": the checkpoint's EMA params do not match the model");
-      for (std::size_t i = 0; i < live.size(); ++i) {
-        const Tree& from = saved[i].second;
-        const torch::Tensor& to = live[i].second.tensor();
-        if (live[i].first != saved[i].first || !from.is_tensor() || from.tensor().sizes() != to.sizes() ||
-            from.tensor().scalar_type() != to.scalar_type()) {
-          throw CorruptionError(path + ": the checkpoint's EMA of " + live[i].first + " does not match the model");
-        }
-        to.copy_(from.tensor());
-      }
-    }
+    if (!s.ema.is_none()) restore_ema(ema, s.ema, path);
     s.aux = tensors.get_tree(meta.at("aux"));
     if (!meta.contains("loss_states") && s.aux.find("loss_states")) {
       // Saved by a kd whose loss states counted steps, not examples: merged with today's they
@@ -308,8 +318,8 @@ void Checkpointer::restore(const std::string& path, Snapshot& s) const {
   }
 }
 
-bool Checkpointer::report(int64_t step, const std::string& collection,
-                          const std::vector<std::pair<std::string, double>>& values) {
+bool Checkpointer::track_best(int64_t step, const std::string& collection,
+                              const std::vector<std::pair<std::string, double>>& values) {
   if (options_.best_metric_path.empty()) return false;
   for (const auto& [name, value] : values) {
     if (collection + "/" + name != options_.best_metric_path || !std::isfinite(value)) continue;

@@ -113,7 +113,8 @@ class Checkpointer {
 
   // Feeds an eval's values; remembers the best step by best_metric_path (kept from pruning).
   // Returns true when `step` is a new best: the caller then saves it and calls write_best().
-  bool report(int64_t step, const std::string& collection, const std::vector<std::pair<std::string, double>>& values);
+  bool track_best(int64_t step, const std::string& collection,
+                  const std::vector<std::pair<std::string, double>>& values);
   std::optional<int64_t> best_step() const { return best_step_; }
   // Records the best step in best.json (after its checkpoint is saved).
   void write_best();

@@ -5,3 +5,4 @@
 #include "trainer/checkpoints/export.h"
 #include "trainer/checkpoints/init_transform.h"
 #include "trainer/checkpoints/random_states.h"
+#include "trainer/checkpoints/safetensors.h"

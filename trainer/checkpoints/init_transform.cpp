@@ -52,106 +52,128 @@ std::string resolve_checkpoint(const config::Node& o) {
 
 }  // namespace
 
-std::string apply_init_transform(const config::Node& o, torch::nn::Module& model, torch::optim::Optimizer* optimizer) {
-  const std::string path = resolve_checkpoint(o);
+namespace {
+
+// init_transform's keys, read and checked.
+struct InitSpec {
+  std::string path;  // the checkpoint's directory
   std::vector<Prefix> select;
-  for (const auto& s : o.get_string_list("select", std::vector<std::string>{"params.**"}))
-    select.push_back(Prefix::parse(s, o));
   std::vector<std::pair<Prefix, Prefix>> renames;  // target <- source
+  bool strict = true, opt_state = false, use_ema = false;
+
+  bool selected(const std::string& p) const {
+    for (const auto& s : select) {
+      if (s.matches(p)) return true;
+    }
+    return false;
+  }
+  // The checkpoint's name for the model's tensor `target`.
+  std::string source_name(const std::string& target) const {
+    for (const auto& [t, s] : renames) {
+      if (t.matches(target)) return t.recursive ? s.prefix + target.substr(t.prefix.size()) : s.prefix;
+    }
+    return target;
+  }
+};
+
+InitSpec read_spec(const config::Node& o) {
+  InitSpec spec;
+  spec.path = resolve_checkpoint(o);
+  for (const auto& s : o.get_string_list("select", std::vector<std::string>{"params.**"}))
+    spec.select.push_back(Prefix::parse(s, o));
   if (auto r = o.find("rename"); r && !r->is_null()) {
     for (const auto& target : r->keys()) {
       const Prefix t = Prefix::parse(target, o), s = Prefix::parse(r->get_string(target), o);
       if (t.recursive != s.recursive)
         throw ConfigError(r->where() + ": rename \"" + target + "\": both sides need \".**\" or neither");
-      renames.emplace_back(t, s);
+      spec.renames.emplace_back(t, s);
     }
   }
-  const bool strict = o.get_bool("strict", true);
-  const bool opt_state = o.get_bool("opt_state", false);
-  const bool use_ema = o.get_bool("use_ema", false);
+  spec.strict = o.get_bool("strict", true);
+  spec.opt_state = o.get_bool("opt_state", false);
+  spec.use_ema = o.get_bool("use_ema", false);
   o.check_unknown_keys();
+  return spec;
+}
 
-  // The checkpoint's tensors by full path ("params.a.b"); with use_ema the EMA of the params
-  // stands for the params.
-  std::map<std::string, torch::Tensor> source;
-  for (const std::string group : {"params", "collections"}) {
-    const std::string read = use_ema && group == "params" ? "ema" : group;
-    try {
-      for (auto& [name, t] : read_checkpoint_tensors(path, read)) source[group + "." + name] = t;
-    } catch (const ConfigError& e) {
-      throw ConfigError(o.child("use_ema").where() + ": init_transform.use_ema: " + e.what());
-    }
-  }
-  // The model's tensors by full path.
+// What init_transform copies, and what it found wrong.
+struct Matched {
+  std::vector<std::pair<torch::Tensor, torch::Tensor>> copies;  // model tensor <- checkpoint tensor
+  std::vector<std::string> missing, unexpected, mismatched;
+};
+
+// The model's tensors (by full path) matched with the checkpoint's (`source`, by full path).
+Matched match_tensors(const InitSpec& spec, const std::map<std::string, torch::Tensor>& source,
+                      torch::nn::Module& model) {
   std::vector<std::pair<std::string, torch::Tensor>> targets;
   for (const auto& p : model.named_parameters(true)) targets.emplace_back("params." + p.key(), p.value());
   for (const auto& b : model.named_buffers(true)) targets.emplace_back("collections." + b.key(), b.value());
-
-  auto selected = [&](const std::string& p) {
-    for (const auto& s : select) {
-      if (s.matches(p)) return true;
-    }
-    return false;
-  };
-  auto source_name = [&](const std::string& target) {
-    for (const auto& [t, s] : renames) {
-      if (t.matches(target)) return t.recursive ? s.prefix + target.substr(t.prefix.size()) : s.prefix;
-    }
-    return target;
-  };
-
-  std::vector<std::string> missing, mismatched;
+  Matched m;
   std::set<std::string> used;
-  std::vector<std::pair<torch::Tensor, torch::Tensor>> copies;
   for (const auto& [name, tensor] : targets) {
-    if (!selected(name)) continue;
-    const std::string from = source_name(name);
+    if (!spec.selected(name)) continue;
+    const std::string from = spec.source_name(name);
     const auto it = source.find(from);
     if (it == source.end()) {
-      missing.push_back(name + (from == name ? "" : " (from " + from + ")"));
+      m.missing.push_back(name + (from == name ? "" : " (from " + from + ")"));
       continue;
     }
     used.insert(from);
     if (it->second.sizes() != tensor.sizes()) {
-      mismatched.push_back(name + ": model " + describe_tensor(tensor) + ", checkpoint " + from + " " +
-                           describe_tensor(it->second));
+      m.mismatched.push_back(name + ": model " + describe_tensor(tensor) + ", checkpoint " + from + " " +
+                             describe_tensor(it->second));
       continue;
     }
-    copies.emplace_back(tensor, it->second);
+    m.copies.emplace_back(tensor, it->second);
   }
-  std::vector<std::string> unexpected;
-  std::vector<std::string> renamed_sources;
-  for (const auto& [t, s] : renames) renamed_sources.push_back(s.prefix);
   for (const auto& [name, t] : source) {
-    bool wanted = selected(name);
-    for (const auto& [tp, sp] : renames)
-      wanted = wanted || (sp.matches(name) && selected(tp.prefix + name.substr(sp.prefix.size())));
-    if (wanted && !used.count(name)) unexpected.push_back(name);
+    bool wanted = spec.selected(name);
+    for (const auto& [tp, sp] : spec.renames)
+      wanted = wanted || (sp.matches(name) && spec.selected(tp.prefix + name.substr(sp.prefix.size())));
+    if (wanted && !used.count(name)) m.unexpected.push_back(name);
   }
+  return m;
+}
 
+}  // namespace
+
+std::string apply_init_transform(const config::Node& o, torch::nn::Module& model, torch::optim::Optimizer* optimizer) {
+  const InitSpec spec = read_spec(o);
+  // The checkpoint's tensors by full path ("params.a.b"); with use_ema the EMA of the params
+  // stands for the params.
+  std::map<std::string, torch::Tensor> source;
+  for (const std::string group : {"params", "collections"}) {
+    const std::string read = spec.use_ema && group == "params" ? "ema" : group;
+    try {
+      for (auto& [name, t] : read_checkpoint_tensors(spec.path, read)) source[group + "." + name] = t;
+    } catch (const ConfigError& e) {
+      throw ConfigError(o.child("use_ema").where() + ": init_transform.use_ema: " + e.what());
+    }
+  }
+  const Matched m = match_tensors(spec, source, model);
   std::string problems;
   auto list = [&](const char* what, const std::vector<std::string>& names) {
     if (names.empty()) return;
     problems += std::string("\n  ") + what + " (" + std::to_string(names.size()) + "): " + join_names(names, 10);
   };
-  list("missing in the checkpoint", missing);
-  list("unexpected in the checkpoint", unexpected);
-  list("shape mismatch", mismatched);
-  if (strict && !problems.empty()) {
-    throw ConfigError(o.where() + ": init_transform from " + path + " does not match the model:" + problems +
+  list("missing in the checkpoint", m.missing);
+  list("unexpected in the checkpoint", m.unexpected);
+  list("shape mismatch", m.mismatched);
+  if (spec.strict && !problems.empty()) {
+    throw ConfigError(o.where() + ": init_transform from " + spec.path + " does not match the model:" + problems +
                       "\n(fix select/rename, or set strict: false to load what matches)");
   }
   {
     torch::NoGradGuard no_grad;
-    for (auto& [to, from] : copies) to.copy_(from.to(to.device()));
+    for (const auto& [to, from] : m.copies) to.copy_(from.to(to.device()));
   }
-  if (opt_state) {
+  if (spec.opt_state) {
     if (optimizer == nullptr) throw ConfigError(o.where() + ": opt_state: true needs an optimizer");
-    if (!renames.empty()) throw ConfigError(o.where() + ": opt_state: true cannot be combined with rename");
-    read_checkpoint_optimizer_state(path, *optimizer, model);
+    if (!spec.renames.empty()) throw ConfigError(o.where() + ": opt_state: true cannot be combined with rename");
+    read_checkpoint_optimizer_state(spec.path, *optimizer, model);
   }
-  std::string report = "loaded " + std::to_string(copies.size()) + " tensors from " + path;
-  if (opt_state) report += " and the optimizer state";
+  std::string report = "loaded " + std::to_string(m.copies.size()) + " tensors from " + spec.path;
+  if (spec.opt_state) report += " and the optimizer state";
   if (!problems.empty()) report += "; not loaded:" + problems;
   return report;
 }

@@ -9,6 +9,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <iostream>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -18,10 +19,10 @@
 #include <CLI/CLI.hpp>
 
 #include "trainer/cli/commands_internal.h"
+#include "trainer/cli/launch.h"
 #include "trainer/common/error.h"
 #include "trainer/common/suggest.h"
 #include "trainer/common/version.h"
-#include "trainer/distributed/launch.h"
 #include "trainer/runtime/blas.h"
 
 // Defined only by the runtimes of instrumented builds (weak: null otherwise).
@@ -67,58 +68,96 @@ std::string version() {
   return std::string("kd ") + KD_VERSION + " (LibTorch " + TORCH_VERSION + kBuild + ")";
 }
 
-int run(int argc, char** argv, const Options& options) {
-  const std::string& name = options.name;
-  CLI::App app{name + ": Kauldron-style training on LibTorch", name};
-  app.set_version_flag("--version", name == "kd" ? version() : name + " on " + version());
-  app.require_subcommand(1);
+namespace {
 
-  std::string cfg;
-  auto* train = app.add_subcommand("train", "Train an experiment: " + name + " train --cfg=FILE [--cfg.key=value ...]");
-  train->add_option("--cfg", cfg, "The experiment YAML file")->required();
-  train->allow_extras();
+// The command line's subcommands and the values their options fill in.
+struct CommandLine {
+  explicit CommandLine(const std::string& name);
+  // Parses argv (`launched`: what followed `kd launch ... --`); nullopt when a command is to run,
+  // the exit code otherwise (--help, --version, a mistake).
+  std::optional<int> parse(int argc, char** argv);
+  // Runs the command parsed, in kd::cli::run's error handling.
+  int dispatch(const Options& options);
 
-  std::string inspect_cfg;
-  auto* inspect =
-      app.add_subcommand("inspect", "Print the model and every Context path after one step (writes nothing)");
-  inspect->add_option("--cfg", inspect_cfg, "The experiment YAML file")->required();
-  inspect->allow_extras();
-
+  std::string name;
+  CLI::App app;
+  CLI::App *train = nullptr, *inspect = nullptr, *eval = nullptr, *exp = nullptr, *launch = nullptr, *report = nullptr,
+           *configs = nullptr;
+  std::string cfg, inspect_cfg;
   std::string eval_workdir;
   int64_t eval_step = -1;
-  auto* eval = app.add_subcommand("eval", "Evaluate a saved checkpoint with the experiment's evals");
-  eval->add_option("--workdir", eval_workdir, "The workdir of a training run")->required();
-  auto* eval_step_option =
-      eval->add_option("--step", eval_step, "The checkpoint's step (default: the newest valid one)");
   bool eval_follow = false;
   train::Trainer::FollowOptions follow;
+  ExportOptions export_options;
+  LaunchOptions launch_options;
+  double launch_grace_s = 30;
+  std::vector<std::string> launched;
+  std::vector<std::string> report_workdirs;
+  std::string report_out;
+  bool report_overwrite = false;
+  std::string type_name;
+
+ private:
+  void add_train_and_inspect();
+  void add_eval();
+  void add_export();
+  void add_launch();
+  void add_report_and_configs();
+};
+
+CommandLine::CommandLine(const std::string& program)
+    : name(program), app(program + ": Kauldron-style training on LibTorch", program) {
+  app.set_version_flag("--version", name == "kd" ? version() : name + " on " + version());
+  app.require_subcommand(1);
+  add_train_and_inspect();
+  add_eval();
+  add_export();
+  add_launch();
+  add_report_and_configs();
+}
+
+void CommandLine::add_train_and_inspect() {
+  train = app.add_subcommand("train", "Train an experiment: " + name + " train --cfg=FILE [--cfg.key=value ...]");
+  train->add_option("--cfg", cfg, "The experiment YAML file")->required();
+  train->allow_extras();
+  inspect = app.add_subcommand("inspect", "Print the model and every Context path after one step (writes nothing)");
+  inspect->add_option("--cfg", inspect_cfg, "The experiment YAML file")->required();
+  inspect->allow_extras();
+}
+
+void CommandLine::add_eval() {
+  eval = app.add_subcommand("eval", "Evaluate a saved checkpoint with the experiment's evals");
+  eval->add_option("--workdir", eval_workdir, "The workdir of a training run")->required();
+  auto* step = eval->add_option("--step", eval_step, "The checkpoint's step (default: the newest valid one)");
   eval->add_flag("--follow", eval_follow,
                  "Evaluate each new checkpoint as a training run writes it, with the evals whose run is "
                  "StandaloneEveryCheckpoint or StandaloneLastCheckpoint, until the run's final checkpoint")
-      ->excludes(eval_step_option);
+      ->excludes(step);
   eval->add_option("--poll", follow.poll_seconds, "--follow: seconds between looks for new checkpoints (default 2)");
   eval->add_option("--timeout", follow.timeout_seconds,
                    "--follow: seconds to wait for something new while no training process holds the workdir "
                    "(default 600)");
   eval->allow_extras();
+}
 
-  ExportOptions export_options;
-  export_options.program = name;
-  auto* exp = app.add_subcommand("export", "Write a checkpoint's params as safetensors (or a torch.load file)");
-  exp->add_option("--workdir", export_options.workdir, "The workdir of a training run")->required();
-  exp->add_option("--step", export_options.step, "The checkpoint's step (default: the newest valid one)");
-  exp->add_option("--out", export_options.out, "The file to write (never replaced without --overwrite)")->required();
-  exp->add_option("--format", export_options.format, "safetensors (default) or torch");
-  exp->add_flag("--collections", export_options.collections, "Also write the buffers (e.g. BatchNorm statistics)");
-  exp->add_flag("--ema", export_options.ema, "Write the EMA of the params (optimizer.ema_decay) as the params");
-  exp->add_flag("--overwrite", export_options.overwrite, "Replace --out if it exists (atomically)");
-  exp->add_option("--strip-prefix", export_options.strip_prefixes,
+void CommandLine::add_export() {
+  ExportOptions& o = export_options;
+  o.program = name;
+  exp = app.add_subcommand("export", "Write a checkpoint's params as safetensors (or a torch.load file)");
+  exp->add_option("--workdir", o.workdir, "The workdir of a training run")->required();
+  exp->add_option("--step", o.step, "The checkpoint's step (default: the newest valid one)");
+  exp->add_option("--out", o.out, "The file to write (never replaced without --overwrite)")->required();
+  exp->add_option("--format", o.format, "safetensors (default) or torch");
+  exp->add_flag("--collections", o.collections, "Also write the buffers (e.g. BatchNorm statistics)");
+  exp->add_flag("--ema", o.ema, "Write the EMA of the params (optimizer.ema_decay) as the params");
+  exp->add_flag("--overwrite", o.overwrite, "Replace --out if it exists (atomically)");
+  exp->add_option("--strip-prefix", o.strip_prefixes,
                   "Remove this prefix from the names, e.g. params. (repeatable): the names of a PyTorch "
                   "nn.Module's state_dict");
+}
 
-  distributed::LaunchOptions launch_options;
-  double launch_grace_s = 30;
-  auto* launch = app.add_subcommand(
+void CommandLine::add_launch() {
+  launch = app.add_subcommand(
       "launch", "Run a command on N local ranks (data-parallel): " + name + " launch --nproc=2 -- train --cfg=FILE");
   // torchrun's spellings too: --nproc-per-node / --nproc_per_node, --master-addr, --master-port.
   launch
@@ -131,22 +170,20 @@ int run(int argc, char** argv, const Options& options) {
   launch->add_option("--grace", launch_grace_s,
                      "Seconds a rank may take to stop after SIGTERM before SIGKILL (default 30)");
   launch->prefix_command();  // everything after the options (or after --) is the kd command
+}
 
-  std::vector<std::string> report_workdirs;
-  std::string report_out;
-  bool report_overwrite = false;
-  auto* report = app.add_subcommand(
+void CommandLine::add_report_and_configs() {
+  report = app.add_subcommand(
       "report", "Write one self-contained HTML page of runs: charts, latest values, experiment, model, images");
   report->add_option("--workdir", report_workdirs, "A run's workdir (repeatable: the runs side by side)")->required();
   report->add_option("--out", report_out, "The page to write (default for one workdir: WORKDIR/report.html)");
   report->add_flag("--overwrite", report_overwrite, "Replace --out even when it is not a kd report");
-
-  std::string type_name;
-  auto* configs = app.add_subcommand("configs", "List the registered component types, or one type's options");
+  configs = app.add_subcommand("configs", "List the registered component types, or one type's options");
   configs->add_option("name", type_name, "A component type, e.g. Accuracy");
+}
 
+std::optional<int> CommandLine::parse(int argc, char** argv) {
   // `kd launch [options] -- <kd command>`: what follows "--" is passed to the ranks untouched.
-  std::vector<std::string> launched;
   if (argc > 1 && std::string(argv[1]) == "launch") {
     for (int i = 2; i < argc; ++i) {
       if (std::string(argv[i]) == "--") {
@@ -173,23 +210,34 @@ int run(int argc, char** argv, const Options& options) {
   } catch (const CLI::ParseError& e) {
     return app.exit(e) == 0 ? 0 : kUserError;
   }
+  return std::nullopt;
+}
 
+int CommandLine::dispatch(const Options& options) {
+  if (*train) return run_train(cfg, train->remaining(), options.log);
+  if (*inspect) return run_inspect(inspect_cfg, inspect->remaining(), options.log);
+  if (*eval && eval_follow) return run_follow(eval_workdir, follow, eval->remaining(), options.log);
+  if (*eval) return run_eval(eval_workdir, eval_step, eval->remaining(), options.log);
+  if (*exp) return run_export(export_options);
+  if (*configs) return run_configs(type_name);
+  if (*report) return run_report(report_workdirs, report_out, report_overwrite);
+  if (*launch) {
+    launch_options.args = launch->remaining();
+    launch_options.args.insert(launch_options.args.end(), launched.begin(), launched.end());
+    launch_options.grace = std::chrono::milliseconds(static_cast<int64_t>(launch_grace_s * 1000));
+    return cli::launch(launch_options);
+  }
+  return 0;
+}
+
+}  // namespace
+
+int run(int argc, char** argv, const Options& options) {
+  CommandLine command_line(options.name);
+  if (const std::optional<int> code = command_line.parse(argc, argv)) return *code;
+  const std::string& name = options.name;
   try {
-    if (*train) return run_train(cfg, train->remaining(), options.log);
-    if (*inspect) return run_inspect(inspect_cfg, inspect->remaining(), options.log);
-    if (*eval && eval_follow) return run_follow(eval_workdir, follow, eval->remaining(), options.log);
-    if (*eval) return run_eval(eval_workdir, eval_step, eval->remaining(), options.log);
-    if (*exp) {
-      return run_export(export_options);
-    }
-    if (*configs) return run_configs(type_name);
-    if (*report) return run_report(report_workdirs, report_out, report_overwrite);
-    if (*launch) {
-      launch_options.args = launch->remaining();
-      launch_options.args.insert(launch_options.args.end(), launched.begin(), launched.end());
-      launch_options.grace = std::chrono::milliseconds(static_cast<int64_t>(launch_grace_s * 1000));
-      return distributed::launch(launch_options);
-    }
+    return command_line.dispatch(options);
   } catch (const Error& e) {
     std::cerr << name << ": error: " << e.what() << "\n";
     return kUserError;
@@ -202,7 +250,6 @@ int run(int argc, char** argv, const Options& options) {
     std::cerr << name << ": error: " << e.what() << "\n";
     return 1;
   }
-  return 0;
 }
 
 }  // namespace kd::cli

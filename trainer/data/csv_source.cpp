@@ -105,50 +105,49 @@ CsvSource::CsvSource(const config::Node& o)
   }
 }
 
-Tree CsvSource::load() const {
+CsvSource::Table CsvSource::read_table() const {
   std::ifstream in(path_);
   if (!in) throw IOError(where_ + ": cannot read the CSV file \"" + path_ + "\"");
+  Table t;
   std::string line;
-  std::vector<std::string> names;
-  std::vector<std::vector<std::string>> rows;
-  std::vector<int64_t> line_of;
   int64_t header_line = 0;
   for (int64_t line_no = 1; std::getline(in, line); ++line_no) {
     if (!line.empty() && line.back() == '\r') line.pop_back();  // a file with Windows line ends
     if (line.find_first_not_of(" \t") == std::string::npos) continue;
     std::vector<std::string> cells = cells_of(line);
-    if (header_ && names.empty()) {
-      names = std::move(cells);
+    if (header_ && t.names.empty()) {
+      t.names = std::move(cells);
       header_line = line_no;
       continue;
     }
-    const std::size_t expected = !names.empty() ? names.size() : !rows.empty() ? rows.front().size() : cells.size();
+    const std::size_t expected = !t.names.empty()  ? t.names.size()
+                                 : !t.rows.empty() ? t.rows.front().size()
+                                                   : cells.size();
     if (cells.size() != expected) {
       throw CorruptionError(
           path_ + ":" + std::to_string(line_no) + ": " + std::to_string(cells.size()) + " columns, but " +
-          (names.empty() ? "the first row has " : "the header (line " + std::to_string(header_line) + ") names ") +
+          (t.names.empty() ? "the first row has " : "the header (line " + std::to_string(header_line) + ") names ") +
           std::to_string(expected) + "; every row needs one cell per column");
     }
-    rows.push_back(std::move(cells));
-    line_of.push_back(line_no);
+    t.rows.push_back(std::move(cells));
+    t.line_of.push_back(line_no);
   }
-  if (rows.empty()) throw CorruptionError("\"" + path_ + "\" holds no rows" + (header_ ? " below its header" : ""));
-  const auto columns = static_cast<int64_t>(rows.front().size());
-  const auto column_name = [&](int64_t c) {
-    const std::string index = "index " + std::to_string(c);
-    return names.empty() || names[c].empty() ? "column " + index : "column \"" + names[c] + "\" (" + index + ")";
-  };
+  if (t.rows.empty()) throw CorruptionError("\"" + path_ + "\" holds no rows" + (header_ ? " below its header" : ""));
+  return t;
+}
 
+int64_t CsvSource::label_column(const Table& t) const {
+  const auto columns = static_cast<int64_t>(t.rows.front().size());
   int64_t label = -1;
   if (!label_name_.empty()) {
-    const auto it = std::find(names.begin(), names.end(), label_name_);
-    if (it == names.end()) {
-      const auto close = nearest(label_name_, names, 1);
+    const auto it = std::find(t.names.begin(), t.names.end(), label_name_);
+    if (it == t.names.end()) {
+      const auto close = nearest(label_name_, t.names, 1);
       throw ConfigError(label_where_ + ": \"" + path_ + "\" has no column \"" + label_name_ + "\"" +
                         (close.empty() ? "" : ". Did you mean \"" + close.front() + "\"?") +
-                        " (its header names: " + join_names(names) + ")");
+                        " (its header names: " + join_names(t.names) + ")");
     }
-    label = it - names.begin();
+    label = it - t.names.begin();
   } else if (label_index_) {
     label = *label_index_ < 0 ? columns + *label_index_ : *label_index_;
     if (label < 0 || label >= columns) {
@@ -159,47 +158,61 @@ Tree CsvSource::load() const {
   if (columns - (label >= 0 ? 1 : 0) < 1) {
     throw ConfigError(where_ + ": \"" + path_ + "\" has no feature column besides the label column");
   }
+  return label;
+}
 
-  // pandas' to_csv writes its index as a first column without a name.
-  warnings_.clear();
-  if (!names.empty() && names.front().empty() && label != 0) {
-    warnings_.push_back(path_ +
-                        ": the first column has no name (pandas' index, written by to_csv without "
-                        "index=False?); it is read as a feature");
-  }
-
+std::map<std::string, int64_t> CsvSource::class_indices(const Table& t, int64_t label) const {
   // String labels: class indices in `classes` order, or in sorted order of the file's labels
   // (the same for any order of the rows, and for both splits of one file).
   float unused = 0;
   bool string_labels = !classes_.empty();
   if (label >= 0 && !string_labels) {
-    for (const auto& row : rows) string_labels = string_labels || !parse_number(row[label], unused);
+    for (const auto& row : t.rows) string_labels = string_labels || !parse_number(row[label], unused);
   }
   std::map<std::string, int64_t> class_index;
-  if (string_labels) {
-    std::vector<std::string> order = classes_;
-    if (order.empty()) {
-      std::set<std::string> seen;
-      for (const auto& row : rows) seen.insert(row[label]);
-      order.assign(seen.begin(), seen.end());
-    }
-    for (std::size_t i = 0; i < order.size(); ++i) class_index[order[i]] = static_cast<int64_t>(i);
-    classes_used_ = order;
+  if (!string_labels) return class_index;
+  std::vector<std::string> order = classes_;
+  if (order.empty()) {
+    std::set<std::string> seen;
+    for (const auto& row : t.rows) seen.insert(row[label]);
+    order.assign(seen.begin(), seen.end());
   }
+  for (std::size_t i = 0; i < order.size(); ++i) class_index[order[i]] = static_cast<int64_t>(i);
+  classes_used_ = order;
+  return class_index;
+}
 
-  const std::vector<int64_t> kept = split_ == "all" ? split_rows(static_cast<int64_t>(rows.size()), 0.0, 0, false)
-                                                    : split_rows(static_cast<int64_t>(rows.size()), test_fraction_,
-                                                                 static_cast<uint64_t>(split_seed_), split_ == "test");
+Tree CsvSource::load() const {
+  const Table t = read_table();
+  const auto columns = static_cast<int64_t>(t.rows.front().size());
+  const auto column_name = [&](int64_t c) {
+    const std::string index = "index " + std::to_string(c);
+    return t.names.empty() || t.names[c].empty() ? "column " + index : "column \"" + t.names[c] + "\" (" + index + ")";
+  };
+  const int64_t label = label_column(t);
+  // pandas' to_csv writes its index as a first column without a name.
+  warnings_.clear();
+  if (!t.names.empty() && t.names.front().empty() && label != 0) {
+    warnings_.push_back(path_ +
+                        ": the first column has no name (pandas' index, written by to_csv without "
+                        "index=False?); it is read as a feature");
+  }
+  const std::map<std::string, int64_t> class_index = class_indices(t, label);
+  const bool string_labels = !class_index.empty() || !classes_.empty();
+  const auto rows = static_cast<int64_t>(t.rows.size());
+  const std::vector<int64_t> kept =
+      split_ == "all" ? split_rows(rows, 0.0, 0, false)
+                      : split_rows(rows, test_fraction_, static_cast<uint64_t>(split_seed_), split_ == "test");
   if (kept.empty()) {
-    throw ConfigError(where_ + ": split " + split_ + " of \"" + path_ + "\" holds no rows (" +
-                      std::to_string(rows.size()) + " rows, test_fraction " + std::to_string(test_fraction_) + ")");
+    throw ConfigError(where_ + ": split " + split_ + " of \"" + path_ + "\" holds no rows (" + std::to_string(rows) +
+                      " rows, test_fraction " + std::to_string(test_fraction_) + ")");
   }
   std::vector<float> features, labels;
   std::vector<int64_t> class_labels;
   features.reserve(kept.size() * static_cast<std::size_t>(columns));
   for (const int64_t r : kept) {
-    const auto& row = rows[static_cast<std::size_t>(r)];
-    const std::string at = path_ + ":" + std::to_string(line_of[static_cast<std::size_t>(r)]) + ": ";
+    const auto& row = t.rows[static_cast<std::size_t>(r)];
+    const std::string at = path_ + ":" + std::to_string(t.line_of[static_cast<std::size_t>(r)]) + ": ";
     for (int64_t c = 0; c < columns; ++c) {
       const std::string& cell = row[static_cast<std::size_t>(c)];
       if (c == label && string_labels) {

@@ -11,6 +11,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -28,6 +29,18 @@ class CsvSource : public Source {
   std::vector<std::string> warnings() const override { return warnings_; }
 
  private:
+  // The file's cells: the header's names (none without a header), the rows, each row's line.
+  struct Table {
+    std::vector<std::string> names;
+    std::vector<std::vector<std::string>> rows;
+    std::vector<int64_t> line_of;
+  };
+  Table read_table() const;
+  // The label column's index in `t` (-1: none), checked.
+  int64_t label_column(const Table& t) const;
+  // String labels' class indices (in `classes` order, or the file's labels sorted); empty when
+  // the labels are numbers. Sets classes_used_.
+  std::map<std::string, int64_t> class_indices(const Table& t, int64_t label) const;
   std::string fmt_fraction() const;
 
   std::string path_, where_, label_where_;

@@ -9,7 +9,7 @@
 #include <png.h>
 
 #include "trainer/common/error.h"
-#include "trainer/writers/png.h"
+#include "trainer/io/png.h"
 
 namespace kd::data {
 namespace {
@@ -70,7 +70,7 @@ torch::Tensor decode_jpeg_file(const std::string& bytes, const std::string& wher
 
 torch::Tensor decode_image(const std::string& bytes, const std::string& where) {
   const auto* b = reinterpret_cast<const unsigned char*>(bytes.data());
-  if (bytes.size() >= 8 && png_sig_cmp(b, 0, 8) == 0) return writers::decode_png(bytes, where);
+  if (bytes.size() >= 8 && png_sig_cmp(b, 0, 8) == 0) return io::decode_png(bytes, where);
   if (bytes.size() >= 3 && b[0] == 0xFF && b[1] == 0xD8 && b[2] == 0xFF) return decode_jpeg_file(bytes, where);
   throw CorruptionError(where + ": neither a PNG nor a JPEG image (by its first bytes)");
 }

@@ -1,4 +1,4 @@
-// Decoding image files for the ImageFolder source: PNG (writers::decode_png, libpng) and JPEG
+// Decoding image files for the ImageFolder source: PNG (io::decode_png, libpng) and JPEG
 // (libjpeg-turbo), told apart by their first bytes.
 #pragma once
 

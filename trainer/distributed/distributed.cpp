@@ -1,9 +1,13 @@
 #include "trainer/distributed/distributed.h"
 
+#include <arpa/inet.h>
 #include <netdb.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -310,6 +314,23 @@ std::shared_ptr<ProcessGroup> ProcessGroup::create(const WorldInfo& world, const
     throw ConfigError("distributed.backend nccl needs device: cuda; use backend: gloo on the CPU");
   }
   return std::make_shared<C10dProcessGroup>(world, options, device);
+}
+
+int free_port() {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  if (fd < 0) throw IOError(std::string("cannot create a socket to find a free port: ") + std::strerror(errno));
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = 0;
+  socklen_t len = sizeof(addr);
+  if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 ||
+      ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
+    ::close(fd);
+    throw IOError(std::string("cannot find a free port: ") + std::strerror(errno) + "; pass --master_port");
+  }
+  ::close(fd);
+  return ntohs(addr.sin_port);
 }
 
 }  // namespace kd::distributed

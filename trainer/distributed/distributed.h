@@ -33,7 +33,6 @@
 #include <c10/core/Device.h>
 #include <torch/types.h>
 
-#include "trainer/distributed/launch.h"
 #include "trainer/tree/tree.h"
 
 namespace kd::config {
@@ -41,6 +40,10 @@ class Node;
 }
 
 namespace kd::distributed {
+
+// A loopback TCP port the kernel says is free now (the usual way launchers pick a rendezvous
+// port; the rendezvous binds it moments later).
+int free_port();
 
 // This process's place in the job.
 struct WorldInfo {

@@ -1,4 +1,5 @@
-// kd::io: the file system kd's durable outputs go through, and atomic writes (the public header).
+// kd::io: the file system kd's durable outputs go through, and atomic writes, PNG images (the public header).
 #pragma once
 
 #include "trainer/io/file_system.h"
+#include "trainer/io/png.h"

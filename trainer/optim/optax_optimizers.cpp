@@ -91,8 +91,7 @@ using detail::beta;
 // optax's defaults: b1 0.9, b2 0.99, weight_decay 1e-3.
 class Lion final : public OptimizerType {
  public:
-  explicit Lion(const config::Node& o) {
-    prototype_.values = {{"b1", beta(o, "b1", 0.9)}, {"b2", beta(o, "b2", 0.99)}};
+  explicit Lion(const config::Node& o) : b1_(beta(o, "b1", 0.9)), b2_(beta(o, "b2", 0.99)) {
     prototype_.weight_decay = o.get_double_in("weight_decay", 1e-3, 0, kInf);
   }
   std::unique_ptr<torch::optim::OptimizerOptions> options() const override {
@@ -100,10 +99,10 @@ class Lion final : public OptimizerType {
   }
   std::unique_ptr<torch::optim::Optimizer> create(
       std::vector<torch::optim::OptimizerParamGroup> groups) const override {
+    // The betas are the type's, the same for every group; lr and weight_decay are the group's.
     return std::make_unique<PerParameterOptimizer>(
         "lion", std::move(groups), options(), std::vector<std::string>{"mu"},
-        [](torch::Tensor& p, const torch::Tensor& g, NamedParamState& s, const HyperParams& h) {
-          const double b1 = h.at("b1"), b2 = h.at("b2");
+        [b1 = b1_, b2 = b2_](torch::Tensor& p, const torch::Tensor& g, NamedParamState& s, const HyperParams& h) {
           torch::Tensor& mu = s.get("mu");
           torch::Tensor direction = (mu * b1).add_(g, 1 - b1).sign_();
           if (h.weight_decay != 0) direction.add_(p, h.weight_decay);
@@ -113,6 +112,7 @@ class Lion final : public OptimizerType {
   }
 
  private:
+  double b1_, b2_;
   HyperParams prototype_;
 };
 
@@ -121,11 +121,11 @@ class Lion final : public OptimizerType {
 // optax's defaults: b1 0.9, b2 0.999, eps 1e-6, eps_root 0, weight_decay 0.
 class Lamb final : public OptimizerType {
  public:
-  explicit Lamb(const config::Node& o) {
-    prototype_.values = {{"b1", beta(o, "b1", 0.9)},
-                         {"b2", beta(o, "b2", 0.999)},
-                         {"eps", o.get_double_in("eps", 1e-6, 0, kInf)},
-                         {"eps_root", o.get_double_in("eps_root", 0.0, 0, kInf)}};
+  explicit Lamb(const config::Node& o)
+      : b1_(beta(o, "b1", 0.9)),
+        b2_(beta(o, "b2", 0.999)),
+        eps_(o.get_double_in("eps", 1e-6, 0, kInf)),
+        eps_root_(o.get_double_in("eps_root", 0.0, 0, kInf)) {
     prototype_.weight_decay = o.get_double_in("weight_decay", 0.0, 0, kInf);
   }
   std::unique_ptr<torch::optim::OptimizerOptions> options() const override {
@@ -135,8 +135,8 @@ class Lamb final : public OptimizerType {
       std::vector<torch::optim::OptimizerParamGroup> groups) const override {
     return std::make_unique<PerParameterOptimizer>(
         "lamb", std::move(groups), options(), std::vector<std::string>{"mu", "nu"},
-        [](torch::Tensor& p, const torch::Tensor& g, NamedParamState& s, const HyperParams& h) {
-          const double b1 = h.at("b1"), b2 = h.at("b2"), eps = h.at("eps"), eps_root = h.at("eps_root");
+        [b1 = b1_, b2 = b2_, eps = eps_, eps_root = eps_root_](torch::Tensor& p, const torch::Tensor& g,
+                                                               NamedParamState& s, const HyperParams& h) {
           torch::Tensor& mu = s.get("mu");
           torch::Tensor& nu = s.get("nu");
           mu.mul_(b1).add_(g, 1 - b1);
@@ -154,6 +154,7 @@ class Lamb final : public OptimizerType {
   }
 
  private:
+  double b1_, b2_, eps_, eps_root_;
   HyperParams prototype_;
 };
 

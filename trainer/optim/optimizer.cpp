@@ -102,34 +102,29 @@ void check_initial_learning_rate(const Schedule& schedule, const config::Node& n
 }
 
 // One entry of `param_groups`: the params it selects and its own learning rate / weight decay.
-struct GroupSpec {
-  std::string name;
-  std::set<std::string> selected;      // "params.<name>"
-  SchedulePtr learning_rate;           // null: the optimizer's
-  std::optional<double> weight_decay;  // none: the optimizer's
-};
-
 }  // namespace
 
-Optimizer::Optimizer(const config::Node& o, torch::nn::Module& model) : model_(model), type_(o.get_string("type")) {
+Optimizer::Options Optimizer::Options::from_config(const config::Node& o, const torch::nn::Module& model) {
+  Options out;
+  out.type = o.get_string("type");
+  const std::string prefix = o.key_path().empty() ? "" : o.key_path() + ".";
   if (auto lr = o.find("learning_rate"); lr && !lr->is_null()) {
-    learning_rate_ = make_schedule(*lr);
+    out.learning_rate = make_schedule(*lr);
   } else {
     throw ConfigError(o.where() + ": the optimizer needs a learning_rate (a number or a schedule)");
   }
-  check_initial_learning_rate(*learning_rate_, o.child("learning_rate"),
-                              (o.key_path().empty() ? "" : o.key_path() + ".") + "learning_rate");
-  clip_global_norm_ = o.get_double_in("clip_global_norm", 0.0, 0, kInf);
-  accumulate_steps_ = o.get_int("accumulate_steps", 1);
-  if (accumulate_steps_ < 1) throw ConfigError(o.where() + ": accumulate_steps must be >= 1");
-  ema_decay_ = o.get_double("ema_decay", 0.0);
-  if (ema_decay_ < 0 || ema_decay_ >= 1) throw ConfigError(o.where() + ": ema_decay must be in [0, 1)");
-
-  const std::set<std::string> excluded = selected_names(model, o, "weight_decay_exclude");
+  check_initial_learning_rate(*out.learning_rate, o.child("learning_rate"), prefix + "learning_rate");
+  out.clip_global_norm = o.get_double_in("clip_global_norm", 0.0, 0, kInf);
+  out.accumulate_steps = o.get_int("accumulate_steps", 1);
+  if (out.accumulate_steps < 1) throw ConfigError(o.where() + ": accumulate_steps must be >= 1");
+  out.ema_decay = o.get_double("ema_decay", 0.0);
+  if (out.ema_decay < 0 || out.ema_decay >= 1) throw ConfigError(o.where() + ": ema_decay must be in [0, 1)");
+  out.weight_decay_exclude = selected_names(model, o, "weight_decay_exclude");
   // Frozen (Kauldron's partial_updates): no gradient, no update, no optimizer state.
-  const std::set<std::string> frozen = selected_names(model, o, "freeze");
+  out.freeze = selected_names(model, o, "freeze");
+  out.freeze_where = (o.has("freeze") ? o.child("freeze").where() : o.where()) + ": " + prefix + "freeze";
+  out.param_groups_where = o.has("param_groups") ? o.child("param_groups").where() : o.where();
   // param_groups: their own learning rate and weight decay for the params they select.
-  std::vector<GroupSpec> specs;
   if (auto pg = o.find("param_groups"); pg && !pg->is_null()) {
     if (!pg->is_sequence()) {
       throw ConfigError(pg->where() +
@@ -139,23 +134,47 @@ Optimizer::Optimizer(const config::Node& o, torch::nn::Module& model) : model_(m
     const auto nodes = pg->elements();
     for (std::size_t i = 0; i < nodes.size(); ++i) {
       const config::Node& g = nodes[i];
-      GroupSpec spec;
-      spec.name = g.get_string("name", "group" + std::to_string(i));
-      spec.selected = selected_names(model, g, "select");
+      ParamGroup group;
+      group.name = g.get_string("name", "group" + std::to_string(i));
+      group.selected = selected_names(model, g, "select");
       if (!g.has("select")) throw ConfigError(g.where() + ": a param group needs `select` (path globs of params)");
       if (auto lr = g.find("learning_rate"); lr && !lr->is_null()) {
-        spec.learning_rate = make_schedule(*lr);
-        check_initial_learning_rate(*spec.learning_rate, *lr, g.key_path() + ".learning_rate");
+        group.learning_rate = make_schedule(*lr);
+        check_initial_learning_rate(*group.learning_rate, *lr, g.key_path() + ".learning_rate");
       }
-      if (g.has("weight_decay")) spec.weight_decay = g.get_double_in("weight_decay", std::nullopt, 0, kInf);
+      if (g.has("weight_decay")) group.weight_decay = g.get_double_in("weight_decay", std::nullopt, 0, kInf);
       g.check_unknown_keys();
-      specs.push_back(std::move(spec));
+      out.param_groups.push_back(std::move(group));
     }
   }
   // Every key of the optimizer's own is read: the type reads (and checks) the rest.
-  kind_ = optimizer_registry().create(o);
-  // Each torch group: its params, its weight decay and its learning rate schedule. The params of
-  // no param group are in the first one or two (weight_decay_exclude: decay 0).
+  out.kind = optimizer_registry().create(o);
+  return out;
+}
+
+Optimizer::Optimizer(const config::Node& o, torch::nn::Module& model)
+    : Optimizer(Options::from_config(o, model), model) {}
+
+Optimizer::Optimizer(Options o, torch::nn::Module& model)
+    : model_(model),
+      type_(o.type),
+      kind_(o.kind),
+      learning_rate_(o.learning_rate),
+      clip_global_norm_(o.clip_global_norm),
+      accumulate_steps_(o.accumulate_steps),
+      ema_decay_(o.ema_decay) {
+  optimizer_ = kind_->create(make_param_groups(o));
+  initialize_state(*optimizer_, type_);
+  if (has_ema()) {
+    torch::NoGradGuard no_grad;
+    ema_params_ = params_tree(model).map([](const torch::Tensor& t) { return t.detach().clone(); });
+    // The tree was built from the same module, so its leaves follow params_' order.
+    for (const auto& [path, leaf] : ema_params_.flatten()) ema_tensors_.push_back(leaf.tensor());
+  }
+}
+
+std::vector<OptimizerParamGroup> Optimizer::make_param_groups(const Options& o) {
+  const auto& specs = o.param_groups;
   struct Bucket {
     std::vector<torch::Tensor> params;
     SchedulePtr learning_rate;
@@ -169,35 +188,33 @@ Optimizer::Optimizer(const config::Node& o, torch::nn::Module& model) : model_(m
     if (own) buckets[2 * g].weight_decay = specs[g - 1].weight_decay;
     buckets[2 * g + 1].weight_decay = 0.0;
   }
-  for (const auto& item : model.named_parameters(/*recurse=*/true)) {
+  for (const auto& item : model_.named_parameters(/*recurse=*/true)) {
     const std::string name = "params." + item.key();
     params_.push_back(item.value());
-    if (frozen.count(name)) {
+    frozen_.push_back(o.freeze.count(name) != 0);
+    if (frozen_.back()) {
       item.value().requires_grad_(false);
-      frozen_.push_back(true);
       continue;
     }
-    frozen_.push_back(false);
     std::size_t group = 0;
     for (std::size_t i = 0; i < specs.size(); ++i) {
       if (!specs[i].selected.count(name)) continue;
       if (group != 0) {
-        throw ConfigError(o.child("param_groups").where() + ": " + name + " is selected by param groups \"" +
+        throw ConfigError(o.param_groups_where + ": " + name + " is selected by param groups \"" +
                           specs[group - 1].name + "\" and \"" + specs[i].name + "\"; a param belongs to one");
       }
       group = i + 1;
     }
-    buckets[2 * group + (excluded.count(name) ? 1 : 0)].params.push_back(item.value());
+    buckets[2 * group + (o.weight_decay_exclude.count(name) ? 1 : 0)].params.push_back(item.value());
   }
   std::size_t trained = 0;
   for (const auto& b : buckets) trained += b.params.size();
   if (!params_.empty() && trained == 0) {
-    throw ConfigError(o.child("freeze").where() + ": " + (o.key_path().empty() ? "" : o.key_path() + ".") +
-                      "freeze selects every parameter: nothing would train");
+    throw ConfigError(o.freeze_where + " selects every parameter: nothing would train");
   }
   for (std::size_t i = 0; i < specs.size(); ++i) {
     if (buckets[2 * (i + 1)].params.empty() && buckets[2 * (i + 1) + 1].params.empty()) {
-      throw ConfigError(o.child("param_groups").where() + ": param group \"" + specs[i].name +
+      throw ConfigError(o.param_groups_where + ": param group \"" + specs[i].name +
                         "\" selects no trained param (every one it selects is frozen)");
     }
   }
@@ -213,14 +230,7 @@ Optimizer::Optimizer(const config::Node& o, torch::nn::Module& model) : model_(m
   for (const auto& spec : specs) {
     if (spec.learning_rate) named_group_learning_rates_.emplace_back(spec.name, spec.learning_rate);
   }
-  optimizer_ = kind_->create(std::move(groups));
-  initialize_state(*optimizer_, type_);
-  if (has_ema()) {
-    torch::NoGradGuard no_grad;
-    ema_params_ = params_tree(model).map([](const torch::Tensor& t) { return t.detach().clone(); });
-    // The tree was built from the same module, so its leaves follow params_' order.
-    for (const auto& [path, leaf] : ema_params_.flatten()) ema_tensors_.push_back(leaf.tensor());
-  }
+  return groups;
 }
 
 Optimizer::~Optimizer() = default;

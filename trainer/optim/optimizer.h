@@ -30,6 +30,8 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
+#include <set>
 #include <string>
 #include <utility>
 #include <vector>
@@ -38,14 +40,43 @@
 #include "trainer/optim/schedules.h"
 #include "trainer/tree/tree.h"
 
+namespace torch::optim {
+class OptimizerParamGroup;
+}  // namespace torch::optim
+
 namespace kd::optim {
 
 class OptimizerType;
 
 class Optimizer {
  public:
+  // The `optimizer:` section as read and checked; the type's own keys (betas, momentum, ...) are
+  // its OptimizerType's, which `kind` holds.
+  struct Options {
+    struct ParamGroup {
+      std::string name;
+      std::set<std::string> selected;      // "params.<name>" its `select` globs match
+      SchedulePtr learning_rate;           // null: the optimizer's
+      std::optional<double> weight_decay;  // none: the optimizer's
+    };
+    std::string type;
+    std::shared_ptr<OptimizerType> kind;  // optimizer_registry()'s, built from the section
+    SchedulePtr learning_rate;
+    double clip_global_norm = 0;  // 0: off
+    int64_t accumulate_steps = 1;
+    double ema_decay = 0;                        // 0: off
+    std::set<std::string> weight_decay_exclude;  // "params.<name>" its globs match
+    std::set<std::string> freeze;                // "params.<name>" its globs match
+    std::vector<ParamGroup> param_groups;
+    std::string freeze_where, param_groups_where;  // "file:line: key", for errors found later
+
+    // The globs are matched against `model`'s parameters. Throws kd::ConfigError naming the key.
+    static Options from_config(const config::Node& node, const torch::nn::Module& model);
+  };
+
   // REQUIRES: `model` outlives this object.
   Optimizer(const config::Node& options, torch::nn::Module& model);
+  Optimizer(Options options, torch::nn::Module& model);
   ~Optimizer();
 
   // One update from the gradients held in the parameters' .grad: sets the learning rate for
@@ -83,6 +114,10 @@ class Optimizer {
 
  private:
   void update_ema();
+  // The torch param groups of `o` over the model's parameters (params_ and frozen_ filled on the
+  // way): each group's params, weight decay and learning rate; the params of no param group in
+  // the first one or two (weight_decay_exclude: decay 0).
+  std::vector<torch::optim::OptimizerParamGroup> make_param_groups(const Options& o);
 
   torch::nn::Module& model_;
   std::string type_;

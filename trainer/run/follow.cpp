@@ -12,7 +12,7 @@
 #include "trainer/common/clock.h"
 #include "trainer/common/error.h"
 #include "trainer/evals/evaluator.h"
-#include "trainer/run/reporter_internal.h"
+#include "trainer/run/recorder_internal.h"
 #include "trainer/run/stop_signals_internal.h"
 #include "trainer/run/trainer.h"
 #include "trainer/run/trainer_options.h"
@@ -25,20 +25,44 @@ using Standalone = evals::Evaluator::Standalone;
 
 }  // namespace
 
-void Trainer::evaluate_and_report(const std::vector<evals::Evaluator*>& evaluators) {
+void Trainer::evaluate_and_record(const std::vector<evals::Evaluator*>& evaluators) {
   // Evaluated first, written after: the writers' lock is held only for the writing.
   std::vector<std::pair<AuxiliariesState, double>> results;
   for (auto* evaluator : evaluators) results.push_back(evaluate(*evaluator));
   workdir_->begin_writes();
   try {
     for (std::size_t i = 0; i < evaluators.size(); ++i) {
-      report_eval(*evaluators[i], state_.step, results[i].first, results[i].second);
+      record_eval(*evaluators[i], state_.step, results[i].first, results[i].second);
     }
   } catch (...) {
     workdir_->end_writes();
     throw;
   }
   workdir_->end_writes();
+}
+
+bool Trainer::restore_newest_after(int64_t after, std::set<int64_t>& skipped) {
+  for (const auto& info : checkpointer_->probe_after(after)) {  // the newest first
+    if (skipped.count(info.step)) continue;
+    if (!info.valid()) {
+      log_->warn("checkpoint {} is damaged ({}); skipping it", info.path, info.problem);
+      skipped.insert(info.step);
+      continue;
+    }
+    try {
+      restore_params(info);
+    } catch (const std::exception& e) {
+      if (!std::filesystem::exists(info.path)) {
+        log_->warn("checkpoint {} was deleted before it could be evaluated (checkpointer.max_to_keep)", info.path);
+      } else {
+        log_->warn("checkpoint {} cannot be evaluated ({}); skipping it", info.path, e.what());
+      }
+      skipped.insert(info.step);
+      continue;
+    }
+    return true;
+  }
+  return false;
 }
 
 std::vector<int64_t> Trainer::follow_checkpoints(const FollowOptions& follow) {
@@ -71,30 +95,9 @@ std::vector<int64_t> Trainer::follow_checkpoints(const FollowOptions& follow) {
     const bool running = Workdir::training_running(workdir());
     seen_training = seen_training || running;
     const int64_t after = evaluated.empty() ? -1 : evaluated.back();
-    bool restored = false;
-    for (const auto& info : checkpointer_->probe_after(after)) {  // the newest first
-      if (skipped.count(info.step)) continue;
-      if (!info.valid()) {
-        log_->warn("checkpoint {} is damaged ({}); skipping it", info.path, info.problem);
-        skipped.insert(info.step);
-        continue;
-      }
-      try {
-        restore_params(info);
-      } catch (const std::exception& e) {
-        if (!std::filesystem::exists(info.path)) {
-          log_->warn("checkpoint {} was deleted before it could be evaluated (checkpointer.max_to_keep)", info.path);
-        } else {
-          log_->warn("checkpoint {} cannot be evaluated ({}); skipping it", info.path, e.what());
-        }
-        skipped.insert(info.step);
-        continue;
-      }
-      restored = true;
-      break;
-    }
+    const bool restored = restore_newest_after(after, skipped);
     if (restored) {
-      if (!every.empty()) evaluate_and_report(every);
+      if (!every.empty()) evaluate_and_record(every);
       evaluated.push_back(state_.step);
       idle_since = Clock::now();
       if (final_step > 0 && state_.step >= final_step) break;  // the run's final checkpoint
@@ -121,7 +124,7 @@ std::vector<int64_t> Trainer::follow_checkpoints(const FollowOptions& follow) {
                       std::to_string(static_cast<int64_t>(follow.timeout_seconds)) +
                       " s with no training process holding the workdir; --timeout sets the wait)");
   }
-  if (!last.empty()) evaluate_and_report(last);  // the model holds the newest checkpoint
+  if (!last.empty()) evaluate_and_record(last);  // the model holds the newest checkpoint
   log_->info("followed the run to step {}: {} checkpoint{} evaluated", evaluated.back(), evaluated.size(),
              evaluated.size() == 1 ? "" : "s");
   return evaluated;

@@ -10,6 +10,7 @@
 #include <torch/torch.h>
 
 #include "trainer/checkpoints/checkpointer.h"
+#include "trainer/checkpoints/random_states.h"
 #include "trainer/common/clock.h"
 #include "trainer/common/error.h"
 #include "trainer/context/error_context.h"
@@ -20,8 +21,9 @@
 #include "trainer/run/data_parallel_internal.h"
 #include "trainer/run/profiler_internal.h"
 #include "trainer/run/progress_internal.h"
-#include "trainer/run/reporter_internal.h"
+#include "trainer/run/recorder_internal.h"
 #include "trainer/run/stop_signals_internal.h"
+#include "trainer/run/tuning_internal.h"
 #include "trainer/run/workdir_internal.h"
 #include "trainer/runtime/memory.h"
 #include "trainer/step/auxiliaries.h"
@@ -34,6 +36,7 @@ Trainer::~Trainer() {
 }
 
 const std::string& Trainer::workdir() const { return options_->workdir; }
+int64_t Trainer::num_threads() const { return tuning_->num_threads(); }
 int Trainer::rank() const { return parallel_->rank(); }
 int Trainer::world_size() const { return parallel_->world_size(); }
 
@@ -41,111 +44,132 @@ void Trainer::train() {
   require_training_data("train()");
   resume_or_start();
   settle_threads();
-  const bool resumed = state_.step > 0;
-  const int64_t num_train_steps = options_->num_train_steps;
-  const int64_t last_step =
-      options_->stop_after_steps > 0 ? std::min(options_->stop_after_steps, num_train_steps) : num_train_steps;
-  if (resumed) {
+  Loop loop = start_loop();
+  // A callback may stop the run before its first step (EarlyStopping resumed after it stopped);
+  // rank 0 decides for a job.
+  const bool stop_at_start = parallel_->rank0_value(stop_reason_.empty() ? 0 : 1, "agreeing to stop at the start") != 0;
+  StopSignals signals;
+  start_clock_and_initial_evals(loop);
+  while (!stop_at_start && state_.step < loop.last_step && !parallel_->stop_requested(signals.received() != 0)) {
+    if (!train_step(loop)) break;
+    after_step(loop);
+  }
+  end_loop(loop, stop_at_start, signals.received());
+}
+
+Trainer::Loop Trainer::start_loop() {
+  Loop loop;
+  loop.resumed = state_.step > 0;
+  loop.first_step = state_.step;
+  loop.last_saved = loop.resumed ? state_.step : -1;  // a resumed step's checkpoint exists
+  const int64_t n = options_->num_train_steps;
+  loop.last_step = options_->stop_after_steps > 0 ? std::min(options_->stop_after_steps, n) : n;
+  if (loop.resumed) {
     open_workdir(nullptr);
     workdir_->truncate_after(state_.step);  // those steps are logged again
   }
   for (auto& cb : callbacks_) cb->on_train_start(*this);
-  // A callback may stop the run before its first step (EarlyStopping resumed after it stopped);
-  // rank 0 decides for a job.
-  const bool stop_at_start = parallel_->rank0_value(stop_reason_.empty() ? 0 : 1, "agreeing to stop at the start") != 0;
+  return loop;
+}
 
-  StopSignals signals;
+void Trainer::start_clock_and_initial_evals(Loop& loop) {
   start_ = Clock::now();
   training_ = true;
-  const double time_limit = options_->stop_after_seconds;
   interval_.start = start_;
   interval_.wait_at_start = pipeline_->wait_seconds();
-  const int64_t first_step = state_.step;
-  int64_t last_saved = resumed ? state_.step : -1;  // a resumed step's checkpoint exists
   // Evals due at step 0 see the initial params; they are written once the workdir opens (after
   // the first step, which records the run's start).
-  std::vector<std::pair<evals::Evaluator*, std::pair<AuxiliariesState, double>>> initial_evals;
-  if (!resumed) {
-    for (auto& evaluator : evaluators_) {
-      if (evaluator->should_run(0, false)) initial_evals.emplace_back(evaluator.get(), evaluate(*evaluator));
-    }
+  if (loop.resumed) return;
+  for (auto& evaluator : evaluators_) {
+    if (evaluator->should_run(0, false)) loop.initial_evals.emplace_back(evaluator.get(), evaluate(*evaluator));
   }
-  const auto report_initial_evals = [&] {
-    for (auto& [evaluator, result] : initial_evals) {
-      const writers::Scalars values = report_eval(*evaluator, 0, result.first, result.second);
-      for (auto& cb : callbacks_) cb->on_eval_end(*this, evaluator->name(), 0, values);
-    }
-    initial_evals.clear();
-  };
-  while (!stop_at_start && state_.step < last_step && !parallel_->stop_requested(signals.received() != 0)) {
-    if (profiler_) profiler_->before_step(state_.step);
-    std::optional<Tree> batch = pipeline_->next();
-    if (!batch) {  // not expected: the run's length was bounded by the data's (see build_data)
-      log_->warn("the training data ended at step {}, before step {}", state_.step, num_train_steps);
-      break;
-    }
-    const bool first = state_.step == first_step && !resumed;
-    const bool summarize = (state_.step + 1) % options_->log_summaries_every == 0 || state_.step + 1 == num_train_steps;
-    const int64_t skipped_before = step_->skipped_steps();
-    Context first_context;
-    const auto step_start = prefetch_probe_.active ? Clock::now() : Clock::time_point();
-    auto [next, aux] = step_->step(state_, data::to_device(*batch, options_->device),
-                                   {.context_out = first ? &first_context : nullptr,
-                                    .with_summaries = summarize && !auxiliaries_->summaries.empty()});
-    state_ = std::move(next);
-    if (prefetch_probe_.active) settle_prefetch(seconds_since(step_start));
-    if (profiler_) profiler_->after_step(state_.step - 1);
-    parallel_->broadcast_buffers();  // BatchNorm statistics: rank 0's everywhere, for evals and checkpoints
-    if (step_->skipped_steps() != skipped_before) {
-      log_->warn("step {}: non-finite loss, update skipped (nan_policy: skip_step)", state_.step - 1);
-    }
-    if (summarize && !aux.summary_states.empty()) {
-      open_workdir(first ? &first_context : nullptr);
-      record_summaries(aux);
-    }
-    interval_.merged = merge(interval_.merged, aux);
-    ++interval_.steps;
-    if (state_.step == first_step + 1) {  // the first step worked
-      open_workdir(first ? &first_context : nullptr);
-      report_initial_evals();
-    }
+}
 
-    // Logged at fixed steps only (and at the very end), so a stopped and resumed run logs
-    // exactly what an uninterrupted one does; the interval's states are in its checkpoint.
-    const bool log_step = state_.step % options_->log_metrics_every == 0 || state_.step == num_train_steps;
-    if (log_step) step_->check_deferred_non_finite();  // an accelerator's loss checks, read here
-    const writers::Scalars logged = log_step ? log_train_metrics() : writers::Scalars();
-    for (auto& cb : callbacks_) cb->on_step_end(*this, state_.step, log_step ? &logged : nullptr);
-    // The checkpoint first: an eval that fails must not cost the steps trained since the last one.
-    if (last_saved != state_.step && (checkpointer_->should_save(state_.step) || state_.step == last_step)) {
-      save_checkpoint();
-      last_saved = state_.step;
-    }
-    if (run_evals(state_.step == num_train_steps, last_saved == state_.step)) last_saved = state_.step;
-    if (last_saved == state_.step) save_again_after_evals();
-    reporter_->progress(state_.step, last_step, state_.step - first_step, seconds_since(start_), logged);
-    if (time_limit > 0 && stop_reason_.empty() && seconds_since(start_) >= time_limit) {
-      request_stop("stop_after_time " + format_duration(time_limit) + " reached");
-      stop_for_time_ = true;
-    }
+void Trainer::record_initial_evals(Loop& loop) {
+  for (auto& [evaluator, result] : loop.initial_evals) {
+    const writers::Scalars values = record_eval(*evaluator, 0, result.first, result.second);
+    for (auto& cb : callbacks_) cb->on_eval_end(*this, evaluator->name(), 0, values);
   }
+  loop.initial_evals.clear();
+}
+
+bool Trainer::train_step(Loop& loop) {
+  if (profiler_) profiler_->before_step(state_.step);
+  std::optional<Tree> batch = pipeline_->next();
+  if (!batch) {  // not expected: the run's length was bounded by the data's (see build_data)
+    log_->warn("the training data ended at step {}, before step {}", state_.step, options_->num_train_steps);
+    return false;
+  }
+  const bool first = state_.step == loop.first_step && !loop.resumed;
+  const bool summarize =
+      (state_.step + 1) % options_->log_summaries_every == 0 || state_.step + 1 == options_->num_train_steps;
+  const int64_t skipped_before = step_->skipped_steps();
+  Context first_context;
+  const auto step_start = tuning_->probing() ? Clock::now() : Clock::time_point();
+  auto [next, aux] = step_->step(state_, data::to_device(*batch, options_->device),
+                                 {.context_out = first ? &first_context : nullptr,
+                                  .with_summaries = summarize && !auxiliaries_->summaries.empty()});
+  state_ = std::move(next);
+  if (tuning_->probing()) tuning_->after_step(seconds_since(step_start), state_.step);
+  if (profiler_) profiler_->after_step(state_.step - 1);
+  parallel_->broadcast_buffers();  // BatchNorm statistics: rank 0's everywhere, for evals and checkpoints
+  if (step_->skipped_steps() != skipped_before) {
+    log_->warn("step {}: non-finite loss, update skipped (nan_policy: skip_step)", state_.step - 1);
+  }
+  if (summarize && !aux.summary_states.empty()) {
+    open_workdir(first ? &first_context : nullptr);
+    record_summaries(aux);
+  }
+  interval_.merged = merge(interval_.merged, aux);
+  ++interval_.steps;
+  if (state_.step == loop.first_step + 1) {  // the first step worked
+    open_workdir(first ? &first_context : nullptr);
+    record_initial_evals(loop);
+  }
+  return true;
+}
+
+void Trainer::after_step(Loop& loop) {
+  // Logged at fixed steps only (and at the very end), so a stopped and resumed run logs
+  // exactly what an uninterrupted one does; the interval's states are in its checkpoint.
+  const int64_t step = state_.step;
+  const bool log_step = step % options_->log_metrics_every == 0 || step == options_->num_train_steps;
+  if (log_step) step_->check_deferred_non_finite();  // an accelerator's loss checks, read here
+  const writers::Scalars logged = log_step ? log_train_metrics() : writers::Scalars();
+  for (auto& cb : callbacks_) cb->on_step_end(*this, step, log_step ? &logged : nullptr);
+  // The checkpoint first: an eval that fails must not cost the steps trained since the last one.
+  if (loop.last_saved != step && (checkpointer_->should_save(step) || step == loop.last_step)) {
+    save_checkpoint();
+    loop.last_saved = step;
+  }
+  if (run_evals(step == options_->num_train_steps, loop.last_saved == step)) loop.last_saved = step;
+  if (loop.last_saved == step) save_again_after_evals();
+  recorder_->progress(step, loop.last_step, step - loop.first_step, seconds_since(start_), logged);
+  const double time_limit = options_->stop_after_seconds;
+  if (time_limit > 0 && stop_reason_.empty() && seconds_since(start_) >= time_limit) {
+    request_stop("stop_after_time " + format_duration(time_limit) + " reached");
+    stop_for_time_ = true;
+  }
+}
+
+void Trainer::end_loop(Loop& loop, bool stop_at_start, int signal) {
   if (profiler_) profiler_->finish(state_.step - 1);
   open_workdir(nullptr);
-  report_initial_evals();
-  reporter_->clear();
+  record_initial_evals(loop);
+  recorder_->clear();
   if (stop_at_start && stop_reason_.empty()) stop_reason_ = "rank 0 stopped the run at its start";
-  const bool stopped_early = state_.step < last_step && !stop_reason_.empty() && signals.received() == 0;
-  if (last_saved != state_.step) save_checkpoint();
-  last_saved = state_.step;
+  const bool stopped_early = state_.step < loop.last_step && !stop_reason_.empty() && signal == 0;
+  if (loop.last_saved != state_.step) save_checkpoint();
+  loop.last_saved = state_.step;
   // A run a callback ended is done: it gets the evals of its end (once, by the process that
   // trained its last step). A time limit leaves them to the resumed run.
   // Rank 0 decides for a job (the evals are collective; a callback may have asked on one rank).
-  const bool final_evals = stopped_early && !stop_for_time_ && state_.step > first_step;
+  const bool final_evals = stopped_early && !stop_for_time_ && state_.step > loop.first_step;
   if (parallel_->rank0_value(final_evals ? 1 : 0, "agreeing on the final evals") != 0) {
     run_evals(/*last=*/true, /*saved=*/true, /*only_end=*/true);
     save_again_after_evals();
   }
-  finish(signals.received());
+  finish(signal);
 }
 
 void Trainer::require_training_data(const char* what) const {
@@ -166,7 +190,7 @@ std::vector<std::string> Trainer::eval_names() const {
 
 void Trainer::record_summaries(AuxiliariesState& aux) {
   // Summaries show the batch of the step they are recorded at (all ranks' slices of it).
-  reporter_->summaries(state_.step, "train", parallel_->merge(aux, auxiliaries_, "merging the summaries"));
+  recorder_->summaries(state_.step, "train", parallel_->merge(aux, auxiliaries_, "merging the summaries"));
   aux.summary_states = Tree();
 }
 
@@ -189,7 +213,7 @@ writers::Scalars Trainer::log_train_metrics() {
   }
   for (const auto& [name, schedule] : schedules_)
     values.emplace_back("schedules/" + name, (*schedule)(state_.step - 1));
-  values = reporter_->train_metrics(state_.step, std::move(values), timing);
+  values = recorder_->train_metrics(state_.step, std::move(values), timing);
   interval_ = Interval{.start = Clock::now(), .wait_at_start = pipeline_->wait_seconds()};
   return values;
 }
@@ -202,7 +226,7 @@ bool Trainer::run_evals(bool last, bool saved, bool only_end) {
     for (auto& cb : callbacks_) cb->on_eval_end(*this, evaluator->name(), state_.step, values);
     callbacks_saw_evals_ = true;
     // A new best is kept as a checkpoint. Rank 0 decides for the job (its timings differ).
-    const bool best = checkpointer_->report(state_.step, evaluator->name(), values);
+    const bool best = checkpointer_->track_best(state_.step, evaluator->name(), values);
     if (parallel_->rank0_value(best ? 1 : 0, "agreeing on the best checkpoint") == 0) continue;
     if (!saved) save_checkpoint();
     saved = true;
@@ -220,7 +244,7 @@ void Trainer::save_again_after_evals() {
 
 writers::Scalars Trainer::run_eval(evals::Evaluator& evaluator) {
   const auto [result, seconds] = evaluate(evaluator);
-  return report_eval(evaluator, state_.step, result, seconds);
+  return record_eval(evaluator, state_.step, result, seconds);
 }
 
 std::pair<AuxiliariesState, double> Trainer::evaluate(evals::Evaluator& evaluator) {
@@ -241,13 +265,13 @@ double Trainer::training_seconds() const {
   return training_seconds_before_ + (training_ ? seconds_since(start_) : 0.0);
 }
 
-writers::Scalars Trainer::report_eval(evals::Evaluator& evaluator, int64_t step, const AuxiliariesState& result,
+writers::Scalars Trainer::record_eval(evals::Evaluator& evaluator, int64_t step, const AuxiliariesState& result,
                                       double seconds) {
-  return reporter_->eval(step, evaluator.name(), result, seconds);
+  return recorder_->eval(step, evaluator.name(), result, seconds);
 }
 
 void Trainer::finish(int signal) {
-  reporter_->flush();
+  recorder_->flush();
   for (auto& cb : callbacks_) cb->on_train_end(*this, state_.step);
   if (!stop_reason_.empty() && signal == 0) {
     log_->info("stopped at step {} of {}: {}; checkpoint saved.{}", state_.step, options_->num_train_steps,
@@ -274,7 +298,41 @@ void Trainer::open_workdir(const Context* first_context, bool write_config) {
   const std::string yaml = experiment_.to_yaml();
   workdir_->open(yaml, experiment_.child("workdir").where(), write_config);
   // Once at the start: the experiment, the parameter table and every Context path.
-  if (first_context && is_chief()) reporter_->record_start(*first_context, yaml, describe_model());
+  if (first_context && is_chief()) recorder_->record_start(*first_context, yaml, describe_model());
+}
+
+void Trainer::settle_threads(bool measure) {
+  // A training pass on the next batch for `auto` to time; what passes change besides gradients
+  // (random states, BatchNorm buffers) is put back afterwards.
+  struct Saved {
+    Tree batch, random;
+    std::vector<torch::Tensor> buffers, values;
+  };
+  std::optional<Saved> saved;
+  const auto pass = [&] {
+    if (!saved) {
+      saved.emplace();
+      saved->batch = data::to_device(pipeline_->batch_at(pipeline_->state()), options_->device);
+      saved->random = checkpoints::random_states(checkpoints::generator_devices());
+      for (const auto& b : model_->buffers()) {
+        saved->buffers.push_back(b);
+        saved->values.push_back(b.detach().clone());
+      }
+      if (!model_->is_training()) model_->train();
+    }
+    const Context ctx = forward_with_loss(*model_, *auxiliaries_, Context::from_state_and_batch(state_, saved->batch),
+                                          /*record_interms=*/false, step_->autocast());
+    if (ctx.loss_total.is_none()) throw ConfigError("no training loss is configured: set train_losses");
+    ctx.loss_total.tensor().backward();
+  };
+  tuning_->settle(measure, pass);
+  if (!saved) return;
+  step_->optimizer().torch_optimizer().zero_grad();
+  {
+    torch::NoGradGuard no_grad;
+    for (std::size_t i = 0; i < saved->buffers.size(); ++i) saved->buffers[i].copy_(saved->values[i]);
+  }
+  checkpoints::set_random_states(saved->random);
 }
 
 Context Trainer::inspect() {

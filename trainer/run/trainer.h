@@ -21,6 +21,7 @@
 #include <cstdint>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <utility>
 #include <vector>
@@ -57,10 +58,12 @@ class Profiler;
 class DataParallel;
 struct TrainerOptions;
 class ProgressConsole;
-class Reporter;
+class Recorder;
+class Tuning;
 class TrainStep;
 class Workdir;
 struct Auxiliaries;
+struct RunState;
 
 class Trainer {
  public:
@@ -120,7 +123,7 @@ class Trainer {
   const TrainerOptions& options() const { return *options_; }
   // The intra-op threads the run uses (num_threads, or the one chosen for `auto`; 0 until training
   // or inspect() starts when `auto` measures them).
-  int64_t num_threads() const { return num_threads_; }
+  int64_t num_threads() const;
   int64_t step() const { return state_.step; }
   const TrainState& state() const { return state_; }
   TrainStep& train_step() { return *step_; }
@@ -147,22 +150,32 @@ class Trainer {
   // Builders of the constructor.
   void build_data(const config::Node& cfg);
   void build_components(const config::Node& cfg);
-  // num_threads, or for `auto` 1 (small models), every core (accelerators), or 0: measured when
-  // training starts (settle_threads).
-  int64_t choose_num_threads() const;
   // The cores of this machine's affinity mask over its ranks.
   int64_t cores_for_rank() const;
-
-  // Intra-op threads (trainer_threads.cpp): fixes num_threads_ (measuring, or reusing the count
-  // the resumed run chose), sets them, and keeps the data worker off a core the threads need.
+  // Fixes and sets the intra-op threads (Tuning::settle), with a training pass on the next batch
+  // for `auto` to time, whose effects besides gradients (random states, buffers) are undone.
   void settle_threads(bool measure = true);
-  int64_t measure_num_threads();
-  // `train_ds.prefetch: auto` on the CPU with a core left over: after each of the first steps
-  // (`step_seconds`: its TrainStep), until their batches (prepared between steps) have been timed
-  // against the steps; then starts the worker thread if it pays, and logs the choice.
-  void settle_prefetch(double step_seconds);
 
-  // The loop's stages (trainer.cpp).
+  // The training loop's own bookkeeping (train()).
+  struct Loop {
+    int64_t first_step = 0;   // the step this process started from
+    int64_t last_step = 0;    // num_train_steps, or stop_after_steps when smaller
+    int64_t last_saved = -1;  // the step of the newest checkpoint (a resumed one's included)
+    bool resumed = false;
+    // Evals due at step 0: run on the initial params, written once the workdir opens.
+    std::vector<std::pair<evals::Evaluator*, std::pair<AuxiliariesState, double>>> initial_evals;
+  };
+  // The loop's stages, in the order a run goes through them (trainer.cpp): the workdir of a
+  // resumed run reopened and the callbacks told; the clock and the step-0 evals; each step
+  // (false when the data ended early) and what follows it (logs, checkpoint, evals, progress,
+  // time limit); the end (final checkpoint and evals, the closing line).
+  Loop start_loop();
+  void start_clock_and_initial_evals(Loop& loop);
+  bool train_step(Loop& loop);
+  void after_step(Loop& loop);
+  void end_loop(Loop& loop, bool stop_at_start, int signal);
+  void record_initial_evals(Loop& loop);
+
   void record_summaries(AuxiliariesState& aux);
   // The interval's values (losses, metrics, schedules, perf_stats) written and logged.
   writers::Scalars log_train_metrics();
@@ -179,13 +192,16 @@ class Trainer {
   // The merged states of one evaluation (of the EMA params with use_ema), and its seconds.
   std::pair<AuxiliariesState, double> evaluate(evals::Evaluator& evaluator);
   // Writes and logs an evaluation's result as of `step`.
-  writers::Scalars report_eval(evals::Evaluator& evaluator, int64_t step, const AuxiliariesState& result,
+  writers::Scalars record_eval(evals::Evaluator& evaluator, int64_t step, const AuxiliariesState& result,
                                double seconds);
   void finish(int signal);
   // Restores the params (and EMA) of checkpoint `info` and its step, for evaluating it.
   void restore_params(const checkpoints::CheckpointInfo& info);
+  // kd eval --follow: restores the newest checkpoint after step `after` that restores, warning
+  // once about each one that does not (`skipped`); false when there is none.
+  bool restore_newest_after(int64_t after, std::set<int64_t>& skipped);
   // Evaluates every one of `evaluators` at the current step, then writes their results.
-  void evaluate_and_report(const std::vector<evals::Evaluator*>& evaluators);
+  void evaluate_and_record(const std::vector<evals::Evaluator*>& evaluators);
   // The run's wall time: this process's training so far plus that of the runs it resumes.
   double training_seconds() const;
   // Opens the workdir; with the first step's context, also records the start of the run.
@@ -195,15 +211,20 @@ class Trainer {
   // Resumes from the newest valid checkpoint of the workdir, if any, or starts (init_transform).
   void resume_or_start();
   // Rank 0 chooses the checkpoint to resume from and restores it; nullopt when there is none.
-  std::optional<checkpoints::CheckpointInfo> resume_chief(Tree& restored_aux);
+  std::optional<checkpoints::CheckpointInfo> resume_chief(RunState& restored);
   // With no checkpoint: refuses a workdir that holds another run's logs, or starts this one over.
   void check_fresh_workdir();
-  // Restores `info` into the model, optimizer, data position and step; the interval's states
-  // (rank 0). Returns the checkpoint's aux tree. Throws CorruptionError when the checkpoint does
-  // not fit the experiment (then the caller may try the one before it).
-  Tree restore_checkpoint(const checkpoints::CheckpointInfo& info);
-  // Restores the interval's states saved in `aux` (rank 0), unless they do not fit.
-  void restore_interval(const checkpoints::CheckpointInfo& info, const Tree& aux, int64_t aux_steps);
+  // Restores `info` into the model, optimizer, data position and step, and the run's own state
+  // (restore_run_state). Returns that state. Throws CorruptionError when the checkpoint does not
+  // fit the experiment (then the caller may try the one before it).
+  RunState restore_checkpoint(const checkpoints::CheckpointInfo& info);
+  // The run's own state for a checkpoint (`rank_rng`: every rank's random states, gathered).
+  RunState run_state(Tree rank_rng) const;
+  // The one place a checkpoint's run state is put back: the interval's states, the callbacks',
+  // the gradient scaler, the training time, the threads `auto` chose.
+  void restore_run_state(const RunState& run, const checkpoints::CheckpointInfo& info);
+  // Restores the interval's states (rank 0), unless they do not fit.
+  void restore_interval(const checkpoints::CheckpointInfo& info, const Tree& interval, int64_t steps);
   // Throws ConfigError listing the differences from `saved_yaml`, the experiment of `what` (e.g.
   // "the checkpoints in") the workdir, unless allow_config_change.
   void check_config_unchanged(const std::string& saved_yaml, const std::string& what) const;
@@ -214,22 +235,12 @@ class Trainer {
 
   config::Node experiment_;
   std::unique_ptr<TrainerOptions> options_;
-  int64_t num_threads_ = 0;           // 0 until settle_threads() when `auto` is measured
-  int64_t resumed_num_threads_ = 0;   // what `auto` chose in the run resumed (its checkpoint), or 0
-  bool prefetch_configured_ = false;  // train_ds.prefetch set in the experiment (not auto)
-  // settle_prefetch's measurement: steps seen, their TrainStep seconds once timed, and the
-  // pipeline's wait when the timing began.
-  struct PrefetchProbe {
-    bool active = false;
-    int64_t steps = 0;
-    double step_seconds = 0;
-    double wait_at_start = 0;
-  } prefetch_probe_;
+  std::unique_ptr<Tuning> tuning_;  // the intra-op threads and where batches are made
   std::unique_ptr<DataParallel> parallel_;
   std::shared_ptr<spdlog::logger> log_;
   std::shared_ptr<ProgressConsole> console_;
   std::unique_ptr<Workdir> workdir_;
-  std::unique_ptr<Reporter> reporter_;
+  std::unique_ptr<Recorder> recorder_;
 
   std::shared_ptr<models::Model> model_;
   std::shared_ptr<const Auxiliaries> auxiliaries_;

@@ -18,9 +18,10 @@
 #include "trainer/run/data_parallel_internal.h"
 #include "trainer/run/profiler_internal.h"
 #include "trainer/run/progress_internal.h"
-#include "trainer/run/reporter_internal.h"
+#include "trainer/run/recorder_internal.h"
 #include "trainer/run/trainer.h"
 #include "trainer/run/trainer_options.h"
+#include "trainer/run/tuning_internal.h"
 #include "trainer/run/workdir_internal.h"
 #include "trainer/runtime/blas.h"
 #include "trainer/runtime/cores.h"
@@ -29,11 +30,6 @@
 
 namespace kd::train {
 namespace {
-
-// Models with fewer parameters than this run faster on one thread: the per-op threading
-// overhead outweighs the work (measured: a tiny MLP 1.6x slower on 2 threads). Larger ones are
-// measured (settle_threads).
-constexpr int64_t kParamsWorthMeasuring = 100'000;
 
 int64_t num_parameters(models::Model& model) {
   int64_t n = 0;
@@ -56,8 +52,8 @@ Trainer::Trainer(const config::Node& cfg, std::shared_ptr<spdlog::logger> log, P
   checkpointer_ =
       std::make_unique<checkpoints::Checkpointer>(options_->workdir + "/checkpoints", options_->checkpointer);
   workdir_ = std::make_unique<Workdir>(options_->workdir, options_->writer, log_, is_chief());
-  reporter_ =
-      std::make_unique<Reporter>(log_, console_, console_ && is_chief() && isatty(STDERR_FILENO) != 0, *workdir_);
+  recorder_ =
+      std::make_unique<Recorder>(log_, console_, console_ && is_chief() && isatty(STDERR_FILENO) != 0, *workdir_);
 
   torch::manual_seed(static_cast<uint64_t>(options_->seed));
   model_ = models::registry().create(cfg.child("model"));
@@ -79,13 +75,19 @@ Trainer::Trainer(const config::Node& cfg, std::shared_ptr<spdlog::logger> log, P
     cfg.has("train_ds");  // known, and left unread
   }
   build_components(cfg);
-  num_threads_ = choose_num_threads();
+  tuning_ = std::make_unique<Tuning>(
+      Tuning::Options{.num_threads = options_->num_threads,
+                      .prefetch_configured = pipeline_ && !data::prefetch_is_auto(cfg.child("train_ds")),
+                      .on_cpu = options_->device.is_cpu(),
+                      .cores = cores_for_rank(),
+                      .num_parameters = num_parameters(*model_)},
+      pipeline_.get(), *log_);
   cfg.check_unknown_keys();
 
   state_ = step_->init();
-  if (num_threads_ > 0) {
+  if (const int64_t threads = tuning_->num_threads(); threads > 0) {
     log_->info("experiment: {} parameters, device {}, precision {}, {} intra-op thread{}{}", num_parameters(*model_),
-               options_->device.str(), precision_name(options_->precision), num_threads_, num_threads_ == 1 ? "" : "s",
+               options_->device.str(), precision_name(options_->precision), threads, threads == 1 ? "" : "s",
                options_->num_threads ? "" : " (auto)");
   } else {
     log_->info(
@@ -110,10 +112,9 @@ void Trainer::build_data(const config::Node& cfg) {
   data::PipelineOptions shard;
   shard.num_shards = ranks;
   shard.shard_index = rank();
-  prefetch_configured_ = !data::prefetch_is_auto(cfg.child("train_ds"));
   // `auto` on the CPU: batches are prepared between steps until the first steps have shown
-  // whether a worker thread pays (settle_prefetch); on an accelerator, a worker from the start.
-  if (!prefetch_configured_ && options_->device.is_cpu()) shard.prefetch = 0;
+  // whether a worker thread pays (Tuning); on an accelerator, a worker from the start.
+  if (data::prefetch_is_auto(cfg.child("train_ds")) && options_->device.is_cpu()) shard.prefetch = 0;
   pipeline_ = std::make_unique<data::Pipeline>(cfg.child("train_ds"), options_->seed, shard);
   const auto& o = pipeline_->options();
   const std::string where = cfg.child("train_ds").where();
@@ -213,14 +214,6 @@ std::pair<std::string, std::string> Trainer::check_eval_value(const std::string&
                       "; it logs: " + join_names(logged));
   }
   return {eval, value};
-}
-
-int64_t Trainer::choose_num_threads() const {
-  if (options_->num_threads) return *options_->num_threads;
-  if (cores_for_rank() == 1 || num_parameters(*model_) < kParamsWorthMeasuring) return 1;
-  // On an accelerator the intra-op threads only prepare data: every core of this rank's share.
-  if (!options_->device.is_cpu()) return cores_for_rank();
-  return 0;  // measured when training starts
 }
 
 int64_t Trainer::cores_for_rank() const {

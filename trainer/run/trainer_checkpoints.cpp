@@ -17,9 +17,11 @@
 #include "trainer/optim/optimizer.h"
 #include "trainer/optim/optimizer_state.h"
 #include "trainer/run/data_parallel_internal.h"
-#include "trainer/run/reporter_internal.h"
+#include "trainer/run/recorder_internal.h"
+#include "trainer/run/run_state_internal.h"
 #include "trainer/run/trainer.h"
 #include "trainer/run/trainer_options.h"
+#include "trainer/run/tuning_internal.h"
 #include "trainer/run/workdir_internal.h"
 #include "trainer/step/auxiliaries.h"
 #include "trainer/step/train_step.h"
@@ -37,9 +39,9 @@ void Trainer::resume_or_start() {
   // Rank 0 chooses the checkpoint: the newest that restores (one damaged or crafted beyond its
   // checksums is skipped for the one before it); in a data-parallel job every rank then
   // restores that one.
-  Tree restored_aux;
+  RunState restored;
   std::optional<CheckpointInfo> latest;
-  if (is_chief()) latest = resume_chief(restored_aux);
+  if (is_chief()) latest = resume_chief(restored);
   const int64_t step = parallel_->rank0_value(latest ? latest->step : -1, "choosing the checkpoint to resume from");
   if (!is_chief() && step >= 0) {
     const auto cannot_read = [&](const std::string& problem) {
@@ -50,7 +52,7 @@ void Trainer::resume_or_start() {
     };
     latest = Checkpointer::choose(checkpointer_->probe(), step, [&](const CheckpointInfo& info) {
       if (!info.valid()) throw cannot_read(info.problem);
-      restored_aux = restore_checkpoint(info);
+      restored = restore_checkpoint(info);
     });
     if (!latest) throw cannot_read("");
   }
@@ -65,12 +67,13 @@ void Trainer::resume_or_start() {
     return;
   }
   // The checkpoint holds every rank's random states (CPU and GPU).
-  parallel_->restore_random_states(restored_aux.find("rank_rng"), options_->seed, state_.step);
+  parallel_->restore_random_states(restored.rank_rng.is_none() ? nullptr : &restored.rank_rng, options_->seed,
+                                   state_.step);
   parallel_->broadcast_parameters();
   log_->info("resuming from step {} ({})", state_.step, latest->path);
 }
 
-std::optional<CheckpointInfo> Trainer::resume_chief(Tree& restored_aux) {
+std::optional<CheckpointInfo> Trainer::resume_chief(RunState& restored) {
   workdir_->lock();
   checkpointer_->clean_up_interrupted_saves();
   const auto found = checkpointer_->probe();
@@ -78,7 +81,7 @@ std::optional<CheckpointInfo> Trainer::resume_chief(Tree& restored_aux) {
       found, std::nullopt,
       [&](const CheckpointInfo& info) {
         check_config_unchanged(io::posix_file_system()->read_file(info.path + "/config.yaml"), "the checkpoints in");
-        restored_aux = restore_checkpoint(info);
+        restored = restore_checkpoint(info);
       },
       [&](const CheckpointInfo& info, const std::string& why) {
         log_->warn("checkpoint {} is damaged ({}); skipping it", info.path, why);
@@ -138,13 +141,13 @@ void Trainer::check_fresh_workdir() {
   }
 }
 
-Tree Trainer::restore_checkpoint(const CheckpointInfo& info) {
+RunState Trainer::restore_checkpoint(const CheckpointInfo& info) {
   checkpoints::Snapshot snapshot;
   snapshot.model = model_.get();
   snapshot.optimizer = &step_->optimizer().torch_optimizer();
   snapshot.ema = step_->optimizer().ema_params();
   checkpointer_->restore(info.path, snapshot);
-  if (snapshot.aux_steps < 0) throw CorruptionError(info.path + ": a negative count of steps in the interval");
+  RunState run = RunState::from_snapshot(snapshot, info.path);
   try {
     pipeline_->restore(snapshot.data);
   } catch (Error& e) {
@@ -158,34 +161,47 @@ Tree Trainer::restore_checkpoint(const CheckpointInfo& info) {
   }
   state_ = step_->init();
   state_.step = snapshot.step;
-  restore_interval(info, snapshot.aux, snapshot.aux_steps);
-  if (const Tree* states = snapshot.aux.find("callbacks"); states && states->is_dict()) {
-    for (std::size_t i = 0; i < callbacks_.size(); ++i) {
-      if (const Tree* s = states->find(callback_names_[i])) {
-        detail::with_context(("restoring callback " + callback_names_[i] + " from " + info.path).c_str(), "callback",
-                             "callbacks", callback_names_[i], [&] { callbacks_[i]->restore(*s); });
-      }
+  restore_run_state(run, info);
+  return run;
+}
+
+RunState Trainer::run_state(Tree rank_rng) const {
+  RunState run{.interval = interval_.merged.to_tree(),
+               .interval_steps = interval_.steps,
+               .rank_rng = std::move(rank_rng),
+               .num_threads = options_->num_threads ? 0 : tuning_->num_threads(),  // what `auto` chose
+               .training_seconds = training_seconds()};
+  if (const GradScaler* scaler = step_->grad_scaler()) run.grad_scaler = scaler->state();
+  run.callbacks = Tree::dict();
+  for (std::size_t i = 0; i < callbacks_.size(); ++i) {
+    Tree s = callbacks_[i]->state();
+    if (!s.is_none()) run.callbacks.insert(callback_names_[i], std::move(s));
+  }
+  return run;
+}
+
+void Trainer::restore_run_state(const RunState& run, const CheckpointInfo& info) {
+  restore_interval(info, run.interval, run.interval_steps);
+  for (std::size_t i = 0; i < callbacks_.size(); ++i) {
+    if (const Tree* s = run.callbacks.is_dict() ? run.callbacks.find(callback_names_[i]) : nullptr) {
+      detail::with_context(("restoring callback " + callback_names_[i] + " from " + info.path).c_str(), "callback",
+                           "callbacks", callback_names_[i], [&] { callbacks_[i]->restore(*s); });
     }
   }
   if (GradScaler* scaler = step_->grad_scaler()) {
     *scaler = GradScaler(scaler->options());  // a checkpoint of another precision has none: it starts afresh
-    if (const Tree* s = snapshot.aux.find("grad_scaler")) scaler->restore(*s, info.path);
+    if (!run.grad_scaler.is_none()) scaler->restore(run.grad_scaler, info.path);
   }
-  const Tree* seconds = snapshot.aux.find("training_seconds");
-  training_seconds_before_ = seconds && (seconds->kind() == Tree::Kind::kFloat || seconds->kind() == Tree::Kind::kInt)
-                                 ? seconds->to_double()
-                                 : 0.0;
-  if (!std::isfinite(training_seconds_before_) || training_seconds_before_ < 0) training_seconds_before_ = 0;
-  const Tree* threads = snapshot.aux.find("num_threads");
-  resumed_num_threads_ = threads && threads->kind() == Tree::Kind::kInt ? std::max<int64_t>(0, threads->to_int()) : 0;
-  return snapshot.aux;
+  training_seconds_before_ = run.training_seconds;
+  tuning_->resume_with(run.num_threads);
+  // run.rank_rng: every rank's own, once all have restored (resume_or_start).
 }
 
-void Trainer::restore_interval(const CheckpointInfo& info, const Tree& aux, int64_t aux_steps) {
+void Trainer::restore_interval(const CheckpointInfo& info, const Tree& interval, int64_t steps) {
   interval_.merged = AuxiliariesState{.auxiliaries = auxiliaries_};
-  interval_.steps = aux_steps;
+  interval_.steps = steps;
   if (!is_chief()) return;  // the states saved are those of every rank, merged; rank 0 carries them on
-  interval_.merged = AuxiliariesState::from_tree(aux, auxiliaries_);
+  interval_.merged = AuxiliariesState::from_tree(interval, auxiliaries_);
   // States that do not fit the experiment's losses and metrics would fail at the next log.
   try {
     compute_scalars(merge(interval_.merged, interval_.merged));
@@ -255,19 +271,8 @@ void Trainer::save_checkpoint() {
   snapshot.optimizer = &step_->optimizer().torch_optimizer();
   snapshot.ema = step_->optimizer().ema_params();
   snapshot.data = pipeline_->state();
-  snapshot.aux = interval_.merged.to_tree();
-  if (!rank_rng.is_none()) snapshot.aux.insert("rank_rng", rank_rng);
-  if (!options_->num_threads) snapshot.aux.insert("num_threads", num_threads_);  // what `auto` chose
-  snapshot.aux.insert("training_seconds", training_seconds());
-  if (const GradScaler* scaler = step_->grad_scaler()) snapshot.aux.insert("grad_scaler", scaler->state());
-  Tree callback_states = Tree::dict();
-  for (std::size_t i = 0; i < callbacks_.size(); ++i) {
-    Tree s = callbacks_[i]->state();
-    if (!s.is_none()) callback_states.insert(callback_names_[i], std::move(s));
-  }
-  if (!callback_states.empty()) snapshot.aux.insert("callbacks", std::move(callback_states));
-  snapshot.aux_steps = interval_.steps;
   snapshot.config_yaml = experiment_.to_yaml();
+  run_state(rank_rng).save_to(snapshot);
   const std::string path = checkpointer_->save(snapshot);
   add_time();
   for (auto& cb : callbacks_) cb->on_checkpoint(*this, state_.step, path);
@@ -317,7 +322,7 @@ int64_t Trainer::evaluate_checkpoint(std::optional<int64_t> step) {
   }
   open_workdir(nullptr, /*write_config=*/false);
   for (auto& evaluator : evaluators_) run_eval(*evaluator);
-  reporter_->flush();
+  recorder_->flush();
   return state_.step;
 }
 

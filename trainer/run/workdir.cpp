@@ -190,6 +190,11 @@ void Workdir::open(const std::string& experiment_yaml, const std::string& where,
   file->set_level(spdlog::level::info);
   log_->sinks().push_back(file);
   writers_ = make_writers();
+  // kd eval (no config to write) holds the workdir alone (lock()): a step it evaluates again
+  // gets its records replaced, not repeated.
+  if (!write_config) {
+    for (auto& w : writers_) w->replace_existing(true);
+  }
   if (start_over_) truncate_after(-1);  // the records of the run that starts over
   log_->info("workdir: {}", path_);
 }

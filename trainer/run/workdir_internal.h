@@ -39,7 +39,8 @@ class Workdir {
   static bool training_running(const std::string& path);
   // Creates the directory (kd::IOError naming `where` on failure), locks it, writes config.yaml
   // (unless !write_config, e.g. kd eval), log.txt and makes the writers. Only the first call
-  // does anything, and only on rank 0.
+  // does anything, and only on rank 0. Without write_config (kd eval), the writers replace the
+  // records of a step evaluated before instead of repeating them (replace_existing).
   void open(const std::string& experiment_yaml, const std::string& where, bool write_config = true);
   // For `kd eval --follow`, beside a training process: takes WORKDIR/.eval.lock (one follower
   // per workdir; kd::ConfigError when another holds it) instead of the training lock, and logs

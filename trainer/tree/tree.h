@@ -25,6 +25,7 @@
 
 #include <torch/types.h>
 
+#include "trainer/common/tensor_text.h"  // describe_tensor, for every tree user
 #include "trainer/common/torch_fwd.h"
 #include "trainer/tree/path.h"
 
@@ -124,9 +125,6 @@ class Tree {
 
   std::shared_ptr<Node> node_;  // null means none
 };
-
-// "float32[2, 3]" for a tensor (with the device when not the CPU).
-std::string describe_tensor(const torch::Tensor& tensor);
 
 // The named parameters / buffers of a module as a nested tree ("encoder.0.weight" ->
 // {encoder: {0: {weight: ...}}}), sharing the module's tensors.

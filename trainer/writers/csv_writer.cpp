@@ -2,6 +2,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <sstream>
 
 #include <fmt/format.h>
@@ -65,6 +66,22 @@ void CsvWriter::write_scalars(int64_t step, const std::string& collection, const
     const auto at = std::find(t.columns.begin(), t.columns.end(), name) - t.columns.begin();
     row[static_cast<std::size_t>(at) + 1] =
         std::isfinite(v) ? fmt::format("{}", v) : (std::isnan(v) ? "nan" : (v > 0 ? "inf" : "-inf"));
+  }
+  if (replace_) {
+    // The row of the same step replaced, the new one after the last of a step <= `step`.
+    const auto step_of = [](const std::vector<std::string>& r) {
+      char* end = nullptr;
+      const long long s = r.empty() ? 0 : std::strtoll(r[0].c_str(), &end, 10);
+      return !r.empty() && end && *end == '\0' ? std::optional<int64_t>(s) : std::nullopt;
+    };
+    std::erase_if(t.rows, [&](const auto& r) { return step_of(r) == step; });
+    auto at = t.rows.begin();
+    for (auto it = t.rows.begin(); it != t.rows.end(); ++it) {
+      if (const auto s = step_of(*it); s && *s <= step) at = it + 1;
+    }
+    t.rows.insert(at, row);
+    rewrite(collection, t);
+    return;
   }
   t.rows.push_back(row);
   if (new_column) {

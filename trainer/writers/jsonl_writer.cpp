@@ -1,5 +1,8 @@
 #include <cmath>
 #include <filesystem>
+#include <fstream>
+#include <string>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -25,9 +28,36 @@ void JsonlWriter::write_scalars(int64_t step, const std::string& collection, con
       record[name] = nullptr;
     }
   }
-  out_ << record.dump() << '\n';
-  out_.flush();
-  if (!out_) throw IOError("writing \"" + path_ + "\" failed (disk full?)");
+  if (!replace_) {
+    out_ << record.dump() << '\n';
+    out_.flush();
+    if (!out_) throw IOError("writing \"" + path_ + "\" failed (disk full?)");
+    return;
+  }
+  out_.close();
+  std::ifstream in(path_);
+  std::vector<std::string> lines;
+  std::size_t insert_at = 0;  // after the last record of a step <= `step`
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.empty()) continue;
+    try {
+      const auto j = nlohmann::json::parse(line);
+      const int64_t s = j.at("step").get<int64_t>();
+      if (s == step && j.value("collection", "") == collection) continue;  // replaced
+      lines.push_back(line);
+      if (s <= step) insert_at = lines.size();
+    } catch (const nlohmann::json::exception&) {
+      lines.push_back(line);  // not kd's: kept where it was
+    }
+  }
+  in.close();
+  lines.insert(lines.begin() + static_cast<std::ptrdiff_t>(insert_at), record.dump());
+  std::string text;
+  for (const auto& l : lines) text += l + "\n";
+  io::write_file_atomically(*io::posix_file_system(), path_, text);
+  out_.open(path_, std::ios::app);
+  if (!out_) throw IOError("cannot open \"" + path_ + "\" for writing");
 }
 
 void JsonlWriter::flush() { out_.flush(); }

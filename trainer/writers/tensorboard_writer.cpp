@@ -1,12 +1,15 @@
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <filesystem>
+#include <set>
+#include <vector>
 
 #include <torch/torch.h>
 
 #include "trainer/common/error.h"
+#include "trainer/io/png.h"
 #include "trainer/writers/event_file.h"
-#include "trainer/writers/png.h"
 #include "trainer/writers/tensorboard.pb.h"
 #include "trainer/writers/writer.h"
 
@@ -72,8 +75,7 @@ void TensorBoardWriter::write_scalars(int64_t step, const std::string& collectio
     value->set_tag(name);
     value->set_simple_value(static_cast<float>(v));
   }
-  file(collection).write_record(e.SerializeAsString());
-  file(collection).flush();
+  write_event(collection, e);
 }
 
 void TensorBoardWriter::write_summaries(int64_t step, const std::string& collection,
@@ -90,7 +92,7 @@ void TensorBoardWriter::write_summaries(int64_t step, const std::string& collect
         img->set_height(static_cast<int32_t>(image.size(0)));
         img->set_width(static_cast<int32_t>(image.size(1)));
         img->set_colorspace(static_cast<int32_t>(image.size(2)));
-        img->set_encoded_image_string(encode_png(image));
+        img->set_encoded_image_string(io::encode_png(image));
         break;
       }
       case SummaryRecord::Kind::kHistogram:
@@ -104,8 +106,7 @@ void TensorBoardWriter::write_summaries(int64_t step, const std::string& collect
       }
     }
   }
-  file(collection).write_record(e.SerializeAsString());
-  file(collection).flush();
+  write_event(collection, e);
 }
 
 void TensorBoardWriter::write_text(int64_t step, const std::string& collection, const std::string& tag,
@@ -114,8 +115,61 @@ void TensorBoardWriter::write_text(int64_t step, const std::string& collection, 
   auto* value = e.mutable_summary()->add_value();
   value->set_tag(tag);
   set_text(value, {text});
-  file(collection).write_record(e.SerializeAsString());
-  file(collection).flush();
+  write_event(collection, e);
+}
+
+void TensorBoardWriter::write_event(const std::string& collection, const tensorboard::Event& event) {
+  if (!replace_) {
+    file(collection).write_record(event.SerializeAsString());
+    file(collection).flush();
+    return;
+  }
+  files_.erase(collection);  // closed: its file is rewritten below
+  const std::filesystem::path dir = std::filesystem::path(workdir_) / collection;
+  std::vector<std::filesystem::path> old_files;
+  std::error_code ec;
+  for (const auto& f : std::filesystem::directory_iterator(dir, ec)) {
+    if (f.path().filename().string().rfind("events.out.tfevents.", 0) == 0) old_files.push_back(f.path());
+  }
+  std::sort(old_files.begin(), old_files.end());  // named by their creation's second: in time order
+  std::set<std::string> tags;
+  for (const auto& v : event.summary().value()) tags.insert(v.tag());
+  std::vector<tensorboard::Event> events;
+  std::size_t insert_at = 0;  // after the last event of a step <= the new one's
+  for (const auto& f : old_files) {
+    for (const std::string& record : read_records(f.string())) {
+      tensorboard::Event e;
+      if (!e.ParseFromString(record))
+        throw CorruptionError("\"" + f.string() + "\" holds a record that is not an Event");
+      if (e.has_file_version()) continue;  // the new file has its own
+      if (e.step() == event.step() && e.has_summary()) {
+        auto* values = e.mutable_summary()->mutable_value();
+        for (int i = values->size() - 1; i >= 0; --i) {
+          if (tags.count(values->Get(i).tag())) values->DeleteSubrange(i, 1);
+        }
+        if (values->empty()) continue;  // every value replaced
+      }
+      events.push_back(std::move(e));
+      if (events.back().step() <= event.step()) insert_at = events.size();
+    }
+  }
+  events.insert(events.begin() + static_cast<std::ptrdiff_t>(insert_at), event);
+  // The new file under a name of its own, complete before the old ones go.
+  const std::filesystem::path tmp = dir / "tmp.kd-rewrite";
+  std::filesystem::remove_all(tmp, ec);
+  std::string written;
+  {
+    EventFileWriter out(tmp.string());
+    for (const auto& e : events) out.write_record(e.SerializeAsString());
+    out.flush();
+    written = out.path();
+  }
+  const std::filesystem::path target = dir / std::filesystem::path(written).filename();
+  std::filesystem::rename(written, target);
+  std::filesystem::remove_all(tmp);
+  for (const auto& f : old_files) {
+    if (f != target) std::filesystem::remove(f);
+  }
 }
 
 void TensorBoardWriter::truncate_after(int64_t step) {

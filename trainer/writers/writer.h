@@ -18,6 +18,9 @@
 namespace kd::config {
 class Node;
 }
+namespace kd::tensorboard {
+class Event;
+}
 
 namespace kd::writers {
 
@@ -43,6 +46,14 @@ class MetricWriter {
   // A resumed run drops what was logged after its checkpoint's step (it is logged again).
   virtual void truncate_after(int64_t step) {}
   virtual void flush() {}
+
+  // From now on a record of a collection at a step that already has one replaces it, in step
+  // order, instead of being appended (kd eval of a step evaluated before, which holds the
+  // workdir alone). Rewrites the writer's file for each record: for a few records, not a run.
+  void replace_existing(bool on) { replace_ = on; }
+
+ protected:
+  bool replace_ = false;
 };
 
 // One JSON object per line: {"step": N, "collection": "train", "losses/xent": 0.41, ...}.
@@ -51,6 +62,8 @@ class JsonlWriter : public MetricWriter {
  public:
   explicit JsonlWriter(const std::string& path);
   void write_scalars(int64_t step, const std::string& collection, const Scalars& values) override;
+  // (With replace_existing: the file rewritten without that step's record of the collection, the
+  // new one after the last record of a step <= it.)
   void truncate_after(int64_t step) override;
   void flush() override;
 
@@ -109,6 +122,11 @@ class TensorBoardWriter : public MetricWriter {
 
  private:
   EventFileWriter& file(const std::string& collection);
+  // Appends `event` to the collection's file or, with replace_existing, rewrites the
+  // collection's event files as one: the values of the same tags at the event's step left out,
+  // the event after the last one of a step <= its own (TensorBoard drops later steps when it
+  // meets an earlier one).
+  void write_event(const std::string& collection, const tensorboard::Event& event);
   std::string workdir_;
   std::map<std::string, std::unique_ptr<EventFileWriter>> files_;
 };

@@ -2,5 +2,4 @@
 #pragma once
 
 #include "trainer/writers/event_file.h"
-#include "trainer/writers/png.h"
 #include "trainer/writers/writer.h"

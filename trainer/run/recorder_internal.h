@@ -1,9 +1,9 @@
-// kd::train::Reporter: what a run shows and records of itself: the start (the experiment, the
+// kd::train::Recorder: what a run shows and records of itself: the start (the experiment, the
 // parameter table, every Context path), the training metrics lines with their perf_stats, the
 // evals, the summaries, and the progress bar. It writes to the workdir's writers and logs.
 //
-//   values = reporter.train_metrics(step, scalars, interval);   // a log step
-//   reporter.progress(step, last_step, steps_this_run, seconds, values);  // every step
+//   values = recorder.train_metrics(step, scalars, interval);   // a log step
+//   recorder.progress(step, last_step, steps_this_run, seconds, values);  // every step
 #pragma once
 
 #include <cstdint>
@@ -42,10 +42,10 @@ struct IntervalTiming {
 // ("  collections.…"), and the total.
 std::string model_table(const torch::nn::Module& model);
 
-class Reporter {
+class Recorder {
  public:
   // `progress`: draw the progress bar (rank 0 on a terminal).
-  Reporter(std::shared_ptr<spdlog::logger> log, std::shared_ptr<ProgressConsole> console, bool progress,
+  Recorder(std::shared_ptr<spdlog::logger> log, std::shared_ptr<ProgressConsole> console, bool progress,
            Workdir& workdir);
 
   // Once at the start of a run: the experiment, the model's table and every path of the first

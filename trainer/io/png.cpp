@@ -1,18 +1,19 @@
-#include "trainer/writers/png.h"
+#include "trainer/io/png.h"
 
 #include <png.h>
 
 #include <csetjmp>
 #include <cstring>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include <torch/torch.h>
 
 #include "trainer/common/error.h"
-#include "trainer/tree/tree.h"
+#include "trainer/common/tensor_text.h"
 
-namespace kd::writers {
+namespace kd::io {
 namespace {
 
 void write_to_string(png_structp png, png_bytep data, png_size_t n) {
@@ -115,4 +116,4 @@ torch::Tensor decode_png(const std::string& bytes, const std::string& where) {
   return *out;
 }
 
-}  // namespace kd::writers
+}  // namespace kd::io

@@ -1,4 +1,4 @@
-#include "trainer/run/reporter_internal.h"
+#include "trainer/run/recorder_internal.h"
 
 #include <algorithm>
 
@@ -15,7 +15,7 @@
 
 namespace kd::train {
 
-Reporter::Reporter(std::shared_ptr<spdlog::logger> log, std::shared_ptr<ProgressConsole> console, bool progress,
+Recorder::Recorder(std::shared_ptr<spdlog::logger> log, std::shared_ptr<ProgressConsole> console, bool progress,
                    Workdir& workdir)
     : log_(std::move(log)), console_(std::move(console)), progress_(progress), workdir_(workdir) {}
 
@@ -33,7 +33,7 @@ std::string model_table(const torch::nn::Module& model) {
   return out + fmt::format("  total: {} parameters\n", total);
 }
 
-void Reporter::record_start(const Context& first_context, const std::string& experiment_yaml,
+void Recorder::record_start(const Context& first_context, const std::string& experiment_yaml,
                             const std::string& model_table) {
   std::string context;
   for (const auto& [path, leaf] : first_context.flatten()) context += path + "  " + leaf.describe() + "\n";
@@ -45,7 +45,7 @@ void Reporter::record_start(const Context& first_context, const std::string& exp
   }
 }
 
-writers::Scalars Reporter::train_metrics(int64_t step, writers::Scalars values, const IntervalTiming& interval) {
+writers::Scalars Recorder::train_metrics(int64_t step, writers::Scalars values, const IntervalTiming& interval) {
   const double seconds =
       std::max(interval.seconds - interval.checkpoint_seconds - interval.eval_seconds, 1e-9);  // the steps'
   const double steps_per_sec = static_cast<double>(interval.steps) / seconds;
@@ -77,7 +77,7 @@ writers::Scalars Reporter::train_metrics(int64_t step, writers::Scalars values, 
   return values;
 }
 
-writers::Scalars Reporter::eval(int64_t step, const std::string& name, const AuxiliariesState& result, double seconds) {
+writers::Scalars Recorder::eval(int64_t step, const std::string& name, const AuxiliariesState& result, double seconds) {
   summaries(step, name, result);
   writers::Scalars values = compute_scalars(result);
   values.emplace_back("perf_stats/eval_time_sec", seconds);
@@ -88,7 +88,7 @@ writers::Scalars Reporter::eval(int64_t step, const std::string& name, const Aux
   return values;
 }
 
-void Reporter::summaries(int64_t step, const std::string& collection, const AuxiliariesState& state) {
+void Recorder::summaries(int64_t step, const std::string& collection, const AuxiliariesState& state) {
   std::vector<writers::SummaryRecord> records;
   for (auto& s : compute_summaries(state)) {
     using Kind = writers::SummaryRecord::Kind;
@@ -101,7 +101,7 @@ void Reporter::summaries(int64_t step, const std::string& collection, const Auxi
   for (auto& w : workdir_.writers()) w->write_summaries(step, collection, records);
 }
 
-void Reporter::progress(int64_t step, int64_t last_step, int64_t steps_this_run, double seconds,
+void Recorder::progress(int64_t step, int64_t last_step, int64_t steps_this_run, double seconds,
                         const writers::Scalars& logged) {
   if (!progress_ || !console_) return;
   for (const auto& [name, value] : logged) {
@@ -110,11 +110,11 @@ void Reporter::progress(int64_t step, int64_t last_step, int64_t steps_this_run,
   console_->update(step, last_step, steps_this_run, seconds, last_loss_);
 }
 
-void Reporter::clear() {
+void Recorder::clear() {
   if (console_) console_->clear();
 }
 
-void Reporter::flush() {
+void Recorder::flush() {
   for (auto& w : workdir_.writers()) w->flush();
 }
 

@@ -1,11 +1,12 @@
-// PNG encoding for image summaries (libpng), and decoding (ImageFolder's PNG files, tests).
+// PNG encoding (libpng) for TensorBoard's image summaries and kd report, and decoding for
+// ImageFolder's PNG files and the tests.
 #pragma once
 
 #include <string>
 
 #include <torch/types.h>
 
-namespace kd::writers {
+namespace kd::io {
 
 // `image`: uint8 [H, W, C] with C 1 (gray), 3 (RGB) or 4 (RGBA). Throws kd::TypeError.
 std::string encode_png(const torch::Tensor& image);
@@ -14,4 +15,4 @@ std::string encode_png(const torch::Tensor& image);
 // `where` for a damaged file or more than 2^28 pixels.
 torch::Tensor decode_png(const std::string& bytes, const std::string& where = "PNG image");
 
-}  // namespace kd::writers
+}  // namespace kd::io

@@ -1,4 +1,4 @@
-#include "trainer/run/reporter_internal.h"
+#include "trainer/run/recorder_internal.h"
 
 #include <catch2/catch.hpp>
 
@@ -20,7 +20,7 @@ std::map<std::string, double> as_map(const kd::writers::Scalars& values) {
 TEST_CASE("perf_stats: the speeds count the steps' time only; checkpoints and evals are timed apart") {
   auto logger = kd::train::make_run_logger();
   kd::train::Workdir workdir("unused-workdir", kd::writers::WriterOptions{}, logger.log, /*is_chief=*/true);
-  kd::train::Reporter reporter(logger.log, logger.console, /*progress=*/false, workdir);
+  kd::train::Recorder recorder(logger.log, logger.console, /*progress=*/false, workdir);
   // 50 steps in 12 s, of which 1.5 s saving a checkpoint and 0.5 s in an eval: 10 s of steps.
   const kd::train::IntervalTiming interval{.steps = 50,
                                            .seconds = 12,
@@ -30,7 +30,7 @@ TEST_CASE("perf_stats: the speeds count the steps' time only; checkpoints and ev
                                            .batch_size = 64,
                                            .world_size = 4,
                                            .training_seconds = 9000};
-  const auto values = as_map(reporter.train_metrics(100, {{"losses/total", 0.25}}, interval));
+  const auto values = as_map(recorder.train_metrics(100, {{"losses/total", 0.25}}, interval));
   CHECK(values.at("losses/total") == 0.25);
   CHECK(values.at("perf_stats/steps_per_sec") == Approx(5.0));
   CHECK(values.at("perf_stats/step_time_ms") == Approx(200.0));

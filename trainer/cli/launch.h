@@ -17,7 +17,7 @@
 #include <string>
 #include <vector>
 
-namespace kd::distributed {
+namespace kd::cli {
 
 struct LaunchOptions {
   int nproc = 1;
@@ -31,8 +31,4 @@ struct LaunchOptions {
 // Runs the ranks to completion; returns the exit code described above.
 int launch(const LaunchOptions& options);
 
-// A loopback TCP port the kernel says is free now (the usual way launchers pick one; the
-// rendezvous binds it moments later).
-int free_port();
-
-}  // namespace kd::distributed
+}  // namespace kd::cli
