@@ -19,13 +19,13 @@ struct Snapshot;
 namespace kd::train {
 
 struct RunState {
-  Tree interval;                 // the interval's merged states: {loss_states, metric_states, summary_states}
-  int64_t interval_steps = 0;    // the steps merged into them
-  Tree rank_rng;                 // every rank's random states in a data-parallel job; none alone
-  int64_t num_threads = 0;       // what `num_threads: auto` chose; 0 when the experiment set them
-  double training_seconds = 0;   // the run's wall time up to the checkpoint, the runs it resumed included
-  Tree grad_scaler;              // fp16's loss scaler (GradScaler::state); none otherwise
-  Tree callbacks;                // each stateful callback's state, by its key under `callbacks`
+  Tree interval;                // the interval's merged states: {loss_states, metric_states, summary_states}
+  int64_t interval_steps = 0;   // the steps merged into them
+  Tree rank_rng;                // every rank's random states in a data-parallel job; none alone
+  int64_t num_threads = 0;      // what `num_threads: auto` chose; 0 when the experiment set them
+  double training_seconds = 0;  // the run's wall time up to the checkpoint, the runs it resumed included
+  Tree grad_scaler;             // fp16's loss scaler (GradScaler::state); none otherwise
+  Tree callbacks;               // each stateful callback's state, by its key under `callbacks`
 
   // The tree Snapshot::aux holds: the interval's three entries, then the others that are set.
   Tree to_tree() const;

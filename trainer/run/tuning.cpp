@@ -52,7 +52,7 @@ Tuning::Tuning(const Options& options, data::Pipeline* pipeline, spdlog::logger&
     num_threads_ = 1;
   } else if (!options_.on_cpu) {
     num_threads_ = options_.cores;  // on an accelerator the threads only prepare data
-  }  // else measured by settle()
+  }                                 // else measured by settle()
 }
 
 void Tuning::settle(bool measure, const std::function<void()>& pass) {
