@@ -284,7 +284,76 @@ TEST_CASE("restoring into a different model names the mismatch") {
   Snapshot s;
   s.model = other.get();
   CHECK_THROWS_WITH(ckpt.restore(path, s), Catch::Contains("params") && Catch::Contains("do not match the model"));
+  // An intact checkpoint of another model: a mismatch (nothing older is tried), not damage.
+  CHECK_THROWS_AS(ckpt.restore(path, s), kd::MismatchError);
   fs::remove_all(dir);
+}
+
+TEST_CASE("a checkpoint pruned while a reader reads it is not damaged: the reader lists again and takes the newest") {
+  using kd::checkpoints::CheckpointInfo;
+  const fs::path dir = fresh_dir();
+  torch::manual_seed(0);
+  Trained t(1);
+  Checkpointer run(dir.string(), CheckpointerOptions{.max_to_keep = 1});
+  run.save(snapshot_of(t, 10));
+  Checkpointer reader(dir.string(), CheckpointerOptions{});
+  std::vector<std::string> used, skipped;
+  const auto skip = [&](const CheckpointInfo& info, const std::string& why) { skipped.push_back(info.path); };
+  // While the reader reads step 10, the run saves step 20 and prunes 10 (max_to_keep 1).
+  const auto read = [&](const CheckpointInfo& info) {
+    used.push_back(std::to_string(info.step));
+    if (info.step == 10) {
+      run.save(snapshot_of(t, 20));
+      kd::checkpoints::read_checkpoint_tensors(info.path, "params");  // gone: this read fails
+    }
+  };
+  const auto chosen = reader.choose(std::nullopt, read, skip);
+  REQUIRE(chosen);
+  CHECK(chosen->step == 20);
+  CHECK(used == std::vector<std::string>{"10", "20"});
+  CHECK(skipped.empty());  // never reported as damaged
+  std::vector<std::string> names;
+  for (const auto& e : fs::directory_iterator(dir)) names.push_back(e.path().filename().string());
+  CHECK(names == std::vector<std::string>{"ckpt_20"});  // nothing set aside, nothing left behind
+
+  // The step asked for, pruned meanwhile: said as such.
+  const auto prune_while_read = [&](const CheckpointInfo& info) {
+    run.save(snapshot_of(t, info.step + 10));
+    kd::checkpoints::read_checkpoint_tensors(info.path, "params");
+  };
+  CHECK_THROWS_WITH(reader.choose(20, prune_while_read, skip),
+                    Catch::Contains("ckpt_20\" was deleted while it was read") && Catch::Contains("max_to_keep"));
+  // A damaged one is still reported, and the one before it used.
+  run.save(snapshot_of(t, 40));
+  Checkpointer keep_two(dir.string(), CheckpointerOptions{.max_to_keep = 2});
+  keep_two.save(snapshot_of(t, 50));
+  std::ofstream(dir / "ckpt_50" / "meta.json", std::ios::app) << " ";
+  skipped.clear();
+  const auto newest = reader.choose(
+      std::nullopt, [](const CheckpointInfo&) {}, skip);
+  REQUIRE(newest);
+  CHECK(newest->step == 40);
+  CHECK(skipped == std::vector<std::string>{(dir / "ckpt_50").string()});
+  fs::remove_all(dir);
+}
+
+TEST_CASE("a safetensors file whose tensors overlap, leave a gap or leave bytes over is refused") {
+  // Two float32 tensors of 2 elements (8 bytes each) over `data_size` bytes of data.
+  const auto file = [](uint64_t a0, uint64_t a1, uint64_t b0, uint64_t b1, std::size_t data_size) {
+    std::string header = R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[)" + std::to_string(a0) + "," +
+                         std::to_string(a1) + R"(]},"b":{"dtype":"F32","shape":[2],"data_offsets":[)" +
+                         std::to_string(b0) + "," + std::to_string(b1) + "]}}";
+    std::string out(8, '\0');
+    for (int i = 0; i < 8; ++i) out[static_cast<std::size_t>(i)] = static_cast<char>((header.size() >> (8 * i)) & 0xff);
+    return out + header + std::string(data_size, '\0');
+  };
+  using kd::checkpoints::tensors_from_safetensors;
+  CHECK(tensors_from_safetensors(file(0, 8, 8, 16, 16), "ok").size() == 2);
+  CHECK(tensors_from_safetensors(file(8, 16, 0, 8, 16), "ok").size() == 2);  // any order of the entries
+  CHECK_THROWS_WITH(tensors_from_safetensors(file(0, 8, 4, 12, 16), "f"), Catch::Contains("it overlaps another"));
+  CHECK_THROWS_WITH(tensors_from_safetensors(file(0, 8, 12, 20, 20), "f"), Catch::Contains("a gap"));
+  CHECK_THROWS_WITH(tensors_from_safetensors(file(0, 8, 8, 16, 24), "f"),
+                    Catch::Contains("8 bytes of data after the last tensor"));
 }
 
 TEST_CASE("safetensors export is readable by an independent parse of the format") {

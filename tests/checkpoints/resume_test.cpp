@@ -149,6 +149,14 @@ TEST_CASE("init_transform loads params from another run, renamed, and reports mi
   CHECK(loaded[4].first == "layers.6.weight");
   CHECK(loaded[4].second.equal(saved[2].second));  // from the source's layers.3.weight
   CHECK(loaded[5].second.equal(saved[3].second));
+  fs::remove_all(target);
+  // A selection that chooses nothing is a mistake, not a silent no-op.
+  CHECK_THROWS_WITH(
+      kd::train::Trainer(
+          resume_experiment(target, {{"init_transform", "{checkpoint: " + (source / "wd").string() +
+                                                            ", select: [params.encoder.**], strict: false}"}}))
+          .train(),
+      Catch::Contains("init_transform.select chooses none of the model's tensors"));
   fs::remove_all(source);
   fs::remove_all(target);
 }

@@ -126,6 +126,25 @@ TEST_CASE("kd::cli::run names the program in its errors and suggests the nearest
   CHECK_THAT(err, Catch::Contains("--cfg"));
 }
 
+TEST_CASE("every number a kd command takes is checked for its range, naming the flag") {
+  const std::vector<std::pair<std::vector<std::string>, std::string>> cases = {
+      {{"export", "--workdir=w", "--out=o", "--step=-1"}, "--step"},
+      {{"eval", "--workdir=w", "--step=-3"}, "--step"},
+      {{"eval", "--workdir=w", "--follow", "--poll=0"}, "--poll"},
+      {{"eval", "--workdir=w", "--follow", "--timeout=-5"}, "--timeout"},
+      {{"launch", "--nproc=0", "--", "train", "--cfg=x"}, "--nproc"},
+      {{"launch", "--nproc=2", "--master-port=70000", "--", "train", "--cfg=x"}, "--master"},
+      {{"launch", "--nproc=2", "--master-port=-1", "--", "train", "--cfg=x"}, "--master"},
+      {{"launch", "--nproc=2", "--grace=-1", "--", "train", "--cfg=x"}, "--grace"},
+  };
+  for (const auto& [args, flag] : cases) {
+    std::string out, err;
+    INFO(args[0] << " " << args.back());
+    CHECK(run_cli(args, &out, &err) == 2);
+    CHECK_THAT(err, Catch::Contains(flag));
+  }
+}
+
 TEST_CASE("kd --version names kd's version and the LibTorch it was built with") {
   std::string out;
   REQUIRE(run_cli({"--version"}, &out) == 0);

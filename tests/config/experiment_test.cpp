@@ -75,6 +75,18 @@ TEST_CASE("a base cycle and a missing base are reported") {
   CHECK_THROWS_WITH(load_experiment((dir / "a.yaml").string()), Catch::Contains("cycle"));
   write(dir, "c.yaml", "base: nope.yaml\n");
   CHECK_THROWS_AS(load_experiment((dir / "c.yaml").string()), kd::IOError);
+  // A directory, `.`, an empty string or a list: said as such, with the line.
+  fs::create_directories(dir / "configs");
+  write(dir, "d.yaml", "seed: 1\nbase: configs\n");
+  CHECK_THROWS_WITH(
+      load_experiment((dir / "d.yaml").string()),
+      Catch::Contains("d.yaml:2: base: \"configs\" is a directory") && Catch::Contains("configs/common.yaml"));
+  write(dir, "e.yaml", "base: .\n");
+  CHECK_THROWS_WITH(load_experiment((dir / "e.yaml").string()), Catch::Contains("is a directory"));
+  write(dir, "f.yaml", "base: ''\n");
+  CHECK_THROWS_WITH(load_experiment((dir / "f.yaml").string()), Catch::Contains("f.yaml:1: `base` must name"));
+  write(dir, "g.yaml", "base: [a.yaml]\n");
+  CHECK_THROWS_WITH(load_experiment((dir / "g.yaml").string()), Catch::Contains("`base` must name"));
   fs::remove_all(dir);
 }
 

@@ -65,6 +65,15 @@ TEST_CASE("invalid YAML is reported with its position") {
              Catch::StartsWith("bad.yaml:") && Catch::Contains("invalid YAML"));
 }
 
+TEST_CASE("a key given twice in one map is an error naming both lines, at any depth") {
+  CHECK(error_of([] { Node::parse("seed: 1\nmodel: {type: MLP}\nseed: 2\n", "exp.yaml"); }) ==
+        "exp.yaml:3:1: the key \"seed\" is given twice in one map (lines 1 and 3); keep one");
+  CHECK_THAT(error_of([] { Node::parse("optimizer:\n  type: adam\n  learning_rate: 1\n  type: sgd\n", "e.yaml"); }),
+             Catch::Contains("e.yaml:4:3: the key \"type\" is given twice") && Catch::Contains("lines 2 and 4"));
+  // The same key in two maps is fine.
+  CHECK_NOTHROW(Node::parse("a: {x: 1}\nb: {x: 2}\n", "ok.yaml"));
+}
+
 TEST_CASE("a missing file is an IO error naming the file") {
   CHECK_THROWS_AS(Node::load_file("/nonexistent/exp.yaml"), kd::IOError);
 }

@@ -93,7 +93,19 @@ TEST_CASE("Csv: bad cells and rows are reported by line and column") {
   CHECK_THROWS_WITH(load_csv("a,y\n", ", label_column: y"), Catch::Contains("holds no rows below its header"));
   // Windows line ends, blanks and quotes around the names: the column is found.
   CHECK(get(load_csv("\"a\", y \r\n1,0\r\n2,1\r\n", ", label_column: y"), "features").sizes() ==
-        torch::IntArrayRef({2, 1}));
+        torch::IntArrayRef({2, 1}));  // A byte-order mark (as Excel writes UTF-8) reads as if it were not there.
+  CHECK(get(load_csv("\xEF\xBB\xBF"
+                     "a,y\n1,0\n2,1\n",
+                     ", label_column: y"),
+            "features")
+            .sizes() == torch::IntArrayRef({2, 1}));
+  // Non-finite cells are refused at load, by line and column (not as a non-finite loss later).
+  CHECK_THROWS_WITH(load_csv("a,b,y\n1,2,0\n1,nan,1\n", ", label_column: y"),
+                    Catch::Contains("t.csv:3: column \"b\" (index 1) is \"nan\", not a finite number"));
+  CHECK_THROWS_WITH(load_csv("a,y\n-inf,0\n", ", label_column: y"),
+                    Catch::Contains("t.csv:2: column \"a\" (index 0) is \"-inf\", not a finite number"));
+  CHECK(std::isnan(
+      get(load_csv("a,y\nnan,0\n", ", label_column: y, allow_non_finite: true"), "features")[0][0].item<float>()));
 }
 
 TEST_CASE("Csv: pandas' unnamed index column is read as a feature, with a warning") {

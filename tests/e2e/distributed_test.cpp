@@ -337,7 +337,7 @@ TEST_CASE("a NaN in one rank's slice makes every rank skip (or raise at) the sam
       << "seed: 0\nnum_train_steps: 8\nlog_metrics_every: 4\nnum_threads: 1\n"
          "train_ds: {type: Csv, path: "
       << (dir / "data.csv").string()
-      << ", label_column: label, batch_size: 4, shuffle: false}\n"
+      << ", label_column: label, batch_size: 4, shuffle: false, allow_non_finite: true}\n"
          "model: {type: MLP, input_size: 2, hidden_sizes: [8], output_size: 2, inputs: {x: batch.features}}\n"
          "train_losses: {xent: {type: SoftmaxCrossEntropyWithIntLabels, logits: preds.logits, labels: batch.label}}\n"
          "optimizer: {type: sgd, learning_rate: 0.1}\n";

@@ -427,3 +427,60 @@ TEST_CASE("a save killed at any point (a partial temporary directory, a re-save 
   fs::remove_all(straight);
   fs::remove_all(dir);
 }
+
+TEST_CASE("kd export beside a run that saves and prunes at every step always finds a checkpoint") {
+  const fs::path dir = fresh_dir();
+  const fs::path log = dir.string() + ".log";
+  const pid_t pid = spawn_kd("train " + small_mlp(dir) +
+                                 " --cfg.num_threads=1 --cfg.num_train_steps=100000 --cfg.log_metrics_every=1000"
+                                 " --cfg.evals={} --cfg.checkpointer.save_interval_steps=1"
+                                 " --cfg.checkpointer.max_to_keep=1",
+                             log);
+  REQUIRE(wait_for([&] { return fs::exists(dir / "checkpoints") && !checkpoint_names(dir).empty(); }, 120));
+  // Bounded: at most 30 exports or 8 seconds, each while checkpoints come and go every few ms.
+  std::vector<std::string> failures;
+  int exports = 0;
+  const auto end = std::chrono::steady_clock::now() + std::chrono::seconds(8);
+  for (; exports < 30 && std::chrono::steady_clock::now() < end; ++exports) {
+    const fs::path out = dir.string() + "." + std::to_string(exports) + ".safetensors";
+    const Result r = run_kd("export --workdir=" + dir.string() + " --out=" + out.string());
+    if (r.code != 0) failures.push_back(r.output);
+    fs::remove(out);
+  }
+  kill(pid, SIGTERM);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  std::string failed;
+  for (const auto& f : failures) failed += f + "\n---\n";
+  INFO(read_text(log) << "\nfailed exports:\n" << failed);
+  CHECK(failures.empty());
+  CHECK(exports >= 3);
+  CHECK(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 0);
+  CHECK(checkpoint_names(dir).size() == 1);  // none set aside as damaged
+  fs::remove_all(dir);
+  fs::remove(log);
+}
+
+TEST_CASE("a checkpoint of another model is said not to fit, never called damaged, and nothing older is tried") {
+  const fs::path dir = fresh_dir();
+  REQUIRE(
+      run_kd("train " + small_mlp(dir) + " --cfg.num_train_steps=20 --cfg.checkpointer.save_interval_steps=10").code ==
+      0);
+  const std::vector<std::string> before = checkpoint_names(dir);
+  REQUIRE(before.size() == 2);
+  const Result resumed = run_kd("train " + small_mlp(dir) +
+                                " --cfg.num_train_steps=40 --cfg.checkpointer.save_interval_steps=10"
+                                " '--cfg.model.hidden_sizes=[64]' --cfg.allow_config_change=true");
+  INFO(resumed.output);
+  CHECK(resumed.code == 2);
+  CHECK_THAT(resumed.output, Catch::Contains("the checkpoint of step 20 does not fit this experiment") &&
+                                 Catch::Contains("init_transform") && !Catch::Contains("damaged") &&
+                                 !Catch::Contains("step 10"));
+  CHECK(checkpoint_names(dir) == before);
+  const Result eval = run_kd("eval --workdir=" + dir.string() + " '--cfg.model.hidden_sizes=[64]'");
+  INFO(eval.output);
+  CHECK(eval.code == 2);
+  CHECK_THAT(eval.output, Catch::Contains("does not fit this experiment") && !Catch::Contains("damaged"));
+  fs::remove_all(dir);
+}

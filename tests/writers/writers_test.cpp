@@ -2,7 +2,9 @@
 
 #include <filesystem>
 #include <fstream>
+#include <iomanip>
 #include <random>
+#include <sstream>
 
 #include <torch/torch.h>
 
@@ -231,9 +233,10 @@ TEST_CASE("with replace_existing, a step's record of a collection replaces the o
   for (const auto& e : events_in(dir / "test")) {
     if (e.has_file_version()) continue;
     for (const auto& v : e.summary().value()) {
-      std::string line = std::to_string(e.step()) + " " + v.tag();
-      if (v.has_simple_value()) line += " " + std::to_string(v.simple_value());
-      events.push_back(line);
+      std::ostringstream line;  // (GCC 12 warns falsely on string concatenation here)
+      line << e.step() << " " << v.tag();
+      if (v.has_simple_value()) line << " " << std::fixed << std::setprecision(6) << v.simple_value();
+      events.push_back(line.str());
     }
   }
   CHECK(events == std::vector<std::string>{"100 metrics/accuracy 0.500000", "200 metrics/accuracy 0.650000",

@@ -10,6 +10,7 @@
 #include <iterator>
 #include <map>
 #include <memory>
+#include <set>
 #include <sstream>
 
 #include <ATen/Context.h>
@@ -204,6 +205,44 @@ std::optional<CheckpointInfo> Checkpointer::choose(const std::vector<CheckpointI
   return std::nullopt;
 }
 
+std::optional<CheckpointInfo> Checkpointer::choose(std::optional<int64_t> step, const Use& use,
+                                                   const Skip& skip) const {
+  // Enough listings for a run that prunes a checkpoint at every look of this reader.
+  constexpr int kMaxListings = 100;
+  std::set<int64_t> reported;  // damaged ones, reported once
+  std::set<int64_t> reread;    // read again once: the run saved the same step again meanwhile
+  std::optional<std::string> vanished_step;
+  for (int listing = 0; listing < kMaxListings; ++listing) {
+    bool vanished = false;
+    for (const CheckpointInfo& info : probe()) {
+      if ((step && info.step != *step) || reported.count(info.step)) continue;
+      try {
+        if (!step && !info.valid()) throw CorruptionError(info.problem);
+        use(info);
+        return info;
+      } catch (const Error& e) {
+        const bool gone = !fs_->exists(info.path);  // pruned between the listing and the reading
+        const bool unreadable = dynamic_cast<const CorruptionError*>(&e) != nullptr;
+        if (gone || (unreadable && reread.insert(info.step).second && verify_checkpoint(*fs_, info.path).empty())) {
+          vanished = true;
+          if (step && gone) vanished_step = info.path;
+          break;
+        }
+        if (step || !unreadable) throw;
+        reported.insert(info.step);
+        if (skip) skip(info, info.valid() ? e.what() : info.problem);
+      }
+    }
+    if (!vanished) break;
+  }
+  if (vanished_step) {
+    throw ConfigError("checkpoint \"" + *vanished_step +
+                      "\" was deleted while it was read: the run writing this workdir keeps only its newest "
+                      "checkpoints (checkpointer.max_to_keep); leave out the step for the newest one");
+  }
+  return std::nullopt;
+}
+
 namespace {
 
 // Gives the live tensors of `group` (the model's parameters or buffers, `live`) the checkpoint's
@@ -230,8 +269,8 @@ void adopt_named(const json& entries, const torch::OrderedDict<std::string, torc
     const torch::Tensor saved = tensors.view((*found)[1]);
     if (saved.sizes() != item.value().sizes() || saved.scalar_type() != item.value().scalar_type() ||
         saved.layout() != item.value().layout()) {
-      throw CorruptionError(path + ": " + group + "." + item.key() + " is " + describe_tensor(saved) +
-                            " in the checkpoint but " + describe_tensor(item.value()) + " in the model");
+      throw MismatchError(path + ": " + group + "." + item.key() + " is " + describe_tensor(saved) +
+                          " in the checkpoint but " + describe_tensor(item.value()) + " in the model");
     }
     // The checkpoint's memory becomes the tensor's (no copy) where it can; `saved` is
     // nobody else's (a view into the bytes read, which nothing else keeps).
@@ -242,22 +281,22 @@ void adopt_named(const json& entries, const torch::OrderedDict<std::string, torc
     }
   }
   if (!missing.empty() || entries.size() != live.size()) {
-    throw CorruptionError(path + ": the checkpoint's " + group + " do not match the model (" +
-                          std::to_string(entries.size()) + " saved, " + std::to_string(live.size()) + " in the model" +
-                          (missing.empty() ? "" : ", missing " + missing.front()) + ")");
+    throw MismatchError(path + ": the checkpoint's " + group + " do not match the model (" +
+                        std::to_string(entries.size()) + " saved, " + std::to_string(live.size()) + " in the model" +
+                        (missing.empty() ? "" : ", missing " + missing.front()) + ")");
   }
 }
 
 // The EMA of the params (`ema`, the model's tree of them) takes the checkpoint's values.
 void restore_ema(const Tree& saved_ema, const Tree& ema, const std::string& path) {
   const auto live = ema.flatten(), saved = saved_ema.flatten();
-  if (live.size() != saved.size()) throw CorruptionError(path + ": the checkpoint's EMA params do not match the model");
+  if (live.size() != saved.size()) throw MismatchError(path + ": the checkpoint's EMA params do not match the model");
   for (std::size_t i = 0; i < live.size(); ++i) {
     const Tree& from = saved[i].second;
     const torch::Tensor& to = live[i].second.tensor();
     if (live[i].first != saved[i].first || !from.is_tensor() || from.tensor().sizes() != to.sizes() ||
         from.tensor().scalar_type() != to.scalar_type()) {
-      throw CorruptionError(path + ": the checkpoint's EMA of " + live[i].first + " does not match the model");
+      throw MismatchError(path + ": the checkpoint's EMA of " + live[i].first + " does not match the model");
     }
     to.copy_(from.tensor());
   }
@@ -352,7 +391,13 @@ void Checkpointer::prune() {
     const bool keep = static_cast<int64_t>(i) < options_.max_to_keep ||
                       (options_.keep_period > 0 && step % options_.keep_period == 0) ||
                       (best_step_ && *best_step_ == step);
-    if (!keep) fs_->remove_all(directory_ + "/" + kPrefix + std::to_string(step));
+    if (keep) continue;
+    // Out of a reader's sight at once (a rename), then deleted: a reader beside the run sees the
+    // whole checkpoint or none of it (clean_up_interrupted_saves removes what a crash leaves).
+    const std::string doomed =
+        directory_ + "/tmp.pruned." + kPrefix + std::to_string(step) + "." + std::to_string(::getpid());
+    fs_->rename(directory_ + "/" + kPrefix + std::to_string(step), doomed);
+    fs_->remove_all(doomed);
   }
 }
 

@@ -106,9 +106,16 @@ class Checkpointer {
   using Skip = std::function<void(const CheckpointInfo& info, const std::string& why)>;
   static std::optional<CheckpointInfo> choose(const std::vector<CheckpointInfo>& probed, std::optional<int64_t> step,
                                               const Use& use, const Skip& skip = {});
+  // The same rule over this checkpointer's directory, for a reader beside a run that writes it
+  // (kd eval, kd export, init_transform, kd report): a checkpoint that disappears while it is
+  // read was pruned by the run (max_to_keep), not damaged: it is neither used nor reported to
+  // `skip`, and the directory is listed again for the newest one. The checkpoint of `step` gone
+  // that way is a kd::ConfigError saying so.
+  std::optional<CheckpointInfo> choose(std::optional<int64_t> step, const Use& use, const Skip& skip = {}) const;
 
-  // Restores `path` into `snapshot` (see Snapshot). Throws kd::CorruptionError when the
-  // checkpoint does not match the model (names or shapes) or cannot be parsed.
+  // Restores `path` into `snapshot` (see Snapshot). Throws kd::MismatchError when the intact
+  // checkpoint does not fit the model (names or shapes), kd::CorruptionError when it cannot be
+  // parsed.
   void restore(const std::string& path, Snapshot& snapshot) const;
 
   // Feeds an eval's values; remembers the best step by best_metric_path (kept from pruning).

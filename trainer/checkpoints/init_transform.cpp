@@ -1,5 +1,6 @@
 #include "trainer/checkpoints/init_transform.h"
 
+#include <limits>
 #include <map>
 #include <set>
 
@@ -36,10 +37,12 @@ std::string resolve_checkpoint(const config::Node& o) {
   const std::string path = o.get_string("checkpoint");
   auto fs = io::posix_file_system();
   if (fs->exists(path + "/MANIFEST.json")) return path;
-  const int64_t step = o.get_int("step", -1);
+  // A step given must be one (>= 0); without it, the newest valid checkpoint.
+  const int64_t step =
+      o.has("step") ? o.get_int_in("step", std::nullopt, 0, std::numeric_limits<int64_t>::max()) : int64_t{-1};
   Checkpointer source(path + "/checkpoints", CheckpointerOptions{});
-  const auto chosen = Checkpointer::choose(
-      source.probe(), step >= 0 ? std::optional<int64_t>(step) : std::nullopt, [](const CheckpointInfo& info) {
+  const auto chosen =
+      source.choose(step >= 0 ? std::optional<int64_t>(step) : std::nullopt, [](const CheckpointInfo& info) {
         if (!info.valid()) {
           throw CorruptionError("init_transform: checkpoint " + info.path + " is damaged: " + info.problem);
         }
@@ -100,6 +103,7 @@ InitSpec read_spec(const config::Node& o) {
 struct Matched {
   std::vector<std::pair<torch::Tensor, torch::Tensor>> copies;  // model tensor <- checkpoint tensor
   std::vector<std::string> missing, unexpected, mismatched;
+  int64_t selected = 0;  // the model's tensors `select` chose
 };
 
 // The model's tensors (by full path) matched with the checkpoint's (`source`, by full path).
@@ -112,6 +116,7 @@ Matched match_tensors(const InitSpec& spec, const std::map<std::string, torch::T
   std::set<std::string> used;
   for (const auto& [name, tensor] : targets) {
     if (!spec.selected(name)) continue;
+    ++m.selected;
     const std::string from = spec.source_name(name);
     const auto it = source.find(from);
     if (it == source.end()) {
@@ -151,6 +156,11 @@ std::string apply_init_transform(const config::Node& o, torch::nn::Module& model
     }
   }
   const Matched m = match_tensors(spec, source, model);
+  if (m.selected == 0) {
+    throw ConfigError((o.has("select") ? o.child("select").where() : o.where()) +
+                      ": init_transform.select chooses none of the model's tensors (they are params.* and "
+                      "collections.*; kd inspect lists them)");
+  }
   std::string problems;
   auto list = [&](const char* what, const std::vector<std::string>& names) {
     if (names.empty()) return;

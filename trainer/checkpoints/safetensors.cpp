@@ -2,11 +2,14 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 #include <filesystem>
 #include <functional>
 #include <map>
 #include <optional>
+#include <tuple>
+#include <vector>
 
 #include <torch/serialize.h>
 #include <torch/torch.h>
@@ -81,6 +84,7 @@ NamedTensors parse_safetensors(const char* bytes, uint64_t size, const std::stri
   if (!header.is_object()) throw bad("its header is not a JSON object");
   const uint64_t data_size = size - 8 - n;
   NamedTensors out;
+  std::vector<std::tuple<uint64_t, uint64_t, std::string>> ranges;  // [begin, end) and the tensor
   for (const auto& [name, entry] : header.items()) {
     if (name == "__metadata__") continue;
     const auto fail = [&](const std::string& why) { return bad("tensor \"" + name + "\": " + why); };
@@ -108,7 +112,25 @@ NamedTensors parse_safetensors(const char* bytes, uint64_t size, const std::stri
       throw fail("its data [" + std::to_string(begin) + ", " + std::to_string(end) + ") does not fit the " +
                  std::to_string(data_size) + " bytes of data or its " + std::to_string(numel) + " elements");
     }
+    ranges.emplace_back(begin, end, name);
     out.emplace_back(name, make(*type, shape, 8 + n + begin, end - begin));
+  }
+  // The format's own rule: the tensors cover the data exactly, without overlaps or gaps (no
+  // bytes that no tensor owns, no two tensors sharing bytes).
+  std::sort(ranges.begin(), ranges.end());
+  uint64_t covered = 0;
+  for (const auto& [begin, end, name] : ranges) {
+    if (begin != covered) {
+      throw bad("tensor \"" + name + "\" starts at byte " + std::to_string(begin) + " of the data, where " +
+                std::to_string(covered) + " was expected: " + (begin < covered ? "it overlaps another" : "a gap") +
+                " (the tensors must cover the data exactly)");
+    }
+    covered = end;
+  }
+  if (covered != data_size) {
+    throw bad(std::to_string(data_size - covered) +
+              " bytes of data after the last tensor (the tensors must cover "
+              "the data exactly)");
   }
   return out;
 }

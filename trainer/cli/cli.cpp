@@ -128,15 +128,18 @@ void CommandLine::add_train_and_inspect() {
 void CommandLine::add_eval() {
   eval = app.add_subcommand("eval", "Evaluate a saved checkpoint with the experiment's evals");
   eval->add_option("--workdir", eval_workdir, "The workdir of a training run")->required();
-  auto* step = eval->add_option("--step", eval_step, "The checkpoint's step (default: the newest valid one)");
+  auto* step = eval->add_option("--step", eval_step, "The checkpoint's step (default: the newest valid one)")
+                   ->check(CLI::NonNegativeNumber);
   eval->add_flag("--follow", eval_follow,
                  "Evaluate each new checkpoint as a training run writes it, with the evals whose run is "
                  "StandaloneEveryCheckpoint or StandaloneLastCheckpoint, until the run's final checkpoint")
       ->excludes(step);
-  eval->add_option("--poll", follow.poll_seconds, "--follow: seconds between looks for new checkpoints (default 2)");
+  eval->add_option("--poll", follow.poll_seconds, "--follow: seconds between looks for new checkpoints (default 2)")
+      ->check(CLI::PositiveNumber);
   eval->add_option("--timeout", follow.timeout_seconds,
                    "--follow: seconds to wait for something new while no training process holds the workdir "
-                   "(default 600)");
+                   "(default 600)")
+      ->check(CLI::NonNegativeNumber);
   eval->allow_extras();
 }
 
@@ -145,7 +148,8 @@ void CommandLine::add_export() {
   o.program = name;
   exp = app.add_subcommand("export", "Write a checkpoint's params as safetensors (or a torch.load file)");
   exp->add_option("--workdir", o.workdir, "The workdir of a training run")->required();
-  exp->add_option("--step", o.step, "The checkpoint's step (default: the newest valid one)");
+  exp->add_option("--step", o.step, "The checkpoint's step (default: the newest valid one)")
+      ->check(CLI::NonNegativeNumber);
   exp->add_option("--out", o.out, "The file to write (never replaced without --overwrite)")->required();
   exp->add_option("--format", o.format, "safetensors (default) or torch");
   exp->add_flag("--collections", o.collections, "Also write the buffers (e.g. BatchNorm statistics)");
@@ -163,12 +167,15 @@ void CommandLine::add_launch() {
   launch
       ->add_option("--nproc,--nproc-per-node,--nproc_per_node", launch_options.nproc,
                    "Number of ranks (processes) to start")
-      ->required();
+      ->required()
+      ->check(CLI::Range(1, 1024));
   launch->add_option("--master_addr,--master-addr", launch_options.master_addr, "Rendezvous host (default 127.0.0.1)");
-  launch->add_option("--master_port,--master-port", launch_options.master_port,
-                     "Rendezvous port (default: a free one)");
-  launch->add_option("--grace", launch_grace_s,
-                     "Seconds a rank may take to stop after SIGTERM before SIGKILL (default 30)");
+  launch->add_option("--master_port,--master-port", launch_options.master_port, "Rendezvous port (default: a free one)")
+      ->check(CLI::Range(1, 65535));
+  launch
+      ->add_option("--grace", launch_grace_s,
+                   "Seconds a rank may take to stop after SIGTERM before SIGKILL (default 30)")
+      ->check(CLI::NonNegativeNumber);
   launch->prefix_command();  // everything after the options (or after --) is the kd command
 }
 

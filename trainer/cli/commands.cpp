@@ -168,8 +168,7 @@ int run_export(const ExportOptions& options) {
     std::cerr << options.program << ": warning: checkpoint " << info.path << " is damaged (" << why
               << "); trying the checkpoint before it\n";
   };
-  const auto chosen = checkpoints::Checkpointer::choose(
-      checkpointer.probe(), step >= 0 ? std::optional<int64_t>(step) : std::nullopt, read, skip);
+  const auto chosen = checkpointer.choose(step >= 0 ? std::optional<int64_t>(step) : std::nullopt, read, skip);
   if (!chosen)
     throw ConfigError("no " +
                       (step >= 0 ? "checkpoint of step " + std::to_string(step) : std::string("valid checkpoint")) +

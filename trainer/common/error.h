@@ -45,6 +45,12 @@ class PathSyntaxError : public ConfigError {
   using ConfigError::ConfigError;
 };
 
+// Intact stored data that does not fit the experiment: a checkpoint of another model (other
+// tensor names or shapes). Not damage: nothing older is tried in its place.
+class MismatchError : public ConfigError {
+  using ConfigError::ConfigError;
+};
+
 // Stored data (a checkpoint, a dataset file) is damaged or not what it claims to be.
 class CorruptionError : public Error {
   using Error::Error;

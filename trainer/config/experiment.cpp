@@ -104,8 +104,16 @@ YAML::Node load_with_bases(const std::string& file, Origins& origins, std::vecto
   result.reset(doc);
   if (doc["base"]) {
     const YAML::Node base_node = doc["base"];
-    if (!base_node.IsScalar()) throw ConfigError(file + ": `base` must be a file name");
+    const std::string where = file + ":" + std::to_string(base_node.Mark().line + 1);
+    if (!base_node.IsScalar() || base_node.Scalar().empty()) {
+      throw ConfigError(where + ": `base` must name an experiment file (relative to this one), e.g. base: common.yaml");
+    }
     const auto base_file = (std::filesystem::path(file).parent_path() / base_node.Scalar()).string();
+    if (std::error_code ec; std::filesystem::is_directory(base_file, ec)) {
+      throw ConfigError(where + ": base: \"" + base_node.Scalar() + "\" is a directory (" + base_file +
+                        "); name the experiment file in it, e.g. base: " +
+                        (std::filesystem::path(base_node.Scalar()) / "common.yaml").string());
+    }
     try {
       result.reset(load_with_bases(base_file, origins, chain));
     } catch (Error& e) {

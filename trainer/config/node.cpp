@@ -110,7 +110,18 @@ YAML::Node detail::load_bounded(const std::string& text, const std::string& sour
                         std::to_string(kMaxDepth) + " levels (an alias that contains itself, such as `a: &a [*a]`?)");
     }
     if (node.IsMap()) {
+      // A key given twice: yaml-cpp would keep one of them without a word.
+      std::map<std::string, YAML::Mark> seen;
       for (auto it = node.begin(); it != node.end(); ++it) {
+        if (it->first.IsScalar()) {
+          const auto [first, fresh] = seen.emplace(it->first.Scalar(), it->first.Mark());
+          if (!fresh) {
+            throw ConfigError(source + ":" + std::to_string(it->first.Mark().line + 1) + ":" +
+                              std::to_string(it->first.Mark().column + 1) + ": the key \"" + it->first.Scalar() +
+                              "\" is given twice in one map (lines " + std::to_string(first->second.line + 1) +
+                              " and " + std::to_string(it->first.Mark().line + 1) + "); keep one");
+          }
+        }
         todo.emplace_back(it->first, depth + 1);
         todo.emplace_back(it->second, depth + 1);
       }

@@ -70,7 +70,10 @@ std::vector<int64_t> split_rows(int64_t rows, double test_fraction, uint64_t see
 }
 
 CsvSource::CsvSource(const config::Node& o)
-    : path_(o.get_string("path")), where_(o.child("path").where()), header_(o.get_bool("header", true)) {
+    : path_(o.get_string("path")),
+      where_(o.child("path").where()),
+      header_(o.get_bool("header", true)),
+      allow_non_finite_(o.get_bool("allow_non_finite", false)) {
   if (auto label = o.find("label_column"); label && !label->is_null()) {
     label_where_ = label->where();
     const std::string text = label->as_string();
@@ -112,7 +115,8 @@ CsvSource::Table CsvSource::read_table() const {
   std::string line;
   int64_t header_line = 0;
   for (int64_t line_no = 1; std::getline(in, line); ++line_no) {
-    if (!line.empty() && line.back() == '\r') line.pop_back();  // a file with Windows line ends
+    if (!line.empty() && line.back() == '\r') line.pop_back();                 // a file with Windows line ends
+    if (line_no == 1 && line.rfind("\xEF\xBB\xBF", 0) == 0) line.erase(0, 3);  // a UTF-8 byte-order mark
     if (line.find_first_not_of(" \t") == std::string::npos) continue;
     std::vector<std::string> cells = cells_of(line);
     if (header_ && t.names.empty()) {
@@ -229,6 +233,10 @@ Tree CsvSource::load() const {
         throw CorruptionError(at + column_name(c) +
                               (cell.empty() ? " is empty" : " is not a number: \"" + cell + "\"") +
                               "; every feature cell needs a number");
+      }
+      if (!std::isfinite(v) && !allow_non_finite_) {
+        throw CorruptionError(at + column_name(c) + " is \"" + cell +
+                              "\", not a finite number; drop or fill the row (or set allow_non_finite: true)");
       }
       (c == label ? labels : features).push_back(v);
     }

@@ -7,7 +7,8 @@
 // to indices in the order of `classes`, or in sorted order: the same for both splits of a file),
 // float32 otherwise. `label_column` is a header name or a 0-based index (-1: the last).
 // `split: train | test` divides one file by a seeded shuffle of its rows (the same on every
-// machine), `test_fraction` of them for test. Errors name the file, line and column.
+// machine), `test_fraction` of them for test. Errors name the file, line and column; a cell of
+// nan or inf is one unless `allow_non_finite: true`. A UTF-8 byte-order mark is skipped.
 #pragma once
 
 #include <cstdint>
@@ -45,6 +46,7 @@ class CsvSource : public Source {
 
   std::string path_, where_, label_where_;
   bool header_ = true;
+  bool allow_non_finite_ = false;  // allow_non_finite: nan and inf cells kept
   std::string label_name_;
   std::optional<int64_t> label_index_;
   std::vector<std::string> classes_;  // `classes`

@@ -47,7 +47,7 @@ std::optional<int64_t> read_model(const std::string& workdir, std::vector<ParamR
   const auto skip = [&](const checkpoints::CheckpointInfo& info, const std::string& why) {
     notes.push_back("checkpoint " + info.path + " is damaged (" + why + "): the model table is an older one's");
   };
-  const auto chosen = checkpoints::Checkpointer::choose(checkpointer.probe(), std::nullopt, use, skip);
+  const auto chosen = checkpointer.choose(std::nullopt, use, skip);
   return chosen ? std::optional<int64_t>(chosen->step) : std::nullopt;
 }
 

@@ -43,6 +43,7 @@ class Pipeline;
 namespace kd::checkpoints {
 class Checkpointer;
 struct CheckpointInfo;
+struct Snapshot;
 }  // namespace kd::checkpoints
 namespace kd::evals {
 class Evaluator;
@@ -225,9 +226,14 @@ class Trainer {
   void restore_run_state(const RunState& run, const checkpoints::CheckpointInfo& info);
   // Restores the interval's states (rank 0), unless they do not fit.
   void restore_interval(const checkpoints::CheckpointInfo& info, const Tree& interval, int64_t steps);
-  // Throws ConfigError listing the differences from `saved_yaml`, the experiment of `what` (e.g.
-  // "the checkpoints in") the workdir, unless allow_config_change.
+  // The keys (that may not change on resume) in which this experiment differs from `saved_yaml`,
+  // the experiment of `what` (e.g. "the checkpoints in") the workdir: "key: before -> now".
+  std::vector<std::string> config_differences(const std::string& saved_yaml, const std::string& what) const;
+  // Throws ConfigError listing those differences, unless allow_config_change.
   void check_config_unchanged(const std::string& saved_yaml, const std::string& what) const;
+  // Checkpointer::restore, a MismatchError said as a checkpoint of another experiment (the
+  // checkpoint's config.yaml differs) or as damage (it does not).
+  void restore_into(const checkpoints::CheckpointInfo& info, checkpoints::Snapshot& snapshot) const;
   // Saves the step's checkpoint (rank 0; every rank takes part). In a data-parallel job the
   // interval's states are first merged over the ranks: rank 0 keeps the merged ones, the
   // others start afresh.

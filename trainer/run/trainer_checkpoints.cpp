@@ -33,6 +33,16 @@ namespace fs = std::filesystem;
 using checkpoints::Checkpointer;
 using checkpoints::CheckpointInfo;
 
+// An intact checkpoint of another model: said as such, with what to do (never "damaged").
+MismatchError does_not_fit(const CheckpointInfo& info, const std::string& workdir, const MismatchError& e,
+                           const std::string& difference) {
+  return MismatchError("the checkpoint of step " + std::to_string(info.step) +
+                       " does not fit this experiment (it is intact, of the experiment before " + difference +
+                       "): " + e.what() + ". Train this experiment in another workdir (e.g. --cfg.workdir=" + workdir +
+                       "_2), or start one from this checkpoint with init_transform: {checkpoint: " + workdir +
+                       ", strict: false}");
+}
+
 }  // namespace
 
 void Trainer::resume_or_start() {
@@ -146,7 +156,7 @@ RunState Trainer::restore_checkpoint(const CheckpointInfo& info) {
   snapshot.model = model_.get();
   snapshot.optimizer = &step_->optimizer().torch_optimizer();
   snapshot.ema = step_->optimizer().ema_params();
-  checkpointer_->restore(info.path, snapshot);
+  restore_into(info, snapshot);
   RunState run = RunState::from_snapshot(snapshot, info.path);
   try {
     pipeline_->restore(snapshot.data);
@@ -217,8 +227,7 @@ void Trainer::restore_interval(const CheckpointInfo& info, const Tree& interval,
   }
 }
 
-void Trainer::check_config_unchanged(const std::string& saved_yaml, const std::string& what) const {
-  if (options_->allow_config_change) return;
+std::vector<std::string> Trainer::config_differences(const std::string& saved_yaml, const std::string& what) const {
   std::vector<std::pair<std::string, std::string>> before;
   try {
     before = config::Node::parse(saved_yaml, "saved").flatten();
@@ -240,12 +249,31 @@ void Trainer::check_config_unchanged(const std::string& saved_yaml, const std::s
   for (const auto& [k, v] : b) {
     if (!may_change_on_resume(k) && !a.count(k)) diffs.push_back(k + ": (absent) -> " + v);
   }
+  return diffs;
+}
+
+void Trainer::check_config_unchanged(const std::string& saved_yaml, const std::string& what) const {
+  if (options_->allow_config_change) return;
+  const std::vector<std::string> diffs = config_differences(saved_yaml, what);
   if (diffs.empty()) return;
   std::string message = "the experiment differs from the one that trained " + what + " \"" + workdir() + "\":";
   for (const auto& d : diffs) message += "\n  " + d;
   throw ConfigError(message +
                     "\nResume with the same experiment, pass --cfg.allow_config_change=true to resume anyway, "
                     "or choose another workdir.");
+}
+
+void Trainer::restore_into(const CheckpointInfo& info, checkpoints::Snapshot& snapshot) const {
+  try {
+    checkpointer_->restore(info.path, snapshot);
+  } catch (const MismatchError& e) {
+    // Of another model (the experiment changed) it is intact; saved with this very experiment,
+    // its tensors contradict it: damaged (crafted), and the one before it may do.
+    const std::string saved = io::posix_file_system()->read_file(info.path + "/config.yaml");
+    const std::vector<std::string> diffs = config_differences(saved, "checkpoint " + info.path + " in");
+    if (diffs.empty()) throw CorruptionError(std::string(e.what()) + ", though it was saved with this experiment");
+    throw does_not_fit(info, workdir(), e, diffs.front());
+  }
 }
 
 void Trainer::save_checkpoint() {
@@ -283,7 +311,7 @@ void Trainer::restore_params(const CheckpointInfo& info) {
   checkpoints::Snapshot snapshot;
   snapshot.model = model_.get();
   snapshot.ema = step_->optimizer().ema_params();
-  checkpointer_->restore(info.path, snapshot);
+  restore_into(info, snapshot);
   state_ = step_->init();
   state_.step = snapshot.step;
 }
@@ -298,7 +326,7 @@ int64_t Trainer::evaluate_checkpoint(std::optional<int64_t> step) {
       log_->warn("checkpoint {} is damaged ({}); skipping it", info.path, why);
     };
     try {
-      chosen = Checkpointer::choose(checkpointer_->probe(), step, restore, skip);
+      chosen = checkpointer_->choose(step, restore, skip);
     } catch (const Error&) {
       if (!step) throw;
       failed = std::current_exception();
@@ -310,7 +338,7 @@ int64_t Trainer::evaluate_checkpoint(std::optional<int64_t> step) {
                                                 "choosing the checkpoint to evaluate");
   if (!is_chief() && agreed == -2) throw CorruptionError("rank 0 could not restore the checkpoint (its log says why)");
   if (!is_chief() && agreed >= 0) {
-    chosen = Checkpointer::choose(checkpointer_->probe(), agreed, restore);
+    chosen = checkpointer_->choose(agreed, restore);
     if (!chosen)
       throw CorruptionError("rank " + std::to_string(rank()) + " cannot find checkpoint " + std::to_string(agreed));
   }

@@ -91,7 +91,7 @@ std::vector<JsonlRecord> read_jsonl(const std::string& path, bool* torn_tail) {
     if (line.empty()) continue;
     if (torn_tail && in.eof()) {  // the last line, without its newline: a writer was stopped within it
       try {
-        (void)nlohmann::ordered_json::parse(line);
+        [[maybe_unused]] const auto parsed = nlohmann::ordered_json::parse(line);
       } catch (const nlohmann::json::exception&) {
         *torn_tail = true;
         break;
