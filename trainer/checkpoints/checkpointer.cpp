@@ -396,6 +396,7 @@ void Checkpointer::prune() {
     // whole checkpoint or none of it (clean_up_interrupted_saves removes what a crash leaves).
     const std::string doomed =
         directory_ + "/tmp.pruned." + kPrefix + std::to_string(step) + "." + std::to_string(::getpid());
+    fs_->remove_all(doomed);  // what an earlier prune of this process left, if anything
     fs_->rename(directory_ + "/" + kPrefix + std::to_string(step), doomed);
     fs_->remove_all(doomed);
   }
