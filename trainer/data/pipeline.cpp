@@ -29,7 +29,7 @@ Pipeline::Pipeline(const config::Node& o, int64_t seed, PipelineOptions defaults
   options_.num_epochs = o.get_int_in("num_epochs", defaults.num_epochs, 0, 1'000'000'000);  // 0: endless
   options_.drop_remainder = o.get_bool("drop_remainder", defaults.drop_remainder);
   // Prefetched batches wait in memory; a few keep the worker ahead of any step. `auto` leaves
-  // the choice to the owner (`defaults.prefetch`; the Trainer measures, see trainer_threads.cpp).
+  // the choice to the owner (`defaults.prefetch`; the Trainer measures, see run/tuning_internal.h).
   if (prefetch_is_auto(o)) {
     options_.prefetch = defaults.prefetch;
   } else {
