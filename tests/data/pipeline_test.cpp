@@ -5,6 +5,8 @@
 #include <filesystem>
 #include <fstream>
 #include <memory>
+#include <stdexcept>
+#include <string>
 #include <thread>
 
 #include <torch/torch.h>
@@ -281,4 +283,17 @@ TEST_CASE("the shards of a pipeline read disjoint slices that together make each
     CHECK(batches == (drop ? 4 : 6));
     for (auto& shard : shards) CHECK(!shard->next());
   }
+}
+
+TEST_CASE("a transform that fails with any exception is named, with the batch's shapes, as kd's error") {
+  struct Throws : kd::data::Transform {
+    Tree apply(const Tree&, at::Generator&) const override { throw std::runtime_error("cannot reshape"); }
+  };
+  Pipeline p(ids(10), {std::make_shared<Throws>()}, options(2, false, 0, true, 0, 0));
+  CHECK_THROWS_MATCHES(p.next(), kd::TypeError, Catch::Matchers::Predicate<kd::TypeError>([](const kd::TypeError& e) {
+                         const std::string what = e.what();
+                         return what.find("transforms[0]") != std::string::npos &&
+                                what.find("failed on the batch {") != std::string::npos &&
+                                what.find("cannot reshape") != std::string::npos;
+                       }));
 }

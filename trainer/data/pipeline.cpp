@@ -141,6 +141,8 @@ Tree Pipeline::batch_at(const PipelineState& at) const {
       throw;
     } catch (const c10::Error& e) {
       throw TypeError(label() + ": " + e.msg().substr(0, e.msg().find('\n')));
+    } catch (const std::exception& e) {  // a transform of a user's that throws its own
+      throw TypeError(label() + ": " + e.what());
     }
   }
   return batch;
