@@ -38,7 +38,7 @@ bool fits(const torch::Tensor& t, const torch::Tensor& p) {
 // The elements [begin, end) of one parameter. Written so that the compiler vectorises it for the
 // CPU at hand (the file is built without floating-point contraction: the same bits everywhere).
 #if defined(__x86_64__)
-#define KD_CPU_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#define KD_CPU_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 #else
 #define KD_CPU_CLONES
 #endif
@@ -47,10 +47,11 @@ KD_CPU_CLONES void update(const Step& s, float* __restrict p, const float* __res
                           float* __restrict v, float* __restrict vmax, int64_t begin, int64_t end) {
   for (int64_t i = begin; i < end; ++i) {
     float grad = g[i];
-    if (s.weight_decay != 0.0f) grad = grad + s.weight_decay * p[i];    // grad.add(p, weight_decay)
-    const float param = p[i] * s.decoupled_decay;                       // p.mul_(1 - lr * weight_decay)
-    const float mi = m[i] * s.beta1 + s.one_minus_beta1 * grad;         // exp_avg.mul_(b1).add_(grad, 1 - b1)
-    const float vi = v[i] * s.beta2 + s.one_minus_beta2 * grad * grad;  // .mul_(b2).addcmul_(grad, grad, 1 - b2)
+    if (s.weight_decay != 0.0f) grad = std::fma(p[i], s.weight_decay, grad);  // grad.add(p, weight_decay)
+    const float param = p[i] * s.decoupled_decay;                             // p.mul_(1 - lr * weight_decay)
+    const float mi = std::fma(grad, s.one_minus_beta1, m[i] * s.beta1);       // exp_avg.mul_(b1).add_(grad, 1 - b1)
+    const float vi =
+        std::fma(s.one_minus_beta2 * grad, grad, v[i] * s.beta2);  // .mul_(b2).addcmul_(grad, grad, 1 - b2)
     m[i] = mi;
     v[i] = vi;
     float second = vi;
@@ -59,7 +60,7 @@ KD_CPU_CLONES void update(const Step& s, float* __restrict p, const float* __res
       vmax[i] = second;
     }
     const float denom = std::sqrt(second) / s.bias_correction2_sqrt + s.eps;  // (sqrt / sqrt(bc2)).add_(eps)
-    p[i] = param + s.neg_step_size * (mi / denom);                            // p.addcdiv_(m, denom, -step_size)
+    p[i] = param + (s.neg_step_size * mi) / denom;                            // p.addcdiv_(m, denom, -step_size)
   }
 }
 

@@ -5,9 +5,11 @@
 // The step reads and writes torch's own state (AdamParamState / AdamWParamState: step,
 // exp_avg, exp_avg_sq, max_exp_avg_sq) and options (lr, betas, eps, weight_decay, amsgrad), so
 // checkpoints, opt_state, schedules and anything else that reads the torch optimizer see it as
-// ever. The arithmetic is torch::optim::Adam(W)::step's, element by element in float32, without
-// fused multiply-adds, so it gives the same bits on every CPU (torch's own kernels differ between
-// their vector and scalar paths); it agrees with torch's step to float rounding.
+// ever. The arithmetic is torch's, operation for operation in float32: the fused multiply-adds
+// where ATen's vectorised kernels take them (add_ with alpha, addcmul_), (value * m) / denom as
+// addcdiv_ computes it, nothing contracted elsewhere. So the step equals torch::optim::Adam(W) and
+// PyTorch 1.13's torch.optim.Adam(W) bit for bit wherever ATen runs its AVX2, AVX-512 or NEON
+// kernels, for any number of threads, and gives the same bits on every CPU (std::fma is exact).
 #pragma once
 
 #include "trainer/common/torch_fwd.h"
