@@ -136,6 +136,12 @@ TEST_CASE("every number a kd command takes is checked for its range, naming the 
       {{"launch", "--nproc=2", "--master-port=70000", "--", "train", "--cfg=x"}, "--master"},
       {{"launch", "--nproc=2", "--master-port=-1", "--", "train", "--cfg=x"}, "--master"},
       {{"launch", "--nproc=2", "--grace=-1", "--", "train", "--cfg=x"}, "--grace"},
+      // NaN compares false with every bound, and a duration cannot hold inf or 1e300 seconds.
+      {{"eval", "--workdir=w", "--follow", "--poll=nan"}, "--poll"},
+      {{"eval", "--workdir=w", "--follow", "--timeout=inf"}, "--timeout"},
+      {{"eval", "--workdir=w", "--follow", "--timeout=1e300"}, "--timeout"},
+      {{"launch", "--nproc=2", "--grace=nan", "--", "train", "--cfg=x"}, "--grace"},
+      {{"launch", "--nproc=2", "--grace=1e300", "--", "train", "--cfg=x"}, "--grace"},
   };
   for (const auto& [args, flag] : cases) {
     std::string out, err;

@@ -123,7 +123,7 @@ TEST_CASE("range getters name the key, the value and the range") {
   CHECK_THROWS_WITH(n.get_double_in("lr", std::nullopt, 0, 1),
                     Catch::Contains("exp.yaml:1:11") && Catch::Contains("\"opt.lr\" must be in [0, 1], got -1"));
   CHECK_THROWS_WITH(n.get_double_in("decay", 0.0, 0, std::numeric_limits<double>::infinity()),
-                    Catch::Contains("\"opt.decay\" must be >= 0, got nan"));
+                    Catch::Contains("\"opt.decay\" must be a finite number, but it is \".nan\""));
   CHECK_THROWS_WITH(n.get_int_list_in("sizes", std::nullopt, 1, 100), Catch::Contains("element 1 is 0"));
   CHECK(n.get_int_in("n", std::nullopt, 1, 3) == 3);
   CHECK(n.get_int_in("absent", 7, 1, 10) == 7);

@@ -65,6 +65,25 @@ TEST_CASE("Csv: every column but the label is batch.features; whole-number label
   CHECK_THROWS_WITH(load_csv("label,b\n1,0\n", ", label_column: lable"), Catch::Contains("Did you mean \"label\"?"));
 }
 
+TEST_CASE("Csv: class indices are checked at load, by line: negative, >= num_classes, or the ignore_label") {
+  const std::string csv = "a,y\n1,0\n2,-100\n3,2\n";
+  CHECK_THROWS_WITH(load_csv(csv, ", label_column: y"),
+                    Catch::Contains("t.csv:3: column \"y\" (index 1) is -100, not a class index") &&
+                        Catch::Contains("ignore_label: -100") && Catch::Contains("label_dtype: float32"));
+  const Loaded ignored = load_csv(csv, ", label_column: y, ignore_label: -100");
+  CHECK(get(ignored, "label").equal(torch::tensor({0, -100, 2})));
+  CHECK_THROWS_WITH(load_csv(csv, ", label_column: y, ignore_label: -100, num_classes: 2"),
+                    Catch::Contains("t.csv:4: column \"y\" (index 1) is 2, not a class index in [0, 2)"));
+  CHECK(get(load_csv(csv, ", label_column: y, ignore_label: -100, num_classes: 3"), "label").size(0) == 3);
+  // A whole-number regression target: said so, kept as float32.
+  const Loaded target = load_csv(csv, ", label_column: y, label_dtype: float32");
+  CHECK(get(target, "label").equal(torch::tensor({0.0f, -100.0f, 2.0f})));
+  CHECK_THROWS_WITH(load_csv("a,y\n1,0\n2,1.5\n", ", label_column: y, label_dtype: int64"),
+                    Catch::Contains("t.csv:3: column \"y\" (index 1) is 1.5") && Catch::Contains("not a whole number"));
+  CHECK_THROWS_WITH(load_csv(csv, ", label_column: y, label_dtype: float32, num_classes: 3"),
+                    Catch::Contains("leave out num_classes"));
+}
+
 TEST_CASE("Csv: word labels map to indices in sorted order, or in the order of classes") {
   const std::string csv = "x,species\n1,virginica\n2,setosa\n3,versicolor\n4,setosa\n";
   const Loaded sorted = load_csv(csv, ", label_column: species");

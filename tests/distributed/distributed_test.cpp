@@ -103,6 +103,18 @@ TEST_CASE("the torchrun variables give this process's place, and bad ones name t
     Env env({{"RANK", "0"}, {"WORLD_SIZE", "2"}, {"MASTER_ADDR", "h"}, {"MASTER_PORT", "70000"}});
     CHECK_THROWS_WITH(dist::world_from_environment(), Catch::Contains("MASTER_PORT"));
   }
+  for (const auto& [local_rank, local_world] :
+       std::vector<std::pair<std::string, std::string>>{{"2", "2"}, {"0", "0"}, {"0", "3"}}) {
+    Env env({{"RANK", "0"},
+             {"WORLD_SIZE", "2"},
+             {"LOCAL_RANK", local_rank},
+             {"LOCAL_WORLD_SIZE", local_world},
+             {"MASTER_ADDR", "h"},
+             {"MASTER_PORT", "29400"}});
+    INFO("LOCAL_RANK=" << local_rank << " LOCAL_WORLD_SIZE=" << local_world);
+    CHECK_THROWS_WITH(dist::world_from_environment(),
+                      Catch::Contains("LOCAL_RANK=" + local_rank) && Catch::Contains("do not fit"));
+  }
 }
 
 TEST_CASE("the distributed options come from the experiment's distributed section, checked") {

@@ -100,6 +100,37 @@ TEST_CASE("SoftmaxCrossEntropyWithIntLabels gives one value per example for labe
   }
 }
 
+TEST_CASE("integer labels outside [0, C) are an error naming the value, unless they equal ignore_index", "[losses]") {
+  torch::manual_seed(5);
+  const torch::Tensor logits = torch::randn({5, 4}, torch::kDouble);
+  const torch::Tensor labels = torch::tensor({2, -100, 0, 3, -100});
+  const Context ctx{.batch = Tree::dict({{"label", labels}}), .preds = Tree::dict({{"logits", logits}})};
+  // PyTorch's cross_entropy would skip the two -100 silently; kd says so and how to ask for it.
+  CHECK_THROWS_WITH(
+      make_loss("type: SoftmaxCrossEntropyWithIntLabels")->value(ctx),
+      Catch::Contains("-100 (element 1, and 1 more), outside [0, 4)") && Catch::Contains("ignore_index: -100"));
+  const Context too_big{.batch = Tree::dict({{"label", torch::tensor({0, 4, 1, 1, 1})}}),
+                        .preds = Tree::dict({{"logits", logits}})};
+  CHECK_THROWS_WITH(make_loss("type: SoftmaxCrossEntropyWithIntLabels")->value(too_big),
+                    Catch::Contains("class index 4 (element 1), outside [0, 4)"));
+  CHECK_THROWS_WITH(make_loss("type: SoftmaxCrossEntropyWithIntLabels\nignore_index: -1")->value(ctx),
+                    Catch::Contains("not ignore_index -1"));
+  // With ignore_index: the mean over the three other examples, as PyTorch's cross_entropy gives.
+  const auto loss = make_loss("type: SoftmaxCrossEntropyWithIntLabels\nignore_index: -100");
+  const auto value = loss->evaluate(ctx);
+  const double reference = torch::nn::functional::cross_entropy(logits, labels).item<double>();
+  CHECK(value.loss.item<double>() == Approx(reference).epsilon(1e-12));
+  CHECK(value.count.tensor().item<double>() == 3);
+  // With a mask too: both leave examples out.
+  Context masked = ctx;
+  masked.batch = masked.batch.set("mask", f64({1, 1, 0, 1, 1}));
+  const double kept =
+      torch::nn::functional::cross_entropy(logits.index({torch::tensor({0, 3})}), torch::tensor({2, 3})).item<double>();
+  CHECK(make_loss("type: SoftmaxCrossEntropyWithIntLabels\nignore_index: -100\nmask: batch.mask")
+            ->value(masked)
+            .item<double>() == Approx(kept).epsilon(1e-12));
+}
+
 TEST_CASE("SigmoidBinaryCrossEntropy is the element-wise logistic loss", "[losses]") {
   const Context ctx{.batch = Tree::dict({{"label", f64({1, 1, 0})}}),
                     .preds = Tree::dict({{"logits", f64({0, std::log(3.0), std::log(3.0)})}})};

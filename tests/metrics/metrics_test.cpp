@@ -53,6 +53,18 @@ TEST_CASE("Accuracy with a mask counts only the kept examples", "[metrics]") {
   CHECK(one_step("type: Accuracy\nmask: batch.mask", ctx) == Approx(0.5));
 }
 
+TEST_CASE("Accuracy refuses class indices outside [0, C) and leaves out those equal to ignore_index", "[metrics]") {
+  const torch::Tensor logits = f64({1, 0, 0, 1, 1, 0, 0, 1}).reshape({4, 2});  // arg-max 0, 1, 0, 1
+  const torch::Tensor labels = torch::tensor({0, -100, 1, 2});
+  CHECK_THROWS_WITH(one_step("type: Accuracy", classification_ctx(logits, labels)),
+                    Catch::Contains("-100 (element 1, and 1 more), outside [0, 2)"));
+  CHECK_THROWS_WITH(one_step("type: Accuracy\nignore_index: -100", classification_ctx(logits, labels)),
+                    Catch::Contains("class index 2 (element 3)"));
+  // Right, (ignored), wrong, right: 2 of 3.
+  CHECK(one_step("type: Accuracy\nignore_index: -100", classification_ctx(logits, torch::tensor({0, -100, 1, 1}))) ==
+        Approx(2.0 / 3.0));
+}
+
 TEST_CASE("Accuracy merged over uneven batches equals one pass over all the data", "[metrics]") {
   torch::manual_seed(0);
   const torch::Tensor logits = torch::randn({7, 4});

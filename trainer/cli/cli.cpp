@@ -40,6 +40,27 @@ namespace {
 
 constexpr int kUserError = 2;
 
+// Seconds in [min, max]: unlike CLI::Range, a NaN is outside (and so is inf, which a duration
+// cannot hold).
+CLI::Validator seconds_in(double min, double max) {
+  const auto text = [](double v) {
+    std::string s = std::to_string(v);
+    s.erase(s.find_last_not_of('0') + 1);
+    if (s.back() == '.') s.pop_back();
+    return s;
+  };
+  const std::string range = "[" + text(min) + ", " + text(max) + "]";
+  return CLI::Validator(
+      [=](std::string& value) -> std::string {
+        double v = 0;
+        if (!CLI::detail::lexical_cast(value, v) || !(v >= min && v <= max)) {
+          return "must be a number of seconds in " + range + ", got " + value;
+        }
+        return {};
+      },
+      "SECONDS in " + range);
+}
+
 bool instrumented() {
   return __asan_init != nullptr || __tsan_init != nullptr || __msan_init != nullptr ||
          __lsan_do_leak_check != nullptr || __gcov_dump != nullptr || __llvm_profile_write_file != nullptr;
@@ -135,11 +156,11 @@ void CommandLine::add_eval() {
                  "StandaloneEveryCheckpoint or StandaloneLastCheckpoint, until the run's final checkpoint")
       ->excludes(step);
   eval->add_option("--poll", follow.poll_seconds, "--follow: seconds between looks for new checkpoints (default 2)")
-      ->check(CLI::PositiveNumber);
+      ->check(seconds_in(0.001, 3600));
   eval->add_option("--timeout", follow.timeout_seconds,
                    "--follow: seconds to wait for something new while no training process holds the workdir "
                    "(default 600)")
-      ->check(CLI::NonNegativeNumber);
+      ->check(seconds_in(0, 30 * 24 * 3600));
   eval->allow_extras();
 }
 
@@ -175,7 +196,7 @@ void CommandLine::add_launch() {
   launch
       ->add_option("--grace", launch_grace_s,
                    "Seconds a rank may take to stop after SIGTERM before SIGKILL (default 30)")
-      ->check(CLI::NonNegativeNumber);
+      ->check(seconds_in(0, 24 * 3600));
   launch->prefix_command();  // everything after the options (or after --) is the kd command
 }
 

@@ -221,7 +221,15 @@ std::vector<Node> Node::elements() const {
   return out;
 }
 
-double Node::as_double() const { return convert<double>(*impl_, impl_->yaml, impl_->path, "a number"); }
+// No key of kd takes an infinity or a NaN (.inf, .nan in YAML): each is refused where it is read.
+double Node::as_double() const {
+  const double v = convert<double>(*impl_, impl_->yaml, impl_->path, "a number");
+  if (!std::isfinite(v)) {
+    throw ConfigError(where() + ": \"" + impl_->path + "\" must be a finite number, but it is " +
+                      scalar_text(impl_->yaml));
+  }
+  return v;
+}
 int64_t Node::as_int() const { return convert<int64_t>(*impl_, impl_->yaml, impl_->path, "an integer"); }
 bool Node::as_bool() const { return convert<bool>(*impl_, impl_->yaml, impl_->path, "true or false"); }
 std::string Node::as_string() const { return convert<std::string>(*impl_, impl_->yaml, impl_->path, "a string"); }

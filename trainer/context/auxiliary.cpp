@@ -53,6 +53,29 @@ torch::Tensor Auxiliary::read_mask(const Context& ctx, const Path& path, const t
   return mask.expand_as(like);
 }
 
+void Auxiliary::check_class_indices(const torch::Tensor& labels, int64_t classes, std::optional<int64_t> ignore,
+                                    const Path& path) {
+  if (!labels.device().is_cpu() || labels.numel() == 0) return;
+  torch::Tensor outside = labels.lt(0).logical_or_(labels.ge(classes));
+  if (ignore) outside.logical_and_(labels.ne(*ignore));
+  if (!outside.any().item<bool>()) return;
+  const int64_t first = outside.reshape({-1}).nonzero()[0].item<int64_t>();
+  const int64_t value = labels.reshape({-1})[first].item<int64_t>();
+  const int64_t count = outside.sum().item<int64_t>();
+  std::string message = "\"" + path.str() + "\" holds the class index " + std::to_string(value) + " (element " +
+                        std::to_string(first) + (count > 1 ? ", and " + std::to_string(count - 1) + " more" : "") +
+                        "), outside [0, " + std::to_string(classes) + ") of the logits' last axis";
+  if (ignore) {
+    message += " and not ignore_index " + std::to_string(*ignore);
+  } else {
+    message += value == -100 ? "; PyTorch's cross-entropy skips -100 silently, kd does not: set ignore_index: -100 "
+                               "on this loss or metric to leave such labels out"
+                             : "; fix the data or the model's number of outputs (or set ignore_index to leave a "
+                               "label value out)";
+  }
+  throw TypeError(message);
+}
+
 namespace detail {
 
 std::string describe_inputs(const Auxiliary& aux, const Context& ctx) {

@@ -44,6 +44,12 @@ class Auxiliary {
   // [B, 1] as Kauldron's per-example values are) or per element; trailing axes of size 1 that
   // `like` lacks are dropped, missing trailing axes are broadcast. kd::TypeError otherwise.
   static torch::Tensor read_mask(const Context& ctx, const Path& path, const torch::Tensor& like);
+  // Throws kd::TypeError when an integer label at `path` lies outside [0, classes) and is not
+  // `ignore` (PyTorch's cross-entropy skips -100 silently; kd names it). Checked where the
+  // labels are on the CPU (on an accelerator it would wait for the device every step; the
+  // sources check their labels as they load them).
+  static void check_class_indices(const torch::Tensor& labels, int64_t classes, std::optional<int64_t> ignore,
+                                  const Path& path);
 
  protected:
   // The path of key `name`: options[name] when given, else `default_path`; a key without a

@@ -2,6 +2,7 @@
 #include <algorithm>
 #include <cmath>
 #include <fstream>
+#include <limits>
 #include <map>
 #include <set>
 #include <sstream>
@@ -97,12 +98,35 @@ CsvSource::CsvSource(const config::Node& o)
     }
     if (!label_index_ && label_name_.empty()) throw ConfigError(classes->where() + ": classes needs a label_column");
   }
+  label_dtype_ = o.get_string("label_dtype", "auto");
+  if (label_dtype_ != "auto" && label_dtype_ != "int64" && label_dtype_ != "float32") {
+    throw ConfigError(o.child("label_dtype").where() + ": label_dtype must be auto, int64 or float32, got \"" +
+                      label_dtype_ + "\"");
+  }
+  if (o.has("num_classes") && !o.child("num_classes").is_null()) {
+    num_classes_ = o.get_int_in("num_classes", std::nullopt, 1, int64_t{1} << 31);
+  }
+  if (auto ignore = o.find("ignore_label"); ignore && !ignore->is_null()) ignore_label_ = ignore->as_int();
+  for (const char* key : {"label_dtype", "num_classes", "ignore_label"}) {
+    if (o.has(key) && !label_index_ && label_name_.empty()) {
+      throw ConfigError(o.child(key).where() + ": " + key + " is about the label column; set label_column too");
+    }
+  }
+  if (label_dtype_ == "float32" && (num_classes_ || ignore_label_ || !classes_.empty())) {
+    throw ConfigError(o.child("label_dtype").where() +
+                      ": label_dtype: float32 labels are values, not classes; leave out num_classes, ignore_label "
+                      "and classes");
+  }
+  if (num_classes_ && !classes_.empty() && static_cast<int64_t>(classes_.size()) > *num_classes_) {
+    throw ConfigError(o.child("num_classes").where() + ": classes lists " + std::to_string(classes_.size()) +
+                      " labels, more than num_classes: " + std::to_string(*num_classes_));
+  }
   split_ = o.get_string("split", "all");
   if (split_ != "all" && split_ != "train" && split_ != "test") {
     throw ConfigError(o.child("split").where() + ": split must be all, train or test, got \"" + split_ + "\"");
   }
   test_fraction_ = o.get_double_in("test_fraction", 0.2, 0.0, 1.0);
-  split_seed_ = o.get_int("split_seed", 0);
+  split_seed_ = o.get_int_in("split_seed", 0, 0, std::numeric_limits<int64_t>::max());
   if (split_ == "all" && (o.has("test_fraction") || o.has("split_seed"))) {
     throw ConfigError(o.where() + ": test_fraction and split_seed divide the file for split: train or split: test");
   }
@@ -247,9 +271,43 @@ Tree CsvSource::load() const {
     out.insert("label", torch::tensor(class_labels, torch::kLong));
   } else if (label >= 0) {
     torch::Tensor l = torch::tensor(labels);
-    out.insert("label", torch::equal(l, l.round()) ? l.to(torch::kLong) : l);
+    const bool whole = torch::equal(l, l.round());
+    if (label_dtype_ == "int64" && !whole) {
+      const int64_t i = l.ne(l.round()).nonzero()[0].item<int64_t>();
+      throw CorruptionError(path_ + ":" + std::to_string(t.line_of[static_cast<std::size_t>(kept[i])]) + ": " +
+                            column_name(label) + " is " +
+                            t.rows[static_cast<std::size_t>(kept[i])][static_cast<std::size_t>(label)] +
+                            ", not a whole number, but label_dtype is int64 (class indices)");
+    }
+    if (label_dtype_ == "float32" || !whole) {
+      out.insert("label", l);
+    } else {
+      l = l.to(torch::kLong);
+      check_labels(t, kept, std::vector<int64_t>(l.data_ptr<int64_t>(), l.data_ptr<int64_t>() + l.numel()),
+                   column_name(label));
+      out.insert("label", l);
+    }
   }
   return out;
+}
+
+void CsvSource::check_labels(const Table& t, const std::vector<int64_t>& kept, const std::vector<int64_t>& labels,
+                             const std::string& column) const {
+  for (std::size_t i = 0; i < labels.size(); ++i) {
+    const int64_t v = labels[i];
+    if ((v >= 0 && (!num_classes_ || v < *num_classes_)) || (ignore_label_ && v == *ignore_label_)) continue;
+    std::string message = path_ + ":" + std::to_string(t.line_of[static_cast<std::size_t>(kept[i])]) + ": " + column +
+                          " is " + std::to_string(v) + ", not a class index in [0, " +
+                          (num_classes_ ? std::to_string(*num_classes_) : std::string("inf")) + ")";
+    if (v < 0) {
+      message += "; a label to leave out (PyTorch's -100) needs ignore_label: " + std::to_string(v) +
+                 " here and ignore_index: " + std::to_string(v) +
+                 " on the loss and metrics; a regression target needs label_dtype: float32";
+    } else {
+      message += " (num_classes: " + std::to_string(*num_classes_) + "); fix the row or num_classes";
+    }
+    throw CorruptionError(message);
+  }
 }
 
 std::string CsvSource::describe() const {

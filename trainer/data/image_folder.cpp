@@ -2,6 +2,7 @@
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <set>
 
 #include <torch/torch.h>
@@ -43,7 +44,7 @@ ImageFolder::ImageFolder(const config::Node& o)
       channels_(o.get_int("channels", 3)),
       split_(o.get_string("split", "all")),
       test_fraction_(o.get_double_in("test_fraction", 0.2, 0.0, 1.0)),
-      split_seed_(o.get_int("split_seed", 0)) {
+      split_seed_(o.get_int_in("split_seed", 0, 0, std::numeric_limits<int64_t>::max())) {
   if (auto size = o.find("size"); size && !size->is_null()) {
     const auto s = o.get_int_list_in("size", std::nullopt, 1, 1 << 16);
     if (s.size() != 2) throw ConfigError(size->where() + ": size must be [height, width]");

@@ -2,6 +2,7 @@
 // [B, H, W, C], channels last) and Rearrange (einops patterns, as Kauldron's).
 #include <algorithm>
 #include <cctype>
+#include <limits>
 #include <map>
 #include <set>
 
@@ -158,7 +159,8 @@ Rearrange::Rearrange(const config::Node& o) : key_(o.get_string("key", "image"))
                       "\" must name the same axes, each once (kd's Rearrange moves, splits and merges axes)");
   }
   if (auto lengths = o.find("axes_lengths"); lengths && !lengths->is_null()) {
-    for (const auto& name : lengths->keys()) lengths_[name] = lengths->get_int(name);
+    for (const auto& name : lengths->keys())
+      lengths_[name] = lengths->get_int_in(name, std::nullopt, 1, std::numeric_limits<int64_t>::max());
   }
 }
 

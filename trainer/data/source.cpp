@@ -1,6 +1,7 @@
 #include "trainer/data/source.h"
 
 #include <fstream>
+#include <limits>
 
 #include <torch/torch.h>
 
@@ -20,7 +21,7 @@ class IdxImages : public Source {
       : name_(std::move(name)),
         path_(o.get_string("path", default_path)),
         split_(o.get_string("split", "train")),
-        limit_(o.get_int("num_examples", 0)) {
+        limit_(o.get_int_in("num_examples", 0, 0, std::numeric_limits<int64_t>::max())) {
     if (split_ != "train" && split_ != "test") {
       throw ConfigError(o.where() + ": split must be \"train\" or \"test\", got \"" + split_ + "\"");
     }
@@ -33,6 +34,13 @@ class IdxImages : public Source {
     if (images.dim() != 3 || labels.dim() != 1 || images.size(0) != labels.size(0)) {
       throw CorruptionError(name_ + " files under \"" + path_ + "\" disagree: images " + describe_tensor(images) +
                             ", labels " + describe_tensor(labels));
+    }
+    // Both datasets have ten classes: any other byte in the label file is damage.
+    if (const torch::Tensor outside = labels.ge(10).nonzero(); outside.size(0) > 0) {
+      const int64_t i = outside[0][0].item<int64_t>();
+      throw CorruptionError(find(prefix + "-labels-idx1-ubyte") + ": label " + std::to_string(i) + " is " +
+                            std::to_string(labels[i].item<int64_t>()) + ", not a class of " + name_ +
+                            " (0-9); the file is damaged: download it again");
     }
     if (limit_ > 0 && limit_ < images.size(0)) {
       images = images.narrow(0, 0, limit_).clone();
@@ -60,10 +68,10 @@ class IdxImages : public Source {
 class Synthetic : public Source {
  public:
   explicit Synthetic(const config::Node& o)
-      : n_(o.get_int("num_examples", 1024)),
-        features_(o.get_int("num_features", 16)),
-        classes_(o.get_int("num_classes", 4)),
-        seed_(o.get_int("seed", 0)) {}
+      : n_(o.get_int_in("num_examples", 1024, 1, int64_t{1} << 32)),
+        features_(o.get_int_in("num_features", 16, 1, int64_t{1} << 20)),
+        classes_(o.get_int_in("num_classes", 4, 1, int64_t{1} << 20)),
+        seed_(o.get_int_in("seed", 0, 0, std::numeric_limits<int64_t>::max())) {}
 
   Tree load() const override {
     auto gen = torch::make_generator<at::CPUGeneratorImpl>(static_cast<uint64_t>(seed_));

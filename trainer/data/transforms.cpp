@@ -1,5 +1,8 @@
 #include "trainer/data/transforms.h"
 
+#include <algorithm>
+#include <limits>
+
 #include <torch/torch.h>
 
 #include "trainer/common/error.h"
@@ -99,7 +102,14 @@ class Cast : public KeyTransform {
 // `shape` is per example; the batch dimension is kept.
 class Reshape : public KeyTransform {
  public:
-  explicit Reshape(const config::Node& o) : KeyTransform(o, "image"), shape_(o.get_int_list("shape")) {}
+  explicit Reshape(const config::Node& o)
+      : KeyTransform(o, "image"),
+        shape_(o.get_int_list_in("shape", std::nullopt, -1, std::numeric_limits<int64_t>::max())) {
+    if (std::count(shape_.begin(), shape_.end(), -1) > 1 || std::count(shape_.begin(), shape_.end(), 0) > 0) {
+      throw ConfigError(o.child("shape").where() +
+                        ": shape lists each example's sizes (>= 1), with at most one -1 for the size inferred");
+    }
+  }
   torch::Tensor map(const torch::Tensor& x, at::Generator&) const override {
     std::vector<int64_t> shape{x.size(0)};
     shape.insert(shape.end(), shape_.begin(), shape_.end());
@@ -112,7 +122,8 @@ class Reshape : public KeyTransform {
 
 class OneHot : public KeyTransform {
  public:
-  explicit OneHot(const config::Node& o) : KeyTransform(o, "label"), classes_(o.get_int("num_classes")) {}
+  explicit OneHot(const config::Node& o)
+      : KeyTransform(o, "label"), classes_(o.get_int_in("num_classes", std::nullopt, 1, int64_t{1} << 24)) {}
   torch::Tensor map(const torch::Tensor& x, at::Generator&) const override {
     return torch::nn::functional::one_hot(x.to(torch::kLong), classes_).to(torch::kFloat);
   }
@@ -125,7 +136,7 @@ class OneHot : public KeyTransform {
 class RandomFlip : public KeyTransform {
  public:
   explicit RandomFlip(const config::Node& o)
-      : KeyTransform(o, "image"), probability_(o.get_double("probability", 0.5)) {
+      : KeyTransform(o, "image"), probability_(o.get_double_in("probability", 0.5, 0.0, 1.0)) {
     const std::string axis = o.get_string("axis", "width");
     if (axis != "width" && axis != "height") throw ConfigError(o.where() + ": axis must be \"width\" or \"height\"");
     dim_ = axis == "width" ? 2 : 1;
@@ -146,7 +157,9 @@ class RandomFlip : public KeyTransform {
 class RandomCrop : public KeyTransform {
  public:
   explicit RandomCrop(const config::Node& o)
-      : KeyTransform(o, "image"), size_(o.get_int_list("size")), padding_(o.get_int("padding", 0)) {
+      : KeyTransform(o, "image"),
+        size_(o.get_int_list_in("size", std::nullopt, 1, 1 << 16)),
+        padding_(o.get_int_in("padding", 0, 0, 1 << 16)) {
     if (size_.size() != 2) throw ConfigError(o.where() + ": size must be [height, width]");
   }
   torch::Tensor map(const torch::Tensor& x, at::Generator& gen) const override {

@@ -86,12 +86,13 @@ class C10dProcessGroup final : public ProcessGroup {
                              gai_strerror(rc) + "); set it to rank 0's host name or IP address");
     }
     freeaddrinfo(found);
+    // Under torchrun's agent store (TORCHELASTIC_USE_AGENT_STORE=True) the agent already
+    // serves MASTER_PORT and every rank is a client, keyed by the restart attempt, as
+    // torch.distributed does; otherwise rank 0 serves it.
+    const char* agent = std::getenv("TORCHELASTIC_USE_AGENT_STORE");
+    const bool agent_store = agent != nullptr && std::string(agent) == "True";
+    const int attempt = agent_store ? env_int("TORCHELASTIC_RESTART_COUNT", 0) : 0;
     try {
-      // Under torchrun's agent store (TORCHELASTIC_USE_AGENT_STORE=True) the agent already
-      // serves MASTER_PORT and every rank is a client, keyed by the restart attempt, as
-      // torch.distributed does; otherwise rank 0 serves it.
-      const char* agent = std::getenv("TORCHELASTIC_USE_AGENT_STORE");
-      const bool agent_store = agent != nullptr && std::string(agent) == "True";
       c10d::TCPStoreOptions store_options;
       store_options.port = static_cast<std::uint16_t>(world.master_port);
       store_options.isServer = rank_ == 0 && !agent_store;
@@ -100,9 +101,7 @@ class C10dProcessGroup final : public ProcessGroup {
       store_options.timeout = timeout_;
       store_ = c10::make_intrusive<c10d::TCPStore>(world.master_addr, store_options);
       if (agent_store) {
-        const char* attempt = std::getenv("TORCHELASTIC_RESTART_COUNT");
-        store_ = c10::make_intrusive<c10d::PrefixStore>(
-            std::string("/worker/attempt_") + (attempt != nullptr ? attempt : "0"), store_);
+        store_ = c10::make_intrusive<c10d::PrefixStore>("/worker/attempt_" + std::to_string(attempt), store_);
       }
     } catch (const std::exception& e) {
       throw DistributedError(where_ + ": the rendezvous at " + rendezvous + " failed within distributed.timeout_s (" +
@@ -270,6 +269,14 @@ std::optional<WorldInfo> world_from_environment() {
   }
   w.local_rank = env_int("LOCAL_RANK", w.rank);
   w.local_world_size = env_int("LOCAL_WORLD_SIZE", 1);
+  if (const char* local = std::getenv("LOCAL_WORLD_SIZE"); local != nullptr && *local != '\0') {
+    if (w.local_world_size < 1 || w.local_world_size > w.world_size || w.local_rank >= w.local_world_size) {
+      throw ConfigError(
+          "the environment variables LOCAL_RANK=" + std::to_string(w.local_rank) +
+          " and LOCAL_WORLD_SIZE=" + std::to_string(w.local_world_size) +
+          " do not fit: need 0 <= LOCAL_RANK < LOCAL_WORLD_SIZE <= WORLD_SIZE=" + std::to_string(w.world_size));
+    }
+  }
   if (w.world_size > 1) {
     const char* addr = std::getenv("MASTER_ADDR");
     if (addr == nullptr || *addr == '\0') {

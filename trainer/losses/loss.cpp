@@ -29,9 +29,11 @@ Loss::Mean Loss::mean_value(const train::Context& ctx) const {
 
 Loss::Value Loss::evaluate(const train::Context& ctx) const {
   Value out;
-  if (mask_) {
+  const torch::Tensor own = own_mask(ctx);
+  if (mask_ || own.defined()) {
     const torch::Tensor v = values(ctx);
-    const torch::Tensor mask = read_mask(ctx, *mask_, v);
+    torch::Tensor mask = mask_ ? read_mask(ctx, *mask_, v) : torch::Tensor();
+    if (own.defined()) mask = mask.defined() ? mask * own.to(mask.scalar_type()) : own.to(v.scalar_type());
     const torch::Tensor total = (v * mask).sum();
     if (normalize_by_ == NormalizeBy::kMask) {
       // Counted in float64: a float32 count is exact only up to 2^24 (half precision: 2048).

@@ -1,6 +1,7 @@
 // kd::losses::Loss: the base of every loss. A subclass reads its inputs by path keys and returns
 // the per-element loss values; the base applies, in one place for all losses:
-//   mask:          optional path key; values are multiplied by it (broadcast to their shape)
+//   mask:          optional path key; values are multiplied by it (broadcast to their shape), and
+//                  by the loss's own mask where it has one (own_mask)
 //   normalize_by:  "mask" (default): sum(values * mask) / sum(mask broadcast to values)
 //                  "values": sum(values * mask) / number of values
 //   weight:        a number or a schedule of the step (see optim/schedules.h), default 1
@@ -50,6 +51,11 @@ class Loss : public train::Auxiliary {
   double weight(int64_t step) const { return (*weight_)(step); }
 
   enum class NormalizeBy { kMask, kValues };
+
+ protected:
+  // A loss's own mask of the values it counts (e.g. labels equal to ignore_index left out), 1
+  // where counted, multiplied into `mask`; undefined (the default) when it has none.
+  virtual torch::Tensor own_mask(const train::Context& ctx) const { return {}; }
 
  private:
   optim::SchedulePtr weight_;

@@ -16,20 +16,27 @@ namespace {
 
 // The fraction of `hits` (bool, one per element) that are true, among the masked-in elements
 // when a mask key is given: an exact AverageState over batches.
-Tree hit_rate(const torch::Tensor& hits, const std::optional<Path>& mask_key, const train::Context& ctx) {
-  if (!mask_key) return AverageState::make(hits.sum(), hits.numel());
-  const torch::Tensor mask = train::Auxiliary::read_mask(ctx, *mask_key, hits);
+// `counted` (bool, hits' shape), when defined, leaves out the elements where it is false.
+Tree hit_rate(const torch::Tensor& hits, const std::optional<Path>& mask_key, const train::Context& ctx,
+              const torch::Tensor& counted = {}) {
+  if (!mask_key && !counted.defined()) return AverageState::make(hits.sum(), hits.numel());
+  torch::Tensor mask =
+      mask_key ? train::Auxiliary::read_mask(ctx, *mask_key, hits) : torch::ones_like(hits, torch::kFloat);
+  if (counted.defined()) mask = mask * counted.to(mask.scalar_type());
   // In float64: merged over many batches, float32 sums are exact only up to 2^24.
   return AverageState::make((hits * mask).sum(torch::kDouble), mask.sum(torch::kDouble));
 }
 
-// Class indices [...] from labels that are indices [...] / [..., 1], or one-hot [..., C].
+// Class indices [...] from labels that are indices [...] / [..., 1] (each in [0, C) or `ignore`),
+// or one-hot [..., C].
 torch::Tensor class_indices(const torch::Tensor& logits, const torch::Tensor& labels, const Path& logits_path,
-                            const Path& labels_path) {
+                            const Path& labels_path, std::optional<int64_t> ignore) {
   torch::Tensor out = labels;
+  bool indices = true;
   if (logits.dim() >= 1 && out.dim() == logits.dim()) {
     if (out.sizes() == logits.sizes() && logits.size(-1) > 1) {
       out = out.argmax(-1);  // one-hot
+      indices = false;
     } else if (out.size(-1) == 1) {
       out = out.squeeze(-1);
     }
@@ -39,6 +46,8 @@ torch::Tensor class_indices(const torch::Tensor& logits, const torch::Tensor& la
                     "\" is " + describe_tensor(logits) + " and \"" + labels_path.str() + "\" is " +
                     describe_tensor(labels));
   }
+  if (indices && !out.is_floating_point())
+    train::Auxiliary::check_class_indices(out, logits.size(-1), ignore, labels_path);
   return out.to(torch::kLong);
 }
 
@@ -58,13 +67,19 @@ class LabeledMetric : public AverageMetric {
 // keeps the count of correct examples and of examples.
 class Accuracy : public LabeledMetric {
  public:
-  explicit Accuracy(const config::Node& o) : LabeledMetric(o) {}
+  explicit Accuracy(const config::Node& o) : LabeledMetric(o) {
+    if (auto ignore = o.find("ignore_index"); ignore && !ignore->is_null()) ignore_index_ = ignore->as_int();
+  }
 
   Tree get_state(const train::Context& ctx) const override {
     const torch::Tensor logits = read(ctx, logits_).detach();
-    const torch::Tensor labels = class_indices(logits, read(ctx, labels_), logits_, labels_);
-    return hit_rate(logits.argmax(-1) == labels, mask_, ctx);
+    const torch::Tensor labels = class_indices(logits, read(ctx, labels_), logits_, labels_, ignore_index_);
+    return hit_rate(logits.argmax(-1) == labels, mask_, ctx,
+                    ignore_index_ ? labels.ne(*ignore_index_) : torch::Tensor());
   }
+
+ private:
+  std::optional<int64_t> ignore_index_;  // labels left out (PyTorch's ignore_index); none by default
 };
 
 // The fraction of elements where (logit > 0) == (label > 0.5).
@@ -230,7 +245,7 @@ class RocAuc : public CollectingMetric {
 
 // Called once by registry() (registry.cpp).
 void add_classification_metrics(config::Registry<Metric>& r) {
-  r.add<Accuracy>("Accuracy", "arg-max accuracy: logits=preds.logits, labels=batch.label, mask");
+  r.add<Accuracy>("Accuracy", "arg-max accuracy: logits=preds.logits, labels=batch.label, mask, ignore_index");
   r.add<BinaryAccuracy>("BinaryAccuracy",
                         "(logit > 0) == (label > 0.5): logits=preds.logits, labels=batch.label, mask");
   r.add<Precision1>("Precision1", "precision@1, multi-hot labels: logits=preds.logits, labels=batch.label, mask");

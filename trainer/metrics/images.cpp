@@ -1,5 +1,6 @@
 // Image quality metrics: Psnr and Ssim, averaged over images.
 #include <cmath>
+#include <limits>
 #include <memory>
 #include <vector>
 
@@ -54,8 +55,8 @@ class Ssim : public AverageMetric {
         range_(o.get_double("dynamic_range", 1.0)),
         filter_size_(o.get_int("filter_size", 11)),
         filter_sigma_(o.get_double("filter_sigma", 1.5)),
-        k1_(o.get_double("k1", 0.01)),
-        k2_(o.get_double("k2", 0.03)) {
+        k1_(o.get_double_in("k1", 0.01, std::numeric_limits<double>::min(), 1.0)),
+        k2_(o.get_double_in("k2", 0.03, std::numeric_limits<double>::min(), 1.0)) {
     if (!(range_ > 0)) throw ConfigError(o.where() + ": dynamic_range must be > 0");
     if (filter_size_ < 1) throw ConfigError(o.where() + ": filter_size must be >= 1");
     if (!(filter_sigma_ > 0)) throw ConfigError(o.where() + ": filter_sigma must be > 0");

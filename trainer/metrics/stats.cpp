@@ -39,9 +39,9 @@ class Norm : public AverageMetric {
       const std::string text = ord->as_string();
       if (text == "fro") {
         ord_ = 2;
-      } else if (text == "inf") {
+      } else if (text == "inf" || text == ".inf") {
         ord_ = std::numeric_limits<double>::infinity();
-      } else if (text == "-inf") {
+      } else if (text == "-inf" || text == "-.inf") {
         ord_ = -std::numeric_limits<double>::infinity();
       } else {
         ord_ = ord->as_double();

@@ -25,7 +25,7 @@ class Linear : public Schedule {
       : init_(o.get_double("init_value")),
         end_(o.get_double("end_value")),
         steps_(o.get_int("transition_steps")),
-        begin_(o.get_int("transition_begin", 0)) {
+        begin_(o.get_int_in("transition_begin", 0, 0, std::numeric_limits<int64_t>::max())) {
     if (steps_ <= 0) throw ConfigError(o.where() + ": transition_steps must be > 0, got " + std::to_string(steps_));
   }
   double operator()(int64_t step) const override {
@@ -91,8 +91,9 @@ class ExponentialDecay : public Schedule {
   explicit ExponentialDecay(const config::Node& o)
       : init_(o.get_double("init_value")),
         steps_(o.get_int("transition_steps")),
-        rate_(o.get_double("decay_rate")),
-        begin_(o.get_int("transition_begin", 0)),
+        rate_(o.get_double_in("decay_rate", std::nullopt, std::numeric_limits<double>::min(),
+                              std::numeric_limits<double>::max())),
+        begin_(o.get_int_in("transition_begin", 0, 0, std::numeric_limits<int64_t>::max())),
         staircase_(o.get_bool("staircase", false)),
         end_(o.find("end_value") ? std::optional<double>(o.get_double("end_value")) : std::nullopt) {
     if (steps_ <= 0) throw ConfigError(o.where() + ": transition_steps must be > 0");
@@ -119,7 +120,7 @@ class PiecewiseConstant : public Schedule {
  public:
   explicit PiecewiseConstant(const config::Node& o)
       : init_(o.get_double("init_value")),
-        boundaries_(o.get_int_list("boundaries")),
+        boundaries_(o.get_int_list_in("boundaries", std::nullopt, 0, std::numeric_limits<int64_t>::max())),
         scales_(o.get_double_list("scales")) {
     if (boundaries_.size() != scales_.size()) {
       throw ConfigError(o.where() + ": boundaries and scales must have the same length (" +

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <limits>
 #include <string>
 #include <thread>
 #include <vector>
@@ -57,13 +58,14 @@ c10::Device parse_device(const config::Node& cfg, const c10::Device& default_dev
 TrainerOptions TrainerOptions::from_config(const config::Node& cfg) {
   const TrainerOptions defaults;
   TrainerOptions o;
-  o.seed = cfg.get_int("seed", defaults.seed);
+  o.seed = cfg.get_int_in("seed", defaults.seed, 0, std::numeric_limits<int64_t>::max());
   o.workdir = cfg.get_string("workdir");
   if (auto n = cfg.find("num_train_steps"); n && !n->is_null()) {
     o.num_train_steps = cfg.get_int("num_train_steps");
     if (o.num_train_steps <= 0) throw ConfigError(n->where() + ": num_train_steps must be > 0");
   }
-  o.stop_after_steps = cfg.get_int("stop_after_steps", defaults.stop_after_steps);
+  o.stop_after_steps =
+      cfg.get_int_in("stop_after_steps", defaults.stop_after_steps, 0, std::numeric_limits<int64_t>::max());
   if (auto t = cfg.find("stop_after_time"); t && !t->is_null()) {
     o.stop_after_seconds = parse_duration(t->as_string(), t->where() + ": stop_after_time");
   }
