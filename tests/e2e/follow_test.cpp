@@ -102,3 +102,25 @@ TEST_CASE("kd eval --follow refuses an experiment without standalone evals, and 
   CHECK_THAT(r.output, Catch::Contains("did not appear within --timeout"));
   fs::remove_all(workdir);
 }
+
+TEST_CASE(
+    "kd eval --follow beside a run that saves and prunes at every step calls none damaged and evaluates the last") {
+  const fs::path dir = fresh_dir();
+  fs::create_directories(dir);
+  const fs::path workdir = dir / "wd";
+  const pid_t trainer = spawn_kd("train --cfg=" + kMlp + " --cfg.workdir=" + workdir.string() +
+                                     " --cfg.train_ds.num_examples=5000 --cfg.num_train_steps=600 --cfg.num_threads=1"
+                                     " --cfg.log_metrics_every=300 --cfg.evals.test.ds.num_examples=200"
+                                     " '--cfg.evals.test.run={type: StandaloneEveryCheckpoint}'"
+                                     " --cfg.checkpointer.save_interval_steps=1 --cfg.checkpointer.max_to_keep=1",
+                                 dir / "train.log");
+  const Result followed = run_kd("eval --workdir=" + workdir.string() + " --follow --poll=0.01 --timeout=120");
+  const int train_code = wait_exit_code(trainer);
+  INFO("train:\n" << read_text(dir / "train.log") << "\nfollow:\n" << followed.output);
+  REQUIRE(train_code == 0);
+  CHECK(followed.code == 0);
+  CHECK_THAT(followed.output, !Catch::Contains("damaged") && !Catch::Contains("cannot be evaluated") &&
+                                  Catch::Contains("followed the run to step 600"));
+  CHECK(accuracies(workdir, "test").count(600) == 1);
+  fs::remove_all(dir);
+}

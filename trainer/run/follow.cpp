@@ -45,7 +45,13 @@ bool Trainer::restore_newest_after(int64_t after, std::set<int64_t>& skipped) {
   for (const auto& info : checkpointer_->probe_after(after)) {  // the newest first
     if (skipped.count(info.step)) continue;
     if (!info.valid()) {
-      log_->warn("checkpoint {} is damaged ({}); skipping it", info.path, info.problem);
+      // Gone since it was listed: pruned while it was read (max_to_keep renames it away whole),
+      // not damaged.
+      if (!std::filesystem::exists(info.path)) {
+        log_->warn("checkpoint {} was deleted before it could be evaluated (checkpointer.max_to_keep)", info.path);
+      } else {
+        log_->warn("checkpoint {} is damaged ({}); skipping it", info.path, info.problem);
+      }
       skipped.insert(info.step);
       continue;
     }
