@@ -59,64 +59,70 @@ ImageFolder::ImageFolder(const config::Node& o)
   if (auto classes = o.find("classes"); classes && !classes->is_null()) classes_ = o.get_string_list("classes");
 }
 
-Tree ImageFolder::load() const {
-  std::error_code ec;
-  if (!fs::is_directory(path_, ec)) {
-    throw IOError(where_ + ": \"" + path_ + "\" is not a directory (ImageFolder reads PATH/<class>/<image>.png|jpg)");
-  }
-  std::vector<std::string> folders;
-  for (const auto& entry : fs::directory_iterator(path_)) {
-    const std::string name = entry.path().filename().string();
-    if (entry.is_directory() && name.front() != '.') folders.push_back(name);
-  }
-  std::sort(folders.begin(), folders.end());
-  if (folders.empty()) throw ConfigError(where_ + ": \"" + path_ + "\" has no class folders (PATH/<class>/<image>)");
-  std::vector<std::string> order = classes_.empty() ? folders : classes_;
-  for (const auto& c : order) {
-    if (!std::binary_search(folders.begin(), folders.end(), c)) {
-      throw ConfigError(where_ + ": classes names \"" + c + "\", but \"" + path_ + "\" has no such folder (it has " +
-                        join_names(folders) + ")");
+void ImageFolder::list_files() const {
+  std::call_once(listed_, [&] {
+    std::error_code ec;
+    if (!fs::is_directory(path_, ec)) {
+      throw IOError(where_ + ": \"" + path_ + "\" is not a directory (ImageFolder reads PATH/<class>/<image>.png|jpg)");
     }
-  }
-  // Every image file, class by class, in name order: the same list on every machine.
-  std::vector<std::pair<std::string, int64_t>> files;
-  for (std::size_t k = 0; k < order.size(); ++k) {
-    std::vector<std::string> names;
-    for (const auto& entry : fs::directory_iterator(fs::path(path_) / order[k])) {
-      if (entry.is_regular_file() && is_image_file(entry.path()) && entry.path().filename().string().front() != '.') {
-        names.push_back(entry.path().string());
+    std::vector<std::string> folders;
+    for (const auto& entry : fs::directory_iterator(path_)) {
+      const std::string name = entry.path().filename().string();
+      if (entry.is_directory() && name.front() != '.') folders.push_back(name);
+    }
+    std::sort(folders.begin(), folders.end());
+    if (folders.empty()) throw ConfigError(where_ + ": \"" + path_ + "\" has no class folders (PATH/<class>/<image>)");
+    std::vector<std::string> order = classes_.empty() ? folders : classes_;
+    for (const auto& c : order) {
+      if (!std::binary_search(folders.begin(), folders.end(), c)) {
+        throw ConfigError(where_ + ": classes names \"" + c + "\", but \"" + path_ + "\" has no such folder (it has " +
+                          join_names(folders) + ")");
       }
     }
-    if (names.empty()) throw ConfigError(where_ + ": the class folder \"" + order[k] + "\" holds no .png or .jpg file");
-    std::sort(names.begin(), names.end());
-    for (auto& n : names) files.emplace_back(std::move(n), static_cast<int64_t>(k));
-  }
-  const std::vector<int64_t> kept = split_ == "all" ? split_rows(static_cast<int64_t>(files.size()), 0.0, 0, false)
-                                                    : split_rows(static_cast<int64_t>(files.size()), test_fraction_,
-                                                                 static_cast<uint64_t>(split_seed_), split_ == "test");
-  if (kept.empty()) throw ConfigError(where_ + ": split " + split_ + " of \"" + path_ + "\" holds no images");
-  std::vector<torch::Tensor> images;
-  std::vector<int64_t> labels;
-  for (const int64_t i : kept) {
-    const auto& [file, label] = files[static_cast<std::size_t>(i)];
-    std::ifstream in(file, std::ios::binary);
-    const std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    if (!in.good() && !in.eof()) throw IOError("cannot read \"" + file + "\"");
-    torch::Tensor image = with_channels(decode_image(bytes, file), channels_);
-    if (size_) {
-      image = resize_images(image.unsqueeze(0), *size_, "bilinear", /*antialias=*/true).squeeze(0);
-    } else if (!images.empty() && image.sizes() != images.front().sizes()) {
-      throw ConfigError(where_ + ": \"" + file + "\" is " + std::to_string(image.size(1)) + " x " +
-                        std::to_string(image.size(0)) + " pixels but \"" +
-                        files[static_cast<std::size_t>(kept[0])].first + "\" " +
-                        std::to_string(images.front().size(1)) + " x " + std::to_string(images.front().size(0)) +
-                        ": give size: [height, width] to resize every image as it is read");
+    // Every image file, class by class, in name order: the same list on every machine.
+    std::vector<std::pair<std::string, int64_t>> files;
+    for (std::size_t k = 0; k < order.size(); ++k) {
+      std::vector<std::string> names;
+      for (const auto& entry : fs::directory_iterator(fs::path(path_) / order[k])) {
+        if (entry.is_regular_file() && is_image_file(entry.path()) && entry.path().filename().string().front() != '.') {
+          names.push_back(entry.path().string());
+        }
+      }
+      if (names.empty())
+        throw ConfigError(where_ + ": the class folder \"" + order[k] + "\" holds no .png or .jpg file");
+      std::sort(names.begin(), names.end());
+      for (auto& n : names) files.emplace_back(std::move(n), static_cast<int64_t>(k));
     }
-    images.push_back(image);
-    labels.push_back(label);
-  }
-  classes_used_ = order;
-  return Tree::dict({{"image", torch::stack(images)}, {"label", torch::tensor(labels, torch::kLong)}});
+    const std::vector<int64_t> kept = split_ == "all"
+                                          ? split_rows(static_cast<int64_t>(files.size()), 0.0, 0, false)
+                                          : split_rows(static_cast<int64_t>(files.size()), test_fraction_,
+                                                       static_cast<uint64_t>(split_seed_), split_ == "test");
+    if (kept.empty()) throw ConfigError(where_ + ": split " + split_ + " of \"" + path_ + "\" holds no images");
+    for (const int64_t i : kept) files_.push_back(std::move(files[static_cast<std::size_t>(i)]));
+    classes_used_ = order;
+  });
+}
+
+int64_t ImageFolder::size() const {
+  list_files();
+  return static_cast<int64_t>(files_.size());
+}
+
+std::string ImageFolder::name_of(int64_t index) const {
+  list_files();
+  return "\"" + files_.at(static_cast<std::size_t>(index)).first + "\"";
+}
+
+Tree ImageFolder::get(int64_t index) const {
+  list_files();
+  const auto& [file, label] = files_.at(static_cast<std::size_t>(index));
+  std::ifstream in(file, std::ios::binary);
+  if (!in) throw IOError("cannot read \"" + file + "\" (" + where_ + ")");
+  const std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  if (!in.good() && !in.eof()) throw IOError("cannot read \"" + file + "\"");
+  torch::Tensor image = with_channels(decode_image(bytes, file), channels_);
+  if (size_) image = resize_images(image.unsqueeze(0), *size_, "bilinear", /*antialias=*/true).squeeze(0);
+  return Tree::dict({{"image", image}, {"label", torch::scalar_tensor(label, torch::kLong)}});
 }
 
 std::string ImageFolder::describe() const {

@@ -1,21 +1,15 @@
 #include "trainer/data/pipeline.h"
 
+#include <algorithm>
 #include <chrono>
 
 #include <torch/torch.h>
 
 #include "trainer/common/error.h"
+#include "trainer/data/index_shuffle.h"
 
 namespace kd::data {
 namespace {
-
-// SplitMix64: a well-mixed 64-bit seed for each (seed, epoch[, batch]).
-uint64_t mix(uint64_t x) {
-  x += 0x9e3779b97f4a7c15ULL;
-  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
-  x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
-  return x ^ (x >> 31);
-}
 
 at::Generator generator(uint64_t seed) { return at::make_generator<at::CPUGeneratorImpl>(seed); }
 
@@ -28,7 +22,7 @@ Pipeline::Pipeline(const config::Node& o, int64_t seed, PipelineOptions defaults
   options_.shuffle = o.get_bool("shuffle", defaults.shuffle);
   options_.num_epochs = o.get_int_in("num_epochs", defaults.num_epochs, 0, 1'000'000'000);  // 0: endless
   options_.drop_remainder = o.get_bool("drop_remainder", defaults.drop_remainder);
-  // Prefetched batches wait in memory; a few keep the worker ahead of any step. `auto` leaves
+  // Prefetched batches wait in memory; a few keep the workers ahead of any step. `auto` leaves
   // the choice to the owner (`defaults.prefetch`; the Trainer measures, see run/tuning_internal.h).
   if (prefetch_is_auto(o)) {
     options_.prefetch = defaults.prefetch;
@@ -39,7 +33,13 @@ Pipeline::Pipeline(const config::Node& o, int64_t seed, PipelineOptions defaults
       throw ConfigError(std::string(e.what()) + " (prefetch is auto or a number of batches)");
     }
   }
-  if (options_.batch_size <= 0) throw ConfigError(o.where() + ": batch_size must be > 0");
+  if (auto w = o.find("num_workers"); w && !w->is_null() && !(w->is_scalar() && w->as_string() == "auto")) {
+    try {
+      options_.num_workers = o.get_int_in("num_workers", std::nullopt, 1, 256);
+    } catch (const ConfigError& e) {
+      throw ConfigError(std::string(e.what()) + " (num_workers is auto or a number of threads)");
+    }
+  }
   if (auto list = o.find("transforms"); list && !list->is_null()) {
     for (const config::Node& t : list->elements()) {
       transforms_.push_back(transform_registry().create(t));
@@ -60,19 +60,35 @@ void Pipeline::init() {
     throw Error("pipeline shard " + std::to_string(options_.shard_index) + " of " +
                 std::to_string(options_.num_shards) + " does not exist");
   }
-  examples_ = source_->load();
+  if (source_->random_access()) {
+    num_examples_ = source_->size();
+    if (num_examples_ <= 0) throw ConfigError(source_->describe() + " holds no examples");
+  } else {
+    examples_ = source_->load();
+    num_examples_ = data::num_examples(examples_, source_->describe());
+  }
   warnings_ = source_->warnings();
-  num_examples_ = data::num_examples(examples_, source_->describe());
+  // Workers: as asked, else one for data in memory (a batch is a gather), and for data read an
+  // example at a time the cores the intra-op threads leave.
+  workers_count_ = options_.num_workers;
+  if (workers_count_ <= 0) {
+    const auto cores = static_cast<int64_t>(std::max(1U, std::thread::hardware_concurrency()));
+    workers_count_ = source_->random_access() ? std::max<int64_t>(1, cores - torch::get_num_threads()) : 1;
+  }
   description_ = source_->describe() + " (" + std::to_string(num_examples_) + " examples, batch " +
-                 std::to_string(options_.batch_size) + ")";
+                 std::to_string(options_.batch_size) +
+                 (source_->random_access() ? ", read as needed by " + std::to_string(workers_count_) + " worker" +
+                                                 (workers_count_ == 1 ? "" : "s")
+                                           : std::string()) +
+                 ")";
   if (batches_per_epoch() == 0) {
     throw ConfigError(description_ + ": batch_size " + std::to_string(options_.batch_size) + " is larger than the " +
                       std::to_string(num_examples_) + " examples and drop_remainder is true: no batch to make");
   }
-  start_worker();
+  start_workers();
 }
 
-Pipeline::~Pipeline() { stop_worker(); }
+Pipeline::~Pipeline() { stop_workers(); }
 
 int64_t Pipeline::batches_per_epoch() const {
   return options_.drop_remainder ? num_examples_ / options_.batch_size
@@ -91,40 +107,8 @@ PipelineState Pipeline::advance(PipelineState at) const {
   return at;
 }
 
-Tree Pipeline::batch_at(const PipelineState& at) const {
-  const uint64_t epoch_seed = mix(mix(static_cast<uint64_t>(options_.seed)) ^ static_cast<uint64_t>(at.epoch));
-  int64_t start = at.index * options_.batch_size;
-  int64_t size = std::min(options_.batch_size, num_examples_ - start);
-  if (options_.num_shards > 1) {
-    const int64_t begin = options_.shard_index * size / options_.num_shards;
-    const int64_t end = (options_.shard_index + 1) * size / options_.num_shards;
-    start += begin;
-    size = end - begin;
-  }
-  torch::Tensor indices;
-  if (options_.shuffle) {
-    torch::Tensor order;
-    {
-      // One permutation per epoch, computed once (batch_at runs on one thread at a time, but
-      // restore() may switch threads).
-      std::lock_guard lock(order_mutex_);
-      if (order_epoch_ != at.epoch) {
-        at::Generator g = generator(epoch_seed);
-        order_ = at::randperm(num_examples_, g, torch::kLong);
-        order_epoch_ = at.epoch;
-      }
-      order = order_;
-    }
-    indices = order.narrow(0, start, size);  // this shard's part of the global batch
-  } else {
-    indices = torch::arange(start, start + size, torch::kLong);
-  }
-  Tree batch = examples_.map([&](const torch::Tensor& t) { return t.index_select(0, indices); });
-  // Random transforms draw per batch; shards draw from their own streams (the same examples as
-  // one process, but other random flips and crops).
-  uint64_t batch_seed = mix(epoch_seed ^ mix(static_cast<uint64_t>(at.index)));
-  if (options_.num_shards > 1) batch_seed = mix(batch_seed ^ mix(static_cast<uint64_t>(options_.shard_index) + 1));
-  at::Generator g = generator(batch_seed);
+Tree Pipeline::transformed(Tree batch, uint64_t seed, const std::function<std::string()>& what) const {
+  at::Generator g = generator(seed);
   for (std::size_t i = 0; i < transforms_.size(); ++i) {
     const auto label = [&] {
       std::string shapes;
@@ -132,7 +116,7 @@ Tree Pipeline::batch_at(const PipelineState& at) const {
         shapes += (shapes.empty() ? "" : ", ") + path + " " + leaf.describe();
       return "transforms[" + std::to_string(i) + "]" +
              (i < transform_types_.size() ? " (" + transform_types_[i] + ")" : "") + " of " + source_->describe() +
-             " failed on the batch {" + shapes + "}";
+             " failed on " + what() + " {" + shapes + "}";
     };
     try {
       batch = transforms_[i]->apply(batch, g);
@@ -148,46 +132,107 @@ Tree Pipeline::batch_at(const PipelineState& at) const {
   return batch;
 }
 
-void Pipeline::start_worker() {
-  stop_ = false;
-  ready_.clear();
-  error_ = nullptr;
-  if (options_.prefetch <= 0) return;
-  worker_ = std::thread([this, at = position_]() mutable {
-    try {
-      while (true) {
-        {
-          // Room first, then the batch: at most `prefetch` batches exist ahead of the one in use,
-          // counting the one being made.
-          std::unique_lock lock(mutex_);
-          changed_.wait(lock, [&] { return stop_ || static_cast<int64_t>(ready_.size()) < options_.prefetch; });
-          if (stop_) return;
-        }
-        std::optional<Tree> batch;
-        if (valid(at)) batch = batch_at(at);
-        std::lock_guard lock(mutex_);
-        if (stop_) return;
-        const bool end = !batch.has_value();
-        ready_.push_back(std::move(batch));
-        changed_.notify_all();
-        if (end) return;
-        at = advance(at);
+Tree Pipeline::batch_at(const PipelineState& at) const {
+  const uint64_t epoch_seed =
+      mix_bits(mix_bits(static_cast<uint64_t>(options_.seed)) ^ static_cast<uint64_t>(at.epoch));
+  int64_t start = at.index * options_.batch_size;
+  int64_t size = std::min(options_.batch_size, num_examples_ - start);
+  if (options_.num_shards > 1) {  // this shard's part of the global batch
+    const int64_t begin = options_.shard_index * size / options_.num_shards;
+    const int64_t end = (options_.shard_index + 1) * size / options_.num_shards;
+    start += begin;
+    size = end - begin;
+  }
+  // The examples at positions [start, start + size) of the epoch's order.
+  std::vector<int64_t> indices(static_cast<std::size_t>(size));
+  for (int64_t j = 0; j < size; ++j) {
+    const auto position = static_cast<uint64_t>(start + j);
+    indices[static_cast<std::size_t>(j)] =
+        options_.shuffle
+            ? static_cast<int64_t>(index_shuffle(position, static_cast<uint64_t>(num_examples_), epoch_seed))
+            : static_cast<int64_t>(position);
+  }
+  if (source_->random_access()) {
+    // Each example read and transformed on its own, its random stream seeded by its position in
+    // the epoch: the same whichever worker, rank or batch size makes it.
+    std::vector<Tree> examples;
+    examples.reserve(indices.size());
+    for (int64_t j = 0; j < size; ++j) {
+      const int64_t index = indices[static_cast<std::size_t>(j)];
+      Tree example;
+      try {
+        example = source_->get(index).map([](const torch::Tensor& t) { return t.unsqueeze(0); });
+      } catch (Error& e) {
+        e.add_context(source_->describe() + ", " + source_->name_of(index));
+        throw;
       }
-    } catch (...) {
-      std::lock_guard lock(mutex_);
-      error_ = std::current_exception();
-      changed_.notify_all();
+      const uint64_t seed = mix_bits(epoch_seed ^ mix_bits(static_cast<uint64_t>(start + j)));
+      examples.push_back(transformed(std::move(example), seed, [&] { return source_->name_of(index); }));
     }
-  });
+    return stack_examples(examples, [&](std::size_t k) { return source_->name_of(indices[k]); });
+  }
+  const torch::Tensor picked = torch::tensor(indices, torch::kLong);
+  Tree batch = examples_.map([&](const torch::Tensor& t) { return t.index_select(0, picked); });
+  // Random transforms draw per batch; shards draw from their own streams (the same examples as
+  // one process, but other random flips and crops).
+  uint64_t batch_seed = mix_bits(epoch_seed ^ mix_bits(static_cast<uint64_t>(at.index)));
+  if (options_.num_shards > 1) {
+    batch_seed = mix_bits(batch_seed ^ mix_bits(static_cast<uint64_t>(options_.shard_index) + 1));
+  }
+  return transformed(std::move(batch), batch_seed, [] { return std::string("the batch"); });
 }
 
-void Pipeline::stop_worker() {
+void Pipeline::start_workers() {
+  stop_ = false;
+  made_.clear();
+  next_claim_ = next_take_ = 0;
+  claim_at_ = position_;
+  end_claimed_ = false;
+  if (options_.prefetch <= 0) return;
+  for (int64_t w = 0; w < workers_count_; ++w) workers_.emplace_back([this] { work(); });
+}
+
+void Pipeline::work() {
+  const int64_t in_flight = std::max(options_.prefetch, workers_count_);
+  while (true) {
+    int64_t seq = 0;
+    PipelineState at;
+    {
+      // Room first, then the batch: at most `in_flight` batches exist ahead of the one in use,
+      // counting those being made.
+      std::unique_lock lock(mutex_);
+      changed_.wait(lock, [&] { return stop_ || (!end_claimed_ && next_claim_ - next_take_ < in_flight); });
+      if (stop_) return;
+      seq = next_claim_++;
+      at = claim_at_;
+      if (valid(at)) {
+        claim_at_ = advance(at);
+      } else {
+        end_claimed_ = true;
+      }
+    }
+    Made made;
+    try {
+      if (valid(at)) made.batch = batch_at(at);
+    } catch (...) {
+      made.error = std::current_exception();
+    }
+    std::lock_guard lock(mutex_);
+    if (stop_) return;
+    if (made.error) end_claimed_ = true;  // nothing after an error is made
+    made_.emplace(seq, std::move(made));
+    changed_.notify_all();
+  }
+}
+
+void Pipeline::stop_workers() {
   {
     std::lock_guard lock(mutex_);
     stop_ = true;
     changed_.notify_all();
   }
-  if (worker_.joinable()) worker_.join();
+  for (auto& w : workers_) w.join();
+  workers_.clear();
 }
 
 std::optional<Tree> Pipeline::next() {
@@ -200,16 +245,14 @@ std::optional<Tree> Pipeline::next() {
   } else {
     const auto start = std::chrono::steady_clock::now();
     std::unique_lock lock(mutex_);
-    changed_.wait(lock, [&] { return !ready_.empty() || error_; });
+    changed_.wait(lock, [&] { return made_.count(next_take_) > 0; });
     wait_seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    if (ready_.empty()) std::rethrow_exception(error_);
-    batch = std::move(ready_.front());
-    ready_.pop_front();
+    Made& made = made_.at(next_take_);
+    if (made.error) std::rethrow_exception(made.error);  // stays: next() raises it again
+    if (!made.batch) return std::nullopt;                // stays at the end
+    batch = std::move(made.batch);
+    made_.erase(next_take_++);
     changed_.notify_all();
-    if (!batch) {
-      ready_.push_front(std::nullopt);  // stay at the end
-      return std::nullopt;
-    }
   }
   position_ = advance(position_);
   return batch;
@@ -217,9 +260,9 @@ std::optional<Tree> Pipeline::next() {
 
 void Pipeline::set_prefetch(int64_t prefetch) {
   if (prefetch < 0) throw Error("the pipeline's prefetch must be >= 0, got " + std::to_string(prefetch));
-  stop_worker();
+  stop_workers();
   options_.prefetch = prefetch;
-  start_worker();  // from position_: the batches prefetched so far are made again
+  start_workers();  // from position_: the batches made ahead so far are made again
 }
 
 void Pipeline::restore(const PipelineState& state) {
@@ -228,9 +271,9 @@ void Pipeline::restore(const PipelineState& state) {
                           std::to_string(state.index) + ") does not exist in " + description_ + ", " +
                           std::to_string(batches_per_epoch()) + " batches per epoch");
   }
-  stop_worker();
+  stop_workers();
   position_ = state;
-  start_worker();
+  start_workers();
 }
 
 bool prefetch_is_auto(const config::Node& ds) {

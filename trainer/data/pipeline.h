@@ -1,7 +1,13 @@
-// kd::data::Pipeline: batches of a source, shuffled per epoch, transformed, prefetched on a
-// worker thread. Deterministic and resumable: batch (epoch e, index i) depends only on the
-// seed, e and i, so saving `state()` and calling `restore()` continues the exact stream an
-// uninterrupted run would have seen.
+// kd::data::Pipeline: batches of a source, shuffled per epoch, transformed, made ahead by
+// worker threads. Deterministic and resumable: batch (epoch e, index i) depends only on the
+// seed, e and i (never on the number of workers, ranks or batches in flight), so saving
+// `state()` and calling `restore()` continues the exact stream an uninterrupted run would have
+// seen.
+//
+// The order of an epoch is index_shuffle's permutation (index_shuffle.h: per position, O(1)
+// memory). An in-memory source is gathered and transformed a batch at a time; a random-access
+// source (source.h) is read an example at a time, each example transformed on its own (as a
+// batch of one, with a random stream of its own position) and the examples then stacked.
 //
 //   train_ds:
 //     type: FashionMnist        # the source (see source.h) and its options
@@ -10,20 +16,26 @@
 //     shuffle: true             # a new order every epoch, from the experiment's seed
 //     num_epochs: 0             # 0: endless
 //     drop_remainder: true      # false: the last batch of an epoch may be smaller
-//     prefetch: auto            # batches prepared ahead on a worker thread (0: none). auto: for
+//     num_workers: auto         # threads making batches ahead, each a whole batch (auto: 1 for
+//                               # in-memory sources; for random-access ones the cores the
+//                               # intra-op threads leave, at least 1)
+//     prefetch: auto            # batches made ahead (0: none, on the training thread). auto: for
 //                               # training on the CPU, none when the intra-op threads use every
 //                               # core, else the Trainer times the first steps' batches against
-//                               # the steps and uses 2 if they are dear; 2 on accelerators; evals 1
+//                               # the steps and uses 2 if they are dear; 2 on accelerators; evals 1.
+//                               # At least num_workers are in flight when prefetching.
 //     transforms: [...]
 #pragma once
 
 #include <condition_variable>
 #include <cstdint>
-#include <deque>
 #include <exception>
+#include <functional>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -42,6 +54,7 @@ struct PipelineOptions {
   int64_t num_epochs = 0;  // 0: endless
   bool drop_remainder = true;
   int64_t prefetch = 2;
+  int64_t num_workers = 0;  // 0: auto (see above)
   int64_t seed = 0;
   // Data-parallel training: this process reads only its slice of every batch, examples
   // [i*n/N, (i+1)*n/N) of a batch of n for shard i of N, so N shards together read exactly the
@@ -76,9 +89,11 @@ class Pipeline {
   // the data is a kd::CorruptionError.
   void restore(const PipelineState& state);
 
-  // Prepares up to `prefetch` batches ahead on the worker thread from now on (0: on the caller's
+  // Prepares up to `prefetch` batches ahead on the worker threads from now on (0: on the caller's
   // thread, in next()); the stream of batches is the same either way.
   void set_prefetch(int64_t prefetch);
+  // The worker threads that make batches when prefetching.
+  int64_t num_workers() const { return workers_count_; }
 
   int64_t num_examples() const { return num_examples_; }
   int64_t batches_per_epoch() const;
@@ -96,8 +111,10 @@ class Pipeline {
   void init();
   bool valid(const PipelineState& at) const;
   PipelineState advance(PipelineState at) const;
-  void start_worker();
-  void stop_worker();
+  void start_workers();
+  void stop_workers();
+  void work();
+  Tree transformed(Tree batch, uint64_t seed, const std::function<std::string()>& what) const;
 
   SourcePtr source_;
   std::vector<TransformPtr> transforms_;
@@ -109,17 +126,21 @@ class Pipeline {
   int64_t num_examples_ = 0;
   PipelineState position_;
 
-  // The current epoch's shuffled order.
-  mutable std::mutex order_mutex_;
-  mutable int64_t order_epoch_ = -1;
-  mutable torch::Tensor order_;
-
-  // Prefetching.
-  std::thread worker_;
+  // Prefetching: workers claim positions in order (sequence numbers from next_claim_) and
+  // leave each batch, or the error making it raised, under its sequence number; next() takes
+  // them in order. At most max(prefetch, workers) batches are claimed and not yet taken.
+  struct Made {
+    std::optional<Tree> batch;  // nullopt: past the last epoch
+    std::exception_ptr error;
+  };
+  int64_t workers_count_ = 1;
+  std::vector<std::thread> workers_;
   std::mutex mutex_;
   std::condition_variable changed_;
-  std::deque<std::optional<Tree>> ready_;  // nullopt marks the end
-  std::exception_ptr error_;
+  std::map<int64_t, Made> made_;
+  int64_t next_claim_ = 0, next_take_ = 0;
+  PipelineState claim_at_;
+  bool end_claimed_ = false;
   bool stop_ = false;
   double wait_seconds_ = 0;
 };

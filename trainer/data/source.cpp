@@ -1,12 +1,16 @@
 #include "trainer/data/source.h"
 
 #include <fstream>
+#include <functional>
 #include <limits>
+#include <optional>
+#include <vector>
 
 #include <torch/torch.h>
 
 #include "trainer/common/error.h"
 #include "trainer/common/suggest.h"
+#include "trainer/common/tensor_text.h"
 #include "trainer/data/csv_source_internal.h"
 #include "trainer/data/idx.h"
 #include "trainer/data/image_folder_internal.h"
@@ -126,6 +130,42 @@ config::Registry<Source>& source_registry() {
     r.add(
         "Synthetic", [](const config::Node& o) { return std::make_shared<Synthetic>(o); },
         "num_examples=1024, num_features=16, num_classes=4, seed=0");
+  });
+}
+
+Tree Source::load() const {
+  if (!random_access()) throw Error(describe() + " neither loads whole nor reads examples by index");
+  std::vector<Tree> examples;
+  const int64_t n = size();
+  for (int64_t i = 0; i < n; ++i) examples.push_back(get(i).map([](const torch::Tensor& t) { return t.unsqueeze(0); }));
+  return stack_examples(examples, [&](std::size_t k) { return name_of(static_cast<int64_t>(k)); });
+}
+
+int64_t Source::size() const { throw Error(describe() + " is not a random-access source"); }
+
+Tree Source::get(int64_t) const { throw Error(describe() + " is not a random-access source"); }
+
+Tree stack_examples(const std::vector<Tree>& examples, const std::function<std::string(std::size_t)>& name) {
+  if (examples.empty()) throw Error("no examples to stack");
+  const Tree& first = examples.front();
+  return first.map_with_path([&](const Path& path, const torch::Tensor& leaf) {
+    std::vector<torch::Tensor> parts;
+    parts.reserve(examples.size());
+    for (std::size_t k = 0; k < examples.size(); ++k) {
+      const std::optional<Tree> found = examples[k].try_get(path);
+      if (!found || !found->is_tensor()) {
+        throw TypeError(name(k) + " has no tensor \"" + path.str() + "\", which " + name(0) + " has");
+      }
+      const torch::Tensor& t = found->tensor();
+      if (t.dim() != leaf.dim() || t.sizes().slice(1) != leaf.sizes().slice(1) ||
+          t.scalar_type() != leaf.scalar_type()) {
+        throw TypeError("the examples of a batch differ: \"" + path.str() + "\" of " + name(0) + " is " +
+                        describe_tensor(leaf.squeeze(0)) + ", of " + name(k) + " " + describe_tensor(t.squeeze(0)) +
+                        "; give every example one shape (a source's size option, or a Resize or crop transform)");
+      }
+      parts.push_back(t);
+    }
+    return parts.size() == 1 ? parts.front() : torch::cat(parts);
   });
 }
 

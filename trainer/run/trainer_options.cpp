@@ -136,11 +136,26 @@ double parse_duration(const std::string& text, const std::string& where) {
 }
 
 bool may_change_on_resume(const std::string& key) {
-  for (const char* prefix :
-       {"workdir", "num_train_steps", "stop_after_steps", "stop_after_time", "log_metrics_every", "log_summaries_every",
-        "evals", "writer", "callbacks", "profiler", "checkpointer", "allow_config_change", "nan_policy", "num_threads",
-        "device", "init_transform", "distributed", "optimizer.accumulate_steps",
-        "train_ds.prefetch"}) {  // prefetching changes when batches are made, never which
+  for (const char* prefix : {"workdir",
+                             "num_train_steps",
+                             "stop_after_steps",
+                             "stop_after_time",
+                             "log_metrics_every",
+                             "log_summaries_every",
+                             "evals",
+                             "writer",
+                             "callbacks",
+                             "profiler",
+                             "checkpointer",
+                             "allow_config_change",
+                             "nan_policy",
+                             "num_threads",
+                             "device",
+                             "init_transform",
+                             "distributed",
+                             "optimizer.accumulate_steps",
+                             "train_ds.prefetch",
+                             "train_ds.num_workers"}) {  // workers change when batches are made, never which
     const std::string p(prefix);
     if (key == p || key.rfind(p + ".", 0) == 0) return true;
   }
