@@ -11,6 +11,7 @@
 #include "trainer/common/error.h"
 #include "trainer/common/suggest.h"
 #include "trainer/common/tensor_text.h"
+#include "trainer/data/array_files_internal.h"
 #include "trainer/data/csv_source_internal.h"
 #include "trainer/data/idx.h"
 #include "trainer/data/image_folder_internal.h"
@@ -119,14 +120,24 @@ config::Registry<Source>& source_registry() {
         "Csv", [](const config::Node& o) { return std::make_shared<CsvSource>(o); },
         "path (relative to the experiment file), header=true, label_column (a header name or a 0-based index, -1: "
         "the last; none: no label), classes (the order of word labels; default: sorted), split=all|train|test, "
-        "test_fraction=0.2, split_seed=0. Gives batch.features (float32 [N, columns but the label]) and "
+        "test_fraction=0.2, split_seed=0, label_dtype=auto|int64|float32, num_classes and ignore_label (class "
+        "indices checked at load). Gives batch.features (float32 [N, columns but the label]) and "
         "batch.label (int64 class indices for whole numbers or words, else float32)");
     r.add(
         "ImageFolder", [](const config::Node& o) { return std::make_shared<ImageFolder>(o); },
         "path (PATH/<class>/<image>.png|jpg, relative to the experiment file), size [H, W] (resize as read; "
         "default: every image one size), channels=3|1, classes (default: the folders, sorted), "
-        "split=all|train|test, test_fraction=0.2, split_seed=0. Gives batch.image (uint8 [N, H, W, C]) and "
-        "batch.label (int64)");
+        "split=all|train|test, test_fraction=0.2, split_seed=0. Each picture decoded when a batch needs it. Gives "
+        "batch.image (uint8 [N, H, W, C]) and batch.label (int64)");
+    r.add(
+        "Npy", [](const config::Node& o) { return std::make_shared<NpySource>(o); },
+        "path (the directory, relative to the experiment file), fields: {batch key: file.npy or a glob of shards}. "
+        "Memory-mapped, read an example at a time. Gives batch.<key>: example i of each array");
+    r.add(
+        "TokenFile", [](const config::Node& o) { return std::make_shared<TokenFile>(o); },
+        "path (a flat token file: nanoGPT's train.bin, or any file read as bytes), dtype=uint16|uint32|uint8, "
+        "seq_len, vocab_size (checked when given). Memory-mapped; example i is tokens [i*seq_len, (i+1)*seq_len]. "
+        "Gives batch.inputs and batch.targets (int64 [N, seq_len], targets one token ahead)");
     r.add(
         "Synthetic", [](const config::Node& o) { return std::make_shared<Synthetic>(o); },
         "num_examples=1024, num_features=16, num_classes=4, seed=0");
