@@ -73,3 +73,28 @@ TEST_CASE("Rearrange moves, merges and splits axes of each example as einops doe
       run_transform("{type: Rearrange, pattern: '(h w) c -> h w c', axes_lengths: {h: 5}}", x.reshape({2, 12, 5})),
       Catch::Contains("cannot be split"));
 }
+
+TEST_CASE("ResizeSmall brings the smaller side to size and keeps the aspect ratio") {
+  const torch::Tensor x = torch::rand({2, 30, 60, 3});
+  CHECK(run_transform("{type: ResizeSmall, size: 10}", x).sizes() == torch::IntArrayRef({2, 10, 20, 3}));
+  CHECK(run_transform("{type: ResizeSmall, size: 45}", x.transpose(1, 2)).sizes() ==
+        torch::IntArrayRef({2, 90, 45, 3}));
+}
+
+TEST_CASE("RandomResizedCrop: the whole image at scale 1 and its own ratio, the centre crop when no box fits") {
+  const torch::Tensor x = torch::arange(2 * 8 * 8, torch::kFloat).reshape({2, 8, 8});
+  // Scale 1 and the image's aspect ratio: the box is the image, resized as Resize would.
+  CHECK(run_transform("{type: RandomResizedCrop, size: [4, 4], scale: [1, 1], ratio: [1, 1]}", x)
+            .allclose(run_transform("{type: Resize, size: [4, 4]}", x)));
+  // Ratio 4 cannot fit in a square at scale 1: torchvision's fallback, the centre 2 x 8 rows.
+  CHECK(run_transform("{type: RandomResizedCrop, size: [2, 8], scale: [1, 1], ratio: [4, 4]}", x)
+            .equal(x.narrow(1, 3, 2)));
+  // Any draw: a box of the image (values of one image only), of the size asked for.
+  const torch::Tensor y = run_transform("{type: InceptionCrop, size: [5, 3]}", x);
+  CHECK(y.sizes() == torch::IntArrayRef({2, 5, 3}));
+  CHECK(y[1].min().item<float>() >= 63.5f);
+  CHECK_THROWS_WITH(run_transform("{type: RandomResizedCrop, size: [4, 4], scale: [0.5, 2]}", x),
+                    Catch::Contains("at most 1"));
+  CHECK_THROWS_WITH(run_transform("{type: RandomResizedCrop, size: [4, 4], ratio: [2, 1]}", x),
+                    Catch::Contains("ratio must be [low, high]"));
+}

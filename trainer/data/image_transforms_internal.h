@@ -3,6 +3,11 @@
 //   - {type: Resize, key: image, size: [224, 224], method: bilinear, antialias: true}
 //       bilinear | nearest | bicubic | area; integer images stay integers (rounded, clamped)
 //   - {type: CenterCrop, key: image, size: [200, 200]}
+//   - {type: ResizeSmall, key: image, size: 256}: the smaller side to `size`, the aspect kept
+//   - {type: RandomResizedCrop, key: image, size: [224, 224], scale: [0.08, 1], ratio: [0.75, 1.333]}
+//       torchvision's: per image, a box of a random share `scale` of its area and aspect ratio
+//       (log-uniform in `ratio`; 10 tries, then the centre crop), resized to `size` (bilinear,
+//       antialiased). InceptionCrop is the same with Kauldron's scale [0.05, 1].
 //   - {type: Rearrange, key: image, pattern: "h w c -> c h w"}
 //       Kauldron's (einops) patterns, per example (the batch axis stays first): axes moved,
 //       merged "(h w)" on the right, split on the left with axes_lengths: {h: 28}; "..." for the rest
@@ -41,6 +46,30 @@ class CenterCrop : public Transform {
  private:
   std::string key_;
   std::pair<int64_t, int64_t> size_;
+};
+
+class ResizeSmall : public Transform {
+ public:
+  explicit ResizeSmall(const config::Node& options);
+  Tree apply(const Tree& batch, at::Generator& gen) const override;
+
+ private:
+  std::string key_;
+  int64_t size_;
+  std::string method_;
+  bool antialias_;
+};
+
+class RandomResizedCrop : public Transform {
+ public:
+  // `default_scale`: the share of the area when the options give no `scale`.
+  RandomResizedCrop(const config::Node& options, std::pair<double, double> default_scale);
+  Tree apply(const Tree& batch, at::Generator& gen) const override;
+
+ private:
+  std::string key_;
+  std::pair<int64_t, int64_t> size_;
+  std::pair<double, double> scale_, ratio_;
 };
 
 class Rearrange : public Transform {

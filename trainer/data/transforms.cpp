@@ -244,6 +244,19 @@ config::Registry<Transform>& transform_registry() {
     r.add<Elements>("Elements", "keep | drop (lists of keys), rename {old: new}");
     r.add<Resize>("Resize", "key=image, size [H, W], method=bilinear|nearest|bicubic|area, antialias=true");
     r.add<CenterCrop>("CenterCrop", "key=image, size [H, W]");
+    r.add<ResizeSmall>("ResizeSmall", "key=image, size (the smaller side), method=bilinear, antialias=true");
+    r.add(
+        "RandomResizedCrop",
+        [](const config::Node& o) {
+          return std::make_shared<RandomResizedCrop>(o, std::pair{0.08, 1.0});
+        },
+        "key=image, size [H, W], scale=[0.08, 1] (share of the area), ratio=[0.75, 1.333] (torchvision's)");
+    r.add(
+        "InceptionCrop",
+        [](const config::Node& o) {
+          return std::make_shared<RandomResizedCrop>(o, std::pair{0.05, 1.0});
+        },
+        "key=image, size [H, W], scale=[0.05, 1], ratio=[0.75, 1.333] (Kauldron's InceptionCrop)");
     r.add<Rearrange>("Rearrange",
                      "key=image, pattern (einops, per example: \"h w c -> c h w\", \"h w c -> (h w c)\"), "
                      "axes_lengths {name: length} for split axes");
