@@ -98,3 +98,21 @@ TEST_CASE("RandomResizedCrop: the whole image at scale 1 and its own ratio, the 
   CHECK_THROWS_WITH(run_transform("{type: RandomResizedCrop, size: [4, 4], ratio: [2, 1]}", x),
                     Catch::Contains("ratio must be [low, high]"));
 }
+
+TEST_CASE("bilinear resizing of uint8 pictures agrees with LibTorch's antialiased interpolate to one level") {
+  torch::manual_seed(3);
+  for (const auto& [from, to] :
+       std::vector<std::pair<std::vector<int64_t>, std::string>>{{{2, 37, 53, 3}, "[224, 224]"},
+                                                                 {{1, 300, 200, 3}, "[64, 96]"},
+                                                                 {{2, 50, 50}, "[17, 80]"},
+                                                                 {{1, 9, 9, 4}, "[9, 9]"}}) {
+    INFO(to);
+    const torch::Tensor x = torch::randint(0, 256, from, torch::kByte);
+    const torch::Tensor fast = run_transform("{type: Resize, size: " + to + "}", x);
+    // The reference: LibTorch's interpolate in float (which the float path calls), rounded.
+    const torch::Tensor reference = run_transform("{type: Resize, size: " + to + "}", x.to(torch::kFloat));
+    REQUIRE(fast.scalar_type() == torch::kByte);
+    REQUIRE(fast.sizes() == reference.sizes());
+    CHECK((fast.to(torch::kFloat) - reference.round().clamp(0, 255)).abs().max().item<float>() <= 1.0f);
+  }
+}

@@ -2,9 +2,13 @@
 // [B, H, W, C], channels last) and Rearrange (einops patterns, as Kauldron's).
 #include <algorithm>
 #include <cctype>
+#include <cmath>
+#include <cstdint>
 #include <limits>
 #include <map>
 #include <set>
+#include <type_traits>
+#include <vector>
 
 #include <torch/torch.h>
 
@@ -41,9 +45,111 @@ Resize::Resize(const config::Node& o)
   }
 }
 
+namespace {
+
+// The taps of a separable antialiased bilinear resampling from `in` to `out` samples, as Pillow's
+// and LibTorch's antialiased interpolate compute them: the triangle filter widened by the
+// downscaling factor, centred on each output sample's centre, normalised.
+struct Taps {
+  std::vector<int64_t> first, count;
+  std::vector<float> weights;  // `width` per output sample
+  int64_t width = 0;
+};
+
+Taps bilinear_taps(int64_t in, int64_t out) {
+  Taps t;
+  const double scale = static_cast<double>(in) / static_cast<double>(out);
+  const double widen = std::max(scale, 1.0);
+  const double support = widen;  // the triangle's half-width (1) widened
+  t.width = static_cast<int64_t>(std::ceil(support)) * 2 + 1;
+  t.weights.assign(static_cast<std::size_t>(out * t.width), 0.0f);
+  for (int64_t i = 0; i < out; ++i) {
+    const double center = (static_cast<double>(i) + 0.5) * scale;
+    const int64_t lo = std::max<int64_t>(static_cast<int64_t>(center - support + 0.5), 0);
+    const int64_t hi = std::min<int64_t>(static_cast<int64_t>(center + support + 0.5), in);
+    double total = 0;
+    std::vector<double> w(static_cast<std::size_t>(std::max<int64_t>(hi - lo, 0)));
+    for (int64_t k = 0; k < hi - lo; ++k) {
+      const double d = std::abs((static_cast<double>(k + lo) - center + 0.5) / widen);
+      w[static_cast<std::size_t>(k)] = d < 1.0 ? 1.0 - d : 0.0;
+      total += w[static_cast<std::size_t>(k)];
+    }
+    for (int64_t k = 0; k < hi - lo; ++k) {
+      t.weights[static_cast<std::size_t>(i * t.width + k)] =
+          static_cast<float>(total > 0 ? w[static_cast<std::size_t>(k)] / total : 0.0);
+    }
+    t.first.push_back(lo);
+    t.count.push_back(std::min(hi - lo, t.width));
+  }
+  return t;
+}
+
+// One uint8 image [H, W, C] (any strides: a crop is a view) resized with antialiased bilinear
+// taps: rows, then columns, in float, rounded once. A pass over the pixels per direction, where
+// LibTorch's interpolate converts to float and back and lays out channels first.
+torch::Tensor resize_uint8(const torch::Tensor& image, int64_t out_h, int64_t out_w) {
+  const int64_t in_h = image.size(0), in_w = image.size(1), c = image.size(2);
+  const int64_t sh = image.stride(0), sw = image.stride(1), sc = image.stride(2);
+  const uint8_t* src = image.data_ptr<uint8_t>();
+  const Taps across = bilinear_taps(in_w, out_w), down = bilinear_taps(in_h, out_h);
+  std::vector<float> rows(static_cast<std::size_t>(in_h * out_w * c));
+  // The channels' count known to the compiler for the usual 1 and 3 (registers, no inner loop).
+  const auto horizontal = [&]<int64_t kC>(std::integral_constant<int64_t, kC>) {
+    const int64_t channels = kC > 0 ? kC : c;
+    for (int64_t y = 0; y < in_h; ++y) {
+      for (int64_t x = 0; x < out_w; ++x) {
+        const float* w = &across.weights[static_cast<std::size_t>(x * across.width)];
+        const uint8_t* at = src + y * sh + across.first[static_cast<std::size_t>(x)] * sw;
+        float* to = &rows[static_cast<std::size_t>((y * out_w + x) * channels)];
+        const int64_t taps = across.count[static_cast<std::size_t>(x)];
+        for (int64_t ch = 0; ch < channels; ++ch) {
+          float acc = 0;
+          for (int64_t k = 0; k < taps; ++k) acc += w[k] * static_cast<float>(at[k * sw + ch * sc]);
+          to[ch] = acc;
+        }
+      }
+    }
+  };
+  if (c == 3) {
+    horizontal(std::integral_constant<int64_t, 3>{});
+  } else if (c == 1) {
+    horizontal(std::integral_constant<int64_t, 1>{});
+  } else {
+    horizontal(std::integral_constant<int64_t, 0>{});
+  }
+  torch::Tensor out = torch::empty({out_h, out_w, c}, torch::kByte);
+  uint8_t* dst = out.data_ptr<uint8_t>();
+  const int64_t row = out_w * c;
+  std::vector<float> acc(static_cast<std::size_t>(row));
+  for (int64_t y = 0; y < out_h; ++y) {
+    std::fill(acc.begin(), acc.end(), 0.0f);
+    const float* w = &down.weights[static_cast<std::size_t>(y * down.width)];
+    for (int64_t k = 0; k < down.count[static_cast<std::size_t>(y)]; ++k) {
+      const float* from = &rows[static_cast<std::size_t>((down.first[static_cast<std::size_t>(y)] + k) * row)];
+      for (int64_t i = 0; i < row; ++i) acc[static_cast<std::size_t>(i)] += w[k] * from[i];
+    }
+    for (int64_t i = 0; i < row; ++i) {
+      dst[y * row + i] =
+          static_cast<uint8_t>(std::clamp(std::nearbyint(acc[static_cast<std::size_t>(i)]), 0.0f, 255.0f));
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
 torch::Tensor resize_images(const torch::Tensor& x, std::pair<int64_t, int64_t> size, const std::string& method,
                             bool antialias) {
   check_image(x, "Resize");
+  if (x.scalar_type() == torch::kByte && method == "bilinear" && antialias && x.device().is_cpu()) {
+    std::vector<torch::Tensor> out;
+    for (int64_t b = 0; b < x.size(0); ++b) {
+      const torch::Tensor image = x.dim() == 4 ? x[b] : x[b].unsqueeze(2);
+      const torch::Tensor resized = resize_uint8(image, size.first, size.second);
+      out.push_back(x.dim() == 4 ? resized : resized.squeeze(2));
+    }
+    return torch::stack(out);
+  }
   namespace F = torch::nn::functional;
   const bool channels = x.dim() == 4;
   torch::Tensor nchw = (channels ? x.permute({0, 3, 1, 2}) : x.unsqueeze(1)).to(torch::kFloat);

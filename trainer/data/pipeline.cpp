@@ -7,6 +7,7 @@
 
 #include "trainer/common/error.h"
 #include "trainer/data/index_shuffle.h"
+#include "trainer/runtime/cores.h"
 
 namespace kd::data {
 namespace {
@@ -72,8 +73,8 @@ void Pipeline::init() {
   // example at a time the cores the intra-op threads leave.
   workers_count_ = options_.num_workers;
   if (workers_count_ <= 0) {
-    const auto cores = static_cast<int64_t>(std::max(1U, std::thread::hardware_concurrency()));
-    workers_count_ = source_->random_access() ? std::max<int64_t>(1, cores - torch::get_num_threads()) : 1;
+    workers_count_ =
+        source_->random_access() ? std::max<int64_t>(1, runtime::available_cores() - torch::get_num_threads()) : 1;
   }
   description_ = source_->describe() + " (" + std::to_string(num_examples_) + " examples, batch " +
                  std::to_string(options_.batch_size) +
@@ -189,7 +190,13 @@ void Pipeline::start_workers() {
   claim_at_ = position_;
   end_claimed_ = false;
   if (options_.prefetch <= 0) return;
-  for (int64_t w = 0; w < workers_count_; ++w) workers_.emplace_back([this] { work(); });
+  for (int64_t w = 0; w < workers_count_; ++w) {
+    workers_.emplace_back([this] {
+      // Workers run beside each other and the step: one thread each for their tensor operations.
+      runtime::use_one_thread_for_ops_here();
+      work();
+    });
+  }
 }
 
 void Pipeline::work() {

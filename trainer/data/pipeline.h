@@ -16,7 +16,8 @@
 //     shuffle: true             # a new order every epoch, from the experiment's seed
 //     num_epochs: 0             # 0: endless
 //     drop_remainder: true      # false: the last batch of an epoch may be smaller
-//     num_workers: auto         # threads making batches ahead, each a whole batch (auto: 1 for
+//     num_workers: auto         # threads making batches ahead, each a whole batch with one
+//                               # thread for its tensor operations (auto: 1 for
 //                               # in-memory sources; for random-access ones the cores the
 //                               # intra-op threads leave, at least 1)
 //     prefetch: auto            # batches made ahead (0: none, on the training thread). auto: for
