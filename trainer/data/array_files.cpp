@@ -2,11 +2,9 @@
 #include <glob.h>
 
 #include <algorithm>
-#include <cstring>
 #include <filesystem>
 #include <limits>
 #include <string>
-#include <string_view>
 #include <vector>
 
 #include <torch/torch.h>
@@ -80,12 +78,13 @@ std::string shape_text(const std::vector<int64_t>& shape) {
 
 }  // namespace
 
-NpyArray read_npy_header(std::shared_ptr<const io::MappedFile> file) {
+NpyArray read_npy_header(std::shared_ptr<const io::RandomAccessFile> file) {
   const std::string& name = file->path();
-  const std::string_view bytes = file->bytes();
   const auto bad = [&](const std::string& what) {
     return CorruptionError("\"" + name + "\" is not an array np.save can have written: " + what);
   };
+  const std::size_t file_size = file->size();
+  const std::string bytes = file->read(0, std::min<std::size_t>(file_size, 12));
   if (bytes.size() < 10 || bytes.substr(0, 6) != "\x93NUMPY") throw bad("it does not start with \\x93NUMPY");
   const auto major = static_cast<unsigned char>(bytes[6]);
   std::size_t header_len = 0, start = 0;
@@ -100,8 +99,8 @@ NpyArray read_npy_header(std::shared_ptr<const io::MappedFile> file) {
   } else {
     throw bad("format version " + std::to_string(major) + " (kd reads 1 to 3)");
   }
-  if (start + header_len > bytes.size()) throw bad("its header is cut short");
-  const std::string header(bytes.substr(start, header_len));
+  if (start + header_len > file_size || header_len > (1U << 20)) throw bad("its header is cut short or too long");
+  const std::string header = file->read(start, header_len);
   NpyArray out;
   out.file = std::move(file);
   out.data_offset = start + header_len;
@@ -145,7 +144,7 @@ NpyArray read_npy_header(std::shared_ptr<const io::MappedFile> file) {
     if (d < 0) throw bad("shape " + shape);
     elements *= static_cast<std::size_t>(d);
   }
-  const std::size_t data = bytes.size() - out.data_offset;
+  const std::size_t data = file_size - out.data_offset;
   if (data != elements * out.item_size) {
     throw CorruptionError("\"" + name + "\" holds " + std::to_string(data) + " bytes of data, but its header says " +
                           shape_text(out.shape) + " of '" + descr + "', " + std::to_string(elements * out.item_size) +
@@ -158,8 +157,7 @@ torch::Tensor npy_example(const NpyArray& array, int64_t i) {
   const std::vector<int64_t> shape(array.shape.begin() + 1, array.shape.end());
   torch::Tensor out = torch::empty(shape, torch::TensorOptions().dtype(array.stored));
   const std::size_t bytes = static_cast<std::size_t>(out.numel()) * array.item_size;
-  std::memcpy(out.data_ptr(), array.file->bytes().data() + array.data_offset + static_cast<std::size_t>(i) * bytes,
-              bytes);
+  array.file->read(array.data_offset + static_cast<std::size_t>(i) * bytes, bytes, out.data_ptr());
   return widen(out, array.stored, array.dtype);
 }
 
@@ -172,7 +170,7 @@ NpySource::NpySource(const config::Node& o) : path_(o.get_string("path")) {
   for (const std::string& key : fields.keys()) {
     Field field{key, {}};
     for (const std::string& file : expand(path_, fields.get_string(key), fields.child(key).where())) {
-      field.shards.push_back(read_npy_header(io::MappedFile::open(file)));
+      field.shards.push_back(read_npy_header(io::RandomAccessFile::open(file)));
     }
     fields_.push_back(std::move(field));
   }
@@ -225,7 +223,7 @@ std::string NpySource::describe() const {
 }
 
 TokenFile::TokenFile(const config::Node& o)
-    : file_(io::MappedFile::open(o.get_string("path"))),
+    : file_(io::RandomAccessFile::open(o.get_string("path"))),
       dtype_name_(o.get_string("dtype", "uint16")),
       seq_len_(o.get_int_in("seq_len", std::nullopt, 1, int64_t{1} << 24)) {
   if (dtype_name_ == "uint8") {
@@ -257,7 +255,7 @@ TokenFile::TokenFile(const config::Node& o)
 Tree TokenFile::get(int64_t index) const {
   torch::Tensor stored = torch::empty({seq_len_ + 1}, torch::TensorOptions().dtype(stored_));
   const std::size_t first = static_cast<std::size_t>(index * seq_len_) * item_size_;
-  std::memcpy(stored.data_ptr(), file_->bytes().data() + first, static_cast<std::size_t>(seq_len_ + 1) * item_size_);
+  file_->read(first, static_cast<std::size_t>(seq_len_ + 1) * item_size_, stored.data_ptr());
   torch::Tensor tokens = stored_ == torch::kByte ? stored.to(torch::kLong) : widen(stored, stored_, torch::kLong);
   if (vocab_size_) {
     const torch::Tensor outside = tokens.ge(*vocab_size_).nonzero();

@@ -1,5 +1,5 @@
-// Sources over memory-mapped files, read by index (nothing is loaded at start; the kernel pages
-// the files in as batches touch them, and out under memory pressure):
+// Sources over files read by index: nothing is loaded at start, an example is one read of its
+// own bytes when a batch needs it (from the kernel's page cache while memory is free):
 //
 // Npy: arrays written by NumPy's np.save, one file per field (or shards of them):
 //   train_ds: {type: Npy, path: data, fields: {image: train_x.npy, label: train_y.npy}}
@@ -28,13 +28,13 @@
 
 #include "trainer/config/node.h"
 #include "trainer/data/source.h"
-#include "trainer/io/mapped_file.h"
+#include "trainer/io/random_access_file.h"
 
 namespace kd::data {
 
 // One .npy file, its header read and checked against its length.
 struct NpyArray {
-  std::shared_ptr<const io::MappedFile> file;
+  std::shared_ptr<const io::RandomAccessFile> file;
   torch::ScalarType stored;  // the element type in the file
   torch::ScalarType dtype;   // as read (uint16 -> int32, uint32 -> int64)
   std::vector<int64_t> shape;
@@ -43,7 +43,7 @@ struct NpyArray {
 };
 // Throws kd::CorruptionError naming the file for anything but a C-ordered little-endian array of
 // a supported dtype whose data fills the file.
-NpyArray read_npy_header(std::shared_ptr<const io::MappedFile> file);
+NpyArray read_npy_header(std::shared_ptr<const io::RandomAccessFile> file);
 // Example i (the array's first axis) of an array, copied and converted to its read dtype.
 torch::Tensor npy_example(const NpyArray& array, int64_t i);
 
@@ -75,7 +75,7 @@ class TokenFile : public Source {
   std::string describe() const override;
 
  private:
-  std::shared_ptr<const io::MappedFile> file_;
+  std::shared_ptr<const io::RandomAccessFile> file_;
   std::string dtype_name_;
   torch::ScalarType stored_;
   std::size_t item_size_ = 1;

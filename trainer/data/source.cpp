@@ -132,11 +132,12 @@ config::Registry<Source>& source_registry() {
     r.add(
         "Npy", [](const config::Node& o) { return std::make_shared<NpySource>(o); },
         "path (the directory, relative to the experiment file), fields: {batch key: file.npy or a glob of shards}. "
-        "Memory-mapped, read an example at a time. Gives batch.<key>: example i of each array");
+        "Read an example at a time. Gives batch.<key>: example i of each array");
     r.add(
         "TokenFile", [](const config::Node& o) { return std::make_shared<TokenFile>(o); },
         "path (a flat token file: nanoGPT's train.bin, or any file read as bytes), dtype=uint16|uint32|uint8, "
-        "seq_len, vocab_size (checked when given). Memory-mapped; example i is tokens [i*seq_len, (i+1)*seq_len]. "
+        "seq_len, vocab_size (checked when given). Read a window at a time; example i is tokens [i*seq_len, "
+        "(i+1)*seq_len]. "
         "Gives batch.inputs and batch.targets (int64 [N, seq_len], targets one token ahead)");
     r.add(
         "Synthetic", [](const config::Node& o) { return std::make_shared<Synthetic>(o); },

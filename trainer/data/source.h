@@ -7,7 +7,7 @@
 //
 // Built-ins: FashionMnist and Mnist (IDX files, gzipped or not), Csv (a table of the user's,
 // csv_source_internal.h), ImageFolder (pictures decoded as read, image_folder_internal.h), Npy
-// and TokenFile (memory-mapped arrays and token files, array_files_internal.h),
+// and TokenFile (NumPy arrays and token files read by index, array_files_internal.h),
 // Synthetic (random features and a learnable label, for tests), and InMemory (tensors given
 // from C++ through `in_memory_source`).
 #pragma once
