@@ -51,8 +51,9 @@ std::vector<torch::Tensor> images(Pipeline& p, int n) {
   return out;
 }
 
-Pipeline counting(int64_t workers, int64_t prefetch, int64_t n = 23, int64_t broken = -1) {
+Pipeline counting(int64_t workers, int64_t prefetch, int64_t n = 23, int64_t broken = -1, bool skip = false) {
   PipelineOptions o;
+  o.skip_unreadable = skip;
   o.batch_size = 4;
   o.num_workers = workers;
   o.prefetch = prefetch;
@@ -126,4 +127,30 @@ TEST_CASE("in-memory sources: the same batches for 1 and 4 workers") {
     streams.push_back(s);
   }
   for (std::size_t i = 0; i < streams[0].size(); ++i) CHECK(streams[0][i].equal(streams[1][i]));
+}
+
+TEST_CASE("on_error: skip leaves an unreadable example out of its batch and names it once it is delivered") {
+  std::vector<std::vector<torch::Tensor>> streams;
+  for (const int64_t workers : {1, 3}) {
+    Pipeline p = counting(workers, workers == 1 ? 0 : 4, 23, /*broken=*/5, /*skip=*/true);
+    std::vector<torch::Tensor> labels;
+    std::vector<std::string> skipped;
+    for (int b = 0; b < 10; ++b) {  // two epochs
+      labels.push_back(p.next()->get("label").tensor());
+      for (auto& s : p.take_skipped()) skipped.push_back(s);
+    }
+    int64_t examples = 0;
+    for (const auto& l : labels) examples += l.size(0);
+    CHECK(examples == 2 * 20 - 2);  // example 5 is in each epoch's 20 once
+    REQUIRE(skipped.size() == 2);
+    CHECK_THAT(skipped[0], Catch::StartsWith("example 5: cannot read picture 5"));
+    CHECK(p.take_skipped().empty());
+    streams.push_back(labels);
+  }
+  for (std::size_t i = 0; i < streams[0].size(); ++i) CHECK(streams[0][i].equal(streams[1][i]));
+}
+
+TEST_CASE("on_error is raise or skip") {
+  CHECK_THROWS_WITH(Pipeline(Node::parse("{type: Synthetic, batch_size: 4, on_error: ignore}", "e.yaml"), 0),
+                    Catch::Contains("e.yaml:1:") && Catch::Contains("on_error must be raise or skip"));
 }

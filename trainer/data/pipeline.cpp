@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <utility>
 
 #include <torch/torch.h>
 
@@ -41,6 +42,11 @@ Pipeline::Pipeline(const config::Node& o, int64_t seed, PipelineOptions defaults
       throw ConfigError(std::string(e.what()) + " (num_workers is auto or a number of threads)");
     }
   }
+  const std::string on_error = o.get_string("on_error", "raise");
+  if (on_error != "raise" && on_error != "skip") {
+    throw ConfigError(o.child("on_error").where() + ": on_error must be raise or skip, got \"" + on_error + "\"");
+  }
+  options_.skip_unreadable = on_error == "skip";
   if (auto list = o.find("transforms"); list && !list->is_null()) {
     for (const config::Node& t : list->elements()) {
       transforms_.push_back(transform_registry().create(t));
@@ -133,7 +139,9 @@ Tree Pipeline::transformed(Tree batch, uint64_t seed, const std::function<std::s
   return batch;
 }
 
-Tree Pipeline::batch_at(const PipelineState& at) const {
+Tree Pipeline::batch_at(const PipelineState& at) const { return make_batch(at).tree; }
+
+Pipeline::Batch Pipeline::make_batch(const PipelineState& at) const {
   const uint64_t epoch_seed =
       mix_bits(mix_bits(static_cast<uint64_t>(options_.seed)) ^ static_cast<uint64_t>(at.epoch));
   int64_t start = at.index * options_.batch_size;
@@ -156,21 +164,33 @@ Tree Pipeline::batch_at(const PipelineState& at) const {
   if (source_->random_access()) {
     // Each example read and transformed on its own, its random stream seeded by its position in
     // the epoch: the same whichever worker, rank or batch size makes it.
+    Batch out;
     std::vector<Tree> examples;
-    examples.reserve(indices.size());
+    std::vector<int64_t> kept;
     for (int64_t j = 0; j < size; ++j) {
       const int64_t index = indices[static_cast<std::size_t>(j)];
       Tree example;
       try {
         example = source_->get(index).map([](const torch::Tensor& t) { return t.unsqueeze(0); });
       } catch (Error& e) {
-        e.add_context(source_->describe() + ", " + source_->name_of(index));
+        if (options_.skip_unreadable) {
+          out.skipped.push_back(source_->name_of(index) + ": " + e.what());
+          continue;
+        }
+        e.add_context(source_->describe() + ", " + source_->name_of(index) + " (on_error: skip leaves such out)");
         throw;
       }
       const uint64_t seed = mix_bits(epoch_seed ^ mix_bits(static_cast<uint64_t>(start + j)));
       examples.push_back(transformed(std::move(example), seed, [&] { return source_->name_of(index); }));
+      kept.push_back(index);
     }
-    return stack_examples(examples, [&](std::size_t k) { return source_->name_of(indices[k]); });
+    if (examples.empty()) {
+      throw CorruptionError("no example of batch " + std::to_string(at.index) + " of epoch " +
+                            std::to_string(at.epoch) + " of " + source_->describe() +
+                            " could be read; the first: " + out.skipped.front());
+    }
+    out.tree = stack_examples(examples, [&](std::size_t k) { return source_->name_of(kept[k]); });
+    return out;
   }
   const torch::Tensor picked = torch::tensor(indices, torch::kLong);
   Tree batch = examples_.map([&](const torch::Tensor& t) { return t.index_select(0, picked); });
@@ -180,7 +200,7 @@ Tree Pipeline::batch_at(const PipelineState& at) const {
   if (options_.num_shards > 1) {
     batch_seed = mix_bits(batch_seed ^ mix_bits(static_cast<uint64_t>(options_.shard_index) + 1));
   }
-  return transformed(std::move(batch), batch_seed, [] { return std::string("the batch"); });
+  return {transformed(std::move(batch), batch_seed, [] { return std::string("the batch"); }), {}};
 }
 
 void Pipeline::start_workers() {
@@ -220,7 +240,7 @@ void Pipeline::work() {
     }
     Made made;
     try {
-      if (valid(at)) made.batch = batch_at(at);
+      if (valid(at)) made.batch = make_batch(at);
     } catch (...) {
       made.error = std::current_exception();
     }
@@ -243,11 +263,11 @@ void Pipeline::stop_workers() {
 }
 
 std::optional<Tree> Pipeline::next() {
-  std::optional<Tree> batch;
+  std::optional<Batch> batch;
   if (options_.prefetch <= 0) {
     if (!valid(position_)) return std::nullopt;
     const auto start = std::chrono::steady_clock::now();
-    batch = batch_at(position_);
+    batch = make_batch(position_);
     wait_seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   } else {
     const auto start = std::chrono::steady_clock::now();
@@ -262,8 +282,11 @@ std::optional<Tree> Pipeline::next() {
     changed_.notify_all();
   }
   position_ = advance(position_);
-  return batch;
+  skipped_.insert(skipped_.end(), batch->skipped.begin(), batch->skipped.end());
+  return std::move(batch->tree);
 }
+
+std::vector<std::string> Pipeline::take_skipped() { return std::exchange(skipped_, {}); }
 
 void Pipeline::set_prefetch(int64_t prefetch) {
   if (prefetch < 0) throw Error("the pipeline's prefetch must be >= 0, got " + std::to_string(prefetch));

@@ -25,6 +25,9 @@
 //                               # core, else the Trainer times the first steps' batches against
 //                               # the steps and uses 2 if they are dear; 2 on accelerators; evals 1.
 //                               # At least num_workers are in flight when prefetching.
+//     on_error: raise          # an example a random-access source cannot read stops the run
+//                               # (raise), or is left out of its batch (skip): each named in a
+//                               # warning, counted in perf_stats/skipped_examples
 //     transforms: [...]
 #pragma once
 
@@ -55,7 +58,8 @@ struct PipelineOptions {
   int64_t num_epochs = 0;  // 0: endless
   bool drop_remainder = true;
   int64_t prefetch = 2;
-  int64_t num_workers = 0;  // 0: auto (see above)
+  int64_t num_workers = 0;       // 0: auto (see above)
+  bool skip_unreadable = false;  // on_error: skip
   int64_t seed = 0;
   // Data-parallel training: this process reads only its slice of every batch, examples
   // [i*n/N, (i+1)*n/N) of a batch of n for shard i of N, so N shards together read exactly the
@@ -104,6 +108,9 @@ class Pipeline {
   const std::vector<std::string>& warnings() const { return warnings_; }
   // Seconds next() spent waiting for the worker since construction.
   double wait_seconds() const { return wait_seconds_; }
+  // With on_error: skip, the examples left out of the batches next() returned since the last
+  // call, each as "<its name>: <why>".
+  std::vector<std::string> take_skipped();
 
   // The batch (this shard's slice of it) at a position, computed directly (what the worker does).
   Tree batch_at(const PipelineState& at) const;
@@ -116,6 +123,12 @@ class Pipeline {
   void stop_workers();
   void work();
   Tree transformed(Tree batch, uint64_t seed, const std::function<std::string()>& what) const;
+  // The batch at a position, and the examples on_error: skip left out of it.
+  struct Batch {
+    Tree tree;
+    std::vector<std::string> skipped;
+  };
+  Batch make_batch(const PipelineState& at) const;
 
   SourcePtr source_;
   std::vector<TransformPtr> transforms_;
@@ -131,9 +144,10 @@ class Pipeline {
   // leave each batch, or the error making it raised, under its sequence number; next() takes
   // them in order. At most max(prefetch, workers) batches are claimed and not yet taken.
   struct Made {
-    std::optional<Tree> batch;  // nullopt: past the last epoch
+    std::optional<Batch> batch;  // nullopt: past the last epoch
     std::exception_ptr error;
   };
+  std::vector<std::string> skipped_;  // taken by take_skipped()
   int64_t workers_count_ = 1;
   std::vector<std::thread> workers_;
   std::mutex mutex_;

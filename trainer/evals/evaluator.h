@@ -29,6 +29,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include <c10/core/Device.h>
 
@@ -73,6 +74,8 @@ class Evaluator {
   bool may_log(const std::string& value) const;
   // Whether it evaluates the EMA of the params rather than the params (`use_ema`).
   bool use_ema() const { return use_ema_; }
+  // The examples its data's on_error: skip left out since the last call ("<name>: <why>").
+  std::vector<std::string> take_skipped() { return pipeline_->take_skipped(); }
   // Where `use_ema` was set, for errors.
   const std::string& use_ema_where() const { return use_ema_where_; }
 

@@ -43,24 +43,41 @@ bool fits(const torch::Tensor& t, const torch::Tensor& p) {
 #define KD_CPU_CLONES
 #endif
 
-KD_CPU_CLONES void update(const Step& s, float* __restrict p, const float* __restrict g, float* __restrict m,
-                          float* __restrict v, float* __restrict vmax, int64_t begin, int64_t end) {
+// One loop per combination of the options that change the arithmetic: no branch inside, so it
+// vectorises (inlined into each CPU clone of `update`).
+template <bool kL2Decay, bool kAmsgrad>
+[[gnu::always_inline]] inline void update_loop(const Step& s, float* __restrict p, const float* __restrict g,
+                                               float* __restrict m, float* __restrict v, float* __restrict vmax,
+                                               int64_t begin, int64_t end) {
   for (int64_t i = begin; i < end; ++i) {
     float grad = g[i];
-    if (s.weight_decay != 0.0f) grad = std::fma(p[i], s.weight_decay, grad);  // grad.add(p, weight_decay)
-    const float param = p[i] * s.decoupled_decay;                             // p.mul_(1 - lr * weight_decay)
-    const float mi = std::fma(grad, s.one_minus_beta1, m[i] * s.beta1);       // exp_avg.mul_(b1).add_(grad, 1 - b1)
-    const float vi =
-        std::fma(s.one_minus_beta2 * grad, grad, v[i] * s.beta2);  // .mul_(b2).addcmul_(grad, grad, 1 - b2)
+    if constexpr (kL2Decay) grad = std::fma(p[i], s.weight_decay, grad);        // grad.add(p, weight_decay)
+    const float param = p[i] * s.decoupled_decay;                               // p.mul_(1 - lr * weight_decay)
+    const float mi = std::fma(grad, s.one_minus_beta1, m[i] * s.beta1);         // exp_avg.mul_(b1).add_(grad, 1 - b1)
+    const float vi = std::fma(s.one_minus_beta2 * grad, grad, v[i] * s.beta2);  // .mul_(b2).addcmul_(g, g, 1 - b2)
     m[i] = mi;
     v[i] = vi;
     float second = vi;
-    if (s.amsgrad) {
+    if constexpr (kAmsgrad) {
       second = std::max(vmax[i], vi);  // max_out(max_exp_avg_sq, exp_avg_sq, max_exp_avg_sq)
       vmax[i] = second;
     }
     const float denom = std::sqrt(second) / s.bias_correction2_sqrt + s.eps;  // (sqrt / sqrt(bc2)).add_(eps)
     p[i] = param + (s.neg_step_size * mi) / denom;                            // p.addcdiv_(m, denom, -step_size)
+  }
+}
+
+KD_CPU_CLONES void update(const Step& s, float* __restrict p, const float* __restrict g, float* __restrict m,
+                          float* __restrict v, float* __restrict vmax, int64_t begin, int64_t end) {
+  const bool decay = s.weight_decay != 0.0f;
+  if (decay && s.amsgrad) {
+    update_loop<true, true>(s, p, g, m, v, vmax, begin, end);
+  } else if (decay) {
+    update_loop<true, false>(s, p, g, m, v, vmax, begin, end);
+  } else if (s.amsgrad) {
+    update_loop<false, true>(s, p, g, m, v, vmax, begin, end);
+  } else {
+    update_loop<false, false>(s, p, g, m, v, vmax, begin, end);
   }
 }
 

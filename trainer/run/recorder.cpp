@@ -62,6 +62,9 @@ writers::Scalars Recorder::train_metrics(int64_t step, writers::Scalars values, 
   values.emplace_back("perf_stats/total_training_time_hours", interval.training_seconds / 3600.0);
   values.emplace_back("perf_stats/peak_host_memory_mb",
                       static_cast<double>(runtime::peak_host_memory_bytes()) / (1024.0 * 1024.0));
+  if (interval.skipped_examples >= 0) {
+    values.emplace_back("perf_stats/skipped_examples", static_cast<double>(interval.skipped_examples));
+  }
   if (interval.device_peak_bytes >= 0) {
     values.emplace_back("perf_stats/peak_device_memory_mb",
                         static_cast<double>(interval.device_peak_bytes) / (1024.0 * 1024.0));

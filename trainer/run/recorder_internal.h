@@ -36,6 +36,7 @@ struct IntervalTiming {
   int world_size = 1;              // the processes that share it
   double training_seconds = 0;     // the run's wall time so far, over all its resumptions
   int64_t device_peak_bytes = -1;  // LibTorch's CUDA allocator's peak on the run's device; -1: not CUDA
+  int64_t skipped_examples = -1;   // left out by train_ds.on_error: skip (this process's); -1: not skipping
 };
 
 // "  params.layers.0.weight  float32[512, 784]  401408" lines, the buffers

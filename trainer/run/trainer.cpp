@@ -195,17 +195,20 @@ void Trainer::record_summaries(AuxiliariesState& aux) {
 }
 
 writers::Scalars Trainer::log_train_metrics() {
-  const IntervalTiming timing{.steps = interval_.steps,
-                              .seconds = seconds_since(interval_.start),
-                              .data_wait_seconds = pipeline_->wait_seconds() - interval_.wait_at_start,
-                              .checkpoint_seconds = interval_.checkpoint_seconds,
-                              .eval_seconds = interval_.eval_seconds,
-                              .batch_size = pipeline_->options().batch_size,
-                              .world_size = world_size(),
-                              .training_seconds = training_seconds(),
-                              .device_peak_bytes = options_->device.is_cuda()
-                                                       ? runtime::peak_device_memory_bytes(options_->device.index())
-                                                       : -1};
+  const std::vector<std::string> skipped = pipeline_->take_skipped();
+  for (const std::string& s : skipped) log_->warn("train data: left out {} (train_ds.on_error: skip)", s);
+  const IntervalTiming timing{
+      .steps = interval_.steps,
+      .seconds = seconds_since(interval_.start),
+      .data_wait_seconds = pipeline_->wait_seconds() - interval_.wait_at_start,
+      .checkpoint_seconds = interval_.checkpoint_seconds,
+      .eval_seconds = interval_.eval_seconds,
+      .batch_size = pipeline_->options().batch_size,
+      .world_size = world_size(),
+      .training_seconds = training_seconds(),
+      .device_peak_bytes =
+          options_->device.is_cuda() ? runtime::peak_device_memory_bytes(options_->device.index()) : -1,
+      .skipped_examples = pipeline_->options().skip_unreadable ? static_cast<int64_t>(skipped.size()) : -1};
   writers::Scalars values =
       compute_scalars(parallel_->merge(interval_.merged, auxiliaries_, "merging the training metrics"));
   for (const auto& [name, value] : step_->optimizer().schedules(state_.step - 1)) {
@@ -257,6 +260,9 @@ std::pair<AuxiliariesState, double> Trainer::evaluate(evals::Evaluator& evaluato
                                 "merging eval " + evaluator.name());
       });
   const double seconds = seconds_since(start);
+  for (const std::string& skipped : evaluator.take_skipped()) {
+    log_->warn("eval {}: left out {} (ds.on_error: skip)", evaluator.name(), skipped);
+  }
   interval_.eval_seconds += seconds;
   return {std::move(result), seconds};
 }
