@@ -56,6 +56,16 @@ torch::Tensor Auxiliary::read_mask(const Context& ctx, const Path& path, const t
 void Auxiliary::check_class_indices(const torch::Tensor& labels, int64_t classes, std::optional<int64_t> ignore,
                                     const Path& path) {
   if (!labels.device().is_cpu() || labels.numel() == 0) return;
+  // A plain scan where it can be (every step reads the labels: tensor operations would cost more
+  // than a small model's step does).
+  if (labels.is_contiguous() && labels.scalar_type() == torch::kLong) {
+    const int64_t* v = labels.data_ptr<int64_t>();
+    bool fine = true;
+    for (int64_t i = 0; i < labels.numel(); ++i) {
+      fine &= (v[i] >= 0 && v[i] < classes) || (ignore && v[i] == *ignore);
+    }
+    if (fine) return;
+  }
   torch::Tensor outside = labels.lt(0).logical_or_(labels.ge(classes));
   if (ignore) outside.logical_and_(labels.ne(*ignore));
   if (!outside.any().item<bool>()) return;
