@@ -131,7 +131,7 @@ TEST_CASE("experiments and command lines a user gets wrong are refused with the 
       {"--cfg.checkpointer=5", "\"checkpointer\" must be a map"},
       {"--cfg.evals.test.num_batches=-1", "\"evals.test.num_batches\" must be >= 0, got -1"},
       {"--cfg.optimizer.learning_rate=-1", "\"optimizer.learning_rate\" must be a finite number >= 0, got -1"},
-      {"--cfg.optimizer.learning_rate=.nan", "\"optimizer.learning_rate\" must be a finite number >= 0, got nan"},
+      {"--cfg.optimizer.learning_rate=.nan", "\"optimizer.learning_rate\" must be a finite number, but it is \".nan\""},
       {"--cfg.optimizer.weight_decay=-1", "\"optimizer.weight_decay\" must be >= 0, got -1"},
       {"--cfg.optimizer.b2=1", "\"optimizer.b2\" must be below 1"},
       {"--cfg.model.hidden_sizes=[-5]", "element 0 is -5"},
@@ -141,7 +141,11 @@ TEST_CASE("experiments and command lines a user gets wrong are refused with the 
       {"--cfg.train_ds.prefetch=fast", "(prefetch is auto or a number of batches)"},
       {"--cfg.optimizer.learnig_rate=1", "--cfg.optimizer.learnig_rate: unknown key \"learnig_rate\""},
       {"'--cfg.seed=&a [*a]'", "nested deeper than 64 levels"},
-      {"--cfg.distributed.timeout_s=.inf", "\"distributed.timeout_s\" must be in"},
+      {"--cfg.distributed.timeout_s=.inf", "\"distributed.timeout_s\" must be a finite number, but it is \".inf\""},
+      {"--cfg.seed=-1", "\"seed\" must be >= 0, got -1"},
+      {"--cfg.stop_after_steps=-5", "\"stop_after_steps\" must be >= 0, got -5"},
+      {"--cfg.train_ds.num_workers=0", "\"train_ds.num_workers\" must be in [1, 256], got 0"},
+      {"--cfg.train_ds.on_error=ignore", "on_error must be raise or skip"},
   };
   for (const auto& [arg, message] : cases) {
     const Result r = run_kd(base + arg);
