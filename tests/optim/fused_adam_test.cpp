@@ -81,20 +81,26 @@ TEST_CASE("the fused Adam and AdamW steps agree with torch's to float rounding")
   CHECK(largest_difference<torch::optim::AdamW>(torch::optim::AdamWOptions(1e-2).amsgrad(true), steps) < bound);
 }
 
-// Where ATen runs its vectorised kernels (AVX2 or AVX-512 with FMA on x86, NEON on ARM), torch's
-// step takes the fused multiply-adds that kd's takes: the two agree bit for bit, also when torch
-// splits a large parameter between threads. ATEN_CPU_CAPABILITY=default makes torch round
-// differently (then only the bound above holds).
+// Where ATen runs its vectorised kernels (AVX2 or AVX-512 with FMA on x86, NEON on ARM) with a
+// correctly rounded square root, torch's step takes the fused multiply-adds and roundings that
+// kd's takes: the two agree bit for bit, also when torch splits a large parameter between threads.
+// Elsewhere only the bound above holds: under ATEN_CPU_CAPABILITY=default, and with PyPI's
+// LibTorch 2, whose vectorised sqrt differs from IEEE's in about 16% of float32 results.
 namespace {
 
-bool aten_vectorised() {
+std::string why_not_exact() {
   const char* forced = std::getenv("ATEN_CPU_CAPABILITY");
-  if (forced != nullptr && std::string(forced) == "default") return false;
+  if (forced != nullptr && std::string(forced) == "default") return "ATEN_CPU_CAPABILITY=default";
 #if defined(__x86_64__)
-  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-#else
-  return true;
+  if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma")) return "no AVX2 and FMA";
 #endif
+  torch::manual_seed(1);
+  const torch::Tensor x = torch::rand({4099});
+  const torch::Tensor root = x.sqrt();
+  for (int64_t i = 0; i < x.numel(); ++i) {
+    if (root[i].item<float>() != std::sqrt(x[i].item<float>())) return "LibTorch's sqrt is not correctly rounded";
+  }
+  return "";
 }
 
 template <typename Optimizer, typename Options>
@@ -120,8 +126,8 @@ int64_t differing_elements(const Options& options, int threads) {
 }  // namespace
 
 TEST_CASE("the fused Adam and AdamW steps equal torch's bit for bit at 1 and 2 threads") {
-  if (!aten_vectorised()) {
-    WARN("not compared: ATen runs its scalar kernels here (ATEN_CPU_CAPABILITY=default or no AVX2/FMA)");
+  if (const std::string why = why_not_exact(); !why.empty()) {
+    WARN("not compared bit for bit: " << why);
     return;
   }
   for (const int threads : {1, 2}) {

@@ -9,7 +9,8 @@
 // where ATen's vectorised kernels take them (add_ with alpha, addcmul_), (value * m) / denom as
 // addcdiv_ computes it, nothing contracted elsewhere. So the step equals torch::optim::Adam(W) and
 // PyTorch 1.13's torch.optim.Adam(W) bit for bit wherever ATen runs its AVX2, AVX-512 or NEON
-// kernels, for any number of threads, and gives the same bits on every CPU (std::fma is exact).
+// kernels with a correctly rounded sqrt (Debian's 1.13; not PyPI's LibTorch 2, whose vectorised
+// sqrt is not), for any number of threads, and gives the same bits on every CPU (std::fma is exact).
 #pragma once
 
 #include "trainer/common/torch_fwd.h"
