@@ -73,6 +73,26 @@ TEST_CASE("Npy names the file of a header, dtype, order or length that does not 
   write_npy(dir / "a.npy", "<f8", "(8,)", d.data(), 8 * sizeof(double));
   write_npy(dir / "b.npy", "<f8", "(4,)", d.data(), 4 * sizeof(double));
   std::ofstream(dir / "text.npy") << "not an array";
+  // Headers cut or garbled in every way a broken writer or a truncated copy leaves them.
+  const std::vector<std::string> garbled = {
+      "{'descr': '<f8', 'fortran_order': False, 'shape': (8,",
+      "{'descr': '<f8', 'fortran_order': False, 'shape':",
+      "{'descr': '<f8', 'fortran_order': False}",
+      "{'descr': '<f8', 'fortran_order': False, 'shape': (x, 2)}",
+      "{'descr': '<f8', 'fortran_order': False, 'shape': (-8,)}",
+      "{'descr': '<f8', 'fortran_order': False, 'shape': ()}",
+      "{'descr': '<f8', 'fortran_order': False, 'shape': (99999999999999999999,)}",
+      "{'descr': 'f', 'shape': (8,)}",
+      "{'descr"};
+  for (std::size_t i = 0; i < garbled.size(); ++i) {
+    std::string header = garbled[i] + "\n";
+    std::ofstream out(dir / ("garbled" + std::to_string(i) + ".npy"), std::ios::binary);
+    out.write("\x93NUMPY\x01\x00", 8);
+    const char len[2] = {static_cast<char>(header.size() & 0xFF), static_cast<char>(header.size() >> 8)};
+    out.write(len, 2);
+    out << header;
+    out.write(reinterpret_cast<const char*>(d.data()), 64);
+  }
   const auto open = [&](const std::string& fields) {
     kd::data::NpySource source(options("{path: " + dir.string() + ", fields: " + fields + "}"));
   };
@@ -86,6 +106,10 @@ TEST_CASE("Npy names the file of a header, dtype, order or length that does not 
   CHECK_THROWS_WITH(open("{x: 'none_*.npy'}"), Catch::Contains("exp.yaml:1:") && Catch::Contains("no file matches"));
   CHECK_THROWS_AS(open("{x: missing.npy}"), kd::IOError);
   CHECK_THROWS_WITH(open("{}"), Catch::Contains("fields maps each batch key"));
+  for (std::size_t i = 0; i < garbled.size(); ++i) {
+    INFO(garbled[i]);
+    CHECK_THROWS_AS(open("{x: garbled" + std::to_string(i) + ".npy}"), kd::CorruptionError);
+  }
   fs::remove_all(dir);
 }
 

@@ -43,14 +43,21 @@ std::string header_value(const std::string& header, const std::string& key, cons
   if (colon == std::string::npos) {
     throw CorruptionError("\"" + file + "\": the .npy header has no '" + key + "' (" + header + ")");
   }
-  std::size_t begin = header.find_first_not_of(' ', colon + 1);
-  std::size_t end = begin;
-  if (header[begin] == '(') {
-    end = header.find(')', begin) + 1;
-  } else if (header[begin] == '\'') {
-    end = header.find('\'', begin + 1) + 1;
-  } else {
-    end = header.find_first_of(",}", begin);
+  const std::size_t begin = header.find_first_not_of(' ', colon + 1);
+  std::size_t end = std::string::npos;
+  if (begin != std::string::npos) {
+    if (header[begin] == '(') {
+      end = header.find(')', begin);
+      if (end != std::string::npos) ++end;
+    } else if (header[begin] == '\'') {
+      end = header.find('\'', begin + 1);
+      if (end != std::string::npos) ++end;
+    } else {
+      end = header.find_first_of(",}", begin);
+    }
+  }
+  if (end == std::string::npos) {
+    throw CorruptionError("\"" + file + "\": the .npy header's '" + key + "' has no value (" + header + ")");
   }
   return header.substr(begin, end - begin);
 }
@@ -141,7 +148,10 @@ NpyArray read_npy_header(std::shared_ptr<const io::RandomAccessFile> file) {
   if (out.shape.empty()) throw CorruptionError("\"" + name + "\" holds a scalar, not an array of examples");
   std::size_t elements = 1;
   for (const int64_t d : out.shape) {
-    if (d < 0) throw bad("shape " + shape);
+    if (d < 0 ||
+        (d > 0 && elements > (std::numeric_limits<std::size_t>::max() / out.item_size) / static_cast<std::size_t>(d))) {
+      throw bad("shape " + shape);
+    }
     elements *= static_cast<std::size_t>(d);
   }
   const std::size_t data = file_size - out.data_offset;
