@@ -83,6 +83,7 @@ TEST_CASE("Npy names the file of a header, dtype, order or length that does not 
       "{'descr': '<f8', 'fortran_order': False, 'shape': ()}",
       "{'descr': '<f8', 'fortran_order': False, 'shape': (99999999999999999999,)}",
       "{'descr': 'f', 'shape': (8,)}",
+      "{'descr': '|b1', 'fortran_order': False, 'shape': 1 ,'(x': 2 ), }",
       "{'descr"};
   for (std::size_t i = 0; i < garbled.size(); ++i) {
     std::string header = garbled[i] + "\n";

@@ -132,9 +132,11 @@ NpyArray read_npy_header(std::shared_ptr<const io::RandomAccessFile> file) {
     throw CorruptionError("\"" + name + "\" is in Fortran order; save np.ascontiguousarray(x) instead");
   }
   const std::string shape = header_value(header, "shape", name);
+  if (shape.size() < 2 || shape.front() != '(' || shape.back() != ')') throw bad("shape " + shape + " is not a tuple");
   std::size_t pos = 1;
   while (pos < shape.size()) {
-    const auto next = shape.find_first_of(",)", pos);
+    const auto next = shape.find_first_of(",)", pos);  // found: the tuple ends with ')'
+    if (next == std::string::npos) break;
     const std::string part = shape.substr(pos, next - pos);
     if (part.find_first_not_of(' ') != std::string::npos) {
       try {
