@@ -1,5 +1,6 @@
-// Fuzzes the .npy reader (NumPy's np.save format): the input is the file; its header is read and
-// checked, then its first and last examples are read. Any kd::Error is a correct answer.
+// Fuzzes the .npy reader (NumPy's np.save format) through the Npy source: the input is the file;
+// its header is read and checked, then its first and last examples are read. Any kd::Error is a
+// correct answer.
 #include <unistd.h>
 
 #include <cstdint>
@@ -8,18 +9,24 @@
 #include <string>
 
 #include "trainer/common/error.h"
-#include "trainer/data/array_files_internal.h"
+#include "trainer/config/node.h"
+#include "trainer/data/source.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-  static const std::string path =
-      (std::filesystem::temp_directory_path() / ("kd_npy_fuzz_" + std::to_string(getpid()))).string();
-  std::ofstream(path, std::ios::binary | std::ios::trunc)
+  static const std::filesystem::path dir =
+      std::filesystem::temp_directory_path() / ("kd_npy_fuzz_" + std::to_string(getpid()));
+  static const kd::config::Node options = [] {
+    std::filesystem::create_directories(dir);
+    return kd::config::Node::parse("{type: Npy, path: " + dir.string() + ", fields: {x: x.npy}}");
+  }();
+  std::ofstream(dir / "x.npy", std::ios::binary | std::ios::trunc)
       .write(reinterpret_cast<const char*>(data), static_cast<std::streamsize>(size));
   try {
-    const kd::data::NpyArray array = kd::data::read_npy_header(kd::io::RandomAccessFile::open(path));
-    if (array.shape[0] > 0) {
-      (void)kd::data::npy_example(array, 0);
-      (void)kd::data::npy_example(array, array.shape[0] - 1);
+    const auto source = kd::data::source_registry().create(options);
+    const int64_t n = source->size();
+    if (n > 0) {
+      (void)source->get(0);
+      (void)source->get(n - 1);
     }
   } catch (const kd::Error&) {
   }
