@@ -12,6 +12,7 @@
 #include "trainer/common/error.h"
 #include "trainer/common/suggest.h"
 #include "trainer/data/csv_source_internal.h"
+#include "trainer/data/index_shuffle.h"
 
 namespace kd::data {
 namespace {
@@ -48,10 +49,9 @@ bool parse_number(const std::string& cell, float& value) {
 // splitmix64: the same sequence on every machine and LibTorch version (a split must not change
 // with either).
 uint64_t next_random(uint64_t& state) {
-  uint64_t z = (state += 0x9E3779B97F4A7C15ull);
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-  return z ^ (z >> 31);
+  const uint64_t out = mix_bits(state);  // splitmix64's output for the state advanced once
+  state += 0x9E3779B97F4A7C15ull;
+  return out;
 }
 
 }  // namespace

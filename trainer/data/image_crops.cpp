@@ -11,16 +11,6 @@
 namespace kd::data {
 namespace {
 
-const torch::Tensor& checked_images(const Tree& batch, const std::string& key, const char* what) {
-  const torch::Tensor& x = batch.get(key).tensor();
-  if (x.dim() != 3 && x.dim() != 4) {
-    throw TypeError(std::string(what) +
-                    " needs images [batch, height, width] or [batch, height, width, channels], got " +
-                    describe_tensor(x));
-  }
-  return x;
-}
-
 std::pair<double, double> pair_option(const config::Node& o, const char* key, std::pair<double, double> def,
                                       double min) {
   const auto v = o.get_double_list(key, std::vector<double>{def.first, def.second});
@@ -42,16 +32,12 @@ int64_t below(at::Generator& gen, int64_t n) { return n <= 1 ? 0 : at::randint(n
 ResizeSmall::ResizeSmall(const config::Node& o)
     : key_(o.get_string("key", "image")),
       size_(o.get_int_in("size", std::nullopt, 1, 1 << 16)),
-      method_(o.get_string("method", "bilinear")),
-      antialias_(o.get_bool("antialias", true)) {
-  if (method_ != "bilinear" && method_ != "nearest" && method_ != "bicubic" && method_ != "area") {
-    throw ConfigError(o.child("method").where() + ": method must be bilinear, nearest, bicubic or area, got \"" +
-                      method_ + "\"");
-  }
-}
+      method_(resize_method_option(o)),
+      antialias_(o.get_bool("antialias", true)) {}
 
 Tree ResizeSmall::apply(const Tree& batch, at::Generator&) const {
-  const torch::Tensor& x = checked_images(batch, key_, "ResizeSmall");
+  const torch::Tensor& x = batch.get(key_).tensor();
+  check_images(x, "ResizeSmall");
   const double h = static_cast<double>(x.size(1)), w = static_cast<double>(x.size(2));
   const double factor = static_cast<double>(size_) / std::min(h, w);
   const std::pair<int64_t, int64_t> size{std::max<int64_t>(1, std::llround(h * factor)),
@@ -65,14 +51,13 @@ RandomResizedCrop::RandomResizedCrop(const config::Node& o, std::pair<double, do
     : key_(o.get_string("key", "image")),
       scale_(pair_option(o, "scale", default_scale, 0.0)),
       ratio_(pair_option(o, "ratio", {3.0 / 4.0, 4.0 / 3.0}, 0.0)) {
-  const auto size = o.get_int_list_in("size", std::nullopt, 1, 1 << 16);
-  if (size.size() != 2) throw ConfigError(o.child("size").where() + ": size must be [height, width]");
-  size_ = {size[0], size[1]};
+  size_ = image_size_option(o);
   if (scale_.second > 1.0) throw ConfigError(o.child("scale").where() + ": scale is a share of the area, at most 1");
 }
 
 Tree RandomResizedCrop::apply(const Tree& batch, at::Generator& gen) const {
-  const torch::Tensor& x = checked_images(batch, key_, "RandomResizedCrop");
+  const torch::Tensor& x = batch.get(key_).tensor();
+  check_images(x, "RandomResizedCrop");
   const int64_t height = x.size(1), width = x.size(2);
   const double area = static_cast<double>(height * width);
   const double log_low = std::log(ratio_.first), log_high = std::log(ratio_.second);

@@ -16,34 +16,34 @@
 #include "trainer/data/image_transforms_internal.h"
 
 namespace kd::data {
-namespace {
 
-// [B, H, W] or [B, H, W, C]: anything else is named in the error.
-void check_image(const torch::Tensor& x, const std::string& what) {
+void check_images(const torch::Tensor& x, const std::string& what) {
   if (x.dim() != 3 && x.dim() != 4) {
     throw TypeError(what + " needs images [batch, height, width] or [batch, height, width, channels], got " +
                     describe_tensor(x));
   }
 }
 
-std::pair<int64_t, int64_t> size_option(const config::Node& o) {
+std::pair<int64_t, int64_t> image_size_option(const config::Node& o) {
   const auto size = o.get_int_list_in("size", std::nullopt, 1, 1 << 16);
   if (size.size() != 2) throw ConfigError(o.child("size").where() + ": size must be [height, width]");
   return {size[0], size[1]};
 }
 
-}  // namespace
+std::string resize_method_option(const config::Node& o) {
+  std::string method = o.get_string("method", "bilinear");
+  if (method != "bilinear" && method != "nearest" && method != "bicubic" && method != "area") {
+    throw ConfigError(o.child("method").where() + ": method must be bilinear, nearest, bicubic or area, got \"" +
+                      method + "\"");
+  }
+  return method;
+}
 
 Resize::Resize(const config::Node& o)
     : key_(o.get_string("key", "image")),
-      size_(size_option(o)),
-      method_(o.get_string("method", "bilinear")),
-      antialias_(o.get_bool("antialias", true)) {
-  if (method_ != "bilinear" && method_ != "nearest" && method_ != "bicubic" && method_ != "area") {
-    throw ConfigError(o.child("method").where() + ": method must be bilinear, nearest, bicubic or area, got \"" +
-                      method_ + "\"");
-  }
-}
+      size_(image_size_option(o)),
+      method_(resize_method_option(o)),
+      antialias_(o.get_bool("antialias", true)) {}
 
 namespace {
 
@@ -140,7 +140,7 @@ torch::Tensor resize_uint8(const torch::Tensor& image, int64_t out_h, int64_t ou
 
 torch::Tensor resize_images(const torch::Tensor& x, std::pair<int64_t, int64_t> size, const std::string& method,
                             bool antialias) {
-  check_image(x, "Resize");
+  check_images(x, "Resize");
   if (x.scalar_type() == torch::kByte && method == "bilinear" && antialias && x.device().is_cpu()) {
     std::vector<torch::Tensor> out;
     for (int64_t b = 0; b < x.size(0); ++b) {
@@ -180,11 +180,11 @@ Tree Resize::apply(const Tree& batch, at::Generator&) const {
   return out;
 }
 
-CenterCrop::CenterCrop(const config::Node& o) : key_(o.get_string("key", "image")), size_(size_option(o)) {}
+CenterCrop::CenterCrop(const config::Node& o) : key_(o.get_string("key", "image")), size_(image_size_option(o)) {}
 
 Tree CenterCrop::apply(const Tree& batch, at::Generator&) const {
   const torch::Tensor& x = batch.get(key_).tensor();
-  check_image(x, "CenterCrop");
+  check_images(x, "CenterCrop");
   const int64_t h = x.size(1), w = x.size(2);
   if (size_.first > h || size_.second > w) {
     throw TypeError("CenterCrop size [" + std::to_string(size_.first) + ", " + std::to_string(size_.second) +

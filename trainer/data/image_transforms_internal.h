@@ -22,6 +22,13 @@
 
 namespace kd::data {
 
+// kd::TypeError naming `what` unless `x` is images [B, H, W] or [B, H, W, C].
+void check_images(const torch::Tensor& x, const std::string& what);
+// The options every image transform reads alike: `size` [height, width] (each in [1, 65536]), and
+// `method` (bilinear, the default, nearest, bicubic or area); kd::ConfigError naming the key.
+std::pair<int64_t, int64_t> image_size_option(const config::Node& options);
+std::string resize_method_option(const config::Node& options);
+
 // `x` [B, H, W] or [B, H, W, C] resized to `size` (height, width) with LibTorch's interpolate.
 torch::Tensor resize_images(const torch::Tensor& x, std::pair<int64_t, int64_t> size, const std::string& method,
                             bool antialias);

@@ -1,7 +1,5 @@
 #include "trainer/data/index_shuffle.h"
 
-#include <bit>
-
 namespace kd::data {
 
 uint64_t mix_bits(uint64_t x) {
@@ -15,11 +13,10 @@ uint64_t index_shuffle(uint64_t position, uint64_t n, uint64_t seed) {
   if (n <= 1) return position;
   // The domain [0, 2^bits) with bits even and 2^bits < 4n: on average fewer than 4 passes of
   // the walk below.
-  int bits = 64 - std::countl_zero(n - 1);
+  int bits = 64 - __builtin_clzll(n - 1);  // n >= 2: 1 to 64 (also in the C++17 fuzz build)
   bits += bits & 1;
-  if (bits < 2) bits = 2;
-  const int half = bits / 2;
-  const uint64_t mask = half == 64 ? ~uint64_t{0} : (uint64_t{1} << half) - 1;
+  const int half = bits / 2;  // 1 to 32
+  const uint64_t mask = (uint64_t{1} << half) - 1;
   constexpr int kRounds = 8;
   uint64_t keys[kRounds];
   for (int r = 0; r < kRounds; ++r) keys[r] = mix_bits(seed ^ mix_bits(static_cast<uint64_t>(r) + 1));
