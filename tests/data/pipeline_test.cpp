@@ -123,10 +123,10 @@ namespace {
 // Counts the batches made (each goes through apply once) and, when given the batches the test
 // has asked for (`taken`, counted before each next()) and a bound, each batch begun beyond
 // `taken + ahead` (`over`).
-class Counting : public kd::data::Transform {
+class CountingTransform : public kd::data::Transform {
  public:
-  explicit Counting(std::shared_ptr<std::atomic<int>> made, std::shared_ptr<std::atomic<int>> taken = nullptr,
-                    int ahead = 0, std::shared_ptr<std::atomic<int>> over = nullptr)
+  explicit CountingTransform(std::shared_ptr<std::atomic<int>> made, std::shared_ptr<std::atomic<int>> taken = nullptr,
+                             int ahead = 0, std::shared_ptr<std::atomic<int>> over = nullptr)
       : made_(std::move(made)), taken_(std::move(taken)), ahead_(ahead), over_(std::move(over)) {}
   Tree apply(const Tree& batch, at::Generator&) const override {
     const int number = ++*made_;
@@ -154,7 +154,7 @@ TEST_CASE("the worker makes `prefetch` batches ahead of the one in use, counting
     auto made = std::make_shared<std::atomic<int>>(0), taken = std::make_shared<std::atomic<int>>(0),
          over = std::make_shared<std::atomic<int>>(0);
     {
-      Pipeline p(ids(100), {std::make_shared<Counting>(made, taken, static_cast<int>(prefetch), over)},
+      Pipeline p(ids(100), {std::make_shared<CountingTransform>(made, taken, static_cast<int>(prefetch), over)},
                  options(2, false, 0, true, 0, prefetch));
       CHECK(wait_for(*made, static_cast<int>(prefetch)) == prefetch);
       for (int i = 1; i <= 3; ++i) {

@@ -23,9 +23,9 @@ namespace {
 
 // Example i: a 3x4 picture of value i and the label i % 3, read one at a time; example
 // `broken` throws as an unreadable file would.
-class Counting : public kd::data::Source {
+class CountingSource : public kd::data::Source {
  public:
-  explicit Counting(int64_t n, int64_t broken = -1) : n_(n), broken_(broken) {}
+  explicit CountingSource(int64_t n, int64_t broken = -1) : n_(n), broken_(broken) {}
   bool random_access() const override { return true; }
   int64_t size() const override { return n_; }
   Tree get(int64_t i) const override {
@@ -33,7 +33,7 @@ class Counting : public kd::data::Source {
     return Tree::dict({{"image", torch::full({3, 4, 1}, static_cast<float>(i))},
                        {"label", torch::scalar_tensor(i % 3, torch::kLong)}});
   }
-  std::string describe() const override { return "Counting"; }
+  std::string describe() const override { return "CountingSource"; }
 
  private:
   int64_t n_, broken_;
@@ -58,7 +58,7 @@ Pipeline counting(int64_t workers, int64_t prefetch, int64_t n = 23, int64_t bro
   o.num_workers = workers;
   o.prefetch = prefetch;
   o.seed = 11;
-  return Pipeline(std::make_shared<Counting>(n, broken), flip_and_noise(), o);
+  return Pipeline(std::make_shared<CountingSource>(n, broken), flip_and_noise(), o);
 }
 
 }  // namespace

@@ -74,3 +74,36 @@ TEST_CASE("kd trains on NumPy arrays and a run stopped mid-epoch with 2 workers 
   CHECK(same_params(dir / "whole", dir / "split", 60));
   fs::remove_all(dir);
 }
+
+TEST_CASE("kd trains on an HDF5 file h5py wrote to the same bits as on the same arrays in .npy files") {
+  const fs::path dir = fresh_dir();
+  const fs::path exp = npy_experiment(dir);
+  // The same 600 examples in one file: features compressed in chunks (read through libhdf5),
+  // labels contiguous (read directly).
+  const Result wrote =
+      run_command(std::string(KD_PYTHON) +
+                      " -c \"import numpy as np, h5py, glob\n"
+                      "d = '" +
+                      (dir / "data").string() +
+                      "'\n"
+                      "with h5py.File(d + '/all.h5', 'w') as f:\n"
+                      "    x = np.concatenate([np.load(p) for p in sorted(glob.glob(d + '/x_*.npy'))])\n"
+                      "    f.create_dataset('train/x', data=x, chunks=(1, 16), compression='gzip')\n"
+                      "    f['train/y'] = np.concatenate([np.load(p) for p in sorted(glob.glob(d + '/y_*.npy'))])\n\"",
+                  true);
+  INFO(wrote.output);
+  REQUIRE(wrote.code == 0);
+  const std::string base = "train --cfg=" + exp.string() + " --cfg.num_threads=1";
+  const Result npy = run_kd(base + " --cfg.workdir=" + (dir / "npy").string());
+  INFO(npy.output);
+  REQUIRE(npy.code == 0);
+  const Result h5 = run_kd(base + " --cfg.workdir=" + (dir / "h5").string() +
+                           " '--cfg.train_ds={type: Hdf5, path: " + (dir / "data/all.h5").string() +
+                           ", fields: {features: /train/x, label: "
+                           "/train/y}, batch_size: 32, num_workers: 2}'");
+  INFO(h5.output);
+  REQUIRE(h5.code == 0);
+  CHECK_THAT(h5.output, Catch::Contains("features: /train/x float32(16) via HDF5, label: /train/y int64()}"));
+  CHECK(same_params(dir / "npy", dir / "h5", 60));
+  fs::remove_all(dir);
+}

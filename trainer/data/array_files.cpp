@@ -62,8 +62,10 @@ std::string header_value(const std::string& header, const std::string& key, cons
   return header.substr(begin, end - begin);
 }
 
-std::vector<std::string> expand(const std::string& dir, const std::string& pattern, const std::string& where) {
-  const std::string full = std::filesystem::path(pattern).is_absolute() ? pattern : dir + "/" + pattern;
+}  // namespace
+
+std::vector<std::string> expand_files(const std::string& dir, const std::string& pattern, const std::string& where) {
+  const std::string full = std::filesystem::path(pattern).is_absolute() || dir.empty() ? pattern : dir + "/" + pattern;
   if (pattern.find_first_of("*?[") == std::string::npos) return {full};
   glob_t found{};
   const int rc = ::glob(full.c_str(), 0, nullptr, &found);
@@ -82,8 +84,6 @@ std::string shape_text(const std::vector<int64_t>& shape) {
   for (std::size_t i = 0; i < shape.size(); ++i) out += (i ? ", " : "") + std::to_string(shape[i]);
   return out + ")";
 }
-
-}  // namespace
 
 NpyArray read_npy_header(std::shared_ptr<const io::RandomAccessFile> file) {
   const std::string& name = file->path();
@@ -181,7 +181,7 @@ NpySource::NpySource(const config::Node& o) : path_(o.get_string("path")) {
   }
   for (const std::string& key : fields.keys()) {
     Field field{key, {}};
-    for (const std::string& file : expand(path_, fields.get_string(key), fields.child(key).where())) {
+    for (const std::string& file : expand_files(path_, fields.get_string(key), fields.child(key).where())) {
       field.shards.push_back(read_npy_header(io::RandomAccessFile::open(file)));
     }
     fields_.push_back(std::move(field));

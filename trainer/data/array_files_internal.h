@@ -32,6 +32,12 @@
 
 namespace kd::data {
 
+// The files `pattern` names under `dir` (unless absolute or `dir` is empty): itself, or a glob's
+// matches in sorted order; a ConfigError at `where` when a glob matches nothing.
+std::vector<std::string> expand_files(const std::string& dir, const std::string& pattern, const std::string& where);
+// "(3, 4)".
+std::string shape_text(const std::vector<int64_t>& shape);
+
 // One .npy file, its header read and checked against its length.
 struct NpyArray {
   std::shared_ptr<const io::RandomAccessFile> file;

@@ -13,6 +13,7 @@
 #include "trainer/common/tensor_text.h"
 #include "trainer/data/array_files_internal.h"
 #include "trainer/data/csv_source_internal.h"
+#include "trainer/data/hdf5_source_internal.h"
 #include "trainer/data/idx.h"
 #include "trainer/data/image_folder_internal.h"
 
@@ -133,6 +134,11 @@ config::Registry<Source>& source_registry() {
         "Npy", [](const config::Node& o) { return std::make_shared<NpySource>(o); },
         "path (the directory, relative to the experiment file), fields: {batch key: file.npy or a glob of shards}. "
         "Read an example at a time. Gives batch.<key>: example i of each array");
+    r.add(
+        "Hdf5", [](const config::Node& o) { return std::make_shared<Hdf5Source>(o); },
+        "path (an HDF5 file, relative to the experiment file, or a glob of shards), fields: {batch key: dataset "
+        "name}. Read an example at a time (contiguous datasets directly, chunked or compressed ones through "
+        "libhdf5). Gives batch.<key>: example i of each dataset");
     r.add(
         "TokenFile", [](const config::Node& o) { return std::make_shared<TokenFile>(o); },
         "path (a flat token file: nanoGPT's train.bin, or any file read as bytes), dtype=uint16|uint32|uint8, "

@@ -7,7 +7,8 @@
 //
 // Built-ins: FashionMnist and Mnist (IDX files, gzipped or not), Csv (a table of the user's,
 // csv_source_internal.h), ImageFolder (pictures decoded as read, image_folder_internal.h), Npy
-// and TokenFile (NumPy arrays and token files read by index, array_files_internal.h),
+// and TokenFile (NumPy arrays and token files read by index, array_files_internal.h), Hdf5
+// (datasets of HDF5 files read by index, hdf5_source_internal.h),
 // Synthetic (random features and a learnable label, for tests), and InMemory (tensors given
 // from C++ through `in_memory_source`).
 #pragma once
@@ -32,7 +33,7 @@ class Source {
   virtual Tree load() const;
 
   // Random access: a source that reads one example when a batch needs it (ImageFolder, Npy,
-  // TokenFile) returns true and overrides size() and get(); the pipeline then never calls
+  // TokenFile, Hdf5) returns true and overrides size() and get(); the pipeline then never calls
   // load(), and runs the transforms on each example.
   virtual bool random_access() const { return false; }
   // The number of examples; called before any get() (a source may list its files here).
