@@ -1,5 +1,9 @@
 #include <catch2/catch.hpp>
 
+#include <set>
+#include <string>
+#include <vector>
+
 #include <torch/torch.h>
 
 #include "trainer/common/error.h"
@@ -89,4 +93,60 @@ TEST_CASE("Elements keeps, drops and renames keys") {
 TEST_CASE("a transform on a missing key names the batch keys and the nearest") {
   CHECK_THROWS_WITH(apply("{type: ValueRange, key: imgae}", images(torch::ones({2}))),
                     Catch::Contains("the batch has image, label. Did you mean \"image\"?"));
+}
+
+TEST_CASE("a transform that applies to stacked examples at once gives each the bits it gives it alone") {
+  // Every registered transform, as configured for these examples; those that say applies_each
+  // must transform the stack exactly as each example alone (a batch of one with its generator).
+  const std::vector<std::string> configs = {
+      "{type: ValueRange, in_vrange: [0, 255], vrange: [-1, 1]}",
+      "{type: Normalize, mean: [0.5, 0.25, 0.125], std: [0.2, 0.3, 0.7]}",
+      "{type: Cast, dtype: float16}",
+      "{type: Reshape, shape: [-1]}",
+      "{type: OneHot, num_classes: 5}",
+      "{type: RandomFlip}",
+      "{type: RandomFlip, axis: height, probability: 0.3}",
+      "{type: RandomCrop, size: [5, 4], padding: 2}",
+      "{type: RandomCrop, size: [6, 7], padding: 0}",
+      "{type: Elements, rename: {image: picture}}",
+      "{type: Resize, size: [4, 5]}",
+      "{type: CenterCrop, size: [4, 4]}",
+      "{type: ResizeSmall, size: 5}",
+      "{type: RandomResizedCrop, size: [4, 4]}",
+      "{type: InceptionCrop, size: [4, 4]}",
+      "{type: Rearrange, pattern: \"h w c -> c h w\"}",
+  };
+  std::set<std::string> covered;
+  const int64_t n = 9;
+  const torch::Tensor pictures = torch::randint(0, 256, {n, 6, 7, 3}, torch::kByte);
+  const Tree stacked = Tree::dict({{"image", pictures}, {"label", torch::arange(n) % 5}});
+  for (const std::string& yaml : configs) {
+    INFO(yaml);
+    const Node node = Node::parse(yaml);
+    covered.insert(node.get_string("type"));
+    const auto t = kd::data::transform_registry().create(node);
+    if (!t->applies_each()) continue;
+    std::vector<at::Generator> generators;
+    std::vector<Tree> alone;
+    for (int64_t k = 0; k < n; ++k) {
+      generators.push_back(at::make_generator<at::CPUGeneratorImpl>(1000 + k));
+      at::Generator g = at::make_generator<at::CPUGeneratorImpl>(1000 + k);
+      alone.push_back(t->apply(stacked.map([&](const torch::Tensor& x) { return x.narrow(0, k, 1); }), g));
+    }
+    const Tree together = t->apply_each(stacked, generators);
+    for (const auto& [path, leaf] : together.flatten()) {
+      INFO(path);
+      std::vector<torch::Tensor> rows;
+      for (const Tree& a : alone) rows.push_back(a.get(path).tensor());
+      CHECK(leaf.tensor().equal(torch::cat(rows)));
+    }
+    // The generators drew as much as each example's alone (the next transform goes on from there).
+    for (int64_t k = 0; k < n; ++k) {
+      at::Generator g = at::make_generator<at::CPUGeneratorImpl>(1000 + k);
+      t->apply(stacked.map([&](const torch::Tensor& x) { return x.narrow(0, k, 1); }), g);
+      CHECK(at::rand({1}, generators[static_cast<std::size_t>(k)]).equal(at::rand({1}, g)));
+    }
+  }
+  // Every transform kd registers is in the list above.
+  for (const std::string& type : kd::data::transform_registry().names()) CHECK(covered.count(type) == 1);
 }

@@ -1,7 +1,6 @@
 // The ImageFolder data source: a directory of a user's pictures, a folder per class.
 #include <algorithm>
 #include <filesystem>
-#include <fstream>
 #include <limits>
 #include <set>
 
@@ -13,6 +12,7 @@
 #include "trainer/data/image_files.h"
 #include "trainer/data/image_folder_internal.h"
 #include "trainer/data/image_transforms_internal.h"
+#include "trainer/io/random_access_file.h"
 
 namespace kd::data {
 namespace {
@@ -116,10 +116,8 @@ std::string ImageFolder::name_of(int64_t index) const {
 Tree ImageFolder::get(int64_t index) const {
   list_files();
   const auto& [file, label] = files_.at(static_cast<std::size_t>(index));
-  std::ifstream in(file, std::ios::binary);
-  if (!in) throw IOError("cannot read \"" + file + "\" (" + where_ + ")");
-  const std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  if (!in.good() && !in.eof()) throw IOError("cannot read \"" + file + "\"");
+  const auto in = io::RandomAccessFile::open(file);  // an IOError naming the file
+  const std::string bytes = in->read(0, in->size());
   torch::Tensor image = with_channels(decode_image(bytes, file), channels_);
   if (size_) image = resize_images(image.unsqueeze(0), *size_, "bilinear", /*antialias=*/true).squeeze(0);
   return Tree::dict({{"image", image}, {"label", torch::scalar_tensor(label, torch::kLong)}});

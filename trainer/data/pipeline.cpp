@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <optional>
 #include <utility>
 
 #include <torch/torch.h>
@@ -14,6 +15,24 @@ namespace kd::data {
 namespace {
 
 at::Generator generator(uint64_t seed) { return at::make_generator<at::CPUGeneratorImpl>(seed); }
+
+// Whether `examples` have the same leaves, of the same dtypes and sizes (stack_examples needs
+// them to agree but for their first dimension; examples have one row each).
+bool stackable(const std::vector<Tree>& examples) {
+  const auto first = examples.front().flatten();
+  for (std::size_t k = 1; k < examples.size(); ++k) {
+    const auto leaves = examples[k].flatten();
+    if (leaves.size() != first.size()) return false;
+    for (std::size_t l = 0; l < leaves.size(); ++l) {
+      if (leaves[l].first != first[l].first || !leaves[l].second.is_tensor() || !first[l].second.is_tensor()) {
+        return false;
+      }
+      const torch::Tensor &a = leaves[l].second.tensor(), &b = first[l].second.tensor();
+      if (a.scalar_type() != b.scalar_type() || a.sizes() != b.sizes()) return false;
+    }
+  }
+  return true;
+}
 
 }  // namespace
 
@@ -114,29 +133,63 @@ PipelineState Pipeline::advance(PipelineState at) const {
   return at;
 }
 
+Tree Pipeline::run_transform(std::size_t i, const Tree& batch, const std::function<Tree()>& run,
+                             const std::function<std::string()>& what) const {
+  const auto label = [&] {
+    std::string shapes;
+    for (const auto& [path, leaf] : batch.flatten())
+      shapes += (shapes.empty() ? "" : ", ") + path + " " + leaf.describe();
+    return "transforms[" + std::to_string(i) + "]" +
+           (i < transform_types_.size() ? " (" + transform_types_[i] + ")" : "") + " of " + source_->describe() +
+           " failed on " + what() + " {" + shapes + "}";
+  };
+  try {
+    return run();
+  } catch (Error& e) {
+    e.add_context(label());
+    throw;
+  } catch (const c10::Error& e) {
+    throw TypeError(label() + ": " + e.msg().substr(0, e.msg().find('\n')));
+  } catch (const std::exception& e) {  // a transform of a user's that throws its own
+    throw TypeError(label() + ": " + e.what());
+  }
+}
+
 Tree Pipeline::transformed(Tree batch, uint64_t seed, const std::function<std::string()>& what) const {
   at::Generator g = generator(seed);
   for (std::size_t i = 0; i < transforms_.size(); ++i) {
-    const auto label = [&] {
-      std::string shapes;
-      for (const auto& [path, leaf] : batch.flatten())
-        shapes += (shapes.empty() ? "" : ", ") + path + " " + leaf.describe();
-      return "transforms[" + std::to_string(i) + "]" +
-             (i < transform_types_.size() ? " (" + transform_types_[i] + ")" : "") + " of " + source_->describe() +
-             " failed on " + what() + " {" + shapes + "}";
-    };
-    try {
-      batch = transforms_[i]->apply(batch, g);
-    } catch (Error& e) {
-      e.add_context(label());
-      throw;
-    } catch (const c10::Error& e) {
-      throw TypeError(label() + ": " + e.msg().substr(0, e.msg().find('\n')));
-    } catch (const std::exception& e) {  // a transform of a user's that throws its own
-      throw TypeError(label() + ": " + e.what());
-    }
+    batch = run_transform(
+        i, batch, [&] { return transforms_[i]->apply(batch, g); }, what);
   }
   return batch;
+}
+
+Tree Pipeline::transformed_examples(std::vector<Tree> examples, std::vector<at::Generator>& generators,
+                                    const std::function<std::string(std::size_t)>& name) const {
+  // While the transforms can, they run once on the examples stacked (Transform::applies_each);
+  // the others run on each example.
+  std::optional<Tree> stacked;
+  for (std::size_t i = 0; i < transforms_.size(); ++i) {
+    const Transform& t = *transforms_[i];
+    if (t.applies_each() && (stacked || stackable(examples))) {
+      if (!stacked) stacked = stack_examples(examples, name);
+      stacked = run_transform(
+          i, *stacked, [&] { return t.apply_each(*stacked, generators); },
+          [&] { return "the examples of a batch (the first: " + name(0) + ")"; });
+      continue;
+    }
+    if (stacked) {
+      for (std::size_t k = 0; k < examples.size(); ++k) {
+        examples[k] = stacked->map([&](const torch::Tensor& x) { return x.narrow(0, static_cast<int64_t>(k), 1); });
+      }
+      stacked.reset();
+    }
+    for (std::size_t k = 0; k < examples.size(); ++k) {
+      examples[k] = run_transform(
+          i, examples[k], [&] { return t.apply(examples[k], generators[k]); }, [&] { return name(k); });
+    }
+  }
+  return stacked ? std::move(*stacked) : stack_examples(examples, name);
 }
 
 Tree Pipeline::batch_at(const PipelineState& at) const { return make_batch(at).tree; }
@@ -162,10 +215,11 @@ Pipeline::Batch Pipeline::make_batch(const PipelineState& at) const {
             : static_cast<int64_t>(position);
   }
   if (source_->random_access()) {
-    // Each example read and transformed on its own, its random stream seeded by its position in
-    // the epoch: the same whichever worker, rank or batch size makes it.
+    // Each example read and transformed as if on its own, its random stream seeded by its
+    // position in the epoch: the same whichever worker, rank or batch size makes it.
     Batch out;
     std::vector<Tree> examples;
+    std::vector<at::Generator> generators;
     std::vector<int64_t> kept;
     for (int64_t j = 0; j < size; ++j) {
       const int64_t index = indices[static_cast<std::size_t>(j)];
@@ -180,8 +234,8 @@ Pipeline::Batch Pipeline::make_batch(const PipelineState& at) const {
         e.add_context(source_->describe() + ", " + source_->name_of(index) + " (on_error: skip leaves such out)");
         throw;
       }
-      const uint64_t seed = mix_bits(epoch_seed ^ mix_bits(static_cast<uint64_t>(start + j)));
-      examples.push_back(transformed(std::move(example), seed, [&] { return source_->name_of(index); }));
+      examples.push_back(std::move(example));
+      generators.push_back(generator(mix_bits(epoch_seed ^ mix_bits(static_cast<uint64_t>(start + j)))));
       kept.push_back(index);
     }
     if (examples.empty()) {
@@ -189,7 +243,8 @@ Pipeline::Batch Pipeline::make_batch(const PipelineState& at) const {
                             std::to_string(at.epoch) + " of " + source_->describe() +
                             " could be read; the first: " + out.skipped.front());
     }
-    out.tree = stack_examples(examples, [&](std::size_t k) { return source_->name_of(kept[k]); });
+    out.tree =
+        transformed_examples(std::move(examples), generators, [&](std::size_t k) { return source_->name_of(kept[k]); });
     return out;
   }
   const torch::Tensor picked = torch::tensor(indices, torch::kLong);

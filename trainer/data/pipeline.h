@@ -6,8 +6,10 @@
 //
 // The order of an epoch is index_shuffle's permutation (index_shuffle.h: per position, O(1)
 // memory). An in-memory source is gathered and transformed a batch at a time; a random-access
-// source (source.h) is read an example at a time, each example transformed on its own (as a
-// batch of one, with a random stream of its own position) and the examples then stacked.
+// source (source.h) is read an example at a time, each example transformed as on its own (a
+// batch of one, with a random stream of its own position) and the examples then stacked; the
+// transforms that give the same result for the stack at once (Transform::applies_each) run on
+// it when the examples' shapes agree.
 //
 //   train_ds:
 //     type: FashionMnist        # the source (see source.h) and its options
@@ -122,7 +124,15 @@ class Pipeline {
   void start_workers();
   void stop_workers();
   void work();
+  // transforms_[i] run by `run` on `batch`, its errors naming the transform and `what`.
+  Tree run_transform(std::size_t i, const Tree& batch, const std::function<Tree()>& run,
+                     const std::function<std::string()>& what) const;
+  // A batch's transforms, drawing from a generator seeded by `seed`.
   Tree transformed(Tree batch, uint64_t seed, const std::function<std::string()>& what) const;
+  // A random-access source's examples (each with a first dimension of 1) transformed each as
+  // alone with its generator, and stacked; `name(k)` names example k.
+  Tree transformed_examples(std::vector<Tree> examples, std::vector<at::Generator>& generators,
+                            const std::function<std::string(std::size_t)>& name) const;
   // The batch at a position, and the examples on_error: skip left out of it.
   struct Batch {
     Tree tree;

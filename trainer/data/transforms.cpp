@@ -16,9 +16,32 @@ namespace {
 // The base of transforms that change one batch field, named by `key`.
 class KeyTransform : public Transform {
  public:
-  KeyTransform(const config::Node& o, const char* default_key) : key_(o.get_string("key", default_key)) {}
+  // `each`: whether map_each gives each row as map() gives it alone (see Transform::applies_each).
+  KeyTransform(const config::Node& o, const char* default_key, bool each = false)
+      : key_(o.get_string("key", default_key)), each_(each) {}
 
   Tree apply(const Tree& batch, at::Generator& gen) const override {
+    Tree out = batch;
+    out.insert(key_, map(leaf(batch), gen));
+    return out;
+  }
+  bool applies_each() const override { return each_; }
+  Tree apply_each(const Tree& examples, std::vector<at::Generator>& generators) const override {
+    Tree out = examples;
+    out.insert(key_, map_each(leaf(examples), generators));
+    return out;
+  }
+
+ protected:
+  virtual torch::Tensor map(const torch::Tensor& x, at::Generator& gen) const = 0;
+  // Row i as map() transforms it alone with generators[i]; a transform that draws nothing has it.
+  virtual torch::Tensor map_each(const torch::Tensor& x, std::vector<at::Generator>& generators) const {
+    return map(x, generators.front());
+  }
+  std::string key_;
+
+ private:
+  const torch::Tensor& leaf(const Tree& batch) const {
     const Tree* value = batch.find(key_);
     if (value == nullptr || !value->is_tensor()) {
       std::string message = "transform on key \"" + key_ + "\": the batch has " + join_names(batch.keys());
@@ -26,14 +49,9 @@ class KeyTransform : public Transform {
       if (!close.empty()) message += ". Did you mean \"" + close.front() + "\"?";
       throw KeyError(message);
     }
-    Tree out = batch;
-    out.insert(key_, map(value->tensor(), gen));
-    return out;
+    return value->tensor();
   }
-
- protected:
-  virtual torch::Tensor map(const torch::Tensor& x, at::Generator& gen) const = 0;
-  std::string key_;
+  bool each_;
 };
 
 std::pair<double, double> range(const config::Node& o, const char* key, std::pair<double, double> def) {
@@ -45,7 +63,9 @@ std::pair<double, double> range(const config::Node& o, const char* key, std::pai
 class ValueRange : public KeyTransform {
  public:
   explicit ValueRange(const config::Node& o)
-      : KeyTransform(o, "image"), in_(range(o, "in_vrange", {0, 255})), out_(range(o, "vrange", {0, 1})) {}
+      : KeyTransform(o, "image", /*each=*/true),
+        in_(range(o, "in_vrange", {0, 255})),
+        out_(range(o, "vrange", {0, 1})) {}
   torch::Tensor map(const torch::Tensor& x, at::Generator&) const override {
     const double scale = (out_.second - out_.first) / (in_.second - in_.first);
     // In place on the one new float tensor; the steps that change nothing are left out.
@@ -63,7 +83,7 @@ class ValueRange : public KeyTransform {
 class Normalize : public KeyTransform {
  public:
   explicit Normalize(const config::Node& o)
-      : KeyTransform(o, "image"),
+      : KeyTransform(o, "image", /*each=*/true),
         mean_(torch::tensor(o.get_double_list("mean")).to(torch::kFloat)),
         std_(torch::tensor(o.get_double_list("std")).to(torch::kFloat)) {
     if (mean_.numel() != std_.numel()) throw ConfigError(o.where() + ": mean and std must have the same length");
@@ -93,7 +113,8 @@ torch::ScalarType parse_dtype(const config::Node& o, const std::string& name) {
 
 class Cast : public KeyTransform {
  public:
-  explicit Cast(const config::Node& o) : KeyTransform(o, "image"), dtype_(parse_dtype(o, o.get_string("dtype"))) {}
+  explicit Cast(const config::Node& o)
+      : KeyTransform(o, "image", /*each=*/true), dtype_(parse_dtype(o, o.get_string("dtype"))) {}
   torch::Tensor map(const torch::Tensor& x, at::Generator&) const override { return x.to(dtype_); }
 
  private:
@@ -104,7 +125,7 @@ class Cast : public KeyTransform {
 class Reshape : public KeyTransform {
  public:
   explicit Reshape(const config::Node& o)
-      : KeyTransform(o, "image"),
+      : KeyTransform(o, "image", /*each=*/true),
         shape_(o.get_int_list_in("shape", std::nullopt, -1, std::numeric_limits<int64_t>::max())) {
     if (std::count(shape_.begin(), shape_.end(), -1) > 1 || std::count(shape_.begin(), shape_.end(), 0) > 0) {
       throw ConfigError(o.child("shape").where() +
@@ -124,7 +145,8 @@ class Reshape : public KeyTransform {
 class OneHot : public KeyTransform {
  public:
   explicit OneHot(const config::Node& o)
-      : KeyTransform(o, "label"), classes_(o.get_int_in("num_classes", std::nullopt, 1, int64_t{1} << 24)) {}
+      : KeyTransform(o, "label", /*each=*/true),
+        classes_(o.get_int_in("num_classes", std::nullopt, 1, int64_t{1} << 24)) {}
   torch::Tensor map(const torch::Tensor& x, at::Generator&) const override {
     return torch::nn::functional::one_hot(x.to(torch::kLong), classes_).to(torch::kFloat);
   }
@@ -162,7 +184,7 @@ torch::Tensor flip_along(const torch::Tensor& x, int64_t dim) {
 class RandomFlip : public KeyTransform {
  public:
   explicit RandomFlip(const config::Node& o)
-      : KeyTransform(o, "image"), probability_(o.get_double_in("probability", 0.5, 0.0, 1.0)) {
+      : KeyTransform(o, "image", /*each=*/true), probability_(o.get_double_in("probability", 0.5, 0.0, 1.0)) {
     const std::string axis = o.get_string("axis", "width");
     if (axis != "width" && axis != "height") throw ConfigError(o.where() + ": axis must be \"width\" or \"height\"");
     dim_ = axis == "width" ? 2 : 1;
@@ -170,7 +192,17 @@ class RandomFlip : public KeyTransform {
   // Only the images drawn are flipped (a batch of one, as a random-access source's example, is
   // flipped or returned as it is).
   torch::Tensor map(const torch::Tensor& x, at::Generator& gen) const override {
-    const torch::Tensor flip = at::rand({x.size(0)}, gen).lt(probability_);
+    return flip_drawn(x, at::rand({x.size(0)}, gen).lt(probability_));
+  }
+  torch::Tensor map_each(const torch::Tensor& x, std::vector<at::Generator>& generators) const override {
+    std::vector<torch::Tensor> draws;
+    draws.reserve(generators.size());
+    for (at::Generator& g : generators) draws.push_back(at::rand({1}, g));
+    return flip_drawn(x, torch::cat(draws).lt(probability_));
+  }
+
+ private:
+  torch::Tensor flip_drawn(const torch::Tensor& x, const torch::Tensor& flip) const {
     const int64_t count = flip.sum().item<int64_t>();
     if (count == 0) return x;
     if (count == x.size(0)) return flip_along(x, dim_);
@@ -178,7 +210,6 @@ class RandomFlip : public KeyTransform {
     return x.index_copy(0, rows, flip_along(x.index_select(0, rows), dim_));
   }
 
- private:
   double probability_;
   int64_t dim_;
 };
@@ -187,38 +218,51 @@ class RandomFlip : public KeyTransform {
 class RandomCrop : public KeyTransform {
  public:
   explicit RandomCrop(const config::Node& o)
-      : KeyTransform(o, "image"),
+      : KeyTransform(o, "image", /*each=*/true),
         size_(o.get_int_list_in("size", std::nullopt, 1, 1 << 16)),
         padding_(o.get_int_in("padding", 0, 0, 1 << 16)) {
     if (size_.size() != 2) throw ConfigError(o.where() + ": size must be [height, width]");
   }
   torch::Tensor map(const torch::Tensor& x, at::Generator& gen) const override {
-    const bool channels = x.dim() == 4;
+    const torch::Tensor padded = pad(x);
+    const torch::Tensor top = at::randint(padded.size(1) - size_[0] + 1, {x.size(0)}, gen);
+    const torch::Tensor left = at::randint(padded.size(2) - size_[1] + 1, {x.size(0)}, gen);
+    return crop(padded, top.data_ptr<int64_t>(), left.data_ptr<int64_t>());
+  }
+  torch::Tensor map_each(const torch::Tensor& x, std::vector<at::Generator>& generators) const override {
+    const torch::Tensor padded = pad(x);
+    std::vector<int64_t> top, left;
+    for (at::Generator& g : generators) {  // as map() draws for a batch of one
+      top.push_back(at::randint(padded.size(1) - size_[0] + 1, {1}, g).item<int64_t>());
+      left.push_back(at::randint(padded.size(2) - size_[1] + 1, {1}, g).item<int64_t>());
+    }
+    return crop(padded, top.data(), left.data());
+  }
+
+ private:
+  torch::Tensor pad(const torch::Tensor& x) const {
     torch::Tensor padded = x;
     if (padding_ > 0) {
       // constant_pad_nd pads the last dimensions first: (C,) W, H.
-      std::vector<int64_t> pad = channels ? std::vector<int64_t>{0, 0, padding_, padding_, padding_, padding_}
-                                          : std::vector<int64_t>{padding_, padding_, padding_, padding_};
+      std::vector<int64_t> pad = x.dim() == 4 ? std::vector<int64_t>{0, 0, padding_, padding_, padding_, padding_}
+                                              : std::vector<int64_t>{padding_, padding_, padding_, padding_};
       padded = torch::constant_pad_nd(x, pad, 0);
     }
-    const int64_t h = padded.size(1), w = padded.size(2);
-    if (size_[0] > h || size_[1] > w) {
+    if (size_[0] > padded.size(1) || size_[1] > padded.size(2)) {
       throw Error("RandomCrop size [" + std::to_string(size_[0]) + ", " + std::to_string(size_[1]) +
                   "] is larger than the padded image " + describe_tensor(padded));
     }
-    const torch::Tensor top = at::randint(h - size_[0] + 1, {x.size(0)}, gen);
-    const torch::Tensor left = at::randint(w - size_[1] + 1, {x.size(0)}, gen);
-    const auto* t = top.data_ptr<int64_t>();
-    const auto* l = left.data_ptr<int64_t>();
+    return padded;
+  }
+  torch::Tensor crop(const torch::Tensor& padded, const int64_t* top, const int64_t* left) const {
     std::vector<torch::Tensor> crops;
-    crops.reserve(static_cast<std::size_t>(x.size(0)));
-    for (int64_t i = 0; i < x.size(0); ++i) {
-      crops.push_back(padded[i].narrow(0, t[i], size_[0]).narrow(1, l[i], size_[1]));
+    crops.reserve(static_cast<std::size_t>(padded.size(0)));
+    for (int64_t i = 0; i < padded.size(0); ++i) {
+      crops.push_back(padded[i].narrow(0, top[i], size_[0]).narrow(1, left[i], size_[1]));
     }
     return torch::stack(crops);
   }
 
- private:
   std::vector<int64_t> size_;
   int64_t padding_;
 };
@@ -234,6 +278,7 @@ class Elements : public Transform {
     }
     if (!keep_.empty() && !drop_.empty()) throw ConfigError(o.where() + ": give keep or drop, not both");
   }
+  bool applies_each() const override { return true; }
   Tree apply(const Tree& batch, at::Generator&) const override {
     auto check = [&](const std::string& k) {
       if (!batch.contains(k))
