@@ -41,6 +41,10 @@ constexpr double kProbeSeconds = 0.2;
 constexpr double kWorkerMinBatchSeconds = 2e-4;
 constexpr double kWorkerMinShare = 0.05;
 constexpr int64_t kWorkerPrefetch = 2;
+// Where the worker shares the step's cores, it is tried for as many steps and kept when a step
+// with its wait takes less than kWorkerMinGain of what it took with its batch made between steps.
+constexpr double kWorkerMinGain = 0.97;
+constexpr double kTrialSeconds = 2.0;
 
 }  // namespace
 
@@ -71,23 +75,12 @@ void Tuning::settle(bool measure, const std::function<void()>& pass) {
     }
   }
   torch::set_num_threads(static_cast<int>(num_threads_));
-  // With every core computing, a worker preparing batches alongside would take one from the
-  // threads the step waits for: the batches are then prepared between steps instead.
-  const int64_t cores = options_.cores;
   if (options_.prefetch_configured || !options_.on_cpu) return;
+  // The first steps, their batches made between them, tell whether a worker pays (a worker
+  // started by an earlier decision is stopped to time them again).
+  if (pipeline_->options().prefetch > 0) pipeline_->set_prefetch(0);
   probe_ = {};
-  if (num_threads_ >= cores) {
-    pipeline_->set_prefetch(0);
-    log_.info(
-        "train data: prepared between steps ({} intra-op thread{} on {} core{}; set train_ds.prefetch to "
-        "prepare them on a worker thread anyway)",
-        num_threads_, num_threads_ == 1 ? "" : "s", cores, cores == 1 ? "" : "s");
-  } else {
-    // A core is left over: the first steps, their batches made between them, tell whether a
-    // worker pays (a worker started by an earlier decision is stopped to time them again).
-    if (pipeline_->options().prefetch > 0) pipeline_->set_prefetch(0);
-    probe_.active = true;
-  }
+  probe_.active = true;
 }
 
 void Tuning::after_step(double step_seconds, int64_t step) {
@@ -98,22 +91,49 @@ void Tuning::after_step(double step_seconds, int64_t step) {
   }
   probe.step_seconds += step_seconds;
   const int64_t n = probe.steps - kProbeWarmupSteps;
+  const double wait = pipeline_->wait_seconds() - probe.wait_at_start;
+  const double total = wait + probe.step_seconds;  // evals, checkpoints and logging left out
+  // Where every core computes, the two ways are compared on longer stretches (the difference
+  // is a few percent).
+  const double seconds = num_threads_ >= options_.cores ? kTrialSeconds : kProbeSeconds;
+  if (n < kProbeMinSteps || (total < seconds && n < kProbeMaxSteps)) return;
+  const double per_step = total / static_cast<double>(n);
+  const std::string ahead = "prepared " + std::to_string(kWorkerPrefetch) + " batches ahead on a worker thread";
+  const std::string choose = "; set train_ds.prefetch to choose)";
+  if (probe.trial) {
+    // The worker ran on a core the step's threads use too: it stays if the steps with their
+    // waits were faster than with the batches made between them.
+    probe.active = false;
+    const bool keep = per_step < kWorkerMinGain * probe.between_per_step;
+    if (!keep) pipeline_->set_prefetch(0);
+    log_.info("train data: {} (auto: {:.3f} ms a step with a worker, {:.3f} ms with the batches made between steps{}",
+              keep ? ahead : std::string("prepared between steps from step ") + std::to_string(step), per_step * 1e3,
+              probe.between_per_step * 1e3, choose);
+    return;
+  }
   // With the batches prepared between steps, the pipeline's wait is the time spent making them.
-  const double batch_total = pipeline_->wait_seconds() - probe.wait_at_start;
-  const double total = batch_total + probe.step_seconds;  // evals, checkpoints and logging left out
-  if (n < kProbeMinSteps || (total < kProbeSeconds && n < kProbeMaxSteps)) return;
+  const double batch_seconds = wait / static_cast<double>(n);
+  const double share = wait / std::max(total, 1e-9);
+  const bool worth_it = batch_seconds >= kWorkerMinBatchSeconds && share >= kWorkerMinShare;
+  const std::string measured = fmt::format("a batch took {:.3f} ms, {:.1f}% of a step with its batch, over {} steps",
+                                           batch_seconds * 1e3, share * 100, n);
+  if (worth_it && num_threads_ >= options_.cores) {
+    // Every core computes: a worker alongside takes time from the step's threads, so the next
+    // steps are timed with one before it is kept.
+    probe = {};
+    probe.active = true;
+    probe.trial = true;
+    probe.between_per_step = per_step;
+    pipeline_->set_prefetch(kWorkerPrefetch);
+    log_.info("train data: trying a worker thread from step {} ({} intra-op thread{} on {} core{}; {})", step,
+              num_threads_, num_threads_ == 1 ? "" : "s", options_.cores, options_.cores == 1 ? "" : "s", measured);
+    return;
+  }
   probe.active = false;
-  const double batch_seconds = batch_total / static_cast<double>(n);
-  const double share = batch_total / std::max(total, 1e-9);
-  const bool worker = batch_seconds >= kWorkerMinBatchSeconds && share >= kWorkerMinShare;
-  if (worker) pipeline_->set_prefetch(kWorkerPrefetch);
-  log_.info(
-      "train data: {} (auto: a batch took {:.3f} ms, {:.1f}% of a step with its batch, over {} steps; set "
-      "train_ds.prefetch to choose)",
-      worker ? "prepared " + std::to_string(kWorkerPrefetch) + " batches ahead on a worker thread from step " +
-                   std::to_string(step)
-             : std::string("prepared between steps"),
-      batch_seconds * 1e3, share * 100, n);
+  if (worth_it) pipeline_->set_prefetch(kWorkerPrefetch);
+  log_.info("train data: {} (auto: {}{}",
+            worth_it ? ahead + " from step " + std::to_string(step) : std::string("prepared between steps"), measured,
+            choose);
 }
 
 int64_t Tuning::measure(const std::function<void()>& pass) {

@@ -4,8 +4,9 @@
 // backward on the first batch) timed on 1, 2, 4, ... and all cores, every core kept unless fewer
 // are clearly faster. A resumed run keeps the count its start chose, so that its arithmetic
 // (parallel reductions split by thread) stays the uninterrupted run's. And where the training
-// batches are made: a data worker thread only where a core is left over, and with
-// `train_ds.prefetch: auto` only where the first steps show that it pays.
+// batches are made: with `train_ds.prefetch: auto` on the CPU, a data worker thread only where the
+// first steps show that it pays: where a core is left over, when making a batch takes 5% of a
+// step with it; where every core computes, when the steps timed next with a worker are faster.
 //
 //   Tuning tuning(options, pipeline, log);
 //   tuning.settle(/*measure=*/true, pass);          // before the first step
@@ -66,6 +67,8 @@ class Tuning {
     int64_t steps = 0;
     double step_seconds = 0;
     double wait_at_start = 0;
+    bool trial = false;           // timing the steps with a worker (every core computing)
+    double between_per_step = 0;  // a step with its batch made between steps, as first timed
   } probe_;
 };
 
