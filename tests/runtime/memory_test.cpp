@@ -41,3 +41,28 @@ TEST_CASE("peak_host_memory_bytes is the kernel's peak resident set and grows wi
   std::free(block);
   CHECK(after >= before + (32 << 20));
 }
+
+#if defined(__GLIBC__)
+#include <malloc.h>
+
+TEST_CASE("keep_freed_memory serves a step's large blocks from the heap and keeps them when freed", "[runtime]") {
+  const std::string said = kd::runtime::keep_freed_memory();
+  if (said.rfind("as the environment chooses", 0) == 0) {
+    WARN("the environment chooses the allocator's thresholds here: " << said);
+    return;
+  }
+  REQUIRE_THAT(said, Catch::StartsWith("freed memory kept for reuse"));
+  CHECK(kd::runtime::keep_freed_memory() == said);  // once per process
+  // 16 MiB: glibc's defaults would map it with mmap (above 128 KiB) and unmap it when freed.
+  const std::size_t size = std::size_t{16} << 20;
+  const auto mapped_before = mallinfo2().hblkhd;
+  auto* block = static_cast<char*>(std::malloc(size));
+  REQUIRE(block != nullptr);
+  std::memset(block, 1, size);
+  CHECK(mallinfo2().hblkhd == mapped_before);  // from the heap, not a mapping of its own
+  const auto heap_with_block = mallinfo2().arena;
+  std::free(block);
+  CHECK(mallinfo2().arena == heap_with_block);  // freed, but kept in the heap (not trimmed)
+  CHECK(mallinfo2().fordblks >= size);          // for the next allocation
+}
+#endif

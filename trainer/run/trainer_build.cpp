@@ -25,6 +25,7 @@
 #include "trainer/run/workdir_internal.h"
 #include "trainer/runtime/blas.h"
 #include "trainer/runtime/cores.h"
+#include "trainer/runtime/memory.h"
 #include "trainer/step/auxiliaries.h"
 #include "trainer/step/train_step.h"
 
@@ -43,6 +44,7 @@ Trainer::Trainer(const config::Node& cfg, std::shared_ptr<spdlog::logger> log, P
     : experiment_(cfg),
       options_(std::make_unique<TrainerOptions>(TrainerOptions::from_config(cfg))),
       parallel_(DataParallel::from_environment()) {
+  runtime::keep_freed_memory();  // before the data and the model allocate
   auto logger = make_run_logger(std::move(log));
   log_ = std::move(logger.log);
   console_ = std::move(logger.console);
@@ -102,6 +104,7 @@ Trainer::Trainer(const config::Node& cfg, std::shared_ptr<spdlog::logger> log, P
     for (const auto& warning : evaluator->data_warnings()) log_->warn("evals.{} data: {}", evaluator->name(), warning);
   }
   log_->info("BLAS: {}", runtime::describe_blas());
+  log_->info("host memory: {}", runtime::keep_freed_memory());
   if (auto warning = runtime::blas_warning()) log_->warn("{}", *warning);
   parallel_->join(options_->distributed, options_->device, *step_, pipeline_ ? pipeline_->options().batch_size : 0,
                   *log_);

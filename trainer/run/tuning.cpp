@@ -41,9 +41,8 @@ constexpr double kProbeSeconds = 0.2;
 constexpr double kWorkerMinBatchSeconds = 2e-4;
 constexpr double kWorkerMinShare = 0.05;
 constexpr int64_t kWorkerPrefetch = 2;
-// Where the worker shares the step's cores, it is tried for as many steps and kept when a step
-// with its wait takes less than kWorkerMinGain of what it took with its batch made between steps.
-constexpr double kWorkerMinGain = 0.97;
+// Where the worker shares the step's cores, it is tried for as many steps and kept unless a step
+// with its wait takes longer than one with its batch made between steps.
 constexpr double kTrialSeconds = 2.0;
 
 }  // namespace
@@ -101,10 +100,10 @@ void Tuning::after_step(double step_seconds, int64_t step) {
   const std::string ahead = "prepared " + std::to_string(kWorkerPrefetch) + " batches ahead on a worker thread";
   const std::string choose = "; set train_ds.prefetch to choose)";
   if (probe.trial) {
-    // The worker ran on a core the step's threads use too: it stays if the steps with their
-    // waits were faster than with the batches made between them.
+    // The worker ran on a core the step's threads use too: it stays unless the steps with their
+    // waits were slower than with the batches made between them.
     probe.active = false;
-    const bool keep = per_step < kWorkerMinGain * probe.between_per_step;
+    const bool keep = per_step <= probe.between_per_step;
     if (!keep) pipeline_->set_prefetch(0);
     log_.info("train data: {} (auto: {:.3f} ms a step with a worker, {:.3f} ms with the batches made between steps{}",
               keep ? ahead : std::string("prepared between steps from step ") + std::to_string(step), per_step * 1e3,
