@@ -2,15 +2,18 @@
 
 #include <limits>
 #include <map>
+#include <regex>
 #include <set>
 
 #include <torch/torch.h>
 #include <nlohmann/json.hpp>
 
 #include "trainer/checkpoints/checkpointer.h"
+#include "trainer/checkpoints/safetensors.h"
 #include "trainer/common/error.h"
 #include "trainer/common/suggest.h"
 #include "trainer/config/node.h"
+#include "trainer/io/file_system.h"
 
 namespace kd::checkpoints {
 namespace {
@@ -140,9 +143,137 @@ Matched match_tensors(const InitSpec& spec, const std::map<std::string, torch::T
   return m;
 }
 
+// init_transform: {weights: FILE}: the tensors of a safetensors file, named as PyTorch names a
+// module's state (its parameters and buffers, without kd's params./collections.).
+std::string apply_weights(const config::Node& o, torch::nn::Module& model) {
+  for (const char* key : {"checkpoint", "step", "opt_state", "use_ema"}) {
+    if (o.has(key)) {
+      throw ConfigError(o.child(key).where() + ": init_transform." + key +
+                        " is for a kd checkpoint; with weights (a safetensors file) give rename, select and strict");
+    }
+  }
+  const std::string path = o.get_string("weights");
+  std::vector<Prefix> select;
+  for (const auto& text : o.get_string_list("select", std::vector<std::string>{"params.**", "collections.**"})) {
+    select.push_back(Prefix::parse(text, o));
+  }
+  // rename: {regex: replacement}, applied in order to each of the file's names (std::regex_replace,
+  // ECMAScript syntax: "$1" refers to a group).
+  std::vector<std::pair<std::regex, std::string>> renames;
+  if (auto r = o.find("rename"); r && !r->is_null()) {
+    for (const std::string& pattern : r->keys()) {
+      try {
+        renames.emplace_back(std::regex(pattern, std::regex::ECMAScript), r->get_string(pattern));
+      } catch (const std::regex_error& e) {
+        throw ConfigError(r->child(pattern).where() + ": rename \"" + pattern +
+                          "\" is not a regular expression (ECMAScript): " + e.what());
+      }
+    }
+  }
+  const bool strict = o.get_bool("strict", true);
+  o.check_unknown_keys();
+
+  NamedTensors file;
+  try {
+    file = tensors_from_safetensors(io::posix_file_system()->read_file(path), path);
+  } catch (CorruptionError& e) {
+    e.add_context(o.child("weights").where() +
+                  ": init_transform.weights reads safetensors files only (never a pickle); convert a PyTorch "
+                  "state dict with safetensors.torch.save_file(model.state_dict(), \"model.safetensors\")");
+    throw;
+  }
+  // The file's tensors by the model's name for them.
+  std::map<std::string, std::pair<std::string, torch::Tensor>> by_name;  // renamed -> (file's name, tensor)
+  for (auto& [name, tensor] : file) {
+    std::string renamed = name;
+    for (const auto& [pattern, replacement] : renames) renamed = std::regex_replace(renamed, pattern, replacement);
+    const auto [it, fresh] = by_name.try_emplace(renamed, name, tensor);
+    if (!fresh) {
+      throw ConfigError(o.child("rename").where() + ": rename gives \"" + it->second.first + "\" and \"" + name +
+                        "\" of \"" + path + "\" one name, \"" + renamed + "\"");
+    }
+  }
+  std::vector<std::pair<std::string, torch::Tensor>> targets;  // (bare name, kd's path)
+  std::vector<std::string> paths;
+  for (const auto& p : model.named_parameters(true))
+    targets.emplace_back(p.key(), p.value()), paths.push_back("params." + p.key());
+  for (const auto& b : model.named_buffers(true))
+    targets.emplace_back(b.key(), b.value()), paths.push_back("collections." + b.key());
+  std::vector<std::pair<torch::Tensor, torch::Tensor>> copies;
+  std::vector<std::string> missing, unexpected, mismatched;
+  std::set<std::string> used;
+  int64_t selected = 0;
+  for (std::size_t i = 0; i < targets.size(); ++i) {
+    const auto& [name, tensor] = targets[i];
+    if (std::none_of(select.begin(), select.end(), [&](const Prefix& p) { return p.matches(paths[i]); })) continue;
+    ++selected;
+    const auto it = by_name.find(name);
+    if (it == by_name.end()) {
+      missing.push_back(name);
+      continue;
+    }
+    used.insert(name);
+    const std::string from = it->second.first == name ? "" : " (" + it->second.first + " in the file)";
+    if (it->second.second.sizes() != tensor.sizes()) {
+      mismatched.push_back(name + from + ": model " + describe_tensor(tensor) + ", file " +
+                           describe_tensor(it->second.second));
+      continue;
+    }
+    if (it->second.second.is_floating_point() != tensor.is_floating_point()) {
+      mismatched.push_back(name + from + ": model " + describe_tensor(tensor) + ", file " +
+                           describe_tensor(it->second.second) + " (floating point and integer)");
+      continue;
+    }
+    copies.emplace_back(tensor, it->second.second);
+  }
+  // A tensor of the file that went nowhere, unless `select` leaves out where it would go.
+  const auto wanted = [&](const std::string& name) {
+    return std::any_of(select.begin(), select.end(), [&](const Prefix& s) {
+      return s.matches("params." + name) || s.matches("collections." + name);
+    });
+  };
+  for (const auto& [renamed, entry] : by_name) {
+    if (!used.count(renamed) && wanted(renamed)) {
+      unexpected.push_back(entry.first == renamed ? renamed : entry.first + " -> " + renamed);
+    }
+  }
+  if (selected == 0) {
+    throw ConfigError((o.has("select") ? o.child("select").where() : o.where()) +
+                      ": init_transform.select chooses none of the model's tensors (they are params.* and "
+                      "collections.*; kd inspect lists them)");
+  }
+  std::string problems;
+  const auto list = [&](const char* what, const std::vector<std::string>& names) {
+    if (names.empty()) return;
+    problems += std::string("\n  ") + what + " (" + std::to_string(names.size()) + "): " + join_names(names, 10);
+  };
+  list("missing in the file", missing);
+  list("unexpected in the file", unexpected);
+  list("shape or type mismatch", mismatched);
+  if (strict && !problems.empty()) {
+    throw ConfigError(o.where() + ": init_transform.weights \"" + path + "\" does not match the model:" + problems +
+                      "\n(the file's names, after rename, must be the model's parameter and buffer names as "
+                      "kd inspect lists them without params./collections.; fix rename or select, or set strict: "
+                      "false to load what matches)");
+  }
+  {
+    torch::NoGradGuard no_grad;
+    for (const auto& [to, from] : copies) to.copy_(from.to(to.device()));  // converting the dtype where they differ
+  }
+  std::string report = "loaded " + std::to_string(copies.size()) + " tensors from " + path;
+  if (!problems.empty()) report += "; not loaded:" + problems;
+  return report;
+}
+
 }  // namespace
 
 std::string apply_init_transform(const config::Node& o, torch::nn::Module& model, torch::optim::Optimizer* optimizer) {
+  if (o.has("weights")) return apply_weights(o, model);
+  if (!o.has("checkpoint")) {
+    throw ConfigError(o.where() +
+                      ": init_transform needs checkpoint (a kd workdir or ckpt_<step> directory) or "
+                      "weights (a safetensors file)");
+  }
   const InitSpec spec = read_spec(o);
   // The checkpoint's tensors by full path ("params.a.b"); with use_ema the EMA of the params
   // stands for the params.

@@ -10,6 +10,17 @@
 //     strict: true                        # every selected model tensor must be loaded, and
 //                                         # every selected checkpoint tensor used
 //
+// Or from weights published outside kd: a safetensors file (Hugging Face's and timm's format, what
+// safetensors.torch.save_file(model.state_dict(), f) writes), its tensors named as PyTorch names
+// a module's parameters and buffers (kd's params./collections. paths without that prefix):
+//
+//   init_transform:
+//     weights: resnet18.safetensors
+//     rename: {"^fc\\.": "head."}           # regular expressions on the file's names, in order
+//     select: ["params.**", "collections.**"]  # the model's tensors to load (the default)
+//     strict: true
+//
+// Nothing but tensors is read from the file (never a pickle: no code of the file's runs).
 // Missing, unexpected and shape-mismatched keys are reported together; with strict: false
 // they are only reported.
 #pragma once
