@@ -7,6 +7,7 @@ namespace kd::models::detail {
 
 void register_mlp(config::Registry<Model>& registry);
 void register_cnn(config::Registry<Model>& registry);
+void register_resnet(config::Registry<Model>& registry);
 void register_transformer(config::Registry<Model>& registry);
 void register_torchscript(config::Registry<Model>& registry);
 

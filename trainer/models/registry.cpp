@@ -6,6 +6,7 @@ config::Registry<Model>& registry() {
   return config::Registry<Model>::built_once("model", [](config::Registry<Model>& r) {
     detail::register_mlp(r);
     detail::register_cnn(r);
+    detail::register_resnet(r);
     detail::register_transformer(r);
     detail::register_torchscript(r);
   });
