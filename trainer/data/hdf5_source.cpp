@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <filesystem>
+#include <mutex>
 #include <string>
 #include <utility>
 #include <vector>
@@ -19,6 +20,17 @@ namespace kd::data {
 namespace {
 
 static_assert(sizeof(hid_t) == sizeof(int64_t), "hid_t is kept as int64_t outside this file");
+
+// Debian's libhdf5 is built thread-safe (it serialises its calls itself); a build that is not
+// gets kd's lock around every call.
+std::unique_lock<std::mutex> hdf5_lock() {
+  static std::mutex mutex;
+  static const bool thread_safe = [] {
+    hbool_t safe = 0;
+    return H5is_library_threadsafe(&safe) >= 0 && safe > 0;
+  }();
+  return thread_safe ? std::unique_lock<std::mutex>() : std::unique_lock<std::mutex>(mutex);
+}
 
 // HDF5 prints its error stack to stderr unless told not to, per thread; kd reports errors itself.
 void hdf5_quiet() { H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr); }
@@ -172,7 +184,6 @@ void close_h5_dataset(const Hdf5Source::Dataset& d) {
 }  // namespace
 
 Hdf5Source::Hdf5Source(const config::Node& o) : pattern_(o.get_string("path")) {
-  hdf5_quiet();
   const config::Node fields = o.child("fields");
   const std::string where = fields.where();
   if (!fields.is_map() || fields.keys().empty()) {
@@ -181,6 +192,8 @@ Hdf5Source::Hdf5Source(const config::Node& o) : pattern_(o.get_string("path")) {
                       "label: /train/labels}");
   }
   try {
+    const auto lock = hdf5_lock();  // released before the handler below closes what was opened
+    hdf5_quiet();
     for (const std::string& file_name : expand_files("", pattern_, o.child("path").where())) {
       const auto raw = io::RandomAccessFile::open(file_name);  // IOError naming a missing file
       if (H5Fis_hdf5(file_name.c_str()) <= 0) {
@@ -234,6 +247,7 @@ void Hdf5Source::check_shards() {
 Hdf5Source::~Hdf5Source() { close_all(); }
 
 void Hdf5Source::close_all() {
+  const auto lock = hdf5_lock();
   for (const std::vector<Dataset>& shard : shards_) {
     for (const Dataset& d : shard) close_h5_dataset(d);
   }
@@ -248,7 +262,6 @@ std::size_t Hdf5Source::shard_of(int64_t index) const {
 }
 
 Tree Hdf5Source::get(int64_t index) const {
-  hdf5_quiet();
   const std::size_t s = shard_of(index);
   const auto i = static_cast<hsize_t>(index - shard_starts_[s]);
   Tree out = Tree::dict();
@@ -259,6 +272,8 @@ Tree Hdf5Source::get(int64_t index) const {
     if (d.direct) {
       d.direct->read(d.offset + i * d.example_bytes, d.example_bytes, example.data_ptr());
     } else {
+      const auto lock = hdf5_lock();  // before the handles, which close under it
+      hdf5_quiet();
       const H5Handle file_space(H5Dget_space(d.dataset), H5Sclose);
       std::vector<hsize_t> start(d.shape.size(), 0), count(d.shape.begin(), d.shape.end());
       start[0] = i;
