@@ -154,3 +154,15 @@ TEST_CASE("on_error is raise or skip") {
   CHECK_THROWS_WITH(Pipeline(Node::parse("{type: Synthetic, batch_size: 4, on_error: ignore}", "e.yaml"), 0),
                     Catch::Contains("e.yaml:1:") && Catch::Contains("on_error must be raise or skip"));
 }
+
+TEST_CASE("a transform run on the stacked examples that fails names the example it fails on") {
+  PipelineOptions o;
+  o.batch_size = 4;
+  o.shuffle = false;
+  o.num_workers = 1;
+  o.prefetch = 0;
+  // Labels are i % 3: example 2 of the first batch has a class OneHot does not know.
+  Pipeline p(std::make_shared<CountingSource>(8),
+             {kd::data::transform_registry().create(Node::parse("{type: OneHot, key: label, num_classes: 2}"))}, o);
+  CHECK_THROWS_WITH(p.next(), Catch::Contains("transforms[0] of CountingSource failed on example 2 {"));
+}

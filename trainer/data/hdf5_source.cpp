@@ -124,15 +124,15 @@ std::pair<torch::ScalarType, hid_t> h5_read_type(hid_t file_type, const std::str
 }
 
 Hdf5Source::Dataset open_h5_dataset(hid_t file, const std::string& file_name, const std::string& name,
-                                    const std::shared_ptr<const io::RandomAccessFile>& raw) {
+                                    const std::shared_ptr<const io::RandomAccessFile>& raw, std::size_t chunk_cache) {
   const std::string what = dataset_text(file_name, name);
   if (H5Lexists(file, name.c_str(), H5P_DEFAULT) <= 0) {
     H5Eclear2(H5E_DEFAULT);
     throw CorruptionError(what + " does not exist (h5ls -r \"" + file_name + "\" lists the datasets it holds)");
   }
   const H5Handle access(H5Pcreate(H5P_DATASET_ACCESS), H5Pclose);
-  // Chunks decompressed once stay cached for the neighbours read next (16 MiB per dataset).
-  H5Pset_chunk_cache(access.get(), H5D_CHUNK_CACHE_NSLOTS_DEFAULT, std::size_t{16} << 20, H5D_CHUNK_CACHE_W0_DEFAULT);
+  // Chunks decompressed once stay cached for the neighbours read next.
+  H5Pset_chunk_cache(access.get(), H5D_CHUNK_CACHE_NSLOTS_DEFAULT, chunk_cache, H5D_CHUNK_CACHE_W0_DEFAULT);
   H5Handle dataset(H5Dopen2(file, name.c_str(), access.get()), H5Dclose);
   if (dataset.get() < 0) throw CorruptionError(what + " cannot be opened as a dataset: " + hdf5_message());
   Hdf5Source::Dataset out;
@@ -155,8 +155,10 @@ Hdf5Source::Dataset open_h5_dataset(hid_t file, const std::string& file_name, co
   const H5Handle create(H5Dget_create_plist(dataset.get()), H5Pclose);
   const haddr_t offset = H5Dget_offset(dataset.get());
   H5Eclear2(H5E_DEFAULT);  // HADDR_UNDEF for chunked or unwritten data pushes an error
+  // (Storage never written holds no examples to read, only fill values: libhdf5 gives those.)
   if (H5Pget_layout(create.get()) == H5D_CONTIGUOUS && H5Pget_nfilters(create.get()) == 0 &&
       H5Pget_external_count(create.get()) == 0 && offset != HADDR_UNDEF &&
+      H5Dget_storage_size(dataset.get()) == out.example_bytes * dims[0] &&
       H5Tequal(file_type.get(), memory.get()) > 0) {
     const std::size_t end = static_cast<std::size_t>(offset) + out.example_bytes * dims[0];
     if (end > raw->size()) {
@@ -194,7 +196,11 @@ Hdf5Source::Hdf5Source(const config::Node& o) : pattern_(o.get_string("path")) {
   try {
     const auto lock = hdf5_lock();  // released before the handler below closes what was opened
     hdf5_quiet();
-    for (const std::string& file_name : expand_files("", pattern_, o.child("path").where())) {
+    const std::vector<std::string> file_names = expand_files("", pattern_, o.child("path").where());
+    // The chunk caches of all datasets together hold at most 64 MiB (each at least libhdf5's 1 MiB).
+    const std::size_t chunk_cache = std::max<std::size_t>(
+        std::size_t{1} << 20, (std::size_t{64} << 20) / (file_names.size() * fields.keys().size()));
+    for (const std::string& file_name : file_names) {
       const auto raw = io::RandomAccessFile::open(file_name);  // IOError naming a missing file
       if (H5Fis_hdf5(file_name.c_str()) <= 0) {
         H5Eclear2(H5E_DEFAULT);
@@ -205,7 +211,7 @@ Hdf5Source::Hdf5Source(const config::Node& o) : pattern_(o.get_string("path")) {
       files_.push_back(file);
       std::vector<Dataset>& shard = shards_.emplace_back();
       for (const std::string& key : fields.keys()) {
-        shard.push_back(open_h5_dataset(file, file_name, fields.get_string(key), raw));
+        shard.push_back(open_h5_dataset(file, file_name, fields.get_string(key), raw, chunk_cache));
       }
     }
     field_names_ = fields.keys();

@@ -14,7 +14,8 @@
 // Reads: a contiguous dataset without filters (h5py's default, chunks=None) in the machine's byte
 // order is read with one pread of the example's bytes at the offset HDF5 reports, by every worker
 // at once. Any other layout (chunked, compressed) goes through H5Dread, which Debian's
-// thread-safe libhdf5 serialises, and decompresses the chunks the example touches: for data read
+// thread-safe libhdf5 serialises, and decompresses the chunks the example touches (a cache of
+// 64 MiB shared by all datasets keeps chunks decompressed for their neighbours): for data read
 // in a shuffled order, chunk by one example (h5py: chunks=(1, *shape[1:])) or store it
 // contiguous.
 #pragma once

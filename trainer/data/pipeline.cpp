@@ -16,11 +16,11 @@ namespace {
 
 at::Generator generator(uint64_t seed) { return at::make_generator<at::CPUGeneratorImpl>(seed); }
 
-// Whether `examples` have the same leaves, of the same dtypes and sizes (stack_examples needs
-// them to agree but for their first dimension; examples have one row each).
+// Whether `examples` have the same leaves, of the same dtypes and sizes, one row each (the
+// stack then has a row per example, as Transform::apply_each expects).
 bool stackable(const std::vector<Tree>& examples) {
   const auto first = examples.front().flatten();
-  for (std::size_t k = 1; k < examples.size(); ++k) {
+  for (std::size_t k = 0; k < examples.size(); ++k) {
     const auto leaves = examples[k].flatten();
     if (leaves.size() != first.size()) return false;
     for (std::size_t l = 0; l < leaves.size(); ++l) {
@@ -28,7 +28,9 @@ bool stackable(const std::vector<Tree>& examples) {
         return false;
       }
       const torch::Tensor &a = leaves[l].second.tensor(), &b = first[l].second.tensor();
-      if (a.scalar_type() != b.scalar_type() || a.sizes() != b.sizes()) return false;
+      if (a.scalar_type() != b.scalar_type() || a.sizes() != b.sizes() || a.dim() == 0 || a.size(0) != 1) {
+        return false;
+      }
     }
   }
   return true;
@@ -164,8 +166,12 @@ Tree Pipeline::transformed(Tree batch, uint64_t seed, const std::function<std::s
   return batch;
 }
 
-Tree Pipeline::transformed_examples(std::vector<Tree> examples, std::vector<at::Generator>& generators,
+Tree Pipeline::transformed_examples(std::vector<Tree> examples, const std::vector<uint64_t>& seeds,
                                     const std::function<std::string(std::size_t)>& name) const {
+  std::vector<at::Generator> generators;
+  generators.reserve(seeds.size());
+  for (const uint64_t seed : seeds) generators.push_back(generator(seed));
+  const std::vector<Tree> read = examples;  // (their tensors shared) to name an example that fails
   // While the transforms can, they run once on the examples stacked (Transform::applies_each);
   // the others run on each example.
   std::optional<Tree> stacked;
@@ -173,9 +179,16 @@ Tree Pipeline::transformed_examples(std::vector<Tree> examples, std::vector<at::
     const Transform& t = *transforms_[i];
     if (t.applies_each() && (stacked || stackable(examples))) {
       if (!stacked) stacked = stack_examples(examples, name);
-      stacked = run_transform(
-          i, *stacked, [&] { return t.apply_each(*stacked, generators); },
-          [&] { return "the examples of a batch (the first: " + name(0) + ")"; });
+      try {
+        stacked = run_transform(
+            i, *stacked, [&] { return t.apply_each(*stacked, generators); },
+            [&] { return "the examples of a batch (the first: " + name(0) + ")"; });
+      } catch (const Error&) {
+        // Each example again on its own, as the transforms define it: the error names the one
+        // that fails (an out-of-range label, say) rather than the batch.
+        for (std::size_t k = 0; k < read.size(); ++k) transformed(read[k], seeds[k], [&] { return name(k); });
+        throw;
+      }
       continue;
     }
     if (stacked) {
@@ -219,7 +232,7 @@ Pipeline::Batch Pipeline::make_batch(const PipelineState& at) const {
     // position in the epoch: the same whichever worker, rank or batch size makes it.
     Batch out;
     std::vector<Tree> examples;
-    std::vector<at::Generator> generators;
+    std::vector<uint64_t> seeds;
     std::vector<int64_t> kept;
     for (int64_t j = 0; j < size; ++j) {
       const int64_t index = indices[static_cast<std::size_t>(j)];
@@ -235,7 +248,7 @@ Pipeline::Batch Pipeline::make_batch(const PipelineState& at) const {
         throw;
       }
       examples.push_back(std::move(example));
-      generators.push_back(generator(mix_bits(epoch_seed ^ mix_bits(static_cast<uint64_t>(start + j)))));
+      seeds.push_back(mix_bits(epoch_seed ^ mix_bits(static_cast<uint64_t>(start + j))));
       kept.push_back(index);
     }
     if (examples.empty()) {
@@ -244,7 +257,7 @@ Pipeline::Batch Pipeline::make_batch(const PipelineState& at) const {
                             " could be read; the first: " + out.skipped.front());
     }
     out.tree =
-        transformed_examples(std::move(examples), generators, [&](std::size_t k) { return source_->name_of(kept[k]); });
+        transformed_examples(std::move(examples), seeds, [&](std::size_t k) { return source_->name_of(kept[k]); });
     return out;
   }
   const torch::Tensor picked = torch::tensor(indices, torch::kLong);

@@ -130,8 +130,8 @@ class Pipeline {
   // A batch's transforms, drawing from a generator seeded by `seed`.
   Tree transformed(Tree batch, uint64_t seed, const std::function<std::string()>& what) const;
   // A random-access source's examples (each with a first dimension of 1) transformed each as
-  // alone with its generator, and stacked; `name(k)` names example k.
-  Tree transformed_examples(std::vector<Tree> examples, std::vector<at::Generator>& generators,
+  // alone with a generator seeded by seeds[k], and stacked; `name(k)` names example k.
+  Tree transformed_examples(std::vector<Tree> examples, const std::vector<uint64_t>& seeds,
                             const std::function<std::string(std::size_t)>& name) const;
   // The batch at a position, and the examples on_error: skip left out of it.
   struct Batch {
