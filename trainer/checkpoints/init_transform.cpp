@@ -143,6 +143,33 @@ Matched match_tensors(const InitSpec& spec, const std::map<std::string, torch::T
   return m;
 }
 
+// What both kinds of init_transform do once the model's tensors are matched: refuse a `select`
+// that chooses nothing, list what did not match (`in`: where the tensors come from), throw that
+// list when strict (`head`: what did not match, `fix`: what to do), copy the rest. Returns the
+// list ("" when everything matched).
+std::string copy_matched(const config::Node& o, const Matched& m, bool strict, const std::string& in,
+                         const char* mismatch, const std::string& head, const std::string& fix) {
+  if (m.selected == 0) {
+    throw ConfigError((o.has("select") ? o.child("select").where() : o.where()) +
+                      ": init_transform.select chooses none of the model's tensors (they are params.* and "
+                      "collections.*; kd inspect lists them)");
+  }
+  std::string problems;
+  const auto list = [&](const std::string& what, const std::vector<std::string>& names) {
+    if (names.empty()) return;
+    problems += "\n  " + what + " (" + std::to_string(names.size()) + "): " + join_names(names, 10);
+  };
+  list("missing in " + in, m.missing);
+  list("unexpected in " + in, m.unexpected);
+  list(mismatch, m.mismatched);
+  if (strict && !problems.empty()) {
+    throw ConfigError(o.where() + ": " + head + " does not match the model:" + problems + "\n(" + fix + ")");
+  }
+  torch::NoGradGuard no_grad;
+  for (const auto& [to, from] : m.copies) to.copy_(from.to(to.device()));  // converting the dtype where they differ
+  return problems;
+}
+
 // init_transform: {weights: FILE}: the tensors of a safetensors file, named as PyTorch names a
 // module's state (its parameters and buffers, without kd's params./collections.).
 std::string apply_weights(const config::Node& o, torch::nn::Module& model) {
@@ -199,32 +226,27 @@ std::string apply_weights(const config::Node& o, torch::nn::Module& model) {
     targets.emplace_back(p.key(), p.value()), paths.push_back("params." + p.key());
   for (const auto& b : model.named_buffers(true))
     targets.emplace_back(b.key(), b.value()), paths.push_back("collections." + b.key());
-  std::vector<std::pair<torch::Tensor, torch::Tensor>> copies;
-  std::vector<std::string> missing, unexpected, mismatched;
+  Matched m;
   std::set<std::string> used;
-  int64_t selected = 0;
   for (std::size_t i = 0; i < targets.size(); ++i) {
     const auto& [name, tensor] = targets[i];
     if (std::none_of(select.begin(), select.end(), [&](const Prefix& p) { return p.matches(paths[i]); })) continue;
-    ++selected;
+    ++m.selected;
     const auto it = by_name.find(name);
     if (it == by_name.end()) {
-      missing.push_back(name);
+      m.missing.push_back(name);
       continue;
     }
     used.insert(name);
     const std::string from = it->second.first == name ? "" : " (" + it->second.first + " in the file)";
-    if (it->second.second.sizes() != tensor.sizes()) {
-      mismatched.push_back(name + from + ": model " + describe_tensor(tensor) + ", file " +
-                           describe_tensor(it->second.second));
+    const torch::Tensor& found = it->second.second;
+    const bool other_shape = found.sizes() != tensor.sizes();
+    if (other_shape || found.is_floating_point() != tensor.is_floating_point()) {
+      m.mismatched.push_back(name + from + ": model " + describe_tensor(tensor) + ", file " + describe_tensor(found) +
+                             (other_shape ? "" : " (floating point and integer)"));
       continue;
     }
-    if (it->second.second.is_floating_point() != tensor.is_floating_point()) {
-      mismatched.push_back(name + from + ": model " + describe_tensor(tensor) + ", file " +
-                           describe_tensor(it->second.second) + " (floating point and integer)");
-      continue;
-    }
-    copies.emplace_back(tensor, it->second.second);
+    m.copies.emplace_back(tensor, found);
   }
   // A tensor of the file that went nowhere, unless `select` leaves out where it would go.
   const auto wanted = [&](const std::string& name) {
@@ -234,33 +256,14 @@ std::string apply_weights(const config::Node& o, torch::nn::Module& model) {
   };
   for (const auto& [renamed, entry] : by_name) {
     if (!used.count(renamed) && wanted(renamed)) {
-      unexpected.push_back(entry.first == renamed ? renamed : entry.first + " -> " + renamed);
+      m.unexpected.push_back(entry.first == renamed ? renamed : entry.first + " -> " + renamed);
     }
   }
-  if (selected == 0) {
-    throw ConfigError((o.has("select") ? o.child("select").where() : o.where()) +
-                      ": init_transform.select chooses none of the model's tensors (they are params.* and "
-                      "collections.*; kd inspect lists them)");
-  }
-  std::string problems;
-  const auto list = [&](const char* what, const std::vector<std::string>& names) {
-    if (names.empty()) return;
-    problems += std::string("\n  ") + what + " (" + std::to_string(names.size()) + "): " + join_names(names, 10);
-  };
-  list("missing in the file", missing);
-  list("unexpected in the file", unexpected);
-  list("shape or type mismatch", mismatched);
-  if (strict && !problems.empty()) {
-    throw ConfigError(o.where() + ": init_transform.weights \"" + path + "\" does not match the model:" + problems +
-                      "\n(the file's names, after rename, must be the model's parameter and buffer names as "
-                      "kd inspect lists them without params./collections.; fix rename or select, or set strict: "
-                      "false to load what matches)");
-  }
-  {
-    torch::NoGradGuard no_grad;
-    for (const auto& [to, from] : copies) to.copy_(from.to(to.device()));  // converting the dtype where they differ
-  }
-  std::string report = "loaded " + std::to_string(copies.size()) + " tensors from " + path;
+  const std::string problems = copy_matched(
+      o, m, strict, "the file", "shape or type mismatch", "init_transform.weights \"" + path + "\"",
+      "the file's names, after rename, must be the model's parameter and buffer names as kd inspect lists them "
+      "without params./collections.; fix rename or select, or set strict: false to load what matches");
+  std::string report = "loaded " + std::to_string(m.copies.size()) + " tensors from " + path;
   if (!problems.empty()) report += "; not loaded:" + problems;
   return report;
 }
@@ -287,27 +290,9 @@ std::string apply_init_transform(const config::Node& o, torch::nn::Module& model
     }
   }
   const Matched m = match_tensors(spec, source, model);
-  if (m.selected == 0) {
-    throw ConfigError((o.has("select") ? o.child("select").where() : o.where()) +
-                      ": init_transform.select chooses none of the model's tensors (they are params.* and "
-                      "collections.*; kd inspect lists them)");
-  }
-  std::string problems;
-  auto list = [&](const char* what, const std::vector<std::string>& names) {
-    if (names.empty()) return;
-    problems += std::string("\n  ") + what + " (" + std::to_string(names.size()) + "): " + join_names(names, 10);
-  };
-  list("missing in the checkpoint", m.missing);
-  list("unexpected in the checkpoint", m.unexpected);
-  list("shape mismatch", m.mismatched);
-  if (spec.strict && !problems.empty()) {
-    throw ConfigError(o.where() + ": init_transform from " + spec.path + " does not match the model:" + problems +
-                      "\n(fix select/rename, or set strict: false to load what matches)");
-  }
-  {
-    torch::NoGradGuard no_grad;
-    for (const auto& [to, from] : m.copies) to.copy_(from.to(to.device()));
-  }
+  const std::string problems =
+      copy_matched(o, m, spec.strict, "the checkpoint", "shape mismatch", "init_transform from " + spec.path,
+                   "fix select/rename, or set strict: false to load what matches");
   if (spec.opt_state) {
     if (optimizer == nullptr) throw ConfigError(o.where() + ": opt_state: true needs an optimizer");
     if (!spec.renames.empty()) throw ConfigError(o.where() + ": opt_state: true cannot be combined with rename");

@@ -5,6 +5,11 @@
 
 namespace kd::models::detail {
 
+// A batch of images as kd's sources give them, [B, H, W, C] (or [B, H, W] for one channel), as
+// float [B, C, H, W] for a convolution (a view where it can be); a TypeError naming `model` for
+// anything else. Integers are converted as they are.
+torch::Tensor images_channels_first(torch::Tensor x, const char* model);
+
 void register_mlp(config::Registry<Model>& registry);
 void register_cnn(config::Registry<Model>& registry);
 void register_resnet(config::Registry<Model>& registry);

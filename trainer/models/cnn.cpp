@@ -3,6 +3,8 @@
 // [B, H, W] for one channel. BatchNorm running statistics are buffers (`collections`).
 //   model: {type: CNN, input_shape: [28, 28, 1], channels: [32, 64], hidden_size: 128,
 //           output_size: 10, dropout: 0.0}
+#include <string>
+
 #include <torch/nn/modules/activation.h>
 #include <torch/nn/modules/batchnorm.h>
 #include <torch/nn/modules/container/sequential.h>
@@ -12,6 +14,7 @@
 #include <torch/nn/modules/pooling.h>
 
 #include "trainer/common/error.h"
+#include "trainer/common/tensor_text.h"
 #include "trainer/models/builtins_internal.h"
 
 namespace kd::models {
@@ -55,9 +58,7 @@ class Cnn : public Model {
 
   Tree forward(const Tree& inputs) override {
     torch::Tensor x = inputs.at("x").tensor();
-    if (!x.is_floating_point()) x = x.to(torch::kFloat);
-    if (x.dim() == 3) x = x.unsqueeze(-1);
-    x = x.permute({0, 3, 1, 2});  // NHWC -> NCHW
+    x = detail::images_channels_first(x, "CNN");
     x = run_recorded(*features_, x).flatten(1);
     return Tree::dict({{output_key_, run_recorded(*head_, x)}});
   }
@@ -69,6 +70,15 @@ class Cnn : public Model {
 };
 
 }  // namespace
+
+torch::Tensor detail::images_channels_first(torch::Tensor x, const char* model) {
+  if (!x.is_floating_point()) x = x.to(torch::kFloat);
+  if (x.dim() == 3) x = x.unsqueeze(-1);
+  if (x.dim() != 4) {
+    throw TypeError(std::string(model) + ": the input is [B, H, W, C] (or [B, H, W]), got " + describe_tensor(x));
+  }
+  return x.permute({0, 3, 1, 2});  // NHWC -> NCHW
+}
 
 void detail::register_cnn(config::Registry<Model>& r) {
   r.add(

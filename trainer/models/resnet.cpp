@@ -19,7 +19,6 @@
 #include <torch/torch.h>
 
 #include "trainer/common/error.h"
-#include "trainer/common/tensor_text.h"
 #include "trainer/models/builtins_internal.h"
 
 namespace kd::models {
@@ -127,13 +126,8 @@ class ResNet : public Model {
   }
 
   Tree forward(const Tree& inputs) override {
-    torch::Tensor x = inputs.at("x").tensor();
-    if (!x.is_floating_point()) x = x.to(torch::kFloat);
-    if (x.dim() == 3) x = x.unsqueeze(-1);
-    if (x.dim() != 4) {
-      throw TypeError("ResNet: the input is [B, H, W, C] (or [B, H, W]), got " + describe_tensor(x));
-    }
-    x = x.permute({0, 3, 1, 2}).contiguous();  // NHWC -> NCHW, as torchvision's convolutions see it
+    // Contiguous, as torchvision's convolutions see their input.
+    torch::Tensor x = detail::images_channels_first(inputs.at("x").tensor(), "ResNet").contiguous();
     x = torch::relu(bn1_(conv1_(x)));
     if (!small_stem_) x = torch::max_pool2d(x, 3, 2, 1);
     for (auto& layer : layers_) x = run_recorded(*layer, x);
