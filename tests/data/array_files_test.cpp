@@ -4,6 +4,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -138,5 +139,50 @@ TEST_CASE("TokenFile gives windows of seq_len + 1 tokens as inputs and targets o
   std::ofstream(dir / "text.txt") << "hello world";
   kd::data::TokenFile text(options("{path: " + (dir / "text.txt").string() + ", seq_len: 4, dtype: uint8}"));
   CHECK(text.get(1).get("inputs").tensor().equal(torch::tensor({'o', ' ', 'w', 'o'}, torch::kLong)));
+  fs::remove_all(dir);
+}
+
+TEST_CASE("TokenFile reads a glob of files as one stream and splits it by file") {
+  const fs::path dir = kd::testing::made_fresh_dir("kd_tokens_");
+  // Ten files of 7 bytes each: file k holds 'a' + k seven times.
+  std::string all;
+  for (int k = 0; k < 10; ++k) {
+    const std::string text(7, static_cast<char>('a' + k));
+    std::ofstream(dir / ("f" + std::to_string(k) + ".txt")) << text;
+    all += text;
+  }
+  const std::string glob = (dir / "f*.txt").string();
+  kd::data::TokenFile whole(options("{path: '" + glob + "', seq_len: 4, dtype: uint8}"));
+  CHECK(whole.size() == (70 - 1) / 4);
+  // Window 1 is bytes 4..8: it spans the first two files.
+  const torch::Tensor expected = torch::tensor({'a', 'a', 'a', 'b'}, torch::kLong);
+  CHECK(whole.get(1).get("inputs").tensor().equal(expected));
+  CHECK(whole.get(1).get("targets").tensor().equal(torch::tensor({'a', 'a', 'b', 'b'}, torch::kLong)));
+  for (int64_t i = 0; i < whole.size(); ++i) {
+    const auto in = whole.get(i).get("inputs").tensor();
+    for (int64_t j = 0; j < 4; ++j) REQUIRE(in[j].item<int64_t>() == all[static_cast<std::size_t>(i * 4 + j)]);
+  }
+  // split: train and test take disjoint files that cover the set (3 of 10 for test).
+  const auto letters = [&](const std::string& split) {
+    kd::data::TokenFile part(
+        options("{path: '" + glob + "', seq_len: 6, dtype: uint8, split: " + split + ", test_fraction: 0.3}"));
+    std::set<int64_t> seen;
+    for (int64_t i = 0; i < part.size(); ++i) {
+      const auto t = part.get(i).get("inputs").tensor();
+      for (int64_t j = 0; j < t.size(0); ++j) seen.insert(t[j].item<int64_t>());
+    }
+    return seen;
+  };
+  const auto train = letters("train"), test = letters("test");
+  CHECK(train.size() == 7);
+  CHECK(test.size() == 3);
+  for (int64_t letter : test) CHECK(train.count(letter) == 0);
+  CHECK_THROWS_WITH(
+      kd::data::TokenFile(options("{path: '" + glob + "', seq_len: 4, dtype: uint8, split: test, test_fraction: 0.01}")),
+      Catch::Contains("leaves none for split test"));
+  CHECK_THROWS_WITH(kd::data::TokenFile(options("{path: '" + glob + "', seq_len: 4, dtype: uint8, split: val}")),
+                    Catch::Contains("split must be all, train or test"));
+  CHECK_THROWS_WITH(kd::data::TokenFile(options("{path: '" + (dir / "g*.txt").string() + "', seq_len: 4}")),
+                    Catch::Contains("no file matches"));
   fs::remove_all(dir);
 }

@@ -172,7 +172,8 @@ std::string copy_matched(const config::Node& o, const Matched& m, bool strict, c
 
 // init_transform: {weights: FILE}: the tensors of a safetensors file, named as PyTorch names a
 // module's state (its parameters and buffers, without kd's params./collections.).
-std::string apply_weights(const config::Node& o, torch::nn::Module& model) {
+std::string apply_weights(const config::Node& o, torch::nn::Module& model,
+                          const std::vector<std::pair<std::string, std::string>>& tied) {
   for (const char* key : {"checkpoint", "step", "opt_state", "use_ema"}) {
     if (o.has(key)) {
       throw ConfigError(o.child(key).where() + ": init_transform." + key +
@@ -219,6 +220,21 @@ std::string apply_weights(const config::Node& o, torch::nn::Module& model) {
       throw ConfigError(o.child("rename").where() + ": rename gives \"" + it->second.first + "\" and \"" + name +
                         "\" of \"" + path + "\" one name, \"" + renamed + "\"");
     }
+  }
+  // A tied tensor found under its other name (nanoGPT's lm_head.weight for transformer.wte.weight).
+  for (const auto& [other, own] : tied) {
+    const auto alias = by_name.find(other);
+    if (alias == by_name.end()) continue;
+    const auto found = by_name.find(own);
+    if (found == by_name.end()) {
+      by_name.emplace(own, alias->second);
+    } else if (!alias->second.second.sizes().equals(found->second.second.sizes()) ||
+               !torch::equal(alias->second.second, found->second.second)) {
+      throw ConfigError(o.child("weights").where() + ": \"" + path + "\" holds " + alias->second.first + " and " +
+                        found->second.first + ", which the model ties into one tensor (" + own +
+                        "), with different values; drop one of them, or untie the model's weights");
+    }
+    by_name.erase(alias);
   }
   std::vector<std::pair<std::string, torch::Tensor>> targets;  // (bare name, kd's path)
   std::vector<std::string> paths;
@@ -270,8 +286,9 @@ std::string apply_weights(const config::Node& o, torch::nn::Module& model) {
 
 }  // namespace
 
-std::string apply_init_transform(const config::Node& o, torch::nn::Module& model, torch::optim::Optimizer* optimizer) {
-  if (o.has("weights")) return apply_weights(o, model);
+std::string apply_init_transform(const config::Node& o, torch::nn::Module& model, torch::optim::Optimizer* optimizer,
+                                 const std::vector<std::pair<std::string, std::string>>& tied) {
+  if (o.has("weights")) return apply_weights(o, model, tied);
   if (!o.has("checkpoint")) {
     throw ConfigError(o.where() +
                       ": init_transform needs checkpoint (a kd workdir or ckpt_<step> directory) or "

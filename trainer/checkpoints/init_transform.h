@@ -28,6 +28,8 @@
 #include "trainer/common/torch_fwd.h"
 
 #include <string>
+#include <utility>
+#include <vector>
 
 namespace kd::config {
 class Node;
@@ -36,8 +38,11 @@ class Node;
 namespace kd::checkpoints {
 
 // Applies the transform; returns a one-line report ("loaded 6 tensors from ..."). Throws
-// kd::ConfigError (strict mismatch, bad options) or kd::CorruptionError.
+// kd::ConfigError (strict mismatch, bad options) or kd::CorruptionError. `tied`: {other name,
+// the model's name} of tensors a PyTorch module holds under two names (models::Model::tied_weights);
+// a weights file may hold either, or both when they are equal.
 std::string apply_init_transform(const config::Node& options, torch::nn::Module& model,
-                                 torch::optim::Optimizer* optimizer);
+                                 torch::optim::Optimizer* optimizer,
+                                 const std::vector<std::pair<std::string, std::string>>& tied = {});
 
 }  // namespace kd::checkpoints

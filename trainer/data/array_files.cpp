@@ -12,6 +12,7 @@
 #include "trainer/common/error.h"
 #include "trainer/common/tensor_text.h"
 #include "trainer/data/array_files_internal.h"
+#include "trainer/data/csv_source_internal.h"
 
 namespace kd::data {
 namespace {
@@ -235,7 +236,8 @@ std::string NpySource::describe() const {
 }
 
 TokenFile::TokenFile(const config::Node& o)
-    : file_(io::RandomAccessFile::open(o.get_string("path"))),
+    : pattern_(o.get_string("path")),
+      split_(o.get_string("split", "all")),
       dtype_name_(o.get_string("dtype", "uint16")),
       seq_len_(o.get_int_in("seq_len", std::nullopt, 1, int64_t{1} << 24)) {
   if (dtype_name_ == "uint8") {
@@ -251,30 +253,70 @@ TokenFile::TokenFile(const config::Node& o)
     throw ConfigError(o.child("dtype").where() + ": dtype must be uint8 (bytes), uint16 or uint32, got \"" +
                       dtype_name_ + "\"");
   }
-  if (o.has("vocab_size")) vocab_size_ = o.get_int_in("vocab_size", std::nullopt, 1, int64_t{1} << 32);
-  if (file_->size() % item_size_ != 0) {
-    throw CorruptionError("\"" + file_->path() + "\" holds " + std::to_string(file_->size()) +
-                          " bytes, not a whole number of " + dtype_name_ + " tokens: is dtype right?");
+  if (split_ != "all" && split_ != "train" && split_ != "test") {
+    throw ConfigError(o.child("split").where() + ": split must be all, train or test, got \"" + split_ + "\"");
   }
-  tokens_ = static_cast<int64_t>(file_->size() / item_size_);
+  const double test_fraction = o.get_double_in("test_fraction", 0.1, 0.0, 1.0);
+  const int64_t split_seed = o.get_int_in("split_seed", 0, 0, std::numeric_limits<int64_t>::max());
+  if (split_ == "all" && (o.has("test_fraction") || o.has("split_seed"))) {
+    throw ConfigError(o.where() + ": test_fraction and split_seed divide the files for split: train or split: test");
+  }
+  if (o.has("vocab_size")) vocab_size_ = o.get_int_in("vocab_size", std::nullopt, 1, int64_t{1} << 32);
+  std::vector<std::string> paths = expand_files("", pattern_, o.child("path").where());
+  if (split_ != "all") {
+    const auto n = static_cast<int64_t>(paths.size());
+    const std::vector<int64_t> kept = split_rows(n, test_fraction, static_cast<uint64_t>(split_seed), split_ == "test");
+    if (kept.empty()) {
+      throw ConfigError(o.child("path").where() + ": \"" + pattern_ + "\" matches " + std::to_string(n) +
+                        " files, which leaves none for split " + split_ + " at test_fraction " +
+                        std::to_string(test_fraction) + "; give more files or another test_fraction");
+    }
+    std::vector<std::string> chosen;
+    for (int64_t i : kept) chosen.push_back(paths[static_cast<std::size_t>(i)]);
+    paths = std::move(chosen);
+  }
+  starts_.push_back(0);
+  for (const std::string& path : paths) {
+    auto file = io::RandomAccessFile::open(path);
+    if (file->size() % item_size_ != 0) {
+      throw CorruptionError("\"" + file->path() + "\" holds " + std::to_string(file->size()) +
+                            " bytes, not a whole number of " + dtype_name_ + " tokens: is dtype right?");
+    }
+    starts_.push_back(starts_.back() + static_cast<int64_t>(file->size() / item_size_));
+    files_.push_back(std::move(file));
+  }
+  tokens_ = starts_.back();
   windows_ = (tokens_ - 1) / seq_len_;
   if (windows_ < 1) {
-    throw ConfigError(o.child("seq_len").where() + ": \"" + file_->path() + "\" holds " + std::to_string(tokens_) +
+    throw ConfigError(o.child("seq_len").where() + ": \"" + pattern_ + "\" holds " + std::to_string(tokens_) +
                       " tokens, fewer than seq_len + 1 = " + std::to_string(seq_len_ + 1));
   }
 }
 
 Tree TokenFile::get(int64_t index) const {
   torch::Tensor stored = torch::empty({seq_len_ + 1}, torch::TensorOptions().dtype(stored_));
-  const std::size_t first = static_cast<std::size_t>(index * seq_len_) * item_size_;
-  file_->read(first, static_cast<std::size_t>(seq_len_ + 1) * item_size_, stored.data_ptr());
+  auto* out = static_cast<char*>(stored.data_ptr());
+  // Tokens [first, first + seq_len] from the file(s) that hold them.
+  const int64_t first = index * seq_len_;
+  int64_t token = first;
+  const int64_t end = first + seq_len_ + 1;
+  auto file = std::upper_bound(starts_.begin(), starts_.end(), token) - starts_.begin() - 1;
+  while (token < end) {
+    const auto f = static_cast<std::size_t>(file);
+    const int64_t take = std::min(end, starts_[f + 1]) - token;
+    files_[f]->read(static_cast<std::size_t>(token - starts_[f]) * item_size_, static_cast<std::size_t>(take) * item_size_,
+                    out + static_cast<std::size_t>(token - first) * item_size_);
+    token += take;
+    ++file;
+  }
   torch::Tensor tokens = stored_ == torch::kByte ? stored.to(torch::kLong) : widen(stored, stored_, torch::kLong);
   if (vocab_size_) {
     const torch::Tensor outside = tokens.ge(*vocab_size_).nonzero();
     if (outside.size(0) > 0) {
-      const int64_t k = outside[0][0].item<int64_t>();
-      throw CorruptionError("\"" + file_->path() + "\": token " + std::to_string(index * seq_len_ + k) + " is " +
-                            std::to_string(tokens[k].item<int64_t>()) + ", not below vocab_size " +
+      const int64_t k = first + outside[0][0].item<int64_t>();
+      const auto f = static_cast<std::size_t>(std::upper_bound(starts_.begin(), starts_.end(), k) - starts_.begin() - 1);
+      throw CorruptionError("\"" + files_[f]->path() + "\": token " + std::to_string(k - starts_[f]) + " is " +
+                            std::to_string(tokens[k - first].item<int64_t>()) + ", not below vocab_size " +
                             std::to_string(*vocab_size_) + " (is dtype right?)");
     }
   }
@@ -282,7 +324,10 @@ Tree TokenFile::get(int64_t index) const {
 }
 
 std::string TokenFile::describe() const {
-  return "TokenFile " + file_->path() + " (" + std::to_string(tokens_) + " " + dtype_name_ + " tokens, windows of " +
+  std::string where = files_.size() == 1 ? files_.front()->path()
+                                         : pattern_ + " (" + std::to_string(files_.size()) + " files)";
+  if (split_ != "all") where += ", split " + split_;
+  return "TokenFile " + where + " (" + std::to_string(tokens_) + " " + dtype_name_ + " tokens, windows of " +
          std::to_string(seq_len_) + ")";
 }
 

@@ -72,6 +72,12 @@ class NpySource : public Source {
   int64_t size_ = 0;
 };
 
+// TokenFile: token ids in flat files (nanoGPT's train.bin; any file read as bytes with dtype
+// uint8), example i being the window of tokens [i*seq_len, (i+1)*seq_len] (inputs and targets
+// one token ahead). `path` may be a glob: its files, sorted, are read as one stream (a window
+// may span two files), and split: train|test keeps test_fraction of the files (chosen by
+// split_seed, as ImageFolder chooses pictures) for test: text split by file, such as a
+// language-model validation set from the same corpus.
 class TokenFile : public Source {
  public:
   explicit TokenFile(const config::Node& options);
@@ -81,8 +87,9 @@ class TokenFile : public Source {
   std::string describe() const override;
 
  private:
-  std::shared_ptr<const io::RandomAccessFile> file_;
-  std::string dtype_name_;
+  std::vector<std::shared_ptr<const io::RandomAccessFile>> files_;
+  std::vector<int64_t> starts_;  // the first token of each file, and the total at the end
+  std::string pattern_, split_, dtype_name_;
   torch::ScalarType stored_;
   std::size_t item_size_ = 1;
   int64_t seq_len_ = 0, tokens_ = 0, windows_ = 0;

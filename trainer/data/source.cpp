@@ -141,9 +141,10 @@ config::Registry<Source>& source_registry() {
         "libhdf5). Gives batch.<key>: example i of each dataset");
     r.add(
         "TokenFile", [](const config::Node& o) { return std::make_shared<TokenFile>(o); },
-        "path (a flat token file: nanoGPT's train.bin, or any file read as bytes), dtype=uint16|uint32|uint8, "
-        "seq_len, vocab_size (checked when given). Read a window at a time; example i is tokens [i*seq_len, "
-        "(i+1)*seq_len]. "
+        "path (a flat token file: nanoGPT's train.bin, or any file read as bytes; a glob: its files, sorted, as one "
+        "stream), dtype=uint16|uint32|uint8, seq_len, vocab_size (checked when given), split=all|train|test, "
+        "test_fraction=0.1 and split_seed=0 (of the files). Read a window at a time; example i is tokens "
+        "[i*seq_len, (i+1)*seq_len]. "
         "Gives batch.inputs and batch.targets (int64 [N, seq_len], targets one token ahead)");
     r.add(
         "Synthetic", [](const config::Node& o) { return std::make_shared<Synthetic>(o); },

@@ -14,6 +14,7 @@ void register_mlp(config::Registry<Model>& registry);
 void register_cnn(config::Registry<Model>& registry);
 void register_resnet(config::Registry<Model>& registry);
 void register_transformer(config::Registry<Model>& registry);
+void register_gpt(config::Registry<Model>& registry);
 void register_torchscript(config::Registry<Model>& registry);
 
 }  // namespace kd::models::detail

@@ -52,6 +52,11 @@ class Model : public torch::nn::Module {
 
   const std::vector<std::pair<std::string, Path>>& input_keys() const { return input_keys_; }
 
+  // Tensors this model holds once that a PyTorch module holds under two names (tied weights):
+  // {other name, the name here}, e.g. GPT's {"lm_head.weight", "transformer.wte.weight"}.
+  // init_transform accepts a file that holds either name, or both when they are equal.
+  virtual std::vector<std::pair<std::string, std::string>> tied_weights() const { return {}; }
+
  protected:
   // Records `value` as interms.<this module's path>.<name> when recording is on.
   void sow(const std::string& name, const torch::Tensor& value) const;
@@ -88,7 +93,7 @@ class IntermsRecorder {
   IntermsRecorder* previous_;
 };
 
-// MLP, CNN, Transformer, TorchScript.
+// MLP, CNN, ResNet, ViT, Transformer, GPT, TorchScript.
 config::Registry<Model>& registry();
 
 }  // namespace kd::models

@@ -8,6 +8,7 @@ config::Registry<Model>& registry() {
     detail::register_cnn(r);
     detail::register_resnet(r);
     detail::register_transformer(r);
+    detail::register_gpt(r);
     detail::register_torchscript(r);
   });
 }

@@ -69,7 +69,8 @@ void Trainer::resume_or_start() {
   if (!latest) {
     if (options_->init_transform) {
       const std::string report =
-          checkpoints::apply_init_transform(*options_->init_transform, *model_, &step_->optimizer().torch_optimizer());
+          checkpoints::apply_init_transform(*options_->init_transform, *model_, &step_->optimizer().torch_optimizer(),
+                                            model_->tied_weights());
       log_->info("init_transform: {}", report);
     }
     parallel_->broadcast_parameters();
