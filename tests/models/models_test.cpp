@@ -125,6 +125,37 @@ TEST_CASE("a TorchScript module is trained through kd and shares its parameters"
   std::remove(file.c_str());
 }
 
+TEST_CASE("a TorchScript module of several inputs gets each by its argument's name") {
+  const std::string file = (std::filesystem::temp_directory_path() / "kd_models_test_masked.pt").string();
+  {
+    torch::jit::Module m("Masked");
+    m.register_parameter("w", torch::full({1}, 3.0).requires_grad_(), /*is_buffer=*/false);
+    m.define(
+        "def forward(self, image, mask, offset: Optional[Tensor] = None):\n"
+        "  out = image * mask * self.w\n"
+        "  if offset is not None:\n"
+        "    out = out + offset\n"
+        "  return out\n");
+    m.save(file);
+  }
+  const Tree batch = Tree::dict({{"pixels", torch::tensor({1.0, 2.0, 4.0})},
+                                 {"keep", torch::tensor({1.0, 0.0, 1.0})},
+                                 {"shift", torch::tensor({10.0, 10.0, 10.0})}});
+  // Given in another order than forward's: passed by name.
+  auto model = make_model("{type: TorchScript, path: " + file + ", inputs: {mask: batch.keep, image: batch.pixels}}");
+  CHECK(run_forward(*model, batch, false).get("preds.logits").tensor().equal(torch::tensor({3.0, 0.0, 12.0})));
+  auto with_offset = make_model("{type: TorchScript, path: " + file +
+                                ", inputs: {image: batch.pixels, mask: batch.keep, offset: batch.shift}}");
+  CHECK(run_forward(*with_offset, batch, false).get("preds.logits").tensor().equal(torch::tensor({13.0, 10.0, 22.0})));
+  CHECK_THROWS_WITH(make_model("{type: TorchScript, path: " + file + ", inputs: {image: batch.pixels, msk: batch.keep}}"),
+                    Catch::Contains("has no argument \"msk\"; it takes (image, mask, offset)"));
+  CHECK_THROWS_WITH(make_model("{type: TorchScript, path: " + file + ", inputs: {image: batch.pixels, offset: batch.shift}}"),
+                    Catch::Contains("needs \"mask\""));
+  CHECK_THROWS_WITH(make_model("{type: TorchScript, path: " + file + "}"),
+                    Catch::Contains("forward takes (image, mask, offset); map each to a path with inputs"));
+  std::remove(file.c_str());
+}
+
 TEST_CASE("a missing TorchScript file is an IO error naming it and the key, in kd's words") {
   CHECK_THROWS_MATCHES(make_model("{type: TorchScript, path: /nonexistent/model.pt}"), kd::IOError,
                        Catch::Matchers::Predicate<kd::IOError>([](const kd::IOError& e) {

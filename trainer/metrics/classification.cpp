@@ -1,4 +1,4 @@
-// Classification metrics (Kauldron's kd.metrics): Accuracy, BinaryAccuracy, Precision1, RocAuc.
+// Classification metrics (Kauldron's kd.metrics): Accuracy, BitsPerToken, BinaryAccuracy, Precision1, RocAuc.
 #include <algorithm>
 #include <cmath>
 #include <functional>
@@ -80,6 +80,30 @@ class Accuracy : public LabeledMetric {
 
  private:
   std::optional<int64_t> ignore_index_;  // labels left out (PyTorch's ignore_index); none by default
+};
+
+// The mean cross-entropy of the labels under softmax(logits) in bits (nats / ln 2): per token of
+// a language model, per byte for a byte-level one (bits per byte, as compression results are
+// given); exact over batches (the state sums in float64).
+class BitsPerToken : public LabeledMetric {
+ public:
+  explicit BitsPerToken(const config::Node& o) : LabeledMetric(o) {
+    if (auto ignore = o.find("ignore_index"); ignore && !ignore->is_null()) ignore_index_ = ignore->as_int();
+  }
+
+  Tree get_state(const train::Context& ctx) const override {
+    const torch::Tensor logits = read(ctx, logits_).detach();
+    const torch::Tensor labels = class_indices(logits, read(ctx, labels_), logits_, labels_, ignore_index_);
+    const torch::Tensor counted = ignore_index_ ? labels.ne(*ignore_index_) : torch::ones_like(labels, torch::kBool);
+    const torch::Tensor safe = labels.masked_fill(counted.logical_not(), 0);
+    const torch::Tensor nats = -torch::log_softmax(logits.to(torch::kDouble), -1).gather(-1, safe.unsqueeze(-1)).squeeze(-1);
+    torch::Tensor weight = counted.to(torch::kDouble);
+    if (mask_) weight = weight * train::Auxiliary::read_mask(ctx, *mask_, nats).to(torch::kDouble);
+    return AverageState::make((nats * weight).sum() / std::log(2.0), weight.sum());
+  }
+
+ private:
+  std::optional<int64_t> ignore_index_;
 };
 
 // The fraction of elements where (logit > 0) == (label > 0.5).
@@ -246,6 +270,9 @@ class RocAuc : public CollectingMetric {
 // Called once by registry() (registry.cpp).
 void add_classification_metrics(config::Registry<Metric>& r) {
   r.add<Accuracy>("Accuracy", "arg-max accuracy: logits=preds.logits, labels=batch.label, mask, ignore_index");
+  r.add<BitsPerToken>("BitsPerToken",
+                       "mean cross-entropy in bits (bits per byte for byte tokens): logits=preds.logits, "
+                       "labels=batch.label, mask, ignore_index");
   r.add<BinaryAccuracy>("BinaryAccuracy",
                         "(logit > 0) == (label > 0.5): logits=preds.logits, labels=batch.label, mask");
   r.add<Precision1>("Precision1", "precision@1, multi-hot labels: logits=preds.logits, labels=batch.label, mask");

@@ -13,6 +13,7 @@ torch::Tensor images_channels_first(torch::Tensor x, const char* model);
 void register_mlp(config::Registry<Model>& registry);
 void register_cnn(config::Registry<Model>& registry);
 void register_resnet(config::Registry<Model>& registry);
+void register_vit(config::Registry<Model>& registry);
 void register_transformer(config::Registry<Model>& registry);
 void register_gpt(config::Registry<Model>& registry);
 void register_torchscript(config::Registry<Model>& registry);

@@ -7,6 +7,7 @@ config::Registry<Model>& registry() {
     detail::register_mlp(r);
     detail::register_cnn(r);
     detail::register_resnet(r);
+    detail::register_vit(r);
     detail::register_transformer(r);
     detail::register_gpt(r);
     detail::register_torchscript(r);
