@@ -83,6 +83,26 @@ TEST_CASE("Accuracy merged over uneven batches equals one pass over all the data
   CHECK(merged.get("count").to_double() == 7.0);
 }
 
+TEST_CASE("BitsPerToken is the mean cross-entropy in bits, exact over batches", "[metrics]") {
+  // Two sequences of two tokens over 3 classes; by hand: -log2 softmax(logits)[label].
+  const torch::Tensor logits = f64({0, 0, 0, 2, 0, 0, 1, 2, 3, 0, 0, 4}).reshape({2, 2, 3});
+  const torch::Tensor labels = torch::tensor({0, 0, 2, 1}).reshape({2, 2});
+  const double l0 = std::log2(3.0);
+  const double l1 = -std::log2(std::exp(2.0) / (std::exp(2.0) + 2));
+  const double l2 = -std::log2(std::exp(3.0) / (std::exp(1.0) + std::exp(2.0) + std::exp(3.0)));
+  const double l3 = -std::log2(1 / (2 + std::exp(4.0)));
+  CHECK(one_step("type: BitsPerToken", classification_ctx(logits, labels)) == Approx((l0 + l1 + l2 + l3) / 4));
+  CHECK(one_step("type: BitsPerToken\nignore_index: 1", classification_ctx(logits, labels)) ==
+        Approx((l0 + l1 + l2) / 3));
+  // Merged over two batches of one sequence each: the mean over the four tokens.
+  const auto metric = make_metric("type: BitsPerToken");
+  const Tree a = metric->get_state(classification_ctx(logits.narrow(0, 0, 1), labels.narrow(0, 0, 1)));
+  const Tree b = metric->get_state(classification_ctx(logits.narrow(0, 1, 1), labels.narrow(0, 1, 1)));
+  CHECK(value_of(*metric, metric->merge(a, b)) == Approx((l0 + l1 + l2 + l3) / 4));
+  CHECK_THROWS_WITH(one_step("type: BitsPerToken", classification_ctx(logits, torch::tensor({0, 3, 1, 1}).reshape({2, 2}))),
+                    Catch::Contains("3"));
+}
+
 TEST_CASE("BinaryAccuracy compares logit > 0 with label > 0.5", "[metrics]") {
   const Context ctx = classification_ctx(f64({-1, 2, 0.5, -3}), f64({0, 1, 0, 1}));
   CHECK(one_step("type: BinaryAccuracy", ctx) == Approx(0.5));
@@ -204,10 +224,10 @@ TEST_CASE("Ssim of two constant images is the luminance term", "[metrics]") {
         Approx((2 * 0.5 * 0.25 + c1) / (0.25 + 0.0625 + c1)));
 }
 
-TEST_CASE("the metric registry lists the twelve built-in metrics", "[metrics]") {
+TEST_CASE("the metric registry lists the thirteen built-in metrics", "[metrics]") {
   const auto& registry = kd::metrics::registry();
-  CHECK(registry.names().size() == 12);
-  for (const char* name : {"Accuracy", "BinaryAccuracy", "Precision1", "RocAuc", "Norm", "Std", "SingleDimension",
+  CHECK(registry.names().size() == 13);
+  for (const char* name : {"Accuracy", "BitsPerToken", "BinaryAccuracy", "Precision1", "RocAuc", "Norm", "Std", "SingleDimension",
                            "Psnr", "Ssim", "TreeMap", "TreeReduce", "SkipIfMissing"}) {
     CHECK(registry.contains(name));
   }

@@ -97,6 +97,42 @@ TEST_CASE("the Transformer decoder maps target tokens to per-position logits, ca
   CHECK_FALSE(torch::allclose(logits.narrow(1, 3, 1), logits2.narrow(1, 3, 1), 1e-5, 1e-5));
 }
 
+TEST_CASE("the Transformer's padding mask: padded tokens change nothing, in the encoder, the pooling and the decoder") {
+  for (const bool decoder : {false, true}) {
+    INFO("decoder " << decoder);
+    torch::manual_seed(3);
+    auto model = make_model(std::string("{type: Transformer, vocab_size: 11, d_model: 16, num_heads: 2, num_layers: 2, ") +
+                            "output_size: 5, dropout: 0, num_decoder_layers: " + (decoder ? "1" : "0") +
+                            ", inputs: {x: batch.tokens, mask: batch.mask" + (decoder ? ", y: batch.target" : "") +
+                            "}}");
+    model->eval();
+    const torch::Tensor tokens = torch::randint(0, 11, {2, 5});
+    const torch::Tensor target = torch::randint(0, 5, {2, 4});
+    const auto logits = [&](const torch::Tensor& x, const torch::Tensor& mask) {
+      torch::NoGradGuard no_grad;
+      return run_forward(*model, Tree::dict({{"tokens", x}, {"target", target}, {"mask", mask}}), false)
+          .get("preds.logits")
+          .tensor();
+    };
+    const torch::Tensor alone = logits(tokens, torch::ones({2, 5}, torch::kLong));
+    // Three junk tokens after each sequence, masked out.
+    const torch::Tensor padded = torch::cat({tokens, torch::randint(0, 11, {2, 3})}, 1);
+    const torch::Tensor mask = torch::cat({torch::ones({2, 5}, torch::kLong), torch::zeros({2, 3}, torch::kLong)}, 1);
+    if (decoder) {
+      CHECK(torch::allclose(logits(padded, mask), alone, 1e-5, 1e-5));
+    } else {
+      CHECK(torch::allclose(logits(padded, mask), alone, 1e-5, 1e-5));
+      CHECK_FALSE(torch::allclose(logits(padded, torch::ones({2, 8}, torch::kLong)), alone, 1e-3, 1e-3));
+      // Sequences of different lengths in one batch: row 0 has 3 real tokens.
+      const torch::Tensor short_mask = torch::tensor({1, 1, 1, 0, 0, 1, 1, 1, 1, 1}, torch::kBool).reshape({2, 5});
+      const torch::Tensor first = logits(tokens.narrow(0, 0, 1).narrow(1, 0, 3), torch::ones({1, 3}, torch::kLong));
+      CHECK(torch::allclose(logits(tokens, short_mask).narrow(0, 0, 1), first, 1e-5, 1e-5));
+    }
+    CHECK_THROWS_WITH(logits(tokens, torch::ones({2, 4})), Catch::Contains("mask must be [batch, tokens] = [2, 5]"));
+    CHECK_THROWS_WITH(logits(tokens, torch::zeros({2, 5})), Catch::Contains("every token of a sequence as padding"));
+  }
+}
+
 TEST_CASE("a TorchScript module is trained through kd and shares its parameters") {
   const std::string file = (std::filesystem::temp_directory_path() / "kd_models_test_linear.pt").string();
   {

@@ -5,6 +5,9 @@
 //   `pooling: none` per-token logits [B, T, output_size].
 //   With num_decoder_layers > 0 the model also reads `y`: target token ids [B, S] in
 //   [0, output_size), decoded causally against the encoder output into logits [B, S, output_size].
+//   Padding: `inputs: {mask: batch.mask}` names a [B, T] mask of the encoder's input (nonzero or
+//   true: a real token, 0: padding, as Hugging Face's attention_mask): no token attends to
+//   padding, in the encoder nor from the decoder, and mean pooling averages the real tokens only.
 //   model: {type: Transformer, input_size: 28, d_model: 64, num_heads: 4, num_layers: 2,
 //           output_size: 10, pooling: mean}
 // Each block's output is recorded as interms.encoder.<i>.output / interms.decoder.<i>.output.
@@ -15,6 +18,7 @@
 #include <torch/nn/modules/transformerlayer.h>
 
 #include "trainer/common/error.h"
+#include "trainer/common/tensor_text.h"
 #include "trainer/models/builtins_internal.h"
 
 namespace kd::models {
@@ -22,11 +26,8 @@ namespace {
 
 class Transformer : public Model {
  public:
-  explicit Transformer(const config::Node& o)
-      : Model(o, o.get_int_in("num_decoder_layers", 0, 0, 1000) > 0
-                     ? std::vector<std::pair<std::string, std::string>>{{"x", "batch.image"}, {"y", "batch.target"}}
-                     : std::vector<std::pair<std::string, std::string>>{{"x", "batch.image"}}),
-        output_key_(o.get_string("output_key", "logits")) {
+  explicit Transformer(const config::Node& o) : Model(o, default_inputs(o)), output_key_(o.get_string("output_key", "logits")) {
+    for (const auto& [name, path] : input_keys()) masked_ = masked_ || name == "mask";
     const int64_t d_model = o.get_int_in("d_model", 64, 1, kMaxSize);
     const int64_t heads = o.get_int_in("num_heads", 4, 1, kMaxSize);
     const int64_t layers = o.get_int_in("num_layers", 2, 0, 1000);
@@ -71,9 +72,11 @@ class Transformer : public Model {
   Tree forward(const Tree& inputs) override {
     IntermsRecorder* recorder = IntermsRecorder::current();
     torch::Tensor x = embed_inputs(inputs.at("x").tensor());  // [B, T, D]
-    x = x.transpose(0, 1);                                    // LibTorch blocks take [T, B, D]
+    const torch::Tensor keep = masked_ ? read_mask(inputs.at("mask").tensor(), x) : torch::Tensor();  // [B, T]
+    const torch::Tensor padding = masked_ ? keep.logical_not() : torch::Tensor();
+    x = x.transpose(0, 1);  // LibTorch blocks take [T, B, D]
     for (const auto& layer : *encoder_) {
-      x = layer->as<torch::nn::TransformerEncoderLayer>()->forward(x);
+      x = layer->as<torch::nn::TransformerEncoderLayer>()->forward(x, /*src_mask=*/{}, padding);
       if (recorder) recorder->record(layer.get(), "output", x.transpose(0, 1));
     }
     if (decoder_) {
@@ -83,17 +86,45 @@ class Transformer : public Model {
       const torch::Tensor causal =
           torch::full({y.size(1), y.size(1)}, -std::numeric_limits<float>::infinity(), t.options()).triu(1);
       for (const auto& layer : *decoder_) {
-        t = layer->as<torch::nn::TransformerDecoderLayer>()->forward(t, x, causal);
+        t = layer->as<torch::nn::TransformerDecoderLayer>()->forward(t, x, causal, /*memory_mask=*/{},
+                                                                     /*tgt_key_padding_mask=*/{}, padding);
         if (recorder) recorder->record(layer.get(), "output", t.transpose(0, 1));
       }
       x = t;
     }
     x = norm_(x.transpose(0, 1));  // [B, T, D]
-    if (mean_pool_) x = x.mean(1);
+    if (mean_pool_) {
+      if (masked_) {
+        const torch::Tensor weights = keep.to(x.scalar_type()).unsqueeze(-1);  // [B, T, 1]
+        x = (x * weights).sum(1) / weights.sum(1);
+      } else {
+        x = x.mean(1);
+      }
+    }
     return Tree::dict({{output_key_, head_(x)}});
   }
 
  private:
+  static std::vector<std::pair<std::string, std::string>> default_inputs(const config::Node& o) {
+    std::vector<std::pair<std::string, std::string>> out = {{"x", "batch.image"}};
+    if (o.get_int_in("num_decoder_layers", 0, 0, 1000) > 0) out.emplace_back("y", "batch.target");
+    if (auto given = o.find("inputs"); given && given->is_map() && given->has("mask")) out.emplace_back("mask", "batch.mask");
+    return out;
+  }
+
+  // The padding mask as bool [B, T] (true: a real token), checked against the embedded input.
+  static torch::Tensor read_mask(const torch::Tensor& mask, const torch::Tensor& x) {
+    if (mask.dim() != 2 || mask.size(0) != x.size(0) || mask.size(1) != x.size(1)) {
+      throw TypeError("the Transformer's mask must be [batch, tokens] = [" + std::to_string(x.size(0)) + ", " +
+                      std::to_string(x.size(1)) + "] (nonzero: a real token, 0: padding), got " + describe_tensor(mask));
+    }
+    torch::Tensor keep = mask.scalar_type() == torch::kBool ? mask : mask.ne(0);
+    if (!keep.any(1).all().item<bool>()) {
+      throw Error("the Transformer's mask marks every token of a sequence as padding; each sequence needs one real token");
+    }
+    return keep;
+  }
+
   torch::Tensor embed_inputs(torch::Tensor x) {
     torch::Tensor h;
     if (token_embed_) {
@@ -115,6 +146,7 @@ class Transformer : public Model {
   }
 
   std::string output_key_;
+  bool masked_ = false;
   bool mean_pool_ = true;
   torch::nn::Embedding token_embed_{nullptr};
   torch::nn::Linear input_proj_{nullptr};
@@ -132,7 +164,8 @@ void detail::register_transformer(config::Registry<Model>& r) {
   r.add(
       "Transformer", [](const config::Node& o) { return std::make_shared<Transformer>(o); },
       "vocab_size | input_size, d_model=64, num_heads=4, num_layers=2, num_decoder_layers=0, "
-      "dim_feedforward=4*d_model, dropout=0.1, max_length=512, output_size, pooling=mean|none");
+      "dim_feedforward=4*d_model, dropout=0.1, max_length=512, output_size, pooling=mean|none, inputs={x: "
+      "batch.image, y: batch.target (with decoder layers), mask: a [B, T] padding mask (optional)}");
 }
 
 }  // namespace kd::models
