@@ -177,9 +177,9 @@ TEST_CASE("TokenFile reads a glob of files as one stream and splits it by file")
   CHECK(train.size() == 7);
   CHECK(test.size() == 3);
   for (int64_t letter : test) CHECK(train.count(letter) == 0);
-  CHECK_THROWS_WITH(
-      kd::data::TokenFile(options("{path: '" + glob + "', seq_len: 4, dtype: uint8, split: test, test_fraction: 0.01}")),
-      Catch::Contains("leaves none for split test"));
+  CHECK_THROWS_WITH(kd::data::TokenFile(
+                        options("{path: '" + glob + "', seq_len: 4, dtype: uint8, split: test, test_fraction: 0.01}")),
+                    Catch::Contains("leaves none for split test"));
   CHECK_THROWS_WITH(kd::data::TokenFile(options("{path: '" + glob + "', seq_len: 4, dtype: uint8, split: val}")),
                     Catch::Contains("split must be all, train or test"));
   CHECK_THROWS_WITH(kd::data::TokenFile(options("{path: '" + (dir / "g*.txt").string() + "', seq_len: 4}")),

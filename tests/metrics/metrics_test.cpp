@@ -99,8 +99,9 @@ TEST_CASE("BitsPerToken is the mean cross-entropy in bits, exact over batches", 
   const Tree a = metric->get_state(classification_ctx(logits.narrow(0, 0, 1), labels.narrow(0, 0, 1)));
   const Tree b = metric->get_state(classification_ctx(logits.narrow(0, 1, 1), labels.narrow(0, 1, 1)));
   CHECK(value_of(*metric, metric->merge(a, b)) == Approx((l0 + l1 + l2 + l3) / 4));
-  CHECK_THROWS_WITH(one_step("type: BitsPerToken", classification_ctx(logits, torch::tensor({0, 3, 1, 1}).reshape({2, 2}))),
-                    Catch::Contains("3"));
+  CHECK_THROWS_WITH(
+      one_step("type: BitsPerToken", classification_ctx(logits, torch::tensor({0, 3, 1, 1}).reshape({2, 2}))),
+      Catch::Contains("3"));
 }
 
 TEST_CASE("BinaryAccuracy compares logit > 0 with label > 0.5", "[metrics]") {
@@ -227,8 +228,8 @@ TEST_CASE("Ssim of two constant images is the luminance term", "[metrics]") {
 TEST_CASE("the metric registry lists the thirteen built-in metrics", "[metrics]") {
   const auto& registry = kd::metrics::registry();
   CHECK(registry.names().size() == 13);
-  for (const char* name : {"Accuracy", "BitsPerToken", "BinaryAccuracy", "Precision1", "RocAuc", "Norm", "Std", "SingleDimension",
-                           "Psnr", "Ssim", "TreeMap", "TreeReduce", "SkipIfMissing"}) {
+  for (const char* name : {"Accuracy", "BitsPerToken", "BinaryAccuracy", "Precision1", "RocAuc", "Norm", "Std",
+                           "SingleDimension", "Psnr", "Ssim", "TreeMap", "TreeReduce", "SkipIfMissing"}) {
     CHECK(registry.contains(name));
   }
 }

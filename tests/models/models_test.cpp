@@ -101,10 +101,10 @@ TEST_CASE("the Transformer's padding mask: padded tokens change nothing, in the 
   for (const bool decoder : {false, true}) {
     INFO("decoder " << decoder);
     torch::manual_seed(3);
-    auto model = make_model(std::string("{type: Transformer, vocab_size: 11, d_model: 16, num_heads: 2, num_layers: 2, ") +
-                            "output_size: 5, dropout: 0, num_decoder_layers: " + (decoder ? "1" : "0") +
-                            ", inputs: {x: batch.tokens, mask: batch.mask" + (decoder ? ", y: batch.target" : "") +
-                            "}}");
+    auto model =
+        make_model(std::string("{type: Transformer, vocab_size: 11, d_model: 16, num_heads: 2, num_layers: 2, ") +
+                   "output_size: 5, dropout: 0, num_decoder_layers: " + (decoder ? "1" : "0") +
+                   ", inputs: {x: batch.tokens, mask: batch.mask" + (decoder ? ", y: batch.target" : "") + "}}");
     model->eval();
     const torch::Tensor tokens = torch::randint(0, 11, {2, 5});
     const torch::Tensor target = torch::randint(0, 5, {2, 4});
@@ -183,10 +183,12 @@ TEST_CASE("a TorchScript module of several inputs gets each by its argument's na
   auto with_offset = make_model("{type: TorchScript, path: " + file +
                                 ", inputs: {image: batch.pixels, mask: batch.keep, offset: batch.shift}}");
   CHECK(run_forward(*with_offset, batch, false).get("preds.logits").tensor().equal(torch::tensor({13.0, 10.0, 22.0})));
-  CHECK_THROWS_WITH(make_model("{type: TorchScript, path: " + file + ", inputs: {image: batch.pixels, msk: batch.keep}}"),
-                    Catch::Contains("has no argument \"msk\"; it takes (image, mask, offset)"));
-  CHECK_THROWS_WITH(make_model("{type: TorchScript, path: " + file + ", inputs: {image: batch.pixels, offset: batch.shift}}"),
-                    Catch::Contains("needs \"mask\""));
+  CHECK_THROWS_WITH(
+      make_model("{type: TorchScript, path: " + file + ", inputs: {image: batch.pixels, msk: batch.keep}}"),
+      Catch::Contains("has no argument \"msk\"; it takes (image, mask, offset)"));
+  CHECK_THROWS_WITH(
+      make_model("{type: TorchScript, path: " + file + ", inputs: {image: batch.pixels, offset: batch.shift}}"),
+      Catch::Contains("needs \"mask\""));
   CHECK_THROWS_WITH(make_model("{type: TorchScript, path: " + file + "}"),
                     Catch::Contains("forward takes (image, mask, offset); map each to a path with inputs"));
   std::remove(file.c_str());

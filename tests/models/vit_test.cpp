@@ -79,8 +79,9 @@ TEST_CASE("ViT loads torchvision's vit_b_16 weights strictly and gives its logit
 }
 
 TEST_CASE("A small ViT matches torchvision's VisionTransformer with the same sizes") {
-  compare_with_torchvision("small", "{type: ViT, image_size: 32, patch_size: 8, num_layers: 2, num_heads: 4, "
-                                    "hidden_dim: 64, mlp_dim: 96, num_classes: 10}");
+  compare_with_torchvision("small",
+                           "{type: ViT, image_size: 32, patch_size: 8, num_layers: 2, num_heads: 4, "
+                           "hidden_dim: 64, mlp_dim: 96, num_classes: 10}");
 }
 
 TEST_CASE("ViT is built as torchvision builds it: parameter count, pooling, options checked") {

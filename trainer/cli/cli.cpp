@@ -102,13 +102,14 @@ struct CommandLine {
 
   std::string name;
   CLI::App app;
-  CLI::App *train = nullptr, *inspect = nullptr, *eval = nullptr, *exp = nullptr, *launch = nullptr, *report = nullptr,
-           *configs = nullptr;
+  CLI::App *train = nullptr, *inspect = nullptr, *eval = nullptr, *predict = nullptr, *exp = nullptr, *launch = nullptr,
+           *report = nullptr, *configs = nullptr;
   std::string cfg, inspect_cfg;
   std::string eval_workdir;
   int64_t eval_step = -1;
   bool eval_follow = false;
   train::Trainer::FollowOptions follow;
+  PredictCommand predict_command;
   ExportOptions export_options;
   LaunchOptions launch_options;
   double launch_grace_s = 30;
@@ -121,6 +122,7 @@ struct CommandLine {
  private:
   void add_train_and_inspect();
   void add_eval();
+  void add_predict();
   void add_export();
   void add_launch();
   void add_report_and_configs();
@@ -132,6 +134,7 @@ CommandLine::CommandLine(const std::string& program)
   app.require_subcommand(1);
   add_train_and_inspect();
   add_eval();
+  add_predict();
   add_export();
   add_launch();
   add_report_and_configs();
@@ -162,6 +165,30 @@ void CommandLine::add_eval() {
                    "(default 600)")
       ->check(seconds_in(0, 30 * 24 * 3600));
   eval->allow_extras();
+}
+
+void CommandLine::add_predict() {
+  PredictCommand& c = predict_command;
+  predict = app.add_subcommand(
+      "predict", "Run a checkpoint's model over a dataset and write the predictions: " + name +
+                     " predict --workdir=W --ds=test --out=preds/ (one .npy per path) or --out=preds.jsonl");
+  predict->add_option("--workdir", c.workdir, "The workdir of a training run")->required();
+  predict->add_option("--step", c.step, "The checkpoint's step (default: the newest valid one)")
+      ->check(CLI::NonNegativeNumber);
+  predict->add_option("--ds", c.options.ds,
+                      "An eval's name (its ds, with its transforms) or train (train_ds); default: the only eval. "
+                      "Every example once, in order");
+  predict
+      ->add_option("--out", c.options.out,
+                   "A directory (one .npy per path, row i for example i, and predict.json) or FILE.jsonl (a JSON "
+                   "line per example)")
+      ->required();
+  predict->add_option("--keys", c.options.keys,
+                      "Context paths to write, globs allowed (repeatable; default preds.**), e.g. --keys=preds.logits "
+                      "--keys=batch.label");
+  predict->add_flag("--use_ema,--use-ema", c.options.use_ema, "Use the EMA of the params (optimizer.ema_decay)");
+  predict->add_flag("--overwrite", c.options.overwrite, "Replace --out if it exists (atomically)");
+  predict->allow_extras();
 }
 
 void CommandLine::add_export() {
@@ -246,6 +273,7 @@ int CommandLine::dispatch(const Options& options) {
   if (*inspect) return run_inspect(inspect_cfg, inspect->remaining(), options.log);
   if (*eval && eval_follow) return run_follow(eval_workdir, follow, eval->remaining(), options.log);
   if (*eval) return run_eval(eval_workdir, eval_step, eval->remaining(), options.log);
+  if (*predict) return run_predict(predict_command, predict->remaining(), options.log);
   if (*exp) return run_export(export_options);
   if (*configs) return run_configs(type_name);
   if (*report) return run_report(report_workdirs, report_out, report_overwrite);

@@ -79,6 +79,16 @@ int run_eval(const std::string& workdir, int64_t step, const std::vector<std::st
   return 0;
 }
 
+int run_predict(const PredictCommand& command, const std::vector<std::string>& extras,
+                std::shared_ptr<spdlog::logger> log) {
+  train::Trainer trainer(workdir_experiment(command.workdir, extras), std::move(log),
+                         train::Trainer::Purpose::kEvaluate);
+  train::Trainer::PredictOptions options = command.options;
+  if (command.step >= 0) options.step = command.step;
+  trainer.predict(options);
+  return 0;
+}
+
 // kd eval --follow: waits for the workdir's experiment (written after a run's first step), then
 // evaluates its checkpoints as they appear.
 int run_follow(const std::string& workdir, const train::Trainer::FollowOptions& follow,

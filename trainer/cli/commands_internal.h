@@ -24,6 +24,15 @@ int run_eval(const std::string& workdir, int64_t step, const std::vector<std::st
 int run_follow(const std::string& workdir, const train::Trainer::FollowOptions& follow,
                const std::vector<std::string>& extras, std::shared_ptr<spdlog::logger> log);
 
+// kd predict: the model of a workdir's checkpoint over a dataset (Trainer::predict).
+struct PredictCommand {
+  std::string workdir;
+  int64_t step = -1;  // < 0: the newest valid checkpoint
+  train::Trainer::PredictOptions options;
+};
+int run_predict(const PredictCommand& command, const std::vector<std::string>& extras,
+                std::shared_ptr<spdlog::logger> log);
+
 struct ExportOptions {
   std::string workdir, out, format = "safetensors";
   std::string program = "kd";  // the program's name in its warnings

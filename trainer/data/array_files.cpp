@@ -304,7 +304,8 @@ Tree TokenFile::get(int64_t index) const {
   while (token < end) {
     const auto f = static_cast<std::size_t>(file);
     const int64_t take = std::min(end, starts_[f + 1]) - token;
-    files_[f]->read(static_cast<std::size_t>(token - starts_[f]) * item_size_, static_cast<std::size_t>(take) * item_size_,
+    files_[f]->read(static_cast<std::size_t>(token - starts_[f]) * item_size_,
+                    static_cast<std::size_t>(take) * item_size_,
                     out + static_cast<std::size_t>(token - first) * item_size_);
     token += take;
     ++file;
@@ -314,7 +315,8 @@ Tree TokenFile::get(int64_t index) const {
     const torch::Tensor outside = tokens.ge(*vocab_size_).nonzero();
     if (outside.size(0) > 0) {
       const int64_t k = first + outside[0][0].item<int64_t>();
-      const auto f = static_cast<std::size_t>(std::upper_bound(starts_.begin(), starts_.end(), k) - starts_.begin() - 1);
+      const auto f =
+          static_cast<std::size_t>(std::upper_bound(starts_.begin(), starts_.end(), k) - starts_.begin() - 1);
       throw CorruptionError("\"" + files_[f]->path() + "\": token " + std::to_string(k - starts_[f]) + " is " +
                             std::to_string(tokens[k - first].item<int64_t>()) + ", not below vocab_size " +
                             std::to_string(*vocab_size_) + " (is dtype right?)");
@@ -324,8 +326,8 @@ Tree TokenFile::get(int64_t index) const {
 }
 
 std::string TokenFile::describe() const {
-  std::string where = files_.size() == 1 ? files_.front()->path()
-                                         : pattern_ + " (" + std::to_string(files_.size()) + " files)";
+  std::string where =
+      files_.size() == 1 ? files_.front()->path() : pattern_ + " (" + std::to_string(files_.size()) + " files)";
   if (split_ != "all") where += ", split " + split_;
   return "TokenFile " + where + " (" + std::to_string(tokens_) + " " + dtype_name_ + " tokens, windows of " +
          std::to_string(seq_len_) + ")";

@@ -45,6 +45,11 @@ Pipeline::Pipeline(const config::Node& o, int64_t seed, PipelineOptions defaults
   options_.shuffle = o.get_bool("shuffle", defaults.shuffle);
   options_.num_epochs = o.get_int_in("num_epochs", defaults.num_epochs, 0, 1'000'000'000);  // 0: endless
   options_.drop_remainder = o.get_bool("drop_remainder", defaults.drop_remainder);
+  if (defaults.in_order) {
+    options_.shuffle = false;
+    options_.num_epochs = 1;
+    options_.drop_remainder = false;
+  }
   // Prefetched batches wait in memory; a few keep the workers ahead of any step. `auto` leaves
   // the choice to the owner (`defaults.prefetch`; the Trainer measures, see run/tuning_internal.h).
   if (prefetch_is_auto(o)) {

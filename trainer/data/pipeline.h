@@ -68,6 +68,9 @@ struct PipelineOptions {
   // batches of one process. Batch positions (and so state()) are the same in every shard.
   int64_t num_shards = 1;
   int64_t shard_index = 0;
+  // Every example once, in the source's order, whatever the YAML says (kd predict): no shuffle,
+  // one epoch, the last batch kept.
+  bool in_order = false;
 };
 
 // The position of the next batch to deliver.

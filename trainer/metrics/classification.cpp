@@ -96,7 +96,8 @@ class BitsPerToken : public LabeledMetric {
     const torch::Tensor labels = class_indices(logits, read(ctx, labels_), logits_, labels_, ignore_index_);
     const torch::Tensor counted = ignore_index_ ? labels.ne(*ignore_index_) : torch::ones_like(labels, torch::kBool);
     const torch::Tensor safe = labels.masked_fill(counted.logical_not(), 0);
-    const torch::Tensor nats = -torch::log_softmax(logits.to(torch::kDouble), -1).gather(-1, safe.unsqueeze(-1)).squeeze(-1);
+    const torch::Tensor nats =
+        -torch::log_softmax(logits.to(torch::kDouble), -1).gather(-1, safe.unsqueeze(-1)).squeeze(-1);
     torch::Tensor weight = counted.to(torch::kDouble);
     if (mask_) weight = weight * train::Auxiliary::read_mask(ctx, *mask_, nats).to(torch::kDouble);
     return AverageState::make((nats * weight).sum() / std::log(2.0), weight.sum());
@@ -271,8 +272,8 @@ class RocAuc : public CollectingMetric {
 void add_classification_metrics(config::Registry<Metric>& r) {
   r.add<Accuracy>("Accuracy", "arg-max accuracy: logits=preds.logits, labels=batch.label, mask, ignore_index");
   r.add<BitsPerToken>("BitsPerToken",
-                       "mean cross-entropy in bits (bits per byte for byte tokens): logits=preds.logits, "
-                       "labels=batch.label, mask, ignore_index");
+                      "mean cross-entropy in bits (bits per byte for byte tokens): logits=preds.logits, "
+                      "labels=batch.label, mask, ignore_index");
   r.add<BinaryAccuracy>("BinaryAccuracy",
                         "(logit > 0) == (label > 0.5): logits=preds.logits, labels=batch.label, mask");
   r.add<Precision1>("Precision1", "precision@1, multi-hot labels: logits=preds.logits, labels=batch.label, mask");

@@ -124,8 +124,8 @@ std::vector<std::pair<std::string, std::string>> script_inputs(const config::Nod
   }
   for (const auto& a : arguments) {
     if (!a.has_default && std::find(keys.begin(), keys.end(), a.name) == keys.end()) {
-      throw ConfigError(given->where() + ": the TorchScript module's forward needs \"" + a.name +
-                        "\" (it takes " + listed + "); add " + a.name + ": <path> to inputs");
+      throw ConfigError(given->where() + ": the TorchScript module's forward needs \"" + a.name + "\" (it takes " +
+                        listed + "); add " + a.name + ": <path> to inputs");
     }
   }
   return out;

@@ -26,7 +26,8 @@ namespace {
 
 class Transformer : public Model {
  public:
-  explicit Transformer(const config::Node& o) : Model(o, default_inputs(o)), output_key_(o.get_string("output_key", "logits")) {
+  explicit Transformer(const config::Node& o)
+      : Model(o, default_inputs(o)), output_key_(o.get_string("output_key", "logits")) {
     for (const auto& [name, path] : input_keys()) masked_ = masked_ || name == "mask";
     const int64_t d_model = o.get_int_in("d_model", 64, 1, kMaxSize);
     const int64_t heads = o.get_int_in("num_heads", 4, 1, kMaxSize);
@@ -71,7 +72,7 @@ class Transformer : public Model {
 
   Tree forward(const Tree& inputs) override {
     IntermsRecorder* recorder = IntermsRecorder::current();
-    torch::Tensor x = embed_inputs(inputs.at("x").tensor());  // [B, T, D]
+    torch::Tensor x = embed_inputs(inputs.at("x").tensor());                                          // [B, T, D]
     const torch::Tensor keep = masked_ ? read_mask(inputs.at("mask").tensor(), x) : torch::Tensor();  // [B, T]
     const torch::Tensor padding = masked_ ? keep.logical_not() : torch::Tensor();
     x = x.transpose(0, 1);  // LibTorch blocks take [T, B, D]
@@ -108,7 +109,8 @@ class Transformer : public Model {
   static std::vector<std::pair<std::string, std::string>> default_inputs(const config::Node& o) {
     std::vector<std::pair<std::string, std::string>> out = {{"x", "batch.image"}};
     if (o.get_int_in("num_decoder_layers", 0, 0, 1000) > 0) out.emplace_back("y", "batch.target");
-    if (auto given = o.find("inputs"); given && given->is_map() && given->has("mask")) out.emplace_back("mask", "batch.mask");
+    if (auto given = o.find("inputs"); given && given->is_map() && given->has("mask"))
+      out.emplace_back("mask", "batch.mask");
     return out;
   }
 
@@ -116,11 +118,13 @@ class Transformer : public Model {
   static torch::Tensor read_mask(const torch::Tensor& mask, const torch::Tensor& x) {
     if (mask.dim() != 2 || mask.size(0) != x.size(0) || mask.size(1) != x.size(1)) {
       throw TypeError("the Transformer's mask must be [batch, tokens] = [" + std::to_string(x.size(0)) + ", " +
-                      std::to_string(x.size(1)) + "] (nonzero: a real token, 0: padding), got " + describe_tensor(mask));
+                      std::to_string(x.size(1)) + "] (nonzero: a real token, 0: padding), got " +
+                      describe_tensor(mask));
     }
     torch::Tensor keep = mask.scalar_type() == torch::kBool ? mask : mask.ne(0);
     if (!keep.any(1).all().item<bool>()) {
-      throw Error("the Transformer's mask marks every token of a sequence as padding; each sequence needs one real token");
+      throw Error(
+          "the Transformer's mask marks every token of a sequence as padding; each sequence needs one real token");
     }
     return keep;
   }

@@ -30,7 +30,9 @@
 namespace kd::models {
 namespace {
 
-torch::nn::LayerNorm vit_norm(int64_t width) { return torch::nn::LayerNorm(torch::nn::LayerNormOptions({width}).eps(1e-6)); }
+torch::nn::LayerNorm vit_norm(int64_t width) {
+  return torch::nn::LayerNorm(torch::nn::LayerNormOptions({width}).eps(1e-6));
+}
 
 class VitBlockImpl : public torch::nn::Module {
  public:
@@ -41,9 +43,9 @@ class VitBlockImpl : public torch::nn::Module {
         torch::nn::MultiheadAttention(torch::nn::MultiheadAttentionOptions(width, heads).dropout(attention_dropout)));
     dropout_ = register_module("dropout", torch::nn::Dropout(dropout));
     ln_2 = register_module("ln_2", vit_norm(width));
-    mlp = register_module("mlp", torch::nn::Sequential(torch::nn::Linear(width, mlp_dim), torch::nn::GELU(),
-                                                       torch::nn::Dropout(dropout), torch::nn::Linear(mlp_dim, width),
-                                                       torch::nn::Dropout(dropout)));
+    mlp = register_module(
+        "mlp", torch::nn::Sequential(torch::nn::Linear(width, mlp_dim), torch::nn::GELU(), torch::nn::Dropout(dropout),
+                                     torch::nn::Linear(mlp_dim, width), torch::nn::Dropout(dropout)));
   }
 
   // x [B, T, D].
@@ -65,10 +67,12 @@ TORCH_MODULE(VitBlock);
 
 class Vit : public Model {
  public:
-  explicit Vit(const config::Node& o) : Model(o, {{"x", "batch.image"}}), output_key_(o.get_string("output_key", "logits")) {
+  explicit Vit(const config::Node& o)
+      : Model(o, {{"x", "batch.image"}}), output_key_(o.get_string("output_key", "logits")) {
     const auto size = o.child("image_size");
-    std::vector<int64_t> image = size.is_sequence() ? o.get_int_list_in("image_size", std::nullopt, 1, 1 << 16)
-                                                    : std::vector<int64_t>(2, o.get_int_in("image_size", std::nullopt, 1, 1 << 16));
+    std::vector<int64_t> image = size.is_sequence()
+                                     ? o.get_int_list_in("image_size", std::nullopt, 1, 1 << 16)
+                                     : std::vector<int64_t>(2, o.get_int_in("image_size", std::nullopt, 1, 1 << 16));
     if (image.size() != 2) throw ConfigError(size.where() + ": image_size is a number or [height, width]");
     patch_ = o.get_int_in("patch_size", 16, 1, 1 << 16);
     if (image[0] % patch_ != 0 || image[1] % patch_ != 0) {
@@ -95,8 +99,8 @@ class Vit : public Model {
                         std::to_string(heads) + ")");
     }
     class_token_ = pooling == "token";
-    conv_proj_ = register_module(
-        "conv_proj", torch::nn::Conv2d(torch::nn::Conv2dOptions(channels, width, patch_).stride(patch_)));
+    conv_proj_ = register_module("conv_proj",
+                                 torch::nn::Conv2d(torch::nn::Conv2dOptions(channels, width, patch_).stride(patch_)));
     if (class_token_) class_token = register_parameter("class_token", torch::zeros({1, 1, width}));
     const int64_t tokens = (image_[0] / patch_) * (image_[1] / patch_) + (class_token_ ? 1 : 0);
     encoder_ = register_module("encoder", std::make_shared<torch::nn::Module>("Encoder"));
@@ -136,8 +140,8 @@ class Vit : public Model {
                   " (its position embeddings are learned for that size); resize the images (Resize, CenterCrop) "
                   "or set image_size");
     }
-    x = conv_proj_(x);                      // [B, D, H/p, W/p]
-    x = x.flatten(2).transpose(1, 2);       // [B, N, D]
+    x = conv_proj_(x);                 // [B, D, H/p, W/p]
+    x = x.flatten(2).transpose(1, 2);  // [B, N, D]
     if (class_token_) x = torch::cat({class_token.expand({x.size(0), -1, -1}), x}, 1);
     x = dropout_(x + pos_embedding);
     x = ln_(run_recorded(*layers_, x));

@@ -116,6 +116,21 @@ class Trainer {
     double timeout_seconds = 600;
   };
   std::vector<int64_t> follow_checkpoints(const FollowOptions& follow);
+  // kd predict (Lightning's Trainer.predict): restores checkpoint `step` (the newest valid one
+  // when nullopt), runs the model in eval mode over every example of a dataset, in its order and
+  // with its transforms, and writes the Context paths `keys` selects: into OUT/<path>.npy (one
+  // array per path, example i in row i) or, when `out` ends in .jsonl, one JSON line per example.
+  // The output appears whole or not at all (written beside it, then renamed); an existing `out` is
+  // replaced only with `overwrite`. Returns the step used.
+  struct PredictOptions {
+    std::optional<int64_t> step;
+    std::string ds;  // an eval's name (its ds) or "train" (train_ds); empty: the only eval
+    std::string out;
+    std::vector<std::string> keys = {"preds.**"};
+    bool use_ema = false;
+    bool overwrite = false;
+  };
+  int64_t predict(const PredictOptions& options);
   // "layers.0.weight  float32[512, 784]  401408" lines and the total.
   std::string describe_model() const;
 
@@ -198,6 +213,9 @@ class Trainer {
   void finish(int signal);
   // Restores the params (and EMA) of checkpoint `info` and its step, for evaluating it.
   void restore_params(const checkpoints::CheckpointInfo& info);
+  // Restores checkpoint `step` (the newest valid one when nullopt) for evaluate_checkpoint and
+  // predict, rank 0 choosing for the job; ConfigError when there is none.
+  void restore_for_evaluation(std::optional<int64_t> step);
   // kd eval --follow: restores the newest checkpoint after step `after` that restores, warning
   // once about each one that does not (`skipped`); false when there is none.
   bool restore_newest_after(int64_t after, std::set<int64_t>& skipped);

@@ -68,9 +68,8 @@ void Trainer::resume_or_start() {
   }
   if (!latest) {
     if (options_->init_transform) {
-      const std::string report =
-          checkpoints::apply_init_transform(*options_->init_transform, *model_, &step_->optimizer().torch_optimizer(),
-                                            model_->tied_weights());
+      const std::string report = checkpoints::apply_init_transform(
+          *options_->init_transform, *model_, &step_->optimizer().torch_optimizer(), model_->tied_weights());
       log_->info("init_transform: {}", report);
     }
     parallel_->broadcast_parameters();
@@ -318,6 +317,14 @@ void Trainer::restore_params(const CheckpointInfo& info) {
 }
 
 int64_t Trainer::evaluate_checkpoint(std::optional<int64_t> step) {
+  restore_for_evaluation(step);
+  open_workdir(nullptr, /*write_config=*/false);
+  for (auto& evaluator : evaluators_) run_eval(*evaluator);
+  recorder_->flush();
+  return state_.step;
+}
+
+void Trainer::restore_for_evaluation(std::optional<int64_t> step) {
   // The checkpoint of `step`, or the newest that restores; rank 0 chooses for the job.
   const auto restore = [&](const CheckpointInfo& info) { restore_params(info); };
   std::optional<CheckpointInfo> chosen;
@@ -349,10 +356,6 @@ int64_t Trainer::evaluate_checkpoint(std::optional<int64_t> step) {
                                  "\""
                            : "no valid checkpoint in \"" + checkpointer_->directory() + "\"");
   }
-  open_workdir(nullptr, /*write_config=*/false);
-  for (auto& evaluator : evaluators_) run_eval(*evaluator);
-  recorder_->flush();
-  return state_.step;
 }
 
 }  // namespace kd::train

@@ -252,6 +252,15 @@ AuxiliariesState TrainStep::eval_step(const TrainState& state, const Tree& batch
   return s;
 }
 
+Context TrainStep::predict_step(const TrainState& state, const Tree& batch, bool record_interms) {
+  const bool was_training = model_->is_training();
+  if (was_training) model_->eval();
+  torch::NoGradGuard no_grad;
+  Context ctx = forward(*model_, Context::from_state_and_batch(state, batch), record_interms, autocast_);
+  if (was_training) model_->train();
+  return ctx;
+}
+
 std::string TrainStep::describe_non_finite(const Context& ctx) const {
   std::string out;
   for (const auto& [name, state] : ctx.loss_states.items()) {

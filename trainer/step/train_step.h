@@ -84,6 +84,9 @@ class TrainStep {
   // `eval_aux` defaults to the training auxiliaries.
   AuxiliariesState eval_step(const TrainState& state, const Tree& batch,
                              const std::shared_ptr<const Auxiliaries>& eval_aux = nullptr);
+  // The Context after the forward pass in eval mode, without gradients (kd predict); interms
+  // recorded when `record_interms`.
+  Context predict_step(const TrainState& state, const Tree& batch, bool record_interms);
 
   models::Model& model() { return *model_; }
   optim::Optimizer& optimizer() { return *optimizer_; }
