@@ -40,13 +40,14 @@ import json, re, statistics, sys
 text = open(sys.argv[1]).read()
 rates = [float(r) * 32 * 128 for r in re.findall(r'perf_stats/steps_per_sec ([0-9.]+)', text)]
 train = [l for l in text.splitlines() if re.search(r' step \d+ .*losses/xent', l)]
+curve = [float(re.search(r'losses/xent ([0-9.]+)', l).group(1)) for l in train]
 val = [l for l in text.splitlines() if 'eval validation' in l][-1]
 loss = float(re.search(r'losses/xent ([0-9.]+)', val).group(1))
 print(json.dumps({'program': 'kd', 'threads': int(sys.argv[2]), 'steps': int(sys.argv[3]),
                   'tokens_per_sec': statistics.median(rates), 'tokens_per_sec_min': min(rates),
                   'tokens_per_sec_max': max(rates),
                   'train_loss': float(re.search(r'losses/xent ([0-9.]+)', train[-1]).group(1)),
-                  'val_loss': loss, 'val_bits_per_byte': float(re.search(r'metrics/bits_per_byte ([0-9.]+)', val).group(1))}))
+                  'train_losses': curve, 'val_loss': loss, 'val_bits_per_byte': float(re.search(r'metrics/bits_per_byte ([0-9.]+)', val).group(1))}))
 PY
 }
 
@@ -54,8 +55,9 @@ for ((r = 1; r <= rounds; ++r)); do
   echo "# round $r of $rounds"
   if ((r % 2)); then run_kd; fi
   for p in "${pythons[@]}"; do
-    # shellcheck disable=SC2086 # "python --sdpa" is a command and its flag
-    $p "$root/tests/bench/gpt_pytorch.py" --threads "$threads" --steps "$steps" --log-every "$log_every"
+    read -r -a words <<< "$p"  # the interpreter, then the program's own flags (--sdpa)
+    "${words[0]}" "$root/tests/bench/gpt_pytorch.py" "${words[@]:1}" --threads "$threads" --steps "$steps" \
+      --log-every "$log_every"
   done
   if ((r % 2 == 0)); then run_kd; fi
 done

@@ -7,7 +7,8 @@ on matrices and embeddings, warmup-cosine learning rate, gradient clipping at 1.
 Windows are kd's (window i is bytes [128 i, 128 i + 129)), drawn in a fresh random order each
 epoch. Prints one JSON line: tokens/s (median and range of the log intervals), the training loss
 of the last interval, and the validation loss and bits per byte over the first 100 batches of 64
-validation windows, which kd's eval reads in the same order.
+validation windows, which kd's eval reads in the same order; train_losses is the curve (the mean
+loss of each log interval).
 
   python3 tests/bench/gpt_pytorch.py --threads 2 --steps 300 [--sdpa]
 """
@@ -139,7 +140,7 @@ def main():
         return 1e-4 + (2e-3 - 1e-4) * 0.5 * (1 + math.cos(math.pi * t))
 
     order, position = torch.randperm(windows), 0
-    rates, interval_losses, last_loss = [], [], float('nan')
+    rates, interval_losses, curve = [], [], []
     t0 = time.perf_counter()
     for step in range(args.steps):
         if position + 32 > windows:
@@ -159,7 +160,7 @@ def main():
         if (step + 1) % args.log_every == 0:
             t1 = time.perf_counter()
             rates.append(args.log_every * 32 * BLOCK / (t1 - t0))
-            last_loss = sum(interval_losses) / len(interval_losses)
+            curve.append(round(sum(interval_losses) / len(interval_losses), 4))
             interval_losses = []
             t0 = time.perf_counter()
 
@@ -177,7 +178,7 @@ def main():
     print(json.dumps({'program': 'pytorch ' + torch.__version__ + (' sdpa' if args.sdpa else ''),
                       'threads': args.threads, 'steps': args.steps,
                       'tokens_per_sec': statistics.median(rates), 'tokens_per_sec_min': min(rates),
-                      'tokens_per_sec_max': max(rates), 'train_loss': last_loss, 'val_loss': total / count,
+                      'tokens_per_sec_max': max(rates), 'train_loss': curve[-1], 'train_losses': curve, 'val_loss': total / count,
                       'val_bits_per_byte': total / count / math.log(2)}))
 
 

@@ -1,5 +1,6 @@
-// `kd train` end to end against the loop a LibTorch user writes by hand and against the same loop
-// in PyTorch's Python, on the same data and model, each a fresh process, interleaved over rounds.
+// `kd train` end to end against the loops a LibTorch user writes by hand and against the same loop
+// in PyTorch's Python, on the same data and model, each a fresh process, interleaved over rounds,
+// and against the time of the step's matrix products alone.
 //
 //   build/tests/bench/train_bench [--rounds 3] [--cases flagship,tiny] [--threads 1,2]
 //                                 [--scale 1.0] [--python python3]
@@ -9,14 +10,25 @@
 //             ValueRange [0, 255] -> [0, 1], softmax cross-entropy and accuracy; 1000 steps
 //   tiny      an MLP 16-64-64-4 on kd's Synthetic data (4096 examples), Adam 1e-3, batch 32,
 //             the same loss and metric; 20000 steps
-// Every program shuffles each epoch, logs the loss and accuracy every 200 steps and is timed as a
-// whole process (start-up, data loading, the end's checkpoint for kd included). The Python loop's
-// figure is its training loop alone, timed inside it (its interpreter's and torch's import
-// excluded), so the kd/Python ratio is a lower bound. Peak RSS is the process's ru_maxrss.
-// The Python loop needs a python3 with torch (Debian: apt-get install python3-torch, the same
-// LibTorch and OpenBLAS as kd's); without one its columns are left out.
+// Programs:
+//   kd        `kd train` on the experiment (a checkpoint at the end, its writers, the accuracy)
+//   lean      the loop a LibTorch user tunes: the data converted to float once, up front; per
+//             step `index_select`, forward, loss, backward, torch::optim::Adam; the loss summed on
+//             the device and read once per log interval; no accuracy
+//   hand      the loop as first written: the batch converted to float each step, the loss and
+//             the accuracy summed on the device and read once per log interval
+//   python    the hand loop in PyTorch's Python
+//   bound     the step's matrix products alone (3 forward, 5 backward, LibTorch's own kernels on
+//             preallocated outputs): no step can be faster
+// Every program shuffles each epoch and logs every 200 steps. Two figures per program: the
+// training loop's steps/s (kd: the sum of its log intervals; the loops: timed inside them) and the
+// whole process's (start-up, data loading, kd's checkpoint included; not for Python, whose
+// interpreter start is not the loop's). Peak RSS is the process's ru_maxrss. The Python loop needs
+// a python3 with torch (Debian: apt-get install python3-torch, the same LibTorch and OpenBLAS as
+// kd's); without one its columns are left out.
 //
-// `train_bench --hand-loop CASE --threads N --steps N` runs the hand-written loop alone.
+// `train_bench --hand-loop CASE|--lean-loop CASE --threads N --steps N` runs one loop alone;
+// `train_bench --gemm-bound CASE --threads N` times the matrix products.
 #include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -28,6 +40,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <sstream>
 #include <string>
@@ -130,6 +143,7 @@ int hand_loop(const Case& c, int threads, int64_t steps) {
   }
   torch::optim::Adam adam(net->parameters(), torch::optim::AdamOptions(1e-3));
 
+  const auto start = Clock::now();
   torch::Tensor order, loss_sum, correct;
   for (int64_t step = 0; step < steps; ++step) {
     const int64_t index = step % per_epoch;
@@ -159,6 +173,96 @@ int hand_loop(const Case& c, int threads, int64_t steps) {
       correct = torch::Tensor();
     }
   }
+  std::printf("loop_seconds %.6f\n", std::chrono::duration<double>(Clock::now() - start).count());
+  return 0;
+}
+
+torch::nn::Sequential make_mlp(const Case& c) {
+  torch::nn::Sequential net;
+  for (std::size_t i = 0; i + 1 < c.sizes.size(); ++i) {
+    net->push_back(torch::nn::Linear(c.sizes[i], c.sizes[i + 1]));
+    if (i + 2 < c.sizes.size()) net->push_back(torch::nn::ReLU());
+  }
+  return net;
+}
+
+// The lean loop: the data converted once, the loss alone, read once per log interval.
+int lean_loop(const Case& c, int threads, int64_t steps) {
+  torch::set_num_threads(threads);
+  torch::manual_seed(0);
+  const kd::Tree examples = kd::data::source_registry().create(kd::config::Node::parse(source_yaml(c)))->load();
+  torch::Tensor images = examples.at("image").tensor();
+  images = (c.scale_images ? images.to(torch::kFloat).div_(255) : images.to(torch::kFloat)).reshape({images.size(0), -1});
+  const torch::Tensor labels = examples.at("label").tensor();
+  const int64_t n = images.size(0);
+  const int64_t per_epoch = n / c.batch_size;
+  torch::nn::Sequential net = make_mlp(c);
+  torch::optim::Adam adam(net->parameters(), torch::optim::AdamOptions(1e-3));
+
+  const auto start = Clock::now();
+  torch::Tensor order, loss_sum;
+  for (int64_t step = 0; step < steps; ++step) {
+    const int64_t index = step % per_epoch;
+    if (index == 0) order = torch::randperm(n);
+    const torch::Tensor rows = order.slice(0, index * c.batch_size, (index + 1) * c.batch_size);
+    const torch::Tensor x = images.index_select(0, rows);
+    const torch::Tensor y = labels.index_select(0, rows);
+    adam.zero_grad();
+    const torch::Tensor loss = torch::nn::functional::cross_entropy(net->forward(x), y);
+    loss.backward();
+    adam.step();
+    loss_sum = loss_sum.defined() ? loss_sum + loss.detach() : loss.detach();
+    if ((step + 1) % kLogEvery == 0 || step + 1 == steps) {
+      const int64_t logged = (step + 1) % kLogEvery == 0 ? kLogEvery : (step + 1) % kLogEvery;
+      std::printf("step %lld: loss %.4f\n", static_cast<long long>(step + 1),
+                  loss_sum.item<double>() / static_cast<double>(logged));
+      loss_sum = torch::Tensor();
+    }
+  }
+  std::printf("loop_seconds %.6f\n", std::chrono::duration<double>(Clock::now() - start).count());
+  return 0;
+}
+
+// The seconds of one step's matrix products: per layer the forward product (addmm, with the
+// bias, as Linear), the weight's gradient (mm), and the input's gradient but for the first
+// layer (mm), on preallocated outputs; the median of 7 timings of enough steps for 0.3 s each.
+int gemm_bound(const Case& c, int threads) {
+  torch::set_num_threads(threads);
+  const int64_t B = c.batch_size;
+  std::vector<torch::Tensor> x, w, b, y, dy, dw, dx;
+  for (std::size_t i = 0; i + 1 < c.sizes.size(); ++i) {
+    const int64_t in = c.sizes[i], out = c.sizes[i + 1];
+    x.push_back(torch::randn({B, in}));
+    w.push_back(torch::randn({out, in}));
+    b.push_back(torch::randn({out}));
+    y.push_back(torch::empty({B, out}));
+    dy.push_back(torch::randn({B, out}));
+    dw.push_back(torch::empty({out, in}));
+    dx.push_back(torch::empty({B, in}));
+  }
+  const auto step = [&] {
+    for (std::size_t i = 0; i < x.size(); ++i) torch::addmm_out(y[i], b[i], x[i], w[i].t());
+    for (std::size_t i = x.size(); i-- > 0;) {
+      torch::mm_out(dw[i], dy[i].t(), x[i]);
+      if (i > 0) torch::mm_out(dx[i], dy[i], w[i]);
+    }
+  };
+  for (int i = 0; i < 20; ++i) step();
+  int64_t reps = 1;
+  for (;;) {
+    const auto start = Clock::now();
+    for (int64_t i = 0; i < reps; ++i) step();
+    if (std::chrono::duration<double>(Clock::now() - start).count() > 0.3) break;
+    reps *= 2;
+  }
+  std::vector<double> times;
+  for (int t = 0; t < 7; ++t) {
+    const auto start = Clock::now();
+    for (int64_t i = 0; i < reps; ++i) step();
+    times.push_back(std::chrono::duration<double>(Clock::now() - start).count() / static_cast<double>(reps));
+  }
+  std::sort(times.begin(), times.end());
+  std::printf("gemm_seconds %.9f\n", times[times.size() / 2]);
   return 0;
 }
 
@@ -303,17 +407,60 @@ bool python_has_torch(const std::string& python, const fs::path& dir) {
   return WIFEXITED(status) && WEXITSTATUS(status) == 0;
 }
 
-double python_loop_seconds(const std::string& output) {
+// "loop_seconds S" of a loop's output.
+double loop_seconds(const std::string& output) {
   const auto at = output.rfind("loop_seconds ");
   return at == std::string::npos ? 0 : std::stod(output.substr(at + 13));
 }
 
+// "gemm_seconds S" of --gemm-bound's output.
+double gemm_seconds(const std::string& output) {
+  const auto at = output.rfind("gemm_seconds ");
+  return at == std::string::npos ? 0 : std::stod(output.substr(at + 13));
+}
+
+// kd's training loop: the sum of its log intervals (steps / steps_per_sec of each).
+double kd_loop_seconds(const std::string& output, int64_t steps) {
+  double seconds = 0;
+  int64_t done = 0;
+  for (std::size_t at = output.find("perf_stats/steps_per_sec "); at != std::string::npos;
+       at = output.find("perf_stats/steps_per_sec ", at + 1)) {
+    const int64_t interval = std::min(kLogEvery, steps - done);
+    seconds += static_cast<double>(interval) / std::stod(output.substr(at + 25));
+    done += interval;
+  }
+  return seconds;
+}
+
 }  // namespace
 
+struct Series {
+  std::vector<double> v;
+  void add(double x) { v.push_back(x); }
+  bool empty() const { return v.empty(); }
+  double med() const { return median(v); }
+  double min() const { return *std::min_element(v.begin(), v.end()); }
+  double max() const { return *std::max_element(v.begin(), v.end()); }
+  // "310.2 (290.1-330.0)"
+  std::string text(const char* format) const {
+    if (v.empty()) return "-";
+    char buffer[96];
+    const std::string f = std::string(format) + " (" + format + "-" + format + ")";
+    std::snprintf(buffer, sizeof buffer, f.c_str(), med(), min(), max());
+    return buffer;
+  }
+};
+
 int main(int argc, char** argv) {
+  const int threads_flag = std::stoi(flag(argc, argv, "--threads", "1").substr(0, 3));
   if (const std::string only = flag(argc, argv, "--hand-loop", ""); !only.empty()) {
-    return hand_loop(find_case(only), std::stoi(flag(argc, argv, "--threads", "1")),
-                     std::stoll(flag(argc, argv, "--steps", "1000")));
+    return hand_loop(find_case(only), threads_flag, std::stoll(flag(argc, argv, "--steps", "1000")));
+  }
+  if (const std::string only = flag(argc, argv, "--lean-loop", ""); !only.empty()) {
+    return lean_loop(find_case(only), threads_flag, std::stoll(flag(argc, argv, "--steps", "1000")));
+  }
+  if (const std::string only = flag(argc, argv, "--gemm-bound", ""); !only.empty()) {
+    return gemm_bound(find_case(only), threads_flag);
   }
   const int rounds = std::stoi(flag(argc, argv, "--rounds", "3"));
   const double scale = std::stod(flag(argc, argv, "--scale", "1"));
@@ -336,69 +483,78 @@ int main(int argc, char** argv) {
   const fs::path script = dir / "loop.py";
   std::ofstream(script) << kPythonLoop;
 
-  std::printf("%-9s %-7s %-11s %-11s %-11s %-9s %-9s %-9s %-9s %-9s\n", "case", "threads", "kd steps/s", "hand st/s",
-              "python st/s", "kd/hand", "kd/python", "kd MB", "hand MB", "python MB");
   for (const auto& name : case_names) {
     const Case& c = find_case(name);
     const int64_t steps = std::max<int64_t>(1, static_cast<int64_t>(static_cast<double>(c.steps) * scale));
     const fs::path experiment = dir / (c.name + ".yaml");
     std::ofstream(experiment) << kd_experiment(c, steps);
     for (const auto& threads : thread_counts) {
-      std::vector<double> kd_rate, hand_rate, py_rate, kd_vs_hand, kd_vs_py, kd_mb, hand_mb, py_mb;
+      Series kd_loop, lean, hand, py, bound, kd_proc, lean_proc, hand_proc;
+      Series kd_vs_lean, kd_vs_hand, kd_vs_py, kd_vs_bound, proc_vs_lean, proc_vs_hand, kd_mb, lean_mb, hand_mb, py_mb;
       for (int r = 0; r < rounds; ++r) {
         const fs::path workdir = dir / ("workdir-" + c.name + "-" + threads + "-" + std::to_string(r));
-        auto run_kd = [&] {
-          Run run = run_process({kd, "train", "--cfg=" + experiment.string(), "--cfg.workdir=" + workdir.string(),
-                                 "--cfg.num_threads=" + threads},
-                                dir / "kd.log");
-          fs::remove_all(workdir);
-          return run;
+        const std::string steps_text = std::to_string(steps);
+        std::vector<std::pair<std::string, std::function<Run()>>> programs = {
+            {"kd",
+             [&] {
+               Run run = run_process({kd, "train", "--cfg=" + experiment.string(), "--cfg.workdir=" + workdir.string(),
+                                      "--cfg.num_threads=" + threads},
+                                     dir / "kd.log");
+               fs::remove_all(workdir);
+               return run;
+             }},
+            {"lean",
+             [&] {
+               return run_process({self, "--lean-loop", c.name, "--threads", threads, "--steps", steps_text},
+                                  dir / "lean.log");
+             }},
+            {"hand",
+             [&] {
+               return run_process({self, "--hand-loop", c.name, "--threads", threads, "--steps", steps_text},
+                                  dir / "hand.log");
+             }},
+            {"bound", [&] { return run_process({self, "--gemm-bound", c.name, "--threads", threads}, dir / "bound.log"); }},
         };
-        auto run_hand = [&] {
-          return run_process({self, "--hand-loop", c.name, "--threads", threads, "--steps", std::to_string(steps)},
-                             dir / "hand.log");
-        };
-        auto run_python = [&] {
-          return run_process({python, script.string(), c.name, threads, std::to_string(steps)}, dir / "python.log");
-        };
-        // Alternate which goes first, so that neither always runs on a cooler or warmer machine.
-        Run k, h, p;
-        if (r % 2 == 0) {
-          k = run_kd();
-          h = run_hand();
-          if (with_python) p = run_python();
-        } else {
-          if (with_python) p = run_python();
-          h = run_hand();
-          k = run_kd();
-        }
-        const double steps_d = static_cast<double>(steps);
-        kd_rate.push_back(steps_d / k.seconds);
-        hand_rate.push_back(steps_d / h.seconds);
-        kd_vs_hand.push_back(h.seconds / k.seconds);
-        kd_mb.push_back(k.peak_rss_mb);
-        hand_mb.push_back(h.peak_rss_mb);
         if (with_python) {
-          const double loop = python_loop_seconds(p.output);
-          py_rate.push_back(steps_d / loop);
-          kd_vs_py.push_back(loop / k.seconds);
-          py_mb.push_back(p.peak_rss_mb);
+          programs.emplace_back("python", [&] {
+            return run_process({python, script.string(), c.name, threads, steps_text}, dir / "python.log");
+          });
+        }
+        // Alternate the order, so that none always runs on a cooler or warmer machine.
+        if (r % 2) std::reverse(programs.begin(), programs.end());
+        std::map<std::string, Run> runs;
+        for (auto& [program, run] : programs) runs[program] = run();
+        const double n = static_cast<double>(steps);
+        const double k = n / kd_loop_seconds(runs["kd"].output, steps), l = n / loop_seconds(runs["lean"].output),
+                     h = n / loop_seconds(runs["hand"].output), g = 1.0 / gemm_seconds(runs["bound"].output);
+        kd_loop.add(k), lean.add(l), hand.add(h), bound.add(g);
+        kd_proc.add(n / runs["kd"].seconds), lean_proc.add(n / runs["lean"].seconds), hand_proc.add(n / runs["hand"].seconds);
+        kd_vs_lean.add(k / l), kd_vs_hand.add(k / h), kd_vs_bound.add(k / g);
+        proc_vs_lean.add(runs["lean"].seconds / runs["kd"].seconds);
+        proc_vs_hand.add(runs["hand"].seconds / runs["kd"].seconds);
+        kd_mb.add(runs["kd"].peak_rss_mb), lean_mb.add(runs["lean"].peak_rss_mb), hand_mb.add(runs["hand"].peak_rss_mb);
+        if (with_python) {
+          const double p = n / loop_seconds(runs["python"].output);
+          py.add(p), kd_vs_py.add(k / p), py_mb.add(runs["python"].peak_rss_mb);
         }
       }
-      auto show = [](const std::vector<double>& v, const char* format) {
-        static char buffer[32];
-        if (v.empty()) return std::string("-");
-        std::snprintf(buffer, sizeof buffer, format, median(v));
-        return std::string(buffer);
-      };
-      std::printf("%-9s %-7s %-11s %-11s %-11s %-9s %-9s %-9s %-9s %-9s\n", c.name.c_str(), threads.c_str(),
-                  show(kd_rate, "%.1f").c_str(), show(hand_rate, "%.1f").c_str(), show(py_rate, "%.1f").c_str(),
-                  show(kd_vs_hand, "%.3f").c_str(), show(kd_vs_py, "%.3f").c_str(), show(kd_mb, "%.0f").c_str(),
-                  show(hand_mb, "%.0f").c_str(), show(py_mb, "%.0f").c_str());
+      std::printf("%s, %s thread%s, %lld steps, %d rounds (median (min-max)):\n", c.name.c_str(), threads.c_str(),
+                  threads == "1" ? "" : "s", static_cast<long long>(steps), rounds);
+      std::printf("  loop steps/s     kd %s  lean %s  hand %s  python %s  matrix products alone %s\n",
+                  kd_loop.text("%.1f").c_str(), lean.text("%.1f").c_str(), hand.text("%.1f").c_str(),
+                  py.text("%.1f").c_str(), bound.text("%.1f").c_str());
+      std::printf("  kd / lean %s  kd / hand %s  kd / python %s  kd / bound %s  kd's slowest / lean's median %.3f\n",
+                  kd_vs_lean.text("%.3f").c_str(), kd_vs_hand.text("%.3f").c_str(), kd_vs_py.text("%.3f").c_str(),
+                  kd_vs_bound.text("%.3f").c_str(), kd_loop.min() / lean.med());
+      std::printf("  process steps/s  kd %s  lean %s  hand %s;  kd / lean %s  kd / hand %s\n", kd_proc.text("%.1f").c_str(),
+                  lean_proc.text("%.1f").c_str(), hand_proc.text("%.1f").c_str(), proc_vs_lean.text("%.3f").c_str(),
+                  proc_vs_hand.text("%.3f").c_str());
+      std::printf("  peak RSS MB      kd %.0f  lean %.0f  hand %.0f  python %s\n", kd_mb.med(), lean_mb.med(),
+                  hand_mb.med(), py_mb.empty() ? "-" : std::to_string(static_cast<int>(py_mb.med())).c_str());
       std::fflush(stdout);
     }
   }
   fs::remove_all(dir);
-  std::printf("(medians of %d interleaved rounds; ratios are medians of per-round ratios of steps/s)\n", rounds);
+  std::printf("(ratios are per round, of steps/s; rounds interleaved, the order reversed every other round)\n");
   return 0;
 }

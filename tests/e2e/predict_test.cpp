@@ -98,23 +98,30 @@ TEST_CASE("kd predict never replaces its output unasked, and names what it canno
   CHECK(refused.code != 0);
   CHECK_THAT(refused.output, Catch::Contains("already exists; add --overwrite"));
   CHECK(read_text(dir / "preds" / "mine.txt") == "keep me");
-  const Result ds = run_kd(base + " --overwrite --ds=tset");
-  CHECK_THAT(ds.output,
-             Catch::Contains("--ds=tset is neither an eval of the experiment nor train (did you mean test?)"));
-  const Result params = run_kd(base + " --overwrite --keys=params.**");
+  const std::string other = "predict --workdir=" + workdir.string() + " --out=" + (dir / "other").string();
+  const Result ds = run_kd(other + " --ds=tset");
+  CHECK_THAT(ds.output, Catch::Contains("--ds=tset is neither an eval of the experiment nor train (did you mean test?)"));
+  const Result params = run_kd(other + " --keys=params.**");
   CHECK_THAT(params.output, Catch::Contains("writes values of each example: batch.*, preds.* and interms.*"));
-  CHECK_THAT(run_kd(base + " --overwrite --use_ema").output, Catch::Contains("keeps no EMA of the params"));
-  CHECK_THAT(run_kd(base + " --overwrite --step=7").output, Catch::Contains("no checkpoint of step 7"));
+  CHECK_THAT(run_kd(other + " --use_ema").output, Catch::Contains("keeps no EMA of the params"));
+  CHECK_THAT(run_kd(other + " --step=7").output, Catch::Contains("no checkpoint of step 7"));
+  CHECK_FALSE(fs::exists(dir / "other"));
   // Nothing failed left a partial output behind, and the user's directory is as it was.
   CHECK(read_text(dir / "preds" / "mine.txt") == "keep me");
   for (const auto& e : fs::directory_iterator(dir))
     CHECK(e.path().filename().string().find("partial") == std::string::npos);
-  // --overwrite replaces it whole.
-  const Result replaced = run_kd(base + " --overwrite");
+  // --overwrite replaces kd predict's own output only, never a folder of the user's.
+  const Result user_dir = run_kd(base + " --overwrite");
+  CHECK(user_dir.code != 0);
+  CHECK_THAT(user_dir.output, Catch::Contains("a directory that kd predict did not write"));
+  CHECK(read_text(dir / "preds" / "mine.txt") == "keep me");
+  const std::string again = "predict --workdir=" + workdir.string() + " --out=" + (dir / "again").string();
+  REQUIRE(run_kd(again + " --keys=batch.label").code == 0);
+  const Result replaced = run_kd(again + " --overwrite");
   INFO(replaced.output);
   REQUIRE(replaced.code == 0);
-  CHECK_FALSE(fs::exists(dir / "preds" / "mine.txt"));
-  CHECK(fs::exists(dir / "preds" / "preds.logits.npy"));
+  CHECK_FALSE(fs::exists(dir / "again" / "batch.label.npy"));
+  CHECK(fs::exists(dir / "again" / "preds.logits.npy"));
   fs::remove_all(dir);
 }
 

@@ -171,6 +171,12 @@ TEST_CASE("weight decay skips the parameters matched by weight_decay_exclude") {
   CHECK(groups[1].params().size() == 2);  // the two biases
   CHECK(static_cast<const torch::optim::AdamWOptions&>(groups[0].options()).weight_decay() == 0.1);
   CHECK(static_cast<const torch::optim::AdamWOptions&>(groups[1].options()).weight_decay() == 0.0);
+  // A pattern that chooses no param is a mistake, not a silent no-op.
+  CHECK_THROWS_WITH(TrainStep(make_model(kMlp),
+                              yaml("{type: adamw, learning_rate: 0.01, weight_decay: 0.1, "
+                                   "weight_decay_exclude: ['params.**.bias', 'params.**.bais']}"),
+                              aux_with(kXent)),
+                    Catch::Contains("weight_decay_exclude \"params.**.bais\"") && Catch::Contains("chooses no param"));
 }
 
 TEST_CASE("the learning rate follows its schedule at each step") {

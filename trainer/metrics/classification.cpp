@@ -96,8 +96,12 @@ class BitsPerToken : public LabeledMetric {
     const torch::Tensor labels = class_indices(logits, read(ctx, labels_), logits_, labels_, ignore_index_);
     const torch::Tensor counted = ignore_index_ ? labels.ne(*ignore_index_) : torch::ones_like(labels, torch::kBool);
     const torch::Tensor safe = labels.masked_fill(counted.logical_not(), 0);
+    // log-sum-exp minus the label's logit: no [..., C] tensor beyond the logits (a GPT-2 batch's
+    // are gigabytes), in float32 at least, then float64 for the sums.
+    const torch::Tensor x =
+        logits.is_floating_point() && logits.element_size() >= 4 ? logits : logits.to(torch::kFloat);
     const torch::Tensor nats =
-        -torch::log_softmax(logits.to(torch::kDouble), -1).gather(-1, safe.unsqueeze(-1)).squeeze(-1);
+        (torch::logsumexp(x, -1) - x.gather(-1, safe.unsqueeze(-1)).squeeze(-1)).to(torch::kDouble);
     torch::Tensor weight = counted.to(torch::kDouble);
     if (mask_) weight = weight * train::Auxiliary::read_mask(ctx, *mask_, nats).to(torch::kDouble);
     return AverageState::make((nats * weight).sum() / std::log(2.0), weight.sum());

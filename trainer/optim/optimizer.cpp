@@ -35,7 +35,12 @@ std::set<std::string> selected_names(const torch::nn::Module& model, const confi
     Path path;
     try {
       path = Path::parse(pattern);
-      for (const auto& [name, leaf] : root.select(path).flatten()) out.insert(name);
+      const std::size_t before = out.size();
+      const auto chosen = root.select(path).flatten();
+      for (const auto& [name, leaf] : chosen) out.insert(name);
+      if (chosen.empty() && out.size() == before) {
+        throw KeyError("chooses no param (they are params.<name>; kd inspect lists them)");
+      }
     } catch (Error& e) {
       e.add_context(o.child(key).where() + ": " + (o.key_path().empty() ? "" : o.key_path() + ".") + key + " \"" +
                     pattern + "\"");

@@ -259,6 +259,12 @@ int64_t Trainer::predict(const PredictOptions& p) {
     throw ConfigError("--out=" + p.out + " is " + (jsonl ? "a directory" : "a file") + "; --overwrite replaces " +
                       (jsonl ? "a .jsonl file" : "a directory of .npy files") + " only");
   }
+  // A directory is replaced only when it is kd predict's output: never a folder of the user's.
+  if (!jsonl && fs::exists(p.out, ec) && !fs::exists(fs::path(p.out) / "predict.json", ec)) {
+    throw ConfigError("--out=" + p.out +
+                      " is a directory that kd predict did not write (it has no predict.json); --overwrite replaces "
+                      "only kd predict's output: choose another --out");
+  }
   std::vector<Path> keys;
   for (const std::string& text : p.keys) {
     try {
@@ -281,16 +287,10 @@ int64_t Trainer::predict(const PredictOptions& p) {
   std::string ds = p.ds;
   if (ds.empty()) {
     if (evals.size() != 1) {
-      throw ConfigError(std::string("kd predict: give --ds=") + (evals.empty() ? "train" : "NAME") +
-                        " (the experiment has " + std::to_string(evals.size()) + " evals" +
-                        (evals.empty() ? ""
-                                       : ": " +
-                                             [&] {
-                                               std::string names;
-                                               for (const auto& n : evals) names += (names.empty() ? "" : ", ") + n;
-                                               return names;
-                                             }()) +
-                        "; train is train_ds)");
+      std::string names;
+      for (const auto& n : evals) names += (names.empty() ? ": " : ", ") + n;
+      throw ConfigError("kd predict: give --ds=NAME, one of the experiment's " + std::to_string(evals.size()) +
+                        " evals" + names + ", or --ds=train for train_ds");
     }
     ds = evals.front();
   }
