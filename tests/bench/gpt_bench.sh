@@ -39,7 +39,7 @@ run_kd() {
 import json, re, statistics, sys
 text = open(sys.argv[1]).read()
 rates = [float(r) * 32 * 128 for r in re.findall(r'perf_stats/steps_per_sec ([0-9.]+)', text)]
-train = [l for l in text.splitlines() if re.search(r' step \d+ .*losses/xent', l)]
+train = [l for l in text.splitlines() if re.search(r' step \d+ .*losses/xent', l) and 'eval ' not in l]
 curve = [float(re.search(r'losses/xent ([0-9.]+)', l).group(1)) for l in train]
 val = [l for l in text.splitlines() if 'eval validation' in l][-1]
 loss = float(re.search(r'losses/xent ([0-9.]+)', val).group(1))

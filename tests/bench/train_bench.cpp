@@ -192,7 +192,8 @@ int lean_loop(const Case& c, int threads, int64_t steps) {
   torch::manual_seed(0);
   const kd::Tree examples = kd::data::source_registry().create(kd::config::Node::parse(source_yaml(c)))->load();
   torch::Tensor images = examples.at("image").tensor();
-  images = (c.scale_images ? images.to(torch::kFloat).div_(255) : images.to(torch::kFloat)).reshape({images.size(0), -1});
+  images =
+      (c.scale_images ? images.to(torch::kFloat).div_(255) : images.to(torch::kFloat)).reshape({images.size(0), -1});
   const torch::Tensor labels = examples.at("label").tensor();
   const int64_t n = images.size(0);
   const int64_t per_epoch = n / c.batch_size;
@@ -513,7 +514,10 @@ int main(int argc, char** argv) {
                return run_process({self, "--hand-loop", c.name, "--threads", threads, "--steps", steps_text},
                                   dir / "hand.log");
              }},
-            {"bound", [&] { return run_process({self, "--gemm-bound", c.name, "--threads", threads}, dir / "bound.log"); }},
+            {"bound",
+             [&] {
+               return run_process({self, "--gemm-bound", c.name, "--threads", threads}, dir / "bound.log");
+             }},
         };
         if (with_python) {
           programs.emplace_back("python", [&] {
@@ -528,7 +532,8 @@ int main(int argc, char** argv) {
         const double k = n / kd_loop_seconds(runs["kd"].output, steps), l = n / loop_seconds(runs["lean"].output),
                      h = n / loop_seconds(runs["hand"].output), g = 1.0 / gemm_seconds(runs["bound"].output);
         kd_loop.add(k), lean.add(l), hand.add(h), bound.add(g);
-        kd_proc.add(n / runs["kd"].seconds), lean_proc.add(n / runs["lean"].seconds), hand_proc.add(n / runs["hand"].seconds);
+        kd_proc.add(n / runs["kd"].seconds), lean_proc.add(n / runs["lean"].seconds),
+            hand_proc.add(n / runs["hand"].seconds);
         kd_vs_lean.add(k / l), kd_vs_hand.add(k / h), kd_vs_bound.add(k / g);
         proc_vs_lean.add(runs["lean"].seconds / runs["kd"].seconds);
         proc_vs_hand.add(runs["hand"].seconds / runs["kd"].seconds);
@@ -546,9 +551,9 @@ int main(int argc, char** argv) {
       std::printf("  kd / lean %s  kd / hand %s  kd / python %s  kd / bound %s  kd's slowest / lean's median %.3f\n",
                   kd_vs_lean.text("%.3f").c_str(), kd_vs_hand.text("%.3f").c_str(), kd_vs_py.text("%.3f").c_str(),
                   kd_vs_bound.text("%.3f").c_str(), kd_loop.min() / lean.med());
-      std::printf("  process steps/s  kd %s  lean %s  hand %s;  kd / lean %s  kd / hand %s\n", kd_proc.text("%.1f").c_str(),
-                  lean_proc.text("%.1f").c_str(), hand_proc.text("%.1f").c_str(), proc_vs_lean.text("%.3f").c_str(),
-                  proc_vs_hand.text("%.3f").c_str());
+      std::printf("  process steps/s  kd %s  lean %s  hand %s;  kd / lean %s  kd / hand %s\n",
+                  kd_proc.text("%.1f").c_str(), lean_proc.text("%.1f").c_str(), hand_proc.text("%.1f").c_str(),
+                  proc_vs_lean.text("%.3f").c_str(), proc_vs_hand.text("%.3f").c_str());
       std::printf("  peak RSS MB      kd %.0f  lean %.0f  hand %.0f  python %s\n", kd_mb.med(), lean_mb.med(),
                   hand_mb.med(), py_mb.empty() ? "-" : std::to_string(static_cast<int>(py_mb.med())).c_str());
       std::fflush(stdout);

@@ -100,7 +100,8 @@ TEST_CASE("kd predict never replaces its output unasked, and names what it canno
   CHECK(read_text(dir / "preds" / "mine.txt") == "keep me");
   const std::string other = "predict --workdir=" + workdir.string() + " --out=" + (dir / "other").string();
   const Result ds = run_kd(other + " --ds=tset");
-  CHECK_THAT(ds.output, Catch::Contains("--ds=tset is neither an eval of the experiment nor train (did you mean test?)"));
+  CHECK_THAT(ds.output,
+             Catch::Contains("--ds=tset is neither an eval of the experiment nor train (did you mean test?)"));
   const Result params = run_kd(other + " --keys=params.**");
   CHECK_THAT(params.output, Catch::Contains("writes values of each example: batch.*, preds.* and interms.*"));
   CHECK_THAT(run_kd(other + " --use_ema").output, Catch::Contains("keeps no EMA of the params"));

@@ -3,13 +3,35 @@
 // The c10d section at the end is compiled only where KD_COMPAT_C10D is defined.
 #pragma once
 
+#include <cmath>
+#include <limits>
 #include <sstream>
 #include <string>
 #include <type_traits>
 
 #include <torch/types.h>
+#include <torch/version.h>
 
 namespace kd::compat {
+
+// Causal self-attention, softmax(q k^T / sqrt(head size), each position seeing itself and those
+// before it) v, on [B, heads, T, head size], with dropout `dropout_p` on the attention weights.
+// LibTorch 2 fuses it (scaled_dot_product_attention: flash attention on the CPU, no [T, T]
+// matrix kept for the backward pass); 1.13, which lacks it, computes the same in matrix
+// products and a softmax.
+inline torch::Tensor causal_attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
+                                      double dropout_p) {
+#if TORCH_VERSION_MAJOR >= 2
+  return at::scaled_dot_product_attention(q, k, v, /*attn_mask=*/{}, dropout_p, /*is_causal=*/true);
+#else
+  const int64_t T = q.size(-2);
+  const torch::Tensor future = torch::ones({T, T}, q.options().dtype(torch::kBool)).triu(1);
+  torch::Tensor att = at::matmul(q, k.transpose(-2, -1)) * (1.0 / std::sqrt(static_cast<double>(q.size(-1))));
+  att = at::softmax(att.masked_fill(future, -std::numeric_limits<double>::infinity()), -1);
+  if (dropout_p > 0) att = at::dropout(att, dropout_p, /*train=*/true);
+  return at::matmul(att, v);
+#endif
+}
 
 // The key torch::optim::Optimizer::state() uses for a parameter: LibTorch 1.13 keys it by the
 // printed TensorImpl address (a std::string), later versions by the address itself.

@@ -23,6 +23,7 @@
 #include <torch/torch.h>
 
 #include "trainer/common/error.h"
+#include "trainer/compat/torch_compat.h"
 #include "trainer/models/builtins_internal.h"
 
 namespace kd::models {
@@ -48,30 +49,29 @@ torch::nn::Linear gpt_linear(int64_t in, int64_t out, bool bias) {
 
 class CausalSelfAttentionImpl : public torch::nn::Module {
  public:
-  CausalSelfAttentionImpl(int64_t d_model, int64_t heads, double dropout, bool bias) : heads_(heads) {
+  CausalSelfAttentionImpl(int64_t d_model, int64_t heads, double dropout, bool bias)
+      : heads_(heads), dropout_(dropout) {
     c_attn = register_module("c_attn", gpt_linear(d_model, 3 * d_model, bias));
     c_proj = register_module("c_proj", gpt_linear(d_model, d_model, bias));
-    attn_dropout_ = register_module("attn_dropout", torch::nn::Dropout(dropout));
     resid_dropout_ = register_module("resid_dropout", torch::nn::Dropout(dropout));
   }
 
-  // x [B, T, C]; `causal` [T, T] is true above the diagonal (the future each position must not see).
-  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& causal) {
+  // x [B, T, C].
+  torch::Tensor forward(const torch::Tensor& x) {
     const int64_t B = x.size(0), T = x.size(1), C = x.size(2);
     const auto qkv = c_attn(x).split(C, 2);
     const auto heads = [&](const torch::Tensor& t) { return t.view({B, T, heads_, C / heads_}).transpose(1, 2); };
     const torch::Tensor q = heads(qkv[0]), k = heads(qkv[1]), v = heads(qkv[2]);  // [B, nh, T, hs]
-    torch::Tensor att = q.matmul(k.transpose(-2, -1)) * (1.0 / std::sqrt(static_cast<double>(C / heads_)));
-    att = attn_dropout_(torch::softmax(att.masked_fill(causal, -std::numeric_limits<float>::infinity()), -1));
-    const torch::Tensor y = att.matmul(v).transpose(1, 2).contiguous().view({B, T, C});
-    return resid_dropout_(c_proj(y));
+    const torch::Tensor y = compat::causal_attention(q, k, v, is_training() ? dropout_ : 0.0);
+    return resid_dropout_(c_proj(y.transpose(1, 2).contiguous().view({B, T, C})));
   }
 
   torch::nn::Linear c_attn{nullptr}, c_proj{nullptr};
 
  private:
   int64_t heads_;
-  torch::nn::Dropout attn_dropout_{nullptr}, resid_dropout_{nullptr};
+  double dropout_;  // on the attention weights, in training
+  torch::nn::Dropout resid_dropout_{nullptr};
 };
 TORCH_MODULE(CausalSelfAttention);
 
@@ -99,8 +99,8 @@ class GptBlockImpl : public torch::nn::Module {
     ln_2 = register_module("ln_2", GptLayerNorm(d_model, bias));
     mlp = register_module("mlp", GptMlp(d_model, dropout, bias));
   }
-  torch::Tensor forward(torch::Tensor x, const torch::Tensor& causal) {
-    x = x + attn(ln_1(x), causal);
+  torch::Tensor forward(torch::Tensor x) {
+    x = x + attn(ln_1(x));
     return x + mlp(ln_2(x));
   }
 
@@ -176,10 +176,8 @@ class Gpt : public Model {
     const torch::Tensor idx = tokens.to(torch::kLong);
     const torch::Tensor positions = torch::arange(T, idx.options());
     torch::Tensor x = transformer_->drop(transformer_->wte(idx) + transformer_->wpe(positions));
-    const torch::Tensor causal =
-        torch::ones({T, T}, torch::TensorOptions().dtype(torch::kBool).device(x.device())).triu(1);
     for (const auto& block : *transformer_->h) {
-      x = block->as<GptBlockImpl>()->forward(x, causal);
+      x = block->as<GptBlockImpl>()->forward(x);
       if (recorder) recorder->record(block.get(), "output", x);
     }
     x = transformer_->ln_f(x);
