@@ -13,6 +13,7 @@
 
 #include <torch/torch.h>
 
+#include "tests/models/reference_models.h"
 #include "tests/step/test_helpers.h"
 #include "tests/temp_dir.h"
 #include "trainer/checkpoints/init_transform.h"
@@ -108,23 +109,7 @@ save_file({'x': x, 'y': y}, out + '/io.safetensors')
 const char* kGpt = "{type: GPT, vocab_size: 37, block_size: 16, d_model: 24, num_heads: 3, num_layers: 2";
 
 std::map<std::string, torch::Tensor> run_python(const fs::path& dir, bool bias, const std::string& tied) {
-  std::ofstream(dir / "write.py") << kNanoGpt;
-  const std::string command = std::string(KD_PYTHON) + " " + (dir / "write.py").string() + " " + dir.string() + " " +
-                              (bias ? "bias" : "nobias") + " " + tied;
-  INFO(command);
-  REQUIRE(std::system(command.c_str()) == 0);
-  std::map<std::string, torch::Tensor> io;
-  for (auto& [key, t] : kd::checkpoints::tensors_from_safetensors(
-           kd::io::posix_file_system()->read_file((dir / "io.safetensors").string()), "io")) {
-    io[key] = t;
-  }
-  return io;
-}
-
-std::string load(kd::models::Model& model, const fs::path& dir) {
-  return kd::checkpoints::apply_init_transform(
-      kd::testing::yaml("{weights: " + (dir / "weights.safetensors").string() + "}"), model, nullptr,
-      model.tied_weights());
+  return kd::testing::run_reference(dir, kNanoGpt, std::string(bias ? "bias" : "nobias") + " " + tied);
 }
 
 torch::Tensor logits(kd::models::Model& model, const torch::Tensor& x) {
@@ -142,7 +127,7 @@ TEST_CASE("GPT loads a nanoGPT state dict strictly and gives its logits") {
       const fs::path dir = kd::testing::made_fresh_dir("kd_gpt_");
       const auto io = run_python(dir, bias, tied);
       const auto model = kd::testing::make_model(std::string(kGpt) + ", bias: " + (bias ? "true" : "false") + "}");
-      const std::string report = load(*model, dir);
+      const std::string report = kd::testing::load_reference_weights(*model, dir);
       CHECK_THAT(report, !Catch::Contains("not loaded"));
       const torch::Tensor y = logits(*model, io.at("x"));
       INFO("largest difference " << (y - io.at("y")).abs().max().item<float>());
@@ -156,10 +141,11 @@ TEST_CASE("GPT refuses a file whose two names of the tied embedding differ") {
   const fs::path dir = kd::testing::made_fresh_dir("kd_gpt_");
   run_python(dir, true, "different");
   const auto model = kd::testing::make_model(std::string(kGpt) + "}");
-  CHECK_THROWS_WITH(load(*model, dir), Catch::Contains("ties into one tensor (transformer.wte.weight)"));
+  CHECK_THROWS_WITH(kd::testing::load_reference_weights(*model, dir),
+                    Catch::Contains("ties into one tensor (transformer.wte.weight)"));
   // Untied, the model has its own lm_head and the same file loads strictly.
   const auto untied = kd::testing::make_model(std::string(kGpt) + ", tie_embeddings: false}");
-  CHECK_THAT(load(*untied, dir), !Catch::Contains("not loaded"));
+  CHECK_THAT(kd::testing::load_reference_weights(*untied, dir), !Catch::Contains("not loaded"));
   CHECK(untied->named_parameters()["lm_head.weight"].equal(untied->named_parameters()["transformer.wte.weight"] + 1));
   fs::remove_all(dir);
 }

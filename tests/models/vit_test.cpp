@@ -12,6 +12,7 @@
 
 #include <torch/torch.h>
 
+#include "tests/models/reference_models.h"
 #include "tests/step/test_helpers.h"
 #include "tests/temp_dir.h"
 #include "trainer/checkpoints/init_transform.h"
@@ -50,19 +51,9 @@ save_file({'x': x, 'y': y}, out + '/io.safetensors')
 
 void compare_with_torchvision(const std::string& kind, const std::string& model_yaml) {
   const fs::path dir = kd::testing::made_fresh_dir("kd_vit_");
-  std::ofstream(dir / "write.py") << kTorchvisionVit;
-  const std::string command =
-      std::string(KD_PYTHON) + " " + (dir / "write.py").string() + " " + dir.string() + " " + kind;
-  INFO(command);
-  REQUIRE(std::system(command.c_str()) == 0);
-  std::map<std::string, torch::Tensor> io;
-  for (auto& [key, t] : kd::checkpoints::tensors_from_safetensors(
-           kd::io::posix_file_system()->read_file((dir / "io.safetensors").string()), "io")) {
-    io[key] = t;
-  }
+  std::map<std::string, torch::Tensor> io = kd::testing::run_reference(dir, kTorchvisionVit, kind);
   const auto model = kd::testing::make_model(model_yaml);
-  const std::string report = kd::checkpoints::apply_init_transform(
-      kd::testing::yaml("{weights: " + (dir / "weights.safetensors").string() + "}"), *model, nullptr);
+  const std::string report = kd::testing::load_reference_weights(*model, dir);
   CHECK_THAT(report, !Catch::Contains("not loaded"));
   torch::NoGradGuard no_grad;
   model->eval();
