@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstdint>
 
+#include <ATen/TensorIterator.h>
 #include <torch/optim.h>
 
 #include "trainer/compat/torch_compat.h"
@@ -81,6 +82,32 @@ KD_CPU_CLONES void update(const Step& s, float* __restrict p, const float* __res
   }
 }
 
+// Runs `update` over the elements of one parameter, split between LibTorch's intra-op threads as
+// its own element-wise kernels are (TensorIterator::for_each: ranges of at least 32768 elements,
+// on the OpenMP or native pool that LibTorch was built with, so kd needs no OpenMP flags of its
+// own). Each element's update reads only that element: the bits do not depend on the split,
+// hence not on the number of threads.
+void run_parallel(const Step& s, const torch::Tensor& param, const torch::Tensor& grad, const torch::Tensor& m,
+                  const torch::Tensor& v, const torch::Tensor& vmax) {
+  at::TensorIteratorConfig config;
+  config.set_check_mem_overlap(true).check_all_same_dtype(true).resize_outputs(false);
+  config.add_output(param).add_output(m).add_output(v);
+  if (vmax.defined()) config.add_output(vmax);
+  config.add_input(grad);
+  at::TensorIterator iter = config.build();
+  const int ntensors = iter.ntensors();
+  const int grad_index = ntensors - 1;
+  iter.for_each([&](char** data, const int64_t* strides, int64_t size0, int64_t size1) {
+    for (int t = 0; t < ntensors; ++t) {
+      TORCH_INTERNAL_ASSERT(strides[t] == static_cast<int64_t>(sizeof(float)), "fused Adam: a strided tensor");
+    }
+    for (int64_t outer = 0; outer < size1; ++outer) {
+      const auto at = [&](int t) { return reinterpret_cast<float*>(data[t] + outer * strides[ntensors + t]); };
+      update(s, at(0), at(grad_index), at(1), at(2), vmax.defined() ? at(3) : nullptr, 0, size0);
+    }
+  });
+}
+
 template <typename Options, typename State>
 void step_group(torch::optim::OptimizerParamGroup& group, torch::optim::Optimizer& optimizer, bool decoupled) {
   auto& states = optimizer.state();
@@ -112,15 +139,8 @@ void step_group(torch::optim::OptimizerParamGroup& group, torch::optim::Optimize
                  .eps = static_cast<float>(o.eps()),
                  .neg_step_size = static_cast<float>(-(o.lr() / bias_correction1)),
                  .amsgrad = o.amsgrad()};
-    float* param = p.data_ptr<float>();
-    const float* grad = p.grad().data_ptr<float>();
-    float* m = state.exp_avg().template data_ptr<float>();
-    float* v = state.exp_avg_sq().template data_ptr<float>();
-    float* vmax = o.amsgrad() ? state.max_exp_avg_sq().template data_ptr<float>() : nullptr;
-    // One pass on this thread: the update is memory-bound, a fraction of a millisecond even
-    // for millions of elements, and LibTorch's intra-op pool is not reachable outside its headers
-    // without building against its OpenMP runtime.
-    update(s, param, grad, m, v, vmax, 0, p.numel());
+    run_parallel(s, p, p.grad(), state.exp_avg(), state.exp_avg_sq(),
+                 o.amsgrad() ? state.max_exp_avg_sq() : torch::Tensor());
     // As in-place tensor operations would, so autograd sees the tensors changed.
     for (const torch::Tensor& t : {p, state.exp_avg(), state.exp_avg_sq()}) t.unsafeGetTensorImpl()->bump_version();
     if (o.amsgrad()) state.max_exp_avg_sq().unsafeGetTensorImpl()->bump_version();

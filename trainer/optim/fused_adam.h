@@ -1,6 +1,7 @@
 // Adam and AdamW on the CPU in one pass over each parameter's memory instead of torch's eight
 // tensor operations per parameter (each a dispatch, an allocation or a full pass), which on a
-// small model cost more than the gradients themselves.
+// small model cost more than the gradients themselves. A large parameter's pass is split between
+// LibTorch's intra-op threads, as ATen's element-wise kernels are.
 //
 // The step reads and writes torch's own state (AdamParamState / AdamWParamState: step,
 // exp_avg, exp_avg_sq, max_exp_avg_sq) and options (lr, betas, eps, weight_decay, amsgrad), so
