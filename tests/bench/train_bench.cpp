@@ -2,14 +2,18 @@
 // in PyTorch's Python, on the same data and model, each a fresh process, interleaved over rounds,
 // and against the time of the step's matrix products alone.
 //
-//   build/tests/bench/train_bench [--rounds 3] [--cases flagship,tiny] [--threads 1,2]
-//                                 [--scale 1.0] [--python python3]
+//   build/tests/bench/train_bench [--rounds 3] [--kd-runs 2] [--cases flagship,tiny,cnn]
+//                                 [--threads 1,2] [--scale 1.0] [--python python3]
 //
 // Cases:
 //   flagship  the MLP 784-512-256-10 on Fashion-MNIST's training set, Adam 1e-3, batch 128,
 //             ValueRange [0, 255] -> [0, 1], softmax cross-entropy and accuracy; 1000 steps
 //   tiny      an MLP 16-64-64-4 on kd's Synthetic data (4096 examples), Adam 1e-3, batch 32,
 //             the same loss and metric; 20000 steps
+//   cnn       configs/fashion_mnist_cnn.yaml's model (conv 3x3 32 and 64 channels, each with
+//             BatchNorm, ReLU and max-pool 2x2; dropout 0.25, dense 128, dropout 0.25, dense 10),
+//             its augmentation (pad 2 and a random 28x28 crop, a random left-right flip, per
+//             image) and its schedule (warm-up 200 steps to 2e-3, cosine to 0); 400 steps
 // Programs:
 //   kd        `kd train` on the experiment (a checkpoint at the end, its writers, the accuracy)
 //   lean      the loop a LibTorch user tunes: the data converted to float once, up front; per
@@ -19,13 +23,16 @@
 //             the accuracy summed on the device and read once per log interval
 //   python    the hand loop in PyTorch's Python
 //   bound     the step's matrix products alone (3 forward, 5 backward, LibTorch's own kernels on
-//             preallocated outputs): no step can be faster
+//             preallocated outputs): no step can be faster (the MLP cases only)
 // Every program shuffles each epoch and logs every 200 steps. Two figures per program: the
 // training loop's steps/s (kd: the sum of its log intervals; the loops: timed inside them) and the
 // whole process's (start-up, data loading, kd's checkpoint included; not for Python, whose
 // interpreter start is not the loop's). Peak RSS is the process's ru_maxrss. The Python loop needs
 // a python3 with torch (Debian: apt-get install python3-torch, the same LibTorch and OpenBLAS as
-// kd's); without one its columns are left out.
+// kd's); without one its columns are left out. The loops and Python run with the allocator
+// thresholds kd sets for itself (MALLOC_MMAP_THRESHOLD_ 32 MiB, MALLOC_TRIM_THRESHOLD_ 2 GiB: freed
+// memory kept for reuse), so that the allocator is not among the differences measured. kd runs
+// --kd-runs times per round (its slowest run is compared with the lean loop's median).
 //
 // `train_bench --hand-loop CASE|--lean-loop CASE --threads N --steps N` runs one loop alone;
 // `train_bench --gemm-bound CASE --threads N` times the matrix products.
@@ -35,6 +42,8 @@
 
 #include <algorithm>
 #include <chrono>
+#include <climits>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -65,7 +74,13 @@ struct Case {
   std::vector<int64_t> sizes;       // input, hidden..., output
   std::vector<std::string> source;  // kd's data source: its keys, "key: value"
   bool scale_images;                // ValueRange [0, 255] -> [0, 1] on the uint8 images
+  bool cnn = false;                 // the flagship CNN instead of an MLP of `sizes`
 };
+
+// The CNN case's augmentation and schedule (configs/fashion_mnist_cnn.yaml's).
+constexpr int64_t kCropPadding = 2;
+constexpr double kPeakLearningRate = 2e-3;
+constexpr int64_t kWarmupSteps = 200;
 
 const std::vector<Case>& cases() {
   static const std::vector<Case> all = {
@@ -76,6 +91,7 @@ const std::vector<Case>& cases() {
        {16, 64, 64, 4},
        {"type: Synthetic", "num_examples: 4096", "num_features: 16", "num_classes: 4"},
        false},
+      {"cnn", 400, 128, {784, 10}, {"type: FashionMnist", "split: train"}, true, /*cnn=*/true},
   };
   return all;
 }
@@ -84,8 +100,19 @@ const Case& find_case(const std::string& name) {
   for (const auto& c : cases()) {
     if (c.name == name) return c;
   }
-  std::fprintf(stderr, "train_bench: no case named %s (flagship, tiny)\n", name.c_str());
+  std::fprintf(stderr, "train_bench: no case named %s (flagship, tiny, cnn)\n", name.c_str());
   std::exit(2);
+}
+
+// The CNN case's schedule: optax's warmup_cosine_decay_schedule(0, peak, warmup, decay_steps), as
+// kd's WarmupCosineDecay; decay_steps is the run's length.
+int64_t decay_steps(int64_t steps) { return std::max(steps, kWarmupSteps + 1); }
+
+double learning_rate(const Case& c, int64_t step, int64_t steps) {
+  if (!c.cnn) return 1e-3;
+  if (step < kWarmupSteps) return kPeakLearningRate * static_cast<double>(step) / static_cast<double>(kWarmupSteps);
+  const double t = static_cast<double>(step - kWarmupSteps) / static_cast<double>(decay_steps(steps) - kWarmupSteps);
+  return kPeakLearningRate * 0.5 * (1 + std::cos(M_PI * std::min(1.0, t)));
 }
 
 std::string sizes_yaml(const std::vector<int64_t>& v, std::size_t from, std::size_t to) {
@@ -103,18 +130,30 @@ std::string kd_experiment(const Case& c, int64_t steps) {
     << "train_ds:\n";
   for (const auto& key : c.source) y << "  " << key << "\n";
   y << "  batch_size: " << c.batch_size << "\n";
-  if (c.scale_images) y << "  transforms: [{type: ValueRange, key: image, in_vrange: [0, 255], vrange: [0, 1]}]\n";
-  y << "model:\n"
-    << "  type: MLP\n"
-    << "  input_size: " << c.sizes.front() << "\n"
-    << "  hidden_sizes: " << sizes_yaml(c.sizes, 1, c.sizes.size() - 1) << "\n"
-    << "  output_size: " << c.sizes.back() << "\n"
-    << "  inputs: {x: batch.image}\n"
-    << "train_losses:\n"
+  if (c.scale_images) y << "  transforms:\n    - {type: ValueRange, key: image, in_vrange: [0, 255], vrange: [0, 1]}\n";
+  if (c.cnn) {
+    y << "    - {type: RandomCrop, key: image, size: [28, 28], padding: " << kCropPadding << "}\n"
+      << "    - {type: RandomFlip, key: image}\n"
+      << "model: {type: CNN, input_shape: [28, 28, 1], channels: [32, 64], hidden_size: 128, dropout: 0.25,\n"
+      << "        output_size: 10, inputs: {x: batch.image}}\n";
+  } else {
+    y << "model:\n"
+      << "  type: MLP\n"
+      << "  input_size: " << c.sizes.front() << "\n"
+      << "  hidden_sizes: " << sizes_yaml(c.sizes, 1, c.sizes.size() - 1) << "\n"
+      << "  output_size: " << c.sizes.back() << "\n"
+      << "  inputs: {x: batch.image}\n";
+  }
+  y << "train_losses:\n"
     << "  xent: {type: SoftmaxCrossEntropyWithIntLabels, logits: preds.logits, labels: batch.label}\n"
     << "train_metrics:\n"
-    << "  accuracy: {type: Accuracy, logits: preds.logits, labels: batch.label}\n"
-    << "optimizer: {type: adam, learning_rate: 1e-3}\n";
+    << "  accuracy: {type: Accuracy, logits: preds.logits, labels: batch.label}\n";
+  if (c.cnn) {
+    y << "optimizer: {type: adam, learning_rate: {type: WarmupCosineDecay, peak_value: " << kPeakLearningRate
+      << ", warmup_steps: " << kWarmupSteps << ", decay_steps: " << decay_steps(steps) << "}}\n";
+  } else {
+    y << "optimizer: {type: adam, learning_rate: 1e-3}\n";
+  }
   return y.str();
 }
 
@@ -124,8 +163,60 @@ std::string source_yaml(const Case& c) {
   return out + "}";
 }
 
-// ---- the hand-written loop ------------------------------------------------------------------
+// ---- the hand-written loops ------------------------------------------------------------------
 
+torch::nn::Sequential make_net(const Case& c) {
+  torch::nn::Sequential net;
+  if (c.cnn) {
+    int64_t in = 1;
+    for (const int64_t channels : {32, 64}) {
+      net->push_back(torch::nn::Conv2d(torch::nn::Conv2dOptions(in, channels, 3).padding(1).bias(false)));
+      net->push_back(torch::nn::BatchNorm2d(channels));
+      net->push_back(torch::nn::ReLU());
+      net->push_back(torch::nn::MaxPool2d(2));
+      in = channels;
+    }
+    net->push_back(torch::nn::Flatten());
+    net->push_back(torch::nn::Dropout(0.25));
+    net->push_back(torch::nn::Linear(64 * 7 * 7, 128));
+    net->push_back(torch::nn::ReLU());
+    net->push_back(torch::nn::Dropout(0.25));
+    net->push_back(torch::nn::Linear(128, 10));
+    return net;
+  }
+  for (std::size_t i = 0; i + 1 < c.sizes.size(); ++i) {
+    net->push_back(torch::nn::Linear(c.sizes[i], c.sizes[i + 1]));
+    if (i + 2 < c.sizes.size()) net->push_back(torch::nn::ReLU());
+  }
+  return net;
+}
+
+// Pads [B, H, W] images by kCropPadding zeros, then takes a random HxW window of each, flipped
+// left-right with probability 1/2: one gather for the whole batch.
+torch::Tensor random_crop_flip(const torch::Tensor& x) {
+  const int64_t b = x.size(0), h = x.size(1), w = x.size(2);
+  const torch::Tensor padded = torch::constant_pad_nd(x, {kCropPadding, kCropPadding, kCropPadding, kCropPadding});
+  const torch::Tensor top = torch::randint(2 * kCropPadding + 1, {b, 1, 1}, torch::kLong);
+  const torch::Tensor left = torch::randint(2 * kCropPadding + 1, {b, 1, 1}, torch::kLong);
+  const torch::Tensor flip = torch::rand({b, 1, 1}).lt(0.5);
+  const torch::Tensor rows = torch::arange(h).view({1, h, 1}) + top;
+  const torch::Tensor columns = torch::arange(w).view({1, 1, w});
+  const torch::Tensor cols = torch::where(flip, (w - 1) - columns, columns) + left;
+  return padded.index({torch::arange(b).view({b, 1, 1}), rows, cols});
+}
+
+// The model's input from a batch of float images: the MLP's [B, features]; the CNN's augmented
+// [B, 1, 28, 28].
+torch::Tensor model_input(const Case& c, const torch::Tensor& x) {
+  if (!c.cnn) return x.reshape({x.size(0), -1});
+  return random_crop_flip(x.reshape({x.size(0), 28, 28})).unsqueeze(1);
+}
+
+void set_learning_rate(torch::optim::Adam& adam, double lr) {
+  for (auto& group : adam.param_groups()) static_cast<torch::optim::AdamOptions&>(group.options()).lr(lr);
+}
+
+// The loop as first written: the batch converted each step, the loss and the accuracy.
 int hand_loop(const Case& c, int threads, int64_t steps) {
   torch::set_num_threads(threads);
   torch::manual_seed(0);
@@ -135,13 +226,8 @@ int hand_loop(const Case& c, int threads, int64_t steps) {
   const torch::Tensor labels = examples.at("label").tensor();
   const int64_t n = images.size(0);
   const int64_t per_epoch = n / c.batch_size;
-
-  torch::nn::Sequential net;
-  for (std::size_t i = 0; i + 1 < c.sizes.size(); ++i) {
-    net->push_back(torch::nn::Linear(c.sizes[i], c.sizes[i + 1]));
-    if (i + 2 < c.sizes.size()) net->push_back(torch::nn::ReLU());
-  }
-  torch::optim::Adam adam(net->parameters(), torch::optim::AdamOptions(1e-3));
+  torch::nn::Sequential net = make_net(c);
+  torch::optim::Adam adam(net->parameters(), torch::optim::AdamOptions(learning_rate(c, 0, steps)));
 
   const auto start = Clock::now();
   torch::Tensor order, loss_sum, correct;
@@ -153,8 +239,9 @@ int hand_loop(const Case& c, int threads, int64_t steps) {
     x = c.scale_images ? x.to(torch::kFloat).div_(255) : x;
     const torch::Tensor y = labels.index_select(0, rows);
 
+    if (c.cnn) set_learning_rate(adam, learning_rate(c, step, steps));
     adam.zero_grad();
-    const torch::Tensor logits = net->forward(x.reshape({x.size(0), -1}));
+    const torch::Tensor logits = net->forward(model_input(c, x));
     const torch::Tensor loss = torch::nn::functional::cross_entropy(logits, y);
     loss.backward();
     adam.step();
@@ -177,28 +264,19 @@ int hand_loop(const Case& c, int threads, int64_t steps) {
   return 0;
 }
 
-torch::nn::Sequential make_mlp(const Case& c) {
-  torch::nn::Sequential net;
-  for (std::size_t i = 0; i + 1 < c.sizes.size(); ++i) {
-    net->push_back(torch::nn::Linear(c.sizes[i], c.sizes[i + 1]));
-    if (i + 2 < c.sizes.size()) net->push_back(torch::nn::ReLU());
-  }
-  return net;
-}
-
 // The lean loop: the data converted once, the loss alone, read once per log interval.
 int lean_loop(const Case& c, int threads, int64_t steps) {
   torch::set_num_threads(threads);
   torch::manual_seed(0);
   const kd::Tree examples = kd::data::source_registry().create(kd::config::Node::parse(source_yaml(c)))->load();
   torch::Tensor images = examples.at("image").tensor();
-  images =
-      (c.scale_images ? images.to(torch::kFloat).div_(255) : images.to(torch::kFloat)).reshape({images.size(0), -1});
+  images = c.scale_images ? images.to(torch::kFloat).div_(255) : images.to(torch::kFloat);
+  if (!c.cnn) images = images.reshape({images.size(0), -1});
   const torch::Tensor labels = examples.at("label").tensor();
   const int64_t n = images.size(0);
   const int64_t per_epoch = n / c.batch_size;
-  torch::nn::Sequential net = make_mlp(c);
-  torch::optim::Adam adam(net->parameters(), torch::optim::AdamOptions(1e-3));
+  torch::nn::Sequential net = make_net(c);
+  torch::optim::Adam adam(net->parameters(), torch::optim::AdamOptions(learning_rate(c, 0, steps)));
 
   const auto start = Clock::now();
   torch::Tensor order, loss_sum;
@@ -208,8 +286,9 @@ int lean_loop(const Case& c, int threads, int64_t steps) {
     const torch::Tensor rows = order.slice(0, index * c.batch_size, (index + 1) * c.batch_size);
     const torch::Tensor x = images.index_select(0, rows);
     const torch::Tensor y = labels.index_select(0, rows);
+    if (c.cnn) set_learning_rate(adam, learning_rate(c, step, steps));
     adam.zero_grad();
-    const torch::Tensor loss = torch::nn::functional::cross_entropy(net->forward(x), y);
+    const torch::Tensor loss = torch::nn::functional::cross_entropy(net->forward(c.cnn ? model_input(c, x) : x), y);
     loss.backward();
     adam.step();
     loss_sum = loss_sum.defined() ? loss_sum + loss.detach() : loss.detach();
@@ -271,14 +350,16 @@ int gemm_bound(const Case& c, int threads) {
 
 // The same loop in PyTorch's Python; prints "loop_seconds S" (its loop alone).
 constexpr const char* kPythonLoop = R"PY(
-import gzip, sys, time
+import gzip, math, sys, time
 import numpy as np
 import torch
 
 case, threads, steps = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+padding, peak, warmup = int(sys.argv[4]), float(sys.argv[5]), int(sys.argv[6])  # the CNN case's
 torch.set_num_threads(threads)
 torch.manual_seed(0)
-if case == "flagship":
+cnn = case == "cnn"
+if case in ("flagship", "cnn"):
     root = "/usr/share/datasets/fashion-mnist/"
     with gzip.open(root + "train-images-idx3-ubyte.gz") as f:
         images = torch.from_numpy(np.frombuffer(f.read(), np.uint8, offset=16).reshape(-1, 28, 28).copy())
@@ -297,7 +378,32 @@ for i in range(len(sizes) - 1):
     if i + 2 < len(sizes):
         layers.append(torch.nn.ReLU())
 net = torch.nn.Sequential(*layers)
-adam = torch.optim.Adam(net.parameters(), lr=1e-3)
+if cnn:
+    nn = torch.nn
+    net = nn.Sequential(
+        nn.Conv2d(1, 32, 3, padding=1, bias=False), nn.BatchNorm2d(32), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(32, 64, 3, padding=1, bias=False), nn.BatchNorm2d(64), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Flatten(), nn.Dropout(0.25), nn.Linear(64 * 7 * 7, 128), nn.ReLU(), nn.Dropout(0.25), nn.Linear(128, 10))
+decay = max(steps, warmup + 1)
+
+def learning_rate(step):
+    if not cnn:
+        return 1e-3
+    if step < warmup:
+        return peak * step / warmup
+    return peak * 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / (decay - warmup))))
+
+def crop_flip(x):  # [B, H, W]: a random HxW window of each image padded by `padding`, flipped at random
+    b, h, w = x.shape
+    padded = torch.nn.functional.pad(x, (padding, padding, padding, padding))
+    top = torch.randint(2 * padding + 1, (b, 1, 1))
+    left = torch.randint(2 * padding + 1, (b, 1, 1))
+    flip = torch.rand(b, 1, 1) < 0.5
+    columns = torch.arange(w).view(1, 1, w)
+    cols = torch.where(flip, (w - 1) - columns, columns) + left
+    return padded[torch.arange(b).view(b, 1, 1), torch.arange(h).view(1, h, 1) + top, cols]
+
+adam = torch.optim.Adam(net.parameters(), lr=learning_rate(0))
 n = images.shape[0]
 per_epoch = n // batch_size
 loss_sum = correct = None
@@ -311,8 +417,11 @@ for step in range(steps):
     if scale:
         x = x.float().div_(255)
     y = labels.index_select(0, rows)
+    if cnn:
+        for group in adam.param_groups:
+            group["lr"] = learning_rate(step)
     adam.zero_grad()
-    logits = net(x.reshape(x.shape[0], -1))
+    logits = net(crop_flip(x.reshape(-1, 28, 28)).unsqueeze(1) if cnn else x.reshape(x.shape[0], -1))
     loss = torch.nn.functional.cross_entropy(logits, y)
     loss.backward()
     adam.step()
@@ -464,6 +573,7 @@ int main(int argc, char** argv) {
     return gemm_bound(find_case(only), threads_flag);
   }
   const int rounds = std::stoi(flag(argc, argv, "--rounds", "3"));
+  const int kd_runs = std::max(1, std::stoi(flag(argc, argv, "--kd-runs", "2")));
   const double scale = std::stod(flag(argc, argv, "--scale", "1"));
   const std::vector<std::string> case_names = split(flag(argc, argv, "--cases", "flagship,tiny"));
   const std::vector<std::string> thread_counts = split(flag(argc, argv, "--threads", "1,2"));
@@ -481,6 +591,9 @@ int main(int argc, char** argv) {
     std::printf("(no Python loop: %s cannot import torch; apt-get install python3-torch, or pass --python)\n",
                 python.c_str());
   }
+  // kd's allocator thresholds (trainer/runtime/memory.cpp), for the programs that do not set them.
+  const std::map<std::string, std::string> allocator = {{"MALLOC_MMAP_THRESHOLD_", std::to_string(32 << 20)},
+                                                        {"MALLOC_TRIM_THRESHOLD_", std::to_string(INT_MAX)}};
   const fs::path script = dir / "loop.py";
   std::ofstream(script) << kPythonLoop;
 
@@ -495,56 +608,64 @@ int main(int argc, char** argv) {
       for (int r = 0; r < rounds; ++r) {
         const fs::path workdir = dir / ("workdir-" + c.name + "-" + threads + "-" + std::to_string(r));
         const std::string steps_text = std::to_string(steps);
+        const auto run_kd = [&] {
+          Run run = run_process({kd, "train", "--cfg=" + experiment.string(), "--cfg.workdir=" + workdir.string(),
+                                 "--cfg.num_threads=" + threads},
+                                dir / "kd.log");
+          fs::remove_all(workdir);
+          return run;
+        };
         std::vector<std::pair<std::string, std::function<Run()>>> programs = {
-            {"kd",
-             [&] {
-               Run run = run_process({kd, "train", "--cfg=" + experiment.string(), "--cfg.workdir=" + workdir.string(),
-                                      "--cfg.num_threads=" + threads},
-                                     dir / "kd.log");
-               fs::remove_all(workdir);
-               return run;
-             }},
+            {"kd", run_kd},
             {"lean",
              [&] {
                return run_process({self, "--lean-loop", c.name, "--threads", threads, "--steps", steps_text},
-                                  dir / "lean.log");
+                                  dir / "lean.log", allocator);
              }},
             {"hand",
              [&] {
                return run_process({self, "--hand-loop", c.name, "--threads", threads, "--steps", steps_text},
-                                  dir / "hand.log");
-             }},
-            {"bound",
-             [&] {
-               return run_process({self, "--gemm-bound", c.name, "--threads", threads}, dir / "bound.log");
+                                  dir / "hand.log", allocator);
              }},
         };
-        if (with_python) {
-          programs.emplace_back("python", [&] {
-            return run_process({python, script.string(), c.name, threads, steps_text}, dir / "python.log");
+        if (!c.cnn) {
+          programs.emplace_back("bound", [&] {
+            return run_process({self, "--gemm-bound", c.name, "--threads", threads}, dir / "bound.log");
           });
         }
+        if (with_python) {
+          programs.emplace_back("python", [&] {
+            return run_process({python, script.string(), c.name, threads, steps_text, std::to_string(kCropPadding),
+                                std::to_string(kPeakLearningRate), std::to_string(kWarmupSteps)},
+                               dir / "python.log", allocator);
+          });
+        }
+        for (int k = 1; k < kd_runs; ++k) programs.emplace_back("kd" + std::to_string(k), run_kd);
         // Alternate the order, so that none always runs on a cooler or warmer machine.
         if (r % 2) std::reverse(programs.begin(), programs.end());
         std::map<std::string, Run> runs;
         for (auto& [program, run] : programs) runs[program] = run();
         const double n = static_cast<double>(steps);
-        const double k = n / kd_loop_seconds(runs["kd"].output, steps), l = n / loop_seconds(runs["lean"].output),
-                     h = n / loop_seconds(runs["hand"].output), g = 1.0 / gemm_seconds(runs["bound"].output);
-        kd_loop.add(k), lean.add(l), hand.add(h), bound.add(g);
-        kd_proc.add(n / runs["kd"].seconds), lean_proc.add(n / runs["lean"].seconds),
-            hand_proc.add(n / runs["hand"].seconds);
-        kd_vs_lean.add(k / l), kd_vs_hand.add(k / h), kd_vs_bound.add(k / g);
-        proc_vs_lean.add(runs["lean"].seconds / runs["kd"].seconds);
-        proc_vs_hand.add(runs["hand"].seconds / runs["kd"].seconds);
-        kd_mb.add(runs["kd"].peak_rss_mb), lean_mb.add(runs["lean"].peak_rss_mb), hand_mb.add(runs["hand"].peak_rss_mb);
-        if (with_python) {
-          const double p = n / loop_seconds(runs["python"].output);
-          py.add(p), kd_vs_py.add(k / p), py_mb.add(runs["python"].peak_rss_mb);
+        const double l = n / loop_seconds(runs["lean"].output), h = n / loop_seconds(runs["hand"].output);
+        lean.add(l), hand.add(h);
+        lean_proc.add(n / runs["lean"].seconds), hand_proc.add(n / runs["hand"].seconds);
+        lean_mb.add(runs["lean"].peak_rss_mb), hand_mb.add(runs["hand"].peak_rss_mb);
+        const double g = c.cnn ? 0 : 1.0 / gemm_seconds(runs["bound"].output);
+        if (!c.cnn) bound.add(g);
+        const double p = with_python ? n / loop_seconds(runs["python"].output) : 0;
+        if (with_python) py.add(p), py_mb.add(runs["python"].peak_rss_mb);
+        for (int k = 0; k < kd_runs; ++k) {
+          const Run& run = runs[k == 0 ? "kd" : "kd" + std::to_string(k)];
+          const double kd_steps = n / kd_loop_seconds(run.output, steps);
+          kd_loop.add(kd_steps), kd_proc.add(n / run.seconds), kd_mb.add(run.peak_rss_mb);
+          kd_vs_lean.add(kd_steps / l), kd_vs_hand.add(kd_steps / h);
+          proc_vs_lean.add(runs["lean"].seconds / run.seconds), proc_vs_hand.add(runs["hand"].seconds / run.seconds);
+          if (!c.cnn) kd_vs_bound.add(kd_steps / g);
+          if (with_python) kd_vs_py.add(kd_steps / p);
         }
       }
-      std::printf("%s, %s thread%s, %lld steps, %d rounds (median (min-max)):\n", c.name.c_str(), threads.c_str(),
-                  threads == "1" ? "" : "s", static_cast<long long>(steps), rounds);
+      std::printf("%s, %s thread%s, %lld steps, %d rounds, kd %d runs a round (median (min-max)):\n", c.name.c_str(),
+                  threads.c_str(), threads == "1" ? "" : "s", static_cast<long long>(steps), rounds, kd_runs);
       std::printf("  loop steps/s     kd %s  lean %s  hand %s  python %s  matrix products alone %s\n",
                   kd_loop.text("%.1f").c_str(), lean.text("%.1f").c_str(), hand.text("%.1f").c_str(),
                   py.text("%.1f").c_str(), bound.text("%.1f").c_str());
@@ -560,6 +681,8 @@ int main(int argc, char** argv) {
     }
   }
   fs::remove_all(dir);
-  std::printf("(ratios are per round, of steps/s; rounds interleaved, the order reversed every other round)\n");
+  std::printf(
+      "(ratios are per kd run, of steps/s, against the same round's program; rounds interleaved, the order reversed "
+      "every other round)\n");
   return 0;
 }
