@@ -240,6 +240,14 @@ std::vector<OptimizerParamGroup> Optimizer::make_param_groups(const Options& o) 
 
 Optimizer::~Optimizer() = default;
 
+void Optimizer::clear_gradients() {
+  for (auto& group : optimizer_->param_groups()) {
+    for (auto& p : group.params()) {
+      if (p.grad().defined()) p.mutable_grad().reset();
+    }
+  }
+}
+
 void Optimizer::apply(int64_t step) {
   auto& groups = optimizer_->param_groups();
   const double lr = learning_rate(step);

@@ -108,6 +108,11 @@ class Optimizer {
     std::vector<torch::Tensor> own_;  // each parameter's own data
   };
 
+  // Every parameter's gradient to none (PyTorch 2's zero_grad(set_to_none=True), on every
+  // LibTorch): the next backward hands its gradient tensors over instead of adding them to
+  // zeros, and a parameter that then gets no gradient is left alone by the update.
+  void clear_gradients();
+
   torch::optim::Optimizer& torch_optimizer() { return *optimizer_; }
   const torch::optim::Optimizer& torch_optimizer() const { return *optimizer_; }
   const std::string& type() const { return type_; }

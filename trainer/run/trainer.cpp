@@ -333,7 +333,7 @@ void Trainer::settle_threads(bool measure) {
   };
   tuning_->settle(measure, pass);
   if (!saved) return;
-  step_->optimizer().torch_optimizer().zero_grad();
+  step_->optimizer().clear_gradients();
   {
     torch::NoGradGuard no_grad;
     for (std::size_t i = 0; i < saved->buffers.size(); ++i) saved->buffers[i].copy_(saved->values[i]);

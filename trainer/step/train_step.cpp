@@ -118,7 +118,7 @@ std::pair<TrainState, AuxiliariesState> TrainStep::step(const TrainState& state,
     const bool overflow = scaler_->unscale(model_->parameters());
     scaler_->update(overflow);
     if (overflow) {  // the scale was too large for these gradients: no update, a smaller scale
-      optimizer_->torch_optimizer().zero_grad();
+      optimizer_->clear_gradients();
       ++scaler_skipped_steps_;
       return skipped();
     }
@@ -142,7 +142,7 @@ TrainState TrainStep::state_before_update(const TrainState& state) const {
 std::vector<Context> TrainStep::forward_and_backward(const TrainState& state, const Tree& batch) {
   const int64_t k = optimizer_->accumulate_steps();
   const std::vector<Tree> micro_batches = split_batch(batch, k);
-  optimizer_->torch_optimizer().zero_grad();
+  optimizer_->clear_gradients();
   std::vector<Context> contexts;
   contexts.reserve(micro_batches.size());
   for (const Tree& micro_batch : micro_batches) {
@@ -189,7 +189,7 @@ bool TrainStep::skip_non_finite(const TrainState& state, const std::vector<Conte
     throw NonFiniteError("non-finite loss at step " + std::to_string(state.step) + ": " + what +
                          " (nan_policy: raise; set nan_policy: skip_step to skip such steps)");
   }
-  optimizer_->torch_optimizer().zero_grad();
+  optimizer_->clear_gradients();
   ++skipped_steps_;
   return true;
 }
