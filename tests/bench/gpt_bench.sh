@@ -37,7 +37,7 @@ run_kd() {
   rm -rf "$work/w"
   "$kd" train --cfg="$root/configs/python_bytes_gpt.yaml" --cfg.workdir="$work/w" --cfg.num_train_steps="$steps" \
     --cfg.num_threads="$threads" --cfg.log_metrics_every="$log_every" --cfg.checkpointer.save_interval_steps=0 \
-    '--cfg.evals.validation.run={once_at_end: true}' > "$log" 2>&1 || { cat "$log" >&2; exit 1; }
+    '--cfg.evals.validation.run={type: Final}' > "$log" 2>&1 || { cat "$log" >&2; exit 1; }
   python3 - "$log" "$threads" "$steps" "$("$kd" --version)" <<'PY'
 import json, re, statistics, sys
 text = open(sys.argv[1]).read()

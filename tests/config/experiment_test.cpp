@@ -144,3 +144,71 @@ TEST_CASE("an override's value may be the next argument, as Kauldron's command l
   CHECK_THROWS_WITH(kd::config::parse_overrides({"--cfg.seed", "--cfg.a=1"}, nullptr),
                     Catch::Contains("--cfg.seed=VALUE or --cfg.seed VALUE"));
 }
+
+// kd's one rule for a value put where there is one, in a file over its base and in an override.
+TEST_CASE(
+    "maps merge, {} empties, null restores the default, !replace and another type replace: in files and overrides") {
+  const fs::path dir = fs::temp_directory_path() / "kd_experiment_test_merge";
+  write(dir, "base.yaml",
+        "evals: {test: {num_batches: 3}, val: {num_batches: 1}}\n"
+        "optimizer: {type: adam, learning_rate: 0.1, b1: 0.8}\n"
+        "seed: 4\n");
+  // `evals: {}` in a file empties the base's evals, as --cfg.evals={} does.
+  const auto empty = write(dir, "empty.yaml", "base: base.yaml\nevals: {}\n");
+  CHECK(load_experiment(empty.string()).child("evals").keys().empty());
+  const auto base = (dir / "base.yaml").string();
+  CHECK(load_experiment(base, {{"evals", "{}"}}).child("evals").keys().empty());
+  // A map merges key by key, from a file or an override alike.
+  const auto lr = write(dir, "lr.yaml", "base: base.yaml\noptimizer: {learning_rate: 0.2}\n");
+  for (const auto& cfg :
+       {load_experiment(lr.string()), load_experiment(base, {{"optimizer", "{learning_rate: 0.2}"}})}) {
+    CHECK(cfg.child("optimizer").get_string("type") == "adam");
+    CHECK(cfg.child("optimizer").get_double("learning_rate") == 0.2);
+    CHECK(cfg.child("optimizer").get_double("b1") == 0.8);
+  }
+  // null removes the key (its default again); a nested null removes only that key.
+  const auto nulls = write(dir, "nulls.yaml", "base: base.yaml\nseed: null\nevals: {val: null}\n");
+  for (const auto& cfg :
+       {load_experiment(nulls.string()), load_experiment(base, {{"seed", "null"}, {"evals.val", "~"}})}) {
+    CHECK_FALSE(cfg.has("seed"));
+    CHECK(cfg.get_int("seed", 0) == 0);
+    CHECK(cfg.child("evals").keys() == std::vector<std::string>{"test"});
+  }
+  // !replace, and a component of another type, replace the map whole.
+  const auto replaced =
+      write(dir, "replace.yaml", "base: base.yaml\noptimizer: !replace {type: adam, learning_rate: 0.3}\n");
+  for (const auto& cfg : {load_experiment(replaced.string()),
+                          load_experiment(base, {{"optimizer", "!replace {type: adam, learning_rate: 0.3}"}}),
+                          load_experiment(base, {{"optimizer", "{type: sgd, learning_rate: 0.3}"}})}) {
+    CHECK_FALSE(cfg.child("optimizer").has("b1"));
+    CHECK(cfg.child("optimizer").get_double("learning_rate") == 0.3);
+  }
+  CHECK(load_experiment(replaced.string()).to_yaml().find("!replace") == std::string::npos);
+  fs::remove_all(dir);
+}
+
+TEST_CASE("a YAML alias is a copy: an override of its anchor changes only that key, and warns") {
+  const fs::path dir = fs::temp_directory_path() / "kd_experiment_test_alias";
+  const auto f = write(dir, "x.yaml",
+                       "num_train_steps: &steps 200\n"
+                       "schedule:\n"
+                       "  decay_steps: *steps\n"
+                       "model: &m {type: MLP, hidden: [8]}\n"
+                       "teacher: *m\n");
+  std::vector<std::string> warnings;
+  const auto cfg = load_experiment(f.string(), {{"num_train_steps", "400"}, {"model.hidden", "[4]"}}, &warnings);
+  CHECK(cfg.get_int("num_train_steps") == 400);
+  CHECK(cfg.child("schedule").get_int("decay_steps") == 200);
+  CHECK(cfg.child("model").get_int_list("hidden") == std::vector<int64_t>{4});
+  CHECK(cfg.child("teacher").get_int_list("hidden") == std::vector<int64_t>{8});
+  REQUIRE(warnings.size() == 2);
+  CHECK_THAT(warnings[0], Catch::Contains("\"schedule.decay_steps\" at " + f.string() + ":3") &&
+                              Catch::Contains("decay_steps: ${num_train_steps}"));
+  CHECK_THAT(warnings[1], Catch::Contains("\"teacher\" at " + f.string() + ":5"));
+  // Overriding the copy too, or the copy alone, says nothing.
+  warnings.clear();
+  load_experiment(f.string(), {{"num_train_steps", "400"}, {"schedule.decay_steps", "400"}}, &warnings);
+  load_experiment(f.string(), {{"schedule.decay_steps", "9"}}, &warnings);
+  CHECK(warnings.empty());
+  fs::remove_all(dir);
+}

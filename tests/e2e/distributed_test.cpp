@@ -20,7 +20,7 @@ namespace {
 std::string flagship_100(const fs::path& workdir, const std::string& extra = "") {
   return "train --cfg=" + kMlp + " --cfg.workdir=" + workdir.string() +
          " --cfg.num_train_steps=100 --cfg.log_metrics_every=50 --cfg.num_threads=1"
-         " --cfg.evals.test.ds.num_examples=2000 '--cfg.evals.test.run={once_at_end: true}' " +
+         " --cfg.evals.test.ds.num_examples=2000 '--cfg.evals.test.run={type: Final}' " +
          extra;
 }
 
@@ -163,7 +163,7 @@ TEST_CASE("BatchNorm statistics are rank 0's everywhere: kd eval of a 2-rank che
   const Result r = run_kd("launch --nproc=2 -- train --cfg=" + std::string(KD_SOURCE_DIR) +
                           "/configs/fashion_mnist_cnn.yaml --cfg.workdir=" + dir.string() +
                           " --cfg.num_train_steps=30 --cfg.log_metrics_every=10 --cfg.num_threads=1"
-                          " --cfg.evals.test.ds.num_examples=1000 '--cfg.evals.test.run={once_at_end: true}'");
+                          " --cfg.evals.test.ds.num_examples=1000 '--cfg.evals.test.run={type: Final}'");
   INFO(r.output);
   REQUIRE(r.code == 0);
   const double logged =

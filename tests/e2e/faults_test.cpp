@@ -71,7 +71,7 @@ TEST_CASE("an eval that fails where a checkpoint is due leaves that checkpoint a
   const fs::path dir = fresh_dir();
   const Result r = run_kd("train " + small_mlp(dir) +
                           " --cfg.num_threads=1 --cfg.checkpointer.save_interval_steps=50"
-                          " '--cfg.evals.test.run={every_n_steps: 50}'"
+                          " '--cfg.evals.test.run={type: EveryNSteps, n: 50, skip_first: true}'"
                           " '--cfg.evals.test.metrics={accuracy: {type: Accuracy, labels: batch.lable}}'");
   INFO(r.output);
   CHECK(r.code == 2);

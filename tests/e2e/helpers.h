@@ -58,7 +58,7 @@ inline const std::string kMlp = std::string(KD_SOURCE_DIR) + "/configs/fashion_m
 inline std::string small_mlp(const fs::path& workdir) {
   return "--cfg=" + kMlp + " --cfg.workdir=" + workdir.string() +
          " --cfg.train_ds.num_examples=5000 --cfg.num_train_steps=300 --cfg.log_metrics_every=100"
-         " --cfg.evals.test.ds.num_examples=2000 '--cfg.evals.test.run={once_at_end: true}'";
+         " --cfg.evals.test.ds.num_examples=2000 '--cfg.evals.test.run={type: Final}'";
 }
 
 // Starts `kd ARGS` in the background, its output going to `log`; `env` ("RANK=1 WORLD_SIZE=2 ...")

@@ -134,7 +134,7 @@ TEST_CASE("the language-model flagship trains a byte-level GPT and reports bits 
                           " --cfg.num_train_steps=30 --cfg.log_metrics_every=10 --cfg.model.num_layers=1"
                           " --cfg.model.d_model=32 --cfg.model.num_heads=2 --cfg.model.block_size=32"
                           " --cfg.train_ds.seq_len=32 --cfg.evals.validation.ds.seq_len=32"
-                          " --cfg.evals.validation.num_batches=3 '--cfg.evals.validation.run={once_at_end: true}'"
+                          " --cfg.evals.validation.num_batches=3 '--cfg.evals.validation.run={type: Final}'"
                           " --cfg.optimizer.learning_rate.warmup_steps=5 --cfg.optimizer.learning_rate.decay_steps=30");
   INFO(r.output);
   REQUIRE(r.code == 0);

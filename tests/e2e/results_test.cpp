@@ -32,7 +32,7 @@ TEST_CASE("an eval loss is the average over the test examples, whatever the eval
     const fs::path dir = fresh_dir();
     const Result r = run_kd("train --cfg=" + kMlp + " --cfg.workdir=" + dir.string() +
                             " --cfg.num_train_steps=20 --cfg.num_threads=1 --cfg.train_ds.num_examples=2560"
-                            " '--cfg.evals.test.run={once_at_end: true}' --cfg.evals.test.ds.batch_size=" +
+                            " '--cfg.evals.test.run={type: Final}' --cfg.evals.test.ds.batch_size=" +
                             std::to_string(batch));
     INFO(r.output);
     REQUIRE(r.code == 0);
@@ -54,7 +54,7 @@ TEST_CASE("when the data ends before num_train_steps, training ends there: final
       "train --cfg=" + kMlp + " --cfg.workdir=" + dir.string() +
       " --cfg.num_threads=1 --cfg.train_ds.num_examples=1000 --cfg.train_ds.batch_size=100"
       " --cfg.train_ds.num_epochs=2 --cfg.log_metrics_every=8 --cfg.evals.test.ds.num_examples=1000"
-      " '--cfg.evals.test.run={once_at_end: true}'";
+      " '--cfg.evals.test.run={type: Final}'";
   const Result r = run_kd(args + " --cfg.num_train_steps=100");
   INFO(r.output);
   REQUIRE(r.code == 0);

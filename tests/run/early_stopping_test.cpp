@@ -175,8 +175,8 @@ TEST_CASE("a metric no eval will log is refused before the first step, and a mod
   CHECK_THROWS_WITH(kd::train::Trainer(experiment(dir, {{"checkpointer.best_metric_path", "test/metrics/accuracy"}})),
                     Catch::Contains("checkpointer.best_mode is needed") && Catch::Contains("max if larger is better"));
   CHECK_NOTHROW(kd::train::Trainer(experiment(dir, {{"checkpointer.best_metric_path", "test/losses/xent"}})));
-  CHECK_THROWS_WITH(kd::train::Trainer(
-                        experiment(dir, {{"callbacks.early", "{type: EarlyStopping, metric: test/metrics/accuracy}"}})),
+  CHECK_THROWS_WITH(kd::train::Trainer(experiment(
+                        dir, {{"callbacks.early", "!replace {type: EarlyStopping, metric: test/metrics/accuracy}"}})),
                     Catch::Contains("callbacks.early.mode is needed"));
   CHECK_NOTHROW(
       kd::train::Trainer(experiment(dir, {{"callbacks.early", "{type: EarlyStopping, metric: test/losses/xent}"}})));

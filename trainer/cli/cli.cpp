@@ -20,6 +20,7 @@
 
 #include "trainer/cli/commands_internal.h"
 #include "trainer/cli/launch.h"
+#include "trainer/cli/sweep.h"
 #include "trainer/common/error.h"
 #include "trainer/common/suggest.h"
 #include "trainer/common/version.h"
@@ -103,8 +104,10 @@ struct CommandLine {
   std::string name;
   CLI::App app;
   CLI::App *train = nullptr, *inspect = nullptr, *eval = nullptr, *predict = nullptr, *exp = nullptr, *launch = nullptr,
-           *report = nullptr, *configs = nullptr;
-  std::string cfg, inspect_cfg;
+           *report = nullptr, *configs = nullptr, *config = nullptr, *sweep = nullptr;
+  std::string cfg, inspect_cfg, config_cfg;
+  bool config_json = false;
+  SweepOptions sweep_options;
   std::string eval_workdir;
   int64_t eval_step = -1;
   bool eval_follow = false;
@@ -147,6 +150,22 @@ void CommandLine::add_train_and_inspect() {
   inspect = app.add_subcommand("inspect", "Print the model and every Context path after one step (writes nothing)");
   inspect->add_option("--cfg", inspect_cfg, "The experiment YAML file")->required();
   inspect->allow_extras();
+  config = app.add_subcommand("config",
+                              "Print the experiment as a run would use it: every value, defaults included, with "
+                              "where it comes from (file:line, override, default); writes nothing");
+  config->add_option("--cfg", config_cfg, "The experiment YAML file")->required();
+  config->add_flag("--json", config_json, "One JSON array of {key, value, source[, reference]} for tools");
+  config->allow_extras();
+  sweep = app.add_subcommand("sweep",
+                             "Run an experiment at every point of --sweep.KEY=[VALUES] (a product) or of a sweep "
+                             "file, each point a kd run in its own workdir under --dir");
+  sweep->add_option("--cfg", sweep_options.cfg, "The experiment YAML file")->required();
+  sweep->add_option("--sweep-file", sweep_options.sweep_file, "A YAML list of points, each a map of key: value");
+  sweep->add_option("--dir", sweep_options.dir, "The sweep's directory (default: the experiment's workdir)");
+  sweep->add_option("--jobs", sweep_options.jobs, "Points run at a time (default 1); the cores are shared")
+      ->check(CLI::Range(int64_t{1}, int64_t{1024}));
+  sweep->add_flag("--slurm", sweep_options.slurm, "Write DIR/sweep.sbatch (a SLURM array job) instead of running");
+  sweep->allow_extras();
 }
 
 void CommandLine::add_eval() {
@@ -271,6 +290,11 @@ std::optional<int> CommandLine::parse(int argc, char** argv) {
 int CommandLine::dispatch(const Options& options) {
   if (*train) return run_train(cfg, train->remaining(), options.log);
   if (*inspect) return run_inspect(inspect_cfg, inspect->remaining(), options.log);
+  if (*config) return run_config(config_cfg, config->remaining(), config_json, options.log);
+  if (*sweep) {
+    sweep_options.args = sweep->remaining();
+    return cli::sweep(sweep_options);
+  }
   if (*eval && eval_follow) return run_follow(eval_workdir, follow, eval->remaining(), options.log);
   if (*eval) return run_eval(eval_workdir, eval_step, eval->remaining(), options.log);
   if (*predict) return run_predict(predict_command, predict->remaining(), options.log);

@@ -30,7 +30,7 @@
 
 namespace kd::cli {
 
-config::Node load(const std::string& cfg, const std::vector<std::string>& extras) {
+config::Node load(const std::string& cfg, const std::vector<std::string>& extras, spdlog::logger* log) {
   if (std::error_code ec; std::filesystem::is_directory(cfg, ec)) {
     throw ConfigError("--cfg=" + cfg + " is a directory; give the experiment's YAML file (e.g. --cfg=" +
                       (std::filesystem::path(cfg) / "config.yaml").string() + ")");
@@ -39,17 +39,26 @@ config::Node load(const std::string& cfg, const std::vector<std::string>& extras
   const auto overrides = config::parse_overrides(extras, &rest);
   if (!rest.empty())
     throw ConfigError("unexpected argument \"" + rest.front() + "\" (overrides look like --cfg.key=value)");
-  return config::load_experiment(cfg, overrides);
+  std::vector<std::string> warnings;
+  config::Node experiment = config::load_experiment(cfg, overrides, &warnings);
+  for (const std::string& warning : warnings) {
+    if (log) {
+      log->warn("{}", warning);
+    } else {
+      std::cerr << "warning: " << warning << "\n";
+    }
+  }
+  return experiment;
 }
 
 int run_train(const std::string& cfg, const std::vector<std::string>& extras, std::shared_ptr<spdlog::logger> log) {
-  train::Trainer trainer(load(cfg, extras), std::move(log));
+  train::Trainer trainer(load(cfg, extras, log.get()), std::move(log));
   trainer.train();
   return 0;
 }
 
 int run_inspect(const std::string& cfg, const std::vector<std::string>& extras, std::shared_ptr<spdlog::logger> log) {
-  train::Trainer trainer(load(cfg, extras), std::move(log));
+  train::Trainer trainer(load(cfg, extras, log.get()), std::move(log));
   std::cout << "model:\n" << trainer.describe_model() << "\ncontext after one training step:\n";
   const train::Context ctx = trainer.inspect();
   for (const auto& [path, leaf] : ctx.flatten()) std::cout << "  " << path << "  " << leaf.describe() << "\n";
@@ -207,15 +216,15 @@ int run_report(const std::vector<std::string>& workdirs, std::string out, bool o
     out = workdirs.front() + "/report.html";
   }
 #ifdef KD_WITH_REPORT
-  report::write(workdirs, out, overwrite);
+  const std::size_t runs = report::write(workdirs, out, overwrite);
+  std::cout << "wrote " << out << " (" << runs << " run" << (runs == 1 ? "" : "s") << ")\n";
+  return 0;
 #else
   throw ConfigError(
       "kd report: this kd was built without the report (-DKD_WITH_REPORT=OFF); configure kd with "
       "-DKD_WITH_REPORT=ON (it needs Debian's libjs-dygraphs) to write " +
       out);
 #endif
-  std::cout << "wrote " << out << " (" << workdirs.size() << " run" << (workdirs.size() == 1 ? "" : "s") << ")\n";
-  return 0;
 }
 
 namespace {
@@ -232,9 +241,64 @@ void list(const char* title, const config::Registry<T>& registry, const std::str
   }
 }
 
+// An experiment's top-level keys (what each one holds), and an eval's `run` strategies, as
+// (name, description) in the order `kd configs` prints them.
+const std::vector<std::pair<const char*, const char*>>& top_level_keys() {
+  static const std::vector<std::pair<const char*, const char*>> keys = {
+      {"base", "an experiment file to start from, relative to this one"},
+      {"seed", "the run's seed"},
+      {"workdir", "where checkpoints, metrics, log and config.yaml go"},
+      {"num_train_steps", "steps to train"},
+      {"stop_after_steps", "stop this invocation after N more steps (resume later)"},
+      {"stop_after_time", "stop this invocation after a time, e.g. 3h30m, 90s"},
+      {"log_metrics_every", "steps between metric lines"},
+      {"log_summaries_every", "steps between summaries"},
+      {"num_threads", "intra-op threads; 0 or auto: measured"},
+      {"device", "cpu, cuda, cuda:N"},
+      {"precision", "float32, bf16, fp16"},
+      {"grad_scaler", "fp16's loss scaling"},
+      {"nan_policy", "raise, skip_step or ignore a non-finite loss"},
+      {"allow_config_change", "keys a resumed run may change"},
+      {"train_ds", "the training data: a data source, batch_size, transforms, ..."},
+      {"model", "the model: a model type and its options, inputs"},
+      {"init_transform", "weights to start from: a checkpoint, a safetensors file"},
+      {"train_losses", "name: loss"},
+      {"train_metrics", "name: metric"},
+      {"train_summaries", "name: summary"},
+      {"optimizer", "type, learning_rate (a number or a schedule), ..."},
+      {"schedules", "name: schedule, logged"},
+      {"evals", "name: {ds, run, losses, metrics, summaries, num_batches, use_ema}"},
+      {"checkpointer", "save_interval_steps, max_to_keep, ..."},
+      {"writer", "metrics.jsonl, TensorBoard, report"},
+      {"callbacks", "name: callback"},
+      {"profiler", "a trace of some steps"},
+      {"distributed", "data parallelism: backend, timeout_s"},
+      {"references", "written by kd in a saved config.yaml: the values an experiment wrote as ${...}"},
+  };
+  return keys;
+}
+
+const std::vector<std::pair<const char*, const char*>>& eval_run_types() {
+  static const std::vector<std::pair<const char*, const char*>> types = {
+      {"EveryNSteps", "n, skip_first=false, once_at_end=false"},
+      {"Once", "step, once_at_end=false"},
+      {"Final", "at the end of training (also AtEnd)"},
+      {"StandaloneEveryCheckpoint", "by `kd eval --follow`, on each checkpoint"},
+      {"StandaloneLastCheckpoint", "by `kd eval`, on the last checkpoint"},
+      {"(no type)", "every_n_steps=0, once_at_end=(every_n_steps == 0)"},
+  };
+  return types;
+}
+
 }  // namespace
 
 int run_configs(const std::string& name) {
+  if (name.empty()) {
+    std::cout << "top-level keys (kd config --cfg=FILE shows an experiment's values and defaults):\n";
+    for (const auto& [key, what] : top_level_keys()) std::cout << "  " << key << "  (" << what << ")\n";
+    std::cout << "eval run strategies (evals.NAME.run: {type: ...}):\n";
+    for (const auto& [type, what] : eval_run_types()) std::cout << "  " << type << "  (" << what << ")\n";
+  }
   std::vector<std::string> names;  // every registered type
   list("models (model:)", models::registry(), name, names);
   list("losses (train_losses:)", losses::registry(), name, names);

@@ -11,11 +11,15 @@
 
 namespace kd::cli {
 
-// The experiment of --cfg=FILE with the --cfg.key=value overrides in `extras`.
-config::Node load(const std::string& cfg, const std::vector<std::string>& extras);
+// The experiment of --cfg=FILE with the --cfg.key=value overrides in `extras`; its warnings to
+// `log` (standard error when null).
+config::Node load(const std::string& cfg, const std::vector<std::string>& extras, spdlog::logger* log = nullptr);
 
 int run_train(const std::string& cfg, const std::vector<std::string>& extras, std::shared_ptr<spdlog::logger> log);
 int run_inspect(const std::string& cfg, const std::vector<std::string>& extras, std::shared_ptr<spdlog::logger> log);
+// kd config: the experiment as a run would use it, each value with its source (config_print.cpp).
+int run_config(const std::string& cfg, const std::vector<std::string>& extras, bool json,
+               std::shared_ptr<spdlog::logger> log);
 // kd eval: checkpoint `step` of the workdir (the newest valid one when < 0).
 int run_eval(const std::string& workdir, int64_t step, const std::vector<std::string>& extras,
              std::shared_ptr<spdlog::logger> log);

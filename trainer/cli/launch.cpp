@@ -28,14 +28,14 @@ extern "C" void on_launcher_signal(int) { g_signals = g_signals + 1; }
 
 }  // namespace
 
-namespace {
-
 std::string self_executable() {
   char buf[4096];
   const ssize_t n = ::readlink("/proc/self/exe", buf, sizeof(buf) - 1);
   if (n <= 0) throw IOError("cannot find the kd executable (/proc/self/exe); pass its path");
   return std::string(buf, static_cast<std::size_t>(n));
 }
+
+namespace {
 
 // One output stream of one rank, forwarded line by line with a prefix.
 struct Stream {

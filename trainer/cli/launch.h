@@ -31,4 +31,8 @@ struct LaunchOptions {
 // Runs the ranks to completion; returns the exit code described above.
 int launch(const LaunchOptions& options);
 
+// The path of the running executable (kd's ranks and sweep points run it); kd::IOError when
+// /proc/self/exe cannot be read.
+std::string self_executable();
+
 }  // namespace kd::cli

@@ -3,16 +3,25 @@
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <set>
 #include <sstream>
 
 #include "trainer/common/error.h"
 #include "trainer/config/node_internal.h"
+#include "trainer/config/references_internal.h"
 
 namespace kd::config {
 namespace {
 
-using Origins = std::vector<std::pair<YAML::Node, std::string>>;
+using detail::Origins;
+
+// A value that a YAML alias (*name) copied from an anchor (&name) in the same file.
+struct AliasCopy {
+  std::string anchor_key;  // the key the anchor is on ("num_train_steps")
+  std::string copy_key;    // the key the alias is on ("optimizer.learning_rate.decay_steps")
+  std::string copy_where;  // "file.yaml:12"
+};
 
 void record_origins(const YAML::Node& node, const std::string& source, Origins& origins) {
   origins.emplace_back(node, source);
@@ -30,7 +39,8 @@ void record_origins(const YAML::Node& node, const std::string& source, Origins& 
 void absolutize(YAML::Node value, const std::filesystem::path& dir) {
   if (!value.IsScalar()) return;
   const std::string text = value.Scalar();
-  if (text.empty() || std::filesystem::path(text).is_absolute()) return;
+  // A reference is resolved later, relative to the current directory when it stays relative.
+  if (text.empty() || std::filesystem::path(text).is_absolute() || text.rfind("${", 0) == 0) return;
   value = (dir / text).lexically_normal().string();  // writes through: the node keeps its place
 }
 
@@ -51,30 +61,102 @@ void absolutize_paths(YAML::Node node, const std::filesystem::path& dir) {
   }
 }
 
-// A component map whose `type` differs from the base's is a different component: it replaces
-// the base's map instead of inheriting its options.
-bool same_component(const YAML::Node& a, const YAML::Node& b) {
-  const YAML::Node ta = a["type"], tb = b["type"];
-  return !ta || !tb || !ta.IsScalar() || !tb.IsScalar() || ta.Scalar() == tb.Scalar();
+constexpr const char* kReplaceTag = "!replace";
+
+// Whether `over` merges into `base` key by key (see experiment.h): both maps, `over` not empty
+// and not tagged !replace, and `over` names no `type` other than the base's (a component of
+// another type is a different component, whose options are its own).
+bool merges(const YAML::Node& base, const YAML::Node& over) {
+  if (!base.IsMap() || !over.IsMap() || over.size() == 0 || over.Tag() == kReplaceTag) return false;
+  const YAML::Node to = over["type"];
+  if (!to) return true;
+  const YAML::Node tb = base["type"];
+  return tb && tb.IsScalar() && to.IsScalar() && tb.Scalar() == to.Scalar();
 }
 
-// Merges `over` into `base`: maps key by key, anything else replaced.
-void merge_into(YAML::Node base, const YAML::Node& over) {
-  for (auto it = over.begin(); it != over.end(); ++it) {
-    const std::string key = it->first.Scalar();
-    YAML::Node existing = base[key];
-    if (existing.IsDefined() && existing.IsMap() && it->second.IsMap() && same_component(existing, it->second)) {
-      merge_into(existing, it->second);
-    } else if (existing.IsDefined()) {
-      base[key] = it->second;
+void merge_into(YAML::Node base, const YAML::Node& over);
+
+// Puts `value` at `key` of the map `map` by kd's one rule, the same for a file over its base and
+// for an override: a map merges into the map there (merges()); null removes the key (its
+// default again); anything else replaces what was there. A new key keeps its own file position.
+void put(YAML::Node map, const YAML::Node& key_node, const YAML::Node& value) {
+  const std::string key = key_node.Scalar();
+  YAML::Node existing = map[key];
+  if (value.IsNull()) {
+    map.remove(key);
+  } else if (existing.IsDefined() && !existing.IsNull() && merges(existing, value)) {
+    merge_into(existing, value);
+  } else {
+    if (value.Tag() == kReplaceTag) {
+      YAML::Node untagged = value;
+      untagged.SetTag("?");
+    }
+    if (existing.IsDefined()) {
+      map[key] = value;  // in the key's place
     } else {
-      base.remove(key);                          // operator[] above added an empty entry
-      base.force_insert(it->first, it->second);  // keeps the key's own file position
+      map.remove(key);                    // operator[] above added an empty entry
+      map.force_insert(key_node, value);  // keeps the key's own file position
     }
   }
 }
 
-YAML::Node parse_file(const std::string& file) {
+void merge_into(YAML::Node base, const YAML::Node& over) {
+  for (auto it = over.begin(); it != over.end(); ++it) put(base, it->first, it->second);
+}
+
+// The values of `node` that YAML aliases share with their anchors, replaced by copies: kd reads
+// an alias as a copy of the anchored value made when the file is read, so that an override
+// changes only the key it names. Each copy is recorded in `copies`. An alias that is a list
+// element stays the same value as its anchor (lists are replaced whole, never edited in place).
+class AliasCopier {
+ public:
+  AliasCopier(std::string file, std::vector<AliasCopy>& copies) : file_(std::move(file)), copies_(copies) {}
+
+  void walk(YAML::Node node, const std::string& path) {
+    if (node.IsMap()) {
+      std::vector<std::pair<YAML::Node, YAML::Node>> entries;
+      bool aliased = false;
+      for (auto it = node.begin(); it != node.end(); ++it) {
+        const std::string key = detail::join_key(path, it->first.Scalar());
+        YAML::Node value = it->second;
+        if (const std::string* anchor = first_seen(value, key)) {
+          copies_.push_back({*anchor, key, file_ + ":" + std::to_string(it->first.Mark().line + 1)});
+          value.reset(YAML::Clone(value));  // rebinds the handle (operator= would write into the shared node)
+          aliased = true;
+        } else {
+          walk(value, key);
+        }
+        entries.emplace_back(it->first, value);
+      }
+      if (aliased) {  // rebuilt in order, each copy in place of the shared value
+        for (const auto& entry : entries) node.remove(entry.first.Scalar());
+        for (const auto& [key, value] : entries) node.force_insert(key, value);
+      }
+    } else if (node.IsSequence()) {
+      for (std::size_t i = 0; i < node.size(); ++i) {
+        const std::string key = detail::join_index(path, i);
+        if (!first_seen(node[i], key)) walk(node[i], key);
+      }
+    }
+  }
+
+ private:
+  // The key where `value` was first met when it is met again (an alias), else nullptr (and
+  // `value` is remembered at `key`). Nodes of a file have distinct positions; an alias is its
+  // anchor's node, at its anchor's position.
+  const std::string* first_seen(const YAML::Node& value, const std::string& key) {
+    const YAML::Mark mark = value.Mark();
+    if (mark.is_null()) return nullptr;
+    auto [at, fresh] = seen_.emplace(mark.pos, std::pair{value, key});
+    return !fresh && at->second.first.is(value) ? &at->second.second : nullptr;
+  }
+
+  std::string file_;
+  std::vector<AliasCopy>& copies_;
+  std::map<int, std::pair<YAML::Node, std::string>> seen_;
+};
+
+YAML::Node parse_file(const std::string& file, std::vector<AliasCopy>& copies) {
   std::ifstream in(file);
   if (!in) throw IOError("cannot read the experiment file \"" + file + "\": no such file or not readable");
   std::stringstream text;
@@ -83,6 +165,7 @@ YAML::Node parse_file(const std::string& file) {
     YAML::Node yaml = detail::load_bounded(text.str(), file);
     if (!yaml.IsDefined() || yaml.IsNull()) return YAML::Node(YAML::NodeType::Map);
     if (!yaml.IsMap()) throw ConfigError(file + ": an experiment must be a YAML map of keys, e.g. \"seed: 0\"");
+    AliasCopier(file, copies).walk(yaml, "");
     return yaml;
   } catch (const YAML::Exception& e) {
     throw ConfigError(file + ":" + std::to_string(e.mark.line + 1) + ":" + std::to_string(e.mark.column + 1) +
@@ -90,7 +173,8 @@ YAML::Node parse_file(const std::string& file) {
   }
 }
 
-YAML::Node load_with_bases(const std::string& file, Origins& origins, std::vector<std::string>& chain) {
+YAML::Node load_with_bases(const std::string& file, Origins& origins, std::vector<std::string>& chain,
+                           std::vector<AliasCopy>& copies) {
   const std::string canonical = std::filesystem::weakly_canonical(file).string();
   for (const auto& seen : chain) {
     if (seen == canonical) throw ConfigError(file + ": `base:` files include each other in a cycle");
@@ -98,7 +182,7 @@ YAML::Node load_with_bases(const std::string& file, Origins& origins, std::vecto
   chain.push_back(canonical);
   // yaml-cpp's Node::operator= writes through to the node referred to; rebinding a handle
   // takes reset().
-  YAML::Node doc = parse_file(file);
+  YAML::Node doc = parse_file(file, copies);
   absolutize_paths(doc, std::filesystem::absolute(file).parent_path());
   YAML::Node result;
   result.reset(doc);
@@ -115,7 +199,7 @@ YAML::Node load_with_bases(const std::string& file, Origins& origins, std::vecto
                         (std::filesystem::path(base_node.Scalar()) / "common.yaml").string());
     }
     try {
-      result.reset(load_with_bases(base_file, origins, chain));
+      result.reset(load_with_bases(base_file, origins, chain, copies));
     } catch (Error& e) {
       e.add_context(file + ":" + std::to_string(base_node.Mark().line + 1) + ": base: " + base_node.Scalar());
       throw;
@@ -204,7 +288,12 @@ void apply_override(YAML::Node root, const Override& o, Origins& origins) {
                           ", not " + step.text());
       }
       if (last) {
-        node[static_cast<std::size_t>(step.index)] = value;
+        YAML::Node element = node[static_cast<std::size_t>(step.index)];
+        if (merges(element, value)) {
+          merge_into(element, value);
+        } else {
+          node[static_cast<std::size_t>(step.index)] = value;
+        }
       } else {
         YAML::Node child = node[static_cast<std::size_t>(step.index)];
         node.reset(child);
@@ -215,7 +304,7 @@ void apply_override(YAML::Node root, const Override& o, Origins& origins) {
                           step.key + "\"");
       }
       if (last) {
-        node[step.key] = value;
+        put(node, YAML::Node(step.key), value);
       } else {
         YAML::Node child = node[step.key];
         if (!child.IsDefined() || child.IsNull()) {
@@ -244,13 +333,101 @@ void apply_override(YAML::Node root, const Override& o, Origins& origins) {
   }
 }
 
+// The node at a key written as references and overrides write it ("a.b[0].c"), or an undefined
+// node.
+YAML::Node node_at(YAML::Node root, const std::vector<KeyStep>& steps) {
+  YAML::Node node;
+  node.reset(root);
+  for (const KeyStep& step : steps) {
+    YAML::Node child;
+    if (step.index >= 0) {
+      if (!node.IsSequence() || static_cast<std::size_t>(step.index) >= node.size()) {
+        return YAML::Node(YAML::NodeType::Undefined);
+      }
+      child.reset(node[static_cast<std::size_t>(step.index)]);
+    } else {
+      if (!node.IsMap() || !static_cast<const YAML::Node&>(node)[step.key])
+        return YAML::Node(YAML::NodeType::Undefined);
+      child.reset(node[step.key]);
+    }
+    node.reset(child);
+  }
+  return node;
+}
+
+constexpr const char* kReferencesKey = "references";
+
+// A saved experiment (a workdir's config.yaml) holds each value written as a reference resolved,
+// and under `references:` the reference itself: put back here, before the overrides, so that a
+// rerun with an override follows it.
+void reinstate_references(YAML::Node root, const Origins& origins, const std::string& file) {
+  const YAML::Node saved = static_cast<const YAML::Node&>(root)[kReferencesKey];
+  if (!saved) return;
+  const std::string where = detail::where_in(origins, saved, file);
+  if (!saved.IsMap()) {
+    throw ConfigError(where +
+                      ": `references` is where kd keeps the values an experiment wrote as ${...}: a map "
+                      "of key: \"${...}\" (or leave it out)");
+  }
+  for (auto it = saved.begin(); it != saved.end(); ++it) {
+    const std::string key = it->first.IsScalar() ? it->first.Scalar() : "";
+    const std::string at = detail::where_in(origins, it->first, file);
+    if (!it->second.IsScalar() || it->second.Scalar().find("${") == std::string::npos) {
+      throw ConfigError(at + ": references." + key + " must be the reference as written, e.g. \"${num_train_steps}\"");
+    }
+    YAML::Node target = node_at(root, parse_key(key, at));
+    if (!target.IsDefined()) {
+      throw ConfigError(at + ": references names \"" + key +
+                        "\", which is not in the experiment; remove the line or add the key");
+    }
+    target = it->second.Scalar();
+  }
+  root.remove(kReferencesKey);
+}
+
+bool within(const std::string& key, const std::string& prefix) {
+  return key == prefix || (key.size() > prefix.size() && key.rfind(prefix, 0) == 0 &&
+                           (key[prefix.size()] == '.' || key[prefix.size()] == '['));
+}
+
+// A warning for each value that a YAML alias copied from what override `o` changes, unless an
+// override sets the copy too.
+void warn_about_copies(const Override& o, const std::vector<Override>& overrides, const std::vector<AliasCopy>& copies,
+                       std::vector<std::string>& warnings) {
+  for (const AliasCopy& c : copies) {
+    if (!within(o.first, c.anchor_key) && !within(c.anchor_key, o.first)) continue;
+    const bool copy_set = std::any_of(overrides.begin(), overrides.end(), [&](const Override& other) {
+      return within(other.first, c.copy_key) || within(c.copy_key, other.first);
+    });
+    if (copy_set) continue;
+    const auto dot = c.copy_key.find_last_of('.');
+    const std::string last = dot == std::string::npos ? c.copy_key : c.copy_key.substr(dot + 1);
+    warnings.push_back("--cfg." + o.first + " changes \"" + c.anchor_key + "\", which a YAML alias (*) copied into \"" +
+                       c.copy_key + "\" at " + c.copy_where + ": \"" + c.copy_key +
+                       "\" keeps the file's value. To have it follow, write `" + last + ": ${" + c.anchor_key +
+                       "}` there instead of the alias (or override --cfg." + c.copy_key + " too)");
+  }
+}
+
 }  // namespace
 
-Node load_experiment(const std::string& file, const std::vector<Override>& overrides) {
+Node load_experiment(const std::string& file, const std::vector<Override>& overrides,
+                     std::vector<std::string>* warnings) {
   auto origins = std::make_shared<Origins>();
   std::vector<std::string> chain;
-  YAML::Node root = load_with_bases(file, *origins, chain);
-  for (const auto& o : overrides) apply_override(root, o, *origins);
+  std::vector<AliasCopy> copies;
+  YAML::Node root = load_with_bases(file, *origins, chain, copies);
+  reinstate_references(root, *origins, file);
+  for (const auto& o : overrides) {
+    apply_override(root, o, *origins);
+    if (warnings) warn_about_copies(o, overrides, copies, *warnings);
+  }
+  const std::vector<detail::Reference> references = detail::resolve_references(root, *origins, file);
+  if (!references.empty()) {
+    YAML::Node saved(YAML::NodeType::Map);
+    for (const auto& r : references) saved[r.key] = r.text;
+    root[kReferencesKey] = saved;
+  }
   return detail::make_document(root, file, origins);
 }
 

@@ -1,5 +1,7 @@
 #include "trainer/config/node.h"
 
+#include <algorithm>
+#include <charconv>
 #include <cmath>
 #include <fstream>
 #include <limits>
@@ -13,12 +15,15 @@
 #include "trainer/common/error.h"
 #include "trainer/common/suggest.h"
 #include "trainer/config/node_internal.h"
+#include "trainer/config/references_internal.h"
 
 namespace kd::config {
 
 // Which keys readers asked for, per map (by key path), shared by all nodes of one document.
 struct Asked {
   std::map<std::string, std::set<std::string>, std::less<>> keys;
+  // The defaults readers took for keys the experiment does not give: dotted key -> YAML text.
+  std::map<std::string, std::string> defaults;
 };
 
 struct Node::Impl {
@@ -38,18 +43,7 @@ std::string join_path(const std::string& parent, std::string_view key) {
 }
 
 std::string where_of(const Node::Impl& impl, const YAML::Node& yaml) {
-  std::string source = impl.source;
-  if (impl.origins) {
-    for (auto it = impl.origins->rbegin(); it != impl.origins->rend(); ++it) {
-      if (it->first.is(yaml)) {
-        source = it->second;
-        break;
-      }
-    }
-  }
-  const YAML::Mark mark = yaml.Mark();
-  if (mark.is_null() || source.rfind("--cfg", 0) == 0) return source;
-  return source + ":" + std::to_string(mark.line + 1) + ":" + std::to_string(mark.column + 1);
+  return impl.origins ? detail::where_in(*impl.origins, yaml, impl.source) : detail::where_in({}, yaml, impl.source);
 }
 
 std::string scalar_text(const YAML::Node& yaml) {
@@ -167,8 +161,9 @@ static void require_map(const Node::Impl& impl, std::string_view key) {
 
 Node Node::section(std::string_view key) const {
   auto found = find(key);
-  if (!found || found->is_null()) return Node();
-  return *found;
+  if (found && !found->is_null()) return *found;
+  // An empty map of this document at `key` (its defaults are recorded under the key's path).
+  return Node(make_child(*impl_, YAML::Node(YAML::NodeType::Map), join_path(impl_->path, key)));
 }
 
 std::optional<Node> Node::find(std::string_view key) const {
@@ -234,13 +229,39 @@ int64_t Node::as_int() const { return convert<int64_t>(*impl_, impl_->yaml, impl
 bool Node::as_bool() const { return convert<bool>(*impl_, impl_->yaml, impl_->path, "true or false"); }
 std::string Node::as_string() const { return convert<std::string>(*impl_, impl_->yaml, impl_->path, "a string"); }
 
-#define KD_GETTER(Type, name, as)                                        \
-  Type Node::name(std::string_view key, std::optional<Type> def) const { \
-    if (auto n = find(key)) {                                            \
-      if (!n->is_null()) return n->as();                                 \
-    }                                                                    \
-    if (def) return *def;                                                \
-    return child(key).as();                                              \
+namespace {
+
+std::string default_text(double v) {
+  char buffer[64];
+  const auto [end, ec] = std::to_chars(buffer, buffer + sizeof buffer, v);
+  return std::string(buffer, end);
+}
+std::string default_text(int64_t v) { return std::to_string(v); }
+std::string default_text(bool v) { return v ? "true" : "false"; }
+std::string default_text(const std::string& v) {
+  YAML::Emitter out;
+  out << v;
+  return out.c_str();
+}
+template <typename T>
+std::string default_text(const std::vector<T>& v) {
+  std::string out = "[";
+  for (std::size_t i = 0; i < v.size(); ++i) out += (i ? ", " : "") + default_text(v[i]);
+  return out + "]";
+}
+
+}  // namespace
+
+#define KD_GETTER(Type, name, as)                                                      \
+  Type Node::name(std::string_view key, std::optional<Type> def) const {               \
+    if (auto n = find(key)) {                                                          \
+      if (!n->is_null()) return n->as();                                               \
+    }                                                                                  \
+    if (def) {                                                                         \
+      impl_->asked->defaults.emplace(join_path(impl_->path, key), default_text(*def)); \
+      return *def;                                                                     \
+    }                                                                                  \
+    return child(key).as();                                                            \
   }
 KD_GETTER(double, get_double, as_double)
 KD_GETTER(int64_t, get_int, as_int)
@@ -309,7 +330,10 @@ std::vector<int64_t> Node::get_int_list_in(std::string_view key, std::optional<s
   std::vector<Type> Node::name(std::string_view key, std::optional<std::vector<Type>> def) const { \
     auto n = find(key);                                                                            \
     if (!n || n->is_null()) {                                                                      \
-      if (def) return *def;                                                                        \
+      if (def) {                                                                                   \
+        impl_->asked->defaults.emplace(join_path(impl_->path, key), default_text(*def));           \
+        return *def;                                                                               \
+      }                                                                                            \
       n = child(key);                                                                              \
     }                                                                                              \
     std::vector<Type> out;                                                                         \
@@ -322,6 +346,59 @@ KD_LIST_GETTER(std::string, get_string_list, as_string)
 #undef KD_LIST_GETTER
 
 std::string Node::where() const { return where_of(*impl_, impl_->yaml); }
+
+namespace {
+
+std::string flow_text(const YAML::Node& node) {
+  YAML::Emitter out;
+  out << YAML::Flow << node;
+  return out.c_str();
+}
+
+// "file.yaml:12:5" -> "file.yaml:12".
+std::string without_column(const std::string& where) {
+  const auto last = where.rfind(':');
+  if (last == std::string::npos || where.rfind("--cfg", 0) == 0) return where;
+  const auto before = where.rfind(':', last - 1);
+  const bool two_numbers = before != std::string::npos && last > before + 1 &&
+                           where.find_first_not_of("0123456789", before + 1) == last &&
+                           where.find_first_not_of("0123456789", last + 1) == std::string::npos;
+  return two_numbers ? where.substr(0, last) : where;
+}
+
+void collect_leaves(const Node::Impl& impl, const YAML::Node& node, const std::string& key,
+                    const std::vector<std::string>& skip, std::vector<Node::Leaf>& out) {
+  bool scalars_only = true;
+  if (node.IsSequence()) {
+    for (const auto& element : node) scalars_only = scalars_only && (element.IsScalar() || element.IsNull());
+  }
+  const bool leaf = !(node.IsMap() && node.size() > 0) && !(node.IsSequence() && node.size() > 0 && !scalars_only);
+  if (leaf) {
+    out.push_back({key, flow_text(node), without_column(where_of(impl, node))});
+  } else if (node.IsMap()) {
+    for (auto it = node.begin(); it != node.end(); ++it) {
+      const std::string name = it->first.Scalar();
+      if (key.empty() && std::find(skip.begin(), skip.end(), name) != skip.end()) continue;
+      collect_leaves(impl, it->second, join_path(key, name), skip, out);
+    }
+  } else {
+    for (std::size_t i = 0; i < node.size(); ++i) {
+      collect_leaves(impl, node[i], key + "[" + std::to_string(i) + "]", skip, out);
+    }
+  }
+}
+
+}  // namespace
+
+std::vector<Node::Leaf> Node::leaves(const std::vector<std::string>& skip) const {
+  std::vector<Leaf> out;
+  collect_leaves(*impl_, impl_->yaml, impl_->path, skip, out);
+  return out;
+}
+
+std::vector<std::pair<std::string, std::string>> Node::defaults_taken() const {
+  return {impl_->asked->defaults.begin(), impl_->asked->defaults.end()};
+}
 
 const std::string& Node::key_path() const { return impl_->path; }
 

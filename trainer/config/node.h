@@ -81,6 +81,18 @@ class Node {
   // nearest known key. Not recursive: each component checks the map it reads.
   void check_unknown_keys() const;
 
+  // The values under this node for printing (kd config), in document order: each scalar, list of
+  // scalars, empty map or list with its dotted key ("a.b[0].c"), its YAML flow text and where it
+  // was written ("file.yaml:12", or the override's "--cfg.KEY"). `skip`: top-level keys left out.
+  struct Leaf {
+    std::string key, text, where;
+  };
+  std::vector<Leaf> leaves(const std::vector<std::string>& skip = {}) const;
+
+  // The defaults that readers of this node's document took for keys it does not give, so far:
+  // (dotted key, YAML text), sorted by key.
+  std::vector<std::pair<std::string, std::string>> defaults_taken() const;
+
   // YAML text of this node.
   std::string to_yaml() const;
   // Every scalar under this node as (dotted key, text), sequences written as YAML flow text;

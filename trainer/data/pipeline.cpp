@@ -80,7 +80,7 @@ Pipeline::Pipeline(const config::Node& o, int64_t seed, PipelineOptions defaults
     }
   }
   source_ = source_registry().create(o);  // reads `type` and the source's own keys
-  init();
+  if (options_.read_data) init();
 }
 
 Pipeline::Pipeline(SourcePtr source, std::vector<TransformPtr> transforms, PipelineOptions options)

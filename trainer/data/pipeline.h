@@ -71,6 +71,9 @@ struct PipelineOptions {
   // Every example once, in the source's order, whatever the YAML says (kd predict): no shuffle,
   // one epoch, the last batch kept.
   bool in_order = false;
+  // false: the options, source and transforms are read (their defaults taken), no data is
+  // (kd config); such a pipeline gives no batches.
+  bool read_data = true;
 };
 
 // The position of the next batch to deliver.

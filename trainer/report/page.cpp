@@ -1,5 +1,6 @@
 // The report's HTML: the charts are drawn in the browser by report.js from the page's data (a
 // JSON script element); the tables, the experiment and the images are written here.
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -106,6 +107,51 @@ std::string latest_table(const RunData& run) {
   return html;
 }
 
+// The points of a sweep side by side: each one's values and its last losses and metrics, in a
+// table sorted by a click on a column's head (report.js).
+std::string sweep_table(const std::vector<RunData>& runs) {
+  std::vector<std::string> keys;  // the swept keys, in the sweep's order
+  std::set<std::string> columns;  // "collection/tag" of every last loss and metric
+  std::vector<std::map<std::string, double>> last(runs.size());
+  for (std::size_t i = 0; i < runs.size(); ++i) {
+    for (const auto& [key, value] : runs[i].sweep_values) {
+      if (std::find(keys.begin(), keys.end(), key) == keys.end()) keys.push_back(key);
+    }
+    std::map<std::string, int64_t> steps;
+    for (const auto& record : runs[i].records) {
+      for (const auto& [tag, value] : record.values) {
+        if (tag.rfind("losses/", 0) != 0 && tag.rfind("metrics/", 0) != 0) continue;
+        const std::string column = record.collection + "/" + tag;
+        columns.insert(column);
+        if (auto [it, fresh] = steps.try_emplace(column, record.step); fresh || record.step >= it->second) {
+          it->second = record.step;
+          last[i][column] = value;
+        }
+      }
+    }
+  }
+  if (keys.empty()) return "";
+  std::string html =
+      "<section id=\"kd-sweep\">\n<h2>sweep</h2>\n<table class=\"sweep kd-sortable\">\n<tr><th>point</th>";
+  for (const auto& key : keys) html += "<th>" + escape(key) + "</th>";
+  for (const auto& column : columns) html += "<th>" + escape(column) + "</th>";
+  html += "</tr>\n";
+  for (std::size_t i = 0; i < runs.size(); ++i) {
+    html += "<tr><td>" + escape(runs[i].name) + "</td>";
+    for (const auto& key : keys) {
+      std::string value;
+      for (const auto& [k, v] : runs[i].sweep_values) value = k == key ? v : value;
+      html += "<td>" + escape(value) + "</td>";
+    }
+    for (const auto& column : columns) {
+      const auto it = last[i].find(column);
+      html += it == last[i].end() ? "<td></td>" : "<td class=\"num\">" + number(it->second) + "</td>";
+    }
+    html += "</tr>\n";
+  }
+  return html + "</table>\n<p class=\"hint\">click a column's head to sort by it</p>\n</section>\n";
+}
+
 std::string model_table(const RunData& run) {
   if (run.model.empty()) return "<p class=\"note\">no checkpoint yet: the model table comes from one</p>\n";
   int64_t total = 0;
@@ -181,6 +227,7 @@ std::string render_page(const std::vector<RunData>& runs) {
       "value=\"1\"> <span id=\"kd-smoothing-value\">1</span> points</label> <label><input id=\"kd-log\" "
       "type=\"checkbox\"> log scale</label> <span class=\"hint\">drag across a chart to zoom, double-click to "
       "reset</span></div>\n</header>\n<main>\n";
+  html += sweep_table(runs);
   html += "<section id=\"kd-charts\"></section>\n";
   html += "<section id=\"kd-latest\">\n<h2>latest values</h2>\n";
   for (const auto& run : runs)

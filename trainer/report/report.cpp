@@ -10,9 +10,11 @@
 #include <utility>
 
 #include <torch/torch.h>
+#include <nlohmann/json.hpp>
 
 #include "trainer/checkpoints/checkpointer.h"
 #include "trainer/common/error.h"
+#include "trainer/common/suggest.h"
 #include "trainer/io/file_system.h"
 #include "trainer/report/report_internal.h"
 #include "trainer/tree/tree.h"
@@ -127,7 +129,44 @@ RunData read_run(const std::string& workdir, const std::vector<ParamRow>* model)
   return run;
 }
 
-std::string render(const std::vector<std::string>& workdirs) {
+// The runs of a sweep's directory (kd sweep: DIR/sweep.json lists the points), each named by its
+// point and carrying its values; a point not started yet is left out with a note on the first.
+std::vector<RunData> read_sweep(const fs::path& dir) {
+  nlohmann::json manifest;
+  try {
+    std::ifstream in(dir / "sweep.json");
+    manifest = nlohmann::json::parse(in);
+  } catch (const nlohmann::json::exception& e) {
+    throw CorruptionError((dir / "sweep.json").string() + " is not a sweep manifest: " + e.what());
+  }
+  std::vector<RunData> runs;
+  std::vector<std::string> waiting;
+  const nlohmann::json points = manifest.value("points", nlohmann::json::array());
+  if (!points.is_array()) throw CorruptionError((dir / "sweep.json").string() + ": \"points\" is not a list");
+  for (const auto& point : points) {
+    const std::string name = point.value("name", "");
+    const fs::path workdir = dir / point.value("workdir", name);
+    if (name.empty() || (!fs::exists(workdir / "metrics.jsonl") && !fs::exists(workdir / "config.yaml"))) {
+      waiting.push_back(name);
+      continue;
+    }
+    RunData run = read_run(workdir.string());
+    run.name = name;
+    const nlohmann::json values = point.value("values", nlohmann::json::object());
+    for (const auto& [key, value] : values.items()) {
+      run.sweep_values.emplace_back(key, value.is_string() ? value.get<std::string>() : value.dump());
+    }
+    runs.push_back(std::move(run));
+  }
+  if (runs.empty()) {
+    throw ConfigError("--workdir=" + dir.string() + " is a sweep none of whose " + std::to_string(points.size()) +
+                      " points has started yet (kd sweep runs them)");
+  }
+  if (!waiting.empty()) runs.front().notes.push_back("sweep points not started yet: " + join_names(waiting));
+  return runs;
+}
+
+std::string render(const std::vector<std::string>& workdirs, std::size_t* count) {
   if (workdirs.empty()) throw ConfigError("kd report needs at least one --workdir");
   std::vector<RunData> runs;
   std::set<std::string> seen;
@@ -137,7 +176,11 @@ std::string render(const std::vector<std::string>& workdirs) {
     if (!seen.insert(ec ? w : canonical.string()).second) {
       throw ConfigError("--workdir=" + w + " is given twice; give each run once");
     }
-    runs.push_back(read_run(w));
+    if (fs::exists(fs::path(w) / "sweep.json") && !fs::exists(fs::path(w) / "config.yaml")) {
+      for (RunData& run : read_sweep(w)) runs.push_back(std::move(run));
+    } else {
+      runs.push_back(read_run(w));
+    }
   }
   // Two runs of one folder name: their whole paths tell them apart.
   std::map<std::string, int> uses;
@@ -145,6 +188,7 @@ std::string render(const std::vector<std::string>& workdirs) {
   for (auto& r : runs) {
     if (uses[r.name] > 1) r.name = r.workdir;
   }
+  if (count) *count = runs.size();
   return render_page(runs);
 }
 
@@ -155,14 +199,16 @@ bool is_report(const std::string& path) {
   return in.good() && first == kMarker;
 }
 
-void write(const std::vector<std::string>& workdirs, const std::string& out, bool overwrite) {
+std::size_t write(const std::vector<std::string>& workdirs, const std::string& out, bool overwrite) {
   std::error_code ec;
   if (fs::is_directory(out, ec)) throw ConfigError("--out=" + out + " is a directory; give the file to write");
   if (fs::exists(out, ec) && !overwrite && !is_report(out)) {
     throw ConfigError("--out=" + out + " exists and is not a kd report: choose another --out, or pass --overwrite");
   }
-  const std::string page = render(workdirs);
+  std::size_t runs = 0;
+  const std::string page = render(workdirs, &runs);
   io::write_file_atomically(*io::posix_file_system(), out, page);
+  return runs;
 }
 
 namespace {

@@ -20,13 +20,15 @@
 
 namespace kd::report {
 
-// The page for `workdirs`. Throws kd::ConfigError for a path that is not a kd workdir, and
-// kd::CorruptionError for a metrics.jsonl that does not parse (naming the line).
-std::string render(const std::vector<std::string>& workdirs);
+// The page for `workdirs`; a sweep's directory (kd sweep: it holds sweep.json) stands for its
+// points, with a table of their values and last metrics. Throws kd::ConfigError for a path that
+// is not a kd workdir, and kd::CorruptionError for a metrics.jsonl that does not parse (naming
+// the line). `runs`, when given, gets the number of runs on the page.
+std::string render(const std::vector<std::string>& workdirs, std::size_t* runs = nullptr);
 
-// render()'s page written to `out` atomically. An existing file is replaced only when it is a kd
-// report, or with `overwrite`; otherwise kd::ConfigError.
-void write(const std::vector<std::string>& workdirs, const std::string& out, bool overwrite = false);
+// render()'s page written to `out` atomically; returns the number of runs on it. An existing file
+// is replaced only when it is a kd report, or with `overwrite`; otherwise kd::ConfigError.
+std::size_t write(const std::vector<std::string>& workdirs, const std::string& out, bool overwrite = false);
 
 // Whether the file at `path` is a page render() wrote.
 bool is_report(const std::string& path);

@@ -127,4 +127,27 @@
   document.getElementById('kd-log').addEventListener('change', (e) => {
     for (const g of graphs) g.graph.updateOptions({logscale: e.target.checked});
   });
+
+  // Tables of class kd-sortable: a click on a column's head sorts the rows by it (numbers as
+  // numbers, empty cells last); a second click reverses.
+  for (const sortable of document.querySelectorAll('table.kd-sortable')) {
+    const heads = sortable.rows[0].cells;
+    for (let c = 0; c < heads.length; ++c) {
+      heads[c].addEventListener('click', () => {
+        const rows = [...sortable.rows].slice(1);
+        const up = sortable.dataset.sortedBy !== String(c) || sortable.dataset.order !== 'up';
+        const key = (row) => row.cells[c].textContent;
+        rows.sort((a, b) => {
+          const x = key(a), y = key(b);
+          if (x === '' || y === '') return (x === '') - (y === '');
+          const nx = Number(x), ny = Number(y);
+          const order = !isNaN(nx) && !isNaN(ny) ? nx - ny : x.localeCompare(y);
+          return up ? order : -order;
+        });
+        for (const row of rows) row.parentNode.appendChild(row);
+        sortable.dataset.sortedBy = String(c);
+        sortable.dataset.order = up ? 'up' : 'down';
+      });
+    }
+  }
 })();

@@ -31,6 +31,8 @@ struct RunData {
   std::vector<ParamRow> model;
   std::vector<ImageRecord> images;  // the newest of each (collection, tag)
   std::vector<std::string> notes;   // what could not be read, for the page
+  // A point of a sweep (kd sweep): the values it sets, in the sweep's order; empty otherwise.
+  std::vector<std::pair<std::string, std::string>> sweep_values;
 };
 
 // Reads `workdir`; with `model` given (the live writer's, read once), no checkpoint is read.

@@ -73,8 +73,11 @@ class Trainer {
   // every line at info and above either way.
   // What a Trainer is built for: training (train, inspect, follow_checkpoints), or evaluating a
   // saved checkpoint (evaluate_checkpoint alone, as `kd eval` does), which neither builds nor
-  // reads train_ds: the run that trained checked it, and its files may be gone.
-  enum class Purpose { kTrain, kEvaluate };
+  // reads train_ds: the run that trained checked it, and its files may be gone; or describing
+  // the experiment (kd config): every component built, so that every key is read and checked and
+  // every default taken (config::Node::defaults_taken), but no training data read, no process
+  // group joined; nothing else may be called.
+  enum class Purpose { kTrain, kEvaluate, kDescribe };
 
   explicit Trainer(const config::Node& experiment, std::shared_ptr<spdlog::logger> log = nullptr,
                    Purpose purpose = Purpose::kTrain);

@@ -73,6 +73,10 @@ Trainer::Trainer(const config::Node& cfg, std::shared_ptr<spdlog::logger> log, P
   if (options_->precision == Precision::kFp16) step_->set_grad_scaler(options_->grad_scaler);
   if (purpose == Purpose::kTrain) {
     build_data(cfg);
+  } else if (purpose == Purpose::kDescribe) {
+    data::PipelineOptions options;
+    options.read_data = false;
+    const data::Pipeline described(cfg.child("train_ds"), options_->seed, options);
   } else {
     cfg.has("train_ds");  // known, and left unread
   }
@@ -84,6 +88,7 @@ Trainer::Trainer(const config::Node& cfg, std::shared_ptr<spdlog::logger> log, P
                       .cores = cores_for_rank(),
                       .num_parameters = num_parameters(*model_)},
       pipeline_.get(), *log_);
+  cfg.has("references");  // the references resolved (config/experiment.h), kept for reruns
   cfg.check_unknown_keys();
 
   state_ = step_->init();
@@ -106,6 +111,7 @@ Trainer::Trainer(const config::Node& cfg, std::shared_ptr<spdlog::logger> log, P
   log_->info("BLAS: {}", runtime::describe_blas());
   log_->info("host memory: {}", runtime::keep_freed_memory());
   if (auto warning = runtime::blas_warning()) log_->warn("{}", *warning);
+  if (purpose == Purpose::kDescribe) return;
   parallel_->join(options_->distributed, options_->device, *step_, pipeline_ ? pipeline_->options().batch_size : 0,
                   *log_);
 }

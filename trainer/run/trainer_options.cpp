@@ -153,6 +153,7 @@ bool may_change_on_resume(const std::string& key) {
                              "device",
                              "init_transform",
                              "distributed",
+                             "references",  // the values they resolve to are compared
                              "optimizer.accumulate_steps",
                              "train_ds.prefetch",
                              "train_ds.num_workers"}) {  // workers change when batches are made, never which

@@ -1,0 +1,437 @@
+#include "trainer/cli/sweep.h"
+
+#include <fcntl.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <csignal>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <map>
+#include <optional>
+#include <set>
+#include <sstream>
+#include <utility>
+
+#include <yaml-cpp/yaml.h>
+#include <nlohmann/json.hpp>
+
+#include "trainer/checkpoints/checkpointer.h"
+#include "trainer/cli/launch.h"
+#include "trainer/common/error.h"
+#include "trainer/config/experiment.h"
+#include "trainer/runtime/cores.h"
+
+namespace kd::cli {
+namespace {
+
+namespace fs = std::filesystem;
+
+volatile std::sig_atomic_t g_sweep_signal = 0;
+extern "C" void on_sweep_signal(int signal) { g_sweep_signal = signal; }
+
+// One point: its overrides (key, YAML text) in the order the sweep gives them.
+struct Point {
+  std::vector<std::pair<std::string, std::string>> values;
+  std::string name;
+  fs::path workdir;
+};
+
+std::string value_text(const YAML::Node& node) {
+  YAML::Emitter out;
+  out << YAML::Flow << node;
+  return out.c_str();
+}
+
+// "learning_rate=0.001,seed=0": each key's last part (the whole key when two share it), its value;
+// characters a file name should not hold become "_".
+std::string point_name(const std::vector<std::pair<std::string, std::string>>& values) {
+  std::map<std::string, int> last_parts;
+  const auto last_part = [](const std::string& key) {
+    const auto cut = key.find_last_of('.');
+    return cut == std::string::npos ? key : key.substr(cut + 1);
+  };
+  for (const auto& [key, value] : values) ++last_parts[last_part(key)];
+  std::string name;
+  for (const auto& [key, value] : values) {
+    if (!name.empty()) name += ",";
+    name += (last_parts[last_part(key)] > 1 ? key : last_part(key)) + "=" + value;
+  }
+  if (name.empty()) name = "base";
+  for (char& c : name) {
+    if (!std::isalnum(static_cast<unsigned char>(c)) && std::strchr("._=,+-[]", c) == nullptr) c = '_';
+  }
+  if (name.size() > 120) name = name.substr(0, 100) + "-" + std::to_string(std::hash<std::string>{}(name) % 100000);
+  return name;
+}
+
+std::string shell_quote(const std::string& s) {
+  std::string out = "'";
+  for (char c : s) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return out + "'";
+}
+
+// The values of one --sweep.KEY argument: a YAML list of at least one value.
+std::vector<std::string> axis_values(const std::string& key, const std::string& text) {
+  YAML::Node list;
+  try {
+    list = YAML::Load(text);
+  } catch (const YAML::Exception& e) {
+    throw ConfigError("--sweep." + key + "=" + text + ": not valid YAML: " + e.msg);
+  }
+  if (!list.IsSequence() || list.size() == 0) {
+    throw ConfigError("--sweep." + key + "=" + text + ": give a list of the values to sweep, e.g. --sweep." + key +
+                      "=[1e-3,3e-3]");
+  }
+  std::vector<std::string> out;
+  for (const auto& value : list) out.push_back(value_text(value));
+  return out;
+}
+
+// The points a sweep file lists: a YAML list of maps of key: value.
+std::vector<std::vector<std::pair<std::string, std::string>>> file_points(const std::string& file) {
+  YAML::Node doc;
+  try {
+    doc = YAML::LoadFile(file);
+  } catch (const YAML::BadFile&) {
+    throw IOError("cannot read the sweep file \"" + file + "\"");
+  } catch (const YAML::Exception& e) {
+    throw ConfigError(file + ":" + std::to_string(e.mark.line + 1) + ": invalid YAML: " + e.msg);
+  }
+  const auto where = [&](const YAML::Node& n) { return file + ":" + std::to_string(n.Mark().line + 1); };
+  if (!doc.IsSequence() || doc.size() == 0) {
+    throw ConfigError(file +
+                      ": a sweep file is a list of points, each a map of key: value, e.g.\n"
+                      "- {optimizer.learning_rate: 1e-3, seed: 0}\n- {optimizer.learning_rate: 3e-3, seed: 1}");
+  }
+  std::vector<std::vector<std::pair<std::string, std::string>>> out;
+  for (const auto& point : doc) {
+    if (!point.IsMap()) throw ConfigError(where(point) + ": each point is a map of key: value");
+    std::vector<std::pair<std::string, std::string>> values;
+    for (auto it = point.begin(); it != point.end(); ++it) {
+      if (!it->first.IsScalar()) throw ConfigError(where(it->first) + ": a key is a dotted name, e.g. optimizer.type");
+      values.emplace_back(it->first.Scalar(), value_text(it->second));
+    }
+    out.push_back(std::move(values));
+  }
+  return out;
+}
+
+bool sets_key(const std::vector<config::Override>& overrides, const std::string& key) {
+  return std::any_of(overrides.begin(), overrides.end(), [&](const config::Override& o) { return o.first == key; });
+}
+
+std::vector<config::Override> point_overrides(const std::vector<config::Override>& base, const Point& p) {
+  std::vector<config::Override> out = base;
+  for (const auto& [key, value] : p.values) out.emplace_back(key, value);
+  return out;
+}
+
+// Whether the point's run is complete: its newest valid checkpoint is at num_train_steps.
+bool finished(const std::string& cfg, const std::vector<config::Override>& overrides) {
+  const config::Node experiment = config::load_experiment(cfg, overrides);
+  const std::string workdir = experiment.get_string("workdir");
+  if (!fs::exists(fs::path(workdir) / "checkpoints")) return false;
+  const auto latest = checkpoints::Checkpointer(workdir + "/checkpoints", {}).latest_valid();
+  return latest && experiment.has("num_train_steps") && latest->step >= experiment.get_int("num_train_steps");
+}
+
+void write_atomically(const fs::path& path, const std::string& text) {
+  const fs::path partial = path.string() + ".partial";
+  {
+    std::ofstream out(partial);
+    out << text;
+    if (!out.flush()) throw IOError("cannot write \"" + partial.string() + "\"");
+  }
+  fs::rename(partial, path);
+}
+
+nlohmann::json manifest(const std::string& cfg, const std::vector<config::Override>& base,
+                        const std::vector<Point>& points) {
+  nlohmann::json m;
+  m["experiment"] = cfg;
+  m["overrides"] = nlohmann::json::object();
+  for (const auto& [key, value] : base) m["overrides"][key] = value;
+  m["points"] = nlohmann::json::array();
+  for (const Point& p : points) {
+    nlohmann::json values = nlohmann::json::object();
+    for (const auto& [key, value] : p.values) values[key] = value;
+    m["points"].push_back({{"name", p.name}, {"workdir", p.workdir.filename().string()}, {"values", values}});
+  }
+  return m;
+}
+
+std::vector<std::string> point_command(const std::string& program, const std::string& cfg,
+                                       const std::vector<config::Override>& overrides, int64_t threads) {
+  std::vector<std::string> argv{program, "train", "--cfg=" + cfg};
+  for (const auto& [key, value] : overrides) argv.push_back("--cfg." + key + "=" + value);
+  if (threads > 0) argv.push_back("--cfg.num_threads=" + std::to_string(threads));
+  return argv;
+}
+
+pid_t start_point(const std::vector<std::string>& argv, const fs::path& log) {
+  const pid_t parent = getpid();
+  const pid_t pid = fork();
+  if (pid < 0) throw Error(std::string("kd sweep: fork failed: ") + std::strerror(errno));
+  if (pid > 0) return pid;
+  // The point: its own process group (a Ctrl-C reaches the sweep, which passes it on), SIGTERM
+  // when the sweep dies, stdin from /dev/null, its output appended to its log.
+  setpgid(0, 0);
+  prctl(PR_SET_PDEATHSIG, SIGTERM);
+  if (getppid() != parent) _exit(128 + SIGTERM);
+  const int in = open("/dev/null", O_RDONLY);
+  const int out = open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+  if (in < 0 || out < 0) _exit(127);
+  dup2(in, 0);
+  dup2(out, 1);
+  dup2(out, 2);
+  std::vector<char*> args;
+  for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+  args.push_back(nullptr);
+  execv(args[0], args.data());
+  std::fprintf(stderr, "kd sweep: cannot run %s: %s\n", args[0], std::strerror(errno));
+  _exit(127);
+}
+
+std::string last_lines(const fs::path& log, std::size_t n) {
+  std::ifstream in(log);
+  std::vector<std::string> lines;
+  for (std::string line; std::getline(in, line);) lines.push_back(line);
+  std::string out;
+  for (std::size_t i = lines.size() > n ? lines.size() - n : 0; i < lines.size(); ++i) out += "    " + lines[i] + "\n";
+  return out;
+}
+
+int run_points(const SweepOptions& options, const std::vector<config::Override>& base, const std::vector<Point>& points,
+               const fs::path& dir, int64_t threads) {
+  struct sigaction action {};
+  action.sa_handler = on_sweep_signal;  // no SA_RESTART: waitpid returns on a signal
+  sigemptyset(&action.sa_mask);
+  for (int s : {SIGINT, SIGTERM, SIGHUP}) sigaction(s, &action, nullptr);
+
+  std::vector<std::size_t> todo;
+  for (std::size_t i = 0; i < points.size(); ++i) {
+    if (finished(options.cfg, point_overrides(base, points[i]))) {
+      std::cout << "[" << i + 1 << "/" << points.size() << "] " << points[i].name << ": finished already\n";
+    } else {
+      todo.push_back(i);
+    }
+  }
+  std::map<pid_t, std::size_t> running;
+  std::vector<std::string> failed;
+  int stop_signal = 0;
+  bool killed = false;
+  std::size_t next = 0;
+  while (next < todo.size() || !running.empty()) {
+    if (g_sweep_signal != 0 && stop_signal == 0) {
+      stop_signal = g_sweep_signal;
+      g_sweep_signal = 0;
+      std::cout << "kd sweep: " << strsignal(stop_signal)
+                << ": stopping the running points (each saves a checkpoint)\n";
+      for (const auto& [pid, i] : running) kill(pid, SIGTERM);
+    } else if (g_sweep_signal != 0 && !killed) {  // a second signal: now
+      for (const auto& [pid, i] : running) kill(pid, SIGKILL);
+      killed = true;
+    }
+    while (stop_signal == 0 && next < todo.size() && static_cast<int64_t>(running.size()) < options.jobs) {
+      const std::size_t i = todo[next++];
+      const fs::path log = dir / "logs" / (points[i].name + ".txt");
+      const pid_t pid =
+          start_point(point_command(options.program, options.cfg, point_overrides(base, points[i]), threads), log);
+      running[pid] = i;
+      std::cout << "[" << i + 1 << "/" << points.size() << "] " << points[i].name << ": started (log: " << log.string()
+                << ")\n";
+    }
+    if (stop_signal != 0) next = todo.size();
+    if (running.empty()) break;
+    int status = 0;
+    const pid_t pid = waitpid(-1, &status, 0);
+    if (pid < 0) continue;  // a signal: looked at above
+    const auto it = running.find(pid);
+    if (it == running.end()) continue;
+    const std::size_t i = it->second;
+    running.erase(it);
+    const fs::path log = dir / "logs" / (points[i].name + ".txt");
+    std::cout << "[" << i + 1 << "/" << points.size() << "] " << points[i].name << ": ";
+    if (WIFEXITED(status) && WEXITSTATUS(status) == 0) {
+      std::cout << (stop_signal ? "stopped" : "finished") << "\n";
+    } else {
+      const std::string how = WIFEXITED(status) ? "exit code " + std::to_string(WEXITSTATUS(status))
+                                                : std::string("killed by ") + strsignal(WTERMSIG(status));
+      std::cout << "failed (" << how << "); the end of " << log.string() << ":\n" << last_lines(log, 5);
+      if (!stop_signal) failed.push_back(points[i].name);
+    }
+    std::cout.flush();
+  }
+  if (stop_signal != 0) {
+    std::cout << "kd sweep: stopped; the same command resumes it\n";
+    return 128 + stop_signal;
+  }
+  if (!failed.empty()) {
+    std::cout << "kd sweep: " << failed.size() << " of " << points.size() << " points failed (their logs are in "
+              << (dir / "logs").string() << "); the same command reruns them\n";
+    return 1;
+  }
+  std::cout << "kd sweep: all " << points.size() << " points finished in " << dir.string()
+            << " (kd report --workdir=" << dir.string() << " shows them)\n";
+  return 0;
+}
+
+void write_sbatch(const SweepOptions& options, const std::vector<config::Override>& base,
+                  const std::vector<Point>& points, const fs::path& dir) {
+  std::ostringstream s;
+  s << "#!/bin/bash\n"
+    << "# kd sweep: " << points.size() << " points of " << options.cfg << ", one array task each (" << dir.string()
+    << "/sweep.json lists them).\n"
+    << "# Submit: sbatch " << (dir / "sweep.sbatch").string() << "\n"
+    << "# Add what your cluster needs (--time, --cpus-per-task, --mem, --partition) here or on sbatch's command line.\n"
+    << "# A task that is requeued or rerun resumes its point from its checkpoints.\n"
+    << "#SBATCH --job-name=kd-sweep\n"
+    << "#SBATCH --array=0-" << points.size() - 1 << "\n"
+    << "#SBATCH --output=" << (dir / "logs").string() << "/slurm-%A_%a.txt\n"
+    << "#SBATCH --open-mode=append\n"
+    << "#SBATCH --requeue\n"
+    << "set -euo pipefail\n"
+    << "case \"${SLURM_ARRAY_TASK_ID:?run this script with sbatch}\" in\n";
+  for (std::size_t i = 0; i < points.size(); ++i) {
+    s << "  " << i << ")  # " << points[i].name << "\n    exec";
+    for (const auto& a : point_command(options.program, options.cfg, point_overrides(base, points[i]), 0)) {
+      s << " " << shell_quote(a);
+    }
+    s << " ;;\n";
+  }
+  s << "  *) echo \"kd sweep: no point $SLURM_ARRAY_TASK_ID (0 to " << points.size() - 1 << ")\" >&2; exit 2 ;;\n"
+    << "esac\n";
+  write_atomically(dir / "sweep.sbatch", s.str());
+  fs::permissions(dir / "sweep.sbatch", fs::perms::owner_exec | fs::perms::group_exec, fs::perm_options::add);
+}
+
+}  // namespace
+
+int sweep(const SweepOptions& given) {
+  SweepOptions options = given;
+  if (options.program.empty()) options.program = self_executable();
+  if (options.jobs < 1) throw ConfigError("--jobs must be >= 1");
+  options.cfg = fs::absolute(options.cfg).lexically_normal().string();
+  std::vector<std::string> rest;
+  const std::vector<config::Override> base = config::parse_overrides(options.args, &rest);
+  // --sweep.KEY=[...] (or --sweep.KEY [...]): the axes, in order.
+  std::vector<std::pair<std::string, std::vector<std::string>>> axes;
+  for (std::size_t i = 0; i < rest.size(); ++i) {
+    const std::string& a = rest[i];
+    if (a.rfind("--sweep.", 0) != 0) {
+      throw ConfigError("unexpected argument \"" + a +
+                        "\" (kd sweep takes --cfg.KEY=VALUE for every point and --sweep.KEY=[VALUES] to vary)");
+    }
+    const auto eq = a.find('=');
+    std::string key = a.substr(8, eq == std::string::npos ? std::string::npos : eq - 8), text;
+    if (eq != std::string::npos) {
+      text = a.substr(eq + 1);
+    } else if (i + 1 < rest.size() && rest[i + 1].rfind("--", 0) != 0) {
+      text = rest[++i];
+    } else {
+      throw ConfigError(a + ": give the values, e.g. " + a + "=[1,2]");
+    }
+    if (key.empty()) throw ConfigError(a + ": name the key to sweep, e.g. --sweep.seed=[0,1]");
+    axes.emplace_back(key, axis_values(key, text));
+  }
+  std::vector<std::vector<std::pair<std::string, std::string>>> combos{{}};
+  if (!options.sweep_file.empty()) combos = file_points(options.sweep_file);
+  for (const auto& [key, values] : axes) {
+    std::vector<std::vector<std::pair<std::string, std::string>>> next;
+    for (const auto& combo : combos) {
+      for (const auto& value : values) {
+        auto extended = combo;
+        extended.emplace_back(key, value);
+        next.push_back(std::move(extended));
+      }
+    }
+    combos = std::move(next);
+  }
+  if (axes.empty() && options.sweep_file.empty()) {
+    throw ConfigError("nothing to sweep: give --sweep.KEY=[VALUES] (e.g. --sweep.seed=[0,1]) or --sweep-file=FILE");
+  }
+
+  // The sweep's directory, and each point checked as an experiment before anything runs.
+  const config::Node experiment = config::load_experiment(options.cfg, base);
+  if (options.dir.empty()) {
+    if (!experiment.has("workdir")) {
+      throw ConfigError(options.cfg + ": the experiment has no workdir; give the sweep's directory with --dir=DIR");
+    }
+    options.dir = experiment.get_string("workdir");
+  }
+  const fs::path dir = fs::absolute(options.dir).lexically_normal();
+  std::vector<Point> points;
+  std::set<std::string> names;
+  for (const auto& combo : combos) {
+    Point p{combo, point_name(combo), {}};
+    for (const auto& [key, value] : combo) {
+      if (key == "workdir")
+        throw ConfigError("--sweep.workdir: the sweep gives each point its own workdir under --dir");
+    }
+    for (int k = 2; !names.insert(p.name).second; ++k) p.name = point_name(combo) + "-" + std::to_string(k);
+    p.workdir = dir / p.name;
+    p.values.emplace_back("workdir", p.workdir.string());
+    try {
+      config::load_experiment(options.cfg, point_overrides(base, p));
+    } catch (Error& e) {
+      e.add_context("sweep point " + p.name);
+      throw;
+    }
+    points.push_back(std::move(p));
+  }
+  if (fs::exists(dir / "config.yaml")) {
+    throw ConfigError(dir.string() +
+                      " is the workdir of a run (it holds config.yaml), not a sweep's directory; give "
+                      "another with --dir=DIR");
+  }
+  // The manifest lists the points without their workdir override (it is theirs by construction).
+  std::vector<Point> listed = points;
+  for (Point& p : listed) p.values.pop_back();
+  const nlohmann::json m = manifest(options.cfg, base, listed);
+  if (fs::exists(dir / "sweep.json")) {
+    nlohmann::json existing;
+    try {
+      std::ifstream in(dir / "sweep.json");
+      existing = nlohmann::json::parse(in);
+    } catch (const nlohmann::json::exception& e) {
+      throw ConfigError((dir / "sweep.json").string() + ": not a sweep manifest (" + e.what() +
+                        "); give another --dir, or remove the file");
+    }
+    if (existing.value("points", nlohmann::json()) != m["points"] || existing.value("experiment", "") != options.cfg) {
+      throw ConfigError(dir.string() +
+                        " holds another sweep (its sweep.json lists other points or another "
+                        "experiment); nothing was changed. Give another --dir=DIR");
+    }
+  }
+  fs::create_directories(dir / "logs");
+  write_atomically(dir / "sweep.json", m.dump(1) + "\n");
+
+  int64_t threads = 0;  // the points' intra-op threads: the cores shared, unless the experiment chooses
+  const bool chosen =
+      experiment.has("num_threads") || sets_key(base, "num_threads") ||
+      std::any_of(axes.begin(), axes.end(), [](const auto& a) { return a.first == "num_threads"; }) ||
+      std::any_of(listed.begin(), listed.end(), [](const Point& p) {
+        return std::any_of(p.values.begin(), p.values.end(), [](const auto& v) { return v.first == "num_threads"; });
+      });
+  if (!chosen)
+    threads = std::max<int64_t>(1, runtime::available_cores() / std::min<int64_t>(options.jobs, points.size()));
+
+  if (options.slurm) {
+    write_sbatch(options, base, points, dir);
+    std::cout << "kd sweep: wrote " << (dir / "sweep.sbatch").string() << ", an array job of " << points.size()
+              << " tasks; submit it with: sbatch " << (dir / "sweep.sbatch").string() << "\n";
+    return 0;
+  }
+  std::cout << "kd sweep: " << points.size() << " points in " << dir.string() << ", " << options.jobs << " at a time"
+            << (threads > 0 ? ", " + std::to_string(threads) + " intra-op thread" + (threads == 1 ? "" : "s") + " each"
+                            : std::string())
+            << "\n";
+  return run_points(options, base, points, dir, threads);
+}
+
+}  // namespace kd::cli

@@ -1,0 +1,464 @@
+#include <cctype>
+#include <charconv>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "trainer/common/error.h"
+#include "trainer/common/suggest.h"
+#include "trainer/config/references_internal.h"
+
+namespace kd::config::detail {
+
+std::string where_in(const Origins& origins, const YAML::Node& node, const std::string& fallback) {
+  std::string source = fallback;
+  for (auto it = origins.rbegin(); it != origins.rend(); ++it) {
+    if (it->first.is(node)) {
+      source = it->second;
+      break;
+    }
+  }
+  const YAML::Mark mark = node.Mark();
+  if (mark.is_null() || source.rfind("--cfg", 0) == 0) return source;
+  return source + ":" + std::to_string(mark.line + 1) + ":" + std::to_string(mark.column + 1);
+}
+
+std::string join_key(const std::string& parent, const std::string& key) {
+  return parent.empty() ? key : parent + "." + key;
+}
+
+std::string join_index(const std::string& parent, std::size_t index) {
+  return parent + "[" + std::to_string(index) + "]";
+}
+
+namespace {
+
+// A number of an expression: an integer while every operand and operation keeps it one.
+struct Number {
+  bool integer = true;
+  int64_t i = 0;
+  double d = 0;
+  double value() const { return integer ? static_cast<double>(i) : d; }
+};
+
+std::optional<Number> parse_number(const std::string& text) {
+  Number n;
+  const char* begin = text.data();
+  const char* end = begin + text.size();
+  if (auto [p, ec] = std::from_chars(begin, end, n.i); ec == std::errc() && p == end) return n;
+  double d = 0;
+  if (auto [p, ec] = std::from_chars(begin, end, d); ec == std::errc() && p == end && std::isfinite(d)) {
+    return Number{.integer = false, .i = 0, .d = d};
+  }
+  return std::nullopt;
+}
+
+// A whole number is written as an integer (so `${steps * 0.9}` can be a step count); other
+// numbers in the shortest text that reads back the same double.
+std::string number_text(const Number& n) {
+  if (n.integer) return std::to_string(n.i);
+  constexpr double kExact = 9007199254740992.0;  // 2^53
+  if (n.d == std::floor(n.d) && std::fabs(n.d) < kExact) return std::to_string(static_cast<int64_t>(n.d));
+  char buffer[64];
+  const auto [p, ec] = std::to_chars(buffer, buffer + sizeof buffer, n.d);
+  return std::string(buffer, p);
+}
+
+// One piece of a value's text: literal text, or the expression of a `${...}`.
+struct Piece {
+  bool expression = false;
+  std::string text;
+};
+
+// Splits "run-${seed}-${a * 2}" into its pieces; "$${" is a literal "${". ConfigError (through
+// `fail`) for a "${" without its "}".
+template <typename Fail>
+std::vector<Piece> split_pieces(const std::string& text, Fail fail) {
+  std::vector<Piece> pieces;
+  std::string literal;
+  for (std::size_t i = 0; i < text.size();) {
+    if (text.compare(i, 3, "$${") == 0) {
+      literal += "${";
+      i += 3;
+    } else if (text.compare(i, 2, "${") == 0) {
+      const auto close = text.find('}', i + 2);
+      if (close == std::string::npos) fail("\"${\" without its \"}\"");
+      if (!literal.empty()) pieces.push_back({false, literal});
+      literal.clear();
+      pieces.push_back({true, text.substr(i + 2, close - i - 2)});
+      i = close + 1;
+    } else {
+      literal += text[i++];
+    }
+  }
+  if (!literal.empty() || pieces.empty()) pieces.push_back({false, literal});
+  return pieces;
+}
+
+bool has_reference(const std::string& text) {
+  for (std::size_t at = text.find("${"); at != std::string::npos; at = text.find("${", at + 2)) {
+    if (at == 0 || text[at - 1] != '$') return true;
+  }
+  return text.find("$${") != std::string::npos;  // an escape alone is resolved too (to "${")
+}
+
+class Resolver {
+ public:
+  Resolver(YAML::Node root, const Origins& origins, const std::string& fallback)
+      : root_(root), origins_(origins), fallback_(fallback) {
+    collect(root_, "");
+  }
+
+  std::vector<Reference> run() {
+    std::vector<Reference> out;
+    for (const std::string& key : order_) {
+      resolve(key);
+      out.push_back({key, pending_.at(key).text});
+    }
+    return out;
+  }
+
+ private:
+  enum class State { kTodo, kActive, kDone };
+  struct Pending {
+    YAML::Node node;
+    std::string text;
+    State state = State::kTodo;
+  };
+
+  void collect(const YAML::Node& node, const std::string& path) {
+    if (!path.empty()) keys_.push_back(path);
+    if (node.IsMap()) {
+      for (auto it = node.begin(); it != node.end(); ++it) {
+        if (it->first.IsScalar()) collect(it->second, join_key(path, it->first.Scalar()));
+      }
+    } else if (node.IsSequence()) {
+      for (std::size_t i = 0; i < node.size(); ++i) collect(node[i], join_index(path, i));
+    } else if (node.IsScalar() && has_reference(node.Scalar())) {
+      pending_.emplace(path, Pending{node, node.Scalar()});
+      order_.push_back(path);
+    }
+  }
+
+  [[noreturn]] void fail(const std::string& key, const std::string& why) const {
+    const Pending& p = pending_.at(key);
+    throw ConfigError(where_in(origins_, p.node, fallback_) + ": \"" + key + ": " + p.text + "\": " + why);
+  }
+
+  void resolve(const std::string& key) {
+    Pending& p = pending_.at(key);
+    if (p.state == State::kDone) return;
+    if (p.state == State::kActive) {
+      std::string chain;
+      bool in = false;
+      for (const std::string& k : stack_) {
+        in = in || k == key;
+        if (in) chain += k + " -> ";
+      }
+      fail(stack_.front(), "the references form a cycle: " + chain + key + "; give one of these keys a value");
+    }
+    p.state = State::kActive;
+    stack_.push_back(key);
+    const std::vector<Piece> pieces = split_pieces(p.text, [&](const std::string& why) { fail(key, why); });
+    if (pieces.size() == 1 && pieces.front().expression) {
+      Expression e(*this, key, pieces.front().text);
+      if (const auto whole = e.single_key()) {  // the value referred to, whole: a number, text, list or map
+        const YAML::Node target = lookup(key, *whole);
+        if (target.IsScalar()) {
+          set_scalar(p.node, target.Scalar());
+        } else {
+          YAML::Node node = p.node;
+          node = YAML::Clone(target);
+        }
+      } else {
+        set_scalar(p.node, number_text(e.evaluate()));
+      }
+    } else {
+      std::string text;
+      for (const Piece& piece : pieces) {
+        if (!piece.expression) {
+          text += piece.text;
+          continue;
+        }
+        Expression e(*this, key, piece.text);
+        if (const auto whole = e.single_key()) {
+          const YAML::Node target = lookup(key, *whole);
+          if (!target.IsScalar()) {
+            fail(key, "\"" + *whole + "\" is " + (target.IsMap() ? "a map" : "a list") +
+                          "; a reference inside text must name a single value");
+          }
+          text += target.Scalar();
+        } else {
+          text += number_text(e.evaluate());
+        }
+      }
+      set_scalar(p.node, text);
+    }
+    stack_.pop_back();
+    p.state = State::kDone;
+  }
+
+  static void set_scalar(YAML::Node node, const std::string& text) {
+    node = text;
+    node.SetTag("?");  // plain, as if written so: a number reads as a number
+  }
+
+  // The node at `target` (a dotted key), every reference at, above or under it resolved first.
+  YAML::Node lookup(const std::string& from, const std::string& target) {
+    // A reference above the target (`a: ${b}` and `${a.c}`) or at it.
+    for (std::size_t cut = 0; cut <= target.size(); ++cut) {
+      if (cut == target.size() || target[cut] == '.' || target[cut] == '[') {
+        const std::string prefix = target.substr(0, cut);
+        if (pending_.count(prefix)) resolve(prefix);
+      }
+    }
+    YAML::Node node = find(target);
+    if (!node.IsDefined()) {
+      std::string why = "there is no key \"" + target + "\" in the experiment";
+      const auto close = nearest(target, keys_, 1);
+      if (!close.empty()) why += ". Did you mean \"" + close.front() + "\"?";
+      why += " (a reference names a key written in the experiment's files or overrides, from the top: ${a.b[0].c})";
+      fail(from, why);
+    }
+    if (node.IsMap() || node.IsSequence()) {  // references inside the value taken whole
+      for (auto it = pending_.lower_bound(target); it != pending_.end() && it->first.rfind(target, 0) == 0; ++it) {
+        const char next = it->first.size() > target.size() ? it->first[target.size()] : '\0';
+        if (next == '.' || next == '[') resolve(it->first);
+      }
+      node.reset(find(target));
+    }
+    return node;
+  }
+
+  // The node at a dotted key, or an undefined node.
+  YAML::Node find(const std::string& target) const {
+    YAML::Node node;
+    node.reset(root_);
+    std::size_t at = 0;
+    while (at < target.size()) {
+      if (target[at] == '[') {
+        const auto close = target.find(']', at);
+        const std::size_t index = std::stoul(target.substr(at + 1, close - at - 1));
+        if (!node.IsSequence() || index >= node.size()) return YAML::Node(YAML::NodeType::Undefined);
+        YAML::Node child = node[index];
+        node.reset(child);
+        at = close + 1;
+      } else {
+        if (target[at] == '.') ++at;
+        const auto end = target.find_first_of(".[", at);
+        const std::string key = target.substr(at, end == std::string::npos ? std::string::npos : end - at);
+        if (!node.IsMap()) return YAML::Node(YAML::NodeType::Undefined);
+        const YAML::Node child = static_cast<const YAML::Node&>(node)[key];
+        if (!child.IsDefined()) return YAML::Node(YAML::NodeType::Undefined);
+        node.reset(child);
+        at = end == std::string::npos ? target.size() : end;
+      }
+    }
+    return node;
+  }
+
+  // An expression inside ${...}: numbers, keys (a.b[0].c), + - * / // %, unary -, parentheses.
+  class Expression {
+   public:
+    Expression(Resolver& r, std::string key, std::string text) : r_(r), key_(std::move(key)), text_(std::move(text)) {}
+
+    // The key when the expression is one key and nothing else.
+    std::optional<std::string> single_key() {
+      pos_ = 0;
+      skip_space();
+      if (pos_ >= text_.size() || !start_of_key(text_[pos_])) {
+        if (trimmed().empty()) r_.fail(key_, "an empty reference \"${}\"; write ${key} or ${key * 2}");
+        return std::nullopt;
+      }
+      std::string k = read_key();
+      skip_space();
+      if (pos_ != text_.size()) return std::nullopt;
+      return k;
+    }
+
+    Number evaluate() {
+      pos_ = 0;
+      Number n = sum();
+      skip_space();
+      if (pos_ != text_.size()) bad("unexpected \"" + text_.substr(pos_) + "\"");
+      return n;
+    }
+
+   private:
+    std::string trimmed() const {
+      const auto b = text_.find_first_not_of(" \t");
+      if (b == std::string::npos) return "";
+      return text_.substr(b, text_.find_last_not_of(" \t") - b + 1);
+    }
+    [[noreturn]] void bad(const std::string& why) const {
+      r_.fail(key_, "in ${" + text_ + "}: " + why +
+                        " (an expression is numbers and keys with + - * / // % and parentheses, e.g. "
+                        "${num_train_steps * 0.9})");
+    }
+    void skip_space() {
+      while (pos_ < text_.size() && (text_[pos_] == ' ' || text_[pos_] == '\t')) ++pos_;
+    }
+    static bool start_of_key(char c) { return std::isalpha(static_cast<unsigned char>(c)) || c == '_'; }
+    static bool key_char(char c) { return std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-'; }
+
+    std::string read_key() {
+      std::string k;
+      for (;;) {
+        const std::size_t begin = pos_;
+        while (pos_ < text_.size() && key_char(text_[pos_])) ++pos_;
+        // "a-b" is a key only when it names one: otherwise "-" is a minus.
+        std::string part = text_.substr(begin, pos_ - begin);
+        if (part.find('-') != std::string::npos && !r_.find(k.empty() ? part : k + "." + part).IsDefined()) {
+          pos_ = begin + part.find('-');
+          part = text_.substr(begin, pos_ - begin);
+        }
+        k = k.empty() ? part : k + "." + part;
+        while (pos_ < text_.size() && text_[pos_] == '[') {
+          const auto close = text_.find(']', pos_);
+          const std::string digits = close == std::string::npos ? "" : text_.substr(pos_ + 1, close - pos_ - 1);
+          if (digits.empty() || digits.size() > 9 || digits.find_first_not_of("0123456789") != std::string::npos) {
+            bad("a list index is a number in [ ], e.g. transforms[0]");
+          }
+          k += "[" + digits + "]";
+          pos_ = close + 1;
+        }
+        if (pos_ + 1 < text_.size() && text_[pos_] == '.' && start_of_key(text_[pos_ + 1])) {
+          ++pos_;
+          continue;
+        }
+        return k;
+      }
+    }
+
+    Number sum() {
+      Number left = product();
+      for (;;) {
+        skip_space();
+        if (pos_ >= text_.size() || (text_[pos_] != '+' && text_[pos_] != '-')) return left;
+        const char op = text_[pos_++];
+        const Number right = product();
+        left = apply(op == '+' ? "+" : "-", left, right);
+      }
+    }
+
+    Number product() {
+      Number left = unary();
+      for (;;) {
+        skip_space();
+        if (pos_ >= text_.size()) return left;
+        std::string op;
+        if (text_.compare(pos_, 2, "//") == 0) {
+          op = "//";
+        } else if (text_[pos_] == '*' || text_[pos_] == '/' || text_[pos_] == '%') {
+          op = std::string(1, text_[pos_]);
+        } else {
+          return left;
+        }
+        pos_ += op.size();
+        left = apply(op, left, unary());
+      }
+    }
+
+    Number unary() {
+      skip_space();
+      if (pos_ < text_.size() && text_[pos_] == '-') {
+        ++pos_;
+        return apply("-", Number{}, unary());
+      }
+      if (pos_ < text_.size() && text_[pos_] == '+') {
+        ++pos_;
+        return unary();
+      }
+      return primary();
+    }
+
+    Number primary() {
+      skip_space();
+      if (pos_ >= text_.size()) bad("a number or a key is missing at the end");
+      const char c = text_[pos_];
+      if (c == '(') {
+        ++pos_;
+        Number n = sum();
+        skip_space();
+        if (pos_ >= text_.size() || text_[pos_] != ')') bad("\"(\" without its \")\"");
+        ++pos_;
+        return n;
+      }
+      if (std::isdigit(static_cast<unsigned char>(c)) || c == '.') {
+        const std::size_t begin = pos_;
+        while (pos_ < text_.size() &&
+               (std::isalnum(static_cast<unsigned char>(text_[pos_])) || text_[pos_] == '.' ||
+                ((text_[pos_] == '-' || text_[pos_] == '+') && (text_[pos_ - 1] == 'e' || text_[pos_ - 1] == 'E')))) {
+          ++pos_;
+        }
+        const std::string literal = text_.substr(begin, pos_ - begin);
+        const auto n = parse_number(literal);
+        if (!n) bad("\"" + literal + "\" is not a number");
+        return *n;
+      }
+      if (start_of_key(c)) {
+        const std::string k = read_key();
+        const YAML::Node target = r_.lookup(key_, k);
+        if (!target.IsScalar()) bad("\"" + k + "\" is " + (target.IsMap() ? "a map" : "a list") + ", not a number");
+        const auto n = parse_number(target.Scalar());
+        if (!n) bad("\"" + k + "\" is \"" + target.Scalar() + "\", not a number");
+        return *n;
+      }
+      bad("unexpected \"" + text_.substr(pos_) + "\"");
+    }
+
+    Number apply(const std::string& op, const Number& a, const Number& b) const {
+      if ((op == "/" || op == "//" || op == "%") && b.value() == 0) bad("a division by zero");
+      if (a.integer && b.integer && op != "/") {
+        int64_t out = 0;
+        bool overflow = false;
+        if (op == "+") overflow = __builtin_add_overflow(a.i, b.i, &out);
+        if (op == "-") overflow = __builtin_sub_overflow(a.i, b.i, &out);
+        if (op == "*") overflow = __builtin_mul_overflow(a.i, b.i, &out);
+        if (op == "//" || op == "%") {  // Python's: the quotient rounded down, the remainder of b's sign
+          if (a.i == std::numeric_limits<int64_t>::min() && b.i == -1) bad("an integer overflow");
+          int64_t q = a.i / b.i;
+          if ((a.i % b.i != 0) && ((a.i < 0) != (b.i < 0))) --q;
+          out = op == "//" ? q : a.i - q * b.i;
+        }
+        if (overflow) bad("an integer overflow");
+        return Number{.integer = true, .i = out, .d = 0};
+      }
+      const double x = a.value(), y = b.value();
+      double out = 0;
+      if (op == "+") out = x + y;
+      if (op == "-") out = x - y;
+      if (op == "*") out = x * y;
+      if (op == "/") out = x / y;
+      if (op == "//") out = std::floor(x / y);
+      if (op == "%") out = x - std::floor(x / y) * y;
+      if (!std::isfinite(out)) bad("the result is not a finite number");
+      return Number{.integer = false, .i = 0, .d = out};
+    }
+
+    Resolver& r_;
+    std::string key_;
+    std::string text_;
+    std::size_t pos_ = 0;
+  };
+
+  YAML::Node root_;
+  const Origins& origins_;
+  std::string fallback_;
+  std::map<std::string, Pending> pending_;
+  std::vector<std::string> order_;
+  std::vector<std::string> keys_;
+  std::vector<std::string> stack_;
+};
+
+}  // namespace
+
+std::vector<Reference> resolve_references(YAML::Node root, const Origins& origins, const std::string& fallback) {
+  return Resolver(root, origins, fallback).run();
+}
+
+}  // namespace kd::config::detail
