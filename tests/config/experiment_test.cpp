@@ -212,3 +212,26 @@ TEST_CASE("a YAML alias is a copy: an override of its anchor changes only that k
   CHECK(warnings.empty());
   fs::remove_all(dir);
 }
+
+TEST_CASE("a list element that a YAML alias copied, a null where nothing is, and a saved reference under a file") {
+  const fs::path dir = fs::temp_directory_path() / "kd_experiment_test_more";
+  const auto f = write(dir, "x.yaml", "steps: &s 100\nmilestones: [*s, 200]\n");
+  std::vector<std::string> warnings;
+  const auto cfg = load_experiment(f.string(), {{"steps", "300"}}, &warnings);
+  CHECK(cfg.get_int_list("milestones") == std::vector<int64_t>{100, 200});
+  REQUIRE(warnings.size() == 1);
+  CHECK_THAT(warnings[0], Catch::Contains("\"milestones[0]\""));
+  // null removes what is there, and is nothing where nothing is (no empty section appears).
+  const auto none = write(dir, "none.yaml", "seed: 1\n");
+  const auto cleared = load_experiment(none.string(), {{"profiler.first_profile", "null"}, {"evals", "{val: null}"}});
+  CHECK_FALSE(cleared.has("profiler"));
+  CHECK(cleared.child("evals").keys().empty());
+  // A saved experiment's references are put back before a file built on it sets its own values.
+  write(dir, "config.yaml",
+        "num_train_steps: 200\ndecay_steps: 200\nreferences: {decay_steps: \"${num_train_steps}\"}\n");
+  const auto child = write(dir, "child.yaml", "base: config.yaml\ndecay_steps: 50\n");
+  CHECK(load_experiment(child.string()).get_int("decay_steps") == 50);
+  const auto follows = write(dir, "follows.yaml", "base: config.yaml\nnum_train_steps: 70\n");
+  CHECK(load_experiment(follows.string()).get_int("decay_steps") == 70);
+  fs::remove_all(dir);
+}

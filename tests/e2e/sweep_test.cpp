@@ -64,10 +64,14 @@ TEST_CASE("kd sweep runs a 2x2 product two at a time, and a rerun skips the fini
   CHECK_THAT(r.output, Catch::Contains(names[3] + ": finished already") && Catch::Contains("all 4 points finished"));
   CHECK(fs::last_write_time(dir / names[0] / "metrics.jsonl") == before);
 
-  // Another sweep into the same directory is refused, nothing changed.
+  // Another sweep into the same directory is refused, nothing changed: other points, or the
+  // same points with other overrides.
   r = run_kd("sweep " + tiny_mlp(40) + " --dir=" + dir.string() + " --sweep.seed=[5]");
   CHECK(r.code == 2);
   CHECK_THAT(r.output, Catch::Contains("holds another sweep"));
+  r = run_kd(command + " --cfg.optimizer.b1=0.8");
+  CHECK(r.code == 2);
+  CHECK_THAT(r.output, Catch::Contains("other --cfg overrides"));
   CHECK(read_json(dir / "sweep.json") == manifest);
 
 #ifdef KD_WITH_REPORT

@@ -6,8 +6,10 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <csignal>
 #include <cstring>
+#include <ctime>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
@@ -150,15 +152,15 @@ void write_atomically(const fs::path& path, const std::string& text) {
   fs::rename(partial, path);
 }
 
-nlohmann::json manifest(const std::string& cfg, const std::vector<config::Override>& base,
-                        const std::vector<Point>& points) {
-  nlohmann::json m;
+nlohmann::ordered_json manifest(const std::string& cfg, const std::vector<config::Override>& base,
+                                const std::vector<Point>& points) {
+  nlohmann::ordered_json m;
   m["experiment"] = cfg;
-  m["overrides"] = nlohmann::json::object();
+  m["overrides"] = nlohmann::ordered_json::object();
   for (const auto& [key, value] : base) m["overrides"][key] = value;
-  m["points"] = nlohmann::json::array();
+  m["points"] = nlohmann::ordered_json::array();
   for (const Point& p : points) {
-    nlohmann::json values = nlohmann::json::object();
+    nlohmann::ordered_json values = nlohmann::ordered_json::object();
     for (const auto& [key, value] : p.values) values[key] = value;
     m["points"].push_back({{"name", p.name}, {"workdir", p.workdir.filename().string()}, {"values", values}});
   }
@@ -209,9 +211,10 @@ std::string last_lines(const fs::path& log, std::size_t n) {
 int run_points(const SweepOptions& options, const std::vector<config::Override>& base, const std::vector<Point>& points,
                const fs::path& dir, int64_t threads) {
   struct sigaction action {};
-  action.sa_handler = on_sweep_signal;  // no SA_RESTART: waitpid returns on a signal
+  action.sa_handler = on_sweep_signal;
   sigemptyset(&action.sa_mask);
   for (int s : {SIGINT, SIGTERM, SIGHUP}) sigaction(s, &action, nullptr);
+  signal(SIGCHLD, SIG_DFL);  // an inherited SIG_IGN would reap the points before kd sees how they ended
 
   std::vector<std::size_t> todo;
   for (std::size_t i = 0; i < points.size(); ++i) {
@@ -248,9 +251,15 @@ int run_points(const SweepOptions& options, const std::vector<config::Override>&
     }
     if (stop_signal != 0) next = todo.size();
     if (running.empty()) break;
+    // Polled, so that a signal is seen within 50 ms whenever it comes.
     int status = 0;
-    const pid_t pid = waitpid(-1, &status, 0);
-    if (pid < 0) continue;  // a signal: looked at above
+    const pid_t pid = waitpid(-1, &status, WNOHANG);
+    if (pid == 0 || (pid < 0 && errno == EINTR)) {
+      const timespec pause{0, 50'000'000};
+      nanosleep(&pause, nullptr);
+      continue;
+    }
+    if (pid < 0) throw Error(std::string("kd sweep: waiting for the points failed: ") + std::strerror(errno));
     const auto it = running.find(pid);
     if (it == running.end()) continue;
     const std::size_t i = it->second;
@@ -291,6 +300,7 @@ void write_sbatch(const SweepOptions& options, const std::vector<config::Overrid
     << "# Add what your cluster needs (--time, --cpus-per-task, --mem, --partition) here or on sbatch's command line.\n"
     << "# A task that is requeued or rerun resumes its point from its checkpoints.\n"
     << "#SBATCH --job-name=kd-sweep\n"
+    << "#SBATCH --chdir=" << fs::current_path().string() << "\n"
     << "#SBATCH --array=0-" << points.size() - 1 << "\n"
     << "#SBATCH --output=" << (dir / "logs").string() << "/slurm-%A_%a.txt\n"
     << "#SBATCH --open-mode=append\n"
@@ -392,20 +402,22 @@ int sweep(const SweepOptions& given) {
   // The manifest lists the points without their workdir override (it is theirs by construction).
   std::vector<Point> listed = points;
   for (Point& p : listed) p.values.pop_back();
-  const nlohmann::json m = manifest(options.cfg, base, listed);
+  const nlohmann::ordered_json m = manifest(options.cfg, base, listed);
   if (fs::exists(dir / "sweep.json")) {
-    nlohmann::json existing;
+    nlohmann::ordered_json existing;
     try {
       std::ifstream in(dir / "sweep.json");
-      existing = nlohmann::json::parse(in);
-    } catch (const nlohmann::json::exception& e) {
+      existing = nlohmann::ordered_json::parse(in);
+    } catch (const nlohmann::ordered_json::exception& e) {
       throw ConfigError((dir / "sweep.json").string() + ": not a sweep manifest (" + e.what() +
                         "); give another --dir, or remove the file");
     }
-    if (existing.value("points", nlohmann::json()) != m["points"] || existing.value("experiment", "") != options.cfg) {
+    if (!existing.is_object() || existing.value("points", nlohmann::ordered_json()) != m["points"] ||
+        existing.value("experiment", "") != options.cfg ||
+        existing.value("overrides", nlohmann::ordered_json()) != m["overrides"]) {
       throw ConfigError(dir.string() +
-                        " holds another sweep (its sweep.json lists other points or another "
-                        "experiment); nothing was changed. Give another --dir=DIR");
+                        " holds another sweep (its sweep.json lists other points, another experiment or other "
+                        "--cfg overrides); nothing was changed. Give another --dir=DIR");
     }
   }
   fs::create_directories(dir / "logs");
@@ -422,6 +434,15 @@ int sweep(const SweepOptions& given) {
     threads = std::max<int64_t>(1, runtime::available_cores() / std::min<int64_t>(options.jobs, points.size()));
 
   if (options.slurm) {
+    // #SBATCH lines are not a shell's: a space, '%' (SLURM's patterns) or a line break in a path
+    // there would change what they say.
+    for (const std::string& path : {dir.string(), fs::current_path().string(), options.cfg}) {
+      if (path.find_first_of(" \t\n\r%") != std::string::npos) {
+        throw ConfigError("--slurm: \"" + path +
+                          "\" holds a space, a '%' or a line break, which an sbatch script's #SBATCH lines "
+                          "cannot carry; use a directory (and experiment) path without them");
+      }
+    }
     write_sbatch(options, base, points, dir);
     std::cout << "kd sweep: wrote " << (dir / "sweep.sbatch").string() << ", an array job of " << points.size()
               << " tasks; submit it with: sbatch " << (dir / "sweep.sbatch").string() << "\n";

@@ -76,6 +76,21 @@ bool merges(const YAML::Node& base, const YAML::Node& over) {
 
 void merge_into(YAML::Node base, const YAML::Node& over);
 
+// The null values under `map` removed: in a value that is not merged into another, a null has
+// nothing to remove.
+void drop_nulls(YAML::Node map) {
+  if (!map.IsMap()) return;
+  std::vector<std::string> nulls;
+  for (auto it = map.begin(); it != map.end(); ++it) {
+    if (it->second.IsNull()) {
+      nulls.push_back(it->first.Scalar());
+    } else {
+      drop_nulls(it->second);
+    }
+  }
+  for (const auto& key : nulls) map.remove(key);
+}
+
 // Puts `value` at `key` of the map `map` by kd's one rule, the same for a file over its base and
 // for an override: a map merges into the map there (merges()); null removes the key (its
 // default again); anything else replaces what was there. A new key keeps its own file position.
@@ -83,7 +98,7 @@ void put(YAML::Node map, const YAML::Node& key_node, const YAML::Node& value) {
   const std::string key = key_node.Scalar();
   YAML::Node existing = map[key];
   if (value.IsNull()) {
-    map.remove(key);
+    map.remove(key);  // also the empty entry operator[] added when there was none
   } else if (existing.IsDefined() && !existing.IsNull() && merges(existing, value)) {
     merge_into(existing, value);
   } else {
@@ -91,6 +106,7 @@ void put(YAML::Node map, const YAML::Node& key_node, const YAML::Node& value) {
       YAML::Node untagged = value;
       untagged.SetTag("?");
     }
+    drop_nulls(value);  // a null in a new map removes nothing: it is left out
     if (existing.IsDefined()) {
       map[key] = value;  // in the key's place
     } else {
@@ -106,8 +122,8 @@ void merge_into(YAML::Node base, const YAML::Node& over) {
 
 // The values of `node` that YAML aliases share with their anchors, replaced by copies: kd reads
 // an alias as a copy of the anchored value made when the file is read, so that an override
-// changes only the key it names. Each copy is recorded in `copies`. An alias that is a list
-// element stays the same value as its anchor (lists are replaced whole, never edited in place).
+// changes only the key it names. Each copy (a map's value or a list's element) is recorded in
+// `copies`.
 class AliasCopier {
  public:
   AliasCopier(std::string file, std::vector<AliasCopy>& copies) : file_(std::move(file)), copies_(copies) {}
@@ -133,10 +149,22 @@ class AliasCopier {
         for (const auto& [key, value] : entries) node.force_insert(key, value);
       }
     } else if (node.IsSequence()) {
+      YAML::Node rebuilt(YAML::NodeType::Sequence);
+      bool aliased = false;
       for (std::size_t i = 0; i < node.size(); ++i) {
         const std::string key = detail::join_index(path, i);
-        if (!first_seen(node[i], key)) walk(node[i], key);
+        YAML::Node element;
+        element.reset(node[i]);
+        if (const std::string* anchor = first_seen(element, key)) {
+          copies_.push_back({*anchor, key, file_ + ":" + std::to_string(node.Mark().line + 1)});
+          element.reset(YAML::Clone(element));
+          aliased = true;
+        } else {
+          walk(element, key);
+        }
+        rebuilt.push_back(element);
       }
+      if (aliased) node = rebuilt;  // the list's own node takes the rebuilt elements
     }
   }
 
@@ -173,6 +201,8 @@ YAML::Node parse_file(const std::string& file, std::vector<AliasCopy>& copies) {
   }
 }
 
+void reinstate_references(YAML::Node root, const Origins& origins, const std::string& file);
+
 YAML::Node load_with_bases(const std::string& file, Origins& origins, std::vector<std::string>& chain,
                            std::vector<AliasCopy>& copies) {
   const std::string canonical = std::filesystem::weakly_canonical(file).string();
@@ -184,6 +214,7 @@ YAML::Node load_with_bases(const std::string& file, Origins& origins, std::vecto
   // takes reset().
   YAML::Node doc = parse_file(file, copies);
   absolutize_paths(doc, std::filesystem::absolute(file).parent_path());
+  reinstate_references(doc, origins, file);  // before a file that includes this one sets its keys
   YAML::Node result;
   result.reset(doc);
   if (doc["base"]) {
@@ -256,6 +287,8 @@ std::vector<KeyStep> parse_key(const std::string& text, const std::string& sourc
   return steps;
 }
 
+YAML::Node node_at(YAML::Node root, const std::vector<KeyStep>& steps);
+
 void apply_override(YAML::Node root, const Override& o, Origins& origins) {
   const std::string source = "--cfg." + o.first;
   YAML::Node value;
@@ -265,6 +298,7 @@ void apply_override(YAML::Node root, const Override& o, Origins& origins) {
     throw ConfigError(source + "=" + o.second + ": the value is not valid YAML: " + e.msg);
   }
   const std::vector<KeyStep> steps = parse_key(o.first, source);
+  if (value.IsNull() && !node_at(root, steps).IsDefined()) return;  // nothing there to remove
   if (steps.back().index < 0 && steps.back().key == "path") {
     absolutize(value, std::filesystem::current_path());
   } else {
@@ -358,8 +392,8 @@ YAML::Node node_at(YAML::Node root, const std::vector<KeyStep>& steps) {
 constexpr const char* kReferencesKey = "references";
 
 // A saved experiment (a workdir's config.yaml) holds each value written as a reference resolved,
-// and under `references:` the reference itself: put back here, before the overrides, so that a
-// rerun with an override follows it.
+// and under `references:` the reference itself: put back in the file's own keys when the file is
+// read (before what includes it and the overrides), so that a rerun with an override follows it.
 void reinstate_references(YAML::Node root, const Origins& origins, const std::string& file) {
   const YAML::Node saved = static_cast<const YAML::Node&>(root)[kReferencesKey];
   if (!saved) return;
@@ -417,7 +451,6 @@ Node load_experiment(const std::string& file, const std::vector<Override>& overr
   std::vector<std::string> chain;
   std::vector<AliasCopy> copies;
   YAML::Node root = load_with_bases(file, *origins, chain, copies);
-  reinstate_references(root, *origins, file);
   for (const auto& o : overrides) {
     apply_override(root, o, *origins);
     if (warnings) warn_about_copies(o, overrides, copies, *warnings);

@@ -99,6 +99,12 @@ std::vector<Piece> split_pieces(const std::string& text, Fail fail) {
   return pieces;
 }
 
+std::string value_kind(const YAML::Node& node) {
+  if (node.IsMap()) return "a map";
+  if (node.IsSequence()) return "a list";
+  return "empty (null)";
+}
+
 bool has_reference(const std::string& text) {
   for (std::size_t at = text.find("${"); at != std::string::npos; at = text.find("${", at + 2)) {
     if (at == 0 || text[at - 1] != '$') return true;
@@ -159,7 +165,7 @@ class Resolver {
         in = in || k == key;
         if (in) chain += k + " -> ";
       }
-      fail(stack_.front(), "the references form a cycle: " + chain + key + "; give one of these keys a value");
+      fail(key, "the references form a cycle: " + chain + key + "; give one of these keys a value");
     }
     p.state = State::kActive;
     stack_.push_back(key);
@@ -188,8 +194,8 @@ class Resolver {
         if (const auto whole = e.single_key()) {
           const YAML::Node target = lookup(key, *whole);
           if (!target.IsScalar()) {
-            fail(key, "\"" + *whole + "\" is " + (target.IsMap() ? "a map" : "a list") +
-                          "; a reference inside text must name a single value");
+            fail(key,
+                 "\"" + *whole + "\" is " + value_kind(target) + "; a reference inside text must name a single value");
           }
           text += target.Scalar();
         } else {
@@ -403,7 +409,7 @@ class Resolver {
       if (start_of_key(c)) {
         const std::string k = read_key();
         const YAML::Node target = r_.lookup(key_, k);
-        if (!target.IsScalar()) bad("\"" + k + "\" is " + (target.IsMap() ? "a map" : "a list") + ", not a number");
+        if (!target.IsScalar()) bad("\"" + k + "\" is " + value_kind(target) + ", not a number");
         const auto n = parse_number(target.Scalar());
         if (!n) bad("\"" + k + "\" is \"" + target.Scalar() + "\", not a number");
         return *n;

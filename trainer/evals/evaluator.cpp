@@ -16,7 +16,7 @@ using train::build_auxiliaries;
 
 Evaluator::Evaluator(std::string name, const config::Node& o, int64_t seed,
                      const std::shared_ptr<const train::Auxiliaries>& train_auxiliaries, int64_t num_shards,
-                     int64_t shard_index)
+                     int64_t shard_index, bool read_data)
     : name_(std::move(name)) {
   if (name_ == "train")
     throw ConfigError(o.where() + ": an eval may not be called \"train\" (that collection is the training one)");
@@ -27,6 +27,7 @@ Evaluator::Evaluator(std::string name, const config::Node& o, int64_t seed,
   defaults.prefetch = 1;
   defaults.num_shards = num_shards;
   defaults.shard_index = shard_index;
+  defaults.read_data = read_data;
   pipeline_ = std::make_unique<data::Pipeline>(o.child("ds"), seed, defaults);
   // The members' initial values are the defaults.
   num_batches_ = o.get_int_in("num_batches", num_batches_, 0, std::numeric_limits<int64_t>::max());

@@ -52,9 +52,11 @@ class Evaluator {
 
   // With `num_shards` > 1 (data-parallel training) this process evaluates shard `shard_index`
   // of every batch; the caller merges the states of all shards.
+  // `read_data` false: the options are read and checked, no data (kd config); such an
+  // evaluator cannot run.
   Evaluator(std::string name, const config::Node& options, int64_t seed,
             const std::shared_ptr<const train::Auxiliaries>& train_auxiliaries, int64_t num_shards = 1,
-            int64_t shard_index = 0);
+            int64_t shard_index = 0, bool read_data = true);
 
   const std::string& name() const { return name_; }
   // The losses, metrics and summaries it computes (its own, or the training ones).

@@ -132,34 +132,44 @@ RunData read_run(const std::string& workdir, const std::vector<ParamRow>* model)
 // The runs of a sweep's directory (kd sweep: DIR/sweep.json lists the points), each named by its
 // point and carrying its values; a point not started yet is left out with a note on the first.
 std::vector<RunData> read_sweep(const fs::path& dir) {
-  nlohmann::json manifest;
+  const std::string file = (dir / "sweep.json").string();
+  nlohmann::ordered_json manifest;  // ordered: the swept keys in the sweep's order
   try {
     std::ifstream in(dir / "sweep.json");
-    manifest = nlohmann::json::parse(in);
+    manifest = nlohmann::ordered_json::parse(in);
   } catch (const nlohmann::json::exception& e) {
-    throw CorruptionError((dir / "sweep.json").string() + " is not a sweep manifest: " + e.what());
+    throw CorruptionError(file + " is not a sweep manifest: " + e.what());
+  }
+  const auto points = manifest.is_object() ? manifest.find("points") : manifest.end();
+  if (points == manifest.end() || !points->is_array()) {
+    throw CorruptionError(file + " is not a sweep manifest (kd sweep writes one): it has no list of \"points\"");
   }
   std::vector<RunData> runs;
   std::vector<std::string> waiting;
-  const nlohmann::json points = manifest.value("points", nlohmann::json::array());
-  if (!points.is_array()) throw CorruptionError((dir / "sweep.json").string() + ": \"points\" is not a list");
-  for (const auto& point : points) {
-    const std::string name = point.value("name", "");
-    const fs::path workdir = dir / point.value("workdir", name);
-    if (name.empty() || (!fs::exists(workdir / "metrics.jsonl") && !fs::exists(workdir / "config.yaml"))) {
+  for (const auto& point : *points) {
+    const auto name_at = point.is_object() ? point.find("name") : point.end();
+    if (name_at == point.end() || !name_at->is_string()) {
+      throw CorruptionError(file + ": a point without a \"name\": " + point.dump());
+    }
+    const std::string name = name_at->get<std::string>();
+    const auto workdir_at = point.find("workdir");
+    const fs::path workdir =
+        dir / (workdir_at != point.end() && workdir_at->is_string() ? workdir_at->get<std::string>() : name);
+    if (!fs::exists(workdir / "metrics.jsonl") && !fs::exists(workdir / "config.yaml")) {
       waiting.push_back(name);
       continue;
     }
     RunData run = read_run(workdir.string());
     run.name = name;
-    const nlohmann::json values = point.value("values", nlohmann::json::object());
-    for (const auto& [key, value] : values.items()) {
-      run.sweep_values.emplace_back(key, value.is_string() ? value.get<std::string>() : value.dump());
+    if (const auto values = point.find("values"); values != point.end() && values->is_object()) {
+      for (const auto& [key, value] : values->items()) {
+        run.sweep_values.emplace_back(key, value.is_string() ? value.get<std::string>() : value.dump());
+      }
     }
     runs.push_back(std::move(run));
   }
   if (runs.empty()) {
-    throw ConfigError("--workdir=" + dir.string() + " is a sweep none of whose " + std::to_string(points.size()) +
+    throw ConfigError("--workdir=" + dir.string() + " is a sweep none of whose " + std::to_string(points->size()) +
                       " points has started yet (kd sweep runs them)");
   }
   if (!waiting.empty()) runs.front().notes.push_back("sweep points not started yet: " + join_names(waiting));

@@ -92,6 +92,9 @@ class Trainer {
   void request_stop(const std::string& reason);
   // Why the run was asked to stop (empty: it was not).
   const std::string& stop_reason() const { return stop_reason_; }
+  // The exit code for kd train after train(): 0, or kExitNotRequeued when requeue_signal stopped
+  // the run and it could not be requeued (trainer_options.h).
+  int exit_code() const { return exit_code_; }
   // The names of the experiment's evals (the collections of their metrics).
   std::vector<std::string> eval_names() const;
 
@@ -168,7 +171,8 @@ class Trainer {
   void require_training_data(const char* what) const;
   // Builders of the constructor.
   void build_data(const config::Node& cfg);
-  void build_components(const config::Node& cfg);
+  // `read_data` false (kd config): the evals' data is not read.
+  void build_components(const config::Node& cfg, bool read_data = true);
   // The cores of this machine's affinity mask over its ranks.
   int64_t cores_for_rank() const;
   // Fixes and sets the intra-op threads (Tuning::settle), with a training pass on the next batch
@@ -214,6 +218,8 @@ class Trainer {
   writers::Scalars record_eval(evals::Evaluator& evaluator, int64_t step, const AuxiliariesState& result,
                                double seconds);
   void finish(int signal);
+  // After requeue_signal stopped the run (its checkpoint saved): rank 0 requeues the SLURM job.
+  void requeue();
   // Restores the params (and EMA) of checkpoint `info` and its step, for evaluating it.
   void restore_params(const checkpoints::CheckpointInfo& info);
   // Restores checkpoint `step` (the newest valid one when nullopt) for evaluate_checkpoint and
@@ -279,7 +285,8 @@ class Trainer {
   std::unique_ptr<Profiler> profiler_;       // the `profiler` section's, on rank 0
   std::vector<std::string> callback_names_;  // their keys under `callbacks`, for their states
   std::string stop_reason_;                  // request_stop's
-  bool stop_for_time_ = false;               // stop_after_time: no final evals
+  int exit_code_ = 0;
+  bool stop_for_time_ = false;  // stop_after_time: no final evals
   std::unique_ptr<checkpoints::Checkpointer> checkpointer_;
   TrainState state_;
   Interval interval_;

@@ -80,7 +80,7 @@ Trainer::Trainer(const config::Node& cfg, std::shared_ptr<spdlog::logger> log, P
   } else {
     cfg.has("train_ds");  // known, and left unread
   }
-  build_components(cfg);
+  build_components(cfg, purpose != Purpose::kDescribe);
   tuning_ = std::make_unique<Tuning>(
       Tuning::Options{.num_threads = options_->num_threads,
                       .prefetch_configured = pipeline_ && !data::prefetch_is_auto(cfg.child("train_ds")),
@@ -166,13 +166,13 @@ void Trainer::build_data(const config::Node& cfg) {
   }
 }
 
-void Trainer::build_components(const config::Node& cfg) {
+void Trainer::build_components(const config::Node& cfg, bool read_data) {
   const config::Node schedules = cfg.section("schedules");
   for (const auto& name : schedules.keys()) schedules_.emplace_back(name, optim::make_schedule(schedules.child(name)));
   const config::Node evals = cfg.section("evals");
   for (const auto& name : evals.keys()) {
     evaluators_.push_back(std::make_unique<evals::Evaluator>(name, evals.child(name), options_->seed, auxiliaries_,
-                                                             world_size(), rank()));
+                                                             world_size(), rank(), read_data));
     if (evaluators_.back()->use_ema() && !step_->optimizer().has_ema()) {
       throw ConfigError(evaluators_.back()->use_ema_where() + ": evals." + name +
                         ".use_ema: true needs an EMA of the params; set optimizer.ema_decay (e.g. 0.999)");
