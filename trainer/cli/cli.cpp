@@ -236,6 +236,10 @@ void CommandLine::add_launch() {
                    "Number of ranks (processes) to start")
       ->required()
       ->check(CLI::Range(1, 1024));
+  launch->add_option("--nnodes", launch_options.nnodes, "Nodes of the job, one kd launch each (default 1)")
+      ->check(CLI::Range(1, 65536));
+  launch->add_option("--node-rank,--node_rank", launch_options.node_rank, "This node's rank in [0, --nnodes)")
+      ->check(CLI::Range(0, 65535));
   launch->add_option("--master_addr,--master-addr", launch_options.master_addr, "Rendezvous host (default 127.0.0.1)");
   launch->add_option("--master_port,--master-port", launch_options.master_port, "Rendezvous port (default: a free one)")
       ->check(CLI::Range(1, 65535));

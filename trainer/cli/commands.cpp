@@ -54,7 +54,7 @@ config::Node load(const std::string& cfg, const std::vector<std::string>& extras
 int run_train(const std::string& cfg, const std::vector<std::string>& extras, std::shared_ptr<spdlog::logger> log) {
   train::Trainer trainer(load(cfg, extras, log.get()), std::move(log));
   trainer.train();
-  return 0;
+  return trainer.exit_code();
 }
 
 int run_inspect(const std::string& cfg, const std::vector<std::string>& extras, std::shared_ptr<spdlog::logger> log) {
@@ -258,6 +258,7 @@ const std::vector<std::pair<const char*, const char*>>& top_level_keys() {
       {"precision", "float32, bf16, fp16"},
       {"grad_scaler", "fp16's loss scaling"},
       {"nan_policy", "raise, skip_step or ignore a non-finite loss"},
+      {"requeue_signal", "USR1, USR2 or none: stop, save, requeue the SLURM job (before a time limit)"},
       {"allow_config_change", "keys a resumed run may change"},
       {"train_ds", "the training data: a data source, batch_size, transforms, ..."},
       {"model", "the model: a model type and its options, inputs"},

@@ -135,11 +135,11 @@ namespace {
   // nobody reads then fails instead of killing it.
   ::signal(SIGPIPE, SIG_IGN);
   ::sigprocmask(SIG_SETMASK, &mask, nullptr);
-  ::setenv("RANK", std::to_string(r).c_str(), 1);
+  ::setenv("RANK", std::to_string(options.node_rank * options.nproc + r).c_str(), 1);
   ::setenv("LOCAL_RANK", std::to_string(r).c_str(), 1);
-  ::setenv("WORLD_SIZE", std::to_string(options.nproc).c_str(), 1);
+  ::setenv("WORLD_SIZE", std::to_string(options.nnodes * options.nproc).c_str(), 1);
   ::setenv("LOCAL_WORLD_SIZE", std::to_string(options.nproc).c_str(), 1);
-  ::setenv("GROUP_RANK", "0", 1);
+  ::setenv("GROUP_RANK", std::to_string(options.node_rank).c_str(), 1);
   ::setenv("MASTER_ADDR", options.master_addr.c_str(), 1);
   ::setenv("MASTER_PORT", std::to_string(port).c_str(), 1);
   std::vector<char*> argv;
@@ -265,6 +265,15 @@ int launch(const LaunchOptions& options) {
   if (options.nproc < 1) throw ConfigError("--nproc must be >= 1, got " + std::to_string(options.nproc));
   if (options.args.empty())
     throw ConfigError("kd launch needs the kd command to run, e.g. kd launch --nproc=2 -- train --cfg=FILE");
+  if (options.nnodes < 1 || options.node_rank < 0 || options.node_rank >= options.nnodes) {
+    throw ConfigError("--node-rank must be in [0, --nnodes), got " + std::to_string(options.node_rank) + " of " +
+                      std::to_string(options.nnodes));
+  }
+  if (options.nnodes > 1 && options.master_port <= 0) {
+    throw ConfigError("--nnodes=" + std::to_string(options.nnodes) +
+                      " needs --master-port (the same on every node) and --master-addr (node 0's address, which "
+                      "every node reaches)");
+  }
   const std::string program = options.program.empty() ? self_executable() : options.program;
   const int port = options.master_port > 0 ? options.master_port : distributed::free_port();
 
@@ -274,7 +283,13 @@ int launch(const LaunchOptions& options) {
   for (int r = 0; r < options.nproc; ++r) start_rank(ranks[static_cast<std::size_t>(r)], r, options, program, port);
   std::string pids;
   for (const auto& rank : ranks) pids += (pids.empty() ? "" : ", ") + std::to_string(rank.pid);
-  std::fprintf(stderr, "kd launch: %d ranks of %s (pids %s), rendezvous at %s:%d\n", options.nproc, program.c_str(),
+  const int first = options.node_rank * options.nproc;
+  const std::string which = options.nnodes == 1
+                                ? std::to_string(options.nproc) + " ranks"
+                                : "ranks " + std::to_string(first) + "-" + std::to_string(first + options.nproc - 1) +
+                                      " of " + std::to_string(options.nnodes * options.nproc) + " (node " +
+                                      std::to_string(options.node_rank) + " of " + std::to_string(options.nnodes) + ")";
+  std::fprintf(stderr, "kd launch: %s of %s (pids %s), rendezvous at %s:%d\n", which.c_str(), program.c_str(),
                pids.c_str(), options.master_addr.c_str(), port);
 
   std::optional<int> result;  // the first failure's exit code

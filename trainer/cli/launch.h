@@ -2,6 +2,10 @@
 // single-machine equivalent of `torchrun --standalone --nproc-per-node=N kd ...`.
 //
 //   kd launch --nproc=2 -- train --cfg=configs/fashion_mnist_mlp.yaml
+//   kd launch --nnodes=2 --node-rank=0 --nproc=2 --master-addr=HOST0 --master-port=29500 -- train ...
+//
+// Several nodes (torchrun's --nnodes, --node-rank): one kd launch per node, the same
+// --nnodes, --nproc, --master-addr (node 0's address) and --master-port on each.
 //
 // Every line a rank prints is forwarded with a "[rank R] " prefix (stdout to stdout, stderr to
 // stderr). Each rank runs in its own process group with stdin from /dev/null, so a Ctrl-C
@@ -20,7 +24,9 @@
 namespace kd::cli {
 
 struct LaunchOptions {
-  int nproc = 1;
+  int nproc = 1;                  // ranks on this node
+  int nnodes = 1;                 // nodes of the job, each running its own kd launch
+  int node_rank = 0;              // this node's place: ranks node_rank * nproc ... + nproc - 1
   std::string program;            // the kd binary to run (default: this executable)
   std::vector<std::string> args;  // its arguments, e.g. {"train", "--cfg=..."}
   std::string master_addr = "127.0.0.1";

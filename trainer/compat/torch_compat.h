@@ -144,12 +144,13 @@ inline void set_cuda_device(int) {}
 #endif
 
 // A Gloo or NCCL process group. Gloo's network device: the interface GLOO_SOCKET_IFNAME names
-// (as in PyTorch), loopback when the job's rendezvous is on this host's loopback, else the
-// address this host's name resolves to.
+// (as in PyTorch), else `bind_address` (the caller's: the local address that reaches the
+// rendezvous), else, as PyTorch, the address this host's name resolves to (loopback when it
+// resolves to none).
 inline c10::intrusive_ptr<Backend> make_process_group(const std::string& backend,
                                                       const c10::intrusive_ptr<c10d::Store>& store, int rank, int size,
                                                       std::chrono::milliseconds timeout,
-                                                      const std::string& master_addr) {
+                                                      const std::string& bind_address) {
   if (backend == "nccl") {
 #if defined(USE_C10D_NCCL)
     // Without blocking wait, NCCL enforces the timeout by aborting the process from a watchdog
@@ -167,8 +168,8 @@ inline c10::intrusive_ptr<Backend> make_process_group(const std::string& backend
   auto options = c10d::ProcessGroupGloo::Options::create(timeout);
   if (const char* ifname = std::getenv("GLOO_SOCKET_IFNAME"); ifname != nullptr && *ifname != '\0') {
     options->devices.push_back(c10d::ProcessGroupGloo::createDeviceForInterface(ifname));
-  } else if (master_addr == "localhost" || master_addr.rfind("127.", 0) == 0) {
-    options->devices.push_back(c10d::ProcessGroupGloo::createDeviceForHostname("127.0.0.1"));
+  } else if (!bind_address.empty()) {
+    options->devices.push_back(c10d::ProcessGroupGloo::createDeviceForHostname(bind_address));
   } else {
     options->devices.push_back(c10d::ProcessGroupGloo::createDefaultDevice());
   }

@@ -66,6 +66,35 @@ int env_int(const char* name, std::optional<int> fallback) {
   return static_cast<int>(v);
 }
 
+// The address of this host's interface that reaches `host`: the kernel's route to it, read from a
+// UDP socket connected there (which sends nothing); "" when `host` does not resolve. Gloo binds
+// there, so that on a machine whose name resolves to no address on the job's network (or to
+// loopback) the ranks still reach each other, without GLOO_SOCKET_IFNAME.
+std::string address_toward(const std::string& host) {
+  addrinfo hints{};
+  hints.ai_socktype = SOCK_DGRAM;
+  addrinfo* found = nullptr;
+  if (::getaddrinfo(host.c_str(), "9", &hints, &found) != 0) return "";
+  std::string out;
+  for (const addrinfo* a = found; a != nullptr && out.empty(); a = a->ai_next) {
+    const int fd = ::socket(a->ai_family, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) continue;
+    sockaddr_storage local{};
+    socklen_t length = sizeof local;
+    if (::connect(fd, a->ai_addr, a->ai_addrlen) == 0 &&
+        ::getsockname(fd, reinterpret_cast<sockaddr*>(&local), &length) == 0) {
+      char text[INET6_ADDRSTRLEN] = {};
+      const void* address = local.ss_family == AF_INET
+                                ? static_cast<const void*>(&reinterpret_cast<const sockaddr_in*>(&local)->sin_addr)
+                                : static_cast<const void*>(&reinterpret_cast<const sockaddr_in6*>(&local)->sin6_addr);
+      if (::inet_ntop(local.ss_family, address, text, sizeof text) != nullptr) out = text;
+    }
+    ::close(fd);
+  }
+  ::freeaddrinfo(found);
+  return out;
+}
+
 class C10dProcessGroup final : public ProcessGroup {
  public:
   C10dProcessGroup(const WorldInfo& world, const Options& options, const c10::Device& device)
@@ -109,7 +138,7 @@ class C10dProcessGroup final : public ProcessGroup {
     }
     try {
       if (device.is_cuda()) compat::set_cuda_device(device.index());
-      group_ = compat::make_process_group(backend_, store_, rank_, size_, timeout_, world.master_addr);
+      group_ = compat::make_process_group(backend_, store_, rank_, size_, timeout_, address_toward(world.master_addr));
     } catch (const kd::Error&) {
       throw;
     } catch (const std::exception& e) {
@@ -257,7 +286,7 @@ class C10dProcessGroup final : public ProcessGroup {
 
 std::optional<WorldInfo> world_from_environment() {
   const char* world_size = std::getenv("WORLD_SIZE");
-  if (world_size == nullptr || *world_size == '\0') return std::nullopt;
+  if (world_size == nullptr || *world_size == '\0') return world_from_slurm();
   WorldInfo w;
   w.world_size = env_int("WORLD_SIZE", std::nullopt);
   if (w.world_size < 1)

@@ -53,12 +53,25 @@ struct WorldInfo {
   int local_world_size = 1;
   std::string master_addr = "127.0.0.1";
   int master_port = 29500;
+  std::string source = "torchrun's variables";  // where it was read, for the run's log
 };
 
-// From the torchrun variables; nullopt when WORLD_SIZE is unset (a single process). A variable
-// that is set but malformed (RANK=x, RANK >= WORLD_SIZE, no MASTER_ADDR) is a kd::ConfigError
-// naming it.
+// From the torchrun variables (RANK, WORLD_SIZE, ...), or, where WORLD_SIZE is unset, from SLURM's
+// (world_from_slurm); nullopt for a single process. A variable that is set but malformed (RANK=x,
+// RANK >= WORLD_SIZE, no MASTER_ADDR) is a kd::ConfigError naming it.
 std::optional<WorldInfo> world_from_environment();
+
+// From an `srun` step's variables: rank SLURM_PROCID of SLURM_STEP_NUM_TASKS (else SLURM_NTASKS),
+// local rank SLURM_LOCALID, the local task count from SLURM_STEP_TASKS_PER_NODE and SLURM_NODEID,
+// the rendezvous on the first host of SLURM_STEP_NODELIST (else SLURM_JOB_NODELIST) unless
+// MASTER_ADDR is set, at MASTER_PORT or 15000 + the last four digits of SLURM_JOB_ID (Lightning's
+// port, the same on every node). nullopt outside SLURM or for a single task.
+std::optional<WorldInfo> world_from_slurm();
+
+// SLURM's compressed host list expanded in order, at most `limit` hosts:
+// "node[01-03,07],gpu-a" -> node01, node02, node03, node07, gpu-a; "r[1-2]-n[1-2]" -> r1-n1,
+// r1-n2, r2-n1, r2-n2. kd::ConfigError for an unbalanced bracket or a range that is not N-M.
+std::vector<std::string> expand_hostlist(const std::string& list, std::size_t limit = SIZE_MAX);
 
 struct Options {
   std::string backend = "auto";

@@ -67,8 +67,8 @@ class Job final : public DataParallel {
     const double timeout_s = std::chrono::duration<double>(options.timeout).count();
     // Shown by every rank (the others log only warnings): a rank may wait here for a while.
     log.log(is_chief() ? spdlog::level::info : spdlog::level::warn,
-            "joining a job of {} ranks at {}:{} as rank {} (waiting up to {} s for the others)", world_.world_size,
-            world_.master_addr, world_.master_port, world_.rank, timeout_s);
+            "joining a job of {} ranks at {}:{} as rank {} (from {}; waiting up to {} s for the others)",
+            world_.world_size, world_.master_addr, world_.master_port, world_.rank, world_.source, timeout_s);
     step_ = &step;
     group_ = distributed::ProcessGroup::create(world_, options, device);
     reducer_ = std::make_unique<distributed::GradientReducer>(group_, step.model().parameters(), options.bucket_bytes);

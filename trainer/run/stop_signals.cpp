@@ -32,22 +32,28 @@ extern "C" void on_stop_signal(int sig) {
 
 struct StopSignals::Saved {
   struct sigaction old_int {
-  }, old_term{};
+  }, old_term{}, old_also{};
+  int also = 0;
 };
 
-StopSignals::StopSignals() : saved_(std::make_unique<Saved>()) {
+StopSignals::StopSignals(int also) : saved_(std::make_unique<Saved>()) {
   g_stop_signal = 0;
   struct sigaction action {};
   action.sa_handler = on_stop_signal;
   sigemptyset(&action.sa_mask);
   sigaction(SIGINT, &action, &saved_->old_int);
   sigaction(SIGTERM, &action, &saved_->old_term);
+  if (also != 0 && also != SIGINT && also != SIGTERM) {
+    saved_->also = also;
+    sigaction(also, &action, &saved_->old_also);
+  }
 }
 
 StopSignals::~StopSignals() {
   if (std::uncaught_exceptions() == 0) {
     sigaction(SIGINT, &saved_->old_int, nullptr);
     sigaction(SIGTERM, &saved_->old_term, nullptr);
+    if (saved_->also != 0) sigaction(saved_->also, &saved_->old_also, nullptr);
   }
 }
 

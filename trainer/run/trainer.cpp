@@ -1,8 +1,15 @@
 #include "trainer/run/trainer.h"
 #include "trainer/run/trainer_options.h"
 
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cstdlib>
+#include <cstring>
 #include <optional>
+#include <sstream>
 #include <utility>
 #include <vector>
 
@@ -48,7 +55,7 @@ void Trainer::train() {
   // A callback may stop the run before its first step (EarlyStopping resumed after it stopped);
   // rank 0 decides for a job.
   const bool stop_at_start = parallel_->rank0_value(stop_reason_.empty() ? 0 : 1, "agreeing to stop at the start") != 0;
-  StopSignals signals;
+  StopSignals signals(options_->requeue_signal);
   start_clock_and_initial_evals(loop);
   while (!stop_at_start && state_.step < loop.last_step && !parallel_->stop_requested(signals.received() != 0)) {
     if (!train_step(loop)) break;
@@ -283,7 +290,9 @@ void Trainer::finish(int signal) {
     log_->info("stopped at step {} of {}: {}; checkpoint saved.{}", state_.step, options_->num_train_steps,
                stop_reason_, stop_for_time_ ? " Run the same command again to resume." : "");
   } else if (parallel_->stop_requested(signal != 0)) {
-    if (signal != 0) {
+    if (signal != 0 && signal == options_->requeue_signal) {
+      requeue();
+    } else if (signal != 0) {
       log_->info("stopped by signal {} at step {}; checkpoint saved. Run the same command again to resume.", signal,
                  state_.step);
     } else {
@@ -297,6 +306,52 @@ void Trainer::finish(int signal) {
                format_duration(seconds_since(start_)));
   }
   log_->flush();
+}
+
+namespace {
+
+// The path of `program` on PATH ("" when none is executable).
+std::string on_path(const std::string& program) {
+  const char* path = std::getenv("PATH");
+  std::stringstream dirs(path ? path : "");
+  for (std::string dir; std::getline(dirs, dir, ':');) {
+    const std::string candidate = (dir.empty() ? "." : dir) + "/" + program;
+    if (::access(candidate.c_str(), X_OK) == 0) return candidate;
+  }
+  return "";
+}
+
+}  // namespace
+
+void Trainer::requeue() {
+  const char* job = std::getenv("SLURM_JOB_ID");
+  const std::string scontrol = on_path("scontrol");
+  const std::string stopped = "stopped by the time-limit signal " + std::string(strsignal(options_->requeue_signal)) +
+                              " at step " + std::to_string(state_.step) + "; checkpoint saved";
+  if (job == nullptr || *job == '\0' || scontrol.empty()) {
+    exit_code_ = kExitNotRequeued;
+    log_->info("{}. Not requeued ({}): exit code {}; run the same command again to resume.", stopped,
+               job == nullptr || *job == '\0' ? "no SLURM_JOB_ID" : "no scontrol on PATH", kExitNotRequeued);
+    return;
+  }
+  if (!is_chief()) {  // rank 0 requeues the job
+    log_->info("{}; rank 0 requeues SLURM job {}.", stopped, job);
+    return;
+  }
+  std::vector<std::string> args{scontrol, "requeue", job};
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  pid_t pid = 0;
+  int status = -1;
+  if (posix_spawn(&pid, scontrol.c_str(), nullptr, nullptr, argv.data(), environ) == 0) waitpid(pid, &status, 0);
+  if (WIFEXITED(status) && WEXITSTATUS(status) == 0) {
+    log_->info("{}; requeued SLURM job {} (scontrol requeue): it resumes from this checkpoint.", stopped, job);
+  } else {
+    exit_code_ = kExitNotRequeued;
+    log_->warn("{}; `{} requeue {}` failed (status {}): exit code {}; run the same command again to resume.", stopped,
+               scontrol, job, status, kExitNotRequeued);
+  }
 }
 
 void Trainer::open_workdir(const Context* first_context, bool write_config) {

@@ -85,6 +85,18 @@ TrainerOptions TrainerOptions::from_config(const config::Node& cfg) {
     throw ConfigError(cfg.child("log_summaries_every").where() + ": log_summaries_every must be > 0");
   }
   o.nan_policy = parse_nan_policy(cfg);
+  if (auto n = cfg.find("requeue_signal"); n && !n->is_null()) {
+    const std::string name = n->as_string();
+    if (name == "USR1" || name == "SIGUSR1") {
+      o.requeue_signal = SIGUSR1;
+    } else if (name == "USR2" || name == "SIGUSR2") {
+      o.requeue_signal = SIGUSR2;
+    } else if (name == "none") {
+      o.requeue_signal = 0;
+    } else {
+      throw ConfigError(n->where() + ": requeue_signal must be USR1, USR2 or none, got \"" + name + "\"");
+    }
+  }
   o.writer = writers::WriterOptions::from_config(cfg.section("writer"));
   if (auto n = cfg.find("num_threads"); n && !n->is_null() && n->as_string() != "auto") {
     // More threads than a few per core only contend (and tens of thousands never start).
@@ -154,6 +166,7 @@ bool may_change_on_resume(const std::string& key) {
                              "init_transform",
                              "distributed",
                              "references",  // the values they resolve to are compared
+                             "requeue_signal",
                              "optimizer.accumulate_steps",
                              "train_ds.prefetch",
                              "train_ds.num_workers"}) {  // workers change when batches are made, never which

@@ -4,6 +4,7 @@
 // schedules, evals, callbacks) are read by the components themselves.
 #pragma once
 
+#include <csignal>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -18,6 +19,10 @@
 #include "trainer/writers/writer.h"
 
 namespace kd::train {
+
+// kd train's exit code after requeue_signal stopped a run that it could not requeue (no
+// SLURM_JOB_ID or no scontrol): the checkpoint is saved; run the same command to resume.
+inline constexpr int kExitNotRequeued = 3;
 
 struct TrainerOptions {
   // seed: one seed for model init, dropout and data order.
@@ -40,6 +45,11 @@ struct TrainerOptions {
   int64_t log_summaries_every = 100;
   // nan_policy: raise | skip_step | ignore, for a step whose loss is not finite.
   NanPolicy nan_policy = kDefaultNanPolicy;
+  // requeue_signal: USR1 | USR2 | none. The signal a scheduler sends before a time limit
+  // (`sbatch --signal=USR1@120`): the run stops as on SIGTERM (every rank finishes its step, the
+  // checkpoint is written), then rank 0 requeues the SLURM job (`scontrol requeue
+  // $SLURM_JOB_ID`), or, without SLURM_JOB_ID or scontrol, kd exits with kExitNotRequeued.
+  int requeue_signal = SIGUSR1;
   // allow_config_change: resume a workdir whose experiment differs (outside the keys that may
   // change, see may_change_on_resume).
   bool allow_config_change = false;
