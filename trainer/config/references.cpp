@@ -10,6 +10,7 @@
 
 #include "trainer/common/error.h"
 #include "trainer/common/suggest.h"
+#include "trainer/config/reference_numbers_internal.h"
 #include "trainer/config/references_internal.h"
 
 namespace kd::config::detail {
@@ -36,37 +37,6 @@ std::string join_index(const std::string& parent, std::size_t index) {
 }
 
 namespace {
-
-// A number of an expression: an integer while every operand and operation keeps it one.
-struct Number {
-  bool integer = true;
-  int64_t i = 0;
-  double d = 0;
-  double value() const { return integer ? static_cast<double>(i) : d; }
-};
-
-std::optional<Number> parse_number(const std::string& text) {
-  Number n;
-  const char* begin = text.data();
-  const char* end = begin + text.size();
-  if (auto [p, ec] = std::from_chars(begin, end, n.i); ec == std::errc() && p == end) return n;
-  double d = 0;
-  if (auto [p, ec] = std::from_chars(begin, end, d); ec == std::errc() && p == end && std::isfinite(d)) {
-    return Number{.integer = false, .i = 0, .d = d};
-  }
-  return std::nullopt;
-}
-
-// A whole number is written as an integer (so `${steps * 0.9}` can be a step count); other
-// numbers in the shortest text that reads back the same double.
-std::string number_text(const Number& n) {
-  if (n.integer) return std::to_string(n.i);
-  constexpr double kExact = 9007199254740992.0;  // 2^53
-  if (n.d == std::floor(n.d) && std::fabs(n.d) < kExact) return std::to_string(static_cast<int64_t>(n.d));
-  char buffer[64];
-  const auto [p, ec] = std::to_chars(buffer, buffer + sizeof buffer, n.d);
-  return std::string(buffer, p);
-}
 
 // One piece of a value's text: literal text, or the expression of a `${...}`.
 struct Piece {
@@ -418,32 +388,9 @@ class Resolver {
     }
 
     Number apply(const std::string& op, const Number& a, const Number& b) const {
-      if ((op == "/" || op == "//" || op == "%") && b.value() == 0) bad("a division by zero");
-      if (a.integer && b.integer && op != "/") {
-        int64_t out = 0;
-        bool overflow = false;
-        if (op == "+") overflow = __builtin_add_overflow(a.i, b.i, &out);
-        if (op == "-") overflow = __builtin_sub_overflow(a.i, b.i, &out);
-        if (op == "*") overflow = __builtin_mul_overflow(a.i, b.i, &out);
-        if (op == "//" || op == "%") {  // Python's: the quotient rounded down, the remainder of b's sign
-          if (a.i == std::numeric_limits<int64_t>::min() && b.i == -1) bad("an integer overflow");
-          int64_t q = a.i / b.i;
-          if ((a.i % b.i != 0) && ((a.i < 0) != (b.i < 0))) --q;
-          out = op == "//" ? q : a.i - q * b.i;
-        }
-        if (overflow) bad("an integer overflow");
-        return Number{.integer = true, .i = out, .d = 0};
-      }
-      const double x = a.value(), y = b.value();
-      double out = 0;
-      if (op == "+") out = x + y;
-      if (op == "-") out = x - y;
-      if (op == "*") out = x * y;
-      if (op == "/") out = x / y;
-      if (op == "//") out = std::floor(x / y);
-      if (op == "%") out = x - std::floor(x / y) * y;
-      if (!std::isfinite(out)) bad("the result is not a finite number");
-      return Number{.integer = false, .i = 0, .d = out};
+      Number out;
+      if (const std::string why = arithmetic(op, a, b, out); !why.empty()) bad(why);
+      return out;
     }
 
     Resolver& r_;
