@@ -561,7 +561,37 @@ struct Series {
   }
 };
 
+// Every argument is "--name value" with a known name; anything else prints the usage and exits 2
+// (a mistyped flag must not run a different benchmark than the one asked for).
+bool arguments_known(int argc, char** argv) {
+  static const std::vector<std::string> known = {"--rounds", "--kd-runs", "--cases",     "--threads",    "--scale",
+                                                 "--python", "--steps",   "--hand-loop", "--lean-loop", "--gemm-bound"};
+  for (int i = 1; i < argc; i += 2) {
+    if (std::find(known.begin(), known.end(), argv[i]) == known.end()) {
+      if (std::strcmp(argv[i], "--help") != 0 && std::strcmp(argv[i], "-h") != 0) {
+        std::fprintf(stderr, "train_bench: unknown argument %s\n", argv[i]);
+      }
+      return false;
+    }
+    if (i + 1 >= argc) {
+      std::fprintf(stderr, "train_bench: %s needs a value\n", argv[i]);
+      return false;
+    }
+  }
+  return true;
+}
+
 int main(int argc, char** argv) {
+  const bool help = argc == 2 && (std::strcmp(argv[1], "--help") == 0 || std::strcmp(argv[1], "-h") == 0);
+  if (help || !arguments_known(argc, argv)) {
+    std::fprintf(help ? stdout : stderr,
+                 "usage: train_bench [--rounds 3] [--kd-runs 2] [--cases flagship,tiny,cnn] [--threads 1,2] "
+                 "[--scale 1.0] [--python python3]\n"
+                 "       train_bench --lean-loop|--hand-loop CASE --threads N --steps N\n"
+                 "       train_bench --gemm-bound CASE --threads N\n"
+                 "(the cases and programs are described at the top of tests/bench/train_bench.cpp)\n");
+    return help ? 0 : 2;
+  }
   const int threads_flag = std::stoi(flag(argc, argv, "--threads", "1").substr(0, 3));
   if (const std::string only = flag(argc, argv, "--hand-loop", ""); !only.empty()) {
     return hand_loop(find_case(only), threads_flag, std::stoll(flag(argc, argv, "--steps", "1000")));
