@@ -163,6 +163,7 @@ Tree Pipeline::run_transform(std::size_t i, const Tree& batch, const std::functi
 }
 
 Tree Pipeline::transformed(Tree batch, uint64_t seed, const std::function<std::string()>& what) const {
+  if (transforms_.empty()) return batch;  // no generator to seed (a Mersenne Twister's 2.5 KB)
   at::Generator g = generator(seed);
   for (std::size_t i = 0; i < transforms_.size(); ++i) {
     batch = run_transform(
@@ -174,8 +175,10 @@ Tree Pipeline::transformed(Tree batch, uint64_t seed, const std::function<std::s
 Tree Pipeline::transformed_examples(std::vector<Tree> examples, const std::vector<uint64_t>& seeds,
                                     const std::function<std::string(std::size_t)>& name) const {
   std::vector<at::Generator> generators;
-  generators.reserve(seeds.size());
-  for (const uint64_t seed : seeds) generators.push_back(generator(seed));
+  if (!transforms_.empty()) {
+    generators.reserve(seeds.size());
+    for (const uint64_t seed : seeds) generators.push_back(generator(seed));
+  }
   const std::vector<Tree> read = examples;  // (their tensors shared) to name an example that fails
   // While the transforms can, they run once on the examples stacked (Transform::applies_each);
   // the others run on each example.
