@@ -564,7 +564,7 @@ struct Series {
 // Every argument is "--name value" with a known name; anything else prints the usage and exits 2
 // (a mistyped flag must not run a different benchmark than the one asked for).
 bool arguments_known(int argc, char** argv) {
-  static const std::vector<std::string> known = {"--rounds", "--kd-runs", "--cases",     "--threads",    "--scale",
+  static const std::vector<std::string> known = {"--rounds", "--kd-runs", "--cases",     "--threads",   "--scale",
                                                  "--python", "--steps",   "--hand-loop", "--lean-loop", "--gemm-bound"};
   for (int i = 1; i < argc; i += 2) {
     if (std::find(known.begin(), known.end(), argv[i]) == known.end()) {

@@ -181,6 +181,37 @@ TEST_CASE("the fused step applies only to Adam and AdamW on contiguous float32 C
   CHECK_FALSE(fused_adam_applies(torch::optim::Adam({q}, torch::optim::AdamOptions(1e-3))));
 }
 
+// A parameter is updated without ATen's iterator where one thread takes it whole; a gradient
+// that shares the parameter's memory takes the iterator's path whatever its size: the same memory
+// gives the step a separate copy would (each element read before it is written), a partial
+// overlap is refused.
+TEST_CASE("the fused step with a gradient in the parameter's own memory, at 1 and 2 threads") {
+  const int before = torch::get_num_threads();
+  for (const int threads : {1, 2}) {
+    INFO("threads: " << threads);
+    torch::set_num_threads(threads);
+    for (const int64_t n : {int64_t{8}, int64_t{70'001}}) {
+      INFO("elements: " << n);
+      torch::manual_seed(5);
+      torch::Tensor aliased = torch::randn({n}).requires_grad_();
+      torch::Tensor copied = aliased.detach().clone().requires_grad_();
+      aliased.mutable_grad() = aliased.detach();  // the same memory
+      copied.mutable_grad() = copied.detach().clone();
+      torch::optim::Adam x({aliased}, torch::optim::AdamOptions(1e-2)), y({copied}, torch::optim::AdamOptions(1e-2));
+      REQUIRE(fused_adam_applies(x));
+      fused_adam_step(x);
+      fused_adam_step(y);
+      CHECK(aliased.equal(copied));
+    }
+    torch::Tensor storage = torch::randn({9});
+    torch::Tensor p = storage.narrow(0, 0, 8).detach().requires_grad_();
+    p.mutable_grad() = storage.narrow(0, 1, 8);  // one element along
+    torch::optim::Adam adam({p}, torch::optim::AdamOptions(1e-3));
+    CHECK_THROWS(fused_adam_step(adam));
+  }
+  torch::set_num_threads(before);
+}
+
 // The pass over a large parameter is split between the intra-op threads; each element's update
 // reads only that element, so the result is the same bits at any thread count, whatever ATen's
 // own kernels do (this holds on PyPI's LibTorch 2 too, where the comparison with torch's step

@@ -85,14 +85,7 @@ KD_CPU_CLONES void update(const Step& s, float* __restrict p, const float* __res
   }
 }
 
-// Runs `update` over the elements of one parameter, split between LibTorch's intra-op threads as
-// its own element-wise kernels are (TensorIterator::for_each: ranges of at least 32768 elements,
-// on the OpenMP or native pool that LibTorch was built with, so kd needs no OpenMP flags of its
-// own). Each element's update reads only that element: the bits do not depend on the split,
-// hence not on the number of threads.
-// A parameter that one thread takes whole (at most one grain, or one thread) is updated directly
-// where no two of its tensors share memory (the iterator checks and refuses that): building the
-// iterator costs microseconds, a visible share of a small model's step.
+// Whether no two of the tensors share memory (the undefined ones left out).
 bool separate(std::initializer_list<const torch::Tensor*> tensors) {
   for (auto i = tensors.begin(); i != tensors.end(); ++i) {
     for (auto j = std::next(i); j != tensors.end(); ++j) {
@@ -102,11 +95,18 @@ bool separate(std::initializer_list<const torch::Tensor*> tensors) {
   return true;
 }
 
+// Runs `update` over the elements of one parameter, split between LibTorch's intra-op threads as
+// its own element-wise kernels are (TensorIterator::for_each: ranges of at least 32768 elements,
+// on the OpenMP or native pool that LibTorch was built with, so kd needs no OpenMP flags of its
+// own). Each element's update reads only that element: the bits do not depend on the split,
+// hence not on the number of threads. A parameter that one thread takes whole (at most one grain,
+// or one thread) is updated directly, without the iterator (whose build costs microseconds, a
+// visible share of a small model's step), where no two of its tensors share memory (the iterator
+// checks that and refuses).
 void run_parallel(const Step& s, const torch::Tensor& param, const torch::Tensor& grad, const torch::Tensor& m,
                   const torch::Tensor& v, const torch::Tensor& vmax) {
   const int64_t n = param.numel();
-  if ((n <= at::internal::GRAIN_SIZE || at::get_num_threads() == 1) &&
-      separate({&param, &grad, &m, &v, &vmax})) {
+  if ((n <= at::internal::GRAIN_SIZE || at::get_num_threads() == 1) && separate({&param, &grad, &m, &v, &vmax})) {
     update(s, param.data_ptr<float>(), grad.data_ptr<float>(), m.data_ptr<float>(), v.data_ptr<float>(),
            vmax.defined() ? vmax.data_ptr<float>() : nullptr, 0, n);
     return;
