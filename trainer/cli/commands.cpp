@@ -8,6 +8,8 @@
 #include <set>
 #include <thread>
 
+#include <spdlog/logger.h>
+
 #include "trainer/checkpoints/checkpointer.h"
 #include "trainer/checkpoints/export.h"
 #include "trainer/common/error.h"

@@ -19,32 +19,11 @@
 
 namespace kd::config {
 
-// Which keys readers asked for, per map (by key path), shared by all nodes of one document.
-struct Asked {
-  std::map<std::string, std::set<std::string>, std::less<>> keys;
-  // The defaults readers took for keys the experiment does not give: dotted key -> YAML text.
-  std::map<std::string, std::string> defaults;
-};
-
-struct Node::Impl {
-  YAML::Node yaml;
-  std::string source;  // file name
-  std::string path;    // dotted key path
-  std::shared_ptr<Asked> asked;
-  // For documents merged from several files: each node with the file it came from (later
-  // entries win; see config/experiment.cpp).
-  std::shared_ptr<const std::vector<std::pair<YAML::Node, std::string>>> origins;
-};
-
-namespace {
-
-std::string join_path(const std::string& parent, std::string_view key) {
-  return parent.empty() ? std::string(key) : parent + "." + std::string(key);
-}
-
-std::string where_of(const Node::Impl& impl, const YAML::Node& yaml) {
+std::string detail::where_of(const Node::Impl& impl, const YAML::Node& yaml) {
   return impl.origins ? detail::where_in(*impl.origins, yaml, impl.source) : detail::where_in({}, yaml, impl.source);
 }
+
+namespace {
 
 std::string scalar_text(const YAML::Node& yaml) {
   if (yaml.IsScalar()) return "\"" + yaml.Scalar() + "\"";
@@ -61,7 +40,7 @@ T convert(const Node::Impl& impl, const YAML::Node& yaml, const std::string& key
     } catch (const YAML::Exception&) {
     }
   }
-  throw ConfigError(where_of(impl, yaml) + ": \"" + key_path + "\" must be " + expected + ", but it is " +
+  throw ConfigError(detail::where_of(impl, yaml) + ": \"" + key_path + "\" must be " + expected + ", but it is " +
                     scalar_text(yaml));
 }
 
@@ -154,7 +133,7 @@ bool Node::is_null() const { return !impl_->yaml.IsDefined() || impl_->yaml.IsNu
 // errors, not sections silently left at their defaults.
 static void require_map(const Node::Impl& impl, std::string_view key) {
   if (impl.yaml.IsMap() || !impl.yaml.IsDefined() || impl.yaml.IsNull()) return;
-  throw ConfigError(where_of(impl, impl.yaml) + ": \"" + (impl.path.empty() ? "the experiment" : impl.path) +
+  throw ConfigError(detail::where_of(impl, impl.yaml) + ": \"" + (impl.path.empty() ? "the experiment" : impl.path) +
                     "\" must be a map of keys (such as \"" + std::string(key) + "\"), but it is " +
                     scalar_text(impl.yaml));
 }
@@ -163,7 +142,7 @@ Node Node::section(std::string_view key) const {
   auto found = find(key);
   if (found && !found->is_null()) return *found;
   // An empty map of this document at `key` (its defaults are recorded under the key's path).
-  return Node(make_child(*impl_, YAML::Node(YAML::NodeType::Map), join_path(impl_->path, key)));
+  return Node(make_child(*impl_, YAML::Node(YAML::NodeType::Map), detail::join_key(impl_->path, key)));
 }
 
 std::optional<Node> Node::find(std::string_view key) const {
@@ -173,7 +152,7 @@ std::optional<Node> Node::find(std::string_view key) const {
   const YAML::Node& map = impl_->yaml;
   for (auto it = map.begin(); it != map.end(); ++it) {
     if (it->first.Scalar() == key) {
-      return Node(make_child(*impl_, it->second, join_path(impl_->path, key)));
+      return Node(make_child(*impl_, it->second, detail::join_key(impl_->path, key)));
     }
   }
   return std::nullopt;
@@ -183,7 +162,7 @@ bool Node::has(std::string_view key) const { return find(key).has_value(); }
 
 Node Node::child(std::string_view key) const {
   if (auto n = find(key)) return *n;
-  const std::string full = join_path(impl_->path, key);
+  const std::string full = detail::join_key(impl_->path, key);
   if (!impl_->yaml.IsMap()) {
     throw ConfigError(where() + ": \"" + (impl_->path.empty() ? "the document" : impl_->path) +
                       "\" must be a map with the key \"" + std::string(key) + "\", but it is " +
@@ -252,16 +231,16 @@ std::string default_text(const std::vector<T>& v) {
 
 }  // namespace
 
-#define KD_GETTER(Type, name, as)                                                      \
-  Type Node::name(std::string_view key, std::optional<Type> def) const {               \
-    if (auto n = find(key)) {                                                          \
-      if (!n->is_null()) return n->as();                                               \
-    }                                                                                  \
-    if (def) {                                                                         \
-      impl_->asked->defaults.emplace(join_path(impl_->path, key), default_text(*def)); \
-      return *def;                                                                     \
-    }                                                                                  \
-    return child(key).as();                                                            \
+#define KD_GETTER(Type, name, as)                                                             \
+  Type Node::name(std::string_view key, std::optional<Type> def) const {                      \
+    if (auto n = find(key)) {                                                                 \
+      if (!n->is_null()) return n->as();                                                      \
+    }                                                                                         \
+    if (def) {                                                                                \
+      impl_->asked->defaults.emplace(detail::join_key(impl_->path, key), default_text(*def)); \
+      return *def;                                                                            \
+    }                                                                                         \
+    return child(key).as();                                                                   \
   }
 KD_GETTER(double, get_double, as_double)
 KD_GETTER(int64_t, get_int, as_int)
@@ -294,7 +273,7 @@ int64_t Node::get_int_in(std::string_view key, std::optional<int64_t> def, int64
   const int64_t v = get_int(key, def);
   if (v < min || v > max) {
     const auto n = find(key);
-    throw ConfigError((n ? n->where() : where()) + ": \"" + join_path(impl_->path, key) + "\" must be " +
+    throw ConfigError((n ? n->where() : where()) + ": \"" + detail::join_key(impl_->path, key) + "\" must be " +
                       range_text(min, max) + ", got " + std::to_string(v));
   }
   return v;
@@ -306,7 +285,7 @@ double Node::get_double_in(std::string_view key, std::optional<double> def, doub
     const auto n = find(key);
     std::ostringstream got;
     got << v;
-    throw ConfigError((n ? n->where() : where()) + ": \"" + join_path(impl_->path, key) + "\" must be " +
+    throw ConfigError((n ? n->where() : where()) + ": \"" + detail::join_key(impl_->path, key) + "\" must be " +
                       range_text(min, max) + ", got " + got.str());
   }
   return v;
@@ -318,7 +297,7 @@ std::vector<int64_t> Node::get_int_list_in(std::string_view key, std::optional<s
   for (std::size_t i = 0; i < values.size(); ++i) {
     if (values[i] < min || values[i] > max) {
       const auto n = find(key);
-      throw ConfigError((n ? n->where() : where()) + ": every element of \"" + join_path(impl_->path, key) +
+      throw ConfigError((n ? n->where() : where()) + ": every element of \"" + detail::join_key(impl_->path, key) +
                         "\" must be " + range_text(min, max) + ", but element " + std::to_string(i) + " is " +
                         std::to_string(values[i]));
     }
@@ -331,7 +310,7 @@ std::vector<int64_t> Node::get_int_list_in(std::string_view key, std::optional<s
     auto n = find(key);                                                                            \
     if (!n || n->is_null()) {                                                                      \
       if (def) {                                                                                   \
-        impl_->asked->defaults.emplace(join_path(impl_->path, key), default_text(*def));           \
+        impl_->asked->defaults.emplace(detail::join_key(impl_->path, key), default_text(*def));    \
         return *def;                                                                               \
       }                                                                                            \
       n = child(key);                                                                              \
@@ -345,60 +324,7 @@ KD_LIST_GETTER(double, get_double_list, as_double)
 KD_LIST_GETTER(std::string, get_string_list, as_string)
 #undef KD_LIST_GETTER
 
-std::string Node::where() const { return where_of(*impl_, impl_->yaml); }
-
-namespace {
-
-std::string flow_text(const YAML::Node& node) {
-  YAML::Emitter out;
-  out << YAML::Flow << node;
-  return out.c_str();
-}
-
-// "file.yaml:12:5" -> "file.yaml:12".
-std::string without_column(const std::string& where) {
-  const auto last = where.rfind(':');
-  if (last == std::string::npos || where.rfind("--cfg", 0) == 0) return where;
-  const auto before = where.rfind(':', last - 1);
-  const bool two_numbers = before != std::string::npos && last > before + 1 &&
-                           where.find_first_not_of("0123456789", before + 1) == last &&
-                           where.find_first_not_of("0123456789", last + 1) == std::string::npos;
-  return two_numbers ? where.substr(0, last) : where;
-}
-
-void collect_leaves(const Node::Impl& impl, const YAML::Node& node, const std::string& key,
-                    const std::vector<std::string>& skip, std::vector<Node::Leaf>& out) {
-  bool scalars_only = true;
-  if (node.IsSequence()) {
-    for (const auto& element : node) scalars_only = scalars_only && (element.IsScalar() || element.IsNull());
-  }
-  const bool leaf = !(node.IsMap() && node.size() > 0) && !(node.IsSequence() && node.size() > 0 && !scalars_only);
-  if (leaf) {
-    out.push_back({key, flow_text(node), without_column(where_of(impl, node))});
-  } else if (node.IsMap()) {
-    for (auto it = node.begin(); it != node.end(); ++it) {
-      const std::string name = it->first.Scalar();
-      if (key.empty() && std::find(skip.begin(), skip.end(), name) != skip.end()) continue;
-      collect_leaves(impl, it->second, join_path(key, name), skip, out);
-    }
-  } else {
-    for (std::size_t i = 0; i < node.size(); ++i) {
-      collect_leaves(impl, node[i], key + "[" + std::to_string(i) + "]", skip, out);
-    }
-  }
-}
-
-}  // namespace
-
-std::vector<Node::Leaf> Node::leaves(const std::vector<std::string>& skip) const {
-  std::vector<Leaf> out;
-  collect_leaves(*impl_, impl_->yaml, impl_->path, skip, out);
-  return out;
-}
-
-std::vector<std::pair<std::string, std::string>> Node::defaults_taken() const {
-  return {impl_->asked->defaults.begin(), impl_->asked->defaults.end()};
-}
+std::string Node::where() const { return detail::where_of(*impl_, impl_->yaml); }
 
 const std::string& Node::key_path() const { return impl_->path; }
 
@@ -411,50 +337,13 @@ void Node::check_unknown_keys() const {
   for (auto kv = impl_->yaml.begin(); kv != impl_->yaml.end(); ++kv) {
     const std::string key = kv->first.Scalar();
     if (asked.count(key)) continue;
-    std::string message = where_of(*impl_, kv->first) + ": unknown key \"" + key + "\"" +
+    std::string message = detail::where_of(*impl_, kv->first) + ": unknown key \"" + key + "\"" +
                           (impl_->path.empty() ? "" : " in \"" + impl_->path + "\"");
     const auto close = nearest(key, known, 1);
     if (!close.empty()) message += ". Did you mean \"" + close.front() + "\"?";
     if (!known.empty()) message += " (valid keys: " + join_names(known) + ")";
     throw ConfigError(message);
   }
-}
-
-namespace {
-
-void flatten_into(const YAML::Node& node, const std::string& prefix,
-                  std::vector<std::pair<std::string, std::string>>& out) {
-  if (node.IsMap()) {
-    for (auto it = node.begin(); it != node.end(); ++it) {
-      flatten_into(it->second, prefix.empty() ? it->first.Scalar() : prefix + "." + it->first.Scalar(), out);
-    }
-    return;
-  }
-  if (node.IsScalar()) {
-    out.emplace_back(prefix, node.Scalar());
-    return;
-  }
-  if (node.IsSequence()) {
-    YAML::Emitter e;
-    e << YAML::Flow << node;
-    out.emplace_back(prefix, e.c_str());
-    return;
-  }
-  out.emplace_back(prefix, "null");
-}
-
-}  // namespace
-
-std::vector<std::pair<std::string, std::string>> Node::flatten() const {
-  std::vector<std::pair<std::string, std::string>> out;
-  flatten_into(impl_->yaml, "", out);
-  return out;
-}
-
-std::string Node::to_yaml() const {
-  YAML::Emitter out;
-  out << impl_->yaml;
-  return out.c_str();
 }
 
 namespace detail {

@@ -1,11 +1,6 @@
-#include <cctype>
-#include <charconv>
-#include <cmath>
-#include <cstdint>
-#include <limits>
 #include <map>
-#include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "trainer/common/error.h"
@@ -28,8 +23,8 @@ std::string where_in(const Origins& origins, const YAML::Node& node, const std::
   return source + ":" + std::to_string(mark.line + 1) + ":" + std::to_string(mark.column + 1);
 }
 
-std::string join_key(const std::string& parent, const std::string& key) {
-  return parent.empty() ? key : parent + "." + key;
+std::string join_key(const std::string& parent, std::string_view key) {
+  return parent.empty() ? std::string(key) : parent + "." + std::string(key);
 }
 
 std::string join_index(const std::string& parent, std::size_t index) {
@@ -67,12 +62,6 @@ std::vector<Piece> split_pieces(const std::string& text, Fail fail) {
   }
   if (!literal.empty() || pieces.empty()) pieces.push_back({false, literal});
   return pieces;
-}
-
-std::string value_kind(const YAML::Node& node) {
-  if (node.IsMap()) return "a map";
-  if (node.IsSequence()) return "a list";
-  return "empty (null)";
 }
 
 bool has_reference(const std::string& text) {
@@ -140,42 +129,51 @@ class Resolver {
     p.state = State::kActive;
     stack_.push_back(key);
     const std::vector<Piece> pieces = split_pieces(p.text, [&](const std::string& why) { fail(key, why); });
-    if (pieces.size() == 1 && pieces.front().expression) {
-      Expression e(*this, key, pieces.front().text);
-      if (const auto whole = e.single_key()) {  // the value referred to, whole: a number, text, list or map
-        const YAML::Node target = lookup(key, *whole);
-        if (target.IsScalar()) {
-          set_scalar(p.node, target.Scalar());
-        } else {
-          YAML::Node node = p.node;
-          node = YAML::Clone(target);
-        }
-      } else {
-        set_scalar(p.node, number_text(e.evaluate()));
-      }
-    } else {
-      std::string text;
-      for (const Piece& piece : pieces) {
-        if (!piece.expression) {
-          text += piece.text;
-          continue;
-        }
-        Expression e(*this, key, piece.text);
-        if (const auto whole = e.single_key()) {
-          const YAML::Node target = lookup(key, *whole);
-          if (!target.IsScalar()) {
-            fail(key,
-                 "\"" + *whole + "\" is " + value_kind(target) + "; a reference inside text must name a single value");
-          }
-          text += target.Scalar();
-        } else {
-          text += number_text(e.evaluate());
-        }
-      }
-      set_scalar(p.node, text);
+    KeysFrom keys(*this, key);
+    try {
+      substitute(p.node, key, pieces, keys);
+    } catch (const ExpressionError& e) {
+      fail(key, e.why);
     }
     stack_.pop_back();
     p.state = State::kDone;
+  }
+
+  // Writes the value of `key`, whose text is `pieces`, into `node`.
+  void substitute(YAML::Node node, const std::string& key, const std::vector<Piece>& pieces, ExpressionKeys& keys) {
+    if (pieces.size() == 1 && pieces.front().expression) {
+      const std::string& expression = pieces.front().text;
+      // The value referred to, whole: a number, text, a list or a map.
+      if (const auto whole = single_key(expression, keys)) {
+        const YAML::Node target = lookup(key, *whole);
+        if (target.IsScalar()) {
+          set_scalar(node, target.Scalar());
+        } else {
+          node = YAML::Clone(target);
+        }
+      } else {
+        set_scalar(node, number_text(evaluate(expression, keys)));
+      }
+      return;
+    }
+    std::string text;
+    for (const Piece& piece : pieces) {
+      if (!piece.expression) {
+        text += piece.text;
+        continue;
+      }
+      if (const auto whole = single_key(piece.text, keys)) {
+        const YAML::Node target = lookup(key, *whole);
+        if (!target.IsScalar()) {
+          fail(key,
+               "\"" + *whole + "\" is " + value_kind(target) + "; a reference inside text must name a single value");
+        }
+        text += target.Scalar();
+      } else {
+        text += number_text(evaluate(piece.text, keys));
+      }
+    }
+    set_scalar(node, text);
   }
 
   static void set_scalar(YAML::Node node, const std::string& text) {
@@ -237,166 +235,17 @@ class Resolver {
     return node;
   }
 
-  // An expression inside ${...}: numbers, keys (a.b[0].c), + - * / // %, unary -, parentheses.
-  class Expression {
+  // What an expression in the value of `from` reads: the experiment's keys through `lookup`, so
+  // that the references it names are resolved first and a missing key gets the nearest one.
+  class KeysFrom : public ExpressionKeys {
    public:
-    Expression(Resolver& r, std::string key, std::string text) : r_(r), key_(std::move(key)), text_(std::move(text)) {}
-
-    // The key when the expression is one key and nothing else.
-    std::optional<std::string> single_key() {
-      pos_ = 0;
-      skip_space();
-      if (pos_ >= text_.size() || !start_of_key(text_[pos_])) {
-        if (trimmed().empty()) r_.fail(key_, "an empty reference \"${}\"; write ${key} or ${key * 2}");
-        return std::nullopt;
-      }
-      std::string k = read_key();
-      skip_space();
-      if (pos_ != text_.size()) return std::nullopt;
-      return k;
-    }
-
-    Number evaluate() {
-      pos_ = 0;
-      Number n = sum();
-      skip_space();
-      if (pos_ != text_.size()) bad("unexpected \"" + text_.substr(pos_) + "\"");
-      return n;
-    }
+    KeysFrom(Resolver& r, const std::string& from) : r_(r), from_(from) {}
+    bool exists(const std::string& key) const override { return r_.find(key).IsDefined(); }
+    YAML::Node value(const std::string& key) override { return r_.lookup(from_, key); }
 
    private:
-    std::string trimmed() const {
-      const auto b = text_.find_first_not_of(" \t");
-      if (b == std::string::npos) return "";
-      return text_.substr(b, text_.find_last_not_of(" \t") - b + 1);
-    }
-    [[noreturn]] void bad(const std::string& why) const {
-      r_.fail(key_, "in ${" + text_ + "}: " + why +
-                        " (an expression is numbers and keys with + - * / // % and parentheses, e.g. "
-                        "${num_train_steps * 0.9})");
-    }
-    void skip_space() {
-      while (pos_ < text_.size() && (text_[pos_] == ' ' || text_[pos_] == '\t')) ++pos_;
-    }
-    static bool start_of_key(char c) { return std::isalpha(static_cast<unsigned char>(c)) || c == '_'; }
-    static bool key_char(char c) { return std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-'; }
-
-    std::string read_key() {
-      std::string k;
-      for (;;) {
-        const std::size_t begin = pos_;
-        while (pos_ < text_.size() && key_char(text_[pos_])) ++pos_;
-        // "a-b" is a key only when it names one: otherwise "-" is a minus.
-        std::string part = text_.substr(begin, pos_ - begin);
-        if (part.find('-') != std::string::npos && !r_.find(k.empty() ? part : k + "." + part).IsDefined()) {
-          pos_ = begin + part.find('-');
-          part = text_.substr(begin, pos_ - begin);
-        }
-        k = k.empty() ? part : k + "." + part;
-        while (pos_ < text_.size() && text_[pos_] == '[') {
-          const auto close = text_.find(']', pos_);
-          const std::string digits = close == std::string::npos ? "" : text_.substr(pos_ + 1, close - pos_ - 1);
-          if (digits.empty() || digits.size() > 9 || digits.find_first_not_of("0123456789") != std::string::npos) {
-            bad("a list index is a number in [ ], e.g. transforms[0]");
-          }
-          k += "[" + digits + "]";
-          pos_ = close + 1;
-        }
-        if (pos_ + 1 < text_.size() && text_[pos_] == '.' && start_of_key(text_[pos_ + 1])) {
-          ++pos_;
-          continue;
-        }
-        return k;
-      }
-    }
-
-    Number sum() {
-      Number left = product();
-      for (;;) {
-        skip_space();
-        if (pos_ >= text_.size() || (text_[pos_] != '+' && text_[pos_] != '-')) return left;
-        const char op = text_[pos_++];
-        const Number right = product();
-        left = apply(op == '+' ? "+" : "-", left, right);
-      }
-    }
-
-    Number product() {
-      Number left = unary();
-      for (;;) {
-        skip_space();
-        if (pos_ >= text_.size()) return left;
-        std::string op;
-        if (text_.compare(pos_, 2, "//") == 0) {
-          op = "//";
-        } else if (text_[pos_] == '*' || text_[pos_] == '/' || text_[pos_] == '%') {
-          op = std::string(1, text_[pos_]);
-        } else {
-          return left;
-        }
-        pos_ += op.size();
-        left = apply(op, left, unary());
-      }
-    }
-
-    Number unary() {
-      skip_space();
-      if (pos_ < text_.size() && text_[pos_] == '-') {
-        ++pos_;
-        return apply("-", Number{}, unary());
-      }
-      if (pos_ < text_.size() && text_[pos_] == '+') {
-        ++pos_;
-        return unary();
-      }
-      return primary();
-    }
-
-    Number primary() {
-      skip_space();
-      if (pos_ >= text_.size()) bad("a number or a key is missing at the end");
-      const char c = text_[pos_];
-      if (c == '(') {
-        ++pos_;
-        Number n = sum();
-        skip_space();
-        if (pos_ >= text_.size() || text_[pos_] != ')') bad("\"(\" without its \")\"");
-        ++pos_;
-        return n;
-      }
-      if (std::isdigit(static_cast<unsigned char>(c)) || c == '.') {
-        const std::size_t begin = pos_;
-        while (pos_ < text_.size() &&
-               (std::isalnum(static_cast<unsigned char>(text_[pos_])) || text_[pos_] == '.' ||
-                ((text_[pos_] == '-' || text_[pos_] == '+') && (text_[pos_ - 1] == 'e' || text_[pos_ - 1] == 'E')))) {
-          ++pos_;
-        }
-        const std::string literal = text_.substr(begin, pos_ - begin);
-        const auto n = parse_number(literal);
-        if (!n) bad("\"" + literal + "\" is not a number");
-        return *n;
-      }
-      if (start_of_key(c)) {
-        const std::string k = read_key();
-        const YAML::Node target = r_.lookup(key_, k);
-        if (!target.IsScalar()) bad("\"" + k + "\" is " + value_kind(target) + ", not a number");
-        const auto n = parse_number(target.Scalar());
-        if (!n) bad("\"" + k + "\" is \"" + target.Scalar() + "\", not a number");
-        return *n;
-      }
-      bad("unexpected \"" + text_.substr(pos_) + "\"");
-    }
-
-    Number apply(const std::string& op, const Number& a, const Number& b) const {
-      Number out;
-      if (const std::string why = arithmetic(op, a, b, out); !why.empty()) bad(why);
-      return out;
-    }
-
     Resolver& r_;
-    std::string key_;
-    std::string text_;
-    std::size_t pos_ = 0;
+    const std::string& from_;
   };
 
   YAML::Node root_;

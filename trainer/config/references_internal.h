@@ -3,6 +3,7 @@
 #pragma once
 
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -30,7 +31,7 @@ struct Reference {
 std::vector<Reference> resolve_references(YAML::Node root, const Origins& origins, const std::string& fallback);
 
 // The dotted key of a list element or map key as references write it: "a.b[0].c".
-std::string join_key(const std::string& parent, const std::string& key);
+std::string join_key(const std::string& parent, std::string_view key);
 std::string join_index(const std::string& parent, std::size_t index);
 
 }  // namespace kd::config::detail
