@@ -32,7 +32,8 @@
 // kd's); without one its columns are left out. The loops and Python run with the allocator
 // thresholds kd sets for itself (MALLOC_MMAP_THRESHOLD_ 32 MiB, MALLOC_TRIM_THRESHOLD_ 2 GiB: freed
 // memory kept for reuse), so that the allocator is not among the differences measured. kd runs
-// --kd-runs times per round (its slowest run is compared with the lean loop's median).
+// --kd-runs times per round (its slowest run is compared with the lean loop's median, and beside it
+// the lean loop's own slowest run and the bound's, with their medians: the machine's spread).
 //
 // `train_bench --hand-loop CASE|--lean-loop CASE --threads N --steps N` runs one loop alone;
 // `train_bench --gemm-bound CASE --threads N` times the matrix products.
@@ -702,6 +703,11 @@ int main(int argc, char** argv) {
       std::printf("  kd / lean %s  kd / hand %s  kd / python %s  kd / bound %s  kd's slowest / lean's median %.3f\n",
                   kd_vs_lean.text("%.3f").c_str(), kd_vs_hand.text("%.3f").c_str(), kd_vs_py.text("%.3f").c_str(),
                   kd_vs_bound.text("%.3f").c_str(), kd_loop.min() / lean.med());
+      // The same ratio for programs that do the same work every run: how far the machine alone
+      // moves a run from the median.
+      std::printf("  the machine's spread: lean's slowest / its median %.3f", lean.min() / lean.med());
+      if (!c.cnn) std::printf("  bound's slowest / its median %.3f", bound.min() / bound.med());
+      std::printf("\n");
       std::printf("  process steps/s  kd %s  lean %s  hand %s;  kd / lean %s  kd / hand %s\n",
                   kd_proc.text("%.1f").c_str(), lean_proc.text("%.1f").c_str(), hand_proc.text("%.1f").c_str(),
                   proc_vs_lean.text("%.3f").c_str(), proc_vs_hand.text("%.3f").c_str());
