@@ -174,11 +174,10 @@ Tree Pipeline::transformed(Tree batch, uint64_t seed, const std::function<std::s
 
 Tree Pipeline::transformed_examples(std::vector<Tree> examples, const std::vector<uint64_t>& seeds,
                                     const std::function<std::string(std::size_t)>& name) const {
+  if (transforms_.empty()) return stack_examples(examples, name);  // no generators to seed
   std::vector<at::Generator> generators;
-  if (!transforms_.empty()) {
-    generators.reserve(seeds.size());
-    for (const uint64_t seed : seeds) generators.push_back(generator(seed));
-  }
+  generators.reserve(seeds.size());
+  for (const uint64_t seed : seeds) generators.push_back(generator(seed));
   const std::vector<Tree> read = examples;  // (their tensors shared) to name an example that fails
   // While the transforms can, they run once on the examples stacked (Transform::applies_each);
   // the others run on each example.
